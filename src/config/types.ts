@@ -1,0 +1,43 @@
+// The validated, typed configuration. The YAML names (snake_case) are a contract other tools rely
+// on; this is their in-memory form after validation: durations in milliseconds, addresses split.
+
+export type ListenerMode = 'original_dst';
+
+export interface SocketAddress {
+  /** Literal IP as written, without brackets ("0.0.0.0", "::", "10.0.0.1"). */
+  host: string;
+  port: number;
+  family: 4 | 6;
+  /** Canonical text form: "10.0.0.1:80" or "[::1]:80". */
+  text: string;
+}
+
+export interface ListenerConfig {
+  name: string;
+  address: SocketAddress;
+  mode: ListenerMode;
+  /** IP_TRANSPARENT listener for TPROXY: the original destination is the accepted socket's local address. */
+  transparent: boolean;
+  backlog: number;
+}
+
+export interface ClusterConfig {
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  cleanupIntervalMs: number;
+  /** SO_MARK for upstream sockets; 0 leaves the mark unset. */
+  upstreamMark: number;
+}
+
+export interface AdminConfig {
+  address: SocketAddress;
+}
+
+export interface SplicegateConfig {
+  /** Resolved worker count (the YAML may say "auto": CPU count). */
+  workers: number;
+  admin: AdminConfig;
+  listeners: ListenerConfig[];
+  cluster: ClusterConfig;
+  drainTimeoutMs: number;
+}
