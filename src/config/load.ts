@@ -1,0 +1,82 @@
+// Reading a config: file -> YAML document -> schema validation -> SplicegateConfig. Every failure
+// is a ConfigError listing all problems, each tied to a path and, where possible, a line.
+
+import { readFileSync } from 'node:fs';
+import { isMap, isNode, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
+import { ConfigError, formatPath, ROOT_PATH, type ConfigProblem } from './problems';
+import { validateConfigValue } from './schema';
+import { describeErrno } from './syserr';
+import type { SplicegateConfig } from './types';
+
+export { ConfigError, formatProblems, type ConfigProblem } from './problems';
+
+/** Parse and validate config text; `source` names it in messages (usually the file path). */
+export function parseConfigText(text: string, source: string): SplicegateConfig {
+  const lineCounter = new LineCounter();
+  // uniqueKeys: a key given twice is an error, not "last one wins". prettyErrors off: we format
+  // positions ourselves, one line per problem.
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+
+  const yamlProblems: ConfigProblem[] = [...doc.errors, ...doc.warnings].map((e) => {
+    const pos = lineCounter.linePos(e.pos[0]);
+    return { path: ROOT_PATH, message: `YAML ${e.name === 'YAMLWarning' ? 'warning' : 'syntax error'}: ${firstLine(e.message)}`, line: pos.line, column: pos.col };
+  });
+  // After a syntax error the document is unreliable; schema complaints about it would be noise.
+  if (doc.errors.length > 0) throw new ConfigError(source, yamlProblems);
+
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (err) {
+    // e.g. the alias-expansion limit that guards against "billion laughs" documents.
+    throw new ConfigError(source, [...yamlProblems, { path: ROOT_PATH, message: `YAML error: ${err instanceof Error ? err.message : String(err)}` }]);
+  }
+  if (value === null || value === undefined) {
+    throw new ConfigError(source, [...yamlProblems, { path: ROOT_PATH, message: 'the config is empty: at least "listeners" is required' }]);
+  }
+  const result = validateConfigValue(value);
+  if (result.ok && yamlProblems.length === 0) return result.config;
+  const schemaProblems: ConfigProblem[] = result.ok
+    ? []
+    : result.problems.map((p) => ({ path: formatPath(p.segments), message: p.message, ...locate(doc, lineCounter, p.segments, p.atKey === true) }));
+  throw new ConfigError(source, [...yamlProblems, ...schemaProblems]);
+}
+
+/** Read and parse a config file. Synchronous: it runs once, at startup, before anything else. */
+export function loadConfigFile(path: string): SplicegateConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = errnoCode(err);
+    const reason = code === undefined ? String(err) : describeErrno(code);
+    throw new ConfigError(path, [{ path: ROOT_PATH, message: `cannot read config file: ${reason}` }]);
+  }
+  return parseConfigText(text, path);
+}
+
+/**
+ * Line/column of the YAML node at `segments`, if the file has one there (a missing key has none).
+ * Points at the value, or with `atKey` at the key itself (for "unknown key" the key is the culprit).
+ */
+function locate(doc: Document, lineCounter: LineCounter, segments: readonly PropertyKey[], atKey: boolean): { line?: number; column?: number } {
+  if (segments.length === 0) return {};
+  let node: unknown = doc.getIn(segments as unknown[], true);
+  if (atKey) {
+    const parent: unknown = doc.getIn(segments.slice(0, -1) as unknown[], true);
+    const last = segments[segments.length - 1];
+    node = isMap(parent) ? parent.items.find((pair) => isScalar(pair.key) && pair.key.value === last)?.key : undefined;
+  }
+  if (!isNode(node) || node.range == null) return {};
+  const pos = lineCounter.linePos(node.range[0]);
+  return { line: pos.line, column: pos.col };
+}
+
+function errnoCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
+  return undefined;
+}
+
+function firstLine(message: string): string {
+  return message.split('\n')[0] ?? message;
+}

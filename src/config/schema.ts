@@ -1,0 +1,262 @@
+// The config file's structure, as a zod schema over the YAML's plain-JS value, and its mapping to
+// the typed SplicegateConfig. The snake_case key names here are a contract: extend, never rename.
+//
+// All objects are strict: an unknown key is an error, because in a proxy config a typo such as
+// "idle_timout" would otherwise silently fall back to the default.
+
+import { availableParallelism } from 'node:os';
+import { z } from 'zod';
+import { addressKey, parseSocketAddress } from './address';
+import { bareNumberMessage, parseDuration } from './duration';
+import { Parsed, showValue } from './parsed';
+import { closestMatch } from './suggest';
+import type { SocketAddress, SplicegateConfig } from './types';
+
+export const MAX_WORKERS = 256;
+export const MAX_BACKLOG = 65535;
+export const MAX_UPSTREAM_MARK = 0xffffffff;
+/** Listener names show up in logs and admin output; keep them to characters that need no quoting. */
+export const LISTENER_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/** Defaults as they would be written in the file (docs/CONFIG.md and `--help` quote these). */
+export const DEFAULTS = {
+  workers: 'auto',
+  adminAddress: '127.0.0.1:9901',
+  mode: 'original_dst',
+  transparent: false,
+  backlog: 4096,
+  connectTimeout: '5s',
+  idleTimeout: '1h',
+  cleanupInterval: '5s',
+  upstreamMark: 0,
+  drainTimeout: '10s',
+} as const;
+
+/** A string field parsed by one of the scalar parsers; a parse failure becomes one zod issue. */
+function parsedString<T>(parse: (text: string) => Parsed<T>, notAString: (input: unknown) => string) {
+  return z.string({ error: (issue) => notAString(issue.input) }).transform((text, ctx) => {
+    const result = parse(text);
+    if (result.ok) return result.value;
+    ctx.addIssue({ code: 'custom', message: result.message, input: text });
+    return z.NEVER;
+  });
+}
+
+const duration = parsedString(parseDuration, (input) =>
+  typeof input === 'number'
+    ? bareNumberMessage(input)
+    : `expected a duration string like "250ms", "5s", "1m" or "1h", got ${showValue(input)}`,
+);
+
+const address = parsedString(
+  parseSocketAddress,
+  (input) => `expected "ip:port" or "[ipv6]:port" as a string, got ${showValue(input)}`,
+);
+
+const workersMessage = (issue: { input?: unknown }): string =>
+  `expected "auto" or an integer from 1 to ${MAX_WORKERS}, got ${showValue(issue.input)}`;
+const workers = z.union(
+  [
+    z.literal('auto', { error: workersMessage }),
+    z.int({ error: workersMessage }).min(1, { error: workersMessage }).max(MAX_WORKERS, { error: workersMessage }),
+  ],
+  { error: workersMessage },
+);
+
+const listener = z.strictObject({
+  name: z.string().regex(LISTENER_NAME_RE, {
+    error: (issue) =>
+      `expected a name of letters, digits, "_", "." or "-" (at most 64, starting with a letter or digit), got ${showValue(issue.input)}`,
+  }),
+  address,
+  mode: z.enum(['original_dst']).default(DEFAULTS.mode),
+  transparent: z.boolean().default(DEFAULTS.transparent),
+  backlog: z.int().min(1).max(MAX_BACKLOG).default(DEFAULTS.backlog),
+});
+
+// Uniqueness runs even when some listener has other problems (`when` below), so one pass reports
+// both "bad backlog" and "duplicate name". The value may then be partly unparsed, hence `unknown`
+// and the defensive checks.
+function checkListenersUnique(listeners: unknown, ctx: z.RefinementCtx): void {
+  if (!Array.isArray(listeners)) return;
+  const names = new Map<string, number>();
+  const addresses = new Map<string, number>();
+  listeners.forEach((item: unknown, index) => {
+    if (!isRecord(item)) return;
+    const name = item['name'];
+    if (typeof name === 'string') {
+      const first = names.get(name);
+      if (first === undefined) names.set(name, index);
+      else ctx.addIssue({ code: 'custom', path: [index, 'name'], message: `duplicate listener name ${showValue(name)} (also used by listeners[${first}])` });
+    }
+    const addr = item['address'];
+    if (isSocketAddress(addr)) {
+      const key = addressKey(addr);
+      const first = addresses.get(key);
+      if (first === undefined) addresses.set(key, index);
+      else ctx.addIssue({ code: 'custom', path: [index, 'address'], message: `duplicate listener address ${addr.text} (also used by listeners[${first}]${describeListener(listeners[first])})` });
+    }
+  });
+}
+
+// The admin server and a listener on the same ip:port would fail at bind time; say so up front.
+function checkAdminNotListener(root: unknown, ctx: z.RefinementCtx): void {
+  if (!isRecord(root) || !isRecord(root['admin']) || !Array.isArray(root['listeners'])) return;
+  const admin = root['admin']['address'];
+  if (!isSocketAddress(admin)) return;
+  const adminKey = addressKey(admin);
+  root['listeners'].forEach((item: unknown, index) => {
+    if (isRecord(item) && isSocketAddress(item['address']) && addressKey(item['address']) === adminKey) {
+      ctx.addIssue({ code: 'custom', path: ['admin', 'address'], message: `${admin.text} is also the address of listeners[${index}]${describeListener(item)}` });
+    }
+  });
+}
+
+const always = { when: () => true };
+
+export const configFileSchema = z
+  .strictObject({
+    workers: workers.default(DEFAULTS.workers),
+    admin: z.strictObject({ address: address.prefault(DEFAULTS.adminAddress) }).prefault({}),
+    listeners: z
+      .array(listener, { error: (issue) => (issue.input === undefined ? 'required: at least one listener' : undefined) })
+      .min(1, { error: 'at least one listener is required' })
+      .superRefine(checkListenersUnique, always),
+    // prefault (not default): the empty object still goes through the schema, so the per-field
+    // defaults below apply when the whole section is omitted.
+    cluster: z
+      .strictObject({
+        connect_timeout: duration.prefault(DEFAULTS.connectTimeout),
+        idle_timeout: duration.prefault(DEFAULTS.idleTimeout),
+        cleanup_interval: duration.prefault(DEFAULTS.cleanupInterval),
+        upstream_mark: z
+          .int({ error: (issue) => `expected an integer from 0 to ${MAX_UPSTREAM_MARK} (0xffffffff), got ${showValue(issue.input)}` })
+          .min(0)
+          .max(MAX_UPSTREAM_MARK)
+          .default(DEFAULTS.upstreamMark),
+      })
+      .prefault({}),
+    drain_timeout: duration.prefault(DEFAULTS.drainTimeout),
+  }, { error: (issue) => (issue.code === 'invalid_type' ? `expected a mapping of config keys, got ${showValue(issue.input)}` : undefined) })
+  .superRefine(checkAdminNotListener, always);
+
+export type ConfigFile = z.output<typeof configFileSchema>;
+
+export interface SchemaProblem {
+  segments: PropertyKey[];
+  message: string;
+  /** The problem is the key itself (unknown key), not its value. */
+  atKey?: boolean;
+}
+
+export type Validated = { ok: true; config: SplicegateConfig } | { ok: false; problems: SchemaProblem[] };
+
+/** Validate the plain-JS value of a config document; every problem is returned, not the first. */
+export function validateConfigValue(value: unknown): Validated {
+  const result = configFileSchema.safeParse(value, { error: genericMessage });
+  if (result.success) return { ok: true, config: toSplicegateConfig(result.data) };
+  return { ok: false, problems: result.error.issues.flatMap(toProblems) };
+}
+
+/** snake_case file form -> camelCase typed config; "auto" workers resolved here. */
+export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
+  return {
+    workers: file.workers === 'auto' ? autoWorkers() : file.workers,
+    admin: { address: file.admin.address },
+    listeners: file.listeners.map((l) => ({
+      name: l.name,
+      address: l.address,
+      mode: l.mode,
+      transparent: l.transparent,
+      backlog: l.backlog,
+    })),
+    cluster: {
+      connectTimeoutMs: file.cluster.connect_timeout,
+      idleTimeoutMs: file.cluster.idle_timeout,
+      cleanupIntervalMs: file.cluster.cleanup_interval,
+      upstreamMark: file.cluster.upstream_mark,
+    },
+    drainTimeoutMs: file.drain_timeout,
+  };
+}
+
+/** One worker per CPU this process may use (cgroup/affinity aware), within the allowed range. */
+export function autoWorkers(): number {
+  return Math.min(Math.max(availableParallelism(), 1), MAX_WORKERS);
+}
+
+// zod reports all unknown keys of one object as a single issue at the object's path; split it so
+// each key gets its own problem at its own path ("listeners[0].bakclog"), with a suggestion.
+function toProblems(issue: z.core.$ZodIssue): SchemaProblem[] {
+  if (issue.code !== 'unrecognized_keys') return [{ segments: [...issue.path], message: issue.message }];
+  const allowed = allowedKeysAt(issue.path);
+  return issue.keys.map((key) => {
+    const guess = closestMatch(key, allowed);
+    const hint = guess !== undefined ? `did you mean "${guess}"?` : `expected one of: ${allowed.join(', ')}`;
+    return { segments: [...issue.path, key], message: `unknown key ${showValue(key)} (${hint})`, atKey: true };
+  });
+}
+
+/** The keys the schema accepts for the object at `path` (walking through defaults and arrays). */
+function allowedKeysAt(path: readonly PropertyKey[]): string[] {
+  let schema: z.core.$ZodType | undefined = unwrap(configFileSchema);
+  for (const segment of path) {
+    if (schema instanceof z.ZodObject && typeof segment === 'string') schema = unwrap(schema.shape[segment]);
+    else if (schema instanceof z.ZodArray && typeof segment === 'number') schema = unwrap(schema.element);
+    else return [];
+  }
+  return schema instanceof z.ZodObject ? Object.keys(schema.shape) : [];
+}
+
+function unwrap(schema: z.core.$ZodType | undefined): z.core.$ZodType | undefined {
+  let current = schema;
+  for (;;) {
+    if (current instanceof z.ZodDefault || current instanceof z.ZodPrefault || current instanceof z.ZodOptional) {
+      current = current.unwrap();
+    } else if (current instanceof z.ZodPipe) {
+      current = current.in;
+    } else {
+      return current;
+    }
+  }
+}
+
+const TYPE_NAMES: Record<string, string> = {
+  object: 'a mapping',
+  array: 'a list',
+  string: 'a string',
+  number: 'a number',
+  int: 'an integer',
+  boolean: 'true or false',
+};
+
+/** Fallback wording for issues whose schema has no message of its own: "expected X, got Y". */
+function genericMessage(issue: z.core.$ZodRawIssue): string | undefined {
+  switch (issue.code) {
+    case 'invalid_type':
+      if (issue.input === undefined) return 'required';
+      return `expected ${TYPE_NAMES[issue.expected] ?? issue.expected}, got ${showValue(issue.input)}`;
+    case 'too_small':
+      if (issue.origin === 'array') return `expected at least ${String(issue.minimum)} item(s)`;
+      return `must be at least ${String(issue.minimum)}, got ${showValue(issue.input)}`;
+    case 'too_big':
+      if (issue.origin === 'array') return `expected at most ${String(issue.maximum)} item(s)`;
+      return `must be at most ${String(issue.maximum)}, got ${showValue(issue.input)}`;
+    case 'invalid_value':
+      return `expected ${issue.values.map((v) => showValue(v)).join(' or ')}, got ${showValue(issue.input)}`;
+    default:
+      return undefined;
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isSocketAddress(value: unknown): value is SocketAddress {
+  return isRecord(value) && typeof value['host'] === 'string' && typeof value['port'] === 'number' && (value['family'] === 4 || value['family'] === 6);
+}
+
+function describeListener(item: unknown): string {
+  return isRecord(item) && typeof item['name'] === 'string' ? ` ${showValue(item['name'])}` : '';
+}
