@@ -1,0 +1,51 @@
+// Module entry: one Addon instance per environment (each piscina worker thread loads the module
+// on its own), so nothing here is per-process static.
+#include <napi.h>
+#include <sys/resource.h>
+
+#include "../core/stats.h"
+#include "native_worker.h"
+#include "system_error.h"
+
+namespace splicegate {
+
+class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
+ public:
+  SplicegateAddon(Napi::Env env, Napi::Object exports) {
+    Napi::Array names = Napi::Array::New(env, Stats::size());
+    for (size_t i = 0; i < Stats::size(); ++i) names[i] = Napi::String::New(env, kStatNames[i]);
+    DefineAddon(exports, {
+                             InstanceMethod<&SplicegateAddon::raiseFdLimit>("raiseFdLimit"),
+                             InstanceValue("NativeWorker", NativeWorker::define(env)),
+                             InstanceValue("statNames", names),
+                         });
+  }
+
+ private:
+  // Raises RLIMIT_NOFILE's soft limit to the hard limit (we cannot raise the hard one) and reports
+  // both, so the control layer can size pipe pools against the real fd budget.
+  Napi::Value raiseFdLimit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) < 0) {
+      makeSystemError(env, SysError::fromErrno("getrlimit")).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (lim.rlim_cur < lim.rlim_max) {
+      lim.rlim_cur = lim.rlim_max;
+      if (::setrlimit(RLIMIT_NOFILE, &lim) < 0) {
+        makeSystemError(env, SysError::fromErrno("setrlimit")).ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("soft", Napi::Number::New(env, static_cast<double>(lim.rlim_cur)));
+    out.Set("hard", Napi::Number::New(env, static_cast<double>(lim.rlim_max)));
+    return out;
+  }
+};
+
+}  // namespace splicegate
+
+using splicegate::SplicegateAddon;
+NODE_API_ADDON(SplicegateAddon)

@@ -1,0 +1,117 @@
+#include "native_worker.h"
+
+#include "../core/stats.h"
+#include "option_reader.h"
+#include "system_error.h"
+
+namespace splicegate {
+
+Napi::Function NativeWorker::define(Napi::Env env) {
+  return DefineClass(env, "NativeWorker",
+                     {
+                         InstanceMethod<&NativeWorker::openListener>("openListener"),
+                         InstanceMethod<&NativeWorker::start>("start"),
+                         InstanceMethod<&NativeWorker::stopAccepting>("stopAccepting"),
+                         InstanceMethod<&NativeWorker::closeAll>("closeAll"),
+                         InstanceMethod<&NativeWorker::stats>("stats"),
+                         InstanceMethod<&NativeWorker::close>("close"),
+                     });
+}
+
+NativeWorker::NativeWorker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeWorker>(info), env_(info.Env()) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    Napi::TypeError::New(env, "NativeWorker(options): options must be an object").ThrowAsJavaScriptException();
+    return;
+  }
+  CoreOptions options;
+  if (!readCoreOptions(info[0].As<Napi::Object>(), options)) return;  // a TypeError is pending
+  SysError err;
+  std::unique_ptr<WorkerCore> core = WorkerCore::create(options, err);
+  if (!core) {
+    makeSystemError(env, err).ThrowAsJavaScriptException();
+    return;
+  }
+  loop_ = std::make_unique<LoopThread>(std::move(core));
+  // A worker thread can end without anyone calling close(): the env cleanup hook still joins the
+  // loop thread and closes every fd, so a dead worker leaks nothing.
+  napi_add_env_cleanup_hook(env_, &NativeWorker::onEnvCleanup, this);
+}
+
+NativeWorker::~NativeWorker() {
+  if (loop_) {
+    napi_remove_env_cleanup_hook(env_, &NativeWorker::onEnvCleanup, this);
+    loop_.reset();
+  }
+}
+
+void NativeWorker::onEnvCleanup(void* self) {
+  auto* worker = static_cast<NativeWorker*>(self);
+  worker->loop_.reset();
+}
+
+bool NativeWorker::ensureOpen(Napi::Env env) {
+  if (loop_) return true;
+  Napi::Error error = Napi::Error::New(env, "NativeWorker is closed");
+  error.Set("code", Napi::String::New(env, "ERR_WORKER_CLOSED"));
+  error.ThrowAsJavaScriptException();
+  return false;
+}
+
+Napi::Value NativeWorker::openListener(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ensureOpen(env)) return env.Undefined();
+  if (loop_->running()) {
+    Napi::Error::New(env, "openListener must be called before start()").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    Napi::TypeError::New(env, "openListener(options): options must be an object").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  ListenerOptions options;
+  if (!readListenerOptions(info[0].As<Napi::Object>(), options)) return env.Undefined();
+  SocketAddress bound;
+  if (SysError err = loop_->core().openListener(options, &bound)) {
+    makeSystemError(env, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::String::New(env, bound.toString());
+}
+
+Napi::Value NativeWorker::start(const Napi::CallbackInfo& info) {
+  if (ensureOpen(info.Env())) loop_->start();
+  return info.Env().Undefined();
+}
+
+Napi::Value NativeWorker::stopAccepting(const Napi::CallbackInfo& info) {
+  if (ensureOpen(info.Env())) loop_->post([](WorkerCore& core) { core.stopAccepting(); });
+  return info.Env().Undefined();
+}
+
+Napi::Value NativeWorker::closeAll(const Napi::CallbackInfo& info) {
+  if (ensureOpen(info.Env())) {
+    loop_->post([](WorkerCore& core) { core.closeAllConnections(CloseReason::kDrained); });
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value NativeWorker::stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ensureOpen(env)) return env.Undefined();
+  // One bulk copy of every counter; the names come once from the module's statNames.
+  Napi::Float64Array out = Napi::Float64Array::New(env, Stats::size());
+  const Stats& stats = loop_->stats();
+  for (size_t i = 0; i < Stats::size(); ++i) out[i] = static_cast<double>(stats.get(static_cast<Stat>(i)));
+  return out;
+}
+
+Napi::Value NativeWorker::close(const Napi::CallbackInfo& info) {
+  if (loop_) {
+    napi_remove_env_cleanup_hook(env_, &NativeWorker::onEnvCleanup, this);
+    loop_.reset();
+  }
+  return info.Env().Undefined();
+}
+
+}  // namespace splicegate

@@ -1,0 +1,34 @@
+// JS face of one worker's data plane: a WorkerCore on its own LoopThread. Options arrive once as a
+// plain object (already validated in TS); afterwards only control calls and bulk counter reads
+// cross the boundary, never anything per connection or per byte.
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+
+#include "../core/loop_thread.h"
+
+namespace splicegate {
+
+class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
+ public:
+  static Napi::Function define(Napi::Env env);
+  explicit NativeWorker(const Napi::CallbackInfo& info);
+  ~NativeWorker() override;
+
+ private:
+  Napi::Value openListener(const Napi::CallbackInfo& info);
+  Napi::Value start(const Napi::CallbackInfo& info);
+  Napi::Value stopAccepting(const Napi::CallbackInfo& info);
+  Napi::Value closeAll(const Napi::CallbackInfo& info);
+  Napi::Value stats(const Napi::CallbackInfo& info);
+  Napi::Value close(const Napi::CallbackInfo& info);
+  bool ensureOpen(Napi::Env env);
+  static void onEnvCleanup(void* self);
+
+  napi_env env_;
+  std::unique_ptr<LoopThread> loop_;
+};
+
+}  // namespace splicegate

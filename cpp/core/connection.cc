@@ -1,0 +1,310 @@
+#include "connection.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "worker_core.h"
+
+namespace splicegate {
+
+namespace {
+
+constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+
+// Closing with SO_LINGER {1, 0} sends RST instead of FIN: how an error on one side is passed on
+// to the other, so the peer does not take a broken stream for a complete one.
+void resetOnClose(int fd) {
+  linger lg{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+}
+
+}  // namespace
+
+Connection::Connection(WorkerCore& core, UniqueFd downstream, const SocketAddress& destination)
+    : core_(core), destination_(destination) {
+  down_.owner = this;
+  down_.fd = std::move(downstream);
+  up_.owner = this;
+  up_.upstream = true;
+  toUpstream_.src = &down_;
+  toUpstream_.dst = &up_;
+  toUpstream_.byteStat = Stat::bytes_received;
+  toDownstream_.src = &up_;
+  toDownstream_.dst = &down_;
+  toDownstream_.byteStat = Stat::bytes_sent;
+  acceptedUs_ = lastActivityUs_ = core.loop().nowUs();
+}
+
+Connection::~Connection() = default;
+
+void Connection::start() {
+  EventLoop& loop = core_.loop();
+  Stats& stats = core_.stats();
+  if (loop.add(down_.fd.get(), kSocketEvents, &down_)) {
+    close(CloseReason::kResourceExhausted);
+    return;
+  }
+  UniqueFd up(::socket(destination_.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  stats.add(Stat::upstream_cx_total);
+  if (!up) {
+    stats.add(Stat::upstream_cx_connect_fail);
+    close(CloseReason::kResourceExhausted);
+    return;
+  }
+  stats.add(Stat::upstream_cx_active);
+  up_.fd = std::move(up);
+  const int fd = up_.fd.get();
+  const CoreOptions& opts = core_.options();
+  if (opts.upstreamMark != 0) {
+    // The mark is what keeps our own upstream traffic out of the REDIRECT rule; connecting
+    // without it could loop, so a failure here fails the connection.
+    const int mark = static_cast<int>(opts.upstreamMark);
+    if (::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
+      stats.add(Stat::upstream_cx_connect_fail);
+      close(CloseReason::kConnectFailed);
+      return;
+    }
+  }
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+  connectStartedUs_ = EventLoop::monotonicUs();
+  int rc;
+  do {
+    rc = ::connect(fd, destination_.sockaddrPtr(), destination_.length());
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0 && errno != EINPROGRESS) {
+    stats.add(Stat::upstream_cx_connect_fail);
+    close(CloseReason::kConnectFailed);
+    return;
+  }
+  // Even an immediate success is finished by the first EPOLLOUT, so there is one path to relaying.
+  if (loop.add(fd, kSocketEvents, &up_)) {
+    close(CloseReason::kResourceExhausted);
+    return;
+  }
+  core_.connectStarted(*this);
+}
+
+void Connection::Side::onEvents(uint32_t events) {
+  if (owner->state_ == ConnectionState::kClosed) return;  // stale event in this batch
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) readable = true;
+  if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) writable = true;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) peerClosing = true;
+  owner->onSideEvent(*this, events);
+}
+
+void Connection::onSideEvent(Side& side, uint32_t events) {
+  if (state_ == ConnectionState::kConnecting) {
+    if (side.upstream) {
+      onConnectReady(events);
+    } else if (events & (EPOLLERR | EPOLLHUP)) {
+      // The client is gone before the upstream answered. A half-close (RDHUP alone) is not an
+      // error: it is kept and passed on once connected.
+      core_.stats().add(Stat::downstream_cx_destroy_remote);
+      close(CloseReason::kDownstreamError);
+    }
+    return;
+  }
+  relay();
+}
+
+void Connection::onConnectReady(uint32_t events) {
+  if (events & (EPOLLERR | EPOLLHUP)) {
+    core_.stats().add(Stat::upstream_cx_connect_fail);
+    close(CloseReason::kConnectFailed);
+    return;
+  }
+  if (!(events & EPOLLOUT)) return;
+  core_.connectFinished(*this, EventLoop::monotonicUs() - connectStartedUs_);
+  state_ = ConnectionState::kRelaying;
+  relay();
+}
+
+void Connection::resume() {
+  if (state_ == ConnectionState::kRelaying) relay();
+}
+
+void Connection::relay() {
+  size_t budget = core_.options().relayBudgetBytes;
+  const PumpResult up = pump(toUpstream_, budget);
+  if (up == PumpResult::kError) return abortWith(pumpFailedSide_ == &down_ ? CloseReason::kDownstreamError
+                                                                           : CloseReason::kUpstreamError,
+                                                  *pumpFailedSide_);
+  const PumpResult down = pump(toDownstream_, budget);
+  if (down == PumpResult::kError) return abortWith(pumpFailedSide_ == &down_ ? CloseReason::kDownstreamError
+                                                                             : CloseReason::kUpstreamError,
+                                                    *pumpFailedSide_);
+  lastActivityUs_ = core_.loop().nowUs();
+  if (toUpstream_.done() && toDownstream_.done()) return close(CloseReason::kCompleted);
+  if (up == PumpResult::kYield || down == PumpResult::kYield) core_.scheduleResume(*this);
+}
+
+Connection::PumpResult Connection::pump(Direction& d, size_t& budget) {
+  for (;;) {
+    bool progressed = false;
+    if (d.pending() > 0 && d.dst->writable) {
+      const ssize_t n = flush(d);
+      if (n > 0) {
+        progressed = true;
+        d.bytes += static_cast<uint64_t>(n);
+        core_.stats().add(d.byteStat, static_cast<uint64_t>(n));
+        budget -= std::min(budget, static_cast<size_t>(n));
+      } else if (errno == EAGAIN) {
+        d.dst->writable = false;
+      } else {
+        pumpErrno_ = errno;
+        pumpFailedSide_ = d.dst;
+        return PumpResult::kError;
+      }
+    }
+    if (d.pending() == 0) {
+      releaseHolders(d);
+      if (d.srcEof) {
+        if (!d.dstShut) {
+          // Half-close: the source finished and everything it sent is delivered, so pass the FIN
+          // on; the other direction keeps flowing until it finishes too.
+          ::shutdown(d.dst->fd.get(), SHUT_WR);
+          d.dstShut = true;
+        }
+        return PumpResult::kIdle;
+      }
+    }
+    if (!d.srcEof && d.src->readable) {
+      const ssize_t n = fill(d);
+      if (n > 0) {
+        progressed = true;
+      } else if (n == 0) {
+        d.srcEof = true;
+        progressed = true;
+      } else if (errno == EAGAIN) {
+        // With bytes still in the pipe, EAGAIN may mean "pipe full" rather than "socket empty":
+        // keep the socket marked readable and read again once the pipe has drained.
+        if (d.pending() == 0) {
+          d.src->readable = false;
+          releaseHolders(d);
+        }
+      } else {
+        pumpErrno_ = errno;
+        pumpFailedSide_ = d.src;
+        return PumpResult::kError;
+      }
+    }
+    if (!progressed) return PumpResult::kIdle;
+    if (budget == 0) return PumpResult::kYield;
+  }
+}
+
+ssize_t Connection::fill(Direction& d) {
+  if (!d.pipe && !d.buffer) {
+    const CoreOptions::RelayMode mode = core_.options().relayMode;
+    const bool useSplice = mode == CoreOptions::RelayMode::kSplice ||
+                           (mode == CoreOptions::RelayMode::kAuto && d.bulk);
+    if (useSplice) {
+      d.pipe = core_.pipes().acquire();
+      if (!d.pipe) core_.stats().add(Stat::pipe_unavailable);
+    }
+    if (!d.pipe) d.buffer = core_.buffers().acquire();
+  }
+  const int src = d.src->fd.get();
+  ssize_t n;
+  if (d.pipe) {
+    const size_t capacity = core_.pipes().capacityBytes();
+    if (d.pipe->bytes >= capacity) {
+      errno = EAGAIN;
+      return -1;
+    }
+    do {
+      n = ::splice(src, nullptr, d.pipe->writeEnd.get(), nullptr, capacity - d.pipe->bytes, kSpliceFlags);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+      d.pipe->bytes += static_cast<size_t>(n);
+      core_.stats().add(Stat::splice_bytes, static_cast<uint64_t>(n));
+      // Small reads do better copied (one syscall each way, no pipe): drop back to the buffer
+      // path once the pipe drains.
+      if (static_cast<size_t>(n) < core_.buffers().bufferSize() / 2) d.bulk = false;
+    }
+    return n;
+  }
+  Buffer& buf = *d.buffer;
+  if (buf.length > 0) {  // the copy buffer is single-shot: read again only once it is sent
+    errno = EAGAIN;
+    return -1;
+  }
+  const size_t size = core_.buffers().bufferSize();
+  do {
+    n = ::recv(src, buf.data.get(), size, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    buf.offset = 0;
+    buf.length = static_cast<size_t>(n);
+    core_.stats().add(Stat::copy_bytes, static_cast<uint64_t>(n));
+    if (static_cast<size_t>(n) == size) {
+      d.bulk = true;  // a full buffer: more is likely waiting, splice the rest
+    } else if (!d.src->peerClosing) {
+      // A short read from a stream socket took everything queued; anything later raises a new
+      // edge. Not when the peer is closing: its FIN may already be queued behind this data.
+      d.src->readable = false;
+    }
+  }
+  return n;
+}
+
+ssize_t Connection::flush(Direction& d) {
+  const int dst = d.dst->fd.get();
+  ssize_t n;
+  if (d.pipe) {
+    do {
+      n = ::splice(d.pipe->readEnd.get(), nullptr, dst, nullptr, d.pipe->bytes, kSpliceFlags);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) d.pipe->bytes -= static_cast<size_t>(n);
+    return n;
+  }
+  Buffer& buf = *d.buffer;
+  do {
+    n = ::send(dst, buf.data.get() + buf.offset, buf.length, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    buf.offset += static_cast<size_t>(n);
+    buf.length -= static_cast<size_t>(n);
+    // A short send means the socket buffer filled and the kernel flagged it: EPOLLOUT will come.
+    if (buf.length > 0) d.dst->writable = false;
+  }
+  return n;
+}
+
+void Connection::releaseHolders(Direction& d) {
+  if (d.pipe) core_.pipes().release(std::move(d.pipe));
+  if (d.buffer) core_.buffers().release(std::move(d.buffer));
+}
+
+void Connection::abortWith(CloseReason reason, Side& failed) {
+  core_.stats().add(failed.upstream ? Stat::upstream_cx_destroy_remote : Stat::downstream_cx_destroy_remote);
+  Side& other = failed.upstream ? down_ : up_;
+  if (other.fd) resetOnClose(other.fd.get());
+  close(reason);
+}
+
+void Connection::close(CloseReason reason) {
+  if (state_ == ConnectionState::kClosed) return;
+  const ConnectionState previous = state_;
+  state_ = ConnectionState::kClosed;
+  releaseHolders(toUpstream_);
+  releaseHolders(toDownstream_);
+  if (up_.fd) {
+    core_.stats().sub(Stat::upstream_cx_active);
+    up_.fd.reset();
+  }
+  down_.fd.reset();  // closing removes both from epoll: neither fd is ever duplicated
+  core_.connectionClosed(*this, previous, reason,
+                         EventLoop::monotonicUs() - acceptedUs_);
+}
+
+}  // namespace splicegate

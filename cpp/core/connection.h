@@ -1,0 +1,117 @@
+// One relayed connection: the accepted (downstream) socket, the upstream socket to its original
+// destination, and the two relay directions between them.
+//
+// State machine:  accepted -> [pre-relay parsing, reserved for PROXY protocol / HTTP routing]
+//                 -> connecting -> relaying -> closed
+// Only `relaying` moves bytes; a future parsing stage slots in before `connecting` and hands over
+// whatever it read as the first bytes of the client->upstream direction.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "buffer_pool.h"
+#include "event_loop.h"
+#include "intrusive_list.h"
+#include "pipe_pool.h"
+#include "socket_address.h"
+#include "stats.h"
+#include "unique_fd.h"
+
+namespace splicegate {
+
+class WorkerCore;
+class Connection;
+
+enum class ConnectionState : uint8_t { kConnecting, kRelaying, kClosed };
+
+// Why a connection ended; counted per reason.
+enum class CloseReason : uint8_t {
+  kCompleted,        // both directions saw EOF and were shut down
+  kDownstreamError,  // client reset or errored
+  kUpstreamError,    // upstream reset or errored while relaying
+  kConnectFailed,
+  kConnectTimeout,
+  kIdleTimeout,
+  kDrained,  // still open at the end of drain_timeout
+  kResourceExhausted,
+};
+
+class Connection {
+ public:
+  Connection(WorkerCore& core, UniqueFd downstream, const SocketAddress& destination);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Registers the downstream socket and starts the upstream connect. On failure the connection is
+  // already closed (and queued for disposal) when this returns.
+  void start();
+
+  // Continue relaying after a budget-limited wakeup.
+  void resume();
+  void close(CloseReason reason);
+
+  ConnectionState state() const { return state_; }
+  uint64_t connectStartedUs() const { return connectStartedUs_; }
+  uint64_t lastActivityUs() const { return lastActivityUs_; }
+
+  // Membership in the worker's lists (all connections; connect-timeout FIFO; ready-to-resume).
+  ListNode allNode;
+  ListNode connectNode;
+  ListNode readyNode;
+
+ private:
+  // One socket of the pair; registered in epoll once, edge-triggered, for both directions.
+  struct Side final : EventHandler {
+    Connection* owner = nullptr;
+    UniqueFd fd;
+    bool readable = false;  // cleared only on EAGAIN from a read
+    bool writable = false;  // cleared on EAGAIN or a short write
+    bool upstream = false;
+    bool peerClosing = false;  // RDHUP/HUP/ERR seen: EOF may be queued behind the data
+    void onEvents(uint32_t events) override;
+  };
+
+  // Bytes flowing src -> dst. Holds a pipe (splice) or a copy buffer only while bytes are in flight.
+  struct Direction {
+    Side* src = nullptr;
+    Side* dst = nullptr;
+    std::unique_ptr<Pipe> pipe;
+    std::unique_ptr<Buffer> buffer;
+    bool srcEof = false;
+    bool dstShut = false;
+    bool bulk = false;  // last read filled a copy buffer: use splice for what follows
+    uint64_t bytes = 0;
+    Stat byteStat;
+    size_t pending() const { return pipe ? pipe->bytes : (buffer ? buffer->length : 0); }
+    bool done() const { return srcEof && dstShut; }
+  };
+
+  enum class PumpResult : uint8_t { kIdle, kYield, kError };
+
+  void onSideEvent(Side& side, uint32_t events);
+  void onConnectReady(uint32_t events);
+  void relay();
+  PumpResult pump(Direction& d, size_t& budget);
+  // Each returns bytes moved, 0 for EOF (fill only), or -1 with errno set (EAGAIN included).
+  ssize_t fill(Direction& d);
+  ssize_t flush(Direction& d);
+  void releaseHolders(Direction& d);
+  void abortWith(CloseReason reason, Side& failed);
+
+  WorkerCore& core_;
+  ConnectionState state_ = ConnectionState::kConnecting;
+  Side down_;
+  Side up_;
+  Direction toUpstream_;
+  Direction toDownstream_;
+  SocketAddress destination_;
+  int pumpErrno_ = 0;
+  Side* pumpFailedSide_ = nullptr;
+  uint64_t acceptedUs_ = 0;
+  uint64_t connectStartedUs_ = 0;
+  uint64_t lastActivityUs_ = 0;
+};
+
+}  // namespace splicegate

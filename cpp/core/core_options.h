@@ -1,0 +1,39 @@
+// Plain option structs, validated by the control layer and copied once into the core: the core
+// never walks JS objects.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "socket_address.h"
+
+namespace splicegate {
+
+struct CoreOptions {
+  uint32_t connectTimeoutMs = 5000;
+  uint32_t idleTimeoutMs = 3600 * 1000;
+  uint32_t upstreamMark = 0;  // SO_MARK on upstream sockets; 0 = leave unset
+  // Pipes per worker (each is two fds). In use only while a direction has bytes in flight.
+  size_t maxPipes = 2048;
+  size_t maxIdlePipes = 128;
+  size_t pipeSize = 0;  // bytes; 0 = the kernel's default (64 KiB)
+  // Small-message path: a direction whose reads stay below spliceThreshold copies through a
+  // pooled buffer (recv/send); one that fills a whole buffer switches to splice(2).
+  size_t copyBufferSize = 16384;
+  // Bytes one connection may move per wakeup before yielding to the others.
+  size_t relayBudgetBytes = 1 << 20;
+  // Upper bound on accepts per listener wakeup, so a connect storm cannot starve relaying.
+  int acceptBatch = 64;
+  // Relay strategy: "auto" (copy small, splice bulk), "splice" (always), "copy" (never splice).
+  enum class RelayMode { kAuto, kSplice, kCopy } relayMode = RelayMode::kAuto;
+};
+
+struct ListenerOptions {
+  std::string name;
+  SocketAddress address;
+  bool transparent = false;
+  int backlog = 4096;
+};
+
+}  // namespace splicegate

@@ -1,0 +1,49 @@
+// The worker's epoll instance. Every fd the worker owns is registered here once; the loop's own fd
+// is what the host (a libuv uv_poll in the worker thread) waits on, so one worker is one thread and
+// nothing in the core takes a lock.
+#pragma once
+
+#include <sys/epoll.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "sys_error.h"
+#include "unique_fd.h"
+
+namespace splicegate {
+
+class EventHandler {
+ public:
+  virtual void onEvents(uint32_t events) = 0;
+
+ protected:
+  ~EventHandler() = default;
+};
+
+class EventLoop {
+ public:
+  static constexpr int kMaxEventsPerBatch = 256;
+
+  static std::unique_ptr<EventLoop> create(SysError& err);
+
+  int fd() const { return epoll_.get(); }
+  SysError add(int fd, uint32_t events, EventHandler* handler);
+  SysError modify(int fd, uint32_t events, EventHandler* handler);
+  void remove(int fd);
+
+  // Waits up to timeoutMs (0 = just poll) and dispatches one batch. Returns the events handled.
+  int waitAndDispatch(int timeoutMs);
+
+  // Monotonic clock in microseconds, read once per batch so the hot path does not keep asking.
+  uint64_t nowUs() const { return nowUs_; }
+  void refreshNow();
+  static uint64_t monotonicUs();
+
+ private:
+  explicit EventLoop(UniqueFd epoll) : epoll_(std::move(epoll)) { refreshNow(); }
+  UniqueFd epoll_;
+  uint64_t nowUs_ = 0;
+};
+
+}  // namespace splicegate

@@ -1,0 +1,76 @@
+#include "original_dst.h"
+
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+
+#include "unique_fd.h"
+
+namespace splicegate {
+
+SyscallResult KernelOriginalDstOps::originalDst(int fd, int family, SocketAddress& out) {
+  socklen_t len = SocketAddress::capacity();
+  const int level = family == AF_INET6 ? SOL_IPV6 : SOL_IP;
+  const int option = family == AF_INET6 ? IP6T_SO_ORIGINAL_DST : SO_ORIGINAL_DST;
+  const int rc = ::getsockopt(fd, level, option, out.sockaddrPtr(), &len);
+  return {rc, rc < 0 ? errno : 0};
+}
+
+SyscallResult KernelOriginalDstOps::localAddress(int fd, SocketAddress& out) {
+  socklen_t len = SocketAddress::capacity();
+  const int rc = ::getsockname(fd, out.sockaddrPtr(), &len);
+  return {rc, rc < 0 ? errno : 0};
+}
+
+bool KernelOriginalDstOps::isLocalIp(const SocketAddress& ip) {
+  // Binding a throwaway datagram socket succeeds only for an address assigned here (without
+  // IP_FREEBIND). Only asked when a destination's port matches one of our wildcard listeners, so
+  // this stays off the common path and needs no cached interface list that could go stale.
+  SocketAddress probe = ip;
+  probe.setPort(0);
+  UniqueFd sock(::socket(probe.family(), SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!sock) return false;
+  return ::bind(sock.get(), probe.sockaddrPtr(), probe.length()) == 0;
+}
+
+OriginalDstResult OriginalDstResolver::resolve(int fd, int family, bool transparent) const {
+  OriginalDstResult result;
+  const SyscallResult lookup = transparent ? ops_.localAddress(fd, result.address)
+                                           : ops_.originalDst(fd, family, result.address);
+  if (lookup.rc < 0) {
+    // ENOENT: conntrack has no entry, i.e. the connection was never NATed to us.
+    result.outcome = OriginalDstOutcome::kNotRedirected;
+    result.err = lookup.err;
+    return result;
+  }
+  if (!pointsAtOwnListener(result.address)) {
+    result.outcome = OriginalDstOutcome::kFound;
+    return result;
+  }
+  // The destination is one of our own listening addresses. Either the client dialled us directly
+  // (then conntrack reports the untranslated address, equal to the local one) or a rule redirected
+  // a connection for another of our addresses to us: relaying it would connect to ourselves.
+  SocketAddress local;
+  if (transparent || ops_.localAddress(fd, local).rc < 0 || local == result.address) {
+    result.outcome = OriginalDstOutcome::kNotRedirected;
+  } else {
+    result.outcome = OriginalDstOutcome::kLoop;
+  }
+  return result;
+}
+
+bool OriginalDstResolver::pointsAtOwnListener(const SocketAddress& dst) const {
+  for (const SocketAddress& listener : listeners_) {
+    if (listener.family() != dst.family() || listener.port() != dst.port()) continue;
+    if (!listener.isAnyAddress()) {
+      if (listener.sameIp(dst)) return true;
+      continue;
+    }
+    if (ops_.isLocalIp(dst)) return true;
+  }
+  return false;
+}
+
+}  // namespace splicegate

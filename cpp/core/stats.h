@@ -1,0 +1,68 @@
+// Per-worker counters and gauges, declared once: the X-macro yields both the storage layout and the
+// exported names, so the addon can hand the whole block to JS as one typed array.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace splicegate {
+
+#define SPLICEGATE_STATS(X)                                                                   \
+  X(downstream_cx_total)          /* connections accepted */                                  \
+  X(downstream_cx_active)         /* gauge: accepted and not yet closed */                    \
+  X(downstream_cx_destroy_remote) /* closed because the client reset or errored */            \
+  X(downstream_cx_accept_error)   /* accept4 failed with something other than EAGAIN */       \
+  X(downstream_cx_overflow)       /* accept paused: out of file descriptors */                \
+  X(no_original_dst)              /* not redirected: dialled the listener directly */         \
+  X(loop_rejected)                /* original destination is one of our own listeners */      \
+  X(upstream_cx_total)            /* upstream connects attempted */                           \
+  X(upstream_cx_active)           /* gauge: upstream sockets open */                          \
+  X(upstream_cx_connect_fail)     /* refused, unreachable or reset while connecting */        \
+  X(upstream_cx_connect_timeout)  /* no answer within connect_timeout */                      \
+  X(upstream_cx_destroy_remote)   /* upstream reset or errored while relaying */              \
+  X(cx_idle_timeout)              /* relayed connections closed by idle_timeout */            \
+  X(cx_drained)                   /* closed at the end of drain_timeout */                    \
+  X(bytes_received)               /* from clients, written upstream */                        \
+  X(bytes_sent)                   /* from upstreams, written to clients */                    \
+  X(splice_bytes)                 /* of all relayed bytes, those moved by splice(2) */        \
+  X(copy_bytes)                   /* of all relayed bytes, those moved by recv/send */        \
+  X(pipes_in_use)                 /* gauge */                                                 \
+  X(pipes_idle)                   /* gauge */                                                 \
+  X(pipe_unavailable)             /* a direction fell back to copying: pipe bound reached */  \
+  X(listeners_active)             /* gauge */
+
+enum class Stat : size_t {
+#define SPLICEGATE_STAT_ENUM(name) name,
+  SPLICEGATE_STATS(SPLICEGATE_STAT_ENUM)
+#undef SPLICEGATE_STAT_ENUM
+      kCount
+};
+
+inline constexpr const char* kStatNames[] = {
+#define SPLICEGATE_STAT_NAME(name) #name,
+    SPLICEGATE_STATS(SPLICEGATE_STAT_NAME)
+#undef SPLICEGATE_STAT_NAME
+};
+
+// One writer (the worker's loop); readers may sit on another thread. Single-writer updates are a
+// relaxed load plus store: a plain add on x86, no locked instruction on the hot path.
+class Stats {
+ public:
+  void add(Stat s, uint64_t n = 1) {
+    auto& v = values_[static_cast<size_t>(s)];
+    v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  void sub(Stat s, uint64_t n = 1) {
+    auto& v = values_[static_cast<size_t>(s)];
+    v.store(v.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+  }
+  void set(Stat s, uint64_t n) { values_[static_cast<size_t>(s)].store(n, std::memory_order_relaxed); }
+  uint64_t get(Stat s) const { return values_[static_cast<size_t>(s)].load(std::memory_order_relaxed); }
+  static constexpr size_t size() { return static_cast<size_t>(Stat::kCount); }
+
+ private:
+  std::atomic<uint64_t> values_[static_cast<size_t>(Stat::kCount)] = {};
+};
+
+}  // namespace splicegate

@@ -1,0 +1,243 @@
+#include "worker_core.h"
+
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace splicegate {
+
+namespace {
+
+// Housekeeping period: connect-timeout resolution, paused-accept retry, gauges.
+constexpr long kTickNs = 50L * 1000 * 1000;
+constexpr uint64_t kIdleSweepUs = 1000 * 1000;
+
+}  // namespace
+
+std::unique_ptr<WorkerCore> WorkerCore::create(const CoreOptions& options, SysError& err) {
+  return create(options, std::make_unique<KernelOriginalDstOps>(), err);
+}
+
+std::unique_ptr<WorkerCore> WorkerCore::create(const CoreOptions& options, std::unique_ptr<OriginalDstOps> ops,
+                                               SysError& err) {
+  std::unique_ptr<EventLoop> loop = EventLoop::create(err);
+  if (!loop) return nullptr;
+  std::unique_ptr<WorkerCore> core(new WorkerCore(options, std::move(loop), std::move(ops)));
+  err = core->init();
+  if (err) return nullptr;
+  return core;
+}
+
+WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> loop,
+                       std::unique_ptr<OriginalDstOps> ops)
+    : options_(options),
+      loop_(std::move(loop)),
+      dstOps_(std::move(ops)),
+      resolver_(*dstOps_),
+      pipes_(options.maxPipes, options.maxIdlePipes, options.pipeSize),
+      buffers_(options.copyBufferSize, 256) {}
+
+SysError WorkerCore::init() {
+  if (options_.upstreamMark != 0) {
+    // Fail at start, not per connection, when SO_MARK is not permitted (needs CAP_NET_ADMIN).
+    UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const int mark = static_cast<int>(options_.upstreamMark);
+    if (!probe || ::setsockopt(probe.get(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
+      return SysError::fromErrno("setsockopt", "SO_MARK for cluster.upstream_mark (needs CAP_NET_ADMIN)");
+    }
+  }
+  tick_.core = this;
+  tick_.handle = &WorkerCore::onTick;
+  tick_.fd.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  if (!tick_.fd) return SysError::fromErrno("timerfd_create");
+  itimerspec spec{};
+  spec.it_interval.tv_nsec = kTickNs;
+  spec.it_value.tv_nsec = kTickNs;
+  if (::timerfd_settime(tick_.fd.get(), 0, &spec, nullptr) < 0) return SysError::fromErrno("timerfd_settime");
+  if (SysError e = loop_->add(tick_.fd.get(), EPOLLIN, &tick_)) return e;
+
+  kick_.core = this;
+  kick_.handle = &WorkerCore::onKick;
+  kick_.fd.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!kick_.fd) return SysError::fromErrno("eventfd");
+  if (SysError e = loop_->add(kick_.fd.get(), EPOLLIN, &kick_)) return e;
+  lastIdleSweepUs_ = loop_->nowUs();
+  return {};
+}
+
+WorkerCore::~WorkerCore() {
+  listeners_.clear();
+  closeAllConnections(CloseReason::kDrained);
+}
+
+SysError WorkerCore::openListener(const ListenerOptions& options, SocketAddress* bound) {
+  SysError err;
+  std::unique_ptr<Listener> listener = Listener::open(*this, options, err);
+  if (!listener) return err;
+  if (bound) *bound = listener->boundAddress();
+  listenerAddresses_.push_back(listener->boundAddress());
+  resolver_.setListenerAddresses(listenerAddresses_);
+  listeners_.push_back(std::move(listener));
+  stats_.set(Stat::listeners_active, listeners_.size());
+  return {};
+}
+
+void WorkerCore::stopAccepting() {
+  listeners_.clear();
+  stats_.set(Stat::listeners_active, 0);
+  // listenerAddresses_ stays: a late redirected connection to them is still a loop.
+}
+
+void WorkerCore::closeAllConnections(CloseReason reason) {
+  connections_.forEachSafe([reason](Connection* c) { c->close(reason); });
+  disposeClosed();
+}
+
+void WorkerCore::runOnce(int timeoutMs) {
+  loop_->waitAndDispatch(timeoutMs);
+  runReadyQueue();
+  disposeClosed();
+}
+
+void WorkerCore::acceptFrom(Listener& listener) {
+  for (int i = 0; i < options_.acceptBatch; ++i) {
+    const int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      acceptOne(listener, UniqueFd(fd));
+      continue;
+    }
+    switch (errno) {
+      case EAGAIN:
+        return;
+      case EINTR:
+      case ECONNABORTED:
+        continue;
+      case EMFILE:
+      case ENFILE:
+      case ENOBUFS:
+      case ENOMEM:
+        // Out of fds: the connection waits in the backlog. Stop polling this listener until the
+        // next tick instead of spinning on a level-triggered event we cannot serve.
+        stats_.add(Stat::downstream_cx_overflow);
+        listener.pause();
+        return;
+      default:
+        stats_.add(Stat::downstream_cx_accept_error);
+        return;
+    }
+  }
+}
+
+void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
+  stats_.add(Stat::downstream_cx_total);
+  const ListenerOptions& lo = listener.options();
+  const OriginalDstResult dst = resolver_.resolve(fd.get(), lo.address.family(), lo.transparent);
+  switch (dst.outcome) {
+    case OriginalDstOutcome::kNotRedirected:
+      stats_.add(Stat::no_original_dst);
+      return;  // fd closes here
+    case OriginalDstOutcome::kLoop:
+      stats_.add(Stat::loop_rejected);
+      return;
+    case OriginalDstOutcome::kFound:
+      break;
+  }
+  stats_.add(Stat::downstream_cx_active);
+  auto* c = new Connection(*this, std::move(fd), dst.address);
+  connections_.pushBack(c);
+  c->start();
+}
+
+void WorkerCore::connectStarted(Connection& c) { connecting_.pushBack(&c); }
+
+void WorkerCore::connectFinished(Connection& c, uint64_t) { connecting_.remove(&c); }
+
+void WorkerCore::scheduleResume(Connection& c) {
+  if (!c.readyNode.linked()) ready_.pushBack(&c);
+}
+
+void WorkerCore::connectionClosed(Connection& c, ConnectionState, CloseReason reason, uint64_t) {
+  connecting_.remove(&c);
+  ready_.remove(&c);
+  connections_.remove(&c);
+  stats_.sub(Stat::downstream_cx_active);
+  switch (reason) {
+    case CloseReason::kIdleTimeout:
+      stats_.add(Stat::cx_idle_timeout);
+      break;
+    case CloseReason::kDrained:
+      stats_.add(Stat::cx_drained);
+      break;
+    default:
+      break;
+  }
+  closed_.push_back(&c);
+}
+
+void WorkerCore::runReadyQueue() {
+  // Connections that used their byte budget continue here, once each per batch, so a single bulk
+  // transfer cannot starve the rest. What is still busy after this round asks for another.
+  size_t rounds = ready_.size();
+  while (rounds-- > 0) {
+    Connection* c = ready_.popFront();
+    if (!c) break;
+    c->resume();
+  }
+  if (!ready_.empty() && !kicked_) {
+    const uint64_t one = 1;
+    if (::write(kick_.fd.get(), &one, sizeof one) == sizeof one) kicked_ = true;
+  }
+}
+
+void WorkerCore::wake() {
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(kick_.fd.get(), &one, sizeof one);
+}
+
+void WorkerCore::onKick() {
+  uint64_t value;
+  while (::read(kick_.fd.get(), &value, sizeof value) > 0) {
+  }
+  kicked_ = false;
+  if (wakeHandler_) wakeHandler_();
+}
+
+void WorkerCore::onTick() {
+  uint64_t expirations;
+  while (::read(tick_.fd.get(), &expirations, sizeof expirations) > 0) {
+  }
+  const uint64_t now = loop_->nowUs();
+  // All connects share one timeout, so the FIFO's head is always the first to expire.
+  const uint64_t connectTimeoutUs = static_cast<uint64_t>(options_.connectTimeoutMs) * 1000;
+  while (Connection* c = connecting_.front()) {
+    if (c->connectStartedUs() + connectTimeoutUs > now) break;
+    stats_.add(Stat::upstream_cx_connect_timeout);
+    c->close(CloseReason::kConnectTimeout);
+  }
+  if (now - lastIdleSweepUs_ >= kIdleSweepUs) {
+    lastIdleSweepUs_ = now;
+    const uint64_t idleUs = static_cast<uint64_t>(options_.idleTimeoutMs) * 1000;
+    connections_.forEachSafe([&](Connection* c) {
+      if (c->state() == ConnectionState::kRelaying && c->lastActivityUs() + idleUs <= now) {
+        c->close(CloseReason::kIdleTimeout);
+      }
+    });
+  }
+  for (auto& listener : listeners_) listener->resumeIfPaused();
+  refreshGauges();
+}
+
+void WorkerCore::refreshGauges() {
+  stats_.set(Stat::pipes_in_use, pipes_.inUse());
+  stats_.set(Stat::pipes_idle, pipes_.idle());
+}
+
+void WorkerCore::disposeClosed() {
+  for (Connection* c : closed_) delete c;
+  closed_.clear();
+}
+
+}  // namespace splicegate

@@ -1,0 +1,97 @@
+// Everything one worker owns: its epoll loop, its SO_REUSEPORT listeners, its connections, pipe and
+// buffer pools, timers and counters. Node-free, so it is testable on its own; the addon drives it
+// from the worker thread's libuv loop.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "buffer_pool.h"
+#include "connection.h"
+#include "core_options.h"
+#include "event_loop.h"
+#include "intrusive_list.h"
+#include "listener.h"
+#include "original_dst.h"
+#include "pipe_pool.h"
+#include "stats.h"
+#include "sys_error.h"
+
+namespace splicegate {
+
+class WorkerCore {
+ public:
+  static std::unique_ptr<WorkerCore> create(const CoreOptions& options, SysError& err);
+  // For tests: inject the original-destination syscalls.
+  static std::unique_ptr<WorkerCore> create(const CoreOptions& options, std::unique_ptr<OriginalDstOps> ops,
+                                            SysError& err);
+  ~WorkerCore();
+
+  SysError openListener(const ListenerOptions& options, SocketAddress* bound);
+  // Closes every listener: new connections go to other workers (or are refused once all stop).
+  void stopAccepting();
+  void closeAllConnections(CloseReason reason);
+
+  // The fd the host waits on; readable whenever runOnce has work.
+  int pollFd() const { return loop_->fd(); }
+  void runOnce(int timeoutMs);
+  // Makes a waiting runOnce return promptly and run the wake handler (thread-safe).
+  void wake();
+  void setWakeHandler(std::function<void()> handler) { wakeHandler_ = std::move(handler); }
+
+  size_t activeConnections() const { return connections_.size(); }
+  size_t listenerCount() const { return listeners_.size(); }
+  const Stats& stats() const { return stats_; }
+
+  // --- used by Listener and Connection ---
+  EventLoop& loop() { return *loop_; }
+  Stats& stats() { return stats_; }
+  PipePool& pipes() { return pipes_; }
+  BufferPool& buffers() { return buffers_; }
+  const CoreOptions& options() const { return options_; }
+  void acceptFrom(Listener& listener);
+  void connectStarted(Connection& c);
+  void connectFinished(Connection& c, uint64_t connectUs);
+  void scheduleResume(Connection& c);
+  void connectionClosed(Connection& c, ConnectionState previous, CloseReason reason, uint64_t durationUs);
+
+ private:
+  // The housekeeping timer and the "more work queued" kick share this small handler type.
+  struct FdHandler final : EventHandler {
+    WorkerCore* core = nullptr;
+    void (WorkerCore::*handle)() = nullptr;
+    UniqueFd fd;
+    void onEvents(uint32_t) override { (core->*handle)(); }
+  };
+
+  WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> loop, std::unique_ptr<OriginalDstOps> ops);
+  SysError init();
+  void onTick();
+  void onKick();
+  void runReadyQueue();
+  void disposeClosed();
+  void refreshGauges();
+  void acceptOne(Listener& listener, UniqueFd fd);
+
+  CoreOptions options_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<OriginalDstOps> dstOps_;
+  OriginalDstResolver resolver_;
+  Stats stats_;
+  PipePool pipes_;
+  BufferPool buffers_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<SocketAddress> listenerAddresses_;
+  IntrusiveList<Connection, &Connection::allNode> connections_;
+  IntrusiveList<Connection, &Connection::connectNode> connecting_;
+  IntrusiveList<Connection, &Connection::readyNode> ready_;
+  std::vector<Connection*> closed_;  // freed after the batch: a later event may still name them
+  FdHandler tick_;
+  FdHandler kick_;
+  bool kicked_ = false;
+  std::function<void()> wakeHandler_;
+  uint64_t lastIdleSweepUs_ = 0;
+};
+
+}  // namespace splicegate
