@@ -1,0 +1,73 @@
+// The one place that finds and loads the compiled addon, with a typed surface instead of `any`.
+// When it is missing, the error says which command builds it.
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+export interface NativeWorkerOptions {
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  upstreamMark: number;
+  maxPipes?: number;
+  maxIdlePipes?: number;
+  pipeSize?: number;
+  copyBufferSize?: number;
+  relayBudgetBytes?: number;
+  acceptBatch?: number;
+  relayMode?: 'auto' | 'splice' | 'copy';
+}
+
+export interface NativeListenerOptions {
+  name: string;
+  host: string;
+  port: number;
+  transparent: boolean;
+  backlog: number;
+}
+
+/** One worker's data plane: a C++ epoll loop on its own native thread. */
+export interface NativeWorker {
+  /** Opens an SO_REUSEPORT listener (before start()); returns the bound address. Throws a system error. */
+  openListener(options: NativeListenerOptions): string;
+  start(): void;
+  stopAccepting(): void;
+  closeAll(): void;
+  /** Every counter, in the order of `statNames`. */
+  stats(): Float64Array;
+  close(): void;
+}
+
+export interface NativeBinding {
+  NativeWorker: new (options: NativeWorkerOptions) => NativeWorker;
+  statNames: readonly string[];
+  raiseFdLimit(): { soft: number; hard: number };
+}
+
+const ADDON_RELATIVE_PATHS = [
+  ['build', 'Release', 'splicegate.node'],
+  ['build', 'Debug', 'splicegate.node'],
+];
+
+/** The package root: this file runs compiled, from dist/src/native/. */
+function packageRoot(): string {
+  return join(__dirname, '..', '..', '..');
+}
+
+let cached: NativeBinding | undefined;
+
+export function loadBinding(): NativeBinding {
+  if (cached) return cached;
+  const root = packageRoot();
+  for (const parts of ADDON_RELATIVE_PATHS) {
+    const file = join(root, ...parts);
+    if (existsSync(file)) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      cached = require(file) as NativeBinding;
+      return cached;
+    }
+  }
+  throw new Error(
+    `splicegate's native addon is not built (looked for build/Release/splicegate.node under ${root}). ` +
+      'Run `npm install` (or `npm run compile`) in the splicegate directory.',
+  );
+}

@@ -1,0 +1,143 @@
+// `splicegate run`: raise the fd limit, start the workers, serve the admin endpoint, and on
+// SIGTERM/SIGINT drain: stop accepting, let active connections finish up to drain_timeout, close
+// the rest, exit 0.
+
+import type { SplicegateConfig } from '../config/types';
+import { startAdminServer, type AdminServer } from '../admin/admin-server';
+import { loadBinding, type NativeWorkerOptions } from '../native/binding';
+import { CounterAggregator, type CounterValues } from '../stats/counters';
+import { WorkerSupervisor } from '../supervisor/worker-supervisor';
+import { createLogger, type Logger } from '../util/logger';
+
+export interface RunProxyOptions {
+  /** Where the config came from (file path or "(built-in default config)"), for logs. */
+  configSource: string;
+  /** `splicegate run --latency-log FILE`: where to write latency records, if requested. */
+  latencyLogPath?: string;
+}
+
+/** Share of the open-files limit that pipes may take (two fds each), split across workers. */
+const PIPE_FD_SHARE = 0.25;
+const DRAIN_POLL_MS = 100;
+
+function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWorkerOptions {
+  return {
+    connectTimeoutMs: config.cluster.connectTimeoutMs,
+    idleTimeoutMs: config.cluster.idleTimeoutMs,
+    upstreamMark: config.cluster.upstreamMark,
+    maxPipes: Math.max(16, Math.floor((fdLimit * PIPE_FD_SHARE) / 2 / config.workers)),
+    maxIdlePipes: 64,
+  };
+}
+
+class ProxyRuntime {
+  private draining = false;
+  private readonly aggregator: CounterAggregator;
+
+  constructor(
+    private readonly config: SplicegateConfig,
+    private readonly supervisor: WorkerSupervisor,
+    statNames: readonly string[],
+    private readonly log: Logger,
+  ) {
+    this.aggregator = new CounterAggregator(statNames);
+    supervisor.on('worker-exit', (_id, last) => {
+      if (last) this.aggregator.retire(last);
+    });
+  }
+
+  readiness(): { ready: boolean; detail: string } {
+    const listening = this.supervisor.listeningCount();
+    const total = this.supervisor.workerCount;
+    if (this.draining) return { ready: false, detail: 'draining' };
+    const ready = listening === total;
+    return { ready, detail: ready ? 'ready' : `starting: ${listening}/${total} workers listening` };
+  }
+
+  async counters(): Promise<CounterValues> {
+    return this.aggregator.sum(await this.supervisor.collectStats());
+  }
+
+  /** Stops accepting, waits for active connections up to drain_timeout, closes the rest. */
+  async drain(forceNow: Promise<void>): Promise<void> {
+    this.draining = true;
+    this.supervisor.broadcast({ type: 'stop-accepting' });
+    const deadline = Date.now() + this.config.drainTimeoutMs;
+    let forced = false;
+    forceNow.then(() => {
+      forced = true;
+    });
+    for (;;) {
+      const active = (await this.counters()).downstream_cx_active ?? 0;
+      if (active === 0) {
+        this.log.info('drained: no active connections');
+        return;
+      }
+      if (forced || Date.now() >= deadline) {
+        this.log.warn(forced ? 'second signal: closing active connections now' : 'drain_timeout reached: closing active connections', {
+          active,
+        });
+        this.supervisor.broadcast({ type: 'close-all' });
+        return;
+      }
+      await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+    }
+  }
+}
+
+function waitForSignal(log: Logger): { first: Promise<string>; second: Promise<void> } {
+  let signals = 0;
+  let resolveFirst: (signal: string) => void = () => undefined;
+  let resolveSecond: () => void = () => undefined;
+  const first = new Promise<string>((r) => (resolveFirst = r));
+  const second = new Promise<void>((r) => (resolveSecond = r));
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals += 1;
+    log.info('signal received', { signal, count: signals });
+    if (signals === 1) resolveFirst(signal);
+    else resolveSecond();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  return { first, second };
+}
+
+export async function runProxy(config: SplicegateConfig, options: RunProxyOptions): Promise<number> {
+  const log = createLogger(process.env.SPLICEGATE_DEBUG ? 'debug' : 'info');
+  const binding = loadBinding();
+  const limits = binding.raiseFdLimit();
+  log.info('starting', {
+    config: options.configSource,
+    workers: config.workers,
+    listeners: config.listeners.map((l) => `${l.name}=${l.address.text}`).join(','),
+    nofile: limits.soft,
+  });
+  const signals = waitForSignal(log);
+  const supervisor = new WorkerSupervisor({ config, nativeOptions: nativeOptionsFor(config, limits.soft), log });
+  const runtime = new ProxyRuntime(config, supervisor, binding.statNames, log);
+  let admin: AdminServer | undefined;
+  try {
+    await supervisor.start();
+    admin = await startAdminServer(
+      config.admin.address,
+      {
+        readiness: () => runtime.readiness(),
+        counters: () => runtime.counters(),
+        ...(process.env.SPLICEGATE_TEST_HOOKS === '1' ? { crashWorker: (id: number) => supervisor.crashWorker(id) } : {}),
+      },
+      log,
+    );
+  } catch (err) {
+    await supervisor.stop().catch(() => undefined);
+    throw err;
+  }
+  log.info('ready', { admin: admin.address });
+
+  const signal = await signals.first;
+  log.info('draining', { signal, drain_timeout_ms: config.drainTimeoutMs });
+  await runtime.drain(signals.second);
+  await supervisor.stop();
+  await admin.close();
+  log.info('stopped');
+  return 0;
+}

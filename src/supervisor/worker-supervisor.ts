@@ -1,0 +1,217 @@
+// Runs the proxy workers as long-lived piscina tasks (one per thread, minThreads = maxThreads),
+// keeps a MessagePort to each, restarts a worker that dies while the others keep serving, and
+// refuses to respawn-storm when workers fail right at bootstrap.
+
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import Piscina from 'piscina';
+import type { SplicegateConfig } from '../config/types';
+import type { NativeWorkerOptions } from '../native/binding';
+import type { Logger } from '../util/logger';
+import {
+  deserializeError,
+  type SerializedError,
+  type SupervisorToWorker,
+  type WorkerTask,
+  type WorkerToSupervisor,
+} from '../worker/messages';
+
+type WorkerState = 'starting' | 'listening' | 'exiting' | 'dead';
+
+interface WorkerSlot {
+  id: number;
+  generation: number;
+  state: WorkerState;
+  port: MessagePort;
+  startedAt: number;
+  lastStats?: Float64Array;
+  failure?: SerializedError;
+}
+
+export interface SupervisorOptions {
+  config: SplicegateConfig;
+  nativeOptions: NativeWorkerOptions;
+  log: Logger;
+  /** Consecutive bootstrap failures of one worker after which it is left down. */
+  maxBootstrapFailures?: number;
+}
+
+/** A worker that stays up this long is healthy again: its failure streak resets. */
+const HEALTHY_AFTER_MS = 10_000;
+const RESTART_BACKOFF_MS = [100, 250, 500, 1000, 2000, 5000];
+
+export declare interface WorkerSupervisor {
+  on(event: 'worker-exit', listener: (id: number, retired: Float64Array | undefined) => void): this;
+  on(event: 'worker-listening', listener: (id: number) => void): this;
+  on(event: 'worker-abandoned', listener: (id: number, error: Error) => void): this;
+}
+
+export class WorkerSupervisor extends EventEmitter {
+  private readonly pool: Piscina<WorkerTask, number>;
+  private readonly slots: WorkerSlot[] = [];
+  private readonly failureStreak: number[] = [];
+  private readonly pendingStats = new Map<number, { remaining: number; resolve: () => void }>();
+  private nextRequestId = 1;
+  private stopping = false;
+  private readonly maxBootstrapFailures: number;
+
+  constructor(private readonly options: SupervisorOptions) {
+    super();
+    const workers = options.config.workers;
+    this.maxBootstrapFailures = options.maxBootstrapFailures ?? 5;
+    this.pool = new Piscina<WorkerTask, number>({
+      filename: join(__dirname, '..', 'worker', 'proxy-worker.js'),
+      minThreads: workers,
+      maxThreads: workers,
+      concurrentTasksPerWorker: 1,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      // The task never finishes while the proxy runs; Atomics.wait between tasks would only block
+      // the thread's event loop, which carries our control messages.
+      atomics: 'disabled',
+      maxQueue: workers * 4,
+    });
+  }
+
+  get workerCount(): number {
+    return this.options.config.workers;
+  }
+
+  /** Starts every worker; resolves when all listen, rejects with the first bootstrap error. */
+  async start(): Promise<void> {
+    const started = Array.from({ length: this.workerCount }, (_, id) => this.launch(id, 0));
+    await Promise.all(started);
+  }
+
+  listeningCount(): number {
+    return this.slots.filter((s) => s.state === 'listening').length;
+  }
+
+  /** Every live worker's counters; a worker that does not answer within timeoutMs gives its last ones. */
+  async collectStats(timeoutMs = 1000): Promise<Float64Array[]> {
+    const live = this.slots.filter((s) => s.state === 'listening' || s.state === 'exiting');
+    if (live.length > 0) {
+      const requestId = this.nextRequestId++;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        this.pendingStats.set(requestId, {
+          remaining: live.length,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
+        for (const slot of live) this.post(slot, { type: 'stats', requestId });
+      });
+      this.pendingStats.delete(requestId);
+    }
+    return live.map((s) => s.lastStats).filter((v): v is Float64Array => v !== undefined);
+  }
+
+  broadcast(message: SupervisorToWorker): void {
+    for (const slot of this.slots) {
+      if (slot.state === 'listening' || slot.state === 'exiting') this.post(slot, message);
+    }
+  }
+
+  /** Test hook: makes one worker thread die abruptly. Returns false if there is no such worker. */
+  crashWorker(id: number): boolean {
+    const slot = this.slots[id];
+    if (!slot || slot.state !== 'listening') return false;
+    this.post(slot, { type: 'crash' });
+    return true;
+  }
+
+  /** Tells every worker to close and exit, then tears the thread pool down. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const slot of this.slots) {
+      if (slot.state === 'listening' || slot.state === 'starting') {
+        slot.state = 'exiting';
+        this.post(slot, { type: 'exit' });
+      }
+    }
+    await this.pool.destroy();
+  }
+
+  private post(slot: WorkerSlot, message: SupervisorToWorker): void {
+    try {
+      slot.port.postMessage(message);
+    } catch {
+      // The port closed with its worker; the exit handler deals with the slot.
+    }
+  }
+
+  private launch(id: number, generation: number): Promise<void> {
+    const channel = new MessageChannel();
+    const slot: WorkerSlot = { id, generation, state: 'starting', port: channel.port1, startedAt: Date.now() };
+    this.slots[id] = slot;
+
+    const listening = new Promise<void>((resolve, reject) => {
+      channel.port1.on('message', (message: WorkerToSupervisor) => {
+        switch (message.type) {
+          case 'listening':
+            slot.state = 'listening';
+            this.options.log.info('worker listening', { worker: id, generation, addresses: message.addresses.join(',') });
+            this.emit('worker-listening', id);
+            resolve();
+            break;
+          case 'failed':
+            slot.failure = message.error;
+            reject(deserializeError(message.error));
+            break;
+          case 'stats': {
+            slot.lastStats = message.values;
+            const pending = this.pendingStats.get(message.requestId);
+            if (pending && --pending.remaining === 0) pending.resolve();
+            break;
+          }
+        }
+      });
+    });
+
+    const task: WorkerTask = {
+      workerId: id,
+      generation,
+      config: this.options.config,
+      nativeOptions: this.options.nativeOptions,
+      port: channel.port2,
+    };
+    this.pool.run(task, { transferList: [channel.port2] }).then(
+      () => this.onWorkerGone(slot, undefined),
+      (err: unknown) => this.onWorkerGone(slot, err instanceof Error ? err : new Error(String(err))),
+    );
+    // A bootstrap failure is reported through 'failed' (keeping errno fields); if the thread dies
+    // before it can say so, the task rejection above ends this promise instead.
+    return Promise.race([
+      listening,
+      new Promise<void>((_, reject) => slot.port.once('close', () => reject(new Error(`worker ${id} exited during startup`)))),
+    ]);
+  }
+
+  private onWorkerGone(slot: WorkerSlot, err: Error | undefined): void {
+    const wasListening = slot.state === 'listening';
+    slot.state = 'dead';
+    slot.port.close();
+    this.emit('worker-exit', slot.id, slot.lastStats);
+    if (this.stopping) return;
+
+    const uptime = Date.now() - slot.startedAt;
+    if (uptime >= HEALTHY_AFTER_MS) this.failureStreak[slot.id] = 0;
+    const streak = (this.failureStreak[slot.id] = (this.failureStreak[slot.id] ?? 0) + (wasListening ? 0 : 1));
+    const reason = slot.failure?.message ?? err?.message ?? 'exited';
+    if (streak >= this.maxBootstrapFailures) {
+      this.options.log.error('worker keeps failing at startup; not restarting it', { worker: slot.id, failures: streak, reason });
+      this.emit('worker-abandoned', slot.id, err ?? new Error(reason));
+      return;
+    }
+    const delay = RESTART_BACKOFF_MS[Math.min(streak, RESTART_BACKOFF_MS.length - 1)];
+    this.options.log.warn('worker died; restarting', { worker: slot.id, generation: slot.generation, reason, restart_in_ms: delay });
+    setTimeout(() => {
+      if (this.stopping) return;
+      this.launch(slot.id, slot.generation + 1).catch((e: unknown) => {
+        this.options.log.warn('worker restart failed', { worker: slot.id, reason: e instanceof Error ? e.message : String(e) });
+      });
+    }, delay).unref();
+  }
+}

@@ -1,0 +1,59 @@
+// The typed message contract between the supervisor (main thread) and each proxy worker thread.
+// Every message on a worker's MessagePort is one of these.
+
+import type { SplicegateConfig } from '../config/types';
+import type { NativeWorkerOptions } from '../native/binding';
+
+/** What a worker task receives from piscina. The port is transferred to the worker. */
+export interface WorkerTask {
+  workerId: number;
+  generation: number;
+  config: SplicegateConfig;
+  nativeOptions: NativeWorkerOptions;
+  port: import('node:worker_threads').MessagePort;
+}
+
+/** Node's system-error fields, kept across the thread boundary (structured clone drops them). */
+export interface SerializedError {
+  message: string;
+  code?: string;
+  errno?: number;
+  syscall?: string;
+  context?: string;
+}
+
+export type SupervisorToWorker =
+  | { type: 'stats'; requestId: number }
+  | { type: 'stop-accepting' }
+  | { type: 'close-all' }
+  | { type: 'exit' }
+  /** Test hook (admin with SPLICEGATE_TEST_HOOKS=1): make this worker thread die abruptly. */
+  | { type: 'crash' };
+
+export type WorkerToSupervisor =
+  | { type: 'listening'; addresses: string[] }
+  | { type: 'failed'; error: SerializedError }
+  | { type: 'stats'; requestId: number; values: Float64Array };
+
+export function serializeError(err: unknown): SerializedError {
+  if (err instanceof Error) {
+    const e = err as Error & { code?: unknown; errno?: unknown; syscall?: unknown; context?: unknown };
+    const out: SerializedError = { message: e.message };
+    if (typeof e.code === 'string') out.code = e.code;
+    if (typeof e.errno === 'number') out.errno = e.errno;
+    if (typeof e.syscall === 'string') out.syscall = e.syscall;
+    if (typeof e.context === 'string') out.context = e.context;
+    return out;
+  }
+  return { message: String(err) };
+}
+
+/** Rebuilds an Error with the system-error fields, for the CLI's error reporting. */
+export function deserializeError(s: SerializedError): Error {
+  const err = new Error(s.message) as Error & Partial<SerializedError>;
+  if (s.code !== undefined) err.code = s.code;
+  if (s.errno !== undefined) err.errno = s.errno;
+  if (s.syscall !== undefined) err.syscall = s.syscall;
+  if (s.context !== undefined) err.context = s.context;
+  return err;
+}

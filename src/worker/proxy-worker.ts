@@ -1,0 +1,71 @@
+// A proxy worker: one long-running piscina task per thread. It owns one NativeWorker (the C++
+// epoll loop on its own native thread) with one SO_REUSEPORT listener per configured listener,
+// answers the supervisor's control messages, and resolves when told to exit.
+
+import type { MessagePort } from 'node:worker_threads';
+import { loadBinding, type NativeWorker } from '../native/binding';
+import { serializeError, type SupervisorToWorker, type WorkerTask, type WorkerToSupervisor } from './messages';
+
+function send(port: MessagePort, message: WorkerToSupervisor): void {
+  port.postMessage(message);
+}
+
+function openNativeWorker(task: WorkerTask): { worker: NativeWorker; addresses: string[] } {
+  const binding = loadBinding();
+  const worker = new binding.NativeWorker(task.nativeOptions);
+  try {
+    const addresses = task.config.listeners.map((l) =>
+      worker.openListener({
+        name: l.name,
+        host: l.address.host,
+        port: l.address.port,
+        transparent: l.transparent,
+        backlog: l.backlog,
+      }),
+    );
+    worker.start();
+    return { worker, addresses };
+  } catch (err) {
+    worker.close();
+    throw err;
+  }
+}
+
+export default async function runProxyWorker(task: WorkerTask): Promise<number> {
+  const { port } = task;
+  let opened: { worker: NativeWorker; addresses: string[] };
+  try {
+    opened = openNativeWorker(task);
+  } catch (err) {
+    send(port, { type: 'failed', error: serializeError(err) });
+    port.close();
+    throw err;
+  }
+  const { worker } = opened;
+  send(port, { type: 'listening', addresses: opened.addresses });
+
+  return new Promise<number>((resolve) => {
+    port.on('message', (message: SupervisorToWorker) => {
+      switch (message.type) {
+        case 'stats':
+          send(port, { type: 'stats', requestId: message.requestId, values: worker.stats() });
+          break;
+        case 'stop-accepting':
+          worker.stopAccepting();
+          break;
+        case 'close-all':
+          worker.closeAll();
+          break;
+        case 'exit':
+          worker.close();
+          port.close();
+          resolve(task.workerId);
+          break;
+        case 'crash':
+          // Simulates a worker dying mid-flight: the thread ends without any cleanup of ours; the
+          // addon's environment cleanup hook must still close every fd.
+          process.exit(70);
+      }
+    });
+  });
+}
