@@ -61,9 +61,9 @@ export function loadConfigFile(path: string): SplicegateConfig {
  */
 function locate(doc: Document, lineCounter: LineCounter, segments: readonly PropertyKey[], atKey: boolean): { line?: number; column?: number } {
   if (segments.length === 0) return {};
-  let node: unknown = doc.getIn(segments as unknown[], true);
+  let node: unknown = doc.getIn(segments, true);
   if (atKey) {
-    const parent: unknown = doc.getIn(segments.slice(0, -1) as unknown[], true);
+    const parent: unknown = doc.getIn(segments.slice(0, -1), true);
     const last = segments[segments.length - 1];
     node = isMap(parent) ? parent.items.find((pair) => isScalar(pair.key) && pair.key.value === last)?.key : undefined;
   }

@@ -71,7 +71,11 @@ const listener = z.strictObject({
   address,
   mode: z.enum(['original_dst']).default(DEFAULTS.mode),
   transparent: z.boolean().default(DEFAULTS.transparent),
-  backlog: z.int().min(1).max(MAX_BACKLOG).default(DEFAULTS.backlog),
+  backlog: z
+    .int({ error: (issue) => `expected an integer from 1 to ${MAX_BACKLOG}, got ${showValue(issue.input)}` })
+    .min(1)
+    .max(MAX_BACKLOG)
+    .default(DEFAULTS.backlog),
 });
 
 // Uniqueness runs even when some listener has other problems (`when` below), so one pass reports

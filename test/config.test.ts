@@ -1,0 +1,262 @@
+// Config loading: good files parse to exact typed values; every bad input yields problems at the
+// exact paths users will see, all of them at once.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { parseSocketAddress } from '../src/config/address';
+import { defaultConfig } from '../src/config/default';
+import { MAX_DURATION_MS, parseDuration } from '../src/config/duration';
+import { ConfigError, formatProblems, loadConfigFile, parseConfigText, type ConfigProblem } from '../src/config/load';
+import type { SplicegateConfig } from '../src/config/types';
+
+const FIXTURES = join(__dirname, '..', '..', 'test', 'fixtures', 'configs');
+const ONE_LISTENER = 'listeners:\n  - name: egress\n    address: "0.0.0.0:15001"\n';
+
+function caught(run: () => unknown): ConfigError {
+  try {
+    run();
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  return assert.fail('expected a ConfigError, but parsing succeeded');
+}
+
+function problemsOf(text: string): ConfigProblem[] {
+  return caught(() => parseConfigText(text, 'test.yaml')).problems;
+}
+
+/** The problem at `path`; fails listing what was reported instead, so a wrong path is obvious. */
+function problemAt(problems: ConfigProblem[], path: string, messagePart: string): ConfigProblem {
+  const found = problems.find((p) => p.path === path);
+  assert.ok(found, `no problem at ${path}; got: ${JSON.stringify(problems)}`);
+  assert.ok(found.message.includes(messagePart), `problem at ${path} is "${found.message}", expected it to include "${messagePart}"`);
+  return found;
+}
+
+test('full config parses to the exact typed values', () => {
+  const expected: SplicegateConfig = {
+    workers: 4,
+    admin: { address: { host: '::1', port: 9901, family: 6, text: '[::1]:9901' } },
+    listeners: [
+      { name: 'egress', address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' }, mode: 'original_dst', transparent: false, backlog: 1024 },
+      { name: 'egress-v6', address: { host: '::', port: 15001, family: 6, text: '[::]:15001' }, mode: 'original_dst', transparent: true, backlog: 4096 },
+    ],
+    cluster: { connectTimeoutMs: 250, idleTimeoutMs: 3_600_000, cleanupIntervalMs: 60_000, upstreamMark: 0x100 },
+    drainTimeoutMs: 30_000,
+  };
+  assert.deepEqual(loadConfigFile(join(FIXTURES, 'good-full.yaml')), expected);
+});
+
+test('minimal config gets every default, "auto" workers = available CPUs', () => {
+  const config = loadConfigFile(join(FIXTURES, 'good-minimal.yaml'));
+  assert.equal(config.workers, Math.min(availableParallelism(), 256));
+  assert.deepEqual(config.admin.address, { host: '127.0.0.1', port: 9901, family: 4, text: '127.0.0.1:9901' });
+  assert.deepEqual(config.listeners[0], {
+    name: 'egress',
+    address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' },
+    mode: 'original_dst',
+    transparent: false,
+    backlog: 4096,
+  });
+  assert.deepEqual(config.cluster, { connectTimeoutMs: 5000, idleTimeoutMs: 3_600_000, cleanupIntervalMs: 5000, upstreamMark: 0 });
+  assert.equal(config.drainTimeoutMs, 10_000);
+});
+
+test('an explicit workers: auto resolves to a number', () => {
+  assert.equal(parseConfigText(`workers: auto\n${ONE_LISTENER}`, 't').workers, Math.min(availableParallelism(), 256));
+  assert.equal(parseConfigText(`workers: 256\n${ONE_LISTENER}`, 't').workers, 256);
+});
+
+test('built-in default config: one original_dst listener on 0.0.0.0:15001, admin 127.0.0.1:9901', () => {
+  const config = defaultConfig();
+  assert.equal(config.listeners.length, 1);
+  assert.equal(config.listeners[0]?.name, 'egress');
+  assert.equal(config.listeners[0]?.address.text, '0.0.0.0:15001');
+  assert.equal(config.listeners[0]?.mode, 'original_dst');
+  assert.equal(config.admin.address.text, '127.0.0.1:9901');
+  assert.equal(config.workers, Math.min(availableParallelism(), 256));
+  // A fresh copy each time: a caller mutating it must not change the next one.
+  config.listeners.pop();
+  assert.equal(defaultConfig().listeners.length, 1);
+});
+
+test('durations: units convert to milliseconds', () => {
+  const cases: Array<[string, number]> = [['250ms', 250], ['5s', 5000], ['1m', 60_000], ['1h', 3_600_000], ['1.5s', 1500], ['596h', 596 * 3_600_000]];
+  for (const [text, ms] of cases) assert.deepEqual(parseDuration(text), { ok: true, value: ms }, text);
+});
+
+test('durations: bad ones are refused with a reason', () => {
+  const cases: Array<[string, string]> = [
+    ['5 parsecs', 'expected a duration with a unit'],
+    ['5', 'bare number'],
+    ['0s', 'greater than 0'],
+    ['0.5ms', 'whole number of milliseconds'],
+    ['1000h', String(MAX_DURATION_MS)],
+    ['', 'expected a duration with a unit'],
+    ['-5s', 'expected a duration with a unit'],
+    ['5d', 'expected a duration with a unit'],
+  ];
+  for (const [text, part] of cases) {
+    const result = parseDuration(text);
+    assert.equal(result.ok, false, text);
+    if (!result.ok) assert.ok(result.message.includes(part), `${text}: ${result.message}`);
+  }
+});
+
+test('durations in a file: bare YAML number and bad unit are errors at their paths', () => {
+  const problems = problemsOf(`${ONE_LISTENER}cluster:\n  connect_timeout: 5 parsecs\n  idle_timeout: 5000\ndrain_timeout: 0ms\n`);
+  problemAt(problems, 'cluster.connect_timeout', '"5 parsecs"');
+  problemAt(problems, 'cluster.idle_timeout', 'a unit is required');
+  problemAt(problems, 'drain_timeout', 'greater than 0');
+  assert.equal(problems.length, 3);
+});
+
+test('addresses: IPv4 and bracketed IPv6 parse; canonical text', () => {
+  assert.deepEqual(parseSocketAddress('10.1.2.3:80'), { ok: true, value: { host: '10.1.2.3', port: 80, family: 4, text: '10.1.2.3:80' } });
+  assert.deepEqual(parseSocketAddress('[::1]:65535'), { ok: true, value: { host: '::1', port: 65535, family: 6, text: '[::1]:65535' } });
+  assert.deepEqual(parseSocketAddress('[2001:db8::7]:443'), { ok: true, value: { host: '2001:db8::7', port: 443, family: 6, text: '[2001:db8::7]:443' } });
+});
+
+test('addresses: hostnames, unbracketed IPv6, bad ports are refused', () => {
+  const cases: Array<[string, string]> = [
+    ['foo', 'missing ":port"'],
+    ['localhost:80', 'hostnames are not allowed'],
+    ['::1:80', 'must be in brackets'],
+    ['[1.2.3.4]:80', 'only for IPv6'],
+    ['1.2.3.4:0', 'port must be 1..65535'],
+    ['1.2.3.4:70000', 'port must be 1..65535'],
+    ['1.2.3.4:http', 'port must be a number'],
+    ['256.1.1.1:80', 'not an IPv4 address'],
+    ['[::1]80', 'expected "ip:port"'],
+  ];
+  for (const [text, part] of cases) {
+    const result = parseSocketAddress(text);
+    assert.equal(result.ok, false, text);
+    if (!result.ok) assert.ok(result.message.includes(part) && result.message.includes(JSON.stringify(text)), `${text}: ${result.message}`);
+  }
+});
+
+test('bad addresses in a file: exact message format at listeners[0].address, ports 0 and 70000', () => {
+  const problems = problemsOf(
+    'admin: { address: "127.0.0.1:0" }\nlisteners:\n  - name: a\n    address: foo\n  - name: b\n    address: "10.0.0.1:70000"\n',
+  );
+  const bad = problemAt(problems, 'listeners[0].address', 'expected "ip:port" or "[ipv6]:port", got "foo"');
+  assert.equal(bad.line, 4);
+  problemAt(problems, 'listeners[1].address', '70000');
+  problemAt(problems, 'admin.address', 'port must be 1..65535, got 0');
+  assert.equal(problems.length, 3);
+});
+
+test('a file with many mistakes reports every one of them', () => {
+  const err = caught(() => loadConfigFile(join(FIXTURES, 'bad-many.yaml')));
+  const paths = err.problems.map((p) => p.path).sort();
+  assert.deepEqual(paths, [
+    'admin.address',
+    'cluster.connect_timeout',
+    'cluster.idle_timeout',
+    'listeners[0].address',
+    'listeners[1].address',
+    'listeners[1].bakclog',
+    'workers',
+  ]);
+  problemAt(err.problems, 'workers', 'got 0');
+  problemAt(err.problems, 'listeners[1].bakclog', 'did you mean "backlog"?');
+  problemAt(err.problems, 'cluster.connect_timeout', '5 parsecs');
+});
+
+test('workers: 0, 257, 1.5, "x" and true are refused', () => {
+  for (const value of ['0', '257', '1.5', 'x', 'true', '"4"']) {
+    problemAt(problemsOf(`workers: ${value}\n${ONE_LISTENER}`), 'workers', 'expected "auto" or an integer from 1 to 256');
+  }
+});
+
+test('unknown keys are errors at every level, each at its own path', () => {
+  const problems = problemsOf(
+    'wokers: 2\nadmin:\n  address: "127.0.0.1:9901"\n  port: 1\nlisteners:\n  - name: a\n    address: "0.0.0.0:1"\n    transparant: true\n    extra: 1\ncluster:\n  idle_timout: 1h\n',
+  );
+  problemAt(problems, 'wokers', 'did you mean "workers"?');
+  problemAt(problems, 'admin.port', 'unknown key "port"');
+  problemAt(problems, 'listeners[0].transparant', 'did you mean "transparent"?');
+  problemAt(problems, 'listeners[0].extra', 'expected one of: name, address, mode, transparent, backlog');
+  const typo = problemAt(problems, 'cluster.idle_timout', 'did you mean "idle_timeout"?');
+  assert.equal(typo.line, 11);
+  assert.equal(problems.length, 5);
+});
+
+test('YAML syntax errors are reported with line and column', () => {
+  const err = caught(() => loadConfigFile(join(FIXTURES, 'bad-syntax.yaml')));
+  assert.equal(err.problems.length, 1);
+  const [problem] = err.problems;
+  assert.equal(problem?.path, '(root)');
+  assert.ok(problem?.message.startsWith('YAML syntax error'), problem?.message);
+  assert.equal(problem?.line, 5);
+  assert.equal(problem?.column, 1);
+  assert.match(formatProblems(err), /bad-syntax\.yaml: \(root\): YAML syntax error: .* \(line 5, column 1\)$/);
+});
+
+test('a key given twice in YAML is an error, not "last one wins"', () => {
+  const problems = problemsOf(`workers: 2\nworkers: 3\n${ONE_LISTENER}`);
+  problemAt(problems, '(root)', 'unique');
+});
+
+test('duplicate listener names and addresses (also spelled differently) are errors', () => {
+  const err = caught(() => loadConfigFile(join(FIXTURES, 'bad-duplicates.yaml')));
+  problemAt(err.problems, 'listeners[1].name', 'duplicate listener name "egress"');
+  problemAt(err.problems, 'listeners[1].address', 'duplicate listener address');
+  assert.equal(err.problems.length, 2);
+});
+
+test('duplicate address is reported even when the listener has other problems', () => {
+  // A type error (not just a range error) makes zod skip refinements unless told otherwise.
+  const problems = problemsOf('listeners:\n  - name: a\n    address: "0.0.0.0:80"\n  - name: b\n    address: "0.0.0.0:80"\n    backlog: "x"\n');
+  problemAt(problems, 'listeners[1].backlog', 'expected an integer from 1 to 65535, got "x"');
+  problemAt(problems, 'listeners[1].address', 'also used by listeners[0] "a"');
+});
+
+test('admin may not share an address with a listener', () => {
+  problemAt(problemsOf(`admin: { address: "0.0.0.0:15001" }\n${ONE_LISTENER}`), 'admin.address', 'listeners[0]');
+});
+
+test('listeners: required, non-empty, entries need name and address', () => {
+  problemAt(problemsOf('workers: 2\n'), 'listeners', 'required');
+  problemAt(problemsOf('listeners: []\n'), 'listeners', 'at least one listener');
+  const problems = problemsOf('listeners:\n  - mode: original_dst\n');
+  problemAt(problems, 'listeners[0].name', 'required');
+  problemAt(problems, 'listeners[0].address', 'expected "ip:port"');
+});
+
+test('field types and ranges: mode, transparent, backlog, upstream_mark, name', () => {
+  const problems = problemsOf(
+    'listeners:\n  - name: "has space"\n    address: "0.0.0.0:1"\n    mode: redirect\n    transparent: "yes"\n    backlog: 70000\ncluster:\n  upstream_mark: 0x100000000\n',
+  );
+  problemAt(problems, 'listeners[0].name', 'got "has space"');
+  problemAt(problems, 'listeners[0].mode', 'expected "original_dst", got "redirect"');
+  problemAt(problems, 'listeners[0].transparent', 'expected true or false');
+  problemAt(problems, 'listeners[0].backlog', 'from 1 to 65535, got 70000');
+  problemAt(problems, 'cluster.upstream_mark', 'integer from 0 to 4294967295');
+  assert.equal(parseConfigText(`${ONE_LISTENER}cluster: { upstream_mark: 0xffffffff }\n`, 't').cluster.upstreamMark, 0xffffffff);
+});
+
+test('empty file and non-mapping root are root-level problems', () => {
+  problemAt(problemsOf(''), '(root)', 'empty');
+  problemAt(problemsOf('- 1\n'), '(root)', 'expected a mapping');
+});
+
+test('unreadable file: message names the path and the errno code', () => {
+  const missing = join(FIXTURES, 'does-not-exist.yaml');
+  const err = caught(() => loadConfigFile(missing));
+  assert.equal(err.source, missing);
+  assert.equal(formatProblems(err), `${missing}: (root): cannot read config file: ENOENT (no such file or directory)`);
+  problemAt(caught(() => loadConfigFile(FIXTURES)).problems, '(root)', 'EISDIR');
+});
+
+test('formatProblems: one "<source>: <path>: <message>" line per problem', () => {
+  const err = caught(() => parseConfigText('workers: 0\nlisteners: []\n', 'my.yaml'));
+  const lines = formatProblems(err).split('\n');
+  assert.equal(lines.length, 2);
+  assert.match(lines[0] ?? '', /^my\.yaml: workers: expected "auto" or an integer from 1 to 256, got 0 \(line 1, column 10\)$/);
+  assert.match(lines[1] ?? '', /^my\.yaml: listeners: at least one listener is required/);
+});
