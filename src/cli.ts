@@ -1,0 +1,345 @@
+#!/usr/bin/env node
+// The `splicegate` command. Commands live in one table (COMMANDS): adding one is adding an entry,
+// and the top-level help, option parsing and per-command help are all generated from it.
+//
+// Exit status: 0 success, 1 runtime failure, 2 usage or config error (so scripts and systemd can
+// tell "you asked wrong" from "it broke").
+
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { DEFAULT_CONFIG_SOURCE, DEFAULT_CONFIG_YAML, defaultConfig } from './config/default';
+import { ConfigError, formatProblems, loadConfigFile } from './config/load';
+import { DEFAULTS } from './config/schema';
+import { closestMatch } from './config/suggest';
+import { describeErrno } from './config/syserr';
+
+const EXIT_OK = 0;
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
+
+interface OptionDef {
+  name: string;
+  short?: string;
+  /** Placeholder for a value ("FILE"); options without one are boolean flags. */
+  value?: string;
+  description: string;
+}
+
+type OptionValues = Record<string, string | boolean | Array<string | boolean> | undefined>;
+
+interface Invocation {
+  values: OptionValues;
+  positionals: string[];
+}
+
+interface Command {
+  summary: string;
+  /** Synopsis after "splicegate <name>". */
+  usage: string;
+  description: string;
+  options: OptionDef[];
+  /** Positional arguments accepted (most commands take none: a stray word is a mistake). */
+  maxPositionals?: number;
+  /** Extra help sections (defaults, notes), already formatted. */
+  notes?: () => string;
+  examples: string[];
+  run(invocation: Invocation): Promise<number>;
+}
+
+/** Something the user typed wrong: printed with a pointer to the help, exit status 2. */
+class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly helpFor?: string,
+  ) {
+    super(message);
+  }
+}
+
+// Every command accepts these.
+const COMMON_OPTIONS: OptionDef[] = [
+  { name: 'verbose', short: 'v', description: 'print stack traces for unexpected errors (same as SPLICEGATE_DEBUG=1)' },
+  { name: 'help', short: 'h', description: 'show this help' },
+];
+
+const CONFIG_OPTION: OptionDef = { name: 'config', short: 'c', value: 'FILE', description: 'YAML config file (reference: docs/CONFIG.md)' };
+
+const COMMANDS: Record<string, Command> = {
+  run: {
+    summary: 'start the proxy',
+    usage: '[--config FILE] [--latency-log FILE]',
+    description: 'Load the config (or the built-in default) and run the proxy until it is stopped (SIGINT/SIGTERM).',
+    options: [
+      { ...CONFIG_OPTION, description: 'YAML config file (default: the built-in config below)' },
+      { name: 'latency-log', value: 'FILE', description: 'write per-connection latency records to FILE' },
+    ],
+    notes: () =>
+      [
+        'Built-in config (used without --config):',
+        indent(DEFAULT_CONFIG_YAML.trimEnd()),
+        `  # workers: ${DEFAULTS.workers}, admin: ${DEFAULTS.adminAddress}, connect_timeout: ${DEFAULTS.connectTimeout},`,
+        `  # idle_timeout: ${DEFAULTS.idleTimeout}, drain_timeout: ${DEFAULTS.drainTimeout}`,
+        '',
+        'Exit status: 0 clean shutdown, 1 runtime failure (e.g. cannot bind), 2 usage or config error.',
+      ].join('\n'),
+    examples: [
+      'splicegate run',
+      'splicegate run --config /etc/splicegate/splicegate.yaml',
+      'SPLICEGATE_DEBUG=1 splicegate run -c splicegate.yaml --latency-log /var/log/splicegate/latency.log',
+    ],
+    async run({ values }) {
+      const configPath = stringOption(values, 'config');
+      const latencyLogPath = stringOption(values, 'latency-log');
+      const config = configPath === undefined ? defaultConfig() : loadConfigFile(configPath);
+      // Loaded lazily: the proxy pulls in the native splice(2) addon, and `validate`/`--help` must
+      // work on machines (CI, a laptop) where that addon is not built.
+      const { runProxy } = await import('./proxy/run.js');
+      return runProxy(config, {
+        configSource: configPath ?? DEFAULT_CONFIG_SOURCE,
+        ...(latencyLogPath === undefined ? {} : { latencyLogPath }),
+      });
+    },
+  },
+
+  validate: {
+    summary: 'check a config file and exit',
+    usage: '--config FILE',
+    description: 'Parse and validate a config file without starting anything. Every problem is listed, one per line.',
+    options: [CONFIG_OPTION],
+    notes: () => 'Exit status: 0 valid, 2 invalid (problems on stderr) or usage error.',
+    examples: ['splicegate validate --config /etc/splicegate/splicegate.yaml', 'splicegate validate -c new.yaml && systemctl reload splicegate'],
+    async run({ values }) {
+      const configPath = stringOption(values, 'config');
+      if (configPath === undefined) throw new UsageError('validate needs --config FILE', 'validate');
+      const config = loadConfigFile(configPath);
+      const listeners = config.listeners.length;
+      process.stdout.write(`${configPath}: OK (${plural(listeners, 'listener')}, ${plural(config.workers, 'worker')})\n`);
+      return EXIT_OK;
+    },
+  },
+
+  help: {
+    summary: 'show help for a command',
+    usage: '[COMMAND]',
+    description: 'Show the help for COMMAND, or the overview without one.',
+    options: [],
+    maxPositionals: 1,
+    examples: ['splicegate help run'],
+    async run({ positionals }) {
+      const name = positionals[0];
+      if (name === undefined) {
+        process.stdout.write(mainHelp());
+        return EXIT_OK;
+      }
+      process.stdout.write(commandHelp(name, lookupCommand(name)));
+      return EXIT_OK;
+    },
+  },
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [first, ...rest] = argv;
+  if (first === undefined) throw new UsageError('missing command');
+  if (first === '--help' || first === '-h') {
+    process.stdout.write(mainHelp());
+    return EXIT_OK;
+  }
+  if (first === '--version' || first === '-V') {
+    process.stdout.write(`splicegate ${version()}\n`);
+    return EXIT_OK;
+  }
+  if (first.startsWith('-')) throw new UsageError(`unknown option '${first}' (options go after the command)`);
+
+  const command = lookupCommand(first);
+  const invocation = parseInvocation(first, command, rest);
+  if (invocation.values['help'] === true) {
+    process.stdout.write(commandHelp(first, command));
+    return EXIT_OK;
+  }
+  return command.run(invocation);
+}
+
+function lookupCommand(name: string): Command {
+  // hasOwn: "constructor" or "__proto__" must be unknown commands, not Object.prototype members.
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (command !== undefined) return command;
+  const guess = closestMatch(name, Object.keys(COMMANDS));
+  throw new UsageError(`unknown command '${name}'${guess === undefined ? '' : ` (did you mean '${guess}'?)`}`);
+}
+
+function parseInvocation(name: string, command: Command, args: string[]): Invocation {
+  const options: NonNullable<ParseArgsConfig['options']> = {};
+  for (const def of [...command.options, ...COMMON_OPTIONS]) {
+    options[def.name] = { type: def.value === undefined ? 'boolean' : 'string', ...(def.short === undefined ? {} : { short: def.short }) };
+  }
+  let parsed: { values: OptionValues; positionals: string[] };
+  try {
+    parsed = parseArgs({ args, options, strict: true, allowPositionals: (command.maxPositionals ?? 0) > 0 });
+  } catch (err) {
+    // "splicegate validate my.yaml" is the likeliest slip: say how to pass the file instead.
+    const takesConfig = command.options.some((def) => def.name === 'config');
+    const hint = takesConfig && isPositionalError(err) ? ' (pass the config file as --config FILE)' : '';
+    throw new UsageError(`${parseArgsMessage(err)}${hint}`, name);
+  }
+  const max = command.maxPositionals ?? 0;
+  if (parsed.positionals.length > max) {
+    throw new UsageError(`unexpected argument '${parsed.positionals[max] ?? ''}'`, name);
+  }
+  for (const def of command.options) {
+    if (def.value !== undefined && parsed.values[def.name] === '') {
+      throw new UsageError(`--${def.name} needs a value (${def.value})`, name);
+    }
+  }
+  return parsed;
+}
+
+// parseArgs' messages end with advice about "--" and positionals that does not apply to us.
+function parseArgsMessage(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.replace(/\.? To specify a positional argument[\s\S]*$/, '');
+}
+
+function isPositionalError(err: unknown): boolean {
+  return err instanceof Error && 'code' in err && err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL';
+}
+
+function stringOption(values: OptionValues, name: string): string | undefined {
+  const value = values[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+function mainHelp(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length)) + 2;
+  const commands = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`);
+  return [
+    'splicegate: transparent original-destination egress proxy for Linux',
+    '',
+    'Usage: splicegate <command> [options]',
+    '',
+    'Commands:',
+    ...commands,
+    '',
+    'Options:',
+    '  -h, --help     show this help',
+    '  -V, --version  print the version',
+    '',
+    "Run 'splicegate <command> --help' for a command's options.",
+    'Config file reference: docs/CONFIG.md',
+    '',
+  ].join('\n');
+}
+
+function commandHelp(name: string, command: Command): string {
+  const rows = [...command.options, ...COMMON_OPTIONS].map((def) => {
+    const flag = `${def.short === undefined ? '    ' : `-${def.short}, `}--${def.name}${def.value === undefined ? '' : ` ${def.value}`}`;
+    return [flag, def.description] as const;
+  });
+  const width = Math.max(...rows.map(([flag]) => flag.length)) + 2;
+  const sections = [
+    `Usage: splicegate ${name} ${command.usage}`.trimEnd(),
+    '',
+    command.description,
+    '',
+    'Options:',
+    ...rows.map(([flag, description]) => `  ${flag.padEnd(width)}${description}`),
+  ];
+  if (command.notes !== undefined) sections.push('', command.notes());
+  sections.push('', 'Examples:', ...command.examples.map((e) => `  ${e}`), '');
+  return sections.join('\n');
+}
+
+function version(): string {
+  // Compiled to dist/src/cli.js, so the package root is two levels up.
+  try {
+    const pkg: unknown = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8'));
+    if (typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string') return pkg.version;
+  } catch {
+    // Fall through: a missing package.json must not turn --version into a crash.
+  }
+  return 'unknown';
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
+function indent(text: string): string {
+  return text
+    .split('\n')
+    .map((line) => `  ${line}`)
+    .join('\n');
+}
+
+interface SystemErrorShape {
+  code: string;
+  syscall: string;
+  /** Node's net errors: the IP (and port) the operation was for. */
+  address?: string;
+  port?: number;
+  /** The native core's errors: what the call was for, e.g. "egress 0.0.0.0:15001". */
+  context?: string;
+}
+
+function isSystemError(err: unknown): err is Error & SystemErrorShape {
+  return (
+    err instanceof Error &&
+    'code' in err &&
+    typeof err.code === 'string' &&
+    'syscall' in err &&
+    typeof err.syscall === 'string'
+  );
+}
+
+/**
+ * "listen 0.0.0.0:15001: bind failed: EADDRINUSE (address already in use)": the operation and its
+ * target, then the step that failed and the errno in words.
+ */
+export function formatSystemError(err: SystemErrorShape): string {
+  let target: string | undefined;
+  if (typeof err.address === 'string') {
+    const host = err.address.includes(':') && typeof err.port === 'number' ? `[${err.address}]` : err.address;
+    target = typeof err.port === 'number' ? `${host}:${err.port}` : host;
+  } else if (typeof err.context === 'string' && err.context !== '') {
+    target = err.context;
+  }
+  // Opening a listener is one operation to the user, whichever call failed; and Node reports a
+  // failed bind() as syscall "listen" (libuv defers the error), so name the step "bind".
+  const listening = err.syscall === 'listen' || err.syscall === 'bind';
+  const operation = listening ? 'listen' : err.syscall;
+  const step = listening ? 'bind' : err.syscall;
+  return `${operation}${target === undefined ? '' : ` ${target}`}: ${step} failed: ${describeErrno(err.code)}`;
+}
+
+/** Print a failure the way its kind deserves and return the exit status. */
+function reportFailure(err: unknown, debug: boolean): number {
+  if (err instanceof UsageError) {
+    const help = err.helpFor === undefined ? 'splicegate --help' : `splicegate ${err.helpFor} --help`;
+    process.stderr.write(`splicegate: ${err.message}\nRun '${help}' for usage.\n`);
+    return EXIT_USAGE;
+  }
+  if (err instanceof ConfigError) {
+    process.stderr.write(`${formatProblems(err)}\n`);
+    return EXIT_USAGE;
+  }
+  const line = isSystemError(err) ? formatSystemError(err) : err instanceof Error ? err.message : String(err);
+  process.stderr.write(`splicegate: ${line}\n`);
+  if (debug) {
+    process.stderr.write(`${err instanceof Error && err.stack !== undefined ? err.stack : String(err)}\n`);
+  } else if (!isSystemError(err)) {
+    process.stderr.write('(run with --verbose or SPLICEGATE_DEBUG=1 for the stack trace)\n');
+  }
+  return EXIT_FAILURE;
+}
+
+if (require.main === module) {
+  const argv = process.argv.slice(2);
+  // Read from the raw argv, not parsed options: the failure being reported may be the parse itself.
+  const debug = process.env['SPLICEGATE_DEBUG'] === '1' || argv.includes('--verbose') || argv.includes('-v');
+  main(argv)
+    .catch((err: unknown) => reportFailure(err, debug))
+    .then((code) => {
+      // exitCode, not exit(): let pending stdout/stderr writes to a pipe finish.
+      process.exitCode = code;
+    });
+}
