@@ -1,0 +1,397 @@
+// Unit tests for the Node-free core. The original-destination syscalls go through fakes; the relay
+// runs on real loopback sockets with a LoopThread, the way the addon drives it. Plain asserts and a
+// closing "N passed, N failed" line; ctest runs the binary.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../core/loop_thread.h"
+#include "../core/original_dst.h"
+#include "../core/pipe_pool.h"
+#include "../core/socket_address.h"
+#include "../core/worker_core.h"
+
+using namespace splicegate;
+
+namespace {
+
+int g_failed = 0;
+int g_passed = 0;
+std::string g_current;
+
+#define CHECK(cond)                                                                       \
+  do {                                                                                    \
+    if (!(cond)) {                                                                        \
+      std::fprintf(stderr, "  FAILED %s:%d in %s: %s\n", __FILE__, __LINE__, g_current.c_str(), #cond); \
+      throw TestFailure{};                                                                \
+    }                                                                                     \
+  } while (0)
+
+struct TestFailure {};
+
+void run(const char* name, const std::function<void()>& fn) {
+  g_current = name;
+  bool ok = true;
+  try {
+    fn();
+  } catch (const TestFailure&) {
+    ok = false;
+  }
+  std::printf("%s %s\n", ok ? "ok  " : "FAIL", name);
+  (ok ? g_passed : g_failed)++;
+}
+
+SocketAddress addr(const char* ip, uint16_t port) { return *SocketAddress::fromIp(ip, port); }
+
+// --- original destination, with fakes -------------------------------------------------------
+
+struct FakeOps : OriginalDstOps {
+  SyscallResult originalRc{0, 0};
+  SocketAddress original;
+  SocketAddress local;
+  std::vector<std::string> localIps;
+  int isLocalCalls = 0;
+  SyscallResult originalDst(int, int, SocketAddress& out) override {
+    out = original;
+    return originalRc;
+  }
+  SyscallResult localAddress(int, SocketAddress& out) override {
+    out = local;
+    return {0, 0};
+  }
+  bool isLocalIp(const SocketAddress& ip) override {
+    ++isLocalCalls;
+    for (auto& l : localIps) {
+      if (ip.ipString() == l) return true;
+    }
+    return false;
+  }
+};
+
+void originalDstTests() {
+  run("redirected connection resolves to its original destination", [] {
+    FakeOps ops;
+    ops.original = addr("10.0.0.7", 443);
+    ops.local = addr("10.0.1.1", 15001);
+    OriginalDstResolver r(ops);
+    r.setListenerAddresses({addr("0.0.0.0", 15001)});
+    auto res = r.resolve(3, AF_INET, false);
+    CHECK(res.outcome == OriginalDstOutcome::kFound);
+    CHECK(res.address == addr("10.0.0.7", 443));
+    CHECK(ops.isLocalCalls == 0);  // port differs from every listener: no probe needed
+  });
+  run("no conntrack entry is 'not redirected', not an error", [] {
+    FakeOps ops;
+    ops.originalRc = {-1, ENOENT};
+    OriginalDstResolver r(ops);
+    auto res = r.resolve(3, AF_INET, false);
+    CHECK(res.outcome == OriginalDstOutcome::kNotRedirected);
+    CHECK(res.err == ENOENT);
+  });
+  run("direct dial of the listener is 'not redirected'", [] {
+    FakeOps ops;
+    ops.original = ops.local = addr("10.0.1.1", 15001);
+    ops.localIps = {"10.0.1.1"};
+    OriginalDstResolver r(ops);
+    r.setListenerAddresses({addr("0.0.0.0", 15001)});
+    CHECK(r.resolve(3, AF_INET, false).outcome == OriginalDstOutcome::kNotRedirected);
+  });
+  run("redirect to another of our addresses on the listener port is a loop", [] {
+    FakeOps ops;
+    ops.original = addr("10.0.2.1", 15001);
+    ops.local = addr("10.0.1.1", 15001);
+    ops.localIps = {"10.0.1.1", "10.0.2.1"};
+    OriginalDstResolver r(ops);
+    r.setListenerAddresses({addr("0.0.0.0", 15001)});
+    CHECK(r.resolve(3, AF_INET, false).outcome == OriginalDstOutcome::kLoop);
+  });
+  run("same port on a remote address is relayed", [] {
+    FakeOps ops;
+    ops.original = addr("10.0.9.9", 15001);
+    ops.local = addr("10.0.1.1", 15001);
+    ops.localIps = {"10.0.1.1"};
+    OriginalDstResolver r(ops);
+    r.setListenerAddresses({addr("0.0.0.0", 15001)});
+    CHECK(r.resolve(3, AF_INET, false).outcome == OriginalDstOutcome::kFound);
+  });
+  run("specific-address listener matches only its own address", [] {
+    FakeOps ops;
+    ops.original = addr("127.0.0.1", 15001);
+    ops.local = addr("127.0.0.2", 15001);
+    OriginalDstResolver r(ops);
+    r.setListenerAddresses({addr("127.0.0.1", 15001)});
+    CHECK(r.resolve(3, AF_INET, false).outcome == OriginalDstOutcome::kLoop);
+    ops.original = addr("127.0.0.3", 15001);
+    CHECK(r.resolve(3, AF_INET, false).outcome == OriginalDstOutcome::kFound);
+  });
+  run("transparent listener uses the local address", [] {
+    FakeOps ops;
+    ops.originalRc = {-1, ENOENT};  // must not be consulted
+    ops.local = addr("10.0.0.8", 80);
+    OriginalDstResolver r(ops);
+    r.setListenerAddresses({addr("0.0.0.0", 15002)});
+    auto res = r.resolve(3, AF_INET, true);
+    CHECK(res.outcome == OriginalDstOutcome::kFound);
+    CHECK(res.address == addr("10.0.0.8", 80));
+  });
+  run("IPv6 addresses format with brackets and compare by value", [] {
+    auto a = addr("fd00::1", 80);
+    CHECK(a.toString() == "[fd00::1]:80");
+    CHECK(a == addr("fd00:0::1", 80));
+    CHECK(!(a == addr("fd00::1", 81)));
+    CHECK(a.hash() == addr("fd00::1", 80).hash());
+    CHECK(!SocketAddress::fromIp("not-an-ip", 1).has_value());
+  });
+}
+
+// --- pipe pool ----------------------------------------------------------------------------------
+
+void pipePoolTests() {
+  run("pipe pool is bounded and reuses only empty pipes", [] {
+    PipePool pool(2, 1, 0);
+    auto a = pool.acquire();
+    auto b = pool.acquire();
+    CHECK(a && b);
+    CHECK(!pool.acquire());  // bound reached: caller falls back to copying
+    const int aRead = a->readEnd.get();
+    pool.release(std::move(a));
+    CHECK(pool.idle() == 1);
+    b->bytes = 10;  // still holds data: destroyed, not pooled
+    pool.release(std::move(b));
+    CHECK(pool.idle() == 1);
+    CHECK(pool.inUse() == 0);
+    auto c = pool.acquire();
+    CHECK(c && c->readEnd.get() == aRead);
+  });
+}
+
+// --- relay on loopback --------------------------------------------------------------------------
+
+// Every accepted connection "originally" went to `target`.
+struct FixedDestinationOps : OriginalDstOps {
+  SocketAddress target;
+  SyscallResult originalDst(int, int, SocketAddress& out) override {
+    out = target;
+    return {0, 0};
+  }
+  SyscallResult localAddress(int fd, SocketAddress& out) override {
+    socklen_t len = SocketAddress::capacity();
+    return {::getsockname(fd, out.sockaddrPtr(), &len), 0};
+  }
+  bool isLocalIp(const SocketAddress&) override { return false; }
+};
+
+UniqueFd listenOn(SocketAddress& bound, int backlog = 64) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  auto a = addr("127.0.0.1", 0);
+  CHECK(::bind(fd.get(), a.sockaddrPtr(), a.length()) == 0);
+  CHECK(::listen(fd.get(), backlog) == 0);
+  socklen_t len = SocketAddress::capacity();
+  ::getsockname(fd.get(), bound.sockaddrPtr(), &len);
+  return fd;
+}
+
+UniqueFd connectTo(const SocketAddress& a) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  CHECK(::connect(fd.get(), a.sockaddrPtr(), a.length()) == 0);
+  return fd;
+}
+
+bool writeAll(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+// Reads until EOF (or timeout); returns false on error/timeout.
+bool readAll(int fd, std::string& out, int timeoutMs = 10000) {
+  char buf[65536];
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    deadline - std::chrono::steady_clock::now()).count());
+    if (left <= 0 || ::poll(&p, 1, left) <= 0) return false;
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n == 0) return true;
+    if (n < 0) return false;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
+struct Proxy {
+  std::unique_ptr<LoopThread> thread;
+  SocketAddress listenAddr;
+  explicit Proxy(const SocketAddress& target, CoreOptions options = {}) {
+    auto ops = std::make_unique<FixedDestinationOps>();
+    ops->target = target;
+    SysError err;
+    auto core = WorkerCore::create(options, std::move(ops), err);
+    CHECK(core);
+    ListenerOptions lo;
+    lo.name = "test";
+    lo.address = addr("127.0.0.1", 0);
+    CHECK(!core->openListener(lo, &listenAddr));
+    thread = std::make_unique<LoopThread>(std::move(core));
+    thread->start();
+  }
+  uint64_t stat(Stat s) const { return thread->stats().get(s); }
+};
+
+std::string pattern(size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    s[i] = static_cast<char>(x);
+  }
+  return s;
+}
+
+void relayTests(CoreOptions::RelayMode mode, const char* label) {
+  CoreOptions options;
+  options.relayMode = mode;
+  run((std::string("bulk both ways with half-close arrives intact [") + label + "]").c_str(), [&] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    Proxy proxy(serverAddr, options);
+    const std::string up = pattern(8 << 20, 1), down = pattern(6 << 20, 2);
+    std::string gotUp, gotDown;
+    std::thread srv([&] {
+      UniqueFd c(::accept(server.get(), nullptr, nullptr));
+      std::thread w([&] { writeAll(c.get(), down.data(), down.size()); ::shutdown(c.get(), SHUT_WR); });
+      readAll(c.get(), gotUp);
+      w.join();
+    });
+    UniqueFd client = connectTo(proxy.listenAddr);
+    std::thread w([&] { writeAll(client.get(), up.data(), up.size()); ::shutdown(client.get(), SHUT_WR); });
+    CHECK(readAll(client.get(), gotDown));
+    w.join();
+    srv.join();
+    CHECK(gotUp == up);
+    CHECK(gotDown == down);
+  });
+  run((std::string("answer after client EOF reaches the client [") + label + "]").c_str(), [&] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    Proxy proxy(serverAddr, options);
+    std::thread srv([&] {
+      UniqueFd c(::accept(server.get(), nullptr, nullptr));
+      std::string req;
+      readAll(c.get(), req);  // only returns at the client's FIN, relayed as our shutdown
+      const std::string answer = "got " + std::to_string(req.size());
+      writeAll(c.get(), answer.data(), answer.size());
+    });
+    UniqueFd client = connectTo(proxy.listenAddr);
+    const std::string req = pattern(100000, 3);
+    writeAll(client.get(), req.data(), req.size());
+    ::shutdown(client.get(), SHUT_WR);
+    std::string answer;
+    CHECK(readAll(client.get(), answer));
+    srv.join();
+    CHECK(answer == "got 100000");
+  });
+  run((std::string("slow reader: back-pressure loses nothing [") + label + "]").c_str(), [&] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    Proxy proxy(serverAddr, options);
+    const std::string down = pattern(4 << 20, 4);
+    std::thread srv([&] {
+      UniqueFd c(::accept(server.get(), nullptr, nullptr));
+      writeAll(c.get(), down.data(), down.size());
+    });
+    UniqueFd client = connectTo(proxy.listenAddr);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let every buffer fill up
+    std::string got;
+    CHECK(readAll(client.get(), got));
+    srv.join();
+    CHECK(got == down);
+  });
+}
+
+void failureTests() {
+  run("refused upstream closes the client and counts connect_fail", [] {
+    SocketAddress closed;
+    { UniqueFd tmp = listenOn(closed); }  // bound then closed: nothing listens there now
+    Proxy proxy(closed);
+    UniqueFd client = connectTo(proxy.listenAddr);
+    std::string got;
+    CHECK(readAll(client.get(), got, 3000) || got.empty());
+    CHECK(proxy.stat(Stat::upstream_cx_connect_fail) == 1);
+    CHECK(proxy.stat(Stat::downstream_cx_active) == 0);
+  });
+  run("unanswered SYN times out after connect_timeout", [] {
+    // A listener whose accept queue is full drops further SYNs: a black hole on loopback.
+    SocketAddress holeAddr;
+    UniqueFd hole = listenOn(holeAddr, 0);
+    std::vector<UniqueFd> fillers;
+    for (int i = 0; i < 4; ++i) {
+      UniqueFd f(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      ::connect(f.get(), holeAddr.sockaddrPtr(), holeAddr.length());
+      fillers.push_back(std::move(f));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CoreOptions options;
+    options.connectTimeoutMs = 300;
+    Proxy proxy(holeAddr, options);
+    const auto start = std::chrono::steady_clock::now();
+    UniqueFd client = connectTo(proxy.listenAddr);
+    std::string got;
+    readAll(client.get(), got, 5000);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    CHECK(proxy.stat(Stat::upstream_cx_connect_timeout) == 1);
+    CHECK(ms >= 250);
+  });
+  run("client reset mid-stream resets the upstream", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    Proxy proxy(serverAddr);
+    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
+    writeAll(client.get(), "hello", 5);
+    char buf[5];
+    CHECK(::recv(upstream.get(), buf, 5, MSG_WAITALL) == 5);
+    linger lg{1, 0};
+    ::setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    client.reset();  // RST
+    std::string rest;
+    pollfd p{upstream.get(), POLLIN, 0};
+    CHECK(::poll(&p, 1, 3000) == 1);
+    const ssize_t n = ::recv(upstream.get(), buf, sizeof buf, 0);
+    CHECK(n < 0 && errno == ECONNRESET);  // passed on as a reset, not a clean EOF
+    CHECK(proxy.stat(Stat::downstream_cx_destroy_remote) == 1);
+  });
+}
+
+}  // namespace
+
+int main() {
+  std::signal(SIGPIPE, SIG_IGN);
+  originalDstTests();
+  pipePoolTests();
+  relayTests(CoreOptions::RelayMode::kAuto, "auto");
+  relayTests(CoreOptions::RelayMode::kSplice, "splice");
+  relayTests(CoreOptions::RelayMode::kCopy, "copy");
+  failureTests();
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian packages splicegate, its tests and its benchmark use, if any is missing.
+# Runs apt only when something is absent, so a second `npm install` costs nothing.
+set -euo pipefail
+
+step() { printf '[splicegate install] %s\n' "$*" >&2; }
+
+# command -> Debian package providing it
+declare -A NEED=(
+  [ip]=iproute2
+  [iptables]=iptables
+  [cmake]=cmake
+  [g++]=g++
+  [make]=make
+  [wrk]=wrk
+  [iperf3]=iperf3
+  [haproxy]=haproxy
+  [nginx]=nginx-light
+  [curl]=curl
+)
+missing=()
+for cmd in "${!NEED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  step "system packages present"
+  exit 0
+fi
+step "installing missing system packages: ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  step "not root: run 'sudo apt-get install -y ${missing[*]}' and then 'npm install' again"
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+# The Debian packages start nothing here (no init system); if one did, stop its service so the
+# benchmark's own instances own their ports.
+step "system packages installed"
