@@ -46,6 +46,7 @@ test('full config parses to the exact typed values', () => {
     ],
     cluster: { connectTimeoutMs: 250, idleTimeoutMs: 3_600_000, cleanupIntervalMs: 60_000, upstreamMark: 0x100 },
     drainTimeoutMs: 30_000,
+    tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768 },
   };
   assert.deepEqual(loadConfigFile(join(FIXTURES, 'good-full.yaml')), expected);
 });
@@ -63,6 +64,14 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
   });
   assert.deepEqual(config.cluster, { connectTimeoutMs: 5000, idleTimeoutMs: 3_600_000, cleanupIntervalMs: 5000, upstreamMark: 0 });
   assert.equal(config.drainTimeoutMs, 10_000);
+  assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384 });
+});
+
+test('tuning values out of range are reported with their paths', () => {
+  const problems = problemsOf(`${ONE_LISTENER}tuning: { relay_mode: fast, pipe_size: -1, copy_buffer_size: 10 }\n`);
+  problemAt(problems, 'tuning.relay_mode', 'auto');
+  problemAt(problems, 'tuning.pipe_size', 'byte count');
+  problemAt(problems, 'tuning.copy_buffer_size', '1024');
 });
 
 test('an explicit workers: auto resolves to a number', () => {

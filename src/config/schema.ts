@@ -30,7 +30,12 @@ export const DEFAULTS = {
   cleanupInterval: '5s',
   upstreamMark: 0,
   drainTimeout: '10s',
+  relayMode: 'auto',
+  pipeSize: 0,
+  copyBufferSize: 16384,
 } as const;
+
+export const MAX_PIPE_SIZE = 1 << 20; // the kernel's default pipe-max-size for unprivileged users
 
 /** A string field parsed by one of the scalar parsers; a parse failure becomes one zod issue. */
 function parsedString<T>(parse: (text: string) => Parsed<T>, notAString: (input: unknown) => string) {
@@ -141,6 +146,22 @@ export const configFileSchema = z
       })
       .prefault({}),
     drain_timeout: duration.prefault(DEFAULTS.drainTimeout),
+    // Data-plane knobs; the defaults are what the benchmark chose. See docs/CONFIG.md.
+    tuning: z
+      .strictObject({
+        relay_mode: z.enum(['auto', 'splice', 'copy']).default(DEFAULTS.relayMode),
+        pipe_size: z
+          .int({ error: (issue) => `expected a byte count from 0 (kernel default) to ${MAX_PIPE_SIZE}, got ${showValue(issue.input)}` })
+          .min(0)
+          .max(MAX_PIPE_SIZE)
+          .default(DEFAULTS.pipeSize),
+        copy_buffer_size: z
+          .int({ error: (issue) => `expected a byte count from 1024 to 1048576, got ${showValue(issue.input)}` })
+          .min(1024)
+          .max(1 << 20)
+          .default(DEFAULTS.copyBufferSize),
+      })
+      .prefault({}),
   }, { error: (issue) => (issue.code === 'invalid_type' ? `expected a mapping of config keys, got ${showValue(issue.input)}` : undefined) })
   .superRefine(checkAdminNotListener, always);
 
@@ -181,6 +202,11 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       upstreamMark: file.cluster.upstream_mark,
     },
     drainTimeoutMs: file.drain_timeout,
+    tuning: {
+      relayMode: file.tuning.relay_mode,
+      pipeSize: file.tuning.pipe_size,
+      copyBufferSize: file.tuning.copy_buffer_size,
+    },
   };
 }
 

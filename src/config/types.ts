@@ -29,6 +29,15 @@ export interface ClusterConfig {
   upstreamMark: number;
 }
 
+export interface TuningConfig {
+  /** auto: copy small reads through a buffer, splice(2) bulk ones; splice: always; copy: never. */
+  relayMode: 'auto' | 'splice' | 'copy';
+  /** F_SETPIPE_SZ for relay pipes in bytes; 0 keeps the kernel default (64 KiB). */
+  pipeSize: number;
+  /** Copy-path buffer; a read that fills it switches that direction to splice. */
+  copyBufferSize: number;
+}
+
 export interface AdminConfig {
   address: SocketAddress;
 }
@@ -40,4 +49,5 @@ export interface SplicegateConfig {
   listeners: ListenerConfig[];
   cluster: ClusterConfig;
   drainTimeoutMs: number;
+  tuning: TuningConfig;
 }

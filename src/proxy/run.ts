@@ -27,6 +27,9 @@ function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWork
     upstreamMark: config.cluster.upstreamMark,
     maxPipes: Math.max(16, Math.floor((fdLimit * PIPE_FD_SHARE) / 2 / config.workers)),
     maxIdlePipes: 64,
+    relayMode: config.tuning.relayMode,
+    pipeSize: config.tuning.pipeSize,
+    copyBufferSize: config.tuning.copyBufferSize,
   };
 }
 
