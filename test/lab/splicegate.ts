@@ -1,0 +1,266 @@
+// Run splicegate (`node dist/src/cli.js run --config FILE`) inside a lab's gateway namespace.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { stringify as yamlStringify } from 'yaml';
+import { hardNofileLimit, Lab } from './lab';
+import { cliPath } from './paths';
+import { ExitInfo, LabProcess } from './process';
+import { isJsonObject, JsonObject, JsonValue, sleep, tail } from './util';
+
+export interface ListenerSpec {
+  name: string;
+  /** "0.0.0.0:15001" or "[::]:15006" */
+  address: string;
+  mode?: 'original_dst';
+  transparent?: boolean;
+}
+
+export interface SplicegateOptions {
+  workers?: number | 'auto';
+  /** Admin address inside the gateway namespace; default 127.0.0.1:9901. */
+  admin?: string;
+  listeners: ListenerSpec[];
+  cluster?: {
+    connect_timeout?: string;
+    idle_timeout?: string;
+    cleanup_interval?: string;
+    upstream_mark?: number;
+  };
+  drain_timeout?: string;
+  /** RLIMIT_NOFILE for the process; default: the hard limit. */
+  nofile?: number;
+  readyTimeoutMs?: number;
+  /** Extra top-level YAML keys (merged last). */
+  extra?: JsonObject;
+}
+
+export const STAT_NAMES = [
+  'downstream_cx_total',
+  'downstream_cx_active',
+  'upstream_cx_total',
+  'upstream_cx_active',
+  'upstream_cx_connect_fail',
+  'upstream_cx_connect_timeout',
+  'no_original_dst',
+  'loop_rejected',
+  'bytes_sent',
+  'bytes_received',
+] as const;
+
+export type StatName = (typeof STAT_NAMES)[number];
+export type Stats = Record<StatName, number> & { raw: JsonObject; form: string };
+
+/**
+ * Find the numeric value of `name` in a /stats?format=json body. Supported forms, in order:
+ *   top-level   {"downstream_cx_total": 3, ...}
+ *   nested      {"counters": {"downstream_cx_total": 3}, "gauges": {...}}  (any object key)
+ *   list        {"stats": [{"name": "downstream_cx_total", "value": 3}, ...]}
+ * A key may also be dotted, e.g. "splicegate.downstream_cx_total".
+ */
+function findStat(body: JsonObject, name: string): { value: number; form: string } | null {
+  const match = (k: string): boolean => k === name || k.endsWith(`.${name}`);
+  for (const [k, v] of Object.entries(body)) {
+    if (match(k) && typeof v === 'number') return { value: v, form: 'top-level' };
+  }
+  for (const [outer, v] of Object.entries(body)) {
+    if (isJsonObject(v)) {
+      for (const [k, w] of Object.entries(v)) {
+        if (match(k) && typeof w === 'number') return { value: w, form: `nested:${outer}` };
+      }
+    }
+    if (Array.isArray(v)) {
+      for (const item of v as JsonValue[]) {
+        if (isJsonObject(item) && typeof item['name'] === 'string' && match(item['name']) && typeof item['value'] === 'number') {
+          return { value: item['value'], form: `list:${outer}` };
+        }
+      }
+    }
+  }
+  return null;
+}
+
+export function parseStats(text: string): Stats {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new Error(`stats: not JSON: ${tail(text, 1000)}`);
+  }
+  if (!isJsonObject(body)) throw new Error(`stats: not a JSON object: ${tail(text, 1000)}`);
+  const out: Partial<Record<StatName, number>> = {};
+  const forms = new Set<string>();
+  const missing: string[] = [];
+  for (const n of STAT_NAMES) {
+    const f = findStat(body, n);
+    if (f) {
+      out[n] = f.value;
+      forms.add(f.form);
+    } else missing.push(n);
+  }
+  if (missing.length > 0) throw new Error(`stats: missing numeric field(s) ${missing.join(', ')} in ${tail(text, 2000)}`);
+  return { ...(out as Record<StatName, number>), raw: body, form: [...forms].join(',') };
+}
+
+export class Splicegate {
+  readonly lab: Lab;
+  readonly proc: LabProcess;
+  readonly configPath: string;
+  readonly configText: string;
+  readonly adminAddress: string;
+  private readonly tmpDir: string;
+
+  private constructor(lab: Lab, proc: LabProcess, configPath: string, configText: string, adminAddress: string, tmpDir: string) {
+    this.lab = lab;
+    this.proc = proc;
+    this.configPath = configPath;
+    this.configText = configText;
+    this.adminAddress = adminAddress;
+    this.tmpDir = tmpDir;
+  }
+
+  static buildConfig(o: SplicegateOptions): string {
+    const doc: JsonObject = {
+      workers: o.workers ?? 2,
+      admin: { address: o.admin ?? '127.0.0.1:9901' },
+      listeners: o.listeners.map((l) => ({
+        name: l.name,
+        address: l.address,
+        mode: l.mode ?? 'original_dst',
+        transparent: l.transparent ?? false,
+      })),
+      cluster: {
+        connect_timeout: o.cluster?.connect_timeout ?? '5s',
+        idle_timeout: o.cluster?.idle_timeout ?? '1h',
+        cleanup_interval: o.cluster?.cleanup_interval ?? '5s',
+        upstream_mark: o.cluster?.upstream_mark ?? 0,
+      },
+      drain_timeout: o.drain_timeout ?? '10s',
+      ...(o.extra ?? {}),
+    };
+    return yamlStringify(doc);
+  }
+
+  /** Write the config, start splicegate in the gateway namespace and wait for GET /ready == 200. */
+  static async start(lab: Lab, o: SplicegateOptions): Promise<Splicegate> {
+    if (!fs.existsSync(cliPath)) {
+      throw new Error(`splicegate CLI not built: ${cliPath} does not exist (run the build first)`);
+    }
+    const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), `${lab.prefix}-sg-`));
+    const configPath = path.join(tmpDir, 'splicegate.yaml');
+    const configText = Splicegate.buildConfig(o);
+    fs.writeFileSync(configPath, configText);
+    const nofile = o.nofile ?? hardNofileLimit();
+    const proc = lab.start('gw', process.execPath, [cliPath, 'run', '--config', configPath], {
+      nofile,
+      stdin: 'ignore',
+      label: 'splicegate',
+    });
+    const sg = new Splicegate(lab, proc, configPath, configText, o.admin ?? '127.0.0.1:9901', tmpDir);
+    await sg.waitReady(o.readyTimeoutMs ?? 15000);
+    return sg;
+  }
+
+  async waitReady(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = '';
+    for (;;) {
+      if (!this.proc.running) {
+        throw new Error(`splicegate exited before becoming ready\n${this.diagnostics()}`);
+      }
+      const r = await this.lab.admin('/ready', { address: this.adminAddress, timeoutMs: 1000 });
+      if (r.status === 200) return;
+      last = `status ${r.status} ${r.error ?? ''} ${r.body.slice(0, 200)}`;
+      if (Date.now() >= deadline) {
+        throw new Error(`splicegate not ready after ${timeoutMs} ms (last /ready: ${last})\n${this.diagnostics()}`);
+      }
+      await sleep(100);
+    }
+  }
+
+  async adminGet(p: string): Promise<{ status: number; body: string; error?: string }> {
+    return this.lab.admin(p, { address: this.adminAddress });
+  }
+
+  /** GET /stats?format=json, parsed (top-level or nested forms, see parseStats). */
+  async stats(): Promise<Stats> {
+    const r = await this.adminGet('/stats?format=json');
+    if (r.status !== 200) {
+      throw new Error(`GET /stats?format=json -> ${r.status} ${r.error ?? ''} ${tail(r.body, 500)}\n${this.diagnostics()}`);
+    }
+    return parseStats(r.body);
+  }
+
+  /** Poll stats until `pred` holds; throws with the last stats and diagnostics at the deadline. */
+  async waitStats(pred: (s: Stats) => boolean, timeoutMs: number, what: string): Promise<Stats> {
+    const deadline = Date.now() + timeoutMs;
+    let last: Stats | null = null;
+    let lastErr = '';
+    for (;;) {
+      try {
+        last = await this.stats();
+        if (pred(last)) return last;
+      } catch (e) {
+        lastErr = e instanceof Error ? e.message : String(e);
+      }
+      if (Date.now() >= deadline) {
+        throw new Error(
+          `timed out after ${timeoutMs} ms waiting for stats: ${what}\nlast stats: ${last ? JSON.stringify(Splicegate.brief(last)) : lastErr}\n${this.diagnostics()}`,
+        );
+      }
+      await sleep(150);
+    }
+  }
+
+  static brief(s: Stats): Record<StatName, number> {
+    const out: Partial<Record<StatName, number>> = {};
+    for (const n of STAT_NAMES) out[n] = s[n];
+    return out as Record<StatName, number>;
+  }
+
+  /** Send `signal` and wait (bounded) for exit; returns the exit code (null if killed by a signal). */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 20000): Promise<number | null> {
+    const e = await this.stopInfo(signal, timeoutMs);
+    return e.code;
+  }
+
+  async stopInfo(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 20000): Promise<ExitInfo> {
+    if (!this.proc.running && this.proc.exitInfo) return this.proc.exitInfo;
+    this.proc.signal(signal);
+    const e = await this.proc.waitExit(timeoutMs);
+    if (e) return e;
+    this.proc.signal('SIGKILL');
+    const k = await this.proc.waitExit(5000);
+    throw new Error(`splicegate did not exit within ${timeoutMs} ms of ${signal} (SIGKILLed: ${JSON.stringify(k)})\n${this.diagnostics()}`);
+  }
+
+  get stdout(): string {
+    return this.proc.stdout;
+  }
+
+  get stderr(): string {
+    return this.proc.stderr;
+  }
+
+  diagnostics(maxChars = 6000): string {
+    return `${this.proc.diagnostics(maxChars)}\n--- config ---\n${this.configText}`;
+  }
+
+  /** Stats (best effort) + output, for assertion messages. */
+  async fullDiagnostics(): Promise<string> {
+    let s = '';
+    try {
+      s = JSON.stringify(Splicegate.brief(await this.stats()));
+    } catch (e) {
+      s = `(stats unavailable: ${e instanceof Error ? e.message.split('\n')[0] : String(e)})`;
+    }
+    return `stats: ${s}\n${this.diagnostics()}`;
+  }
+
+  /** Stop (if running) and remove the temp config. */
+  async dispose(): Promise<void> {
+    if (this.proc.running) await this.proc.stop('SIGTERM', 3000);
+    fs.rmSync(this.tmpDir, { recursive: true, force: true });
+  }
+}
