@@ -8,6 +8,9 @@
 //   srv  eth0  10.10.2.2/24  fd00:2::2/64   default via 10.10.2.1 / fd00:2::1
 
 import { ChildProcess, spawn, spawnSync, StdioOptions } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { clientScript, serverScript } from './paths';
 import { ExitInfo, LabProcess } from './process';
 import { JsonObject, parseJsonObject, tail } from './util';
@@ -203,6 +206,7 @@ export class Lab {
   private readonly tproxyRoutes = new Set<string>();
   private destroyed = false;
   private created = false;
+  private tmp: string | null = null;
 
   private constructor(name: string) {
     const clean = name.toLowerCase().replace(/[^a-z0-9]/g, '').slice(0, 10);
@@ -526,6 +530,20 @@ export class Lab {
     return res;
   }
 
+  /** A temporary directory owned by the lab (configs, logs); removed by destroy(). */
+  tmpDir(): string {
+    this.assertUsable();
+    if (this.tmp === null) this.tmp = fs.mkdtempSync(path.join(os.tmpdir(), `${this.prefix}-`));
+    return this.tmp;
+  }
+
+  private removeTmp(): void {
+    if (this.tmp !== null) {
+      fs.rmSync(this.tmp, { recursive: true, force: true });
+      this.tmp = null;
+    }
+  }
+
   // ---------------------------------------------------------------- teardown
 
   private assertUsable(): void {
@@ -595,6 +613,7 @@ export class Lab {
     if (this.created) {
       for (const k of NS_KINDS) killAndDeleteNsSync(this.ns[k]);
     }
+    this.removeTmp();
     liveLabs.delete(this);
     const left = this.existingNamespaces();
     if (left.length > 0) throw new Error(`lab: namespaces still present after destroy: ${left.join(', ')}`);
@@ -614,6 +633,7 @@ export class Lab {
     if (this.created) {
       for (const k of NS_KINDS) killAndDeleteNsSync(this.ns[k]);
     }
+    this.removeTmp();
     this.destroyed = true;
     liveLabs.delete(this);
   }

@@ -1,7 +1,6 @@
 // Run splicegate (`node dist/src/cli.js run --config FILE`) inside a lab's gateway namespace.
 
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { stringify as yamlStringify } from 'yaml';
 import { hardNofileLimit, Lab } from './lab';
@@ -147,7 +146,7 @@ export class Splicegate {
     if (!fs.existsSync(cliPath)) {
       throw new Error(`splicegate CLI not built: ${cliPath} does not exist (run the build first)`);
     }
-    const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), `${lab.prefix}-sg-`));
+    const tmpDir = fs.mkdtempSync(path.join(lab.tmpDir(), 'splicegate-'));
     const configPath = path.join(tmpDir, 'splicegate.yaml');
     const configText = Splicegate.buildConfig(o);
     fs.writeFileSync(configPath, configText);
