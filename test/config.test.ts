@@ -46,7 +46,7 @@ test('full config parses to the exact typed values', () => {
     ],
     cluster: { connectTimeoutMs: 250, idleTimeoutMs: 3_600_000, cleanupIntervalMs: 60_000, upstreamMark: 0x100 },
     drainTimeoutMs: 30_000,
-    tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768 },
+    tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv' },
   };
   assert.deepEqual(loadConfigFile(join(FIXTURES, 'good-full.yaml')), expected);
 });
@@ -64,7 +64,7 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
   });
   assert.deepEqual(config.cluster, { connectTimeoutMs: 5000, idleTimeoutMs: 3_600_000, cleanupIntervalMs: 5000, upstreamMark: 0 });
   assert.equal(config.drainTimeoutMs, 10_000);
-  assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384 });
+  assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384, driver: 'thread' });
 });
 
 test('tuning values out of range are reported with their paths', () => {

@@ -1,6 +1,8 @@
 #include "native_worker.h"
 
+#include "../core/loop_thread.h"
 #include "../core/stats.h"
+#include "uv_poll_driver.h"
 #include "option_reader.h"
 #include "system_error.h"
 
@@ -32,7 +34,18 @@ NativeWorker::NativeWorker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
     makeSystemError(env, err).ThrowAsJavaScriptException();
     return;
   }
-  loop_ = std::make_unique<LoopThread>(std::move(core));
+  Napi::Value driver = info[0].As<Napi::Object>().Get("driver");
+  const std::string driverName = driver.IsString() ? driver.As<Napi::String>().Utf8Value() : "thread";
+  if (driverName == "uv") {
+    uv_loop_t* uvLoop = nullptr;
+    napi_get_uv_event_loop(env, &uvLoop);
+    loop_ = std::make_unique<UvPollDriver>(uvLoop, std::move(core));
+  } else if (driverName == "thread") {
+    loop_ = std::make_unique<LoopThread>(std::move(core));
+  } else {
+    Napi::TypeError::New(env, "option driver must be \"thread\" or \"uv\"").ThrowAsJavaScriptException();
+    return;
+  }
   // A worker thread can end without anyone calling close(): the env cleanup hook still joins the
   // loop thread and closes every fd, so a dead worker leaks nothing.
   napi_add_env_cleanup_hook(env_, &NativeWorker::onEnvCleanup, this);

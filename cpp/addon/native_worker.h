@@ -7,7 +7,7 @@
 
 #include <memory>
 
-#include "../core/loop_thread.h"
+#include "../core/loop_driver.h"
 
 namespace splicegate {
 
@@ -28,7 +28,7 @@ class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
   static void onEnvCleanup(void* self);
 
   napi_env env_;
-  std::unique_ptr<LoopThread> loop_;
+  std::unique_ptr<LoopDriver> loop_;
 };
 
 }  // namespace splicegate

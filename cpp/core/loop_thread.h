@@ -10,25 +10,22 @@
 #include <thread>
 #include <vector>
 
+#include "loop_driver.h"
 #include "worker_core.h"
 
 namespace splicegate {
 
-class LoopThread {
+class LoopThread final : public LoopDriver {
  public:
   explicit LoopThread(std::unique_ptr<WorkerCore> core) : core_(std::move(core)) {}
-  ~LoopThread() { stop(); }
+  ~LoopThread() override { stop(); }
 
-  // Before start() the core may be used directly from the calling thread (opening listeners).
-  WorkerCore& core() { return *core_; }
-  const Stats& stats() const { return core_->stats(); }
-
-  void start();
-  // Runs fn on the loop thread at its next wakeup.
-  void post(std::function<void(WorkerCore&)> fn);
-  // Closes everything and joins. Idempotent.
-  void stop();
-  bool running() const { return thread_.joinable(); }
+  WorkerCore& core() override { return *core_; }
+  void start() override;
+  void post(std::function<void(WorkerCore&)> fn) override;
+  // Closes everything and joins.
+  void stop() override;
+  bool running() const override { return thread_.joinable(); }
 
  private:
   void run();

@@ -33,6 +33,7 @@ export const DEFAULTS = {
   relayMode: 'auto',
   pipeSize: 0,
   copyBufferSize: 16384,
+  driver: 'thread',
 } as const;
 
 export const MAX_PIPE_SIZE = 1 << 20; // the kernel's default pipe-max-size for unprivileged users
@@ -160,6 +161,7 @@ export const configFileSchema = z
           .min(1024)
           .max(1 << 20)
           .default(DEFAULTS.copyBufferSize),
+        driver: z.enum(['thread', 'uv']).default(DEFAULTS.driver),
       })
       .prefault({}),
   }, { error: (issue) => (issue.code === 'invalid_type' ? `expected a mapping of config keys, got ${showValue(issue.input)}` : undefined) })
@@ -206,6 +208,7 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       relayMode: file.tuning.relay_mode,
       pipeSize: file.tuning.pipe_size,
       copyBufferSize: file.tuning.copy_buffer_size,
+      driver: file.tuning.driver,
     },
   };
 }

@@ -36,6 +36,8 @@ export interface TuningConfig {
   pipeSize: number;
   /** Copy-path buffer; a read that fills it switches that direction to splice. */
   copyBufferSize: number;
+  /** thread: each worker's loop on its own native thread (default); uv: on the JS worker thread's libuv loop. */
+  driver: 'thread' | 'uv';
 }
 
 export interface AdminConfig {

@@ -15,6 +15,8 @@ export interface NativeWorkerOptions {
   relayBudgetBytes?: number;
   acceptBatch?: number;
   relayMode?: 'auto' | 'splice' | 'copy';
+  /** Who runs the core's loop: a native thread (default) or the worker thread's libuv loop. */
+  driver?: 'thread' | 'uv';
 }
 
 export interface NativeListenerOptions {

@@ -30,6 +30,7 @@ function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWork
     relayMode: config.tuning.relayMode,
     pipeSize: config.tuning.pipeSize,
     copyBufferSize: config.tuning.copyBufferSize,
+    driver: config.tuning.driver,
   };
 }
 
