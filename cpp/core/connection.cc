@@ -27,18 +27,21 @@ void resetOnClose(int fd) {
 
 }  // namespace
 
-Connection::Connection(WorkerCore& core, UniqueFd downstream, const SocketAddress& destination)
-    : core_(core), destination_(destination) {
+Connection::Connection(WorkerCore& core, UniqueFd downstream, Host& host) : core_(core), host_(host) {
   down_.owner = this;
   down_.fd = std::move(downstream);
   up_.owner = this;
   up_.upstream = true;
   toUpstream_.src = &down_;
   toUpstream_.dst = &up_;
-  toUpstream_.byteStat = Stat::bytes_received;
+  toUpstream_.readStat = Stat::bytes_received;
+  toUpstream_.writeStat = Stat::upstream_cx_tx_bytes_total;
+  toUpstream_.hostStat = HostStat::tx_bytes;
   toDownstream_.src = &up_;
   toDownstream_.dst = &down_;
-  toDownstream_.byteStat = Stat::bytes_sent;
+  toDownstream_.readStat = Stat::upstream_cx_rx_bytes_total;
+  toDownstream_.writeStat = Stat::bytes_sent;
+  toDownstream_.hostStat = HostStat::rx_bytes;
   acceptedUs_ = lastActivityUs_ = core.loop().nowUs();
 }
 
@@ -51,7 +54,7 @@ void Connection::start() {
     close(CloseReason::kResourceExhausted);
     return;
   }
-  UniqueFd up(::socket(destination_.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  UniqueFd up(::socket(host_.address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   stats.add(Stat::upstream_cx_total);
   if (!up) {
     stats.add(Stat::upstream_cx_connect_fail);
@@ -78,10 +81,11 @@ void Connection::start() {
   connectStartedUs_ = EventLoop::monotonicUs();
   int rc;
   do {
-    rc = ::connect(fd, destination_.sockaddrPtr(), destination_.length());
+    rc = ::connect(fd, host_.address.sockaddrPtr(), host_.address.length());
   } while (rc < 0 && errno == EINTR);
   if (rc < 0 && errno != EINPROGRESS) {
     stats.add(Stat::upstream_cx_connect_fail);
+    ++host_.stat(HostStat::cx_connect_fail);
     close(CloseReason::kConnectFailed);
     return;
   }
@@ -119,13 +123,21 @@ void Connection::onSideEvent(Side& side, uint32_t events) {
 void Connection::onConnectReady(uint32_t events) {
   if (events & (EPOLLERR | EPOLLHUP)) {
     core_.stats().add(Stat::upstream_cx_connect_fail);
+    ++host_.stat(HostStat::cx_connect_fail);
     close(CloseReason::kConnectFailed);
     return;
   }
   if (!(events & EPOLLOUT)) return;
+  finishConnectAttempt();
   core_.connectFinished(*this, EventLoop::monotonicUs() - connectStartedUs_);
   state_ = ConnectionState::kRelaying;
   relay();
+}
+
+void Connection::finishConnectAttempt() {
+  if (!connectPending_) return;
+  connectPending_ = false;
+  core_.hosts().connectDone(host_);
 }
 
 void Connection::resume() {
@@ -155,7 +167,8 @@ Connection::PumpResult Connection::pump(Direction& d, size_t& budget) {
       if (n > 0) {
         progressed = true;
         d.bytes += static_cast<uint64_t>(n);
-        core_.stats().add(d.byteStat, static_cast<uint64_t>(n));
+        core_.stats().add(d.writeStat, static_cast<uint64_t>(n));
+        host_.stat(d.hostStat) += static_cast<uint64_t>(n);
         budget -= std::min(budget, static_cast<size_t>(n));
       } else if (errno == EAGAIN) {
         d.dst->writable = false;
@@ -181,6 +194,7 @@ Connection::PumpResult Connection::pump(Direction& d, size_t& budget) {
       const ssize_t n = fill(d);
       if (n > 0) {
         progressed = true;
+        core_.stats().add(d.readStat, static_cast<uint64_t>(n));
       } else if (n == 0) {
         d.srcEof = true;
         progressed = true;
@@ -296,6 +310,9 @@ void Connection::close(CloseReason reason) {
   if (state_ == ConnectionState::kClosed) return;
   const ConnectionState previous = state_;
   state_ = ConnectionState::kClosed;
+  if (reason == CloseReason::kConnectTimeout) ++host_.stat(HostStat::cx_connect_timeout);
+  finishConnectAttempt();
+  core_.hosts().connectionClosed(host_, core_.loop().nowUs());
   releaseHolders(toUpstream_);
   releaseHolders(toDownstream_);
   if (up_.fd) {

@@ -12,6 +12,7 @@
 
 #include "buffer_pool.h"
 #include "event_loop.h"
+#include "host_cache.h"
 #include "intrusive_list.h"
 #include "pipe_pool.h"
 #include "socket_address.h"
@@ -39,7 +40,8 @@ enum class CloseReason : uint8_t {
 
 class Connection {
  public:
-  Connection(WorkerCore& core, UniqueFd downstream, const SocketAddress& destination);
+  // host: the destination's cache entry, already admitted (one pending connect reserved on it).
+  Connection(WorkerCore& core, UniqueFd downstream, Host& host);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -83,7 +85,9 @@ class Connection {
     bool dstShut = false;
     bool bulk = false;  // last read filled a copy buffer: use splice for what follows
     uint64_t bytes = 0;
-    Stat byteStat;
+    Stat readStat;   // global counter for bytes read from src
+    Stat writeStat;  // global counter for bytes written to dst
+    HostStat hostStat;  // the host's counter for this direction
     size_t pending() const { return pipe ? pipe->bytes : (buffer ? buffer->length : 0); }
     bool done() const { return srcEof && dstShut; }
   };
@@ -99,6 +103,7 @@ class Connection {
   ssize_t flush(Direction& d);
   void releaseHolders(Direction& d);
   void abortWith(CloseReason reason, Side& failed);
+  void finishConnectAttempt();
 
   WorkerCore& core_;
   ConnectionState state_ = ConnectionState::kConnecting;
@@ -106,7 +111,8 @@ class Connection {
   Side up_;
   Direction toUpstream_;
   Direction toDownstream_;
-  SocketAddress destination_;
+  Host& host_;
+  bool connectPending_ = true;  // host's pending slot still held
   int pumpErrno_ = 0;
   Side* pumpFailedSide_ = nullptr;
   uint64_t acceptedUs_ = 0;

@@ -14,6 +14,13 @@ struct CoreOptions {
   uint32_t connectTimeoutMs = 5000;
   uint32_t idleTimeoutMs = 3600 * 1000;
   uint32_t upstreamMark = 0;  // SO_MARK on upstream sockets; 0 = leave unset
+  uint32_t cleanupIntervalMs = 5000;  // unused hosts leave the cache after this long
+  uint16_t upstreamPortOverride = 0;  // Envoy's upstream_port_override; 0 = keep the original port
+  // Per-worker shares of the configured limits (the control layer divides by the worker count).
+  size_t maxHosts = 10000;
+  uint64_t maxConnectionsPerHost = 1024;
+  uint64_t maxPendingPerHost = 1024;
+  uint64_t maxDownstreamConnections = 1 << 20;
   // Pipes per worker (each is two fds). In use only while a direction has bytes in flight.
   size_t maxPipes = 2048;
   size_t maxIdlePipes = 128;

@@ -13,7 +13,8 @@ namespace splicegate {
   X(downstream_cx_active)         /* gauge: accepted and not yet closed */                    \
   X(downstream_cx_destroy_remote) /* closed because the client reset or errored */            \
   X(downstream_cx_accept_error)   /* accept4 failed with something other than EAGAIN */       \
-  X(downstream_cx_overflow)       /* accept paused: out of file descriptors */                \
+  X(downstream_cx_overflow)       /* refused: max_downstream_connections reached */           \
+  X(downstream_cx_accept_paused)  /* accept paused: out of file descriptors */                \
   X(no_original_dst)              /* not redirected: dialled the listener directly */         \
   X(loop_rejected)                /* original destination is one of our own listeners */      \
   X(upstream_cx_total)            /* upstream connects attempted */                           \
@@ -21,10 +22,17 @@ namespace splicegate {
   X(upstream_cx_connect_fail)     /* refused, unreachable or reset while connecting */        \
   X(upstream_cx_connect_timeout)  /* no answer within connect_timeout */                      \
   X(upstream_cx_destroy_remote)   /* upstream reset or errored while relaying */              \
+  X(upstream_cx_overflow)         /* refused by a per-host limit or the host bound */         \
+  X(upstream_cx_rx_bytes_total)   /* read from upstreams */                                   \
+  X(upstream_cx_tx_bytes_total)   /* written to upstreams */                                  \
+  X(host_count)                   /* gauge: original-destination hosts cached */              \
+  X(host_evictions)               /* idle hosts evicted to make room (max_hosts) */           \
+  X(host_removed_idle)            /* hosts removed after cleanup_interval unused */           \
+  X(host_overflow)                /* new destination refused: max_hosts, none idle */         \
   X(cx_idle_timeout)              /* relayed connections closed by idle_timeout */            \
   X(cx_drained)                   /* closed at the end of drain_timeout */                    \
-  X(bytes_received)               /* from clients, written upstream */                        \
-  X(bytes_sent)                   /* from upstreams, written to clients */                    \
+  X(bytes_received)               /* read from clients */                                     \
+  X(bytes_sent)                   /* written to clients */                                    \
   X(splice_bytes)                 /* of all relayed bytes, those moved by splice(2) */        \
   X(copy_bytes)                   /* of all relayed bytes, those moved by recv/send */        \
   X(pipes_in_use)                 /* gauge */                                                 \

@@ -38,7 +38,8 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       dstOps_(std::move(ops)),
       resolver_(*dstOps_),
       pipes_(options.maxPipes, options.maxIdlePipes, options.pipeSize),
-      buffers_(options.copyBufferSize, 256) {}
+      buffers_(options.copyBufferSize, 256),
+      hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}) {}
 
 SysError WorkerCore::init() {
   if (options_.upstreamMark != 0) {
@@ -121,7 +122,7 @@ void WorkerCore::acceptFrom(Listener& listener) {
       case ENOMEM:
         // Out of fds: the connection waits in the backlog. Stop polling this listener until the
         // next tick instead of spinning on a level-triggered event we cannot serve.
-        stats_.add(Stat::downstream_cx_overflow);
+        stats_.add(Stat::downstream_cx_accept_paused);
         listener.pause();
         return;
       default:
@@ -145,8 +146,28 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
     case OriginalDstOutcome::kFound:
       break;
   }
+  if (connections_.size() >= options_.maxDownstreamConnections) {
+    stats_.add(Stat::downstream_cx_overflow);
+    return;
+  }
+  SocketAddress destination = dst.address;
+  if (options_.upstreamPortOverride != 0) destination.setPort(options_.upstreamPortOverride);
+  Host* host = nullptr;
+  switch (hosts_.admit(destination, loop_->nowUs(), &host)) {
+    case HostCache::Admit::kOk:
+      break;
+    case HostCache::Admit::kHostOverflow:
+      stats_.add(Stat::host_overflow);
+      stats_.add(Stat::upstream_cx_overflow);
+      return;
+    case HostCache::Admit::kConnectionOverflow:
+    case HostCache::Admit::kPendingOverflow:
+      // Envoy's circuit breakers: refuse at once rather than queue without bound.
+      stats_.add(Stat::upstream_cx_overflow);
+      return;
+  }
   stats_.add(Stat::downstream_cx_active);
-  auto* c = new Connection(*this, std::move(fd), dst.address);
+  auto* c = new Connection(*this, std::move(fd), *host);
   connections_.pushBack(c);
   c->start();
 }
@@ -226,6 +247,7 @@ void WorkerCore::onTick() {
       }
     });
   }
+  hosts_.sweep(now, static_cast<uint64_t>(options_.cleanupIntervalMs) * 1000);
   for (auto& listener : listeners_) listener->resumeIfPaused();
   refreshGauges();
 }
@@ -233,6 +255,9 @@ void WorkerCore::onTick() {
 void WorkerCore::refreshGauges() {
   stats_.set(Stat::pipes_in_use, pipes_.inUse());
   stats_.set(Stat::pipes_idle, pipes_.idle());
+  stats_.set(Stat::host_count, hosts_.size());
+  stats_.set(Stat::host_evictions, hosts_.evictions());
+  stats_.set(Stat::host_removed_idle, hosts_.removedIdle());
 }
 
 void WorkerCore::disposeClosed() {

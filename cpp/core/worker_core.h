@@ -11,6 +11,7 @@
 #include "connection.h"
 #include "core_options.h"
 #include "event_loop.h"
+#include "host_cache.h"
 #include "intrusive_list.h"
 #include "listener.h"
 #include "original_dst.h"
@@ -49,6 +50,8 @@ class WorkerCore {
   Stats& stats() { return stats_; }
   PipePool& pipes() { return pipes_; }
   BufferPool& buffers() { return buffers_; }
+  HostCache& hosts() { return hosts_; }
+  const HostCache& hosts() const { return hosts_; }
   const CoreOptions& options() const { return options_; }
   void acceptFrom(Listener& listener);
   void connectStarted(Connection& c);
@@ -81,6 +84,7 @@ class WorkerCore {
   Stats stats_;
   PipePool pipes_;
   BufferPool buffers_;
+  HostCache hosts_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<SocketAddress> listenerAddresses_;
   IntrusiveList<Connection, &Connection::allNode> connections_;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../core/loop_thread.h"
+#include "../core/host_cache.h"
 #include "../core/original_dst.h"
 #include "../core/pipe_pool.h"
 #include "../core/socket_address.h"
@@ -175,6 +176,72 @@ void pipePoolTests() {
     CHECK(pool.inUse() == 0);
     auto c = pool.acquire();
     CHECK(c && c->readEnd.get() == aRead);
+  });
+}
+
+// --- host cache ---------------------------------------------------------------------------------
+
+void hostCacheTests() {
+  run("host is created on first use and removed after cleanup_interval idle", [] {
+    HostCache cache(HostLimits{10, 100, 100});
+    Host* h = nullptr;
+    CHECK(cache.admit(addr("10.0.0.1", 80), 1000, &h) == HostCache::Admit::kOk);
+    CHECK(cache.size() == 1 && h->active() == 1 && h->pending() == 1);
+    cache.connectDone(*h);
+    CHECK(cache.sweep(10'000'000, 5'000'000) == 0);  // active: never swept
+    cache.connectionClosed(*h, 2'000'000);
+    CHECK(cache.sweep(6'999'999, 5'000'000) == 0);   // idle 4.99 s
+    CHECK(cache.sweep(7'000'000, 5'000'000) == 1);   // idle 5 s
+    CHECK(cache.size() == 0);
+  });
+  run("full cache evicts the least recently used idle host", [] {
+    HostCache cache(HostLimits{2, 100, 100});
+    Host* a = nullptr;
+    Host* b = nullptr;
+    Host* c = nullptr;
+    cache.admit(addr("10.0.0.1", 80), 0, &a);
+    cache.admit(addr("10.0.0.2", 80), 0, &b);
+    cache.connectDone(*a);
+    cache.connectDone(*b);
+    cache.connectionClosed(*b, 10);  // b idle first
+    cache.connectionClosed(*a, 20);
+    CHECK(cache.admit(addr("10.0.0.3", 80), 30, &c) == HostCache::Admit::kOk);
+    CHECK(cache.evictions() == 1);
+    Host* again = nullptr;
+    CHECK(cache.admit(addr("10.0.0.1", 80), 40, &again) == HostCache::Admit::kOk);
+    CHECK(again == a);  // a survived: b was the older idle one
+  });
+  run("full cache with no idle host refuses a new destination", [] {
+    HostCache cache(HostLimits{1, 100, 100});
+    Host* a = nullptr;
+    Host* b = nullptr;
+    CHECK(cache.admit(addr("10.0.0.1", 80), 0, &a) == HostCache::Admit::kOk);
+    CHECK(cache.admit(addr("10.0.0.2", 80), 0, &b) == HostCache::Admit::kHostOverflow);
+    CHECK(cache.size() == 1);
+  });
+  run("per-host max_connections and max_pending overflow", [] {
+    HostCache cache(HostLimits{10, 2, 1});
+    Host* h = nullptr;
+    CHECK(cache.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kOk);
+    CHECK(cache.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kPendingOverflow);
+    cache.connectDone(*h);
+    CHECK(cache.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kOk);
+    cache.connectDone(*h);
+    CHECK(cache.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kConnectionOverflow);
+    CHECK(h->stat(HostStat::cx_overflow) == 2);
+  });
+  run("a scan over 100,000 destinations stays within max_hosts", [] {
+    HostCache cache(HostLimits{1000, 100, 100});
+    for (uint32_t i = 0; i < 100000; ++i) {
+      Host* h = nullptr;
+      const std::string ip = "10." + std::to_string((i >> 16) & 255) + "." + std::to_string((i >> 8) & 255) + "." +
+                             std::to_string(i & 255);
+      CHECK(cache.admit(addr(ip.c_str(), 443), i, &h) == HostCache::Admit::kOk);
+      cache.connectDone(*h);
+      cache.connectionClosed(*h, i);
+      CHECK(cache.size() <= 1000);
+    }
+    CHECK(cache.evictions() == 99000);
   });
 }
 
@@ -388,6 +455,7 @@ int main() {
   std::signal(SIGPIPE, SIG_IGN);
   originalDstTests();
   pipePoolTests();
+  hostCacheTests();
   relayTests(CoreOptions::RelayMode::kAuto, "auto");
   relayTests(CoreOptions::RelayMode::kSplice, "splice");
   relayTests(CoreOptions::RelayMode::kCopy, "copy");
