@@ -44,7 +44,17 @@ test('full config parses to the exact typed values', () => {
       { name: 'egress', address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' }, mode: 'original_dst', transparent: false, backlog: 1024 },
       { name: 'egress-v6', address: { host: '::', port: 15001, family: 6, text: '[::]:15001' }, mode: 'original_dst', transparent: true, backlog: 4096 },
     ],
-    cluster: { connectTimeoutMs: 250, idleTimeoutMs: 3_600_000, cleanupIntervalMs: 60_000, upstreamMark: 0x100 },
+    cluster: {
+      connectTimeoutMs: 250,
+      idleTimeoutMs: 3_600_000,
+      cleanupIntervalMs: 60_000,
+      upstreamMark: 0x100,
+      maxHosts: 500,
+      maxConnectionsPerHost: 64,
+      maxPendingPerHost: 16,
+      maxDownstreamConnections: 4000,
+      upstreamPortOverride: 8443,
+    },
     drainTimeoutMs: 30_000,
     tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv' },
   };
@@ -62,7 +72,17 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     transparent: false,
     backlog: 4096,
   });
-  assert.deepEqual(config.cluster, { connectTimeoutMs: 5000, idleTimeoutMs: 3_600_000, cleanupIntervalMs: 5000, upstreamMark: 0 });
+  assert.deepEqual(config.cluster, {
+    connectTimeoutMs: 5000,
+    idleTimeoutMs: 3_600_000,
+    cleanupIntervalMs: 5000,
+    upstreamMark: 0,
+    maxHosts: 10_000,
+    maxConnectionsPerHost: 1024,
+    maxPendingPerHost: 1024,
+    maxDownstreamConnections: 0,
+    upstreamPortOverride: 0,
+  });
   assert.equal(config.drainTimeoutMs, 10_000);
   assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384, driver: 'thread' });
 });

@@ -3,6 +3,7 @@
 #include <napi.h>
 #include <sys/resource.h>
 
+#include "../core/host_cache.h"
 #include "../core/stats.h"
 #include "native_worker.h"
 #include "system_error.h"
@@ -14,10 +15,13 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
   SplicegateAddon(Napi::Env env, Napi::Object exports) {
     Napi::Array names = Napi::Array::New(env, Stats::size());
     for (size_t i = 0; i < Stats::size(); ++i) names[i] = Napi::String::New(env, kStatNames[i]);
+    Napi::Array hostNames = Napi::Array::New(env, static_cast<size_t>(HostStat::kCount));
+    for (size_t i = 0; i < static_cast<size_t>(HostStat::kCount); ++i) hostNames[i] = Napi::String::New(env, kHostStatNames[i]);
     DefineAddon(exports, {
                              InstanceMethod<&SplicegateAddon::raiseFdLimit>("raiseFdLimit"),
                              InstanceValue("NativeWorker", NativeWorker::define(env)),
                              InstanceValue("statNames", names),
+                             InstanceValue("hostStatNames", hostNames),
                          });
   }
 

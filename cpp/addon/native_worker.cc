@@ -1,5 +1,9 @@
 #include "native_worker.h"
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "../core/loop_thread.h"
 #include "../core/stats.h"
 #include "uv_poll_driver.h"
@@ -16,6 +20,7 @@ Napi::Function NativeWorker::define(Napi::Env env) {
                          InstanceMethod<&NativeWorker::stopAccepting>("stopAccepting"),
                          InstanceMethod<&NativeWorker::closeAll>("closeAll"),
                          InstanceMethod<&NativeWorker::stats>("stats"),
+                         InstanceMethod<&NativeWorker::hosts>("hosts"),
                          InstanceMethod<&NativeWorker::close>("close"),
                      });
 }
@@ -117,6 +122,49 @@ Napi::Value NativeWorker::stats(const Napi::CallbackInfo& info) {
   const Stats& stats = loop_->stats();
   for (size_t i = 0; i < Stats::size(); ++i) out[i] = static_cast<double>(stats.get(static_cast<Stat>(i)));
   return out;
+}
+
+namespace {
+
+struct HostSnapshot {
+  std::vector<std::string> addresses;
+  std::vector<double> values;  // HostStat::kCount per host, in kHostStatNames order
+};
+
+}  // namespace
+
+Napi::Value NativeWorker::hosts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ensureOpen(env)) return env.Undefined();
+  if (info.Length() < 1 || !info[0].IsFunction()) {
+    Napi::TypeError::New(env, "hosts(callback): callback must be a function").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto tsfn = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "splicegate.hosts", 0, 1);
+  loop_->post([tsfn](WorkerCore& core) mutable {
+    auto* snapshot = new HostSnapshot;
+    constexpr size_t kStats = static_cast<size_t>(HostStat::kCount);
+    snapshot->addresses.reserve(core.hosts().size());
+    snapshot->values.reserve(core.hosts().size() * kStats);
+    core.hosts().forEach([snapshot](const Host& host) {
+      snapshot->addresses.push_back(host.address.toString());
+      for (size_t i = 0; i < kStats; ++i) snapshot->values.push_back(static_cast<double>(host.stats[i]));
+    });
+    const napi_status status = tsfn.BlockingCall(snapshot, [](Napi::Env env, Napi::Function callback, HostSnapshot* data) {
+      Napi::Object out = Napi::Object::New(env);
+      Napi::Array addresses = Napi::Array::New(env, data->addresses.size());
+      for (size_t i = 0; i < data->addresses.size(); ++i) addresses[i] = Napi::String::New(env, data->addresses[i]);
+      Napi::Float64Array values = Napi::Float64Array::New(env, data->values.size());
+      std::copy(data->values.begin(), data->values.end(), values.Data());
+      out.Set("addresses", addresses);
+      out.Set("values", values);
+      delete data;
+      callback.Call({out});
+    });
+    if (status != napi_ok) delete snapshot;  // the environment is going away
+    tsfn.Release();
+  });
+  return env.Undefined();
 }
 
 Napi::Value NativeWorker::close(const Napi::CallbackInfo& info) {

@@ -23,6 +23,9 @@ class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
   Napi::Value stopAccepting(const Napi::CallbackInfo& info);
   Napi::Value closeAll(const Napi::CallbackInfo& info);
   Napi::Value stats(const Napi::CallbackInfo& info);
+  // hosts(callback): snapshots the host cache on the loop thread (the only thread that may read
+  // it) and calls back on the JS thread with { addresses: string[], values: Float64Array }.
+  Napi::Value hosts(const Napi::CallbackInfo& info);
   Napi::Value close(const Napi::CallbackInfo& info);
   bool ensureOpen(Napi::Env env);
   static void onEnvCleanup(void* self);

@@ -32,6 +32,12 @@ bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
   if (!readUint(o, "connectTimeoutMs", out.connectTimeoutMs, 1, 4294967295.0)) return false;
   if (!readUint(o, "idleTimeoutMs", out.idleTimeoutMs, 1, 4294967295.0)) return false;
   if (!readUint(o, "upstreamMark", out.upstreamMark, 0, 4294967295.0)) return false;
+  if (!readUint(o, "cleanupIntervalMs", out.cleanupIntervalMs, 1, 4294967295.0)) return false;
+  if (!readUint(o, "upstreamPortOverride", out.upstreamPortOverride, 0, 65535)) return false;
+  if (!readUint(o, "maxHosts", out.maxHosts, 1, 1e9)) return false;
+  if (!readUint(o, "maxConnectionsPerHost", out.maxConnectionsPerHost, 1, 1e9)) return false;
+  if (!readUint(o, "maxPendingPerHost", out.maxPendingPerHost, 1, 1e9)) return false;
+  if (!readUint(o, "maxDownstreamConnections", out.maxDownstreamConnections, 1, 1e9)) return false;
   if (!readUint(o, "maxPipes", out.maxPipes, 0, 1 << 20)) return false;
   if (!readUint(o, "maxIdlePipes", out.maxIdlePipes, 0, 1 << 20)) return false;
   if (!readUint(o, "pipeSize", out.pipeSize, 0, 1 << 30)) return false;

@@ -4,12 +4,15 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { SocketAddress } from '../config/types';
 import type { CounterValues } from '../stats/counters';
+import { hostsText, type HostView } from '../stats/hosts';
+import { prometheusText } from '../stats/prometheus';
 import type { Logger } from '../util/logger';
 
 export interface AdminState {
   /** Ready = every worker listens and no drain has begun. */
   readiness(): { ready: boolean; detail: string };
   counters(): Promise<CounterValues>;
+  hosts(): Promise<HostView[]>;
   /** Present only when test hooks are enabled. */
   crashWorker?: (id: number) => boolean;
 }
@@ -52,6 +55,22 @@ function routes(state: AdminState): Map<string, { method: string; handler: Handl
       const format = query.get('format');
       if (format === 'json') reply(res, 200, JSON.stringify(values, null, 2) + '\n', 'application/json');
       else if (format === null || format === 'text') reply(res, 200, statsText(values));
+      else reply(res, 400, `unknown format "${format}" (use json or text)\n`);
+    },
+  });
+  table.set('/stats/prometheus', {
+    method: 'GET',
+    handler: async (_req, res) => {
+      reply(res, 200, prometheusText(await state.counters()), 'text/plain; version=0.0.4; charset=utf-8');
+    },
+  });
+  table.set('/clusters', {
+    method: 'GET',
+    handler: async (_req, res, query) => {
+      const hosts = await state.hosts();
+      const format = query.get('format');
+      if (format === 'json') reply(res, 200, JSON.stringify({ cluster: 'original_dst', hosts }, null, 2) + '\n', 'application/json');
+      else if (format === null || format === 'text') reply(res, 200, hostsText(hosts));
       else reply(res, 400, `unknown format "${format}" (use json or text)\n`);
     },
   });

@@ -29,6 +29,11 @@ export const DEFAULTS = {
   idleTimeout: '1h',
   cleanupInterval: '5s',
   upstreamMark: 0,
+  maxHosts: 10000,
+  maxConnections: 1024,
+  maxPending: 1024,
+  maxDownstreamConnections: 0,
+  upstreamPortOverride: 0,
   drainTimeout: '10s',
   relayMode: 'auto',
   pipeSize: 0,
@@ -124,6 +129,10 @@ function checkAdminNotListener(root: unknown, ctx: z.RefinementCtx): void {
 
 const always = { when: () => true };
 
+function countField(min: number, max: number) {
+  return z.int({ error: (issue) => `expected an integer from ${min} to ${max}, got ${showValue(issue.input)}` }).min(min).max(max);
+}
+
 export const configFileSchema = z
   .strictObject({
     workers: workers.default(DEFAULTS.workers),
@@ -144,6 +153,11 @@ export const configFileSchema = z
           .min(0)
           .max(MAX_UPSTREAM_MARK)
           .default(DEFAULTS.upstreamMark),
+        max_hosts: countField(1, 10_000_000).default(DEFAULTS.maxHosts),
+        max_connections: countField(1, 10_000_000).default(DEFAULTS.maxConnections),
+        max_pending: countField(1, 10_000_000).default(DEFAULTS.maxPending),
+        max_downstream_connections: countField(0, 10_000_000).default(DEFAULTS.maxDownstreamConnections),
+        upstream_port_override: countField(0, 65535).default(DEFAULTS.upstreamPortOverride),
       })
       .prefault({}),
     drain_timeout: duration.prefault(DEFAULTS.drainTimeout),
@@ -202,6 +216,11 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       idleTimeoutMs: file.cluster.idle_timeout,
       cleanupIntervalMs: file.cluster.cleanup_interval,
       upstreamMark: file.cluster.upstream_mark,
+      maxHosts: file.cluster.max_hosts,
+      maxConnectionsPerHost: file.cluster.max_connections,
+      maxPendingPerHost: file.cluster.max_pending,
+      maxDownstreamConnections: file.cluster.max_downstream_connections,
+      upstreamPortOverride: file.cluster.upstream_port_override,
     },
     drainTimeoutMs: file.drain_timeout,
     tuning: {

@@ -27,6 +27,15 @@ export interface ClusterConfig {
   cleanupIntervalMs: number;
   /** SO_MARK for upstream sockets; 0 leaves the mark unset. */
   upstreamMark: number;
+  /** Bound on cached original-destination hosts (split across workers). */
+  maxHosts: number;
+  /** Envoy circuit breakers per host: open connections and connects in flight (split across workers). */
+  maxConnectionsPerHost: number;
+  maxPendingPerHost: number;
+  /** Global bound on relayed connections; 0 = derived from the open-files limit. */
+  maxDownstreamConnections: number;
+  /** Envoy's upstream_port_override: connect to the original address on this port; 0 = keep it. */
+  upstreamPortOverride: number;
 }
 
 export interface TuningConfig {

@@ -8,6 +8,12 @@ export interface NativeWorkerOptions {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
   upstreamMark: number;
+  cleanupIntervalMs?: number;
+  upstreamPortOverride?: number;
+  maxHosts?: number;
+  maxConnectionsPerHost?: number;
+  maxPendingPerHost?: number;
+  maxDownstreamConnections?: number;
   maxPipes?: number;
   maxIdlePipes?: number;
   pipeSize?: number;
@@ -36,12 +42,20 @@ export interface NativeWorker {
   closeAll(): void;
   /** Every counter, in the order of `statNames`. */
   stats(): Float64Array;
+  /** Snapshot of the host cache, taken on the loop thread; values has hostStatNames.length per host. */
+  hosts(callback: (snapshot: NativeHostSnapshot) => void): void;
   close(): void;
+}
+
+export interface NativeHostSnapshot {
+  addresses: string[];
+  values: Float64Array;
 }
 
 export interface NativeBinding {
   NativeWorker: new (options: NativeWorkerOptions) => NativeWorker;
   statNames: readonly string[];
+  hostStatNames: readonly string[];
   raiseFdLimit(): { soft: number; hard: number };
 }
 

@@ -6,6 +6,7 @@ import type { SplicegateConfig } from '../config/types';
 import { startAdminServer, type AdminServer } from '../admin/admin-server';
 import { loadBinding, type NativeWorkerOptions } from '../native/binding';
 import { CounterAggregator, type CounterValues } from '../stats/counters';
+import { mergeHosts, type HostView } from '../stats/hosts';
 import { WorkerSupervisor } from '../supervisor/worker-supervisor';
 import { createLogger, type Logger } from '../util/logger';
 
@@ -20,11 +21,25 @@ export interface RunProxyOptions {
 const PIPE_FD_SHARE = 0.25;
 const DRAIN_POLL_MS = 100;
 
+/** fds kept back from the connection bound for listeners, epoll, timers, logs and the admin server. */
+const RESERVED_FDS = 256;
+
 function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWorkerOptions {
+  const { cluster, workers } = config;
+  // Limits are enforced per worker (lock-free host caches), so each worker gets its share.
+  const share = (total: number): number => Math.max(1, Math.ceil(total / workers));
+  const maxDownstream =
+    cluster.maxDownstreamConnections > 0 ? cluster.maxDownstreamConnections : Math.floor((fdLimit - RESERVED_FDS) / 2);
   return {
-    connectTimeoutMs: config.cluster.connectTimeoutMs,
-    idleTimeoutMs: config.cluster.idleTimeoutMs,
-    upstreamMark: config.cluster.upstreamMark,
+    connectTimeoutMs: cluster.connectTimeoutMs,
+    idleTimeoutMs: cluster.idleTimeoutMs,
+    upstreamMark: cluster.upstreamMark,
+    cleanupIntervalMs: cluster.cleanupIntervalMs,
+    upstreamPortOverride: cluster.upstreamPortOverride,
+    maxHosts: share(cluster.maxHosts),
+    maxConnectionsPerHost: share(cluster.maxConnectionsPerHost),
+    maxPendingPerHost: share(cluster.maxPendingPerHost),
+    maxDownstreamConnections: share(maxDownstream),
     maxPipes: Math.max(16, Math.floor((fdLimit * PIPE_FD_SHARE) / 2 / config.workers)),
     maxIdlePipes: 64,
     relayMode: config.tuning.relayMode,
@@ -42,6 +57,7 @@ class ProxyRuntime {
     private readonly config: SplicegateConfig,
     private readonly supervisor: WorkerSupervisor,
     statNames: readonly string[],
+    private readonly hostStatNames: readonly string[],
     private readonly log: Logger,
   ) {
     this.aggregator = new CounterAggregator(statNames);
@@ -60,6 +76,10 @@ class ProxyRuntime {
 
   async counters(): Promise<CounterValues> {
     return this.aggregator.sum(await this.supervisor.collectStats());
+  }
+
+  async hosts(): Promise<HostView[]> {
+    return mergeHosts(this.hostStatNames, await this.supervisor.collectHosts());
   }
 
   /** Stops accepting, waits for active connections up to drain_timeout, closes the rest. */
@@ -118,7 +138,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   });
   const signals = waitForSignal(log);
   const supervisor = new WorkerSupervisor({ config, nativeOptions: nativeOptionsFor(config, limits.soft), log });
-  const runtime = new ProxyRuntime(config, supervisor, binding.statNames, log);
+  const runtime = new ProxyRuntime(config, supervisor, binding.statNames, binding.hostStatNames, log);
   let admin: AdminServer | undefined;
   try {
     await supervisor.start();
@@ -127,6 +147,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
       {
         readiness: () => runtime.readiness(),
         counters: () => runtime.counters(),
+        hosts: () => runtime.hosts(),
         ...(process.env.SPLICEGATE_TEST_HOOKS === '1' ? { crashWorker: (id: number) => supervisor.crashWorker(id) } : {}),
       },
       log,

@@ -2,7 +2,14 @@
 // so a restart never makes a counter go backwards (Prometheus treats that as a reset).
 
 /** Stats that describe "now" rather than accumulate: summed across live workers, never retired. */
-const GAUGES = new Set(['downstream_cx_active', 'upstream_cx_active', 'pipes_in_use', 'pipes_idle', 'listeners_active']);
+const GAUGES = new Set([
+  'downstream_cx_active',
+  'upstream_cx_active',
+  'pipes_in_use',
+  'pipes_idle',
+  'listeners_active',
+  'host_count',
+]);
 
 export function isGauge(name: string): boolean {
   return GAUGES.has(name);

@@ -51,7 +51,7 @@ export class WorkerSupervisor extends EventEmitter {
   private readonly pool: Piscina<WorkerTask, number>;
   private readonly slots: WorkerSlot[] = [];
   private readonly failureStreak: number[] = [];
-  private readonly pendingStats = new Map<number, { remaining: number; resolve: () => void }>();
+  private readonly pending = new Map<number, { replies: WorkerToSupervisor[]; remaining: number; resolve: () => void }>();
   private nextRequestId = 1;
   private stopping = false;
   private readonly maxBootstrapFailures: number;
@@ -89,23 +89,44 @@ export class WorkerSupervisor extends EventEmitter {
 
   /** Every live worker's counters; a worker that does not answer within timeoutMs gives its last ones. */
   async collectStats(timeoutMs = 1000): Promise<Float64Array[]> {
-    const live = this.slots.filter((s) => s.state === 'listening' || s.state === 'exiting');
-    if (live.length > 0) {
-      const requestId = this.nextRequestId++;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs);
-        this.pendingStats.set(requestId, {
-          remaining: live.length,
-          resolve: () => {
-            clearTimeout(timer);
-            resolve();
-          },
-        });
-        for (const slot of live) this.post(slot, { type: 'stats', requestId });
-      });
-      this.pendingStats.delete(requestId);
-    }
+    const live = this.liveSlots();
+    await this.ask(live, (requestId) => ({ type: 'stats', requestId }), timeoutMs);
     return live.map((s) => s.lastStats).filter((v): v is Float64Array => v !== undefined);
+  }
+
+  /** Every live worker's host-cache snapshot (workers that do not answer in time are left out). */
+  async collectHosts(timeoutMs = 1000): Promise<Array<{ addresses: string[]; values: Float64Array }>> {
+    const replies = await this.ask(this.liveSlots(), (requestId) => ({ type: 'hosts', requestId }), timeoutMs);
+    return replies.flatMap((r) => (r.type === 'hosts' ? [{ addresses: r.addresses, values: r.values }] : []));
+  }
+
+  private liveSlots(): WorkerSlot[] {
+    return this.slots.filter((s) => s.state === 'listening' || s.state === 'exiting');
+  }
+
+  /** Sends one request to each slot and gathers the replies that carry its requestId. */
+  private async ask(
+    slots: WorkerSlot[],
+    message: (requestId: number) => SupervisorToWorker,
+    timeoutMs: number,
+  ): Promise<WorkerToSupervisor[]> {
+    if (slots.length === 0) return [];
+    const requestId = this.nextRequestId++;
+    const replies: WorkerToSupervisor[] = [];
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.pending.set(requestId, {
+        replies,
+        remaining: slots.length,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
+      for (const slot of slots) this.post(slot, message(requestId));
+    });
+    this.pending.delete(requestId);
+    return replies;
   }
 
   broadcast(message: SupervisorToWorker): void {
@@ -160,10 +181,14 @@ export class WorkerSupervisor extends EventEmitter {
             slot.failure = message.error;
             reject(deserializeError(message.error));
             break;
-          case 'stats': {
-            slot.lastStats = message.values;
-            const pending = this.pendingStats.get(message.requestId);
-            if (pending && --pending.remaining === 0) pending.resolve();
+          case 'stats':
+          case 'hosts': {
+            if (message.type === 'stats') slot.lastStats = message.values;
+            const pending = this.pending.get(message.requestId);
+            if (pending) {
+              pending.replies.push(message);
+              if (--pending.remaining === 0) pending.resolve();
+            }
             break;
           }
         }

@@ -24,6 +24,7 @@ export interface SerializedError {
 
 export type SupervisorToWorker =
   | { type: 'stats'; requestId: number }
+  | { type: 'hosts'; requestId: number }
   | { type: 'stop-accepting' }
   | { type: 'close-all' }
   | { type: 'exit' }
@@ -33,7 +34,8 @@ export type SupervisorToWorker =
 export type WorkerToSupervisor =
   | { type: 'listening'; addresses: string[] }
   | { type: 'failed'; error: SerializedError }
-  | { type: 'stats'; requestId: number; values: Float64Array };
+  | { type: 'stats'; requestId: number; values: Float64Array }
+  | { type: 'hosts'; requestId: number; addresses: string[]; values: Float64Array };
 
 export function serializeError(err: unknown): SerializedError {
   if (err instanceof Error) {

@@ -50,6 +50,11 @@ export default async function runProxyWorker(task: WorkerTask): Promise<number> 
         case 'stats':
           send(port, { type: 'stats', requestId: message.requestId, values: worker.stats() });
           break;
+        case 'hosts':
+          worker.hosts((snapshot) =>
+            send(port, { type: 'hosts', requestId: message.requestId, addresses: snapshot.addresses, values: snapshot.values }),
+          );
+          break;
         case 'stop-accepting':
           worker.stopAccepting();
           break;

@@ -515,10 +515,12 @@ export class Lab {
   }
 
   /** GET `path` from an HTTP endpoint inside the gateway namespace (splicegate's admin). */
-  async admin(path: string, opts: { address?: string; timeoutMs?: number } = {}): Promise<AdminResponse> {
+  async admin(path: string, opts: { address?: string; timeoutMs?: number; method?: string } = {}): Promise<AdminResponse> {
     const address = opts.address ?? '127.0.0.1:9901';
     const timeoutMs = opts.timeoutMs ?? 3000;
-    const r = await this.exec('gw', 'node', [clientScript('http-get'), '--url', `http://${address}${path}`, '--timeout-ms', String(timeoutMs)], {
+    const args = [clientScript('http-get'), '--url', `http://${address}${path}`, '--timeout-ms', String(timeoutMs)];
+    if (opts.method) args.push('--method', opts.method);
+    const r = await this.exec('gw', 'node', args, {
       timeoutMs: timeoutMs + 10000,
     });
     const o = parseJsonObject(r.stdout.trim().split('\n').pop() ?? '');

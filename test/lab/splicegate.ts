@@ -26,7 +26,13 @@ export interface SplicegateOptions {
     idle_timeout?: string;
     cleanup_interval?: string;
     upstream_mark?: number;
+    max_hosts?: number;
+    max_connections?: number;
+    max_pending?: number;
+    upstream_port_override?: number;
   };
+  /** Extra environment for the splicegate process (e.g. SPLICEGATE_TEST_HOOKS=1). */
+  env?: Record<string, string>;
   drain_timeout?: string;
   /** RLIMIT_NOFILE for the process; default: the hard limit. */
   nofile?: number;
@@ -134,6 +140,10 @@ export class Splicegate {
         idle_timeout: o.cluster?.idle_timeout ?? '1h',
         cleanup_interval: o.cluster?.cleanup_interval ?? '5s',
         upstream_mark: o.cluster?.upstream_mark ?? 0,
+        ...(o.cluster?.max_hosts === undefined ? {} : { max_hosts: o.cluster.max_hosts }),
+        ...(o.cluster?.max_connections === undefined ? {} : { max_connections: o.cluster.max_connections }),
+        ...(o.cluster?.max_pending === undefined ? {} : { max_pending: o.cluster.max_pending }),
+        ...(o.cluster?.upstream_port_override === undefined ? {} : { upstream_port_override: o.cluster.upstream_port_override }),
       },
       drain_timeout: o.drain_timeout ?? '10s',
       ...(o.extra ?? {}),
@@ -155,6 +165,7 @@ export class Splicegate {
       nofile,
       stdin: 'ignore',
       label: 'splicegate',
+      ...(o.env ? { env: { ...process.env, ...o.env } } : {}),
     });
     const sg = new Splicegate(lab, proc, configPath, configText, o.admin ?? '127.0.0.1:9901', tmpDir);
     await sg.waitReady(o.readyTimeoutMs ?? 15000);
@@ -180,6 +191,10 @@ export class Splicegate {
 
   async adminGet(p: string): Promise<{ status: number; body: string; error?: string }> {
     return this.lab.admin(p, { address: this.adminAddress });
+  }
+
+  async adminPost(p: string): Promise<{ status: number; body: string; error?: string }> {
+    return this.lab.admin(p, { address: this.adminAddress, method: 'POST' });
   }
 
   /** GET /stats?format=json, parsed (top-level or nested forms, see parseStats). */

@@ -1,0 +1,177 @@
+// The ORIGINAL_DST cluster's host cache, limits and admin views, on a real lab.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+// parse-prometheus-text-format ships no types: it returns metric families.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const parsePrometheus = require('parse-prometheus-text-format') as (text: string) => Array<{
+  name: string;
+  type: string;
+  metrics: Array<{ value?: string }>;
+}>;
+import { Lab } from '../lab/lab';
+import { Splicegate } from '../lab/splicegate';
+import { HoldClient, connectMany, probe } from '../lab/clients';
+import { withDiagnostics } from '../lab/harness';
+
+interface ClustersJson {
+  cluster: string;
+  hosts: Array<{ address: string; state: string; stats: Record<string, number> }>;
+}
+
+async function clusters(sg: Splicegate): Promise<ClustersJson> {
+  const r = await sg.adminGet('/clusters?format=json');
+  assert.equal(r.status, 200, `GET /clusters -> ${r.status} ${r.error ?? ''}`);
+  return JSON.parse(r.body) as ClustersJson;
+}
+
+async function waitFor<T>(what: string, timeoutMs: number, poll: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await poll();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('original-destination host cache', () => {
+  let lab: Lab;
+  let sg: Splicegate | undefined;
+
+  before(async () => {
+    lab = await Lab.create({ name: 'cluster' });
+    await lab.addServerAddress('10.10.2.3');
+    await lab.addServerAddress('10.10.2.4');
+    for (const [ip, id] of [['10.10.2.2', 'A'], ['10.10.2.3', 'B'], ['10.10.2.4', 'C']] as const) {
+      await lab.startServer('identity', ['--listen', `${ip}:8080`, '--id', id]);
+    }
+    // Echo servers for the clients that hold connections open (they verify with an echo).
+    await lab.startServer('hold', ['--listen', '10.10.2.2:8081']);
+    await lab.startServer('hold', ['--listen', '10.10.2.3:8081']);
+    await lab.redirect({ dport: [8080, 8081], toPort: 15001, family: 4 });
+    // One worker: limits are per worker, so one makes them exact for the assertions.
+    sg = await Splicegate.start(lab, {
+      workers: 1,
+      listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
+      cluster: { cleanup_interval: '1s', max_hosts: 2, max_connections: 2 },
+    });
+  });
+
+  after(async () => {
+    await sg?.dispose();
+    await lab?.destroy();
+  });
+
+  it('a host appears in /clusters and is removed after cleanup_interval once idle', { timeout: 30000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const r = await connectMany(lab, { target: '10.10.2.2:8080', n: 3, concurrency: 1, expectId: 'A' });
+      assert.equal(r.ok, 3, JSON.stringify(r.errors));
+      const seen = (await clusters(sg)).hosts.find((h) => h.address === '10.10.2.2:8080');
+      assert.ok(seen, 'host listed right after use');
+      assert.equal(seen.stats.cx_total, 3);
+      assert.ok(seen.stats.tx_bytes > 0 && seen.stats.rx_bytes > 0, JSON.stringify(seen.stats));
+      const text = await sg.adminGet('/clusters');
+      assert.match(text.body, /^original_dst::10\.10\.2\.2:8080::cx_total::3$/m);
+      await waitFor('host removal', 5000, async () =>
+        (await clusters(sg!)).hosts.some((h) => h.address === '10.10.2.2:8080') ? undefined : true,
+      );
+      const stats = (await sg.stats()).raw as Record<string, number>;
+      assert.ok(stats['host_removed_idle']! >= 1, JSON.stringify(stats));
+    }),
+  );
+
+  it('max_hosts: an idle host is evicted for a new one; with none idle the new one is refused', { timeout: 60000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const s0 = (await sg.stats()).raw as Record<string, number>;
+      for (const [ip, id] of [['10.10.2.2', 'A'], ['10.10.2.3', 'B'], ['10.10.2.4', 'C']] as const) {
+        const r = await connectMany(lab, { target: `${ip}:8080`, n: 1, expectId: id });
+        assert.equal(r.ok, 1, JSON.stringify(r.errors));
+      }
+      const s1 = (await sg.stats()).raw as Record<string, number>;
+      assert.ok(s1['host_evictions']! - s0['host_evictions']! >= 1, `evictions ${JSON.stringify(s1)}`);
+      assert.ok((await clusters(sg)).hosts.length <= 2);
+
+      // Hold one connection to each of two hosts: both active, so the cache has nothing to evict.
+      const holdA = new HoldClient(lab, { target: '10.10.2.2:8081', n: 1 });
+      const holdB = new HoldClient(lab, { target: '10.10.2.3:8081', n: 1 });
+      assert.equal((await holdA.waitHeld(15000)).ok, 1);
+      assert.equal((await holdB.waitHeld(15000)).ok, 1);
+      const p = await probe(lab, { target: '10.10.2.4:8080', waitMs: 3000 });
+      assert.notEqual(p.closeKind, 'timeout', `third host not refused: ${JSON.stringify(p)}`);
+      assert.equal(p.bytes, 0, 'no identity line: never relayed');
+      const s2 = (await sg.stats()).raw as Record<string, number>;
+      assert.equal(s2['host_overflow']! - s1['host_overflow']!, 1);
+      await holdA.release(10000);
+      await holdB.release(10000);
+    }),
+  );
+
+  it('per-host max_connections: the third concurrent connection to one host is refused at once', { timeout: 60000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const s0 = (await sg.stats()).raw as Record<string, number>;
+      const hold = new HoldClient(lab, { target: '10.10.2.2:8081', n: 2 });
+      assert.equal((await hold.waitHeld(15000)).ok, 2);
+      const p = await probe(lab, { target: '10.10.2.2:8081', send: 'x', waitMs: 3000 });
+      assert.notEqual(p.closeKind, 'timeout', JSON.stringify(p));
+      assert.ok(p.closedAfterMs !== null && p.closedAfterMs < 1000, `closed after ${p.closedAfterMs} ms`);
+      assert.equal(p.bytes, 0);
+      const s1 = (await sg.stats()).raw as Record<string, number>;
+      assert.equal(s1['upstream_cx_overflow']! - s0['upstream_cx_overflow']!, 1);
+      const host = (await clusters(sg)).hosts.find((h) => h.address === '10.10.2.2:8081');
+      assert.ok(host && host.stats.cx_overflow >= 1 && host.stats.cx_active === 2, JSON.stringify(host));
+      await hold.release(10000);
+    }),
+  );
+
+  it('/stats/prometheus is valid exposition format and agrees with /stats', { timeout: 20000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const r = await sg.adminGet('/stats/prometheus');
+      assert.equal(r.status, 200);
+      const families = parsePrometheus(r.body);
+      const byName = new Map(families.map((f) => [f.name, f]));
+      const total = byName.get('splicegate_downstream_cx_total');
+      assert.ok(total, `no splicegate_downstream_cx_total in ${r.body.slice(0, 300)}`);
+      assert.equal(total.type, 'COUNTER');
+      assert.equal(byName.get('splicegate_downstream_cx_active')?.type, 'GAUGE');
+      const json = (await sg.stats()).raw as Record<string, number>;
+      assert.ok(Number(total.metrics[0]?.value) <= json['downstream_cx_total']!);
+      assert.ok(Number(total.metrics[0]?.value) > 0);
+    }),
+  );
+});
+
+describe('upstream_port_override', () => {
+  let lab: Lab;
+  let sg: Splicegate | undefined;
+
+  before(async () => {
+    lab = await Lab.create({ name: 'portovr' });
+    await lab.startServer('identity', ['--listen', '10.10.2.2:8080', '--id', 'original-port']);
+    await lab.startServer('identity', ['--listen', '10.10.2.2:9443', '--id', 'override-port']);
+    await lab.redirect({ dport: 8080, toPort: 15001, family: 4 });
+    sg = await Splicegate.start(lab, {
+      listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
+      cluster: { upstream_port_override: 9443 },
+    });
+  });
+
+  after(async () => {
+    await sg?.dispose();
+    await lab?.destroy();
+  });
+
+  it('connects to the original address on the override port', { timeout: 20000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const r = await connectMany(lab, { target: '10.10.2.2:8080', n: 2, expectId: 'override-port' });
+      assert.equal(r.ok, 2, JSON.stringify(r.errors));
+      const hosts = (await clusters(sg)).hosts.map((h) => h.address);
+      assert.deepEqual(hosts, ['10.10.2.2:9443']);
+    }),
+  );
+});
