@@ -78,8 +78,8 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     cleanupIntervalMs: 5000,
     upstreamMark: 0,
     maxHosts: 10_000,
-    maxConnectionsPerHost: 1024,
-    maxPendingPerHost: 1024,
+    maxConnectionsPerHost: 0,
+    maxPendingPerHost: 0,
     maxDownstreamConnections: 0,
     upstreamPortOverride: 0,
   });

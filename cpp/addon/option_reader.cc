@@ -35,8 +35,8 @@ bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
   if (!readUint(o, "cleanupIntervalMs", out.cleanupIntervalMs, 1, 4294967295.0)) return false;
   if (!readUint(o, "upstreamPortOverride", out.upstreamPortOverride, 0, 65535)) return false;
   if (!readUint(o, "maxHosts", out.maxHosts, 1, 1e9)) return false;
-  if (!readUint(o, "maxConnectionsPerHost", out.maxConnectionsPerHost, 1, 1e9)) return false;
-  if (!readUint(o, "maxPendingPerHost", out.maxPendingPerHost, 1, 1e9)) return false;
+  if (!readUint(o, "maxConnectionsPerHost", out.maxConnectionsPerHost, 1, 9007199254740991.0)) return false;
+  if (!readUint(o, "maxPendingPerHost", out.maxPendingPerHost, 1, 9007199254740991.0)) return false;
   if (!readUint(o, "maxDownstreamConnections", out.maxDownstreamConnections, 1, 1e9)) return false;
   if (!readUint(o, "maxPipes", out.maxPipes, 0, 1 << 20)) return false;
   if (!readUint(o, "maxIdlePipes", out.maxIdlePipes, 0, 1 << 20)) return false;

@@ -30,8 +30,8 @@ export const DEFAULTS = {
   cleanupInterval: '5s',
   upstreamMark: 0,
   maxHosts: 10000,
-  maxConnections: 1024,
-  maxPending: 1024,
+  maxConnections: 0,
+  maxPending: 0,
   maxDownstreamConnections: 0,
   upstreamPortOverride: 0,
   drainTimeout: '10s',
@@ -154,8 +154,8 @@ export const configFileSchema = z
           .max(MAX_UPSTREAM_MARK)
           .default(DEFAULTS.upstreamMark),
         max_hosts: countField(1, 10_000_000).default(DEFAULTS.maxHosts),
-        max_connections: countField(1, 10_000_000).default(DEFAULTS.maxConnections),
-        max_pending: countField(1, 10_000_000).default(DEFAULTS.maxPending),
+        max_connections: countField(0, 10_000_000).default(DEFAULTS.maxConnections),
+        max_pending: countField(0, 10_000_000).default(DEFAULTS.maxPending),
         max_downstream_connections: countField(0, 10_000_000).default(DEFAULTS.maxDownstreamConnections),
         upstream_port_override: countField(0, 65535).default(DEFAULTS.upstreamPortOverride),
       })

@@ -29,7 +29,7 @@ export interface ClusterConfig {
   upstreamMark: number;
   /** Bound on cached original-destination hosts (split across workers). */
   maxHosts: number;
-  /** Envoy circuit breakers per host: open connections and connects in flight (split across workers). */
+  /** Envoy circuit breakers per host: open connections and connects in flight (split across workers); 0 = no per-host bound. */
   maxConnectionsPerHost: number;
   maxPendingPerHost: number;
   /** Global bound on relayed connections; 0 = derived from the open-files limit. */

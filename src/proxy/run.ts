@@ -28,6 +28,8 @@ function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWork
   const { cluster, workers } = config;
   // Limits are enforced per worker (lock-free host caches), so each worker gets its share.
   const share = (total: number): number => Math.max(1, Math.ceil(total / workers));
+  // 0 means "no per-host bound": only max_downstream_connections (and the fd limit) apply.
+  const perHost = (total: number): number => (total > 0 ? share(total) : Number.MAX_SAFE_INTEGER);
   const maxDownstream =
     cluster.maxDownstreamConnections > 0 ? cluster.maxDownstreamConnections : Math.floor((fdLimit - RESERVED_FDS) / 2);
   return {
@@ -37,8 +39,8 @@ function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWork
     cleanupIntervalMs: cluster.cleanupIntervalMs,
     upstreamPortOverride: cluster.upstreamPortOverride,
     maxHosts: share(cluster.maxHosts),
-    maxConnectionsPerHost: share(cluster.maxConnectionsPerHost),
-    maxPendingPerHost: share(cluster.maxPendingPerHost),
+    maxConnectionsPerHost: perHost(cluster.maxConnectionsPerHost),
+    maxPendingPerHost: perHost(cluster.maxPendingPerHost),
     maxDownstreamConnections: share(maxDownstream),
     maxPipes: Math.max(16, Math.floor((fdLimit * PIPE_FD_SHARE) / 2 / config.workers)),
     maxIdlePipes: 64,
