@@ -1,0 +1,573 @@
+// Turns the raw runs into medians / ranges, evaluates the targets, and renders the markdown
+// table and the SVG chart. Every number comes from the runs of this invocation.
+
+import type { ContenderId } from './contenders';
+import { HAPROXY_SPLICE_VARIANTS, HAPROXY_VARIANTS } from './contenders';
+import { type Spread, spread } from './stats';
+
+export interface RunRecord {
+  rep: number;
+  position: number;
+  workload: string;
+  contender: ContenderId;
+  ok: boolean;
+  error?: string;
+  detail?: string;
+  metrics: Record<string, number>;
+  bytes: number;
+  errors: number;
+  cpu: {
+    wallS: number;
+    proxyS: number | null;
+    /** Machine-wide busy CPU-s, less the foreign processes' CPU-s (machineRawS: without that correction). */
+    machineS: number;
+    machineRawS: number;
+    perCpuUtil: number[];
+    foreignS: number;
+  } | null;
+  /** Foreign CPU-s of earlier attempts that were discarded as noisy. */
+  noisyAttemptsForeignS?: number[];
+}
+
+export interface Verification {
+  contender: ContenderId;
+  ok: boolean;
+  relayedByProxy: boolean;
+  honoursOriginalDst: boolean;
+  checks: Array<{ requested: string; status: number; served: string; peer: string; reachedOriginalDst: boolean; viaProxy: boolean; error: string | null }>;
+  summary: string;
+}
+
+export interface WorkloadInfo {
+  id: string;
+  title: string;
+  group: string;
+  metric: string;
+  unit: string;
+  higherIsBetter: boolean;
+}
+
+export interface BenchResults {
+  schema: 1;
+  startedAt: string;
+  wallSeconds: number;
+  machine: Record<string, string | number | boolean>;
+  settings: {
+    quick: boolean;
+    reps: number;
+    durations: { iperf: number; wrk: number; sweep: number; idleConns: number; pacedGbit: number };
+    sweep: number[];
+    threads: number;
+    proxyCpus: string;
+    loadCpus: string;
+    pinning: Record<string, string>;
+    sgTuning: Record<string, string | number>;
+    serverAddr: string;
+    noiseShare: number;
+    retries: number;
+  };
+  contenders: Array<{ id: ContenderId; label: string; notes: string; config: string }>;
+  servers: { nginx: string };
+  workloads: WorkloadInfo[];
+  verifications: Verification[];
+  runs: RunRecord[];
+  proxyStats: Record<string, Record<string, number>>;
+  warnings: string[];
+}
+
+/** summary[workload][contender][metric] */
+export type Summary = Record<string, Record<string, Record<string, Spread>>>;
+
+export interface Target {
+  id: string;
+  title: string;
+  workload: string;
+  metric: string;
+  unit: string;
+  /** '>=': splicegate / reference must be at least `threshold`; '<=': at most. */
+  comparator: '>=' | '<=';
+  threshold: number;
+  splicegate: number | null;
+  reference: number | null;
+  referenceContender: string | null;
+  ratio: number | null;
+  pass: boolean | null;
+  /** Relative distance to the bar, positive = inside it (e.g. 0.125 = 12.5 % better than needed). */
+  margin: number | null;
+  note: string;
+}
+
+export interface Report {
+  summary: Summary;
+  targets: Target[];
+  markdown: string;
+  svg: string;
+}
+
+const BEYOND = 'machine_cpu_beyond_direct_s_per_gib';
+
+// ------------------------------------------------------------------ summary
+
+export function summarize(r: BenchResults): Summary {
+  const values: Record<string, Record<string, Record<string, number[]>>> = {};
+  const push = (w: string, c: string, m: string, v: number): void => {
+    const byC = (values[w] ??= {});
+    const byM = (byC[c] ??= {});
+    (byM[m] ??= []).push(v);
+  };
+  for (const run of r.runs) {
+    if (!run.ok) continue;
+    for (const [m, v] of Object.entries(run.metrics)) push(run.workload, run.contender, m, v);
+    if (run.cpu) {
+      if (run.cpu.proxyS !== null) push(run.workload, run.contender, 'proxy_cpu_s', run.cpu.proxyS);
+      push(run.workload, run.contender, 'machine_cpu_s', run.cpu.machineS);
+      push(run.workload, run.contender, 'foreign_cpu_s', run.cpu.foreignS);
+      run.cpu.perCpuUtil.forEach((u, i) => push(run.workload, run.contender, `cpu${i}_busy`, u));
+    }
+  }
+  // CPU per GiB beyond direct: the contender's machine-wide CPU-s/GiB minus direct's, same repetition.
+  for (const run of r.runs) {
+    if (!run.ok || run.contender === 'direct') continue;
+    const mine = run.metrics['machine_cpu_s_per_gib'];
+    const direct = r.runs.find((x) => x.ok && x.contender === 'direct' && x.workload === run.workload && x.rep === run.rep)?.metrics['machine_cpu_s_per_gib'];
+    if (mine !== undefined && direct !== undefined) push(run.workload, run.contender, BEYOND, mine - direct);
+  }
+  const out: Summary = {};
+  for (const [w, byC] of Object.entries(values)) {
+    const ow: Record<string, Record<string, Spread>> = (out[w] = {});
+    for (const [c, byM] of Object.entries(byC)) {
+      const oc: Record<string, Spread> = (ow[c] = {});
+      for (const [m, vs] of Object.entries(byM)) {
+        const s = spread(vs);
+        if (s) oc[m] = s;
+      }
+    }
+  }
+  return out;
+}
+
+function med(s: Summary, w: string, c: string, m: string): number | null {
+  const v = s[w]?.[c]?.[m]?.median;
+  return v === undefined || !Number.isFinite(v) ? null : v;
+}
+
+/** The best of `ids` by median (highest, or lowest when !higherIsBetter). */
+function best(s: Summary, w: string, m: string, ids: readonly string[], higherIsBetter: boolean): { id: string; value: number } | null {
+  let out: { id: string; value: number } | null = null;
+  for (const id of ids) {
+    const v = med(s, w, id, m);
+    if (v === null) continue;
+    if (out === null || (higherIsBetter ? v > out.value : v < out.value)) out = { id, value: v };
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ targets
+
+export function evaluateTargets(r: BenchResults, s: Summary): Target[] {
+  const targets: Target[] = [];
+  const add = (
+    id: string,
+    title: string,
+    workload: string,
+    metric: string,
+    unit: string,
+    higherIsBetter: boolean,
+    refIds: readonly string[],
+    refName: string,
+    comparator: '>=' | '<=',
+    threshold: number,
+  ): void => {
+    const sg = med(s, workload, 'splicegate', metric);
+    const ref = best(s, workload, metric, refIds, higherIsBetter);
+    let ratio: number | null = null;
+    let pass: boolean | null = null;
+    let margin: number | null = null;
+    let note = '';
+    if (sg === null) note = 'no splicegate result';
+    else if (ref === null) note = `no ${refName} result`;
+    else if (ref.value <= 0) note = `${refName} value ${ref.value.toPrecision(3)} is not positive: ratio undefined`;
+    else {
+      ratio = sg / ref.value;
+      pass = comparator === '>=' ? ratio >= threshold : ratio <= threshold;
+      margin = comparator === '>=' ? ratio / threshold - 1 : 1 - ratio / threshold;
+    }
+    targets.push({
+      id,
+      title,
+      workload,
+      metric,
+      unit,
+      comparator,
+      threshold,
+      splicegate: sg,
+      reference: ref?.value ?? null,
+      referenceContender: ref?.id ?? null,
+      ratio,
+      pass,
+      margin,
+      note: note || `reference: ${refName} = ${ref?.id ?? '?'}`,
+    });
+  };
+  const has = (w: string): boolean => r.workloads.some((x) => x.id === w);
+  const spliceName = 'HAProxy-splice (better splice variant)';
+  const bestName = 'better HAProxy (best of all variants)';
+  if (has('iperf-1')) add('iperf-1', 'iperf3 1 stream throughput >= 1.2x HAProxy-splice', 'iperf-1', 'gbps', 'Gbit/s', true, HAPROXY_SPLICE_VARIANTS, spliceName, '>=', 1.2);
+  if (has('iperf-4')) add('iperf-4', 'iperf3 4 streams throughput >= 1.2x HAProxy-splice', 'iperf-4', 'gbps', 'Gbit/s', true, HAPROXY_SPLICE_VARIANTS, spliceName, '>=', 1.2);
+  if (has('wrk-1m')) add('wrk-1m', '1 MiB downloads throughput >= 1.2x HAProxy-splice', 'wrk-1m', 'gbps', 'Gbit/s', true, HAPROXY_SPLICE_VARIANTS, spliceName, '>=', 1.2);
+  if (has('wrk-ka')) add('wrk-ka', 'keep-alive req/s >= 1.2x better HAProxy', 'wrk-ka', 'rps', 'req/s', true, HAPROXY_VARIANTS, bestName, '>=', 1.2);
+  if (has('wrk-close')) add('wrk-close', 'new connections/s >= 1.2x better HAProxy', 'wrk-close', 'rps', 'conn/s', true, HAPROXY_VARIANTS, bestName, '>=', 1.2);
+  for (const w of r.workloads.filter((x) => x.id.startsWith('sweep-c'))) {
+    const c = w.id.slice('sweep-c'.length);
+    add(w.id, `p99 at ${c} conn(s) <= 0.8x better HAProxy`, w.id, 'p99_us', 'us', false, HAPROXY_VARIANTS, bestName, '<=', 0.8);
+  }
+  if (has('idle')) add('idle', "memory per idle relayed connection <= HAProxy's", 'idle', 'bytes_per_conn', 'B/conn', false, HAPROXY_VARIANTS, 'HAProxy (lowest variant)', '<=', 1.0);
+  if (has('iperf-paced')) add('cpu', 'CPU-seconds/GiB beyond direct <= 0.8x HAProxy-splice', 'iperf-paced', BEYOND, 'CPU-s/GiB', false, HAPROXY_SPLICE_VARIANTS, spliceName, '<=', 0.8);
+  return targets;
+}
+
+// ------------------------------------------------------------------ formatting
+
+function fmtNum(v: number, unit: string): string {
+  if (!Number.isFinite(v)) return '-';
+  switch (unit) {
+    case 'Gbit/s':
+      return v.toFixed(2);
+    case 'req/s':
+    case 'conn/s':
+      return Math.round(v).toLocaleString('en-US');
+    case 'ms':
+      return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2);
+    case 'us':
+      return fmtNum(v / 1000, 'ms');
+    case 'B/conn':
+      return Math.round(v).toLocaleString('en-US');
+    case 'CPU-s/GiB':
+      return v.toFixed(3);
+    case 'us/req':
+      return v.toFixed(1);
+    case '%':
+      return `${Math.round(v * 100)}`;
+    default:
+      return v.toPrecision(3);
+  }
+}
+
+function displayUnit(unit: string): string {
+  return unit === 'us' ? 'ms' : unit;
+}
+
+function cell(sp: Spread | undefined, unit: string): string {
+  if (!sp) return '–';
+  const m = fmtNum(sp.median, unit);
+  if (sp.n === 1) return m;
+  return `${m} <sub>${fmtNum(sp.min, unit)}–${fmtNum(sp.max, unit)}</sub>`;
+}
+
+function ratioText(a: number | null, b: number | null): string {
+  if (a === null || b === null || b === 0) return '–';
+  return `${(a / b).toFixed(2)}x`;
+}
+
+interface Row {
+  label: string;
+  workload: string;
+  metric: string;
+  unit: string;
+  higherIsBetter: boolean;
+}
+
+function mainRows(r: BenchResults): Row[] {
+  const rows: Row[] = [];
+  const has = (w: string): boolean => r.workloads.some((x) => x.id === w);
+  if (has('iperf-1')) rows.push({ label: 'iperf3 1 stream (Gbit/s)', workload: 'iperf-1', metric: 'gbps', unit: 'Gbit/s', higherIsBetter: true });
+  if (has('iperf-4')) rows.push({ label: 'iperf3 4 streams (Gbit/s)', workload: 'iperf-4', metric: 'gbps', unit: 'Gbit/s', higherIsBetter: true });
+  if (has('wrk-1m')) rows.push({ label: '1 MiB downloads, 8 conns (Gbit/s)', workload: 'wrk-1m', metric: 'gbps', unit: 'Gbit/s', higherIsBetter: true });
+  if (has('wrk-ka')) rows.push({ label: 'keep-alive 1 KiB, 32 conns (req/s)', workload: 'wrk-ka', metric: 'rps', unit: 'req/s', higherIsBetter: true });
+  if (has('wrk-close')) rows.push({ label: 'new conn per request, 32 conns (conn/s)', workload: 'wrk-close', metric: 'rps', unit: 'conn/s', higherIsBetter: true });
+  for (const w of r.workloads.filter((x) => x.id.startsWith('sweep-c'))) {
+    const c = w.id.slice('sweep-c'.length);
+    rows.push({ label: `sweep ${c} conn(s): p50 (ms)`, workload: w.id, metric: 'p50_us', unit: 'us', higherIsBetter: false });
+    rows.push({ label: `sweep ${c} conn(s): p99 (ms)`, workload: w.id, metric: 'p99_us', unit: 'us', higherIsBetter: false });
+    rows.push({ label: `sweep ${c} conn(s): req/s`, workload: w.id, metric: 'rps', unit: 'req/s', higherIsBetter: true });
+  }
+  if (has('idle')) rows.push({ label: 'memory per idle relayed conn (B RSS)', workload: 'idle', metric: 'bytes_per_conn', unit: 'B/conn', higherIsBetter: false });
+  if (has('iperf-paced')) {
+    rows.push({ label: 'paced 1 stream: proxy CPU-s/GiB', workload: 'iperf-paced', metric: 'proxy_cpu_s_per_gib', unit: 'CPU-s/GiB', higherIsBetter: false });
+    rows.push({ label: 'paced 1 stream: machine CPU-s/GiB', workload: 'iperf-paced', metric: 'machine_cpu_s_per_gib', unit: 'CPU-s/GiB', higherIsBetter: false });
+    rows.push({ label: 'paced 1 stream: machine CPU-s/GiB beyond direct', workload: 'iperf-paced', metric: BEYOND, unit: 'CPU-s/GiB', higherIsBetter: false });
+  }
+  for (const w of ['wrk-ka', 'wrk-close'].filter(has)) {
+    rows.push({ label: `${w}: proxy CPU µs per request`, workload: w, metric: 'proxy_cpu_us_per_req', unit: 'us/req', higherIsBetter: false });
+  }
+  for (const w of ['iperf-1', 'iperf-4', 'wrk-1m'].filter(has)) {
+    rows.push({ label: `${w}: proxy CPU-s/GiB (saturated)`, workload: w, metric: 'proxy_cpu_s_per_gib', unit: 'CPU-s/GiB', higherIsBetter: false });
+  }
+  return rows;
+}
+
+function verdict(t: Target): string {
+  if (t.pass === null) return `n/a (${t.note})`;
+  const pct = ((t.margin ?? 0) * 100).toFixed(1);
+  return t.pass ? `**PASS** (margin +${pct}%)` : `**MISS** (short by ${(-(t.margin ?? 0) * 100).toFixed(1)}%)`;
+}
+
+export function renderMarkdown(r: BenchResults, s: Summary, targets: Target[]): string {
+  const ids = r.contenders.map((c) => c.id);
+  const L: string[] = [];
+  const st = r.settings;
+  L.push(`# splicegate benchmark — ${r.startedAt.slice(0, 16).replace('T', ' ')} UTC${st.quick ? ' (QUICK run: not for conclusions)' : ''}`);
+  L.push('');
+  L.push(
+    `Commit ${r.machine['commit']}${r.machine['dirty'] ? ' (src/ or cpp/ had uncommitted changes)' : ''}; kernel ${r.machine['kernel']}; ${r.machine['cpus']} x ${r.machine['cpuModel']}; ${r.machine['node']}; ${r.machine['haproxy']}; ${r.machine['wrk']}; ${r.machine['iperf3']}.`,
+  );
+  L.push('');
+  L.push(
+    `${st.reps} repetition(s), contenders interleaved within each repetition (order rotated per workload and repetition); each cell is the median with the min–max range in small type. ` +
+      `iperf3/wrk runs: ${st.durations.iperf} s; sweep points: ${st.durations.sweep} s; ${st.durations.idleConns.toLocaleString('en-US')} idle connections; paced run ${st.durations.pacedGbit} Gbit/s. ` +
+      `Pinning: every proxy on CPU ${st.proxyCpus} (splicegate workers = HAProxy nbthread = ${st.threads}; node-pipe is single-threaded), wrk/iperf3 clients and nginx/iperf3/echo servers on CPU ${st.loadCpus}. Wall time ${r.wallSeconds} s.`,
+  );
+  L.push('');
+
+  L.push('## Targets');
+  L.push('');
+  L.push('| target | splicegate | reference | ratio | bar | result |');
+  L.push('|---|---|---|---|---|---|');
+  for (const t of targets) {
+    const u = displayUnit(t.unit);
+    const sg = t.splicegate === null ? '–' : `${fmtNum(t.splicegate, t.unit)} ${u}`;
+    const ref = t.reference === null ? '–' : `${fmtNum(t.reference, t.unit)} ${u} (${t.referenceContender})`;
+    L.push(`| ${t.title} | ${sg} | ${ref} | ${t.ratio === null ? '–' : `${t.ratio.toFixed(2)}x`} | ${t.comparator} ${t.threshold.toFixed(2)}x | ${verdict(t)} |`);
+  }
+  const passed = targets.filter((t) => t.pass === true).length;
+  const missed = targets.filter((t) => t.pass === false).length;
+  L.push('');
+  L.push(`${passed} PASS, ${missed} MISS, ${targets.length - passed - missed} not evaluated. "HAProxy-splice" = the better of haproxy-splice-auto and haproxy-splice for that metric; "better HAProxy" = the best of all three HAProxy variants.`);
+  L.push('');
+
+  L.push('## Results');
+  L.push('');
+  L.push(`| workload | ${ids.join(' | ')} | splicegate / direct | splicegate / best HAProxy |`);
+  L.push(`|---|${ids.map(() => '---').join('|')}|---|---|`);
+  for (const row of mainRows(r)) {
+    const cells = ids.map((id) => cell(s[row.workload]?.[id]?.[row.metric], row.unit));
+    const sg = med(s, row.workload, 'splicegate', row.metric);
+    const direct = med(s, row.workload, 'direct', row.metric);
+    const hb = best(s, row.workload, row.metric, HAPROXY_VARIANTS, row.higherIsBetter);
+    const vsDirect = row.metric === BEYOND || row.workload === 'idle' ? '–' : ratioText(sg, direct);
+    L.push(`| ${row.label} | ${cells.join(' | ')} | ${vsDirect} | ${ratioText(sg, hb?.value ?? null)}${hb ? ` (${hb.id})` : ''} |`);
+  }
+  L.push('');
+
+  L.push('### Where the CPU went (median busy share of each CPU during the run)');
+  L.push('');
+  L.push(`CPU ${st.loadCpus} runs the load generators and servers, CPU ${st.proxyCpus} the proxy. A contender whose CPU ${st.proxyCpus} is well below 100 % while CPU ${st.loadCpus} is at 100 % was limited by the load side, not by itself.`);
+  L.push('');
+  const cpuKeys = Object.keys(s[r.workloads[0]?.id ?? '']?.['direct'] ?? {}).filter((k) => /^cpu\d+_busy$/.test(k));
+  L.push(`| workload | ${ids.join(' | ')} |`);
+  L.push(`|---|${ids.map(() => '---').join('|')}|`);
+  for (const w of r.workloads.filter((x) => x.group !== 'memory')) {
+    const cells = ids.map((id) => {
+      const parts = cpuKeys.map((k) => s[w.id]?.[id]?.[k]?.median).filter((v): v is number => v !== undefined);
+      return parts.length ? parts.map((v) => `${Math.round(v * 100)}`).join(' / ') : '–';
+    });
+    L.push(`| ${w.id} | ${cells.join(' | ')} |`);
+  }
+  L.push('');
+  L.push(`Cells: busy % of ${cpuKeys.map((k) => k.replace('_busy', '').toUpperCase()).join(' / ')}.`);
+  L.push('');
+
+  L.push('## Verification (does each contender relay to the original destination?)');
+  L.push('');
+  for (const v of r.verifications) L.push(`- **${v.contender}**: ${v.ok ? 'as expected' : 'UNEXPECTED'} — ${v.summary}`);
+  L.push('');
+  const pipes = ids
+    .map((id) => {
+      const p = s['iperf-1']?.[id]?.['pipe_fds']?.median;
+      return p === undefined ? null : `${id} ${p}`;
+    })
+    .filter((x): x is string => x !== null);
+  if (pipes.length) L.push(`Open pipe fds after the 1-stream iperf3 run (pooled splice pipes + stdio): ${pipes.join(', ')}.`);
+  L.push('');
+
+  const foreign = r.runs.reduce((a, x) => a + (x.cpu?.foreignS ?? 0), 0);
+  const measured = r.runs.reduce((a, x) => a + (x.cpu?.wallS ?? 0), 0);
+  L.push('## Run health');
+  L.push('');
+  L.push(
+    `Other processes on the machine (not in the lab) used ${foreign.toFixed(1)} CPU-s during ${measured.toFixed(0)} s of measurement (${((foreign / Math.max(1, measured * (Number(r.machine['cpus']) || 1))) * 100).toFixed(1)} % of the machine): ${foreign > measured * 0.05 ? 'NOISY, compare with care' : 'quiet'}.`,
+  );
+  const failed = r.runs.filter((x) => !x.ok);
+  L.push(
+    `${r.runs.length} runs, ${failed.length} failed or with errors${failed.length ? ':' : '.'} ${r.settings.retries} run(s) were measured again because other processes took more than ${Math.round(r.settings.noiseShare * 100)} % of the machine meanwhile (the less noisy attempt is kept).`,
+  );
+  for (const f of failed.slice(0, 30)) L.push(`- ${f.workload} / ${f.contender} / rep ${f.rep + 1}: ${(f.error ?? f.detail ?? 'errors').split('\n')[0]}`);
+  if (r.warnings.length) {
+    L.push('');
+    L.push('Warnings:');
+    for (const w of r.warnings.slice(0, 40)) L.push(`- ${w.split('\n')[0]}`);
+  }
+  L.push('');
+  L.push('Reproduce: `npm run bench` (full, ~8 min) or `npm run bench -- --quick`; raw runs in latest.json.');
+  L.push('');
+  return L.join('\n');
+}
+
+// ------------------------------------------------------------------ SVG
+
+const COLORS: Record<string, string> = {
+  direct: '#9e9e9e',
+  splicegate: '#1f77b4',
+  haproxy: '#ff7f0e',
+  'haproxy-splice-auto': '#f2b134',
+  'haproxy-splice': '#d62728',
+  'node-pipe': '#2ca02c',
+};
+
+function esc(t: string): string {
+  return t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+interface Bar {
+  id: string;
+  value: number;
+  min: number;
+  max: number;
+}
+
+interface Panel {
+  title: string;
+  categories: Array<{ label: string; bars: Bar[] }>;
+  log: boolean;
+  refLine?: number;
+  axisLabel: string;
+}
+
+function niceMax(v: number): number {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+function drawPanel(p: Panel, x: number, y: number, w: number, h: number, out: string[]): void {
+  const padL = 58;
+  const padB = 34;
+  const padT = 26;
+  const plotW = w - padL - 10;
+  const plotH = h - padT - padB;
+  out.push(`<text x="${x + padL}" y="${y + 16}" font-size="13" font-weight="bold">${esc(p.title)}</text>`);
+  const all = p.categories.flatMap((c) => c.bars.flatMap((b) => [b.value, b.max]));
+  if (p.refLine !== undefined) all.push(p.refLine);
+  const pos = all.filter((v) => v > 0 && Number.isFinite(v));
+  if (pos.length === 0) {
+    out.push(`<text x="${x + padL}" y="${y + padT + 20}" font-size="11">no data</text>`);
+    return;
+  }
+  let lo = 0;
+  let hi = niceMax(Math.max(...pos));
+  if (p.log) {
+    lo = 10 ** Math.floor(Math.log10(Math.min(...pos)));
+    hi = 10 ** Math.ceil(Math.log10(Math.max(...pos)));
+    if (hi <= lo) hi = lo * 10;
+  }
+  const Y = (v: number): number => {
+    const f = p.log ? (Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)) : (v - lo) / (hi - lo);
+    return y + padT + plotH - Math.max(0, Math.min(1, f)) * plotH;
+  };
+  // axis + grid
+  const ticks: number[] = [];
+  if (p.log) for (let t = lo; t <= hi * 1.0001; t *= 10) ticks.push(t);
+  else for (let i = 0; i <= 4; i++) ticks.push(lo + ((hi - lo) * i) / 4);
+  for (const t of ticks) {
+    const ty = Y(t);
+    out.push(`<line x1="${x + padL}" y1="${ty.toFixed(1)}" x2="${x + padL + plotW}" y2="${ty.toFixed(1)}" stroke="#e3e3e3"/>`);
+    const lbl = t >= 1000 ? `${+(t / 1000).toPrecision(3)}k` : `${+t.toPrecision(3)}`;
+    out.push(`<text x="${x + padL - 4}" y="${(ty + 4).toFixed(1)}" font-size="10" text-anchor="end">${lbl}</text>`);
+  }
+  out.push(`<text x="${x + 12}" y="${y + padT + plotH / 2}" font-size="10" transform="rotate(-90 ${x + 12} ${y + padT + plotH / 2})" text-anchor="middle">${esc(p.axisLabel)}</text>`);
+  out.push(`<line x1="${x + padL}" y1="${y + padT + plotH}" x2="${x + padL + plotW}" y2="${y + padT + plotH}" stroke="#444"/>`);
+  const groupW = plotW / Math.max(1, p.categories.length);
+  p.categories.forEach((cat, ci) => {
+    const gx = x + padL + ci * groupW;
+    const n = Math.max(1, cat.bars.length);
+    const bw = Math.min(22, (groupW - 12) / n);
+    const start = gx + (groupW - bw * n) / 2;
+    cat.bars.forEach((b, bi) => {
+      const bx = start + bi * bw;
+      const top = Y(b.value);
+      const base = y + padT + plotH;
+      out.push(
+        `<rect x="${bx.toFixed(1)}" y="${top.toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${Math.max(0, base - top).toFixed(1)}" fill="${COLORS[b.id] ?? '#555'}"><title>${esc(`${b.id}: ${+b.value.toPrecision(4)} (min ${+b.min.toPrecision(4)}, max ${+b.max.toPrecision(4)})`)}</title></rect>`,
+      );
+      if (b.max > b.min) {
+        const cx = bx + (bw - 2) / 2;
+        out.push(`<line x1="${cx.toFixed(1)}" y1="${Y(b.min).toFixed(1)}" x2="${cx.toFixed(1)}" y2="${Y(b.max).toFixed(1)}" stroke="#222" stroke-width="1"/>`);
+      }
+    });
+    out.push(`<text x="${(gx + groupW / 2).toFixed(1)}" y="${y + padT + plotH + 14}" font-size="10" text-anchor="middle">${esc(cat.label)}</text>`);
+  });
+  if (p.refLine !== undefined) {
+    const ry = Y(p.refLine);
+    out.push(`<line x1="${x + padL}" y1="${ry.toFixed(1)}" x2="${x + padL + plotW}" y2="${ry.toFixed(1)}" stroke="#555" stroke-dasharray="4 3"/>`);
+  }
+}
+
+export function renderSvg(r: BenchResults, s: Summary): string {
+  const ids = r.contenders.map((c) => c.id);
+  const has = (w: string): boolean => r.workloads.some((x) => x.id === w);
+  const bar = (w: string, id: string, m: string, scale = 1): Bar | null => {
+    const sp = s[w]?.[id]?.[m];
+    return sp ? { id, value: sp.median * scale, min: sp.min * scale, max: sp.max * scale } : null;
+  };
+  const rel: Panel = { title: 'Throughput / request rate relative to direct (dashed line = direct)', categories: [], log: false, refLine: 1, axisLabel: 'x direct' };
+  for (const [w, m, label] of [
+    ['iperf-1', 'gbps', 'iperf3 1 stream'],
+    ['iperf-4', 'gbps', 'iperf3 4 streams'],
+    ['wrk-1m', 'gbps', '1 MiB downloads'],
+    ['wrk-ka', 'rps', 'keep-alive req/s'],
+    ['wrk-close', 'rps', 'new conn/s'],
+  ] as const) {
+    if (!has(w)) continue;
+    const d = med(s, w, 'direct', m);
+    if (d === null || d <= 0) continue;
+    rel.categories.push({ label, bars: ids.filter((id) => id !== 'direct').map((id) => bar(w, id, m, 1 / d)).filter((b): b is Bar => b !== null) });
+  }
+  const lat: Panel = { title: 'p99 latency by concurrency, keep-alive 1 KiB (ms, log scale)', categories: [], log: true, axisLabel: 'p99 ms' };
+  for (const w of r.workloads.filter((x) => x.id.startsWith('sweep-c'))) {
+    lat.categories.push({ label: `${w.id.slice('sweep-c'.length)} conns`, bars: ids.map((id) => bar(w.id, id, 'p99_us', 1 / 1000)).filter((b): b is Bar => b !== null) });
+  }
+  const mem: Panel = { title: 'Memory per idle relayed connection (bytes RSS)', categories: [], log: false, axisLabel: 'bytes' };
+  if (has('idle')) mem.categories.push({ label: `${r.settings.durations.idleConns} idle conns`, bars: ids.map((id) => bar('idle', id, 'bytes_per_conn')).filter((b): b is Bar => b !== null) });
+  const cpu: Panel = { title: 'CPU-s per GiB beyond direct (paced 1 stream)', categories: [], log: false, axisLabel: 'CPU-s/GiB' };
+  if (has('iperf-paced')) {
+    cpu.categories.push({ label: 'machine-wide', bars: ids.map((id) => bar('iperf-paced', id, BEYOND)).filter((b): b is Bar => b !== null) });
+    cpu.categories.push({ label: 'proxy process', bars: ids.map((id) => bar('iperf-paced', id, 'proxy_cpu_s_per_gib')).filter((b): b is Bar => b !== null) });
+  }
+  const W = 900;
+  const out: string[] = [];
+  const H = 40 + 260 + 240 + 240 + 20;
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif">`);
+  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  out.push(
+    `<text x="12" y="20" font-size="15" font-weight="bold">${esc(`splicegate benchmark ${r.startedAt.slice(0, 10)}${r.settings.quick ? ' (quick)' : ''}: median of ${r.settings.reps}, whiskers min–max`)}</text>`,
+  );
+  let lx = 12;
+  for (const id of ids) {
+    out.push(`<rect x="${lx}" y="28" width="10" height="10" fill="${COLORS[id] ?? '#555'}"/>`);
+    out.push(`<text x="${lx + 14}" y="37" font-size="11">${esc(id)}</text>`);
+    lx += 24 + id.length * 6.5;
+  }
+  drawPanel(rel, 0, 40, W, 260, out);
+  drawPanel(lat, 0, 300, W, 240, out);
+  drawPanel(mem, 0, 540, W / 2, 240, out);
+  drawPanel(cpu, W / 2, 540, W / 2, 240, out);
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
+export function buildReport(r: BenchResults): Report {
+  const summary = summarize(r);
+  const targets = evaluateTargets(r, summary);
+  return { summary, targets, markdown: renderMarkdown(r, summary, targets), svg: renderSvg(r, summary) };
+}

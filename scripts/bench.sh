@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `npm run bench`: build what is needed, then run the benchmark lab (root: it creates network
+# namespaces, veth pairs and iptables rules inside them; the host's network is never touched).
+# Arguments go to the runner: `npm run bench -- --quick`, `-- --only splicegate,haproxy`, `-- --help`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "npm run bench needs root: it creates network namespaces and iptables rules." >&2
+  exit 1
+fi
+for tool in wrk iperf3 haproxy nginx iptables taskset; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (Debian: wrk iperf3 haproxy nginx-light iptables util-linux)" >&2; exit 1; }
+done
+
+echo "== build" >&2
+npx --no-install cmake-js compile --release --log-level warn >&2
+npx --no-install tsc -p tsconfig.json >&2
+
+# Every process of the benchmark inherits this (8,000 idle connections through a proxy = 16,000 fds).
+ulimit -n 20000
+exec node dist/bench/run.js "$@"
