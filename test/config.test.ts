@@ -54,6 +54,7 @@ test('full config parses to the exact typed values', () => {
       maxPendingPerHost: 16,
       maxDownstreamConnections: 4000,
       upstreamPortOverride: 8443,
+      preconnect: { ports: [80, 8080], perHost: 2, ttlMs: 1500 },
     },
     drainTimeoutMs: 30_000,
     tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv' },
@@ -82,6 +83,7 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     maxPendingPerHost: 0,
     maxDownstreamConnections: 0,
     upstreamPortOverride: 0,
+    preconnect: null,
   });
   assert.equal(config.drainTimeoutMs, 10_000);
   assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384, driver: 'thread' });

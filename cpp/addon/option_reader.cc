@@ -38,6 +38,20 @@ bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
   if (!readUint(o, "maxConnectionsPerHost", out.maxConnectionsPerHost, 1, 9007199254740991.0)) return false;
   if (!readUint(o, "maxPendingPerHost", out.maxPendingPerHost, 1, 9007199254740991.0)) return false;
   if (!readUint(o, "maxDownstreamConnections", out.maxDownstreamConnections, 1, 1e9)) return false;
+  if (!readUint(o, "preconnectPerHost", out.preconnectPerHost, 0, 1024)) return false;
+  if (!readUint(o, "preconnectTtlMs", out.preconnectTtlMs, 1, 4294967295.0)) return false;
+  Napi::Value ports = o.Get("preconnectPorts");
+  if (!ports.IsUndefined()) {
+    if (!ports.IsArray()) return fail(o.Env(), "option preconnectPorts must be an array of ports");
+    Napi::Array list = ports.As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      Napi::Value port = list.Get(i);
+      if (!port.IsNumber()) return fail(o.Env(), "option preconnectPorts must hold numbers");
+      const double p = port.As<Napi::Number>().DoubleValue();
+      if (p < 1 || p > 65535 || p != std::floor(p)) return fail(o.Env(), "option preconnectPorts: port out of range");
+      out.preconnectPorts.push_back(static_cast<uint16_t>(p));
+    }
+  }
   if (!readUint(o, "maxPipes", out.maxPipes, 0, 1 << 20)) return false;
   if (!readUint(o, "maxIdlePipes", out.maxIdlePipes, 0, 1 << 20)) return false;
   if (!readUint(o, "pipeSize", out.pipeSize, 0, 1 << 30)) return false;

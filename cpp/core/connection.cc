@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "upstream_socket.h"
 #include "worker_core.h"
 
 namespace splicegate {
@@ -54,47 +55,44 @@ void Connection::start() {
     close(CloseReason::kResourceExhausted);
     return;
   }
-  UniqueFd up(::socket(host_.address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   stats.add(Stat::upstream_cx_total);
-  if (!up) {
-    stats.add(Stat::upstream_cx_connect_fail);
-    close(CloseReason::kResourceExhausted);
-    return;
-  }
-  stats.add(Stat::upstream_cx_active);
-  up_.fd = std::move(up);
-  const int fd = up_.fd.get();
-  const CoreOptions& opts = core_.options();
-  if (opts.upstreamMark != 0) {
-    // The mark is what keeps our own upstream traffic out of the REDIRECT rule; connecting
-    // without it could loop, so a failure here fails the connection.
-    const int mark = static_cast<int>(opts.upstreamMark);
-    if (::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
-      stats.add(Stat::upstream_cx_connect_fail);
-      close(CloseReason::kConnectFailed);
-      return;
-    }
-  }
-  const int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-
   connectStartedUs_ = EventLoop::monotonicUs();
-  int rc;
-  do {
-    rc = ::connect(fd, host_.address.sockaddrPtr(), host_.address.length());
-  } while (rc < 0 && errno == EINTR);
-  if (rc < 0 && errno != EINPROGRESS) {
+  const UpstreamOpen opened = openUpstream(host_.address, core_.options().upstreamMark, up_.fd);
+  if (up_.fd) stats.add(Stat::upstream_cx_active);
+  if (opened != UpstreamOpen::kInProgress) {
     stats.add(Stat::upstream_cx_connect_fail);
-    ++host_.stat(HostStat::cx_connect_fail);
-    close(CloseReason::kConnectFailed);
+    if (opened == UpstreamOpen::kConnectFailed) ++host_.stat(HostStat::cx_connect_fail);
+    close(opened == UpstreamOpen::kSocketFailed ? CloseReason::kResourceExhausted : CloseReason::kConnectFailed);
     return;
   }
+  const int fd = up_.fd.get();
   // Even an immediate success is finished by the first EPOLLOUT, so there is one path to relaying.
   if (loop.add(fd, kSocketEvents, &up_)) {
     close(CloseReason::kResourceExhausted);
     return;
   }
   core_.connectStarted(*this);
+}
+
+void Connection::startWithUpstream(UniqueFd warm) {
+  EventLoop& loop = core_.loop();
+  if (loop.add(down_.fd.get(), kSocketEvents, &down_)) {
+    close(CloseReason::kResourceExhausted);
+    return;
+  }
+  // Already connected and already counted (upstream_cx_total/active) by the preconnect pool; it
+  // is registered in epoll under the pool's handler, so re-point the registration at this side.
+  up_.fd = std::move(warm);
+  if (loop.modify(up_.fd.get(), kSocketEvents, &up_)) {
+    close(CloseReason::kResourceExhausted);
+    return;
+  }
+  up_.writable = true;
+  connectStartedUs_ = EventLoop::monotonicUs();
+  finishConnectAttempt();
+  core_.connectFinished(*this, 0);
+  state_ = ConnectionState::kRelaying;
+  relay();
 }
 
 void Connection::Side::onEvents(uint32_t events) {

@@ -49,6 +49,8 @@ class Connection {
   // Registers the downstream socket and starts the upstream connect. On failure the connection is
   // already closed (and queued for disposal) when this returns.
   void start();
+  // Same, with an upstream socket that is already connected (from the preconnect pool).
+  void startWithUpstream(UniqueFd upstream);
 
   // Continue relaying after a budget-limited wakeup.
   void resume();

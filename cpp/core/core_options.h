@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "socket_address.h"
 
@@ -21,6 +22,10 @@ struct CoreOptions {
   uint64_t maxConnectionsPerHost = 1024;
   uint64_t maxPendingPerHost = 1024;
   uint64_t maxDownstreamConnections = 1 << 20;
+  // Preconnect: warm sockets per used host, for these destination ports only; 0 = off.
+  std::vector<uint16_t> preconnectPorts;
+  uint32_t preconnectPerHost = 0;
+  uint32_t preconnectTtlMs = 2000;
   // Pipes per worker (each is two fds). In use only while a direction has bytes in flight.
   size_t maxPipes = 2048;
   size_t maxIdlePipes = 128;

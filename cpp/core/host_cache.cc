@@ -68,6 +68,7 @@ size_t HostCache::sweep(uint64_t nowUs, uint64_t cleanupUs) {
 }
 
 void HostCache::erase(Host& host) {
+  if (eraseHook_) eraseHook_(host);
   idle_.remove(&host);
   const SocketAddress key = host.address;  // the key must outlive the host it names
   map_.erase(key);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <unordered_map>
 
@@ -62,6 +63,8 @@ struct HostLimits {
 class HostCache {
  public:
   explicit HostCache(HostLimits limits) : limits_(limits) { map_.reserve(64); }
+  // Called just before a host is removed (evicted or swept), e.g. to close its warm sockets.
+  void setEraseHook(std::function<void(const Host&)> hook) { eraseHook_ = std::move(hook); }
   ~HostCache();
   HostCache(const HostCache&) = delete;
   HostCache& operator=(const HostCache&) = delete;
@@ -92,6 +95,7 @@ class HostCache {
   void erase(Host& host);
 
   HostLimits limits_;
+  std::function<void(const Host&)> eraseHook_;
   std::unordered_map<SocketAddress, std::unique_ptr<Host>, SocketAddressHash> map_;
   IntrusiveList<Host, &Host::idleNode> idle_;
   uint64_t evictions_ = 0;

@@ -23,6 +23,9 @@ namespace splicegate {
   X(upstream_cx_connect_timeout)  /* no answer within connect_timeout */                      \
   X(upstream_cx_destroy_remote)   /* upstream reset or errored while relaying */              \
   X(upstream_cx_overflow)         /* refused by a per-host limit or the host bound */         \
+  X(upstream_cx_preconnect)       /* warm upstream sockets opened ahead of use */             \
+  X(upstream_cx_preconnect_used)  /* warm sockets handed to a client: handshakes saved */      \
+  X(upstream_cx_preconnect_dropped) /* warm sockets closed: server close, data, error, ttl */  \
   X(upstream_cx_rx_bytes_total)   /* read from upstreams */                                   \
   X(upstream_cx_tx_bytes_total)   /* written to upstreams */                                  \
   X(host_count)                   /* gauge: original-destination hosts cached */              \

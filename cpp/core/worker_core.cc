@@ -39,7 +39,10 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       resolver_(*dstOps_),
       pipes_(options.maxPipes, options.maxIdlePipes, options.pipeSize),
       buffers_(options.copyBufferSize, 256),
-      hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}) {}
+      hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}),
+      warm_(*this) {
+  hosts_.setEraseHook([this](const Host& host) { warm_.dropHost(host); });
+}
 
 SysError WorkerCore::init() {
   if (options_.upstreamMark != 0) {
@@ -169,7 +172,14 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
   stats_.add(Stat::downstream_cx_active);
   auto* c = new Connection(*this, std::move(fd), *host);
   connections_.pushBack(c);
-  c->start();
+  if (warm_.enabledFor(*host)) {
+    UniqueFd upstream = warm_.take(*host);
+    if (upstream) c->startWithUpstream(std::move(upstream));
+    else c->start();
+    warm_.topUp(*host);  // the host is in use: have the next client's connection ready
+  } else {
+    c->start();
+  }
 }
 
 void WorkerCore::connectStarted(Connection& c) { connecting_.pushBack(&c); }
@@ -247,6 +257,7 @@ void WorkerCore::onTick() {
       }
     });
   }
+  warm_.expire(now);
   hosts_.sweep(now, static_cast<uint64_t>(options_.cleanupIntervalMs) * 1000);
   for (auto& listener : listeners_) listener->resumeIfPaused();
   refreshGauges();
@@ -263,6 +274,7 @@ void WorkerCore::refreshGauges() {
 void WorkerCore::disposeClosed() {
   for (Connection* c : closed_) delete c;
   closed_.clear();
+  warm_.disposeDropped();
 }
 
 }  // namespace splicegate

@@ -18,6 +18,7 @@
 #include "pipe_pool.h"
 #include "stats.h"
 #include "sys_error.h"
+#include "warm_pool.h"
 
 namespace splicegate {
 
@@ -85,6 +86,7 @@ class WorkerCore {
   PipePool pipes_;
   BufferPool buffers_;
   HostCache hosts_;
+  WarmPool warm_;  // after hosts_: destroyed first, while the hosts it points at still exist
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<SocketAddress> listenerAddresses_;
   IntrusiveList<Connection, &Connection::allNode> connections_;

@@ -320,6 +320,16 @@ struct Proxy {
     thread->start();
   }
   uint64_t stat(Stat s) const { return thread->stats().get(s); }
+  // The loop thread updates counters just after it closes the sockets the test is watching, so
+  // wait (bounded) for the value instead of reading it once.
+  bool waitStat(Stat s, uint64_t want, int timeoutMs = 2000) const {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+    while (stat(s) != want) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+  }
 };
 
 std::string pattern(size_t n, unsigned seed) {
@@ -403,8 +413,8 @@ void failureTests() {
     UniqueFd client = connectTo(proxy.listenAddr);
     std::string got;
     CHECK(readAll(client.get(), got, 3000) || got.empty());
-    CHECK(proxy.stat(Stat::upstream_cx_connect_fail) == 1);
-    CHECK(proxy.stat(Stat::downstream_cx_active) == 0);
+    CHECK(proxy.waitStat(Stat::upstream_cx_connect_fail, 1));
+    CHECK(proxy.waitStat(Stat::downstream_cx_active, 0));
   });
   run("unanswered SYN times out after connect_timeout", [] {
     // A listener whose accept queue is full drops further SYNs: a black hole on loopback.
@@ -425,7 +435,7 @@ void failureTests() {
     std::string got;
     readAll(client.get(), got, 5000);
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
-    CHECK(proxy.stat(Stat::upstream_cx_connect_timeout) == 1);
+    CHECK(proxy.waitStat(Stat::upstream_cx_connect_timeout, 1));
     CHECK(ms >= 250);
   });
   run("client reset mid-stream resets the upstream", [] {
@@ -445,7 +455,7 @@ void failureTests() {
     CHECK(::poll(&p, 1, 3000) == 1);
     const ssize_t n = ::recv(upstream.get(), buf, sizeof buf, 0);
     CHECK(n < 0 && errno == ECONNRESET);  // passed on as a reset, not a clean EOF
-    CHECK(proxy.stat(Stat::downstream_cx_destroy_remote) == 1);
+    CHECK(proxy.waitStat(Stat::downstream_cx_destroy_remote, 1));
   });
 }
 

@@ -158,6 +158,14 @@ export const configFileSchema = z
         max_pending: countField(0, 10_000_000).default(DEFAULTS.maxPending),
         max_downstream_connections: countField(0, 10_000_000).default(DEFAULTS.maxDownstreamConnections),
         upstream_port_override: countField(0, 65535).default(DEFAULTS.upstreamPortOverride),
+        // Off unless given: warm sockets are only safe for client-speaks-first protocols.
+        preconnect: z
+          .strictObject({
+            ports: z.array(countField(1, 65535)).min(1, { error: 'list at least one destination port to preconnect to' }),
+            per_host: countField(1, 64).default(1),
+            ttl: duration.prefault('2s'),
+          })
+          .optional(),
       })
       .prefault({}),
     drain_timeout: duration.prefault(DEFAULTS.drainTimeout),
@@ -221,6 +229,9 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       maxPendingPerHost: file.cluster.max_pending,
       maxDownstreamConnections: file.cluster.max_downstream_connections,
       upstreamPortOverride: file.cluster.upstream_port_override,
+      preconnect: file.cluster.preconnect
+        ? { ports: file.cluster.preconnect.ports, perHost: file.cluster.preconnect.per_host, ttlMs: file.cluster.preconnect.ttl }
+        : null,
     },
     drainTimeoutMs: file.drain_timeout,
     tuning: {

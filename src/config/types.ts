@@ -36,6 +36,14 @@ export interface ClusterConfig {
   maxDownstreamConnections: number;
   /** Envoy's upstream_port_override: connect to the original address on this port; 0 = keep it. */
   upstreamPortOverride: number;
+  /** Warm upstream sockets for used hosts on these ports; null = off (the default). */
+  preconnect: PreconnectConfig | null;
+}
+
+export interface PreconnectConfig {
+  ports: number[];
+  perHost: number;
+  ttlMs: number;
 }
 
 export interface TuningConfig {

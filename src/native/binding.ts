@@ -14,6 +14,9 @@ export interface NativeWorkerOptions {
   maxConnectionsPerHost?: number;
   maxPendingPerHost?: number;
   maxDownstreamConnections?: number;
+  preconnectPorts?: number[];
+  preconnectPerHost?: number;
+  preconnectTtlMs?: number;
   maxPipes?: number;
   maxIdlePipes?: number;
   pipeSize?: number;

@@ -42,6 +42,13 @@ function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWork
     maxConnectionsPerHost: perHost(cluster.maxConnectionsPerHost),
     maxPendingPerHost: perHost(cluster.maxPendingPerHost),
     maxDownstreamConnections: share(maxDownstream),
+    ...(cluster.preconnect
+      ? {
+          preconnectPorts: cluster.preconnect.ports,
+          preconnectPerHost: cluster.preconnect.perHost,
+          preconnectTtlMs: cluster.preconnect.ttlMs,
+        }
+      : {}),
     maxPipes: Math.max(16, Math.floor((fdLimit * PIPE_FD_SHARE) / 2 / config.workers)),
     maxIdlePipes: 64,
     relayMode: config.tuning.relayMode,

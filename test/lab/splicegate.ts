@@ -30,6 +30,7 @@ export interface SplicegateOptions {
     max_connections?: number;
     max_pending?: number;
     upstream_port_override?: number;
+    preconnect?: { ports: number[]; per_host?: number; ttl?: string };
   };
   /** Extra environment for the splicegate process (e.g. SPLICEGATE_TEST_HOOKS=1). */
   env?: Record<string, string>;
@@ -144,6 +145,7 @@ export class Splicegate {
         ...(o.cluster?.max_connections === undefined ? {} : { max_connections: o.cluster.max_connections }),
         ...(o.cluster?.max_pending === undefined ? {} : { max_pending: o.cluster.max_pending }),
         ...(o.cluster?.upstream_port_override === undefined ? {} : { upstream_port_override: o.cluster.upstream_port_override }),
+        ...(o.cluster?.preconnect === undefined ? {} : { preconnect: o.cluster.preconnect }),
       },
       drain_timeout: o.drain_timeout ?? '10s',
       ...(o.extra ?? {}),

@@ -1,0 +1,22 @@
+// Opening an upstream socket the one way splicegate does it: non-blocking, close-on-exec,
+// SO_MARK when configured (so our own traffic can be excluded from the redirect rule), no Nagle,
+// connect started. Shared by relayed connections and the preconnect pool.
+#pragma once
+
+#include <cstdint>
+
+#include "socket_address.h"
+#include "unique_fd.h"
+
+namespace splicegate {
+
+enum class UpstreamOpen {
+  kInProgress,     // connecting (or already connected): wait for EPOLLOUT
+  kSocketFailed,   // socket(2) failed: out of fds or memory
+  kMarkFailed,     // SO_MARK refused: connecting unmarked could loop, so we do not
+  kConnectFailed,  // connect(2) failed at once (unreachable, refused on loopback, ...)
+};
+
+UpstreamOpen openUpstream(const SocketAddress& destination, uint32_t mark, UniqueFd& out);
+
+}  // namespace splicegate

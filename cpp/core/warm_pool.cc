@@ -1,0 +1,117 @@
+#include "warm_pool.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "upstream_socket.h"
+#include "worker_core.h"
+
+namespace splicegate {
+
+namespace {
+// EPOLLIN as well as RDHUP: on a client-speaks-first protocol any byte from the server means the
+// socket is not the fresh stream a client expects.
+constexpr uint32_t kWarmEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+}  // namespace
+
+void WarmSocket::onEvents(uint32_t events) { pool->onEvents(*this, events); }
+
+WarmPool::~WarmPool() {
+  while (age_.popFront()) {
+  }
+  for (auto& entry : byHost_) core_.stats().sub(Stat::upstream_cx_active, entry.second.size());
+}
+
+bool WarmPool::enabledFor(const Host& host) const {
+  const CoreOptions& o = core_.options();
+  if (o.preconnectPerHost == 0) return false;
+  return std::find(o.preconnectPorts.begin(), o.preconnectPorts.end(), host.address.port()) != o.preconnectPorts.end();
+}
+
+void WarmPool::topUp(const Host& host) {
+  if (!enabledFor(host)) return;
+  auto& sockets = byHost_[&host];
+  Stats& stats = core_.stats();
+  while (sockets.size() < core_.options().preconnectPerHost) {
+    auto socket = std::make_unique<WarmSocket>();
+    socket->pool = this;
+    socket->host = &host;
+    socket->createdUs = core_.loop().nowUs();
+    const UpstreamOpen opened = openUpstream(host.address, core_.options().upstreamMark, socket->fd);
+    if (opened != UpstreamOpen::kInProgress) return;  // try again on the next use of the host
+    if (core_.loop().add(socket->fd.get(), kWarmEvents, socket.get())) return;
+    stats.add(Stat::upstream_cx_total);
+    stats.add(Stat::upstream_cx_active);
+    stats.add(Stat::upstream_cx_preconnect);
+    age_.pushBack(socket.get());
+    sockets.push_back(std::move(socket));
+  }
+}
+
+UniqueFd WarmPool::take(const Host& host) {
+  auto it = byHost_.find(&host);
+  if (it == byHost_.end()) return UniqueFd();
+  auto& sockets = it->second;
+  for (size_t i = 0; i < sockets.size();) {
+    WarmSocket& s = *sockets[i];
+    if (!s.connected) {
+      ++i;
+      continue;
+    }
+    // The server may have closed it since the last event we saw: peek before handing it out.
+    char byte;
+    const ssize_t n = ::recv(s.fd.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && errno == EAGAIN) {
+      std::unique_ptr<WarmSocket> owned = detach(s);
+      core_.stats().add(Stat::upstream_cx_preconnect_used);
+      return std::move(owned->fd);  // still counted in upstream_cx_active: the connection owns it now
+    }
+    drop(s);  // closed, errored or spoke first; drop() erased it from `sockets`
+  }
+  return UniqueFd();
+}
+
+void WarmPool::expire(uint64_t nowUs) {
+  const uint64_t ttlUs = static_cast<uint64_t>(core_.options().preconnectTtlMs) * 1000;
+  while (WarmSocket* oldest = age_.front()) {
+    if (oldest->createdUs + ttlUs > nowUs) break;
+    drop(*oldest);
+  }
+}
+
+void WarmPool::dropHost(const Host& host) {
+  auto it = byHost_.find(&host);
+  if (it == byHost_.end()) return;
+  while (!it->second.empty()) drop(*it->second.back());
+  byHost_.erase(&host);
+}
+
+void WarmPool::onEvents(WarmSocket& socket, uint32_t events) {
+  if (!socket.fd) return;  // dropped earlier in this batch
+  if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP | EPOLLIN)) {
+    drop(socket);
+    return;
+  }
+  if (events & EPOLLOUT) socket.connected = true;
+}
+
+std::unique_ptr<WarmSocket> WarmPool::detach(WarmSocket& socket) {
+  age_.remove(&socket);
+  auto& sockets = byHost_[socket.host];
+  auto it = std::find_if(sockets.begin(), sockets.end(), [&](const auto& p) { return p.get() == &socket; });
+  std::unique_ptr<WarmSocket> owned = std::move(*it);
+  sockets.erase(it);
+  return owned;
+}
+
+void WarmPool::drop(WarmSocket& socket) {
+  std::unique_ptr<WarmSocket> owned = detach(socket);
+  owned->fd.reset();  // closing also removes it from epoll
+  core_.stats().sub(Stat::upstream_cx_active);
+  core_.stats().add(Stat::upstream_cx_preconnect_dropped);
+  graveyard_.push_back(std::move(owned));
+}
+
+}  // namespace splicegate

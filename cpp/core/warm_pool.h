@@ -1,0 +1,64 @@
+// Preconnect: after a host has been used, keep up to perHost connected, unused upstream sockets
+// for it, so the next client to that host skips the TCP handshake. Only for ports the operator
+// lists, because it is only safe for client-speaks-first protocols: a server that speaks first
+// (a banner) or closes idle connections makes a warm socket stale, so any inbound byte, FIN or
+// error drops it, a liveness peek guards the hand-out, and nothing older than ttl is handed out.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "event_loop.h"
+#include "host_cache.h"
+#include "intrusive_list.h"
+#include "unique_fd.h"
+
+namespace splicegate {
+
+class WorkerCore;
+class WarmPool;
+
+struct WarmSocket final : EventHandler {
+  WarmPool* pool = nullptr;
+  const Host* host = nullptr;
+  UniqueFd fd;
+  uint64_t createdUs = 0;
+  bool connected = false;
+  ListNode ageNode;  // all live warm sockets, oldest first (they share one ttl)
+  void onEvents(uint32_t events) override;
+};
+
+class WarmPool {
+ public:
+  explicit WarmPool(WorkerCore& core) : core_(core) {}
+  ~WarmPool();
+  WarmPool(const WarmPool&) = delete;
+  WarmPool& operator=(const WarmPool&) = delete;
+
+  bool enabledFor(const Host& host) const;
+  // Opens sockets until the host has perHost warm or connecting ones.
+  void topUp(const Host& host);
+  // A connected, still-alive warm socket for host (removed from the pool), or an invalid fd.
+  UniqueFd take(const Host& host);
+  // Drops sockets older than the ttl.
+  void expire(uint64_t nowUs);
+  // The host leaves the cache: its warm sockets go with it.
+  void dropHost(const Host& host);
+  // Frees dropped sockets; called after each event batch (a later event may still name them).
+  void disposeDropped() { graveyard_.clear(); }
+
+  void onEvents(WarmSocket& socket, uint32_t events);
+
+ private:
+  void drop(WarmSocket& socket);
+  std::unique_ptr<WarmSocket> detach(WarmSocket& socket);
+
+  WorkerCore& core_;
+  std::unordered_map<const Host*, std::vector<std::unique_ptr<WarmSocket>>> byHost_;
+  IntrusiveList<WarmSocket, &WarmSocket::ageNode> age_;
+  std::vector<std::unique_ptr<WarmSocket>> graveyard_;
+};
+
+}  // namespace splicegate
