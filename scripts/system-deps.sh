@@ -17,6 +17,7 @@ declare -A NEED=(
   [haproxy]=haproxy
   [nginx]=nginx-light
   [curl]=curl
+  [chromium]=chromium   # renders `splicegate report --html` pages in the report test
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { DEFAULT_CONFIG_SOURCE, DEFAULT_CONFIG_YAML, defaultConfig } from './config/default';
+import { parseDuration } from './config/duration';
 import { ConfigError, formatProblems, loadConfigFile } from './config/load';
 import { DEFAULTS } from './config/schema';
 import { closestMatch } from './config/suggest';
@@ -68,11 +69,12 @@ const CONFIG_OPTION: OptionDef = { name: 'config', short: 'c', value: 'FILE', de
 const COMMANDS: Record<string, Command> = {
   run: {
     summary: 'start the proxy',
-    usage: '[--config FILE] [--latency-log FILE]',
+    usage: '[--config FILE] [--latency-log FILE [--latency-log-interval DURATION]]',
     description: 'Load the config (or the built-in default) and run the proxy until it is stopped (SIGINT/SIGTERM).',
     options: [
       { ...CONFIG_OPTION, description: 'YAML config file (default: the built-in config below)' },
-      { name: 'latency-log', value: 'FILE', description: 'write per-connection latency records to FILE' },
+      { name: 'latency-log', value: 'FILE', description: 'write an HdrHistogram interval log of connection latencies to FILE (docs/LATENCY.md)' },
+      { name: 'latency-log-interval', value: 'DURATION', description: 'one --latency-log interval every DURATION (default 5s; e.g. 1s, 1m)' },
     ],
     notes: () =>
       [
@@ -87,10 +89,12 @@ const COMMANDS: Record<string, Command> = {
       'splicegate run',
       'splicegate run --config /etc/splicegate/splicegate.yaml',
       'SPLICEGATE_DEBUG=1 splicegate run -c splicegate.yaml --latency-log /var/log/splicegate/latency.log',
+      'splicegate run --latency-log latency.hlog --latency-log-interval 10s',
     ],
     async run({ values }) {
       const configPath = stringOption(values, 'config');
       const latencyLogPath = stringOption(values, 'latency-log');
+      const latencyLogIntervalMs = latencyLogInterval(values);
       const config = configPath === undefined ? defaultConfig() : loadConfigFile(configPath);
       // Loaded lazily: the proxy pulls in the native splice(2) addon, and `validate`/`--help` must
       // work on machines (CI, a laptop) where that addon is not built.
@@ -98,6 +102,7 @@ const COMMANDS: Record<string, Command> = {
       return runProxy(config, {
         configSource: configPath ?? DEFAULT_CONFIG_SOURCE,
         ...(latencyLogPath === undefined ? {} : { latencyLogPath }),
+        ...(latencyLogIntervalMs === undefined ? {} : { latencyLogIntervalMs }),
       });
     },
   },
@@ -116,6 +121,36 @@ const COMMANDS: Record<string, Command> = {
       const listeners = config.listeners.length;
       process.stdout.write(`${configPath}: OK (${plural(listeners, 'listener')}, ${plural(config.workers, 'worker')})\n`);
       return EXIT_OK;
+    },
+  },
+
+  report: {
+    summary: 'latency percentiles from a running proxy or a latency log',
+    usage: '[--admin URL | --log FILE] [--html FILE]',
+    description:
+      "Print HdrHistogram's percentile distribution of each latency metric (upstream connect, proxy overhead, " +
+      'time to first byte, connection duration) and the busiest hosts, read from a running proxy\'s admin endpoint ' +
+      'or from a --latency-log file. With --html, also write a self-contained HTML page of percentile plots.',
+    options: [
+      { name: 'admin', value: 'URL', description: 'admin endpoint of a running proxy (default http://127.0.0.1:9901)' },
+      { name: 'log', value: 'FILE', description: 'a latency interval log written by splicegate run --latency-log' },
+      { name: 'html', value: 'FILE', description: 'also write an HTML report with percentile plots to FILE' },
+    ],
+    notes: () => 'Values are in milliseconds. Metric definitions and formats: docs/LATENCY.md.\nExit status: 0 report printed, 1 source unreadable, 2 usage error.',
+    examples: ['splicegate report', 'splicegate report --admin http://127.0.0.1:9901 --html latency.html', 'splicegate report --log latency.hlog'],
+    async run({ values }) {
+      const admin = stringOption(values, 'admin');
+      const log = stringOption(values, 'log');
+      const html = stringOption(values, 'html');
+      if (admin !== undefined && log !== undefined) throw new UsageError('give --admin URL or --log FILE, not both', 'report');
+      if (admin !== undefined && !/^https?:\/\//.test(admin)) throw new UsageError(`--admin expects an http:// URL, got '${admin}'`, 'report');
+      // Loaded lazily, like the proxy: `validate` and `--help` should not pay for the histogram code.
+      const { runReport } = await import('./latency/report-command.js');
+      return runReport({
+        ...(admin === undefined ? {} : { admin }),
+        ...(log === undefined ? {} : { log }),
+        ...(html === undefined ? {} : { html }),
+      });
     },
   },
 
@@ -202,6 +237,16 @@ function parseArgsMessage(err: unknown): string {
 
 function isPositionalError(err: unknown): boolean {
   return err instanceof Error && 'code' in err && err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL';
+}
+
+/** --latency-log-interval as milliseconds (a duration with a unit, like the config's). */
+function latencyLogInterval(values: OptionValues): number | undefined {
+  const text = stringOption(values, 'latency-log-interval');
+  if (text === undefined) return undefined;
+  if (stringOption(values, 'latency-log') === undefined) throw new UsageError('--latency-log-interval needs --latency-log FILE', 'run');
+  const parsed = parseDuration(text);
+  if (!parsed.ok) throw new UsageError(`--latency-log-interval: ${parsed.message}`, 'run');
+  return parsed.value;
 }
 
 function stringOption(values: OptionValues, name: string): string | undefined {

@@ -1,0 +1,101 @@
+// The input of `splicegate report`: full-fidelity histograms per metric and host, read either from
+// a running proxy's admin endpoint (GET /latency?format=hdr) or from a latency interval log (all
+// of its intervals added up).
+
+import { readFile } from 'node:fs/promises';
+import { HistogramLogReader, type Histogram } from 'hdr-histogram-js';
+import { decodeHdrExport, type DecodedSet } from './hdr-export';
+import { parseTag } from './interval-lines';
+import { LATENCY_METRICS, type LatencyMetricName } from './metrics';
+
+export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9901';
+
+export interface LatencyReport {
+  /** Where the histograms came from: the admin URL or the log file. */
+  source: string;
+  /** One line about the data: "live, 2 workers" or "12 intervals over 60.0 s from ...". */
+  description: string;
+  global: DecodedSet;
+  /** Busiest first (connections, i.e. the connect histogram's count). */
+  hosts: Array<{ address: string; set: DecodedSet }>;
+  otherHosts: DecodedSet;
+}
+
+function isMetric(name: string): name is LatencyMetricName {
+  return (LATENCY_METRICS as readonly string[]).includes(name);
+}
+
+function connections(set: DecodedSet): number {
+  return set.connect?.totalCount ?? set.duration?.totalCount ?? 0;
+}
+
+export function rankHosts(hosts: Array<{ address: string; set: DecodedSet }>): Array<{ address: string; set: DecodedSet }> {
+  return [...hosts].sort((a, b) => connections(b.set) - connections(a.set) || a.address.localeCompare(b.address));
+}
+
+export async function loadReportFromAdmin(baseUrl: string, timeoutMs = 10_000): Promise<LatencyReport> {
+  const url = new URL('/latency?format=hdr', baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`);
+  let response: Response;
+  try {
+    response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+  } catch (err) {
+    const cause = err instanceof Error && err.cause instanceof Error ? err.cause.message : err instanceof Error ? err.message : String(err);
+    throw new Error(`cannot reach the admin endpoint at ${url.origin}: ${cause}`);
+  }
+  if (!response.ok) throw new Error(`${url.href}: HTTP ${response.status} ${(await response.text()).trim()}`);
+  const decoded = decodeHdrExport(await response.json());
+  return {
+    source: url.origin,
+    description: `live, merged over ${decoded.workers} worker${decoded.workers === 1 ? '' : 's'}, ${new Date().toISOString()}`,
+    global: decoded.global,
+    hosts: rankHosts(decoded.hosts),
+    otherHosts: decoded.otherHosts,
+  };
+}
+
+/** Adds every interval of a log, per tag. Throws when the log holds no splicegate histogram. */
+export function reportFromLogText(content: string, source: string): LatencyReport {
+  const reader = new HistogramLogReader(content, 64);
+  const byTag = new Map<string, Histogram>();
+  const intervalStarts = new Set<number>();
+  let firstMs = Number.POSITIVE_INFINITY;
+  let lastMs = Number.NEGATIVE_INFINITY;
+  for (let h = reader.nextIntervalHistogram(); h !== null; h = reader.nextIntervalHistogram()) {
+    intervalStarts.add(h.startTimeStampMsec);
+    firstMs = Math.min(firstMs, h.startTimeStampMsec);
+    lastMs = Math.max(lastMs, h.endTimeStampMsec);
+    const sum = byTag.get(h.tag);
+    if (sum === undefined) byTag.set(h.tag, h);
+    else sum.add(h);
+  }
+  const global: DecodedSet = {};
+  const hosts = new Map<string, DecodedSet>();
+  for (const [tag, histogram] of byTag) {
+    const { metric, host } = parseTag(tag);
+    if (!isMetric(metric)) continue;
+    if (host === undefined) {
+      global[metric] = histogram;
+      continue;
+    }
+    let set = hosts.get(host);
+    if (set === undefined) hosts.set(host, (set = {}));
+    set[metric] = histogram;
+  }
+  if (Object.keys(global).length === 0 && hosts.size === 0) {
+    throw new Error(`${source}: no splicegate latency histograms (tags connect, ttfb, ...) in this log`);
+  }
+  const intervals = intervalStarts.size;
+  const seconds = intervals === 0 ? 0 : (lastMs - firstMs) / 1000;
+  const from = Number.isFinite(firstMs) ? ` from ${new Date(firstMs).toISOString()}` : '';
+  return {
+    source,
+    description: `${intervals} interval${intervals === 1 ? '' : 's'} over ${seconds.toFixed(1)} s${from}`,
+    global,
+    hosts: rankHosts([...hosts.entries()].map(([address, set]) => ({ address, set }))),
+    otherHosts: {},
+  };
+}
+
+export async function loadReportFromLog(path: string): Promise<LatencyReport> {
+  return reportFromLogText(await readFile(path, 'utf8'), path);
+}
