@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../core/loop_thread.h"
+#include "../core/latency_export.h"
 #include "../core/stats.h"
 #include "uv_poll_driver.h"
 #include "option_reader.h"
@@ -21,6 +22,7 @@ Napi::Function NativeWorker::define(Napi::Env env) {
                          InstanceMethod<&NativeWorker::closeAll>("closeAll"),
                          InstanceMethod<&NativeWorker::stats>("stats"),
                          InstanceMethod<&NativeWorker::hosts>("hosts"),
+                         InstanceMethod<&NativeWorker::latency>("latency"),
                          InstanceMethod<&NativeWorker::close>("close"),
                      });
 }
@@ -131,40 +133,78 @@ struct HostSnapshot {
   std::vector<double> values;  // HostStat::kCount per host, in kHostStatNames order
 };
 
+Napi::Float64Array toFloat64Array(Napi::Env env, const std::vector<double>& values) {
+  Napi::Float64Array out = Napi::Float64Array::New(env, values.size());
+  std::copy(values.begin(), values.end(), out.Data());
+  return out;
+}
+
+Napi::Array toStringArray(Napi::Env env, const std::vector<std::string>& values) {
+  Napi::Array out = Napi::Array::New(env, values.size());
+  for (size_t i = 0; i < values.size(); ++i) out[i] = Napi::String::New(env, values[i]);
+  return out;
+}
+
 }  // namespace
 
-Napi::Value NativeWorker::hosts(const Napi::CallbackInfo& info) {
+// Builds a snapshot on the loop thread (the only thread that may read the core's tables) and
+// hands it to the JS callback through a thread-safe function. T is owned by the callback.
+template <typename T>
+Napi::Value NativeWorker::snapshotOnLoop(const Napi::CallbackInfo& info, const char* name,
+                                        T* (*build)(WorkerCore&), Napi::Value (*toJs)(Napi::Env, const T&)) {
   Napi::Env env = info.Env();
   if (!ensureOpen(env)) return env.Undefined();
   if (info.Length() < 1 || !info[0].IsFunction()) {
-    Napi::TypeError::New(env, "hosts(callback): callback must be a function").ThrowAsJavaScriptException();
+    Napi::TypeError::New(env, std::string(name) + "(callback): callback must be a function").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  auto tsfn = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "splicegate.hosts", 0, 1);
-  loop_->post([tsfn](WorkerCore& core) mutable {
-    auto* snapshot = new HostSnapshot;
-    constexpr size_t kStats = static_cast<size_t>(HostStat::kCount);
-    snapshot->addresses.reserve(core.hosts().size());
-    snapshot->values.reserve(core.hosts().size() * kStats);
-    core.hosts().forEach([snapshot](const Host& host) {
-      snapshot->addresses.push_back(host.address.toString());
-      for (size_t i = 0; i < kStats; ++i) snapshot->values.push_back(static_cast<double>(host.stats[i]));
-    });
-    const napi_status status = tsfn.BlockingCall(snapshot, [](Napi::Env env, Napi::Function callback, HostSnapshot* data) {
-      Napi::Object out = Napi::Object::New(env);
-      Napi::Array addresses = Napi::Array::New(env, data->addresses.size());
-      for (size_t i = 0; i < data->addresses.size(); ++i) addresses[i] = Napi::String::New(env, data->addresses[i]);
-      Napi::Float64Array values = Napi::Float64Array::New(env, data->values.size());
-      std::copy(data->values.begin(), data->values.end(), values.Data());
-      out.Set("addresses", addresses);
-      out.Set("values", values);
+  auto tsfn = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), name, 0, 1);
+  loop_->post([tsfn, build, toJs](WorkerCore& core) mutable {
+    T* snapshot = build(core);
+    const napi_status status = tsfn.BlockingCall(snapshot, [toJs](Napi::Env env, Napi::Function callback, T* data) {
+      Napi::Value value = toJs(env, *data);
       delete data;
-      callback.Call({out});
+      callback.Call({value});
     });
     if (status != napi_ok) delete snapshot;  // the environment is going away
     tsfn.Release();
   });
   return env.Undefined();
+}
+
+Napi::Value NativeWorker::hosts(const Napi::CallbackInfo& info) {
+  return snapshotOnLoop<HostSnapshot>(
+      info, "hosts",
+      [](WorkerCore& core) {
+        auto* snapshot = new HostSnapshot;
+        constexpr size_t kStats = static_cast<size_t>(HostStat::kCount);
+        snapshot->addresses.reserve(core.hosts().size());
+        snapshot->values.reserve(core.hosts().size() * kStats);
+        core.hosts().forEach([snapshot](const Host& host) {
+          snapshot->addresses.push_back(host.address.toString());
+          for (size_t i = 0; i < kStats; ++i) snapshot->values.push_back(static_cast<double>(host.stats[i]));
+        });
+        return snapshot;
+      },
+      [](Napi::Env env, const HostSnapshot& data) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("addresses", toStringArray(env, data.addresses));
+        out.Set("values", toFloat64Array(env, data.values));
+        return out;
+      });
+}
+
+Napi::Value NativeWorker::latency(const Napi::CallbackInfo& info) {
+  return snapshotOnLoop<LatencyExport>(
+      info, "latency", [](WorkerCore& core) { return new LatencyExport(exportLatency(core.latency())); },
+      [](Napi::Env env, const LatencyExport& data) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("global", toFloat64Array(env, data.global));
+        out.Set("hostAddresses", toStringArray(env, data.hostAddresses));
+        out.Set("hosts", toFloat64Array(env, data.hosts));
+        out.Set("otherHosts", toFloat64Array(env, data.otherHosts));
+        return out;
+      });
 }
 
 Napi::Value NativeWorker::close(const Napi::CallbackInfo& info) {

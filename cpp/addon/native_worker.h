@@ -26,6 +26,11 @@ class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
   // hosts(callback): snapshots the host cache on the loop thread (the only thread that may read
   // it) and calls back on the JS thread with { addresses: string[], values: Float64Array }.
   Napi::Value hosts(const Napi::CallbackInfo& info);
+  // latency(callback): the worker's histograms (latency_export.h format v1), built on the loop thread.
+  Napi::Value latency(const Napi::CallbackInfo& info);
+  template <typename T>
+  Napi::Value snapshotOnLoop(const Napi::CallbackInfo& info, const char* name, T* (*build)(WorkerCore&),
+                             Napi::Value (*toJs)(Napi::Env, const T&));
   Napi::Value close(const Napi::CallbackInfo& info);
   bool ensureOpen(Napi::Env env);
   static void onEnvCleanup(void* self);

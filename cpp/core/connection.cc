@@ -43,7 +43,19 @@ Connection::Connection(WorkerCore& core, UniqueFd downstream, Host& host) : core
   toDownstream_.readStat = Stat::upstream_cx_rx_bytes_total;
   toDownstream_.writeStat = Stat::bytes_sent;
   toDownstream_.hostStat = HostStat::rx_bytes;
-  acceptedUs_ = lastActivityUs_ = core.loop().nowUs();
+  lastActivityUs_ = core.loop().nowUs();
+  acceptedUs_ = EventLoop::monotonicUs();  // exact, not the batch's cached time: it feeds proxy_overhead
+  latencyRef_ = core.latency().attach(host.address);
+}
+
+void Connection::recordConnectStart() {
+  connectStartedUs_ = EventLoop::monotonicUs();
+  core_.latency().record(latencyRef_, LatencyMetric::kProxyOverhead, connectStartedUs_ - acceptedUs_);
+}
+
+void Connection::recordFirstByte() {
+  firstByteSeen_ = true;
+  core_.latency().record(latencyRef_, LatencyMetric::kTtfb, EventLoop::monotonicUs() - establishedUs_);
 }
 
 Connection::~Connection() = default;
@@ -56,7 +68,7 @@ void Connection::start() {
     return;
   }
   stats.add(Stat::upstream_cx_total);
-  connectStartedUs_ = EventLoop::monotonicUs();
+  recordConnectStart();
   const UpstreamOpen opened = openUpstream(host_.address, core_.options().upstreamMark, up_.fd);
   if (up_.fd) stats.add(Stat::upstream_cx_active);
   if (opened != UpstreamOpen::kInProgress) {
@@ -88,7 +100,9 @@ void Connection::startWithUpstream(UniqueFd warm) {
     return;
   }
   up_.writable = true;
-  connectStartedUs_ = EventLoop::monotonicUs();
+  // A warm socket skips the handshake: proxy_overhead is recorded, connect is not (none happened).
+  recordConnectStart();
+  establishedUs_ = connectStartedUs_;
   finishConnectAttempt();
   core_.connectFinished(*this, 0);
   state_ = ConnectionState::kRelaying;
@@ -127,7 +141,9 @@ void Connection::onConnectReady(uint32_t events) {
   }
   if (!(events & EPOLLOUT)) return;
   finishConnectAttempt();
-  core_.connectFinished(*this, EventLoop::monotonicUs() - connectStartedUs_);
+  establishedUs_ = EventLoop::monotonicUs();
+  core_.latency().record(latencyRef_, LatencyMetric::kConnect, establishedUs_ - connectStartedUs_);
+  core_.connectFinished(*this, establishedUs_ - connectStartedUs_);
   state_ = ConnectionState::kRelaying;
   relay();
 }
@@ -167,6 +183,7 @@ Connection::PumpResult Connection::pump(Direction& d, size_t& budget) {
         d.bytes += static_cast<uint64_t>(n);
         core_.stats().add(d.writeStat, static_cast<uint64_t>(n));
         host_.stat(d.hostStat) += static_cast<uint64_t>(n);
+        if (!firstByteSeen_ && &d == &toDownstream_) recordFirstByte();
         budget -= std::min(budget, static_cast<size_t>(n));
       } else if (errno == EAGAIN) {
         d.dst->writable = false;
@@ -318,8 +335,9 @@ void Connection::close(CloseReason reason) {
     up_.fd.reset();
   }
   down_.fd.reset();  // closing removes both from epoll: neither fd is ever duplicated
-  core_.connectionClosed(*this, previous, reason,
-                         EventLoop::monotonicUs() - acceptedUs_);
+  const uint64_t durationUs = EventLoop::monotonicUs() - acceptedUs_;
+  core_.latency().record(latencyRef_, LatencyMetric::kDuration, durationUs);
+  core_.connectionClosed(*this, previous, reason, durationUs);
 }
 
 }  // namespace splicegate

@@ -13,6 +13,7 @@
 #include "buffer_pool.h"
 #include "event_loop.h"
 #include "host_cache.h"
+#include "host_latency.h"
 #include "intrusive_list.h"
 #include "pipe_pool.h"
 #include "socket_address.h"
@@ -106,6 +107,8 @@ class Connection {
   void releaseHolders(Direction& d);
   void abortWith(CloseReason reason, Side& failed);
   void finishConnectAttempt();
+  void recordConnectStart();
+  void recordFirstByte();
 
   WorkerCore& core_;
   ConnectionState state_ = ConnectionState::kConnecting;
@@ -117,8 +120,11 @@ class Connection {
   bool connectPending_ = true;  // host's pending slot still held
   int pumpErrno_ = 0;
   Side* pumpFailedSide_ = nullptr;
+  HostRef latencyRef_;        // where this connection's per-host latency samples go
+  bool firstByteSeen_ = false;  // time to first upstream byte recorded
   uint64_t acceptedUs_ = 0;
   uint64_t connectStartedUs_ = 0;
+  uint64_t establishedUs_ = 0;
   uint64_t lastActivityUs_ = 0;
 };
 

@@ -14,6 +14,8 @@ namespace {
 // Housekeeping period: connect-timeout resolution, paused-accept retry, gauges.
 constexpr long kTickNs = 50L * 1000 * 1000;
 constexpr uint64_t kIdleSweepUs = 1000 * 1000;
+// How often the per-host latency table re-picks its busiest hosts.
+constexpr uint64_t kLatencyRebalanceUs = 5 * 1000 * 1000;
 
 }  // namespace
 
@@ -258,6 +260,10 @@ void WorkerCore::onTick() {
     });
   }
   warm_.expire(now);
+  if (now - lastRebalanceUs_ >= kLatencyRebalanceUs) {
+    lastRebalanceUs_ = now;
+    latency_.rebalance();
+  }
   hosts_.sweep(now, static_cast<uint64_t>(options_.cleanupIntervalMs) * 1000);
   for (auto& listener : listeners_) listener->resumeIfPaused();
   refreshGauges();

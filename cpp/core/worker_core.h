@@ -19,6 +19,7 @@
 #include "stats.h"
 #include "sys_error.h"
 #include "warm_pool.h"
+#include "worker_latency.h"
 
 namespace splicegate {
 
@@ -52,6 +53,8 @@ class WorkerCore {
   PipePool& pipes() { return pipes_; }
   BufferPool& buffers() { return buffers_; }
   HostCache& hosts() { return hosts_; }
+  WorkerLatency& latency() { return latency_; }
+  const WorkerLatency& latency() const { return latency_; }
   const HostCache& hosts() const { return hosts_; }
   const CoreOptions& options() const { return options_; }
   void acceptFrom(Listener& listener);
@@ -87,6 +90,8 @@ class WorkerCore {
   BufferPool buffers_;
   HostCache hosts_;
   WarmPool warm_;  // after hosts_: destroyed first, while the hosts it points at still exist
+  WorkerLatency latency_;
+  uint64_t lastRebalanceUs_ = 0;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<SocketAddress> listenerAddresses_;
   IntrusiveList<Connection, &Connection::allNode> connections_;

@@ -6,6 +6,8 @@ import type { SocketAddress } from '../config/types';
 import type { CounterValues } from '../stats/counters';
 import { hostsText, type HostView } from '../stats/hosts';
 import { prometheusText } from '../stats/prometheus';
+import { latencyResponse, renderPrometheusHistograms } from '../latency/latency-views';
+import type { LatencySource } from '../latency/source';
 import type { Logger } from '../util/logger';
 
 export interface AdminState {
@@ -13,6 +15,7 @@ export interface AdminState {
   readiness(): { ready: boolean; detail: string };
   counters(): Promise<CounterValues>;
   hosts(): Promise<HostView[]>;
+  latency: LatencySource;
   /** Present only when test hooks are enabled. */
   crashWorker?: (id: number) => boolean;
 }
@@ -61,7 +64,15 @@ function routes(state: AdminState): Map<string, { method: string; handler: Handl
   table.set('/stats/prometheus', {
     method: 'GET',
     handler: async (_req, res) => {
-      reply(res, 200, prometheusText(await state.counters()), 'text/plain; version=0.0.4; charset=utf-8');
+      const [counters, histograms] = await Promise.all([state.counters(), renderPrometheusHistograms(state.latency)]);
+      reply(res, 200, prometheusText(counters, [histograms]), 'text/plain; version=0.0.4; charset=utf-8');
+    },
+  });
+  table.set('/latency', {
+    method: 'GET',
+    handler: async (_req, res, query) => {
+      const r = await latencyResponse(state.latency, query.get('format'));
+      reply(res, r.status, r.body, r.contentType);
     },
   });
   table.set('/clusters', {

@@ -3,6 +3,7 @@
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import type { WorkerLatencyExport } from '../latency/source';
 
 export interface NativeWorkerOptions {
   connectTimeoutMs: number;
@@ -47,6 +48,8 @@ export interface NativeWorker {
   stats(): Float64Array;
   /** Snapshot of the host cache, taken on the loop thread; values has hostStatNames.length per host. */
   hosts(callback: (snapshot: NativeHostSnapshot) => void): void;
+  /** The worker's latency histograms (src/latency/native-format.ts), taken on the loop thread. */
+  latency(callback: (snapshot: WorkerLatencyExport) => void): void;
   close(): void;
 }
 

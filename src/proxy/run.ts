@@ -7,19 +7,26 @@ import { startAdminServer, type AdminServer } from '../admin/admin-server';
 import { loadBinding, type NativeWorkerOptions } from '../native/binding';
 import { CounterAggregator, type CounterValues } from '../stats/counters';
 import { mergeHosts, type HostView } from '../stats/hosts';
+import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog } from '../latency/interval-log';
+import { closeLatencyPool } from '../latency/merge-pool';
+import type { LatencySource, WorkerLatencyExport } from '../latency/source';
 import { WorkerSupervisor } from '../supervisor/worker-supervisor';
 import { createLogger, type Logger } from '../util/logger';
 
 export interface RunProxyOptions {
   /** Where the config came from (file path or "(built-in default config)"), for logs. */
   configSource: string;
-  /** `splicegate run --latency-log FILE`: where to write latency records, if requested. */
+  /** `splicegate run --latency-log FILE`: HdrHistogram interval log to write, if requested. */
   latencyLogPath?: string;
+  /** `--latency-log-interval`: one interval every this many ms. */
+  latencyLogIntervalMs?: number;
 }
 
 /** Share of the open-files limit that pipes may take (two fds each), split across workers. */
 const PIPE_FD_SHARE = 0.25;
 const DRAIN_POLL_MS = 100;
+/** Latency exports kept from workers that exited, so merged histograms do not lose their samples. */
+const MAX_RETIRED_LATENCY = 16;
 
 /** fds kept back from the connection bound for listeners, epoll, timers, logs and the admin server. */
 const RESERVED_FDS = 256;
@@ -58,7 +65,7 @@ function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWork
   };
 }
 
-class ProxyRuntime {
+class ProxyRuntime implements LatencySource {
   private draining = false;
   private readonly aggregator: CounterAggregator;
 
@@ -70,9 +77,21 @@ class ProxyRuntime {
     private readonly log: Logger,
   ) {
     this.aggregator = new CounterAggregator(statNames);
-    supervisor.on('worker-exit', (_id, last) => {
-      if (last) this.aggregator.retire(last);
+    supervisor.on('worker-exit', (_id, lastStats, lastLatency) => {
+      if (lastStats) this.aggregator.retire(lastStats);
+      if (lastLatency) {
+        this.retiredLatency.push(lastLatency);
+        // Bounded: after many worker deaths the oldest retired histograms are let go.
+        if (this.retiredLatency.length > MAX_RETIRED_LATENCY) this.retiredLatency.shift();
+      }
     });
+  }
+
+  private readonly retiredLatency: WorkerLatencyExport[] = [];
+
+  /** LatencySource: live workers' histograms plus those of workers that exited. */
+  async collect(): Promise<WorkerLatencyExport[]> {
+    return [...this.retiredLatency, ...(await this.supervisor.collectLatency())];
   }
 
   readiness(): { ready: boolean; detail: string } {
@@ -157,6 +176,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
         readiness: () => runtime.readiness(),
         counters: () => runtime.counters(),
         hosts: () => runtime.hosts(),
+        latency: runtime,
         ...(process.env.SPLICEGATE_TEST_HOOKS === '1' ? { crashWorker: (id: number) => supervisor.crashWorker(id) } : {}),
       },
       log,
@@ -166,12 +186,18 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
     throw err;
   }
   log.info('ready', { admin: admin.address });
+  const latencyLog = options.latencyLogPath
+    ? await startLatencyLog(options.latencyLogPath, options.latencyLogIntervalMs ?? DEFAULT_LATENCY_LOG_INTERVAL_MS, runtime, { log })
+    : undefined;
 
   const signal = await signals.first;
   log.info('draining', { signal, drain_timeout_ms: config.drainTimeoutMs });
   await runtime.drain(signals.second);
+  // The log's last interval is read from the workers, so it closes before they stop.
+  await latencyLog?.close();
   await supervisor.stop();
   await admin.close();
+  await closeLatencyPool();
   log.info('stopped');
   return 0;
 }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import Piscina from 'piscina';
 import type { SplicegateConfig } from '../config/types';
+import type { WorkerLatencyExport } from '../latency/source';
 import type { NativeWorkerOptions } from '../native/binding';
 import type { Logger } from '../util/logger';
 import {
@@ -26,6 +27,7 @@ interface WorkerSlot {
   port: MessagePort;
   startedAt: number;
   lastStats?: Float64Array;
+  lastLatency?: WorkerLatencyExport;
   failure?: SerializedError;
 }
 
@@ -42,7 +44,7 @@ const HEALTHY_AFTER_MS = 10_000;
 const RESTART_BACKOFF_MS = [100, 250, 500, 1000, 2000, 5000];
 
 export declare interface WorkerSupervisor {
-  on(event: 'worker-exit', listener: (id: number, retired: Float64Array | undefined) => void): this;
+  on(event: 'worker-exit', listener: (id: number, lastStats: Float64Array | undefined, lastLatency: WorkerLatencyExport | undefined) => void): this;
   on(event: 'worker-listening', listener: (id: number) => void): this;
   on(event: 'worker-abandoned', listener: (id: number, error: Error) => void): this;
 }
@@ -98,6 +100,13 @@ export class WorkerSupervisor extends EventEmitter {
   async collectHosts(timeoutMs = 1000): Promise<Array<{ addresses: string[]; values: Float64Array }>> {
     const replies = await this.ask(this.liveSlots(), (requestId) => ({ type: 'hosts', requestId }), timeoutMs);
     return replies.flatMap((r) => (r.type === 'hosts' ? [{ addresses: r.addresses, values: r.values }] : []));
+  }
+
+  /** Every live worker's latency export; a worker that does not answer in time gives its last one. */
+  async collectLatency(timeoutMs = 2000): Promise<WorkerLatencyExport[]> {
+    const live = this.liveSlots();
+    await this.ask(live, (requestId) => ({ type: 'latency', requestId }), timeoutMs);
+    return live.map((s) => s.lastLatency).filter((v): v is WorkerLatencyExport => v !== undefined);
   }
 
   private liveSlots(): WorkerSlot[] {
@@ -182,8 +191,10 @@ export class WorkerSupervisor extends EventEmitter {
             reject(deserializeError(message.error));
             break;
           case 'stats':
-          case 'hosts': {
+          case 'hosts':
+          case 'latency': {
             if (message.type === 'stats') slot.lastStats = message.values;
+            if (message.type === 'latency') slot.lastLatency = message.export;
             const pending = this.pending.get(message.requestId);
             if (pending) {
               pending.replies.push(message);
@@ -218,7 +229,7 @@ export class WorkerSupervisor extends EventEmitter {
     const wasListening = slot.state === 'listening';
     slot.state = 'dead';
     slot.port.close();
-    this.emit('worker-exit', slot.id, slot.lastStats);
+    this.emit('worker-exit', slot.id, slot.lastStats, slot.lastLatency);
     if (this.stopping) return;
 
     const uptime = Date.now() - slot.startedAt;

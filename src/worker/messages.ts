@@ -2,6 +2,7 @@
 // Every message on a worker's MessagePort is one of these.
 
 import type { SplicegateConfig } from '../config/types';
+import type { WorkerLatencyExport } from '../latency/source';
 import type { NativeWorkerOptions } from '../native/binding';
 
 /** What a worker task receives from piscina. The port is transferred to the worker. */
@@ -25,6 +26,7 @@ export interface SerializedError {
 export type SupervisorToWorker =
   | { type: 'stats'; requestId: number }
   | { type: 'hosts'; requestId: number }
+  | { type: 'latency'; requestId: number }
   | { type: 'stop-accepting' }
   | { type: 'close-all' }
   | { type: 'exit' }
@@ -35,7 +37,8 @@ export type WorkerToSupervisor =
   | { type: 'listening'; addresses: string[] }
   | { type: 'failed'; error: SerializedError }
   | { type: 'stats'; requestId: number; values: Float64Array }
-  | { type: 'hosts'; requestId: number; addresses: string[]; values: Float64Array };
+  | { type: 'hosts'; requestId: number; addresses: string[]; values: Float64Array }
+  | { type: 'latency'; requestId: number; export: WorkerLatencyExport };
 
 export function serializeError(err: unknown): SerializedError {
   if (err instanceof Error) {

@@ -55,6 +55,9 @@ export default async function runProxyWorker(task: WorkerTask): Promise<number> 
             send(port, { type: 'hosts', requestId: message.requestId, addresses: snapshot.addresses, values: snapshot.values }),
           );
           break;
+        case 'latency':
+          worker.latency((snapshot) => send(port, { type: 'latency', requestId: message.requestId, export: snapshot }));
+          break;
         case 'stop-accepting':
           worker.stopAccepting();
           break;

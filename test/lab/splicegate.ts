@@ -32,6 +32,8 @@ export interface SplicegateOptions {
     upstream_port_override?: number;
     preconnect?: { ports: number[]; per_host?: number; ttl?: string };
   };
+  /** Extra `splicegate run` arguments (e.g. --latency-log FILE). */
+  args?: string[];
   /** Extra environment for the splicegate process (e.g. SPLICEGATE_TEST_HOOKS=1). */
   env?: Record<string, string>;
   drain_timeout?: string;
@@ -163,7 +165,7 @@ export class Splicegate {
     const configText = Splicegate.buildConfig(o);
     fs.writeFileSync(configPath, configText);
     const nofile = o.nofile ?? hardNofileLimit();
-    const proc = lab.start('gw', process.execPath, [cliPath, 'run', '--config', configPath], {
+    const proc = lab.start('gw', process.execPath, [cliPath, 'run', '--config', configPath, ...(o.args ?? [])], {
       nofile,
       stdin: 'ignore',
       label: 'splicegate',
