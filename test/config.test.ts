@@ -57,7 +57,7 @@ test('full config parses to the exact typed values', () => {
       preconnect: { ports: [80, 8080], perHost: 2, ttlMs: 1500 },
     },
     drainTimeoutMs: 30_000,
-    tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv' },
+    tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv', recordLatency: false },
   };
   assert.deepEqual(loadConfigFile(join(FIXTURES, 'good-full.yaml')), expected);
 });
@@ -86,7 +86,7 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     preconnect: null,
   });
   assert.equal(config.drainTimeoutMs, 10_000);
-  assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384, driver: 'thread' });
+  assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384, driver: 'thread', recordLatency: true });
 });
 
 test('tuning values out of range are reported with their paths', () => {

@@ -58,6 +58,11 @@ bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
   if (!readUint(o, "copyBufferSize", out.copyBufferSize, 1024, 1 << 24)) return false;
   if (!readUint(o, "relayBudgetBytes", out.relayBudgetBytes, 4096, 1 << 30)) return false;
   if (!readUint(o, "acceptBatch", out.acceptBatch, 1, 65536)) return false;
+  Napi::Value record = o.Get("recordLatency");
+  if (!record.IsUndefined()) {
+    if (!record.IsBoolean()) return fail(o.Env(), "option recordLatency must be a boolean");
+    out.recordLatency = record.As<Napi::Boolean>().Value();
+  }
   Napi::Value mode = o.Get("relayMode");
   if (!mode.IsUndefined()) {
     const std::string m = mode.IsString() ? mode.As<Napi::String>().Utf8Value() : "";

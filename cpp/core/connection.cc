@@ -45,17 +45,18 @@ Connection::Connection(WorkerCore& core, UniqueFd downstream, Host& host) : core
   toDownstream_.hostStat = HostStat::rx_bytes;
   lastActivityUs_ = core.loop().nowUs();
   acceptedUs_ = EventLoop::monotonicUs();  // exact, not the batch's cached time: it feeds proxy_overhead
-  latencyRef_ = core.latency().attach(host.address);
+  recordLatency_ = core.options().recordLatency;
+  if (recordLatency_) latencyRef_ = core.latency().attach(host.address);
 }
 
 void Connection::recordConnectStart() {
   connectStartedUs_ = EventLoop::monotonicUs();
-  core_.latency().record(latencyRef_, LatencyMetric::kProxyOverhead, connectStartedUs_ - acceptedUs_);
+  if (recordLatency_) core_.latency().record(latencyRef_, LatencyMetric::kProxyOverhead, connectStartedUs_ - acceptedUs_);
 }
 
 void Connection::recordFirstByte() {
   firstByteSeen_ = true;
-  core_.latency().record(latencyRef_, LatencyMetric::kTtfb, EventLoop::monotonicUs() - establishedUs_);
+  if (recordLatency_) core_.latency().record(latencyRef_, LatencyMetric::kTtfb, EventLoop::monotonicUs() - establishedUs_);
 }
 
 Connection::~Connection() = default;
@@ -142,7 +143,7 @@ void Connection::onConnectReady(uint32_t events) {
   if (!(events & EPOLLOUT)) return;
   finishConnectAttempt();
   establishedUs_ = EventLoop::monotonicUs();
-  core_.latency().record(latencyRef_, LatencyMetric::kConnect, establishedUs_ - connectStartedUs_);
+  if (recordLatency_) core_.latency().record(latencyRef_, LatencyMetric::kConnect, establishedUs_ - connectStartedUs_);
   core_.connectFinished(*this, establishedUs_ - connectStartedUs_);
   state_ = ConnectionState::kRelaying;
   relay();
@@ -336,7 +337,7 @@ void Connection::close(CloseReason reason) {
   }
   down_.fd.reset();  // closing removes both from epoll: neither fd is ever duplicated
   const uint64_t durationUs = EventLoop::monotonicUs() - acceptedUs_;
-  core_.latency().record(latencyRef_, LatencyMetric::kDuration, durationUs);
+  if (recordLatency_) core_.latency().record(latencyRef_, LatencyMetric::kDuration, durationUs);
   core_.connectionClosed(*this, previous, reason, durationUs);
 }
 

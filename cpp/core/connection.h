@@ -122,6 +122,7 @@ class Connection {
   Side* pumpFailedSide_ = nullptr;
   HostRef latencyRef_;        // where this connection's per-host latency samples go
   bool firstByteSeen_ = false;  // time to first upstream byte recorded
+  bool recordLatency_ = true;
   uint64_t acceptedUs_ = 0;
   uint64_t connectStartedUs_ = 0;
   uint64_t establishedUs_ = 0;

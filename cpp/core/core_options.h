@@ -37,6 +37,8 @@ struct CoreOptions {
   size_t relayBudgetBytes = 1 << 20;
   // Upper bound on accepts per listener wakeup, so a connect storm cannot starve relaying.
   int acceptBatch = 64;
+  // Latency histograms on (default) or off, for the recording-cost A/B in bench/.
+  bool recordLatency = true;
   // Relay strategy: "auto" (copy small, splice bulk), "splice" (always), "copy" (never splice).
   enum class RelayMode { kAuto, kSplice, kCopy } relayMode = RelayMode::kAuto;
 };

@@ -39,6 +39,7 @@ export const DEFAULTS = {
   pipeSize: 0,
   copyBufferSize: 16384,
   driver: 'thread',
+  recordLatency: true,
 } as const;
 
 export const MAX_PIPE_SIZE = 1 << 20; // the kernel's default pipe-max-size for unprivileged users
@@ -184,6 +185,7 @@ export const configFileSchema = z
           .max(1 << 20)
           .default(DEFAULTS.copyBufferSize),
         driver: z.enum(['thread', 'uv']).default(DEFAULTS.driver),
+        record_latency: z.boolean().default(DEFAULTS.recordLatency),
       })
       .prefault({}),
   }, { error: (issue) => (issue.code === 'invalid_type' ? `expected a mapping of config keys, got ${showValue(issue.input)}` : undefined) })
@@ -239,6 +241,7 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       pipeSize: file.tuning.pipe_size,
       copyBufferSize: file.tuning.copy_buffer_size,
       driver: file.tuning.driver,
+      recordLatency: file.tuning.record_latency,
     },
   };
 }

@@ -55,6 +55,8 @@ export interface TuningConfig {
   copyBufferSize: number;
   /** thread: each worker's loop on its own native thread (default); uv: on the JS worker thread's libuv loop. */
   driver: 'thread' | 'uv';
+  /** Latency histograms on (default) or off; off exists for the recording-cost A/B. */
+  recordLatency: boolean;
 }
 
 export interface AdminConfig {

@@ -25,6 +25,7 @@ export interface NativeWorkerOptions {
   relayBudgetBytes?: number;
   acceptBatch?: number;
   relayMode?: 'auto' | 'splice' | 'copy';
+  recordLatency?: boolean;
   /** Who runs the core's loop: a native thread (default) or the worker thread's libuv loop. */
   driver?: 'thread' | 'uv';
 }

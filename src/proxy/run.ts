@@ -62,6 +62,7 @@ function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWork
     pipeSize: config.tuning.pipeSize,
     copyBufferSize: config.tuning.copyBufferSize,
     driver: config.tuning.driver,
+    recordLatency: config.tuning.recordLatency,
   };
 }
 
