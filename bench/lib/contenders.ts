@@ -36,6 +36,13 @@ export interface BenchEnv {
   serverAddr: string;
   /** Extra splicegate `tuning:` keys, from --sg-tuning. */
   sgTuning: Record<string, string | number>;
+  /** Nice value for every lab process (negative: other users of the machine disturb less). */
+  nice: number;
+}
+
+/** argv (after the command) to run `cmd` pinned to `cpus` at the lab's nice value. */
+export function pinned(env: BenchEnv, cpus: string, cmd: string, args: string[]): { cmd: string; args: string[] } {
+  return { cmd: 'nice', args: ['-n', String(env.nice), 'taskset', '-c', cpus, cmd, ...args] };
 }
 
 export interface Contender {
@@ -76,7 +83,8 @@ function redirectAll(port: number): string[] {
 
 /** Start `cmd` in the gateway namespace pinned to the proxy CPUs, with the benchmark's fd limit. */
 function startPinned(env: BenchEnv, label: string, cmd: string, args: string[]): LabProcess {
-  return env.lab.start('gw', 'taskset', ['-c', env.proxyCpus, cmd, ...args], { nofile: env.nofile, stdin: 'ignore', label });
+  const p = pinned(env, env.proxyCpus, cmd, args);
+  return env.lab.start('gw', p.cmd, p.args, { nofile: env.nofile, stdin: 'ignore', label });
 }
 
 /** Wait (bounded) until TCP `port` listens in the gateway namespace. */

@@ -90,6 +90,8 @@ export interface IperfResult {
   gbitPerSec: number;
   /** Sender TCP retransmits (null when iperf3 could not read them). */
   retransmits: number | null;
+  /** CPU-seconds of the iperf3 client + server processes, from their own cpu_utilization_percent. */
+  endpointCpuS: number;
 }
 
 /** Parse `iperf3 -J` output; throws on iperf3's own "error" field. */
@@ -108,9 +110,17 @@ export function parseIperf(stdout: string): IperfResult {
   const bytes = numAt(recv, 'bytes', 'iperf3 sum_received');
   const seconds = numAt(recv, 'seconds', 'iperf3 sum_received');
   const rt = sent['retransmits'];
+  const util = end['cpu_utilization_percent'];
+  let endpointCpuS = 0;
+  if (isRecord(util)) {
+    const host = util['host_total'];
+    const remote = util['remote_total'];
+    endpointCpuS = (((typeof host === 'number' ? host : 0) + (typeof remote === 'number' ? remote : 0)) / 100) * seconds;
+  }
   return {
     bytes,
     seconds,
+    endpointCpuS,
     gbitPerSec: numAt(recv, 'bits_per_second', 'iperf3 sum_received') / 1e9,
     retransmits: typeof rt === 'number' ? rt : null,
   };

@@ -46,15 +46,16 @@ export function processRssBytes(pid: number): number | null {
 }
 
 export interface CpuTimes {
-  /** Busy (everything but idle and iowait) and total jiffies, machine-wide and per CPU. */
+  /** Busy (user, nice, system, irq, softirq), stolen by the hypervisor, and total jiffies. */
   busy: number;
+  steal: number;
   total: number;
   perCpu: Array<{ busy: number; total: number }>;
 }
 
 export function readCpuTimes(): CpuTimes {
   const t = readText('/proc/stat') ?? '';
-  const out: CpuTimes = { busy: 0, total: 0, perCpu: [] };
+  const out: CpuTimes = { busy: 0, steal: 0, total: 0, perCpu: [] };
   for (const line of t.split('\n')) {
     const m = /^cpu(\d*)\s+(.*)$/.exec(line);
     if (!m) continue;
@@ -62,9 +63,11 @@ export function readCpuTimes(): CpuTimes {
     // user nice system idle iowait irq softirq steal guest guest_nice; guest time is already in user
     const total = v.slice(0, 8).reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0);
     const idle = (v[3] ?? 0) + (v[4] ?? 0);
-    const busy = total - idle;
+    const steal = v[7] ?? 0;
+    const busy = total - idle - steal;
     if (m[1] === '') {
       out.busy = busy;
+      out.steal = steal;
       out.total = total;
     } else {
       out.perCpu[Number(m[1])] = { busy, total };
@@ -74,8 +77,9 @@ export function readCpuTimes(): CpuTimes {
 }
 
 export interface CpuDelta {
-  /** Machine-wide busy CPU-seconds. */
+  /** Machine-wide busy CPU-seconds, and CPU-seconds the hypervisor gave to someone else. */
   busySeconds: number;
+  stealSeconds: number;
   /** Per-CPU busy fraction (0..1) over the interval. */
   perCpuUtil: number[];
 }
@@ -87,7 +91,7 @@ export function cpuDelta(a: CpuTimes, b: CpuTimes): CpuDelta {
     const dt = c.total - p.total;
     return dt > 0 ? (c.busy - p.busy) / dt : 0;
   });
-  return { busySeconds: (b.busy - a.busy) / CLK_TCK, perCpuUtil };
+  return { busySeconds: (b.busy - a.busy) / CLK_TCK, stealSeconds: (b.steal - a.steal) / CLK_TCK, perCpuUtil };
 }
 
 /** The inode of a network namespace handle (/run/netns/NAME or /proc/PID/ns/net). */

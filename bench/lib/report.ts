@@ -24,6 +24,8 @@ export interface RunRecord {
     machineRawS: number;
     perCpuUtil: number[];
     foreignS: number;
+    /** CPU-s the hypervisor gave to other guests meanwhile. */
+    stealS: number;
   } | null;
   /** Foreign CPU-s of earlier attempts that were discarded as noisy. */
   noisyAttemptsForeignS?: number[];
@@ -58,6 +60,7 @@ export interface BenchResults {
     durations: { iperf: number; wrk: number; sweep: number; idleConns: number; pacedGbit: number };
     sweep: number[];
     threads: number;
+    nice: number;
     proxyCpus: string;
     loadCpus: string;
     pinning: Record<string, string>;
@@ -105,6 +108,7 @@ export interface Report {
 }
 
 const BEYOND = 'machine_cpu_beyond_direct_s_per_gib';
+const LAB_BEYOND = 'lab_process_cpu_beyond_direct_s_per_gib';
 
 // ------------------------------------------------------------------ summary
 
@@ -128,9 +132,15 @@ export function summarize(r: BenchResults): Summary {
   // CPU per GiB beyond direct: the contender's machine-wide CPU-s/GiB minus direct's, same repetition.
   for (const run of r.runs) {
     if (!run.ok || run.contender === 'direct') continue;
-    const mine = run.metrics['machine_cpu_s_per_gib'];
-    const direct = r.runs.find((x) => x.ok && x.contender === 'direct' && x.workload === run.workload && x.rep === run.rep)?.metrics['machine_cpu_s_per_gib'];
-    if (mine !== undefined && direct !== undefined) push(run.workload, run.contender, BEYOND, mine - direct);
+    const directRun = r.runs.find((x) => x.ok && x.contender === 'direct' && x.workload === run.workload && x.rep === run.rep);
+    for (const [from, to] of [
+      ['machine_cpu_s_per_gib', BEYOND],
+      ['lab_process_cpu_s_per_gib', LAB_BEYOND],
+    ] as const) {
+      const mine = run.metrics[from];
+      const direct = directRun?.metrics[from];
+      if (mine !== undefined && direct !== undefined) push(run.workload, run.contender, to, mine - direct);
+    }
   }
   const out: Summary = {};
   for (const [w, byC] of Object.entries(values)) {
@@ -296,6 +306,7 @@ function mainRows(r: BenchResults): Row[] {
     rows.push({ label: 'paced 1 stream: proxy CPU-s/GiB', workload: 'iperf-paced', metric: 'proxy_cpu_s_per_gib', unit: 'CPU-s/GiB', higherIsBetter: false });
     rows.push({ label: 'paced 1 stream: machine CPU-s/GiB', workload: 'iperf-paced', metric: 'machine_cpu_s_per_gib', unit: 'CPU-s/GiB', higherIsBetter: false });
     rows.push({ label: 'paced 1 stream: machine CPU-s/GiB beyond direct', workload: 'iperf-paced', metric: BEYOND, unit: 'CPU-s/GiB', higherIsBetter: false });
+    rows.push({ label: 'paced 1 stream: lab processes CPU-s/GiB beyond direct (no softirq)', workload: 'iperf-paced', metric: LAB_BEYOND, unit: 'CPU-s/GiB', higherIsBetter: false });
   }
   for (const w of ['wrk-ka', 'wrk-close'].filter(has)) {
     rows.push({ label: `${w}: proxy CPU µs per request`, workload: w, metric: 'proxy_cpu_us_per_req', unit: 'us/req', higherIsBetter: false });
@@ -325,7 +336,8 @@ export function renderMarkdown(r: BenchResults, s: Summary, targets: Target[]): 
   L.push(
     `${st.reps} repetition(s), contenders interleaved within each repetition (order rotated per workload and repetition); each cell is the median with the min–max range in small type. ` +
       `iperf3/wrk runs: ${st.durations.iperf} s; sweep points: ${st.durations.sweep} s; ${st.durations.idleConns.toLocaleString('en-US')} idle connections; paced run ${st.durations.pacedGbit} Gbit/s. ` +
-      `Pinning: every proxy on CPU ${st.proxyCpus} (splicegate workers = HAProxy nbthread = ${st.threads}; node-pipe is single-threaded), wrk/iperf3 clients and nginx/iperf3/echo servers on CPU ${st.loadCpus}. Wall time ${r.wallSeconds} s.`,
+      `Pinning, identical for every contender: the proxy on CPU ${st.proxyCpus} (splicegate workers = HAProxy nbthread = ${st.threads}; node-pipe is single-threaded) together with the gateway namespace's packet receive processing (RPS on its veths), so CPU ${st.proxyCpus} is "the gateway box"; ` +
+      `wrk/iperf3 clients, nginx/iperf3/echo servers and the client and server namespaces' receive processing on CPU ${st.loadCpus}. Every lab process runs at nice ${st.nice}. Wall time ${r.wallSeconds} s.`,
   );
   L.push('');
 
@@ -354,14 +366,16 @@ export function renderMarkdown(r: BenchResults, s: Summary, targets: Target[]): 
     const sg = med(s, row.workload, 'splicegate', row.metric);
     const direct = med(s, row.workload, 'direct', row.metric);
     const hb = best(s, row.workload, row.metric, HAPROXY_VARIANTS, row.higherIsBetter);
-    const vsDirect = row.metric === BEYOND || row.workload === 'idle' ? '–' : ratioText(sg, direct);
+    const vsDirect = row.metric === BEYOND || row.metric === LAB_BEYOND || row.workload === 'idle' ? '–' : ratioText(sg, direct);
     L.push(`| ${row.label} | ${cells.join(' | ')} | ${vsDirect} | ${ratioText(sg, hb?.value ?? null)}${hb ? ` (${hb.id})` : ''} |`);
   }
   L.push('');
 
   L.push('### Where the CPU went (median busy share of each CPU during the run)');
   L.push('');
-  L.push(`CPU ${st.loadCpus} runs the load generators and servers, CPU ${st.proxyCpus} the proxy. A contender whose CPU ${st.proxyCpus} is well below 100 % while CPU ${st.loadCpus} is at 100 % was limited by the load side, not by itself.`);
+  L.push(
+    `CPU ${st.loadCpus} runs the load generators and servers, CPU ${st.proxyCpus} the gateway (proxy + its kernel networking; for direct, kernel forwarding). A contender whose CPU ${st.proxyCpus} is well below 100 % while CPU ${st.loadCpus} is at 100 % was limited by the load side, not by itself: its ratios then understate the difference, and the proxy CPU per request / per GiB rows are the better comparison.`,
+  );
   L.push('');
   const cpuKeys = Object.keys(s[r.workloads[0]?.id ?? '']?.['direct'] ?? {}).filter((k) => /^cpu\d+_busy$/.test(k));
   L.push(`| workload | ${ids.join(' | ')} |`);
@@ -391,12 +405,29 @@ export function renderMarkdown(r: BenchResults, s: Summary, targets: Target[]): 
   L.push('');
 
   const foreign = r.runs.reduce((a, x) => a + (x.cpu?.foreignS ?? 0), 0);
+  const steal = r.runs.reduce((a, x) => a + (x.cpu?.stealS ?? 0), 0);
   const measured = r.runs.reduce((a, x) => a + (x.cpu?.wallS ?? 0), 0);
+  const capacity = Math.max(1, measured * (Number(r.machine['cpus']) || 1));
+  const share = (foreign + steal) / capacity;
   L.push('## Run health');
   L.push('');
   L.push(
-    `Other processes on the machine (not in the lab) used ${foreign.toFixed(1)} CPU-s during ${measured.toFixed(0)} s of measurement (${((foreign / Math.max(1, measured * (Number(r.machine['cpus']) || 1))) * 100).toFixed(1)} % of the machine): ${foreign > measured * 0.05 ? 'NOISY, compare with care' : 'quiet'}.`,
+    `During ${measured.toFixed(0)} s of measurement, other processes on the machine (not in the lab) used ${foreign.toFixed(1)} CPU-s and the hypervisor stole ${steal.toFixed(1)} CPU-s: ` +
+      `${(share * 100).toFixed(1)} % of the machine — ${share > 0.05 ? 'NOISY: compare with care, and prefer the per-GiB / per-request proxy CPU rows, which noise disturbs less' : 'quiet'}.`,
   );
+  L.push('');
+  L.push(`| noise (others' share of the machine during the kept runs) | ${ids.join(' | ')} |`);
+  L.push(`|---|${ids.map(() => '---').join('|')}|`);
+  const noiseCells = ids.map((id) => {
+    const mine = r.runs.filter((x) => x.contender === id && x.cpu && x.cpu.wallS > 0);
+    if (mine.length === 0) return '–';
+    const cpus = Number(r.machine['cpus']) || 1;
+    const shares = mine.map((x) => ((x.cpu?.foreignS ?? 0) + (x.cpu?.stealS ?? 0)) / ((x.cpu?.wallS ?? 1) * cpus)).sort((a, b) => a - b);
+    const mid = shares[Math.floor(shares.length / 2)] ?? 0;
+    return `${(mid * 100).toFixed(0)} % median, ${((shares[shares.length - 1] ?? 0) * 100).toFixed(0)} % max`;
+  });
+  L.push(`| all workloads | ${noiseCells.join(' | ')} |`);
+  L.push('');
   const failed = r.runs.filter((x) => !x.ok);
   L.push(
     `${r.runs.length} runs, ${failed.length} failed or with errors${failed.length ? ':' : '.'} ${r.settings.retries} run(s) were measured again because other processes took more than ${Math.round(r.settings.noiseShare * 100)} % of the machine meanwhile (the less noisy attempt is kept).`,

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LabProcess } from '../../test/lab/process';
 import { sleep } from '../../test/lab/util';
-import { type BenchEnv, SERVER_PORTS } from './contenders';
+import { type BenchEnv, pinned, SERVER_PORTS } from './contenders';
 
 export const SMALL_FILE_BYTES = 1024;
 export const BIG_FILE_BYTES = 1 << 20;
@@ -19,7 +19,8 @@ export class Servers {
   constructor(private readonly env: BenchEnv) {}
 
   private startPinned(label: string, cmd: string, args: string[]): LabProcess {
-    return this.env.lab.start('srv', 'taskset', ['-c', this.env.loadCpus, cmd, ...args], { nofile: this.env.nofile, stdin: 'ignore', label });
+    const p = pinned(this.env, this.env.loadCpus, cmd, args);
+    return this.env.lab.start('srv', p.cmd, p.args, { nofile: this.env.nofile, stdin: 'ignore', label });
   }
 
   private async waitListening(proc: LabProcess, port: number, timeoutMs: number): Promise<void> {

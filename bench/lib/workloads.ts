@@ -4,7 +4,7 @@
 
 import * as path from 'node:path';
 import { sleep } from '../../test/lab/util';
-import { type BenchEnv, type Contender, SERVER_PORTS } from './contenders';
+import { type BenchEnv, type Contender, pinned, SERVER_PORTS } from './contenders';
 import { parseIperf, parseWrk, wrkErrorCount } from './parse';
 import { processRssBytes } from './proc';
 import { SMALL_FILE_BYTES } from './servers';
@@ -50,8 +50,8 @@ function target(env: BenchEnv, port: number): string {
 
 async function runWrk(env: BenchEnv, args: string[], seconds: number): Promise<ReturnType<typeof parseWrk>> {
   const lua = path.join(env.repoRoot, 'bench', 'lib', 'wrk-report.lua');
-  const argv = ['-c', env.loadCpus, 'wrk', '-t1', `-d${seconds}s`, '--timeout', '5s', '-s', lua, ...args];
-  const r = await env.lab.exec('cli', 'taskset', argv, { timeoutMs: (seconds + 30) * 1000, nofile: env.nofile });
+  const p = pinned(env, env.loadCpus, 'wrk', ['-t1', `-d${seconds}s`, '--timeout', '5s', '-s', lua, ...args]);
+  const r = await env.lab.exec('cli', p.cmd, p.args, { timeoutMs: (seconds + 30) * 1000, nofile: env.nofile });
   if (r.code !== 0) throw new Error(`wrk ${args.join(' ')} exited ${r.code}/${r.signal}: ${r.stderr.trim()} ${r.stdout.slice(-500)}`);
   return parseWrk(r.stdout);
 }
@@ -75,13 +75,14 @@ function wrkOutcome(w: ReturnType<typeof parseWrk>): Outcome {
 }
 
 async function runIperf(env: BenchEnv, streams: number, seconds: number, gbitPerStream: number | null): Promise<Outcome> {
-  const argv = ['-c', env.loadCpus, 'iperf3', '-c', env.serverAddr, '-p', String(SERVER_PORTS.iperf), '-t', String(seconds), '-P', String(streams), '-J', '-Z', '--connect-timeout', '3000'];
+  const argv = ['-c', env.serverAddr, '-p', String(SERVER_PORTS.iperf), '-t', String(seconds), '-P', String(streams), '-J', '-Z', '--connect-timeout', '3000'];
   if (gbitPerStream !== null) argv.push('-b', `${Math.round(gbitPerStream * 1000)}M`);
-  const r = await env.lab.exec('cli', 'taskset', argv, { timeoutMs: (seconds + 30) * 1000, nofile: env.nofile });
+  const p = pinned(env, env.loadCpus, 'iperf3', argv);
+  const r = await env.lab.exec('cli', p.cmd, p.args, { timeoutMs: (seconds + 30) * 1000, nofile: env.nofile });
   const res = parseIperf(r.stdout); // throws on iperf3's own error
   if (r.code !== 0) throw new Error(`iperf3 exited ${r.code}: ${r.stderr.trim()}`);
   return {
-    metrics: { gbps: res.gbitPerSec, retransmits: res.retransmits ?? -1 },
+    metrics: { gbps: res.gbitPerSec, retransmits: res.retransmits ?? -1, endpoint_cpu_s: res.endpointCpuS },
     bytes: res.bytes,
     errors: 0,
   };
@@ -110,7 +111,8 @@ async function runIdle(env: BenchEnv, c: Contender, d: Durations): Promise<Outco
   const before = processRssBytes(pid);
   const script = path.join(env.repoRoot, 'dist', 'bench', 'idle-conns.js');
   const n = d.idleConns;
-  const client = env.lab.start('cli', 'taskset', ['-c', env.loadCpus, process.execPath, script, 'client', target(env, SERVER_PORTS.idle), String(n), '256', '30000'], {
+  const p = pinned(env, env.loadCpus, process.execPath, [script, 'client', target(env, SERVER_PORTS.idle), String(n), '256', '30000']);
+  const client = env.lab.start('cli', p.cmd, p.args, {
     nofile: env.nofile,
     stdin: 'pipe',
     label: `idle-client ${n}`,
