@@ -64,7 +64,7 @@ const HELP = `usage: npm run bench -- [options]     (or: node dist/bench/run.js 
   --load-cpus LIST      taskset CPU list for load generators and servers (default 0)
   --threads N           splicegate workers = HAProxy nbthread (default 1)
   --budget-s N          wall-time budget: noisy runs are measured again only while the
-                        run still fits (default 570; --quick: 0 = no limit)
+                        run still fits (default 540; --quick: 0 = no limit)
   --wait-quiet N        before starting, wait up to N s for other processes to go quiet
   --nice N              nice value of every lab process (default -10: the same for all
                         contenders, so that other users of a shared machine disturb less)
@@ -141,7 +141,7 @@ function parseOptions(argv: string[], repoRoot: string): Options {
     proxyCpus: values['proxy-cpus'] ?? '1',
     loadCpus: values['load-cpus'] ?? '0',
     threads: int(values.threads, 1, 'threads'),
-    budgetS: int(values['budget-s'], quick ? 0 : 570, 'budget-s', 0),
+    budgetS: int(values['budget-s'], quick ? 0 : 540, 'budget-s', 0),
     waitQuietS: int(values['wait-quiet'], 0, 'wait-quiet', 0),
     nice: int(values.nice, -10, 'nice', -20),
   };

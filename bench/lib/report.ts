@@ -97,6 +97,8 @@ export interface Target {
   pass: boolean | null;
   /** Relative distance to the bar, positive = inside it (e.g. 0.125 = 12.5 % better than needed). */
   margin: number | null;
+  /** direct / reference: what no proxy at all would score, i.e. the lab's ceiling for this ratio. */
+  directRatio: number | null;
   note: string;
 }
 
@@ -202,7 +204,9 @@ export function evaluateTargets(r: BenchResults, s: Summary): Target[] {
       pass = comparator === '>=' ? ratio >= threshold : ratio <= threshold;
       margin = comparator === '>=' ? ratio / threshold - 1 : 1 - ratio / threshold;
     }
+    const direct = metric === BEYOND || workload === 'idle' ? null : med(s, workload, 'direct', metric);
     targets.push({
+      directRatio: direct !== null && ref !== null && ref.value > 0 ? direct / ref.value : null,
       id,
       title,
       workload,
@@ -343,18 +347,22 @@ export function renderMarkdown(r: BenchResults, s: Summary, targets: Target[]): 
 
   L.push('## Targets');
   L.push('');
-  L.push('| target | splicegate | reference | ratio | bar | result |');
-  L.push('|---|---|---|---|---|---|');
+  L.push('| target | splicegate | reference | ratio | bar | result | direct would score |');
+  L.push('|---|---|---|---|---|---|---|');
   for (const t of targets) {
     const u = displayUnit(t.unit);
     const sg = t.splicegate === null ? '–' : `${fmtNum(t.splicegate, t.unit)} ${u}`;
     const ref = t.reference === null ? '–' : `${fmtNum(t.reference, t.unit)} ${u} (${t.referenceContender})`;
-    L.push(`| ${t.title} | ${sg} | ${ref} | ${t.ratio === null ? '–' : `${t.ratio.toFixed(2)}x`} | ${t.comparator} ${t.threshold.toFixed(2)}x | ${verdict(t)} |`);
+    const ceiling = t.directRatio === null ? '–' : `${t.directRatio.toFixed(2)}x`;
+    L.push(`| ${t.title} | ${sg} | ${ref} | ${t.ratio === null ? '–' : `${t.ratio.toFixed(2)}x`} | ${t.comparator} ${t.threshold.toFixed(2)}x | ${verdict(t)} | ${ceiling} |`);
   }
   const passed = targets.filter((t) => t.pass === true).length;
   const missed = targets.filter((t) => t.pass === false).length;
   L.push('');
-  L.push(`${passed} PASS, ${missed} MISS, ${targets.length - passed - missed} not evaluated. "HAProxy-splice" = the better of haproxy-splice-auto and haproxy-splice for that metric; "better HAProxy" = the best of all three HAProxy variants.`);
+  L.push(
+    `${passed} PASS, ${missed} MISS, ${targets.length - passed - missed} not evaluated. "HAProxy-splice" = the better of haproxy-splice-auto and haproxy-splice for that metric; "better HAProxy" = the best of all three HAProxy variants. ` +
+      `"direct would score": the same ratio for kernel forwarding with no proxy at all — the lab's ceiling; where it is itself short of the bar, no proxy could meet the target in this lab.`,
+  );
   L.push('');
 
   L.push('## Results');
