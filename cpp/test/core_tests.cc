@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "test_harness.h"
 #include "../core/loop_thread.h"
 #include "../core/host_cache.h"
 #include "../core/original_dst.h"
@@ -29,31 +30,7 @@ using namespace splicegate;
 
 namespace {
 
-int g_failed = 0;
-int g_passed = 0;
-std::string g_current;
-
-#define CHECK(cond)                                                                       \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
-      std::fprintf(stderr, "  FAILED %s:%d in %s: %s\n", __FILE__, __LINE__, g_current.c_str(), #cond); \
-      throw TestFailure{};                                                                \
-    }                                                                                     \
-  } while (0)
-
-struct TestFailure {};
-
-void run(const char* name, const std::function<void()>& fn) {
-  g_current = name;
-  bool ok = true;
-  try {
-    fn();
-  } catch (const TestFailure&) {
-    ok = false;
-  }
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", name);
-  (ok ? g_passed : g_failed)++;
-}
+using splicegate::testing::run;
 
 SocketAddress addr(const char* ip, uint16_t port) { return *SocketAddress::fromIp(ip, port); }
 
@@ -470,6 +447,5 @@ int main() {
   relayTests(CoreOptions::RelayMode::kSplice, "splice");
   relayTests(CoreOptions::RelayMode::kCopy, "copy");
   failureTests();
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return splicegate::testing::finish();
 }

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "test_harness.h"
 #include "../core/hdr_histogram.h"
 #include "../core/host_latency.h"
 #include "../core/latency_export.h"
@@ -33,43 +34,7 @@ void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace {
 
-int g_failed = 0;
-int g_passed = 0;
-std::string g_current;
-
-struct TestFailure {};
-
-#define CHECK(cond)                                                                                     \
-  do {                                                                                                  \
-    if (!(cond)) {                                                                                      \
-      std::fprintf(stderr, "  FAILED %s:%d in %s: %s\n", __FILE__, __LINE__, g_current.c_str(), #cond); \
-      throw TestFailure{};                                                                              \
-    }                                                                                                   \
-  } while (0)
-
-#define CHECK_EQ(a, b)                                                                                     \
-  do {                                                                                                     \
-    const auto va = (a);                                                                                   \
-    const auto vb = (b);                                                                                   \
-    if (!(va == vb)) {                                                                                     \
-      std::fprintf(stderr, "  FAILED %s:%d in %s: %s == %s (%llu vs %llu)\n", __FILE__, __LINE__,         \
-                   g_current.c_str(), #a, #b, static_cast<unsigned long long>(va),                        \
-                   static_cast<unsigned long long>(vb));                                                  \
-      throw TestFailure{};                                                                                 \
-    }                                                                                                      \
-  } while (0)
-
-void run(const char* name, const std::function<void()>& fn) {
-  g_current = name;
-  bool ok = true;
-  try {
-    fn();
-  } catch (const TestFailure&) {
-    ok = false;
-  }
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", name);
-  (ok ? g_passed : g_failed)++;
-}
+using splicegate::testing::run;
 
 constexpr uint64_t kHour = kDefaultHighestTrackableUs;
 
@@ -383,6 +348,5 @@ int main() {
   histogramTests();
   hostTableTests();
   exportTests();
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return splicegate::testing::finish();
 }
