@@ -36,7 +36,7 @@ interface Options {
   workloads: string[] | null;
   reps: number;
   out: string;
-  sgTuning: Record<string, string | number>;
+  sgTuning: Record<string, string | number | boolean>;
   durations: Durations;
   sweep: number[];
   proxyCpus: string;
@@ -116,11 +116,11 @@ function parseOptions(argv: string[], repoRoot: string): Options {
   const seconds = int(values.seconds, quick ? 1 : 2, 'seconds');
   const paced = values['paced-gbit'] === undefined ? 2 : Number(values['paced-gbit']);
   if (!(paced > 0)) throw new Error(`--paced-gbit: expected a positive number, got ${values['paced-gbit']}`);
-  const sgTuning: Record<string, string | number> = {};
+  const sgTuning: Record<string, string | number | boolean> = {};
   for (const kv of list(values['sg-tuning']) ?? []) {
     const m = /^([a-z_]+)=(.+)$/.exec(kv);
     if (!m || m[1] === undefined || m[2] === undefined) throw new Error(`--sg-tuning: expected key=value, got ${kv}`);
-    sgTuning[m[1]] = /^\d+$/.test(m[2]) ? Number(m[2]) : m[2];
+    sgTuning[m[1]] = /^\d+$/.test(m[2]) ? Number(m[2]) : m[2] === 'true' || m[2] === 'false' ? m[2] === 'true' : m[2];
   }
   const sweep = (list(values.sweep) ?? ['1', '64', '256', '1024']).map((s) => int(s, 1, 'sweep'));
   return {

@@ -35,7 +35,7 @@ export interface BenchEnv {
   /** The lab server's address (the original destination of every workload). */
   serverAddr: string;
   /** Extra splicegate `tuning:` keys, from --sg-tuning. */
-  sgTuning: Record<string, string | number>;
+  sgTuning: Record<string, string | number | boolean>;
   /** Nice value for every lab process (negative: other users of the machine disturb less). */
   nice: number;
 }

@@ -64,7 +64,7 @@ export interface BenchResults {
     proxyCpus: string;
     loadCpus: string;
     pinning: Record<string, string>;
-    sgTuning: Record<string, string | number>;
+    sgTuning: Record<string, string | number | boolean>;
     serverAddr: string;
     noiseShare: number;
     retries: number;
