@@ -20,7 +20,7 @@ cmake --build build/ctest -j2 >/dev/null
 ctest --test-dir build/ctest --output-on-failure
 
 echo "== TypeScript unit and integration tests (node --test)"
-mapfile -t files < <(find dist/test -name '*.test.js' | sort)
+mapfile -t files < <(find dist/test dist/bench/test -name "*.test.js" | sort)
 if [ "${#files[@]}" -eq 0 ]; then
   echo "no test files found under dist/test" >&2
   exit 1
