@@ -19,6 +19,10 @@ npx --no-install tsc -p tsconfig.json >&2
 
 # Every process of the benchmark inherits this (8,000 idle connections through a proxy = 16,000 fds).
 ulimit -n 20000
+if [ "${1:-}" = "--preconnect" ]; then
+  shift
+  exec node dist/bench/preconnect.js "$@"
+fi
 if [ "${1:-}" = "--latency-cost" ]; then
   shift
   exec node dist/bench/latency-cost.js "$@"

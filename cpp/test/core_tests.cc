@@ -415,6 +415,22 @@ void failureTests() {
     CHECK(proxy.waitStat(Stat::upstream_cx_connect_timeout, 1));
     CHECK(ms >= 250);
   });
+  run("max_downstream_connections refuses the next client at once", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    CoreOptions options;
+    options.maxDownstreamConnections = 1;
+    Proxy proxy(serverAddr, options);
+    UniqueFd first = connectTo(proxy.listenAddr);
+    UniqueFd upstream(::accept(server.get(), nullptr, nullptr));  // the first one is relayed
+    CHECK(upstream);
+    UniqueFd second = connectTo(proxy.listenAddr);
+    std::string got;
+    CHECK(readAll(second.get(), got, 3000));  // closed by the proxy, nothing relayed
+    CHECK(got.empty());
+    CHECK(proxy.waitStat(Stat::downstream_cx_overflow, 1));
+    CHECK(proxy.stat(Stat::upstream_cx_total) == 1);
+  });
   run("client reset mid-stream resets the upstream", [] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
