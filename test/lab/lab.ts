@@ -410,24 +410,24 @@ export class Lab {
 
   /** nat REDIRECT of TCP arriving from the client, in the gateway. */
   async redirect(o: RedirectOptions): Promise<void> {
-    const tool = o.family === 6 ? 'ip6tables' : 'iptables';
-    for (const port of Lab.ports(o.dport)) {
+    await this.fromClientRule(o.family, 'nat', o.dport, o.daddr, ['REDIRECT', '--to-ports', String(o.toPort)]);
+  }
+
+  /** One PREROUTING rule per destination port for TCP arriving from the client, in the gateway. */
+  private async fromClientRule(
+    family: 4 | 6,
+    table: 'nat' | 'mangle',
+    dport: number | string | number[] | undefined,
+    daddr: string | undefined,
+    target: string[],
+  ): Promise<void> {
+    const tool = family === 6 ? 'ip6tables' : 'iptables';
+    for (const port of Lab.ports(dport)) {
       await this.execOk('gw', tool, [
-        '-w',
-        '-t',
-        'nat',
-        '-A',
-        'PREROUTING',
-        '-i',
-        IFACE.gwCli,
-        '-p',
-        'tcp',
-        ...(o.daddr ? ['-d', o.daddr] : []),
+        '-w', '-t', table, '-A', 'PREROUTING', '-i', IFACE.gwCli, '-p', 'tcp',
+        ...(daddr ? ['-d', daddr] : []),
         ...(port !== undefined ? ['--dport', port] : []),
-        '-j',
-        'REDIRECT',
-        '--to-ports',
-        String(o.toPort),
+        '-j', ...target,
       ]);
     }
   }
@@ -435,30 +435,9 @@ export class Lab {
   /** mangle TPROXY of TCP arriving from the client + fwmark policy route to local, in the gateway. */
   async tproxy(o: TproxyOptions): Promise<void> {
     const family = o.family ?? 4;
-    const tool = family === 6 ? 'ip6tables' : 'iptables';
     const table = o.table ?? 100;
     const mark = `0x${o.mark.toString(16)}`;
-    for (const port of Lab.ports(o.dport)) {
-      await this.execOk('gw', tool, [
-        '-w',
-        '-t',
-        'mangle',
-        '-A',
-        'PREROUTING',
-        '-i',
-        IFACE.gwCli,
-        '-p',
-        'tcp',
-        ...(o.daddr ? ['-d', o.daddr] : []),
-        ...(port !== undefined ? ['--dport', port] : []),
-        '-j',
-        'TPROXY',
-        '--on-port',
-        String(o.onPort),
-        '--tproxy-mark',
-        `${mark}/${mark}`,
-      ]);
-    }
+    await this.fromClientRule(family, 'mangle', o.dport, o.daddr, ['TPROXY', '--on-port', String(o.onPort), '--tproxy-mark', `${mark}/${mark}`]);
     const key = `${family}/${mark}/${table}`;
     if (!this.tproxyRoutes.has(key)) {
       this.tproxyRoutes.add(key);
