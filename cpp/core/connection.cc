@@ -18,6 +18,7 @@ namespace {
 
 constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+constexpr uint8_t kSmallSplicesBeforeCopy = 4;
 
 // Closing with SO_LINGER {1, 0} sends RST instead of FIN: how an error on one side is passed on
 // to the other, so the peer does not take a broken stream for a complete one.
@@ -258,8 +259,14 @@ ssize_t Connection::fill(Direction& d) {
       d.pipe->bytes += static_cast<size_t>(n);
       core_.stats().add(Stat::splice_bytes, static_cast<uint64_t>(n));
       // Small reads do better copied (one syscall each way, no pipe): drop back to the buffer
-      // path once the pipe drains.
-      if (static_cast<size_t>(n) < core_.buffers().bufferSize() / 2) d.bulk = false;
+      // path once the pipe drains, but only after several in a row — a bulk stream that the
+      // proxy keeps up with also sees an occasional small read, and flipping to copying then
+      // costs a user-space copy for every byte until a read fills the buffer again.
+      if (static_cast<size_t>(n) < core_.buffers().bufferSize() / 2) {
+        if (++d.smallSplices >= kSmallSplicesBeforeCopy) d.bulk = false;
+      } else {
+        d.smallSplices = 0;
+      }
     }
     return n;
   }
@@ -278,6 +285,7 @@ ssize_t Connection::fill(Direction& d) {
     core_.stats().add(Stat::copy_bytes, static_cast<uint64_t>(n));
     if (static_cast<size_t>(n) == size) {
       d.bulk = true;  // a full buffer: more is likely waiting, splice the rest
+      d.smallSplices = 0;
     } else if (!d.src->peerClosing) {
       // A short read from a stream socket took everything queued; anything later raises a new
       // edge. Not when the peer is closing: its FIN may already be queued behind this data.

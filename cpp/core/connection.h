@@ -87,6 +87,7 @@ class Connection {
     bool srcEof = false;
     bool dstShut = false;
     bool bulk = false;  // last read filled a copy buffer: use splice for what follows
+    uint8_t smallSplices = 0;  // consecutive small splices (see fill())
     uint64_t bytes = 0;
     Stat readStat;   // global counter for bytes read from src
     Stat writeStat;  // global counter for bytes written to dst
