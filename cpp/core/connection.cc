@@ -334,6 +334,12 @@ void Connection::close(CloseReason reason) {
   if (state_ == ConnectionState::kClosed) return;
   const ConnectionState previous = state_;
   state_ = ConnectionState::kClosed;
+  if (reason == CloseReason::kDrained && !(toUpstream_.done() && toDownstream_.done())) {
+    // Cut off at the end of drain_timeout: reset both sides so neither peer mistakes the cut for
+    // the stream's real end (a FIN would look like a complete response to a length-less protocol).
+    if (down_.fd) resetOnClose(down_.fd.get());
+    if (up_.fd) resetOnClose(up_.fd.get());
+  }
   if (reason == CloseReason::kConnectTimeout) ++host_.stat(HostStat::cx_connect_timeout);
   finishConnectAttempt();
   core_.hosts().connectionClosed(host_, core_.loop().nowUs());

@@ -87,6 +87,8 @@ describe('drain', () => {
       assert.ok(ms < 8000, `exited after ${ms} ms`);
       const rel = await client.release(10000);
       assert.equal(rel.droppedWhileHeld, 3, 'the held connections were closed by the drain timeout');
+      // Cut off, not finished: a reset, so the client cannot take the cut for the stream's end.
+      assert.equal(rel.droppedByReset, 3, JSON.stringify(rel));
     });
   });
 });

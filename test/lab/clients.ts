@@ -144,6 +144,8 @@ export interface HeldInfo {
 export interface ReleasedInfo {
   openAtRelease: number;
   droppedWhileHeld: number;
+  /** Of the dropped ones, those the peer reset rather than ended. */
+  droppedByReset: number;
   closed: number;
   ms: number;
 }
@@ -171,6 +173,6 @@ export class HoldClient {
     const line = await this.proc.waitForLine((l) => parseJsonObject(l)?.['event'] === 'released', timeoutMs, 'released');
     const o = parseJsonObject(line);
     if (!o) throw new Error('unreachable');
-    return need<ReleasedInfo>(o, ['openAtRelease', 'droppedWhileHeld', 'closed'], 'hold', this.proc);
+    return need<ReleasedInfo>(o, ['openAtRelease', 'droppedWhileHeld', 'droppedByReset', 'closed'], 'hold', this.proc);
   }
 }
