@@ -106,7 +106,7 @@ void Connection::startWithUpstream(UniqueFd warm) {
   recordConnectStart();
   establishedUs_ = connectStartedUs_;
   finishConnectAttempt();
-  core_.connectFinished(*this, 0);
+  core_.connectFinished(*this);
   state_ = ConnectionState::kRelaying;
   relay();
 }
@@ -145,7 +145,7 @@ void Connection::onConnectReady(uint32_t events) {
   finishConnectAttempt();
   establishedUs_ = EventLoop::monotonicUs();
   if (recordLatency_) core_.latency().record(latencyRef_, LatencyMetric::kConnect, establishedUs_ - connectStartedUs_);
-  core_.connectFinished(*this, establishedUs_ - connectStartedUs_);
+  core_.connectFinished(*this);
   state_ = ConnectionState::kRelaying;
   relay();
 }
@@ -190,7 +190,6 @@ Connection::PumpResult Connection::pump(Direction& d, size_t& budget) {
       } else if (errno == EAGAIN) {
         d.dst->writable = false;
       } else {
-        pumpErrno_ = errno;
         pumpFailedSide_ = d.dst;
         return PumpResult::kError;
       }
@@ -223,7 +222,6 @@ Connection::PumpResult Connection::pump(Direction& d, size_t& budget) {
           releaseHolders(d);
         }
       } else {
-        pumpErrno_ = errno;
         pumpFailedSide_ = d.src;
         return PumpResult::kError;
       }
@@ -332,7 +330,6 @@ void Connection::abortWith(CloseReason reason, Side& failed) {
 
 void Connection::close(CloseReason reason) {
   if (state_ == ConnectionState::kClosed) return;
-  const ConnectionState previous = state_;
   state_ = ConnectionState::kClosed;
   if (reason == CloseReason::kDrained && !(toUpstream_.done() && toDownstream_.done())) {
     // Cut off at the end of drain_timeout: reset both sides so neither peer mistakes the cut for
@@ -350,9 +347,10 @@ void Connection::close(CloseReason reason) {
     up_.fd.reset();
   }
   down_.fd.reset();  // closing removes both from epoll: neither fd is ever duplicated
-  const uint64_t durationUs = EventLoop::monotonicUs() - acceptedUs_;
-  if (recordLatency_) core_.latency().record(latencyRef_, LatencyMetric::kDuration, durationUs);
-  core_.connectionClosed(*this, previous, reason, durationUs);
+  if (recordLatency_) {
+    core_.latency().record(latencyRef_, LatencyMetric::kDuration, EventLoop::monotonicUs() - acceptedUs_);
+  }
+  core_.connectionClosed(*this, reason);
 }
 
 }  // namespace splicegate

@@ -119,7 +119,6 @@ class Connection {
   Direction toDownstream_;
   Host& host_;
   bool connectPending_ = true;  // host's pending slot still held
-  int pumpErrno_ = 0;
   Side* pumpFailedSide_ = nullptr;
   HostRef latencyRef_;        // where this connection's per-host latency samples go
   bool firstByteSeen_ = false;  // time to first upstream byte recorded

@@ -186,13 +186,13 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
 
 void WorkerCore::connectStarted(Connection& c) { connecting_.pushBack(&c); }
 
-void WorkerCore::connectFinished(Connection& c, uint64_t) { connecting_.remove(&c); }
+void WorkerCore::connectFinished(Connection& c) { connecting_.remove(&c); }
 
 void WorkerCore::scheduleResume(Connection& c) {
   if (!c.readyNode.linked()) ready_.pushBack(&c);
 }
 
-void WorkerCore::connectionClosed(Connection& c, ConnectionState, CloseReason reason, uint64_t) {
+void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
   connecting_.remove(&c);
   ready_.remove(&c);
   connections_.remove(&c);

@@ -59,9 +59,9 @@ class WorkerCore {
   const CoreOptions& options() const { return options_; }
   void acceptFrom(Listener& listener);
   void connectStarted(Connection& c);
-  void connectFinished(Connection& c, uint64_t connectUs);
+  void connectFinished(Connection& c);
   void scheduleResume(Connection& c);
-  void connectionClosed(Connection& c, ConnectionState previous, CloseReason reason, uint64_t durationUs);
+  void connectionClosed(Connection& c, CloseReason reason);
 
  private:
   // The housekeeping timer and the "more work queued" kick share this small handler type.
