@@ -4,7 +4,7 @@
 
 import { decodeFromCompressedBase64, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
 import { LATENCY_METRICS, type LatencyMetricName } from './metrics';
-import type { MergedLatency, MergedSet } from './merge';
+import type { LatencySet, LatencySets, MergedLatency, MergedSet } from './merge';
 
 export const HDR_EXPORT_FORMAT = 'hdrhistogram-v2-compressed-base64';
 
@@ -42,14 +42,9 @@ export function hdrExport(merged: MergedLatency): HdrLatencyExport {
   };
 }
 
-export type DecodedSet = Partial<Record<LatencyMetricName, Histogram>>;
-
-export interface DecodedHdrExport {
-  workers: number;
-  global: DecodedSet;
-  hosts: Array<{ address: string; set: DecodedSet }>;
-  otherHosts: DecodedSet;
-}
+export type DecodedSet = LatencySet<Histogram>;
+/** The hdr export read back: the merged view, with plain hdr-histogram-js histograms. */
+export type DecodedHdrExport = LatencySets<Histogram>;
 
 /** Parses and checks the JSON of GET /latency?format=hdr; throws with what is wrong. */
 export function decodeHdrExport(json: unknown): DecodedHdrExport {

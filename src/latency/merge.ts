@@ -20,15 +20,20 @@ export interface MergedHistogram {
   clampedCount: number;
 }
 
-export type MergedSet = Partial<Record<LatencyMetricName, MergedHistogram>>;
+/** One histogram per metric, some metrics possibly absent. */
+export type LatencySet<H> = Partial<Record<LatencyMetricName, H>>;
 
-export interface MergedLatency {
+/** Every worker's latency merged into one view: the shape behind /latency and its hdr export. */
+export interface LatencySets<H> {
   workers: number;
-  global: MergedSet;
+  global: LatencySet<H>;
   /** Busiest first (by connection count: the connect histogram's total). */
-  hosts: Array<{ address: string; set: MergedSet }>;
-  otherHosts: MergedSet;
+  hosts: Array<{ address: string; set: LatencySet<H> }>;
+  otherHosts: LatencySet<H>;
 }
+
+export type MergedSet = LatencySet<MergedHistogram>;
+export type MergedLatency = LatencySets<MergedHistogram>;
 
 /** An hdr-histogram-js histogram with the core's layout (lowestDiscernibleValue 1). */
 export function histogramLike(block: Pick<HistogramBlock, 'significantDigits' | 'highestTrackableValue'>): Histogram {
