@@ -1,0 +1,32 @@
+// Every config under examples/ is one a user copies as a starting point: it must pass
+// `splicegate validate`, and examples/README.md must describe each of them.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const ROOT = join(__dirname, '..', '..');
+const CLI = join(ROOT, 'dist', 'src', 'cli.js');
+const EXAMPLES = join(ROOT, 'examples');
+
+const configs = readdirSync(EXAMPLES).filter((f) => f.endsWith('.yaml')).sort();
+
+test('examples/ holds the topology configs', () => {
+  assert.ok(configs.length >= 3, `found ${configs.join(', ')}`);
+});
+
+for (const file of configs) {
+  test(`examples/${file} passes splicegate validate`, () => {
+    const path = join(EXAMPLES, file);
+    const run = spawnSync(process.execPath, [CLI, 'validate', '--config', path], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: OK \\(`));
+  });
+}
+
+test('examples/README.md links every example config', () => {
+  const readme = readFileSync(join(EXAMPLES, 'README.md'), 'utf8');
+  for (const file of configs) assert.ok(readme.includes(`](${file})`), `${file} is not described in examples/README.md`);
+});
