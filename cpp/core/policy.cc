@@ -107,34 +107,6 @@ DestKey keyOf(const SocketAddress& a) {
 
 }  // namespace
 
-std::optional<IpCidr> parseCidr(std::string_view text) {
-  const size_t slash = text.find('/');
-  const std::string ip(text.substr(0, slash));
-  IpCidr out;
-  if (inet_pton(AF_INET, ip.c_str(), out.bytes) == 1) {
-    out.family = AF_INET;
-  } else if (inet_pton(AF_INET6, ip.c_str(), out.bytes) == 1) {
-    out.family = AF_INET6;
-  } else {
-    return std::nullopt;
-  }
-  const int maxPrefix = out.family == AF_INET ? 32 : 128;
-  if (slash == std::string_view::npos) {
-    out.prefix = static_cast<uint8_t>(maxPrefix);
-    return out;
-  }
-  const std::string_view digits = text.substr(slash + 1);
-  if (digits.empty() || digits.size() > 3) return std::nullopt;
-  int prefix = 0;
-  for (char c : digits) {
-    if (c < '0' || c > '9') return std::nullopt;
-    prefix = prefix * 10 + (c - '0');
-  }
-  if (prefix > maxPrefix) return std::nullopt;
-  out.prefix = static_cast<uint8_t>(prefix);
-  return out;
-}
-
 // --- PrefixTable ----------------------------------------------------------------------------------
 
 template <typename Key>

@@ -40,4 +40,11 @@ struct PolicyRules {
   std::vector<PolicyRule> rules;  // ordered: the first match wins
 };
 
+// Fills out.rules from the compact form the control layer sends (src/config/policy-native.ts):
+// names and actions per rule, then 7 words per CIDR [rule, family 4|6, prefix, address as four
+// big-endian words] and 3 words per port range [rule, first, last]. Returns an error message, or
+// an empty string when every entry was in range.
+std::string decodePolicyWords(const std::vector<std::string>& names, const uint8_t* actions, const uint32_t* cidrs,
+                              size_t cidrWords, const uint32_t* ports, size_t portWords, PolicyRules& out);
+
 }  // namespace splicegate

@@ -104,6 +104,34 @@ void parseTests() {
     CHECK(!parseCidr("example.com/8"));
     CHECK(!parseCidr("fe80::1%eth0/64"));
   });
+
+  // The same words test/policy.test.ts expects src/config/policy-native.ts to produce.
+  run("decodePolicyWords: the control layer's compact form decodes to the rules; bad entries refused", [] {
+    const std::vector<std::string> names = {"no-db", "web"};
+    const uint8_t actions[] = {0, 1};
+    const uint32_t cidrs[] = {0, 4, 24, 0x0a000500u, 0, 0, 0,  //
+                              1, 6, 32, 0x20010db8u, 0, 0, 0};
+    const uint32_t portWords[] = {0, 5432, 5432, 0, 6379, 6380};
+    PolicyRules out;
+    CHECK(decodePolicyWords(names, actions, cidrs, 14, portWords, 6, out).empty());
+    CHECK_EQ(out.rules.size(), 2u);
+    CHECK(out.rules[0].name == "no-db" && !out.rules[0].allow && out.rules[1].allow);
+    const IpCidr want4 = *parseCidr("10.0.5.0/24");
+    const IpCidr want6 = *parseCidr("2001:db8::/32");
+    CHECK(out.rules[0].cidrs.size() == 1 && out.rules[0].cidrs[0].family == AF_INET && out.rules[0].cidrs[0].prefix == 24);
+    CHECK(std::memcmp(out.rules[0].cidrs[0].bytes, want4.bytes, 16) == 0);
+    CHECK(out.rules[1].cidrs.size() == 1 && out.rules[1].cidrs[0].family == AF_INET6 && out.rules[1].cidrs[0].prefix == 32);
+    CHECK(std::memcmp(out.rules[1].cidrs[0].bytes, want6.bytes, 16) == 0);
+    CHECK(out.rules[0].ports.size() == 2 && out.rules[0].ports[1].first == 6379 && out.rules[0].ports[1].last == 6380);
+    CHECK(out.rules[1].ports.empty());
+    const uint32_t badRule[] = {2, 4, 24, 0, 0, 0, 0};
+    CHECK(!decodePolicyWords(names, actions, badRule, 7, portWords, 0, out).empty());
+    const uint32_t badPrefix[] = {0, 4, 33, 0, 0, 0, 0};
+    CHECK(!decodePolicyWords(names, actions, badPrefix, 7, portWords, 0, out).empty());
+    const uint32_t badPorts[] = {0, 10, 9};
+    CHECK(!decodePolicyWords(names, actions, cidrs, 7, badPorts, 3, out).empty());
+    CHECK(!decodePolicyWords(names, actions, cidrs, 6, portWords, 0, out).empty());
+  });
 }
 
 void matchingTests() {
