@@ -8,6 +8,8 @@ import { parseConfigText, ConfigError, type ConfigProblem } from '../src/config/
 import { nativePolicies, nativePolicy } from '../src/config/policy-native';
 import { loadBinding } from '../src/native/binding';
 import { validateConfigValue } from '../src/config/schema';
+import { findShadowedRules } from '../src/config/policy-shadow';
+import type { Cidr, PolicyRuleConfig, PortRange } from '../src/config/types';
 
 const LISTENER = 'listeners:\n  - name: egress\n    address: "0.0.0.0:15001"\n';
 
@@ -225,4 +227,47 @@ test('the addon copies the compact form and refuses a malformed one with a TypeE
   for (const policy of bad) {
     assert.throws(() => new binding.NativeWorker({ ...base, policies: [policy] }), (err: unknown) => err instanceof TypeError && /policy option/.test(err.message));
   }
+});
+
+test('shadow analysis agrees with brute force over a small address and port space (randomized)', () => {
+  // Rules on 10.0.0.0/28 with ports 1..8: small enough to enumerate every (address, port), dense
+  // enough that earlier rules often tile a later one together.
+  let seed = 7;
+  const rand = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  let shadowedSeen = 0;
+  for (let round = 0; round < 300; round++) {
+    const rules: PolicyRuleConfig[] = [];
+    const count = 3 + rand(9);
+    for (let i = 0; i < count; i++) {
+      const cidrs: Cidr[] = [];
+      for (let c = 0, n = 1 + rand(2); c < n; c++) {
+        const prefix = 28 + rand(5);
+        const host = rand(16) & ~((1 << (32 - prefix)) - 1);
+        cidrs.push({ family: 4, network: `10.0.0.${host}`, prefix, text: `10.0.0.${host}/${prefix}` });
+      }
+      const ports: PortRange[] = [];
+      for (let k = 0, n = 1 + rand(2); k < n; k++) {
+        const first = 1 + rand(8);
+        ports.push({ first, last: Math.min(8, first + rand(4)) });
+      }
+      rules.push({ name: `r${i}`, action: 'deny', cidrs, ports });
+    }
+    const matches = (r: PolicyRuleConfig, host: number, port: number): boolean =>
+      r.cidrs.some((c) => (host >> (32 - c.prefix)) === (Number(c.network.split('.')[3]) >> (32 - c.prefix))) &&
+      r.ports.some((p) => port >= p.first && port <= p.last);
+    const expected = rules.flatMap((rule, j) => {
+      for (let host = 0; host < 16; host++) {
+        for (let port = 1; port <= 8; port++) {
+          if (matches(rule, host, port) && !rules.slice(0, j).some((earlier) => matches(earlier, host, port))) return [];
+        }
+      }
+      return [j];
+    });
+    assert.deepEqual(findShadowedRules(rules).map((s) => s.rule), expected, `round ${round}: ${JSON.stringify(rules)}`);
+    shadowedSeen += expected.length;
+  }
+  assert.ok(shadowedSeen > 100, `only ${shadowedSeen} shadowed rules generated: the comparison would prove little`);
 });
