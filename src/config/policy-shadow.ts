@@ -87,6 +87,9 @@ function covered(index: FamilyIndex, key: string, range: PortRange, by: Set<numb
   }
   if (inside.length === 0) return false;
   const need = 1n << BigInt(index.width - key.length);
+  // Cheap bound first: if all of them together (whatever their ports) cannot tile the CIDR, no
+  // port segment can be covered; this keeps "10,000 host rules, then a /0" linear.
+  if (tiledSize(inside, () => true, index.width) < need) return false;
   for (const gap of gaps) {
     const cuts = new Set<number>([gap.first, gap.last + 1]);
     for (const { state } of inside) {
@@ -98,20 +101,25 @@ function covered(index: FamilyIndex, key: string, range: PortRange, by: Set<numb
     const points = [...cuts].sort((a, b) => a - b);
     for (let i = 0; i + 1 < points.length; i++) {
       const segment = { first: points[i]!, last: points[i + 1]! - 1 };
-      let sum = 0n;
-      let outer: string | undefined;  // keys are sorted: a key's sub-CIDRs follow it
-      for (const { key: k, state } of inside) {
-        if (outer !== undefined && k.startsWith(outer)) continue;
-        if (intersecting(state.ports, segment).length === 0) continue;
-        outer = k;
-        sum += 1n << BigInt(index.width - k.length);
-      }
-      if (sum < need) return false;
+      if (tiledSize(inside, (state) => intersecting(state.ports, segment).length > 0, index.width) < need) return false;
     }
   }
   containing.forEach((s) => credit(s, range, by));
   inside.forEach(({ state }) => credit(state, range, by));
   return true;
+}
+
+/** Addresses covered by the keys that pass `use` (each counted once: sub-CIDRs of a counted key are skipped). */
+function tiledSize(inside: readonly { key: string; state: KeyState }[], use: (state: KeyState) => boolean, width: number): bigint {
+  let sum = 0n;
+  let outer: string | undefined; // keys are sorted: a key's sub-CIDRs follow it
+  for (const { key, state } of inside) {
+    if (outer !== undefined && key.startsWith(outer)) continue;
+    if (!use(state)) continue;
+    outer = key;
+    sum += 1n << BigInt(width - key.length);
+  }
+  return sum;
 }
 
 function credit(state: KeyState, range: PortRange, by: Set<number>): void {
