@@ -41,9 +41,36 @@ test('full config parses to the exact typed values', () => {
     workers: 4,
     admin: { address: { host: '::1', port: 9901, family: 6, text: '[::1]:9901' } },
     listeners: [
-      { name: 'egress', address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' }, mode: 'original_dst', transparent: false, backlog: 1024 },
-      { name: 'egress-v6', address: { host: '::', port: 15001, family: 6, text: '[::]:15001' }, mode: 'original_dst', transparent: true, backlog: 4096 },
+      { name: 'egress', address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' }, mode: 'original_dst', transparent: false, backlog: 1024, policy: null },
+      {
+        name: 'egress-v6',
+        address: { host: '::', port: 15001, family: 6, text: '[::]:15001' },
+        mode: 'original_dst',
+        transparent: true,
+        backlog: 4096,
+        policy: {
+          defaultAction: 'deny',
+          denySpecial: false,
+          rules: [{ name: 'v6-web', action: 'allow', cidrs: [{ family: 6, network: '2001:db8::', prefix: 32, text: '2001:db8::/32' }], ports: [{ first: 443, last: 443 }] }],
+        },
+      },
     ],
+    policy: {
+      defaultAction: 'allow',
+      denySpecial: true,
+      rules: [
+        { name: 'no-db', action: 'deny', cidrs: [{ family: 4, network: '10.0.5.0', prefix: 24, text: '10.0.5.0/24' }], ports: [{ first: 5432, last: 5432 }, { first: 6379, last: 6380 }] },
+        {
+          name: 'web',
+          action: 'allow',
+          cidrs: [
+            { family: 4, network: '0.0.0.0', prefix: 0, text: '0.0.0.0/0' },
+            { family: 6, network: '::', prefix: 0, text: '::/0' },
+          ],
+          ports: [{ first: 80, last: 80 }, { first: 443, last: 443 }],
+        },
+      ],
+    },
     cluster: {
       connectTimeoutMs: 250,
       idleTimeoutMs: 3_600_000,
@@ -72,7 +99,9 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     mode: 'original_dst',
     transparent: false,
     backlog: 4096,
+    policy: null,
   });
+  assert.deepEqual(config.policy, { defaultAction: 'allow', rules: [], denySpecial: true });
   assert.deepEqual(config.cluster, {
     connectTimeoutMs: 5000,
     idleTimeoutMs: 3_600_000,

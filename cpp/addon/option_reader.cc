@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 namespace splicegate {
 
@@ -23,6 +24,51 @@ bool readUint(const Napi::Object& obj, const char* key, T& out, double min, doub
     return fail(obj.Env(), std::string("option ") + key + " out of range");
   }
   out = static_cast<T>(d);
+  return true;
+}
+
+// Typed array of exactly the expected element type, or an error naming the option.
+template <typename ArrayT>
+bool readTypedArray(const Napi::Object& obj, const char* key, napi_typedarray_type type, ArrayT& out) {
+  Napi::Value v = obj.Get(key);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
+    return fail(obj.Env(), std::string("policy option ") + key + " has the wrong type");
+  }
+  out = v.As<ArrayT>();
+  return true;
+}
+
+// One policy in the compact form of src/config/policy-native.ts (decodePolicyWords, policy_rules.h).
+bool readPolicy(const Napi::Value& value, PolicyRules& out) {
+  Napi::Env env = value.Env();
+  if (!value.IsObject()) return fail(env, "option policies must hold objects");
+  const Napi::Object o = value.As<Napi::Object>();
+  Napi::Value def = o.Get("defaultAction");
+  const std::string d = def.IsString() ? def.As<Napi::String>().Utf8Value() : "";
+  if (d != "allow" && d != "deny") return fail(env, "policy option defaultAction must be \"allow\" or \"deny\"");
+  out.defaultAllow = d == "allow";
+  Napi::Value special = o.Get("denySpecial");
+  if (!special.IsBoolean()) return fail(env, "policy option denySpecial must be a boolean");
+  out.denySpecial = special.As<Napi::Boolean>().Value();
+  Napi::Value names = o.Get("ruleNames");
+  if (!names.IsArray()) return fail(env, "policy option ruleNames must be an array of strings");
+  Napi::Uint8Array actions;
+  Napi::Uint32Array cidrs;
+  Napi::Uint32Array ports;
+  if (!readTypedArray(o, "ruleActions", napi_uint8_array, actions)) return false;
+  if (!readTypedArray(o, "cidrs", napi_uint32_array, cidrs)) return false;
+  if (!readTypedArray(o, "ports", napi_uint32_array, ports)) return false;
+  const Napi::Array nameList = names.As<Napi::Array>();
+  std::vector<std::string> nameValues;
+  for (uint32_t i = 0; i < nameList.Length(); ++i) {
+    Napi::Value name = nameList.Get(i);
+    if (!name.IsString()) return fail(env, "policy option ruleNames must hold strings");
+    nameValues.push_back(name.As<Napi::String>().Utf8Value());
+  }
+  if (actions.ElementLength() != nameValues.size()) return fail(env, "policy option ruleActions must have one entry per rule");
+  const std::string error = decodePolicyWords(nameValues, actions.Data(), cidrs.Data(), cidrs.ElementLength(), ports.Data(),
+                                              ports.ElementLength(), out);
+  if (!error.empty()) return fail(env, "policy option " + error);
   return true;
 }
 
@@ -71,6 +117,15 @@ bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
     else if (m == "copy") out.relayMode = CoreOptions::RelayMode::kCopy;
     else return fail(o.Env(), "option relayMode must be \"auto\", \"splice\" or \"copy\"");
   }
+  Napi::Value policies = o.Get("policies");
+  if (!policies.IsUndefined()) {
+    if (!policies.IsArray()) return fail(o.Env(), "option policies must be an array");
+    Napi::Array list = policies.As<Napi::Array>();
+    out.policies.resize(list.Length());
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      if (!readPolicy(list.Get(i), out.policies[i])) return false;
+    }
+  }
   return true;
 }
 
@@ -87,6 +142,8 @@ bool readListenerOptions(const Napi::Object& o, ListenerOptions& out) {
   out.address = *addr;
   Napi::Value transparent = o.Get("transparent");
   out.transparent = transparent.IsBoolean() && transparent.As<Napi::Boolean>().Value();
+  // Range-checked against CoreOptions::policies by the worker, which holds both.
+  if (!readUint(o, "policy", out.policy, 0, 65535)) return false;
   return readUint(o, "backlog", out.backlog, 1, 65535);
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "policy_rules.h"
 #include "socket_address.h"
 
 namespace splicegate {
@@ -41,6 +42,10 @@ struct CoreOptions {
   bool recordLatency = true;
   // Relay strategy: "auto" (copy small, splice bulk), "splice" (always), "copy" (never splice).
   enum class RelayMode { kAuto, kSplice, kCopy } relayMode = RelayMode::kAuto;
+  // Destination policies (policy.h): [0] is the top-level `policy`, then one per listener that
+  // carries its own. Each worker compiles its own DestinationPolicy from these once. Empty = no
+  // policy at all (every destination allowed, no special denies).
+  std::vector<PolicyRules> policies;
 };
 
 struct ListenerOptions {
@@ -48,6 +53,7 @@ struct ListenerOptions {
   SocketAddress address;
   bool transparent = false;
   int backlog = 4096;
+  uint32_t policy = 0;  // index into CoreOptions::policies
 };
 
 }  // namespace splicegate

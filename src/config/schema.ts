@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { addressKey, parseSocketAddress } from './address';
 import { bareNumberMessage, parseDuration } from './duration';
 import { Parsed, showValue } from './parsed';
+import { policySchema, toPolicyConfig } from './policy-schema';
 import { closestMatch } from './suggest';
 import type { SocketAddress, SplicegateConfig } from './types';
 
@@ -88,6 +89,8 @@ const listener = z.strictObject({
     .min(1)
     .max(MAX_BACKLOG)
     .default(DEFAULTS.backlog),
+  // Replaces the top-level policy for this listener (no merging: one place says what applies).
+  policy: policySchema.optional(),
 });
 
 // Uniqueness runs even when some listener has other problems (`when` below), so one pass reports
@@ -142,6 +145,8 @@ export const configFileSchema = z
       .array(listener, { error: (issue) => (issue.input === undefined ? 'required: at least one listener' : undefined) })
       .min(1, { error: 'at least one listener is required' })
       .superRefine(checkListenersUnique, always),
+    // Destination policy (docs/POLICY.md); omitted = default allow with the special denies on.
+    policy: policySchema.prefault({}),
     // prefault (not default): the empty object still goes through the schema, so the per-field
     // defaults below apply when the whole section is omitted.
     cluster: z
@@ -220,7 +225,9 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       mode: l.mode,
       transparent: l.transparent,
       backlog: l.backlog,
+      policy: l.policy === undefined ? null : toPolicyConfig(l.policy),
     })),
+    policy: toPolicyConfig(file.policy),
     cluster: {
       connectTimeoutMs: file.cluster.connect_timeout,
       idleTimeoutMs: file.cluster.idle_timeout,
@@ -309,6 +316,7 @@ function genericMessage(issue: z.core.$ZodRawIssue): string | undefined {
       if (issue.origin === 'array') return `expected at most ${String(issue.maximum)} item(s)`;
       return `must be at most ${String(issue.maximum)}, got ${showValue(issue.input)}`;
     case 'invalid_value':
+      if (issue.input === undefined) return 'required';
       return `expected ${issue.values.map((v) => showValue(v)).join(' or ')}, got ${showValue(issue.input)}`;
     default:
       return undefined;

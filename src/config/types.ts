@@ -19,6 +19,8 @@ export interface ListenerConfig {
   /** IP_TRANSPARENT listener for TPROXY: the original destination is the accepted socket's local address. */
   transparent: boolean;
   backlog: number;
+  /** The listener's own `policy:`, which replaces the top-level one; null = the top-level policy applies. */
+  policy: PolicyConfig | null;
 }
 
 export interface ClusterConfig {
@@ -63,11 +65,48 @@ export interface AdminConfig {
   address: SocketAddress;
 }
 
+export type PolicyAction = 'allow' | 'deny';
+
+/** A network from a policy rule; host bits are never set (docs/POLICY.md). */
+export interface Cidr {
+  family: 4 | 6;
+  /** The network address, canonical ("10.0.5.0", "2001:db8::"). */
+  network: string;
+  prefix: number;
+  /** Canonical "network/prefix". */
+  text: string;
+}
+
+/** Destination ports first..last, both included, 1..65535. */
+export interface PortRange {
+  first: number;
+  last: number;
+}
+
+export interface PolicyRuleConfig {
+  /** Unique in its policy; the counter is policy.<name>.denied. */
+  name: string;
+  action: PolicyAction;
+  cidrs: Cidr[];
+  /** Empty = every port. */
+  ports: PortRange[];
+}
+
+/** Destination policy: built-in special denies, then the rules in order (first match wins), then the default. */
+export interface PolicyConfig {
+  defaultAction: PolicyAction;
+  rules: PolicyRuleConfig[];
+  /** Deny loopback, unspecified, link-local/metadata, multicast and this host's own addresses before the rules. */
+  denySpecial: boolean;
+}
+
 export interface SplicegateConfig {
   /** Resolved worker count (the YAML may say "auto": CPU count). */
   workers: number;
   admin: AdminConfig;
   listeners: ListenerConfig[];
+  /** The top-level `policy:`; applies to every listener without its own. */
+  policy: PolicyConfig;
   cluster: ClusterConfig;
   drainTimeoutMs: number;
   tuning: TuningConfig;

@@ -28,6 +28,24 @@ export interface NativeWorkerOptions {
   recordLatency?: boolean;
   /** Who runs the core's loop: a native thread (default) or the worker thread's libuv loop. */
   driver?: 'thread' | 'uv';
+  /** Destination policies, copied once into CoreOptions: [0] top level, then listeners' own (src/config/policy-native.ts). */
+  policies?: NativePolicyOptions[];
+}
+
+/**
+ * One destination policy in the compact form the addon copies once (cpp/addon/option_reader.cc):
+ * per rule a name and an action, then all CIDRs and port ranges as flat typed arrays.
+ */
+export interface NativePolicyOptions {
+  defaultAction: 'allow' | 'deny';
+  denySpecial: boolean;
+  ruleNames: string[];
+  /** Per rule: 1 = allow, 0 = deny. */
+  ruleActions: Uint8Array;
+  /** 7 words per CIDR: rule index, family (4 or 6), prefix length, address as 4 big-endian 32-bit words (IPv4 in the first). */
+  cidrs: Uint32Array;
+  /** 3 words per port range: rule index, first, last. A rule with none matches every port. */
+  ports: Uint32Array;
 }
 
 export interface NativeListenerOptions {
@@ -36,6 +54,8 @@ export interface NativeListenerOptions {
   port: number;
   transparent: boolean;
   backlog: number;
+  /** Index into NativeWorkerOptions.policies; 0 (the top-level policy) when absent. */
+  policy?: number;
 }
 
 /** One worker's data plane: a C++ epoll loop on its own native thread. */
