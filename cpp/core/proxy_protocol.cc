@@ -200,11 +200,13 @@ ParseResult parseV1(const uint8_t* data, size_t length) {
 
   Token proto;
   s = readToken(data, n, &pos, CharClass::protocol, 7, ParseError::v1_bad_protocol, &proto, &error);
+  // The word is judged as its letters arrive, so check the part read before whatever stopped the
+  // read: "PROXY UD" is already a bad protocol, whatever byte comes next.
+  if (!tokenIsPrefixOf(data, proto, "TCP4") && !tokenIsPrefixOf(data, proto, "TCP6") &&
+      !tokenIsPrefixOf(data, proto, "UNKNOWN")) {
+    return fail(ParseError::v1_bad_protocol);
+  }
   if (s == Step::fail) return fail(error);
-  const bool tcp4 = tokenIsPrefixOf(data, proto, "TCP4");
-  const bool tcp6 = tokenIsPrefixOf(data, proto, "TCP6");
-  const bool unknown = tokenIsPrefixOf(data, proto, "UNKNOWN");
-  if (!tcp4 && !tcp6 && !unknown) return fail(ParseError::v1_bad_protocol);
   if (s == Step::more) return outOfInput();
   // The token ended: it must be one of the words, not a prefix of one.
   if (!tokenEquals(data, proto, "TCP4") && !tokenEquals(data, proto, "TCP6") &&

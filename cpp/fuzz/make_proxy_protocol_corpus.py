@@ -65,6 +65,9 @@ SEEDS = {
     "v1_bad_syntax--trailing-space": b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",
     "v1_bad_protocol--udp4": b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
     "v1_bad_protocol--tcp": b"PROXY TCP 1.2.3.4 5.6.7.8 1 2\r\n",
+    # Found by the fuzzer: the bad word was judged after the read that a non-ASCII byte stopped,
+    # so "PROXY UD" (bad protocol) and "PROXY UD\xff" (bad syntax) disagreed.
+    "v1_bad_protocol--partial-word-then-non-ascii": b"PROXY UD" + b"\xff" * 13 + b"6.7.8 1 2\r\n",
     "v1_bad_address--leading-zero": b"PROXY TCP4 010.0.0.1 5.6.7.8 1 2\r\n",
     "v1_bad_address--octet-256": b"PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n",
     "v1_bad_address--v6-in-tcp4": b"PROXY TCP4 ::1 ::1 1 2\r\n",

@@ -384,6 +384,9 @@ int main() {
     checkFailsAt(bytes("PROXY TCP 1.2.3.4 5.6.7.8 1 2\r\n"), ParseError::v1_bad_protocol, 10);
     checkFailsAt(bytes("PROXY UNKNOWNX\r\n"), ParseError::v1_bad_protocol, 14);
     checkFailsAt(bytes("PROXY TCP44 1.2.3.4\r\n"), ParseError::v1_bad_protocol, 11);
+    // A bad word stays the reason when a byte that is not even a letter follows (fuzzer find).
+    checkFailsAt(bytes("PROXY UD\xff 1.2.3.4\r\n"), ParseError::v1_bad_protocol, 8);
+    checkFailsAt(bytes("PROXY TCP5\n"), ParseError::v1_bad_protocol, 10);
   });
 
   run("v1_bad_address: IPv4 literals", [] {
