@@ -41,8 +41,23 @@ test('full config parses to the exact typed values', () => {
     workers: 4,
     admin: { address: { host: '::1', port: 9901, family: 6, text: '[::1]:9901' } },
     listeners: [
-      { name: 'egress', address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' }, mode: 'original_dst', transparent: false, backlog: 1024 },
-      { name: 'egress-v6', address: { host: '::', port: 15001, family: 6, text: '[::]:15001' }, mode: 'original_dst', transparent: true, backlog: 4096 },
+      {
+        name: 'egress',
+        address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' },
+        mode: 'original_dst',
+        transparent: false,
+        backlog: 1024,
+        proxyProtocol: {
+          trustedSources: [
+            { family: 4, address: '10.0.0.0', prefixLength: 8, text: '10.0.0.0/8' },
+            { family: 6, address: '2001:db8::', prefixLength: 32, text: '2001:db8::/32' },
+            { family: 4, address: '192.0.2.7', prefixLength: 32, text: '192.0.2.7/32' },
+          ],
+          required: false,
+          timeoutMs: 5000,
+        },
+      },
+      { name: 'egress-v6', address: { host: '::', port: 15001, family: 6, text: '[::]:15001' }, mode: 'original_dst', transparent: true, backlog: 4096, proxyProtocol: null },
     ],
     cluster: {
       connectTimeoutMs: 250,
@@ -55,6 +70,7 @@ test('full config parses to the exact typed values', () => {
       maxDownstreamConnections: 4000,
       upstreamPortOverride: 8443,
       preconnect: { ports: [80, 8080], perHost: 2, ttlMs: 1500 },
+      sendProxyProtocol: 'v2',
     },
     drainTimeoutMs: 30_000,
     tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv', recordLatency: false },
@@ -72,6 +88,7 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     mode: 'original_dst',
     transparent: false,
     backlog: 4096,
+    proxyProtocol: null,
   });
   assert.deepEqual(config.cluster, {
     connectTimeoutMs: 5000,
@@ -84,6 +101,7 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     maxDownstreamConnections: 0,
     upstreamPortOverride: 0,
     preconnect: null,
+    sendProxyProtocol: 'off',
   });
   assert.equal(config.drainTimeoutMs, 10_000);
   assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384, driver: 'thread', recordLatency: true });
@@ -211,7 +229,7 @@ test('unknown keys are errors at every level, each at its own path', () => {
   problemAt(problems, 'wokers', 'did you mean "workers"?');
   problemAt(problems, 'admin.port', 'unknown key "port"');
   problemAt(problems, 'listeners[0].transparant', 'did you mean "transparent"?');
-  problemAt(problems, 'listeners[0].extra', 'expected one of: name, address, mode, transparent, backlog');
+  problemAt(problems, 'listeners[0].extra', 'expected one of: name, address, mode, transparent, backlog, proxy_protocol');
   const typo = problemAt(problems, 'cluster.idle_timout', 'did you mean "idle_timeout"?');
   assert.equal(typo.line, 11);
   assert.equal(problems.length, 5);

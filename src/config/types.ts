@@ -19,7 +19,32 @@ export interface ListenerConfig {
   /** IP_TRANSPARENT listener for TPROXY: the original destination is the accepted socket's local address. */
   transparent: boolean;
   backlog: number;
+  /** PROXY protocol (v1 or v2) header expected from trusted senders; null = off (the default). */
+  proxyProtocol: ProxyProtocolConfig | null;
 }
+
+/** An address range: network address (host bits zero) and prefix length. */
+export interface Cidr {
+  family: 4 | 6;
+  /** Canonical network address ("10.0.0.0", "2001:db8::"). */
+  address: string;
+  prefixLength: number;
+  /** Canonical text form: "10.0.0.0/8", "2001:db8::/32", "10.1.2.3/32". */
+  text: string;
+}
+
+export interface ProxyProtocolConfig {
+  /** Only connections from these source ranges may carry a header. */
+  trustedSources: Cidr[];
+  /** true: every connection must start with a valid header from a trusted source; false: one
+   *  whose first bytes are not a PROXY signature is relayed as if the listener had no header. */
+  required: boolean;
+  /** The whole header must have arrived this long after accept. */
+  timeoutMs: number;
+}
+
+/** Header written at the start of each upstream connection; 'off' writes none. */
+export type SendProxyProtocol = 'off' | 'v1' | 'v2';
 
 export interface ClusterConfig {
   connectTimeoutMs: number;
@@ -38,6 +63,8 @@ export interface ClusterConfig {
   upstreamPortOverride: number;
   /** Warm upstream sockets for used hosts on these ports; null = off (the default). */
   preconnect: PreconnectConfig | null;
+  /** PROXY protocol header naming the client and original destination on each upstream connection. */
+  sendProxyProtocol: SendProxyProtocol;
 }
 
 export interface PreconnectConfig {
