@@ -41,7 +41,23 @@ test('full config parses to the exact typed values', () => {
     workers: 4,
     admin: { address: { host: '::1', port: 9901, family: 6, text: '[::1]:9901' } },
     listeners: [
-      { name: 'egress', address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' }, mode: 'original_dst', transparent: false, backlog: 1024, policy: null },
+      {
+        name: 'egress',
+        address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' },
+        mode: 'original_dst',
+        transparent: false,
+        backlog: 1024,
+        policy: null,
+        proxyProtocol: {
+          trustedSources: [
+            { family: 4, network: '10.0.0.0', prefix: 8, text: '10.0.0.0/8' },
+            { family: 6, network: '2001:db8::', prefix: 32, text: '2001:db8::/32' },
+            { family: 4, network: '192.0.2.7', prefix: 32, text: '192.0.2.7/32' },
+          ],
+          required: false,
+          timeoutMs: 5000,
+        },
+      },
       {
         name: 'egress-v6',
         address: { host: '::', port: 15001, family: 6, text: '[::]:15001' },
@@ -53,6 +69,7 @@ test('full config parses to the exact typed values', () => {
           denySpecial: false,
           rules: [{ name: 'v6-web', action: 'allow', cidrs: [{ family: 6, network: '2001:db8::', prefix: 32, text: '2001:db8::/32' }], ports: [{ first: 443, last: 443 }] }],
         },
+        proxyProtocol: null,
       },
     ],
     policy: {
@@ -82,6 +99,7 @@ test('full config parses to the exact typed values', () => {
       maxDownstreamConnections: 4000,
       upstreamPortOverride: 8443,
       preconnect: { ports: [80, 8080], perHost: 2, ttlMs: 1500 },
+      sendProxyProtocol: 'v2',
     },
     drainTimeoutMs: 30_000,
     tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv', recordLatency: false },
@@ -100,6 +118,7 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     transparent: false,
     backlog: 4096,
     policy: null,
+    proxyProtocol: null,
   });
   assert.deepEqual(config.policy, { defaultAction: 'allow', rules: [], denySpecial: true });
   assert.deepEqual(config.cluster, {
@@ -113,6 +132,7 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     maxDownstreamConnections: 0,
     upstreamPortOverride: 0,
     preconnect: null,
+    sendProxyProtocol: 'off',
   });
   assert.equal(config.drainTimeoutMs, 10_000);
   assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384, driver: 'thread', recordLatency: true });
@@ -240,7 +260,7 @@ test('unknown keys are errors at every level, each at its own path', () => {
   problemAt(problems, 'wokers', 'did you mean "workers"?');
   problemAt(problems, 'admin.port', 'unknown key "port"');
   problemAt(problems, 'listeners[0].transparant', 'did you mean "transparent"?');
-  problemAt(problems, 'listeners[0].extra', 'expected one of: name, address, mode, transparent, backlog');
+  problemAt(problems, 'listeners[0].extra', 'expected one of: name, address, mode, transparent, backlog, policy, proxy_protocol');
   const typo = problemAt(problems, 'cluster.idle_timout', 'did you mean "idle_timeout"?');
   assert.equal(typo.line, 11);
   assert.equal(problems.length, 5);

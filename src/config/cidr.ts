@@ -65,12 +65,18 @@ export function parseCidr(text: string): Parsed<Cidr> {
   const ip = slash < 0 ? text : text.slice(0, slash);
   const family = isIPv4(ip) ? 4 : isIPv6(ip) && !ip.includes('%') ? 6 : undefined;
   if (family === undefined) {
-    const hint = ip.includes('%') ? ' (zone ids are not allowed)' : /[g-z]/i.test(ip) ? ' (hostnames are not allowed)' : '';
+    const hint = ip.includes('%')
+      ? ' (zone ids are not allowed)'
+      : ip.startsWith('[')
+        ? ' (no brackets around IPv6 here)'
+        : /[g-z]/i.test(ip)
+          ? ' (hostnames are not allowed)'
+          : ' (not an IP address)';
     return { ok: false, message: `expected a CIDR like "10.0.0.0/8" or "2001:db8::/32", got ${showValue(text)}${hint}` };
   }
   const maxPrefix = family === 4 ? 32 : 128;
   const prefixText = slash < 0 ? String(maxPrefix) : text.slice(slash + 1);
-  if (!/^\d{1,3}$/.test(prefixText) || Number(prefixText) > maxPrefix) {
+  if (!/^(0|[1-9]\d{0,2})$/.test(prefixText) || Number(prefixText) > maxPrefix) {
     return { ok: false, message: `the prefix length must be 0..${maxPrefix}, got ${showValue(text)}` };
   }
   const prefix = Number(prefixText);

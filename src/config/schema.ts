@@ -7,6 +7,7 @@
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { addressKey, parseSocketAddress } from './address';
+import { parseCidr } from './cidr';
 import { bareNumberMessage, parseDuration } from './duration';
 import { Parsed, showValue } from './parsed';
 import { policySchema, toPolicyConfig } from './policy-schema';
@@ -41,6 +42,9 @@ export const DEFAULTS = {
   copyBufferSize: 16384,
   driver: 'thread',
   recordLatency: true,
+  proxyProtocolRequired: true,
+  proxyProtocolTimeout: '3s',
+  sendProxyProtocol: 'off',
 } as const;
 
 export const MAX_PIPE_SIZE = 1 << 20; // the kernel's default pipe-max-size for unprivileged users
@@ -65,6 +69,22 @@ const address = parsedString(
   parseSocketAddress,
   (input) => `expected "ip:port" or "[ipv6]:port" as a string, got ${showValue(input)}`,
 );
+
+const cidr = parsedString(
+  parseCidr,
+  (input) => `expected a CIDR string like "10.0.0.0/8" or "2001:db8::/32", got ${showValue(input)}`,
+);
+
+// Accepting a header lets the sender choose the client address and the original destination, so
+// the trusted senders are always named: no default, no empty list (trust everyone only by
+// writing "0.0.0.0/0" and "::/0"). The spec asks for a timeout of at least 3s, one TCP retransmit.
+const proxyProtocol = z.strictObject({
+  trusted_sources: z
+    .array(cidr, { error: (issue) => (issue.input === undefined ? 'required: the CIDRs of the senders allowed to send a header' : undefined) })
+    .min(1, { error: 'list at least one trusted source (a header lets its sender choose the client and destination addresses)' }),
+  required: z.boolean().default(DEFAULTS.proxyProtocolRequired),
+  timeout: duration.prefault(DEFAULTS.proxyProtocolTimeout),
+});
 
 const workersMessage = (issue: { input?: unknown }): string =>
   `expected "auto" or an integer from 1 to ${MAX_WORKERS}, got ${showValue(issue.input)}`;
@@ -91,6 +111,7 @@ const listener = z.strictObject({
     .default(DEFAULTS.backlog),
   // Replaces the top-level policy for this listener (no merging: one place says what applies).
   policy: policySchema.optional(),
+  proxy_protocol: proxyProtocol.optional(),
 });
 
 // Uniqueness runs even when some listener has other problems (`when` below), so one pass reports
@@ -172,6 +193,7 @@ export const configFileSchema = z
             ttl: duration.prefault('2s'),
           })
           .optional(),
+        send_proxy_protocol: z.enum(['off', 'v1', 'v2']).default(DEFAULTS.sendProxyProtocol),
       })
       .prefault({}),
     drain_timeout: duration.prefault(DEFAULTS.drainTimeout),
@@ -226,6 +248,9 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       transparent: l.transparent,
       backlog: l.backlog,
       policy: l.policy === undefined ? null : toPolicyConfig(l.policy),
+      proxyProtocol: l.proxy_protocol
+        ? { trustedSources: l.proxy_protocol.trusted_sources, required: l.proxy_protocol.required, timeoutMs: l.proxy_protocol.timeout }
+        : null,
     })),
     policy: toPolicyConfig(file.policy),
     cluster: {
@@ -241,6 +266,7 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       preconnect: file.cluster.preconnect
         ? { ports: file.cluster.preconnect.ports, perHost: file.cluster.preconnect.per_host, ttlMs: file.cluster.preconnect.ttl }
         : null,
+      sendProxyProtocol: file.cluster.send_proxy_protocol,
     },
     drainTimeoutMs: file.drain_timeout,
     tuning: {

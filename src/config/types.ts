@@ -21,7 +21,22 @@ export interface ListenerConfig {
   backlog: number;
   /** The listener's own `policy:`, which replaces the top-level one; null = the top-level policy applies. */
   policy: PolicyConfig | null;
+  /** PROXY protocol (v1 or v2) header expected from trusted senders; null = off (the default). */
+  proxyProtocol: ProxyProtocolConfig | null;
 }
+
+export interface ProxyProtocolConfig {
+  /** Only connections from these source ranges may carry a header. */
+  trustedSources: Cidr[];
+  /** true: every connection must start with a valid header from a trusted source; false: one
+   *  whose first bytes are not a PROXY signature is relayed as if the listener had no header. */
+  required: boolean;
+  /** The whole header must have arrived this long after accept. */
+  timeoutMs: number;
+}
+
+/** Header written at the start of each upstream connection; 'off' writes none. */
+export type SendProxyProtocol = 'off' | 'v1' | 'v2';
 
 export interface ClusterConfig {
   connectTimeoutMs: number;
@@ -40,6 +55,8 @@ export interface ClusterConfig {
   upstreamPortOverride: number;
   /** Warm upstream sockets for used hosts on these ports; null = off (the default). */
   preconnect: PreconnectConfig | null;
+  /** PROXY protocol header naming the client and original destination on each upstream connection. */
+  sendProxyProtocol: SendProxyProtocol;
 }
 
 export interface PreconnectConfig {
