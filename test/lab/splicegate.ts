@@ -29,6 +29,7 @@ export interface SplicegateOptions {
     max_hosts?: number;
     max_connections?: number;
     max_pending?: number;
+    max_downstream_connections?: number;
     upstream_port_override?: number;
     preconnect?: { ports: number[]; per_host?: number; ttl?: string };
   };
@@ -146,6 +147,7 @@ export class Splicegate {
         ...(o.cluster?.max_hosts === undefined ? {} : { max_hosts: o.cluster.max_hosts }),
         ...(o.cluster?.max_connections === undefined ? {} : { max_connections: o.cluster.max_connections }),
         ...(o.cluster?.max_pending === undefined ? {} : { max_pending: o.cluster.max_pending }),
+        ...(o.cluster?.max_downstream_connections === undefined ? {} : { max_downstream_connections: o.cluster.max_downstream_connections }),
         ...(o.cluster?.upstream_port_override === undefined ? {} : { upstream_port_override: o.cluster.upstream_port_override }),
         ...(o.cluster?.preconnect === undefined ? {} : { preconnect: o.cluster.preconnect }),
       },
