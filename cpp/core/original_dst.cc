@@ -24,15 +24,22 @@ SyscallResult KernelOriginalDstOps::localAddress(int fd, SocketAddress& out) {
   return {rc, rc < 0 ? errno : 0};
 }
 
-bool KernelOriginalDstOps::isLocalIp(const SocketAddress& ip) {
+SyscallResult KernelOriginalDstOps::peerAddress(int fd, SocketAddress& out) {
+  socklen_t len = SocketAddress::capacity();
+  const int rc = ::getpeername(fd, out.sockaddrPtr(), &len);
+  return {rc, rc < 0 ? errno : 0};
+}
+
+LocalIp KernelOriginalDstOps::isLocalIp(const SocketAddress& ip) {
   // Binding a throwaway datagram socket succeeds only for an address assigned here (without
   // IP_FREEBIND). Only asked when a destination's port matches one of our wildcard listeners, so
   // this stays off the common path and needs no cached interface list that could go stale.
   SocketAddress probe = ip;
   probe.setPort(0);
   UniqueFd sock(::socket(probe.family(), SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!sock) return false;
-  return ::bind(sock.get(), probe.sockaddrPtr(), probe.length()) == 0;
+  if (!sock) return LocalIp::kUnknown;  // EMFILE/ENFILE/ENOMEM: no answer, not "remote"
+  if (::bind(sock.get(), probe.sockaddrPtr(), probe.length()) == 0) return LocalIp::kYes;
+  return errno == EADDRNOTAVAIL ? LocalIp::kNo : LocalIp::kUnknown;
 }
 
 OriginalDstResult OriginalDstResolver::resolve(int fd, int family, bool transparent) const {
@@ -46,7 +53,7 @@ OriginalDstResult OriginalDstResolver::resolve(int fd, int family, bool transpar
     return result;
   }
   if (!pointsAtOwnListener(result.address)) {
-    result.outcome = OriginalDstOutcome::kFound;
+    result.outcome = isOwnUpstream(fd, result.address) ? OriginalDstOutcome::kLoop : OriginalDstOutcome::kFound;
     return result;
   }
   // The destination is one of our own listening addresses. Either the client dialled us directly
@@ -68,9 +75,16 @@ bool OriginalDstResolver::pointsAtOwnListener(const SocketAddress& dst) const {
       if (listener.sameIp(dst)) return true;
       continue;
     }
-    if (ops_.isLocalIp(dst)) return true;
+    if (ops_.isLocalIp(dst) != LocalIp::kNo) return true;  // unknown fails closed
   }
   return false;
+}
+
+bool OriginalDstResolver::isOwnUpstream(int fd, const SocketAddress& dst) const {
+  if (own_.size() == 0) return false;  // nothing of ours is connecting or connected
+  SocketAddress peer;
+  if (ops_.peerAddress(fd, peer).rc < 0) return false;
+  return own_.contains(peer, dst);
 }
 
 }  // namespace splicegate

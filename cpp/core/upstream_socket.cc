@@ -8,7 +8,8 @@
 
 namespace splicegate {
 
-UpstreamOpen openUpstream(const SocketAddress& destination, uint32_t mark, UniqueFd& out) {
+UpstreamOpen openUpstream(const SocketAddress& destination, uint32_t mark, UniqueFd& out,
+                          OwnSockets::Registration* registration) {
   UniqueFd fd(::socket(destination.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return UpstreamOpen::kSocketFailed;
   if (mark != 0) {
@@ -24,8 +25,12 @@ UpstreamOpen openUpstream(const SocketAddress& destination, uint32_t mark, Uniqu
   do {
     rc = ::connect(fd.get(), destination.sockaddrPtr(), destination.length());
   } while (rc < 0 && errno == EINTR);
+  const int connectErr = rc < 0 ? errno : 0;
   out = std::move(fd);
-  if (rc < 0 && errno != EINPROGRESS) return UpstreamOpen::kConnectFailed;
+  if (rc < 0 && connectErr != EINPROGRESS) return UpstreamOpen::kConnectFailed;
+  // Only now is the local port known. Recorded before this thread returns to its event loop, so a
+  // looped connection that the same worker accepts always finds the entry.
+  if (registration) *registration = OwnSockets::process().add(out.get(), destination);
   return UpstreamOpen::kInProgress;
 }
 
