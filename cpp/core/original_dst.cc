@@ -1,7 +1,9 @@
 #include "original_dst.h"
 
+#include <arpa/inet.h>
 #include <linux/netfilter_ipv4.h>
 #include <linux/netfilter_ipv6/ip6_tables.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -9,6 +11,25 @@
 #include "unique_fd.h"
 
 namespace splicegate {
+
+namespace {
+
+// Bound on the re-checks of a loopback connection while one of our connects is unrecorded.
+constexpr int kRecheckYields = 8;
+
+bool isLoopback(const SocketAddress& a) {
+  if (a.family() == AF_INET) {
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(a.sockaddrPtr())->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (a.family() == AF_INET6) {
+    const in6_addr& ip = reinterpret_cast<const sockaddr_in6*>(a.sockaddrPtr())->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(&ip) ||
+           (IN6_IS_ADDR_V4MAPPED(&ip) && ip.s6_addr[12] == 127);
+  }
+  return false;
+}
+
+}  // namespace
 
 SyscallResult KernelOriginalDstOps::originalDst(int fd, int family, SocketAddress& out) {
   socklen_t len = SocketAddress::capacity();
@@ -81,10 +102,23 @@ bool OriginalDstResolver::pointsAtOwnListener(const SocketAddress& dst) const {
 }
 
 bool OriginalDstResolver::isOwnUpstream(int fd, const SocketAddress& dst) const {
-  if (own_.size() == 0) return false;  // nothing of ours is connecting or connected
+  if (own_.size() == 0 && own_.connectsInFlight() == 0) return false;  // nothing of ours out there
   SocketAddress peer;
   if (ops_.peerAddress(fd, peer).rc < 0) return false;
-  return own_.contains(peer, dst);
+  if (own_.contains(peer, dst)) return true;
+  // A connect redirected on this host arrives on loopback (REDIRECT in OUTPUT maps to 127.0.0.1 /
+  // ::1) and its handshake is done before connect() returns, so the acceptor can run before the
+  // connecting thread records the socket, often by preempting it. While some connect is still
+  // unrecorded, yield (it gets the CPU if we took it) and look again, a bounded number of times.
+  // Connections from other hosts never arrive on loopback and never wait.
+  if (own_.connectsInFlight() == 0) return false;
+  SocketAddress local;
+  if (ops_.localAddress(fd, local).rc < 0 || !isLoopback(local)) return false;
+  for (int i = 0; i < kRecheckYields && own_.connectsInFlight() > 0; ++i) {
+    ::sched_yield();
+    if (own_.contains(peer, dst)) return true;
+  }
+  return false;
 }
 
 }  // namespace splicegate

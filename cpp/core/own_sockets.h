@@ -14,11 +14,12 @@
 // a lookup is a hash and one uncontended lock.
 //
 // Timing: the entry is recorded right after connect() returns, when the kernel has chosen the
-// local port. On loopback the looped handshake may already be complete by then, so another worker
-// could in principle accept the looped connection before the entry exists; that connection is
-// then relayed once more, and its own upstream (recorded before its loop can be accepted by the
-// same thread, and almost always before any other thread wakes) ends the chain. The bound is a
-// handful of extra connections, never a storm.
+// local port. On loopback the looped handshake completes inside connect(), and the woken acceptor
+// (another worker, often scheduled onto the connecting thread's CPU ahead of it) may look before
+// the entry exists. Connects between connect() and their record are counted (ConnectInFlight),
+// so a missed lookup can give them a moment and look again (OriginalDstResolver does, bounded).
+// Should it still miss, the looped connection is relayed once more and its own upstream ends the
+// chain: a handful of extra connections at worst, never a storm.
 #pragma once
 
 #include <atomic>
@@ -58,6 +59,20 @@ class OwnSockets {
     Key key_;
   };
 
+  // Held by a thread from just before connect() until its socket is recorded (or not connecting).
+  class ConnectInFlight {
+   public:
+    explicit ConnectInFlight(OwnSockets& owner) : owner_(owner) {
+      owner_.inFlight_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    ~ConnectInFlight() { owner_.inFlight_.fetch_sub(1, std::memory_order_acq_rel); }
+    ConnectInFlight(const ConnectInFlight&) = delete;
+    ConnectInFlight& operator=(const ConnectInFlight&) = delete;
+
+   private:
+    OwnSockets& owner_;
+  };
+
   // The registry every worker of this process shares.
   static OwnSockets& process();
 
@@ -73,6 +88,8 @@ class OwnSockets {
   // of our own upstream sockets come back to us.
   bool contains(const SocketAddress& peer, const SocketAddress& destination) const;
   size_t size() const { return size_.load(std::memory_order_relaxed); }
+  // Connects started and not yet recorded, process-wide.
+  int connectsInFlight() const { return inFlight_.load(std::memory_order_acquire); }
 
  private:
   struct KeyHash {
@@ -91,6 +108,7 @@ class OwnSockets {
 
   mutable Shard shards_[kShards];
   std::atomic<size_t> size_{0};
+  std::atomic<int> inFlight_{0};
 };
 
 }  // namespace splicegate

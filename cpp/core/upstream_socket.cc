@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <optional>
 
 namespace splicegate {
 
@@ -21,6 +22,9 @@ UpstreamOpen openUpstream(const SocketAddress& destination, uint32_t mark, Uniqu
   }
   const int one = 1;
   ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  // Counted as in flight until recorded: an acceptor that misses the entry meanwhile looks again.
+  std::optional<OwnSockets::ConnectInFlight> inFlight;
+  if (registration) inFlight.emplace(OwnSockets::process());
   int rc;
   do {
     rc = ::connect(fd.get(), destination.sockaddrPtr(), destination.length());
