@@ -321,7 +321,7 @@ void Connection::releaseHolders(Direction& d) {
 
 void Connection::abortWith(CloseReason reason, Side& failed) {
   core_.stats().add(failed.upstream ? Stat::upstream_cx_destroy_remote : Stat::downstream_cx_destroy_remote);
-  close(reason);  // resets the other side
+  close(reason);  // resets both sides
 }
 
 void Connection::close(CloseReason reason) {
