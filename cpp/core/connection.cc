@@ -20,14 +20,12 @@ constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 constexpr uint8_t kSmallSplicesBeforeCopy = 4;
 
-// Closing with SO_LINGER {1, 0} sends RST instead of FIN: how an error on one side is passed on
-// to the other, so the peer does not take a broken stream for a complete one.
+}  // namespace
+
 void resetOnClose(int fd) {
   linger lg{1, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 }
-
-}  // namespace
 
 Connection::Connection(WorkerCore& core, UniqueFd downstream, Host& host) : core_(core), host_(host) {
   down_.owner = this;
@@ -71,7 +69,7 @@ void Connection::start() {
   }
   stats.add(Stat::upstream_cx_total);
   recordConnectStart();
-  const UpstreamOpen opened = openUpstream(host_.address, core_.options().upstreamMark, up_.fd);
+  const UpstreamOpen opened = openUpstream(host_.address, core_.options().upstreamMark, up_.fd, &upRegistration_);
   if (up_.fd) stats.add(Stat::upstream_cx_active);
   if (opened != UpstreamOpen::kInProgress) {
     stats.add(Stat::upstream_cx_connect_fail);
@@ -323,17 +321,17 @@ void Connection::releaseHolders(Direction& d) {
 
 void Connection::abortWith(CloseReason reason, Side& failed) {
   core_.stats().add(failed.upstream ? Stat::upstream_cx_destroy_remote : Stat::downstream_cx_destroy_remote);
-  Side& other = failed.upstream ? down_ : up_;
-  if (other.fd) resetOnClose(other.fd.get());
-  close(reason);
+  close(reason);  // resets both sides
 }
 
 void Connection::close(CloseReason reason) {
   if (state_ == ConnectionState::kClosed) return;
   state_ = ConnectionState::kClosed;
-  if (reason == CloseReason::kDrained && !(toUpstream_.done() && toDownstream_.done())) {
-    // Cut off at the end of drain_timeout: reset both sides so neither peer mistakes the cut for
-    // the stream's real end (a FIN would look like a complete response to a length-less protocol).
+  if (reason != CloseReason::kCompleted) {
+    // Anything but both directions finished (an error, a refused or timed-out connect, idle
+    // timeout, drain cut-off, no resources): reset both sides so neither peer mistakes the cut for
+    // the stream's real end (a FIN would look like a complete response to a length-less
+    // protocol, and like an empty successful one when the upstream never answered).
     if (down_.fd) resetOnClose(down_.fd.get());
     if (up_.fd) resetOnClose(up_.fd.get());
   }
@@ -342,6 +340,7 @@ void Connection::close(CloseReason reason) {
   core_.hosts().connectionClosed(host_, core_.loop().nowUs());
   releaseHolders(toUpstream_);
   releaseHolders(toDownstream_);
+  upRegistration_.reset();
   if (up_.fd) {
     core_.stats().sub(Stat::upstream_cx_active);
     up_.fd.reset();

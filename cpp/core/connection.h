@@ -15,6 +15,7 @@
 #include "host_cache.h"
 #include "host_latency.h"
 #include "intrusive_list.h"
+#include "own_sockets.h"
 #include "pipe_pool.h"
 #include "socket_address.h"
 #include "stats.h"
@@ -27,7 +28,12 @@ class Connection;
 
 enum class ConnectionState : uint8_t { kConnecting, kRelaying, kClosed };
 
-// Why a connection ended; counted per reason.
+// Closing fd with SO_LINGER {1, 0} sends RST instead of FIN. Every abnormal end is passed on this
+// way, so no peer takes a broken or refused stream for a complete (possibly empty) one.
+void resetOnClose(int fd);
+
+// Why a connection ended; counted per reason. Only kCompleted ends with FIN: every other reason
+// resets both sockets.
 enum class CloseReason : uint8_t {
   kCompleted,        // both directions saw EOF and were shut down
   kDownstreamError,  // client reset or errored
@@ -120,6 +126,8 @@ class Connection {
   Host& host_;
   bool connectPending_ = true;  // host's pending slot still held
   Side* pumpFailedSide_ = nullptr;
+  // up_.fd's entry in the own-socket registry (loop detection); removed before up_.fd closes.
+  OwnSockets::Registration upRegistration_;
   HostRef latencyRef_;        // where this connection's per-host latency samples go
   bool firstByteSeen_ = false;  // time to first upstream byte recorded
   bool recordLatency_ = true;

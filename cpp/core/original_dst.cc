@@ -1,7 +1,9 @@
 #include "original_dst.h"
 
+#include <arpa/inet.h>
 #include <linux/netfilter_ipv4.h>
 #include <linux/netfilter_ipv6/ip6_tables.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -9,6 +11,25 @@
 #include "unique_fd.h"
 
 namespace splicegate {
+
+namespace {
+
+// Bound on the re-checks of a loopback connection while one of our connects is unrecorded.
+constexpr int kRecheckYields = 8;
+
+bool isLoopback(const SocketAddress& a) {
+  if (a.family() == AF_INET) {
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(a.sockaddrPtr())->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (a.family() == AF_INET6) {
+    const in6_addr& ip = reinterpret_cast<const sockaddr_in6*>(a.sockaddrPtr())->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(&ip) ||
+           (IN6_IS_ADDR_V4MAPPED(&ip) && ip.s6_addr[12] == 127);
+  }
+  return false;
+}
+
+}  // namespace
 
 SyscallResult KernelOriginalDstOps::originalDst(int fd, int family, SocketAddress& out) {
   socklen_t len = SocketAddress::capacity();
@@ -24,15 +45,22 @@ SyscallResult KernelOriginalDstOps::localAddress(int fd, SocketAddress& out) {
   return {rc, rc < 0 ? errno : 0};
 }
 
-bool KernelOriginalDstOps::isLocalIp(const SocketAddress& ip) {
+SyscallResult KernelOriginalDstOps::peerAddress(int fd, SocketAddress& out) {
+  socklen_t len = SocketAddress::capacity();
+  const int rc = ::getpeername(fd, out.sockaddrPtr(), &len);
+  return {rc, rc < 0 ? errno : 0};
+}
+
+LocalIp KernelOriginalDstOps::isLocalIp(const SocketAddress& ip) {
   // Binding a throwaway datagram socket succeeds only for an address assigned here (without
   // IP_FREEBIND). Only asked when a destination's port matches one of our wildcard listeners, so
   // this stays off the common path and needs no cached interface list that could go stale.
   SocketAddress probe = ip;
   probe.setPort(0);
   UniqueFd sock(::socket(probe.family(), SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!sock) return false;
-  return ::bind(sock.get(), probe.sockaddrPtr(), probe.length()) == 0;
+  if (!sock) return LocalIp::kUnknown;  // EMFILE/ENFILE/ENOMEM: no answer, not "remote"
+  if (::bind(sock.get(), probe.sockaddrPtr(), probe.length()) == 0) return LocalIp::kYes;
+  return errno == EADDRNOTAVAIL ? LocalIp::kNo : LocalIp::kUnknown;
 }
 
 OriginalDstResult OriginalDstResolver::resolve(int fd, int family, bool transparent) const {
@@ -46,7 +74,7 @@ OriginalDstResult OriginalDstResolver::resolve(int fd, int family, bool transpar
     return result;
   }
   if (!pointsAtOwnListener(result.address)) {
-    result.outcome = OriginalDstOutcome::kFound;
+    result.outcome = isOwnUpstream(fd, result.address) ? OriginalDstOutcome::kLoop : OriginalDstOutcome::kFound;
     return result;
   }
   // The destination is one of our own listening addresses. Either the client dialled us directly
@@ -68,7 +96,27 @@ bool OriginalDstResolver::pointsAtOwnListener(const SocketAddress& dst) const {
       if (listener.sameIp(dst)) return true;
       continue;
     }
-    if (ops_.isLocalIp(dst)) return true;
+    if (ops_.isLocalIp(dst) != LocalIp::kNo) return true;  // unknown fails closed
+  }
+  return false;
+}
+
+bool OriginalDstResolver::isOwnUpstream(int fd, const SocketAddress& dst) const {
+  if (own_.size() == 0 && own_.connectsInFlight() == 0) return false;  // nothing of ours out there
+  SocketAddress peer;
+  if (ops_.peerAddress(fd, peer).rc < 0) return false;
+  if (own_.contains(peer, dst)) return true;
+  // A connect redirected on this host arrives on loopback (REDIRECT in OUTPUT maps to 127.0.0.1 /
+  // ::1) and its handshake is done before connect() returns, so the acceptor can run before the
+  // connecting thread records the socket, often by preempting it. While some connect is still
+  // unrecorded, yield (it gets the CPU if we took it) and look again, a bounded number of times.
+  // Connections from other hosts never arrive on loopback and never wait.
+  if (own_.connectsInFlight() == 0) return false;
+  SocketAddress local;
+  if (ops_.localAddress(fd, local).rc < 0 || !isLoopback(local)) return false;
+  for (int i = 0; i < kRecheckYields && own_.connectsInFlight() > 0; ++i) {
+    ::sched_yield();
+    if (own_.contains(peer, dst)) return true;
   }
   return false;
 }

@@ -16,7 +16,7 @@ namespace splicegate {
   X(downstream_cx_overflow)       /* refused: max_downstream_connections reached */           \
   X(downstream_cx_accept_paused)  /* accept paused: out of file descriptors */                \
   X(no_original_dst)              /* not redirected: dialled the listener directly */         \
-  X(loop_rejected)                /* original destination is one of our own listeners */      \
+  X(loop_rejected)                /* refused: own listener or own upstream looped back */     \
   X(upstream_cx_total)            /* upstream connects attempted */                           \
   X(upstream_cx_active)           /* gauge: upstream sockets open */                          \
   X(upstream_cx_connect_fail)     /* refused, unreachable or reset while connecting */        \

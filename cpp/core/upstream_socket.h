@@ -1,10 +1,13 @@
 // Opening an upstream socket the one way splicegate does it: non-blocking, close-on-exec,
 // SO_MARK when configured (so our own traffic can be excluded from the redirect rule), no Nagle,
-// connect started. Shared by relayed connections and the preconnect pool.
+// connect started, and (when given a registration to fill) recorded in the process's own-socket
+// registry so that a connect redirected straight back into our listener is recognised as a loop.
+// Shared by relayed connections and the preconnect pool.
 #pragma once
 
 #include <cstdint>
 
+#include "own_sockets.h"
 #include "socket_address.h"
 #include "unique_fd.h"
 
@@ -17,6 +20,9 @@ enum class UpstreamOpen {
   kConnectFailed,  // connect(2) failed at once (unreachable, refused on loopback, ...)
 };
 
-UpstreamOpen openUpstream(const SocketAddress& destination, uint32_t mark, UniqueFd& out);
+// registration: when not null, filled with the socket's entry in OwnSockets::process() once connect()
+// has chosen the local address (kInProgress only). It must live exactly as long as `out` is open.
+UpstreamOpen openUpstream(const SocketAddress& destination, uint32_t mark, UniqueFd& out,
+                          OwnSockets::Registration* registration = nullptr);
 
 }  // namespace splicegate

@@ -141,18 +141,25 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
   stats_.add(Stat::downstream_cx_total);
   const ListenerOptions& lo = listener.options();
   const OriginalDstResult dst = resolver_.resolve(fd.get(), lo.address.family(), lo.transparent);
+  // Every refusal below resets the client (fd closes on return): a refused connection is an
+  // abnormal end, and a FIN would read as an empty but complete answer.
   switch (dst.outcome) {
     case OriginalDstOutcome::kNotRedirected:
       stats_.add(Stat::no_original_dst);
-      return;  // fd closes here
+      resetOnClose(fd.get());
+      return;
     case OriginalDstOutcome::kLoop:
+      // Refused at once: the looped upstream connect behind it fails with this reset, and so does
+      // the client connection that started it, instead of recursing until the fd limit.
       stats_.add(Stat::loop_rejected);
+      resetOnClose(fd.get());
       return;
     case OriginalDstOutcome::kFound:
       break;
   }
   if (connections_.size() >= options_.maxDownstreamConnections) {
     stats_.add(Stat::downstream_cx_overflow);
+    resetOnClose(fd.get());
     return;
   }
   SocketAddress destination = dst.address;
@@ -164,11 +171,13 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
     case HostCache::Admit::kHostOverflow:
       stats_.add(Stat::host_overflow);
       stats_.add(Stat::upstream_cx_overflow);
+      resetOnClose(fd.get());
       return;
     case HostCache::Admit::kConnectionOverflow:
     case HostCache::Admit::kPendingOverflow:
       // Envoy's circuit breakers: refuse at once rather than queue without bound.
       stats_.add(Stat::upstream_cx_overflow);
+      resetOnClose(fd.get());
       return;
   }
   stats_.add(Stat::downstream_cx_active);

@@ -1,0 +1,422 @@
+// How relayed streams end, and loops back into ourselves. Every abnormal end must reach the peer as
+// a TCP reset and only a complete stream ends with FIN; an upstream connect that comes back to one
+// of our own listeners (any worker's) is refused at once; "is this IP local" fails closed. Real
+// loopback sockets and LoopThreads, original-destination syscalls through the OriginalDstOps seam.
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_harness.h"
+#include "../core/loop_thread.h"
+#include "../core/original_dst.h"
+#include "../core/own_sockets.h"
+#include "../core/worker_core.h"
+
+using namespace splicegate;
+
+namespace {
+
+using splicegate::testing::run;
+
+SocketAddress addr(const char* ip, uint16_t port) { return *SocketAddress::fromIp(ip, port); }
+
+// Original destinations as the kernel would report them, minus iptables:
+//   kFixed: every connection was "redirected" from `target`;
+//   kSelf:  conntrack without NAT reports the connection's own local address (what a connection
+//           redirected by REDIRECT to the port it already asked for looks like);
+//   kNone:  no conntrack entry (dialled directly).
+// isLocalIp answers `local`, so the listener-address guard can be kept out of the way (kNo) to
+// show what the own-socket check alone does.
+struct LabOps : OriginalDstOps {
+  enum class Mode { kFixed, kSelf, kNone } mode = Mode::kFixed;
+  SocketAddress target;
+  LocalIp local = LocalIp::kNo;
+  SyscallResult originalDst(int fd, int, SocketAddress& out) override {
+    if (mode == Mode::kNone) return {-1, ENOENT};
+    if (mode == Mode::kSelf) return localAddress(fd, out);
+    out = target;
+    return {0, 0};
+  }
+  SyscallResult localAddress(int fd, SocketAddress& out) override {
+    socklen_t len = SocketAddress::capacity();
+    const int rc = ::getsockname(fd, out.sockaddrPtr(), &len);
+    return {rc, rc < 0 ? errno : 0};
+  }
+  LocalIp isLocalIp(const SocketAddress&) override { return local; }
+  SyscallResult peerAddress(int fd, SocketAddress& out) override {
+    socklen_t len = SocketAddress::capacity();
+    const int rc = ::getpeername(fd, out.sockaddrPtr(), &len);
+    return {rc, rc < 0 ? errno : 0};
+  }
+};
+
+UniqueFd listenOn(SocketAddress& bound, int backlog = 64) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  auto a = addr("127.0.0.1", 0);
+  CHECK(::bind(fd.get(), a.sockaddrPtr(), a.length()) == 0);
+  CHECK(::listen(fd.get(), backlog) == 0);
+  socklen_t len = SocketAddress::capacity();
+  ::getsockname(fd.get(), bound.sockaddrPtr(), &len);
+  return fd;
+}
+
+UniqueFd connectTo(const SocketAddress& a) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  CHECK(::connect(fd.get(), a.sockaddrPtr(), a.length()) == 0);
+  return fd;
+}
+
+bool writeAll(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+// How a stream ended for the reader.
+enum class End { kEof, kReset, kOtherError, kTimeout };
+
+const char* endName(End e) {
+  switch (e) {
+    case End::kEof: return "EOF";
+    case End::kReset: return "reset";
+    case End::kOtherError: return "error";
+    case End::kTimeout: return "timeout";
+  }
+  return "?";
+}
+
+// Reads until EOF, an error or the (liveness) deadline; everything read lands in `out`.
+End readToEnd(int fd, std::string& out, int timeoutMs = 10000) {
+  char buf[65536];
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  for (;;) {
+    const int left = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
+    pollfd p{fd, POLLIN, 0};
+    if (left <= 0 || ::poll(&p, 1, left) <= 0) return End::kTimeout;
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n == 0) return End::kEof;
+    if (n < 0) return errno == ECONNRESET ? End::kReset : End::kOtherError;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
+#define CHECK_END(got, want)                                                                       \
+  do {                                                                                             \
+    const End g_ = (got);                                                                          \
+    if (g_ != (want)) std::fprintf(stderr, "  stream ended with %s, want %s\n", endName(g_), endName(want)); \
+    CHECK(g_ == (want));                                                                           \
+  } while (0)
+
+struct Proxy {
+  std::unique_ptr<LoopThread> thread;
+  SocketAddress listenAddr;
+  Proxy(std::unique_ptr<LabOps> ops, CoreOptions options = {}, const char* listenIp = "127.0.0.1",
+        bool startNow = true) {
+    SysError err;
+    auto core = WorkerCore::create(options, std::move(ops), err);
+    CHECK(core);
+    ListenerOptions lo;
+    lo.name = "test";
+    lo.address = addr(listenIp, 0);
+    CHECK(!core->openListener(lo, &listenAddr));
+    thread = std::make_unique<LoopThread>(std::move(core));
+    if (startNow) thread->start();  // else the kernel queues connections on the listener meanwhile
+  }
+  uint64_t stat(Stat s) const { return thread->stats().get(s); }
+  // Counters move on the loop thread just after it closes the sockets a test watches: wait for
+  // the value (bounded) instead of reading it once.
+  bool waitStat(Stat s, uint64_t want, int timeoutMs = 3000) const {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+    while (stat(s) != want) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        std::fprintf(stderr, "  %s is %llu, want %llu\n", kStatNames[static_cast<size_t>(s)],
+                     static_cast<unsigned long long>(stat(s)), static_cast<unsigned long long>(want));
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+  }
+};
+
+std::unique_ptr<LabOps> fixedOps(const SocketAddress& target) {
+  auto ops = std::make_unique<LabOps>();
+  ops->target = target;
+  return ops;
+}
+
+std::unique_ptr<LabOps> selfOps() {
+  auto ops = std::make_unique<LabOps>();
+  ops->mode = LabOps::Mode::kSelf;
+  return ops;
+}
+
+// --- how streams end ----------------------------------------------------------------------------
+
+void endTests() {
+  run("refused upstream connect resets the client (no empty clean answer)", [] {
+    SocketAddress closed;
+    { UniqueFd tmp = listenOn(closed); }  // bound then closed: nothing listens there now
+    Proxy proxy(fixedOps(closed));
+    UniqueFd client = connectTo(proxy.listenAddr);
+    std::string got;
+    CHECK_END(readToEnd(client.get(), got), End::kReset);
+    CHECK(got.empty());
+    CHECK(proxy.waitStat(Stat::upstream_cx_connect_fail, 1));
+    CHECK(proxy.waitStat(Stat::downstream_cx_active, 0));
+  });
+
+  run("upstream connect timeout resets the client after connect_timeout", [] {
+    // A listener whose accept queue is full drops further SYNs: a black hole on loopback.
+    SocketAddress holeAddr;
+    UniqueFd hole = listenOn(holeAddr, 0);
+    std::vector<UniqueFd> fillers;
+    for (int i = 0; i < 4; ++i) {
+      UniqueFd f(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      ::connect(f.get(), holeAddr.sockaddrPtr(), holeAddr.length());
+      fillers.push_back(std::move(f));
+    }
+    CoreOptions options;
+    options.connectTimeoutMs = 300;
+    Proxy proxy(fixedOps(holeAddr), options);
+    const auto start = std::chrono::steady_clock::now();
+    UniqueFd client = connectTo(proxy.listenAddr);
+    std::string got;
+    CHECK_END(readToEnd(client.get(), got), End::kReset);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    CHECK(got.empty());
+    CHECK(ms >= 250);  // not before connect_timeout
+    CHECK(proxy.waitStat(Stat::upstream_cx_connect_timeout, 1));
+  });
+
+  run("idle timeout mid-stream resets the client: a partial read is never a clean EOF", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    CoreOptions options;
+    options.idleTimeoutMs = 200;  // swept once a second
+    Proxy proxy(fixedOps(serverAddr), options);
+    const std::string body(8 << 20, 'x');  // far more than every buffer on the path holds
+    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
+    CHECK(upstream);
+    std::thread srv([&] { writeAll(upstream.get(), body.data(), body.size()); });
+    // The client reads nothing until the proxy gave up on the stalled stream.
+    const bool timedOut = proxy.waitStat(Stat::cx_idle_timeout, 1, 10000);
+    std::string got;
+    const End end = readToEnd(client.get(), got);
+    ::shutdown(upstream.get(), SHUT_RDWR);  // ends the server's write whatever happened above
+    srv.join();
+    CHECK(timedOut);
+    CHECK_END(end, End::kReset);
+    CHECK(got.size() < body.size());
+  });
+
+  run("upstream reset mid-stream resets the client after the bytes sent before it", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    Proxy proxy(fixedOps(serverAddr));
+    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
+    CHECK(upstream);
+    const std::string before = "before the cut\n";
+    CHECK(writeAll(upstream.get(), before.data(), before.size()));
+    char buf[64];
+    CHECK(::recv(client.get(), buf, before.size(), MSG_WAITALL) == static_cast<ssize_t>(before.size()));
+    resetOnClose(upstream.get());
+    upstream.reset();  // RST
+    std::string got;
+    CHECK_END(readToEnd(client.get(), got), End::kReset);
+    CHECK(got.empty());
+    CHECK(proxy.waitStat(Stat::upstream_cx_destroy_remote, 1));
+  });
+
+  run("a complete stream still ends with FIN both ways", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    Proxy proxy(fixedOps(serverAddr));
+    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
+    CHECK(writeAll(upstream.get(), "answer", 6));
+    ::shutdown(upstream.get(), SHUT_WR);
+    ::shutdown(client.get(), SHUT_WR);
+    std::string up, down;
+    CHECK_END(readToEnd(upstream.get(), up), End::kEof);
+    CHECK_END(readToEnd(client.get(), down), End::kEof);
+    CHECK(down == "answer");
+  });
+
+  run("a connection with no original destination is refused with a reset", [] {
+    auto ops = std::make_unique<LabOps>();
+    ops->mode = LabOps::Mode::kNone;
+    Proxy proxy(std::move(ops));
+    UniqueFd client = connectTo(proxy.listenAddr);
+    std::string got;
+    CHECK_END(readToEnd(client.get(), got), End::kReset);
+    CHECK(proxy.waitStat(Stat::no_original_dst, 1));
+  });
+
+  run("a host-cache overflow is refused with a reset", [] {
+    CoreOptions options;
+    options.maxPendingPerHost = 1;
+    // A black-holed destination keeps the first connect pending, so the second overflows.
+    SocketAddress holeAddr;
+    UniqueFd hole = listenOn(holeAddr, 0);
+    std::vector<UniqueFd> fillers;
+    for (int i = 0; i < 4; ++i) {
+      UniqueFd f(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      ::connect(f.get(), holeAddr.sockaddrPtr(), holeAddr.length());
+      fillers.push_back(std::move(f));
+    }
+    Proxy proxy(fixedOps(holeAddr), options);
+    UniqueFd first = connectTo(proxy.listenAddr);
+    CHECK(proxy.waitStat(Stat::upstream_cx_total, 1));
+    UniqueFd second = connectTo(proxy.listenAddr);
+    std::string got;
+    CHECK_END(readToEnd(second.get(), got), End::kReset);
+    CHECK(proxy.waitStat(Stat::upstream_cx_overflow, 1));
+  });
+}
+
+// --- loops --------------------------------------------------------------------------------------
+
+void loopTests() {
+  run("own-socket registry: an entry lives as long as its registration, duplicates are counted", [] {
+    OwnSockets reg;
+    const OwnSockets::Key key{addr("10.0.0.1", 40000), addr("10.0.9.9", 80)};
+    CHECK(!reg.contains(key.local, key.remote));
+    auto a = reg.add(key);
+    auto b = reg.add(key);  // connect() may reuse a local port for another destination
+    CHECK(reg.contains(key.local, key.remote));
+    CHECK(!reg.contains(key.local, addr("10.0.9.9", 81)));   // same peer, other destination
+    CHECK(!reg.contains(addr("10.0.0.1", 40001), key.remote));  // other peer, same destination
+    a.reset();
+    CHECK(reg.contains(key.local, key.remote));
+    OwnSockets::Registration moved = std::move(b);
+    CHECK(reg.contains(key.local, key.remote));
+    moved.reset();
+    CHECK(!reg.contains(key.local, key.remote));
+    CHECK_EQ(reg.size(), 0u);
+  });
+
+  run("the resolver refuses a connection that is one of our own upstream sockets", [] {
+    OwnSockets reg;
+    // A connection accepted on a real listener, so its peer is a real address.
+    SocketAddress listenAddr;
+    UniqueFd listener = listenOn(listenAddr);
+    UniqueFd client = connectTo(listenAddr);
+    UniqueFd accepted(::accept(listener.get(), nullptr, nullptr));
+    LabOps ops;
+    ops.target = addr("10.0.9.9", 80);
+    OriginalDstResolver resolver(ops, reg);
+    resolver.setListenerAddresses({addr("0.0.0.0", 15001)});
+    CHECK(resolver.resolve(accepted.get(), AF_INET, false).outcome == OriginalDstOutcome::kFound);
+    SocketAddress clientLocal;
+    socklen_t len = SocketAddress::capacity();
+    ::getsockname(client.get(), clientLocal.sockaddrPtr(), &len);
+    {
+      auto own = reg.add({clientLocal, addr("10.0.9.9", 80)});
+      CHECK(resolver.resolve(accepted.get(), AF_INET, false).outcome == OriginalDstOutcome::kLoop);
+      ops.target = addr("10.0.9.9", 443);  // same peer, but it asked for somewhere else
+      CHECK(resolver.resolve(accepted.get(), AF_INET, false).outcome == OriginalDstOutcome::kFound);
+      ops.target = addr("10.0.9.9", 80);
+    }
+    CHECK(resolver.resolve(accepted.get(), AF_INET, false).outcome == OriginalDstOutcome::kFound);
+  });
+
+  run("'is this IP local' that cannot answer fails closed: refused as a loop", [] {
+    LabOps ops;
+    ops.target = addr("10.0.2.1", 15001);  // some address on our wildcard listener's port
+    ops.local = LocalIp::kUnknown;
+    OriginalDstResolver resolver(ops);
+    resolver.setListenerAddresses({addr("0.0.0.0", 15001)});
+    SocketAddress listenAddr;
+    UniqueFd listener = listenOn(listenAddr);
+    UniqueFd client = connectTo(listenAddr);
+    UniqueFd accepted(::accept(listener.get(), nullptr, nullptr));
+    CHECK(resolver.resolve(accepted.get(), AF_INET, false).outcome == OriginalDstOutcome::kLoop);
+    ops.local = LocalIp::kNo;
+    CHECK(resolver.resolve(accepted.get(), AF_INET, false).outcome == OriginalDstOutcome::kFound);
+  });
+
+  run("KernelOriginalDstOps::isLocalIp answers 'unknown' under EMFILE, not 'remote'", [] {
+    KernelOriginalDstOps ops;
+    CHECK(ops.isLocalIp(addr("127.0.0.1", 0)) == LocalIp::kYes);
+    CHECK(ops.isLocalIp(addr("192.0.2.1", 0)) == LocalIp::kNo);  // TEST-NET-1: never assigned here
+    rlimit saved{};
+    CHECK(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    std::vector<UniqueFd> hog;
+    rlimit low = saved;
+    low.rlim_cur = 256;
+    CHECK(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    for (;;) {  // take every fd below the limit
+      UniqueFd fd(::dup(0));
+      if (!fd) break;
+      hog.push_back(std::move(fd));
+    }
+    const LocalIp answer = ops.isLocalIp(addr("192.0.2.1", 0));
+    hog.clear();
+    CHECK(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+    CHECK(answer == LocalIp::kUnknown);
+  });
+
+  run("an upstream connect that comes back to our own listener is refused at once", [] {
+    // Wildcard listener, and the guard against our own listener addresses answered "not local":
+    // only the own-socket check stands between this and recursion to the fd limit.
+    Proxy proxy(selfOps(), CoreOptions{}, "0.0.0.0");
+    const SocketAddress self = addr("127.0.0.1", proxy.listenAddr.port());
+    UniqueFd client = connectTo(self);  // relayed to 127.0.0.1:P, i.e. straight back to us
+    std::string got;
+    CHECK_END(readToEnd(client.get(), got, 5000), End::kReset);
+    CHECK(got.empty());
+    CHECK(proxy.waitStat(Stat::loop_rejected, 1));
+    CHECK(proxy.waitStat(Stat::downstream_cx_active, 0));
+    CHECK_EQ(proxy.stat(Stat::downstream_cx_total), 2u);  // the client and its looped upstream
+    CHECK_EQ(proxy.stat(Stat::upstream_cx_total), 1u);
+    CHECK_EQ(OwnSockets::process().size(), 0u);  // the upstream's entry left with it
+  });
+
+  run("a looped upstream connect accepted by another worker is refused there too", [] {
+    // B accepts only once A's upstream socket is recorded, so the outcome does not depend on
+    // which thread runs first (see own_sockets.h for that window).
+    Proxy b(selfOps(), CoreOptions{}, "0.0.0.0", /*startNow=*/false);
+    CoreOptions toB;
+    toB.upstreamPortOverride = b.listenAddr.port();  // every upstream of A goes to B's listener
+    Proxy a(selfOps(), toB, "0.0.0.0");
+    UniqueFd client = connectTo(addr("127.0.0.1", a.listenAddr.port()));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (OwnSockets::process().size() == 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    CHECK_EQ(OwnSockets::process().size(), 1u);
+    b.thread->start();
+    std::string got;
+    CHECK_END(readToEnd(client.get(), got, 5000), End::kReset);
+    CHECK(b.waitStat(Stat::loop_rejected, 1));
+    CHECK_EQ(b.stat(Stat::upstream_cx_total), 0u);  // B recognised A's socket: nothing relayed on
+    CHECK_EQ(a.stat(Stat::upstream_cx_total), 1u);
+    CHECK(a.waitStat(Stat::downstream_cx_active, 0));
+  });
+}
+
+}  // namespace
+
+int main() {
+  std::signal(SIGPIPE, SIG_IGN);
+  endTests();
+  loopTests();
+  return splicegate::testing::finish();
+}
