@@ -59,6 +59,7 @@ done
 if [ -n "$repro" ] && [ ${#only[@]} -ne 1 ]; then echo "fuzz: --repro needs exactly one target name" >&2; exit 2; fi
 
 step() { printf '== fuzz: %s\n' "$*"; }
+started=$SECONDS
 
 command -v clang++ >/dev/null && [ -f "$(clang++ -print-file-name=libclang_rt.fuzzer_no_main-x86_64.a)" ] || {
   echo "fuzz: clang and libFuzzer are missing: run 'bash scripts/system-deps.sh' (Debian: clang libclang-rt-14-dev)" >&2
@@ -89,6 +90,8 @@ if [ "$need_cpp" -eq 1 ]; then
   cmake --build build/fuzz-cpp -j2 >/dev/null
 fi
 
+build_seconds=$((SECONDS - started))
+
 # target_cmd NAME [INPUTS...] -- [LIBFUZZER ARGS...]: sets `cmd` to the command that runs target
 # NAME on those corpus dirs/files (Jazzer.js takes them before its own "--", libFuzzer directly).
 target_cmd() {
@@ -99,7 +102,7 @@ target_cmd() {
   if is_ts "$name"; then
     local opts
     read -r -a opts <<<"${JAZZER_OPTS[$name]:-}"
-    cmd=(node_modules/.bin/jazzer "dist/test/fuzz/$name.fuzz" "${inputs[@]}" "${opts[@]}" --timeout=10000 -- "$@")
+    cmd=(node_modules/.bin/jazzer "dist/test/fuzz/$name.fuzz" "${inputs[@]}" "${opts[@]}" --timeout=30000 -- "$@")
   else
     cmd=("build/fuzz-cpp/${name}_fuzz" "${inputs[@]}" "$@")
   fi
@@ -145,6 +148,7 @@ for name in "${only[@]}"; do
   dict="$(dict_of "$name")"
   [ -n "$dict" ] && args+=("$dict")
   rc=0
+  t0=$SECONDS
   # The work corpus comes first: libFuzzer adds new inputs to the first directory only.
   target_cmd "$name" "$work" "$(seeds_of "$name")" -- "${args[@]}"
   # A liveness bound only: libFuzzer stops itself at -max_total_time.
@@ -152,7 +156,7 @@ for name in "${only[@]}"; do
   stats="$(grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE|INITED)' "$log" | tail -1 | grep -oE 'cov: [0-9]+|exec/s: [0-9]+' | tr '\n' ' ' || true)"
   runs="$(grep -oE '^Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1 || true)"
   if [ "$rc" -eq 0 ]; then
-    summary+=("ok     $name: ${runs:-no run count} ${stats}")
+    summary+=("ok     $name: ${runs:-no run count} ${stats}($((SECONDS - t0)) s wall)")
   else
     failed+=("$name")
     crash="$(grep -oE "Test unit written to [^ ]+" "$log" | tail -1 | sed 's/Test unit written to //' || true)"
@@ -166,9 +170,11 @@ for name in "${only[@]}"; do
   fi
 done
 
-step "summary"
+step "summary: builds ${build_seconds} s, all $((SECONDS - started)) s"
 printf '  %s\n' "${summary[@]}"
 if [ ${#stale[@]} -gt 0 ]; then
   printf '  STALE known finding (no longer reproduces: remove it from test/fuzz/known-findings.json): %s\n' "${stale[@]}"
 fi
+total=${#only[@]}
+echo "fuzz: $((total - ${#failed[@]})) passed, ${#failed[@]} failed"
 [ ${#failed[@]} -eq 0 ] && [ ${#stale[@]} -eq 0 ]
