@@ -75,6 +75,7 @@ if [ "$need_ts" -eq 1 ]; then
   addon="$jz/build/Release/jazzerjs.node"
   if [ ! -f "$addon" ] || [ -n "$(find cpp/fuzz/jazzer -newer "$addon" -type f)" ]; then
     step "building the Jazzer.js addon against Debian's libFuzzer"
+    mkdir -p build
     CXX=clang++ npx --no-install cmake-js compile --directory cpp/fuzz/jazzer --out build/jazzer \
       --CDJAZZER_FUZZER_DIR="$PWD/$jz" --log-level warn >build/jazzer-build.log 2>&1 ||
       { cat build/jazzer-build.log >&2; echo "fuzz: building the Jazzer.js addon failed" >&2; exit 1; }
@@ -124,11 +125,12 @@ if [ "$need_ts" -eq 1 ] && [ -f test/fuzz/known-findings.json ]; then
   while IFS=$'\t' read -r target code seed; do
     [[ " ${only[*]} " == *" $target "* ]] || continue
     mkdir -p "build/fuzz/artifacts/$target"
+    known_log="build/fuzz/artifacts/$target/known-${code//[^A-Za-z0-9_]/_}.log"
     target_cmd "$target" "$seed" -- -runs=1 "-artifact_prefix=build/fuzz/artifacts/$target/known-"
-    if SPLICEGATE_FUZZ_STRICT=1 timeout --kill-after=10 300 "${cmd[@]}" >"build/fuzz/artifacts/$target/known.log" 2>&1; then
+    if SPLICEGATE_FUZZ_STRICT=1 timeout --kill-after=10 300 "${cmd[@]}" >"$known_log" 2>&1; then
       stale+=("$target $code ($seed)")
-    elif ! grep -qF "[$code]" "build/fuzz/artifacts/$target/known.log"; then
-      stale+=("$target $code ($seed now fails differently: build/fuzz/artifacts/$target/known.log)")
+    elif ! grep -qF "[$code]" "$known_log"; then
+      stale+=("$target $code ($seed now fails differently: $known_log)")
     else
       step "known finding still reproduces: $target $code"
     fi
