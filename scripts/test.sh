@@ -19,6 +19,12 @@ cmake -S . -B build/ctest -DSPLICEGATE_TESTS=ON -DCMAKE_BUILD_TYPE=Debug >/dev/n
 cmake --build build/ctest -j2 >/dev/null
 ctest --test-dir build/ctest --output-on-failure
 
+# Fuzzing: every target (scripts/fuzz.sh) for a bounded time from the seeds in the repo, plus a
+# re-check of each known finding; any crash fails the suite. SPLICEGATE_FUZZ_SECONDS sets the time
+# per target (default 60; `npm run fuzz -- --seconds N` for longer runs).
+echo "== fuzz targets (${SPLICEGATE_FUZZ_SECONDS:-60}s each)"
+bash scripts/fuzz.sh --seconds "${SPLICEGATE_FUZZ_SECONDS:-60}"
+
 echo "== TypeScript unit and integration tests (node --test)"
 mapfile -t files < <(find dist/test dist/bench/test -name "*.test.js" | sort)
 if [ "${#files[@]}" -eq 0 ]; then
