@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { formatSystemError } from '../src/cli';
@@ -68,6 +69,33 @@ test('validate: missing --config, unknown option and positional file are usage e
   const positional = splicegate('validate', 'x.yaml');
   assert.equal(positional.status, 2);
   assert.match(positional.stderr, /pass the config file as --config FILE/);
+});
+
+test('validate refuses what run cannot bind: zone and IPv4-mapped addresses, admin overlapping a listener, override = listener port', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'splicegate-cli-'));
+  try {
+    const cases: Array<[string, RegExp]> = [
+      ['listeners: [{ name: a, address: "[fe80::1%eth0]:15001" }]\n', /listeners\[0\]\.address: .*zone/],
+      ['listeners: [{ name: a, address: "[::ffff:10.0.0.1]:15001" }]\n', /listeners\[0\]\.address: .*IPv4-mapped/],
+      ['admin: { address: "0.0.0.0:15001" }\nlisteners: [{ name: a, address: "127.0.0.1:15001" }]\n', /admin\.address: 0\.0\.0\.0:15001 overlaps listeners\[0\] "a"/],
+      ['admin: { address: "127.0.0.1:15001" }\nlisteners: [{ name: a, address: "0.0.0.0:15001" }]\n', /admin\.address: .*overlaps listeners\[0\]/],
+      ['listeners: [{ name: a, address: "0.0.0.0:15001" }]\ncluster: { upstream_port_override: 15001 }\n', /cluster\.upstream_port_override: .*loop/],
+    ];
+    for (const [text, expected] of cases) {
+      const file = join(dir, 'c.yaml');
+      writeFileSync(file, text);
+      const validate = splicegate('validate', '--config', file);
+      assert.equal(validate.status, 2, `${text}\n${validate.stdout}${validate.stderr}`);
+      assert.match(validate.stderr, expected);
+    }
+    const big = join(dir, 'big.yaml');
+    writeFileSync(big, `listeners: [{ name: a, address: "0.0.0.0:15001" }]\n#${'x'.repeat(2 * 1024 * 1024)}\n`);
+    const run = splicegate('validate', '--config', big);
+    assert.equal(run.status, 2);
+    assert.match(run.stderr, /big\.yaml: \(root\): config file is \d+ bytes; the limit is 1048576 bytes \(1 MiB\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('unknown command exits 2 with a suggestion and a pointer to --help', () => {
