@@ -6,6 +6,8 @@ import type { SplicegateConfig } from '../config/types';
 import { startAdminServer, type AdminServer } from '../admin/admin-server';
 import { loadBinding } from '../native/binding';
 import { nativeOptionsFor } from './native-options';
+import { loopWarningRule } from './loop-warning';
+import { watchCounters } from '../stats/counter-watch';
 import { CounterAggregator, type CounterValues } from '../stats/counters';
 import { mergeHosts, type HostView } from '../stats/hosts';
 import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog } from '../latency/interval-log';
@@ -24,6 +26,8 @@ export interface RunProxyOptions {
 }
 
 const DRAIN_POLL_MS = 100;
+/** How often counters are read for once-only warnings (loop_rejected). */
+const COUNTER_WATCH_MS = 1000;
 /** Latency exports kept from workers that exited, so merged histograms do not lose their samples. */
 const MAX_RETIRED_LATENCY = 16;
 
@@ -148,6 +152,9 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
     throw err;
   }
   log.info('ready', { admin: admin.address });
+  const watch = watchCounters(() => runtime.counters(), [loopWarningRule(config, log)], COUNTER_WATCH_MS, (err) =>
+    log.debug('counter watch: read failed', { error: err instanceof Error ? err.message : String(err) }),
+  );
   const latencyLog = options.latencyLogPath
     ? await startLatencyLog(options.latencyLogPath, options.latencyLogIntervalMs ?? DEFAULT_LATENCY_LOG_INTERVAL_MS, runtime, { log })
     : undefined;
@@ -155,6 +162,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   const signal = await signals.first;
   log.info('draining', { signal, drain_timeout_ms: config.drainTimeoutMs });
   await runtime.drain(signals.second);
+  watch.stop();
   // The log's last interval is read from the workers, so it closes before they stop.
   await latencyLog?.close();
   await supervisor.stop();
