@@ -149,6 +149,21 @@ test('run with an invalid config exits 2 before starting anything', () => {
   assert.match(run.stderr, /listeners\[1\]\.address: duplicate listener address/);
 });
 
+test('run exits 1 on a real bind failure: a listener address not on this host (EADDRNOTAVAIL)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'splicegate-cli-'));
+  try {
+    const file = join(dir, 'c.yaml');
+    // 192.0.2.1 (TEST-NET-1) is on no interface here; binding it sends nothing anywhere.
+    writeFileSync(file, 'workers: 1\nadmin: { address: "127.0.0.1:39901" }\nlisteners: [{ name: egress, address: "192.0.2.1:15001" }]\n');
+    const run = splicegate('run', '--config', file);
+    assert.equal(run.status, 1, run.stderr);
+    assert.match(run.stderr, /\nsplicegate: listen egress 192\.0\.2\.1:15001: bind failed: EADDRNOTAVAIL \(/);
+    assert.doesNotMatch(run.stderr, / ready /, 'never reported ready');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('system errors print as "<syscall> <addr>: bind failed: CODE (text)" (real EADDRINUSE)', async () => {
   const first = await listen(createServer(), 0);
   const address = first.address();
