@@ -4,7 +4,10 @@
 
 import type { SplicegateConfig } from '../config/types';
 import { startAdminServer, type AdminServer } from '../admin/admin-server';
-import { loadBinding, type NativeWorkerOptions } from '../native/binding';
+import { loadBinding } from '../native/binding';
+import { nativeOptionsFor } from './native-options';
+import { loopWarningRule } from './loop-warning';
+import { watchCounters } from '../stats/counter-watch';
 import { CounterAggregator, type CounterValues } from '../stats/counters';
 import { mergeHosts, type HostView } from '../stats/hosts';
 import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog } from '../latency/interval-log';
@@ -22,49 +25,11 @@ export interface RunProxyOptions {
   latencyLogIntervalMs?: number;
 }
 
-/** Share of the open-files limit that pipes may take (two fds each), split across workers. */
-const PIPE_FD_SHARE = 0.25;
 const DRAIN_POLL_MS = 100;
+/** How often counters are read for once-only warnings (loop_rejected). */
+const COUNTER_WATCH_MS = 1000;
 /** Latency exports kept from workers that exited, so merged histograms do not lose their samples. */
 const MAX_RETIRED_LATENCY = 16;
-
-/** fds kept back from the connection bound for listeners, epoll, timers, logs and the admin server. */
-const RESERVED_FDS = 256;
-
-function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWorkerOptions {
-  const { cluster, workers } = config;
-  // Limits are enforced per worker (lock-free host caches), so each worker gets its share.
-  const share = (total: number): number => Math.max(1, Math.ceil(total / workers));
-  // 0 means "no per-host bound": only max_downstream_connections (and the fd limit) apply.
-  const perHost = (total: number): number => (total > 0 ? share(total) : Number.MAX_SAFE_INTEGER);
-  const maxDownstream =
-    cluster.maxDownstreamConnections > 0 ? cluster.maxDownstreamConnections : Math.floor((fdLimit - RESERVED_FDS) / 2);
-  return {
-    connectTimeoutMs: cluster.connectTimeoutMs,
-    idleTimeoutMs: cluster.idleTimeoutMs,
-    upstreamMark: cluster.upstreamMark,
-    cleanupIntervalMs: cluster.cleanupIntervalMs,
-    upstreamPortOverride: cluster.upstreamPortOverride,
-    maxHosts: share(cluster.maxHosts),
-    maxConnectionsPerHost: perHost(cluster.maxConnectionsPerHost),
-    maxPendingPerHost: perHost(cluster.maxPendingPerHost),
-    maxDownstreamConnections: share(maxDownstream),
-    ...(cluster.preconnect
-      ? {
-          preconnectPorts: cluster.preconnect.ports,
-          preconnectPerHost: cluster.preconnect.perHost,
-          preconnectTtlMs: cluster.preconnect.ttlMs,
-        }
-      : {}),
-    maxPipes: Math.max(16, Math.floor((fdLimit * PIPE_FD_SHARE) / 2 / config.workers)),
-    maxIdlePipes: 64,
-    relayMode: config.tuning.relayMode,
-    pipeSize: config.tuning.pipeSize,
-    copyBufferSize: config.tuning.copyBufferSize,
-    driver: config.tuning.driver,
-    recordLatency: config.tuning.recordLatency,
-  };
-}
 
 class ProxyRuntime implements LatencySource {
   private draining = false;
@@ -187,6 +152,9 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
     throw err;
   }
   log.info('ready', { admin: admin.address });
+  const watch = watchCounters(() => runtime.counters(), [loopWarningRule(config, log)], COUNTER_WATCH_MS, (err) =>
+    log.debug('counter watch: read failed', { error: err instanceof Error ? err.message : String(err) }),
+  );
   const latencyLog = options.latencyLogPath
     ? await startLatencyLog(options.latencyLogPath, options.latencyLogIntervalMs ?? DEFAULT_LATENCY_LOG_INTERVAL_MS, runtime, { log })
     : undefined;
@@ -194,6 +162,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   const signal = await signals.first;
   log.info('draining', { signal, drain_timeout_ms: config.drainTimeoutMs });
   await runtime.drain(signals.second);
+  watch.stop();
   // The log's last interval is read from the workers, so it closes before they stop.
   await latencyLog?.close();
   await supervisor.stop();
