@@ -62,6 +62,16 @@ describe('admin server: malformed input', () => {
     assert.equal(ok.status, 200);
   });
 
+  it('CONNECT and raw Upgrade requests get 405 (no route), are counted, and the server keeps answering', { timeout: 15000 }, async () => {
+    const before = stats.snapshot();
+    const connectReq = await raw(admin.port, 'CONNECT 10.0.0.1:443 HTTP/1.1\r\nHost: 10.0.0.1:443\r\n\r\n');
+    assert.equal(connectReq.status, 405, connectReq.text);
+    const upgrade = await raw(admin.port, 'GET /stats HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+    assert.equal(upgrade.status, 405, upgrade.text);
+    assert.equal(stats.snapshot().admin_rq_bad - before.admin_rq_bad, 2);
+    assert.equal((await get(admin.port, '/ready')).status, 200);
+  });
+
   it('/stats shows the admin counters beside the data plane counters', { timeout: 15000 }, async () => {
     const r = await get(admin.port, '/stats?format=json');
     const values = JSON.parse(r.body) as Record<string, number>;

@@ -230,6 +230,17 @@ export function startAdminServer(
     stats.inc('admin_cx_active');
     socket.once('close', () => stats.inc('admin_cx_active', -1));
   });
+  // CONNECT (and an Upgrade Node hands over raw) has no route here. Without a listener Node just
+  // drops the socket, leaving the client with no answer; say 405 like any other refused method.
+  const refuseRaw = (req: IncomingMessage, socket: Duplex): void => {
+    stats.inc('admin_rq_total');
+    stats.inc('admin_rq_bad');
+    socket.end(`HTTP/1.1 405 Method Not Allowed\r\nallow: GET, POST\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    setTimeout(() => socket.destroy(), 1000).unref();
+    req.resume();
+  };
+  server.on('connect', refuseRaw);
+  server.on('upgrade', refuseRaw);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     // A reset or an abort is the client leaving, not a bad request.
     if (err.code === 'ECONNRESET' || !socket.writable) {
