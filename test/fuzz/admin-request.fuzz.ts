@@ -117,8 +117,8 @@ async function exchange(input: Buffer): Promise<FuzzFinding | undefined> {
   let closedByServer = false;
   socket.on('close', () => (closed = true));
   socket.on('error', () => {}); // the server destroys with an error on a parse failure: expected
-  const requests: http.ServerResponse[] = [];
-  const onRequest = (_req: http.IncomingMessage, res: http.ServerResponse) => requests.push(res);
+  const requests: Array<{ req: http.IncomingMessage; res: http.ServerResponse }> = [];
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => requests.push({ req, res });
   srv.prependListener('request', onRequest);
   escaped = [];
   try {
@@ -129,7 +129,9 @@ async function exchange(input: Buffer): Promise<FuzzFinding | undefined> {
     // (a finished response lets it resume a paused, pipelined connection on the next turn).
     let settledTurns = 0;
     await until('requests answered', () => {
-      const settled = closed || (socket.readableLength === 0 && requests.every((r) => r.writableEnded || r.destroyed));
+      // A request whose declared body has not all arrived waits for the client, not the server:
+      // that is settled too (the client's EOF below then abandons it).
+      const settled = closed || (socket.readableLength === 0 && requests.every((r) => r.res.writableEnded || r.res.destroyed || !r.req.complete));
       settledTurns = settled ? settledTurns + 1 : 0;
       return settledTurns >= 2;
     });
@@ -155,7 +157,8 @@ async function exchange(input: Buffer): Promise<FuzzFinding | undefined> {
   }
   // "Answered" = the handler ended its response. A connection the server closed on a client error
   // (a malformed later request) leaves nobody to answer, as on a real socket.
-  const unanswered = closedByServer ? 0 : requests.filter((r) => !r.writableEnded).length;
+  // A request the client abandoned mid-body (EOF before its declared length) needs no answer.
+  const unanswered = closedByServer ? 0 : requests.filter((r) => !r.res.writableEnded && r.req.complete).length;
   if (unanswered > 0) return new FuzzFinding('admin-request', 'UNANSWERED', `${unanswered} request(s) reached the listener and got no answer (the handler never ended the response)`);
   return undefined;
 }
