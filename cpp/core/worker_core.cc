@@ -5,6 +5,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace splicegate {
@@ -16,6 +17,19 @@ constexpr long kTickNs = 50L * 1000 * 1000;
 constexpr uint64_t kIdleSweepUs = 1000 * 1000;
 // How often the per-host latency table re-picks its busiest hosts.
 constexpr uint64_t kLatencyRebalanceUs = 5 * 1000 * 1000;
+// Copy buffers kept for reuse when they come back.
+constexpr size_t kMaxIdleBuffers = 256;
+
+// The copy-buffer bound when the options leave it at 0: 64 MiB per worker (4096 x 16 KiB), or
+// 1/64 of physical memory on a small machine, and never fewer than 16 buffers.
+size_t copyBufferCap(const CoreOptions& o) {
+  if (o.maxCopyBuffers > 0) return o.maxCopyBuffers;
+  uint64_t budget = uint64_t{64} << 20;
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long pageSize = ::sysconf(_SC_PAGESIZE);
+  if (pages > 0 && pageSize > 0) budget = std::min(budget, static_cast<uint64_t>(pages) * static_cast<uint64_t>(pageSize) / 64);
+  return std::max<size_t>(16, static_cast<size_t>(budget / std::max<size_t>(1, o.copyBufferSize)));
+}
 
 }  // namespace
 
@@ -40,7 +54,7 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       dstOps_(std::move(ops)),
       resolver_(*dstOps_),
       pipes_(options.maxPipes, options.maxIdlePipes, options.pipeSize),
-      buffers_(options.copyBufferSize, 256),
+      buffers_(options.copyBufferSize, copyBufferCap(options), kMaxIdleBuffers),
       hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}),
       warm_(*this) {
   hosts_.setEraseHook([this](const Host& host) { warm_.dropHost(host); });
@@ -76,7 +90,7 @@ SysError WorkerCore::init() {
 
 WorkerCore::~WorkerCore() {
   listeners_.clear();
-  closeAllConnections(CloseReason::kDrained);
+  closeAllConnections(CloseReason::kDrained);  // outside any batch: frees at once
 }
 
 SysError WorkerCore::openListener(const ListenerOptions& options, SocketAddress* bound) {
@@ -99,12 +113,18 @@ void WorkerCore::stopAccepting() {
 
 void WorkerCore::closeAllConnections(CloseReason reason) {
   connections_.forEachSafe([reason](Connection* c) { c->close(reason); });
+  // Posted through LoopThread this runs inside a batch (the wake handler is an event of it), and
+  // a later event of that batch may name one of these connections: disposeClosed() waits then.
   disposeClosed();
 }
 
 void WorkerCore::runOnce(int timeoutMs) {
+  dispatching_ = true;
   loop_->waitAndDispatch(timeoutMs);
   runReadyQueue();
+  wakeHolderWaiters();
+  kickIfReady();
+  dispatching_ = false;
   disposeClosed();
 }
 
@@ -201,9 +221,30 @@ void WorkerCore::scheduleResume(Connection& c) {
   if (!c.readyNode.linked()) ready_.pushBack(&c);
 }
 
+void WorkerCore::waitForHolder(Connection& c) {
+  if (!c.holderWaitNode.linked()) holderWaiters_.pushBack(&c);
+}
+
+void WorkerCore::wakeHolderWaiters() {
+  // Runs once per batch, after everything that could release a holder in it. Wakes as many
+  // waiters, oldest first, as there are holders free now; one that loses its holder to another
+  // connection before it resumes queues again at the back. Nobody is woken while nothing is free,
+  // so waiting costs nothing (no retry loop), and a waiter is never left behind a free holder.
+  size_t free = buffers_.available();
+  if (options_.relayMode != CoreOptions::RelayMode::kCopy) free += pipes_.idle();
+  while (free > 0) {
+    Connection* c = holderWaiters_.popFront();
+    if (!c) break;
+    if (!c->waitingForHolder()) continue;  // got one on its own since
+    c->holderAvailable();
+    --free;
+  }
+}
+
 void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
   connecting_.remove(&c);
   ready_.remove(&c);
+  holderWaiters_.remove(&c);
   connections_.remove(&c);
   stats_.sub(Stat::downstream_cx_active);
   switch (reason) {
@@ -228,6 +269,10 @@ void WorkerCore::runReadyQueue() {
     if (!c) break;
     c->resume();
   }
+}
+
+void WorkerCore::kickIfReady() {
+  // Work left on the ready list: make the next epoll_wait return at once to run it.
   if (!ready_.empty() && !kicked_) {
     const uint64_t one = 1;
     if (::write(kick_.fd.get(), &one, sizeof one) == sizeof one) kicked_ = true;
@@ -287,6 +332,7 @@ void WorkerCore::refreshGauges() {
 }
 
 void WorkerCore::disposeClosed() {
+  if (dispatching_) return;  // runOnce calls again once the batch is over
   for (Connection* c : closed_) delete c;
   closed_.clear();
   warm_.disposeDropped();

@@ -1,6 +1,12 @@
 // Everything one worker owns: its epoll loop, its SO_REUSEPORT listeners, its connections, pipe and
 // buffer pools, timers and counters. Node-free, so it is testable on its own; the addon drives it
 // from the worker thread's libuv loop.
+//
+// Lifetime rule: nothing an event handler can be reached through (a Connection, a warm socket
+// shell) is freed while a batch is being dispatched, because a later event of the same batch may
+// still name it. Closing only unlinks and queues; disposeClosed() frees, and it does nothing inside
+// a batch: runOnce calls it after the events and the ready queue, and callers outside any batch
+// (the destructor, LoopThread::stop, a same-thread driver's post) free at once.
 #pragma once
 
 #include <functional>
@@ -34,6 +40,7 @@ class WorkerCore {
   SysError openListener(const ListenerOptions& options, SocketAddress* bound);
   // Closes every listener: new connections go to other workers (or are refused once all stop).
   void stopAccepting();
+  // Closes every connection. Frees them at once outside a batch, after the batch inside one.
   void closeAllConnections(CloseReason reason);
 
   // The fd the host waits on; readable whenever runOnce has work.
@@ -61,6 +68,8 @@ class WorkerCore {
   void connectStarted(Connection& c);
   void connectFinished(Connection& c);
   void scheduleResume(Connection& c);
+  // c has a direction that found no copy buffer or pipe: FIFO until one is released.
+  void waitForHolder(Connection& c);
   void connectionClosed(Connection& c, CloseReason reason);
 
  private:
@@ -77,6 +86,8 @@ class WorkerCore {
   void onTick();
   void onKick();
   void runReadyQueue();
+  void wakeHolderWaiters();
+  void kickIfReady();
   void disposeClosed();
   void refreshGauges();
   void acceptOne(Listener& listener, UniqueFd fd);
@@ -97,10 +108,12 @@ class WorkerCore {
   IntrusiveList<Connection, &Connection::allNode> connections_;
   IntrusiveList<Connection, &Connection::connectNode> connecting_;
   IntrusiveList<Connection, &Connection::readyNode> ready_;
+  IntrusiveList<Connection, &Connection::holderWaitNode> holderWaiters_;
   std::vector<Connection*> closed_;  // freed after the batch: a later event may still name them
   FdHandler tick_;
   FdHandler kick_;
   bool kicked_ = false;
+  bool dispatching_ = false;  // inside runOnce's batch: disposeClosed() must wait
   std::function<void()> wakeHandler_;
   uint64_t lastIdleSweepUs_ = 0;
 };
