@@ -76,12 +76,13 @@ SysError WorkerCore::init() {
 
 WorkerCore::~WorkerCore() {
   listeners_.clear();
+  closedListeners_.clear();
   closeAllConnections(CloseReason::kDrained);
 }
 
-SysError WorkerCore::openListener(const ListenerOptions& options, SocketAddress* bound) {
+SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd, SocketAddress* bound) {
   SysError err;
-  std::unique_ptr<Listener> listener = Listener::open(*this, options, err);
+  std::unique_ptr<Listener> listener = Listener::attach(*this, options, listenFd, err);
   if (!listener) return err;
   if (bound) *bound = listener->boundAddress();
   listenerAddresses_.push_back(listener->boundAddress());
@@ -92,6 +93,12 @@ SysError WorkerCore::openListener(const ListenerOptions& options, SocketAddress*
 }
 
 void WorkerCore::stopAccepting() {
+  // Posted from JS, this runs inside a batch whose later events may name a listener: detach now
+  // (no more accepts), free in disposeClosed.
+  for (auto& listener : listeners_) {
+    listener->detach();
+    closedListeners_.push_back(std::move(listener));
+  }
   listeners_.clear();
   stats_.set(Stat::listeners_active, 0);
   // listenerAddresses_ stays: a late redirected connection to them is still a loop.
@@ -106,6 +113,8 @@ void WorkerCore::runOnce(int timeoutMs) {
   loop_->waitAndDispatch(timeoutMs);
   runReadyQueue();
   disposeClosed();
+  // Only here, after the batch: closeAllConnections (also posted into a batch) runs disposeClosed.
+  closedListeners_.clear();
 }
 
 void WorkerCore::acceptFrom(Listener& listener) {

@@ -1,5 +1,5 @@
-// Everything one worker owns: its epoll loop, its SO_REUSEPORT listeners, its connections, pipe and
-// buffer pools, timers and counters. Node-free, so it is testable on its own; the addon drives it
+// Everything one worker owns: its epoll loop, its share of the process's listening sockets, its
+// connections, pipe and buffer pools, timers and counters. Node-free, so it is testable on its own; the addon drives it
 // from the worker thread's libuv loop.
 #pragma once
 
@@ -31,8 +31,11 @@ class WorkerCore {
                                             SysError& err);
   ~WorkerCore();
 
-  SysError openListener(const ListenerOptions& options, SocketAddress* bound);
-  // Closes every listener: new connections go to other workers (or are refused once all stop).
+  // Starts accepting on a listening socket the process opened once (openListenSocket) and keeps
+  // open; the core registers its own dup of listenFd. Before the loop runs.
+  SysError attachListener(const ListenerOptions& options, int listenFd, SocketAddress* bound);
+  // Leaves every listener: new connections go to the other workers; the sockets stay open in the
+  // process. Safe inside an epoll batch: the Listener objects are freed after it.
   void stopAccepting();
   void closeAllConnections(CloseReason reason);
 
@@ -93,6 +96,7 @@ class WorkerCore {
   WorkerLatency latency_;
   uint64_t lastRebalanceUs_ = 0;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<Listener>> closedListeners_;  // detached; freed after the batch
   std::vector<SocketAddress> listenerAddresses_;
   IntrusiveList<Connection, &Connection::allNode> connections_;
   IntrusiveList<Connection, &Connection::connectNode> connecting_;
