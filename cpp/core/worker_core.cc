@@ -94,7 +94,7 @@ SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd
 
 void WorkerCore::stopAccepting() {
   // Posted from JS, this runs inside a batch whose later events may name a listener: detach now
-  // (no more accepts), free in disposeClosed.
+  // (no more accepts); the Listener objects are freed at the end of runOnce.
   for (auto& listener : listeners_) {
     listener->detach();
     closedListeners_.push_back(std::move(listener));
