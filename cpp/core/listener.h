@@ -38,7 +38,8 @@ class Listener final : public EventHandler {
   // The object stays valid (an event of the current batch may still name it) and ignores events.
   void detach();
 
-  // Out of fds: stop asking epoll for accepts until the next housekeeping tick.
+  // Out of fds, or this worker's share of connections is full: stop asking epoll for accepts
+  // until the next housekeeping tick.
   void pause();
   void resumeIfPaused();
   bool paused() const { return paused_; }

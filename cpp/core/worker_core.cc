@@ -119,6 +119,7 @@ void WorkerCore::runOnce(int timeoutMs) {
 
 void WorkerCore::acceptFrom(Listener& listener) {
   for (int i = 0; i < options_.acceptBatch; ++i) {
+    if (pauseIfFull(listener)) return;
     const int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       acceptOne(listener, UniqueFd(fd));
@@ -144,6 +145,18 @@ void WorkerCore::acceptFrom(Listener& listener) {
         return;
     }
   }
+  pauseIfFull(listener);
+}
+
+bool WorkerCore::pauseIfFull(Listener& listener) {
+  if (connections_.size() < options_.maxDownstreamConnections) return false;
+  // This worker's share is full. The accept queue is shared: leave the socket to the workers with
+  // room (an EPOLLEXCLUSIVE wakeup only reaches workers still registered) and rejoin at the tick
+  // after a connection closed. With every worker full, clients wait in the listen backlog, as
+  // with HAProxy's maxconn, instead of being refused while another worker may have room.
+  stats_.add(Stat::downstream_cx_overflow);
+  listener.pause();
+  return true;
 }
 
 void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
@@ -159,10 +172,6 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
       return;
     case OriginalDstOutcome::kFound:
       break;
-  }
-  if (connections_.size() >= options_.maxDownstreamConnections) {
-    stats_.add(Stat::downstream_cx_overflow);
-    return;
   }
   SocketAddress destination = dst.address;
   if (options_.upstreamPortOverride != 0) destination.setPort(options_.upstreamPortOverride);
@@ -274,7 +283,9 @@ void WorkerCore::onTick() {
     latency_.rebalance();
   }
   hosts_.sweep(now, static_cast<uint64_t>(options_.cleanupIntervalMs) * 1000);
-  for (auto& listener : listeners_) listener->resumeIfPaused();
+  if (connections_.size() < options_.maxDownstreamConnections) {
+    for (auto& listener : listeners_) listener->resumeIfPaused();
+  }
   refreshGauges();
 }
 

@@ -83,6 +83,7 @@ class WorkerCore {
   void disposeClosed();
   void refreshGauges();
   void acceptOne(Listener& listener, UniqueFd fd);
+  bool pauseIfFull(Listener& listener);
 
   CoreOptions options_;
   std::unique_ptr<EventLoop> loop_;
