@@ -5,6 +5,7 @@
 
 #include "../core/host_cache.h"
 #include "../core/stats.h"
+#include "listen_socket.h"
 #include "native_worker.h"
 #include "system_error.h"
 
@@ -20,6 +21,7 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
     DefineAddon(exports, {
                              InstanceMethod<&SplicegateAddon::raiseFdLimit>("raiseFdLimit"),
                              InstanceValue("NativeWorker", NativeWorker::define(env)),
+                             InstanceValue("ListenSocket", ListenSocket::define(env)),
                              InstanceValue("statNames", names),
                              InstanceValue("hostStatNames", hostNames),
                          });

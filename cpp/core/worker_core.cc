@@ -90,12 +90,13 @@ SysError WorkerCore::init() {
 
 WorkerCore::~WorkerCore() {
   listeners_.clear();
+  closedListeners_.clear();
   closeAllConnections(CloseReason::kDrained);  // outside any batch: frees at once
 }
 
-SysError WorkerCore::openListener(const ListenerOptions& options, SocketAddress* bound) {
+SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd, SocketAddress* bound) {
   SysError err;
-  std::unique_ptr<Listener> listener = Listener::open(*this, options, err);
+  std::unique_ptr<Listener> listener = Listener::attach(*this, options, listenFd, err);
   if (!listener) return err;
   if (bound) *bound = listener->boundAddress();
   listenerAddresses_.push_back(listener->boundAddress());
@@ -106,6 +107,12 @@ SysError WorkerCore::openListener(const ListenerOptions& options, SocketAddress*
 }
 
 void WorkerCore::stopAccepting() {
+  // Posted from JS, this runs inside a batch whose later events may name a listener: detach now
+  // (no more accepts); the Listener objects are freed at the end of runOnce.
+  for (auto& listener : listeners_) {
+    listener->detach();
+    closedListeners_.push_back(std::move(listener));
+  }
   listeners_.clear();
   stats_.set(Stat::listeners_active, 0);
   // listenerAddresses_ stays: a late redirected connection to them is still a loop.
@@ -126,10 +133,13 @@ void WorkerCore::runOnce(int timeoutMs) {
   kickIfReady();
   dispatching_ = false;
   disposeClosed();
+  // Only here, after the batch: closeAllConnections (also posted into a batch) runs disposeClosed.
+  closedListeners_.clear();
 }
 
 void WorkerCore::acceptFrom(Listener& listener) {
   for (int i = 0; i < options_.acceptBatch; ++i) {
+    if (pauseIfFull(listener)) return;
     const int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       acceptOne(listener, UniqueFd(fd));
@@ -155,6 +165,18 @@ void WorkerCore::acceptFrom(Listener& listener) {
         return;
     }
   }
+  pauseIfFull(listener);
+}
+
+bool WorkerCore::pauseIfFull(Listener& listener) {
+  if (connections_.size() < options_.maxDownstreamConnections) return false;
+  // This worker's share is full. The accept queue is shared: leave the socket to the workers with
+  // room (an EPOLLEXCLUSIVE wakeup only reaches workers still registered) and rejoin at the tick
+  // after a connection closed. With every worker full, clients wait in the listen backlog, as
+  // with HAProxy's maxconn, instead of being refused while another worker may have room.
+  stats_.add(Stat::downstream_cx_overflow);
+  listener.pause();
+  return true;
 }
 
 void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
@@ -177,6 +199,8 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
     case OriginalDstOutcome::kFound:
       break;
   }
+  // acceptFrom stops accepting at the bound (the shared socket then feeds workers with room); this
+  // guards the same bound should a batch ever cross it.
   if (connections_.size() >= options_.maxDownstreamConnections) {
     stats_.add(Stat::downstream_cx_overflow);
     resetOnClose(fd.get());
@@ -319,7 +343,9 @@ void WorkerCore::onTick() {
     latency_.rebalance();
   }
   hosts_.sweep(now, static_cast<uint64_t>(options_.cleanupIntervalMs) * 1000);
-  for (auto& listener : listeners_) listener->resumeIfPaused();
+  if (connections_.size() < options_.maxDownstreamConnections) {
+    for (auto& listener : listeners_) listener->resumeIfPaused();
+  }
   refreshGauges();
 }
 

@@ -1,5 +1,5 @@
-// Everything one worker owns: its epoll loop, its SO_REUSEPORT listeners, its connections, pipe and
-// buffer pools, timers and counters. Node-free, so it is testable on its own; the addon drives it
+// Everything one worker owns: its epoll loop, its share of the process's listening sockets, its
+// connections, pipe and buffer pools, timers and counters. Node-free, so it is testable on its own; the addon drives it
 // from the worker thread's libuv loop.
 //
 // Lifetime rule: nothing an event handler can be reached through (a Connection, a warm socket
@@ -37,8 +37,11 @@ class WorkerCore {
                                             SysError& err);
   ~WorkerCore();
 
-  SysError openListener(const ListenerOptions& options, SocketAddress* bound);
-  // Closes every listener: new connections go to other workers (or are refused once all stop).
+  // Starts accepting on a listening socket the process opened once (openListenSocket) and keeps
+  // open; the core registers its own dup of listenFd. Before the loop runs.
+  SysError attachListener(const ListenerOptions& options, int listenFd, SocketAddress* bound);
+  // Leaves every listener: new connections go to the other workers; the sockets stay open in the
+  // process. Safe inside an epoll batch: the Listener objects are freed after it.
   void stopAccepting();
   // Closes every connection. Frees them at once outside a batch, after the batch inside one.
   void closeAllConnections(CloseReason reason);
@@ -91,6 +94,7 @@ class WorkerCore {
   void disposeClosed();
   void refreshGauges();
   void acceptOne(Listener& listener, UniqueFd fd);
+  bool pauseIfFull(Listener& listener);
 
   CoreOptions options_;
   std::unique_ptr<EventLoop> loop_;
@@ -104,6 +108,7 @@ class WorkerCore {
   WorkerLatency latency_;
   uint64_t lastRebalanceUs_ = 0;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<Listener>> closedListeners_;  // detached; freed after the batch
   std::vector<SocketAddress> listenerAddresses_;
   IntrusiveList<Connection, &Connection::allNode> connections_;
   IntrusiveList<Connection, &Connection::connectNode> connecting_;

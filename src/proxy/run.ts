@@ -1,6 +1,7 @@
-// `splicegate run`: raise the fd limit, start the workers, serve the admin endpoint, and on
-// SIGTERM/SIGINT drain: stop accepting, let active connections finish up to drain_timeout, close
-// the rest, exit 0.
+// `splicegate run`: raise the fd limit, open the listening sockets (once, in this thread), start
+// the workers on them, serve the admin endpoint, and on SIGTERM/SIGINT drain: stop accepting and
+// close the listening sockets, let active connections finish up to drain_timeout, close the rest,
+// exit 0.
 
 import type { SplicegateConfig } from '../config/types';
 import { startAdminServer, type AdminServer } from '../admin/admin-server';
@@ -14,6 +15,7 @@ import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog } from '../latency/int
 import { closeLatencyPool } from '../latency/merge-pool';
 import type { LatencySource, WorkerLatencyExport } from '../latency/source';
 import { WorkerSupervisor } from '../supervisor/worker-supervisor';
+import { ListenSockets } from './listen-sockets';
 import { createLogger, type Logger } from '../util/logger';
 
 export interface RunProxyOptions {
@@ -38,6 +40,7 @@ class ProxyRuntime implements LatencySource {
   constructor(
     private readonly config: SplicegateConfig,
     private readonly supervisor: WorkerSupervisor,
+    private readonly listenSockets: ListenSockets,
     statNames: readonly string[],
     private readonly hostStatNames: readonly string[],
     private readonly log: Logger,
@@ -79,7 +82,10 @@ class ProxyRuntime implements LatencySource {
   /** Stops accepting, waits for active connections up to drain_timeout, closes the rest. */
   async drain(forceNow: Promise<void>): Promise<void> {
     this.draining = true;
-    this.supervisor.broadcast({ type: 'stop-accepting' });
+    // Once no worker can still be attaching, the sockets close: their queues are reset and new
+    // connections are refused (with the last worker's dup) instead of waiting in a backlog.
+    await this.supervisor.stopAccepting();
+    this.listenSockets.close();
     const deadline = Date.now() + this.config.drainTimeoutMs;
     let forced = false;
     forceNow.then(() => {
@@ -131,8 +137,16 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
     nofile: limits.soft,
   });
   const signals = waitForSignal(log);
-  const supervisor = new WorkerSupervisor({ config, nativeOptions: nativeOptionsFor(config, limits.soft), log });
-  const runtime = new ProxyRuntime(config, supervisor, binding.statNames, binding.hostStatNames, log);
+  // Here, not in the workers: one socket per listener for the process's life (no SO_REUSEPORT), so
+  // a second instance fails with EADDRINUSE and a worker's death loses nothing queued.
+  const listenSockets = ListenSockets.open(binding, config.listeners);
+  const supervisor = new WorkerSupervisor({
+    config,
+    nativeOptions: nativeOptionsFor(config, limits.soft),
+    listeners: listenSockets.handoffs(),
+    log,
+  });
+  const runtime = new ProxyRuntime(config, supervisor, listenSockets, binding.statNames, binding.hostStatNames, log);
   let admin: AdminServer | undefined;
   try {
     await supervisor.start();
@@ -149,6 +163,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
     );
   } catch (err) {
     await supervisor.stop().catch(() => undefined);
+    listenSockets.close();
     throw err;
   }
   log.info('ready', { admin: admin.address });
@@ -166,6 +181,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   // The log's last interval is read from the workers, so it closes before they stop.
   await latencyLog?.close();
   await supervisor.stop();
+  listenSockets.close();
   await admin.close();
   await closeLatencyPool();
   log.info('stopped');
