@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "upstream_socket.h"
 #include "worker_core.h"
@@ -27,7 +28,7 @@ void resetOnClose(int fd) {
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 }
 
-Connection::Connection(WorkerCore& core, UniqueFd downstream, Host& host) : core_(core), host_(host) {
+Connection::Connection(WorkerCore& core, UniqueFd downstream) : core_(core) {
   down_.owner = this;
   down_.fd = std::move(downstream);
   up_.owner = this;
@@ -44,13 +45,100 @@ Connection::Connection(WorkerCore& core, UniqueFd downstream, Host& host) : core
   toDownstream_.hostStat = HostStat::rx_bytes;
   lastActivityUs_ = core.loop().nowUs();
   acceptedUs_ = EventLoop::monotonicUs();  // exact, not the batch's cached time: it feeds proxy_overhead
+  stageDoneUs_ = acceptedUs_;
   recordLatency_ = core.options().recordLatency;
-  if (recordLatency_) latencyRef_ = core.latency().attach(host.address);
+}
+
+void Connection::attachHost(Host& host) {
+  host_ = &host;
+  connectPending_ = true;
+  if (recordLatency_) latencyRef_ = core_.latency().attach(host.address);
+}
+
+void Connection::sendFirst(const uint8_t* data, size_t length) {
+  if (!preamble_) preamble_ = std::make_unique<Preamble>();
+  Preamble& p = *preamble_;
+  if (length > p.begin) return;  // cannot happen: the room in front fits the longest header
+  p.begin = static_cast<uint16_t>(p.begin - length);
+  std::memcpy(p.data + p.begin, data, length);
 }
 
 void Connection::recordConnectStart() {
   connectStartedUs_ = EventLoop::monotonicUs();
-  if (recordLatency_) core_.latency().record(latencyRef_, LatencyMetric::kProxyOverhead, connectStartedUs_ - acceptedUs_);
+  // Time spent waiting for the client's PROXY header is the client's, not the proxy's overhead.
+  if (recordLatency_) core_.latency().record(latencyRef_, LatencyMetric::kProxyOverhead, connectStartedUs_ - stageDoneUs_);
+}
+
+bool Connection::beginHandshake(const ListenerOptions& listener) {
+  listener_ = &listener;
+  state_ = ConnectionState::kHandshake;
+  handshakeDeadlineUs_ = core_.loop().nowUs() + static_cast<uint64_t>(listener.proxyProtocol.timeoutMs) * 1000;
+  preamble_ = std::make_unique<Preamble>();
+  if (core_.loop().add(down_.fd.get(), kSocketEvents, &down_)) {
+    close(CloseReason::kResourceExhausted);
+    return false;
+  }
+  downRegistered_ = true;
+  // Bytes may already be queued (the header often arrives with the handshake's last ACK): the
+  // registration's first event reads them.
+  return true;
+}
+
+void Connection::onHandshakeEvent() {
+  Preamble& p = *preamble_;
+  const int fd = down_.fd.get();
+  for (;;) {
+    const size_t room = proxy_protocol::kMaxHeaderLength - p.received();
+    ssize_t n;
+    do {
+      n = ::recv(fd, p.data + p.end, room, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+      p.end = static_cast<uint16_t>(p.end + n);
+      const proxy_protocol::ParseResult r = proxy_protocol::parse(p.data + Preamble::kHeaderRoom, p.received());
+      if (r.status != proxy_protocol::ParseStatus::need_more) return finishHandshake(r);
+      if (p.received() < proxy_protocol::kMaxHeaderLength) continue;
+      // The parser decides within kMaxHeaderLength bytes; a full buffer still undecided is refused.
+      core_.stats().add(Stat::proxy_protocol_error);
+      return close(CloseReason::kProtocolError);
+    }
+    if (n == 0) {  // the client finished before its header did
+      core_.stats().add(Stat::proxy_protocol_error);
+      return close(CloseReason::kProtocolError);
+    }
+    if (errno == EAGAIN) return;  // the next edge brings more
+    core_.stats().add(Stat::downstream_cx_destroy_remote);
+    return close(CloseReason::kDownstreamError);
+  }
+}
+
+void Connection::finishHandshake(const proxy_protocol::ParseResult& r) {
+  Preamble& p = *preamble_;
+  Stats& stats = core_.stats();
+  SocketAddress destination;  // AF_UNSPEC: the socket's own original destination
+  SocketAddress client;       // AF_UNSPEC: the socket's peer
+  if (r.status == proxy_protocol::ParseStatus::error) {
+    if (r.error != proxy_protocol::ParseError::not_proxy || listener_->proxyProtocol.required) {
+      stats.add(Stat::proxy_protocol_error);
+      return close(CloseReason::kProtocolError);
+    }
+    stats.add(Stat::proxy_protocol_plain);  // everything read so far is the stream's own
+  } else {
+    stats.add(Stat::proxy_protocol_accepted);
+    p.begin = static_cast<uint16_t>(p.begin + r.header.length);
+    if (r.header.command == proxy_protocol::Command::proxy && r.header.family != AF_UNSPEC) {
+      destination = r.header.destination;
+      client = r.header.source;
+    } else {
+      stats.add(Stat::proxy_protocol_local);  // LOCAL, UNKNOWN, or a transport we do not relay
+    }
+  }
+  if (p.pending() > 0) stats.add(Stat::bytes_received, p.pending());
+  // Bytes past what was read may still be queued, and no new edge comes for them.
+  down_.readable = true;
+  state_ = ConnectionState::kConnecting;
+  stageDoneUs_ = EventLoop::monotonicUs();
+  core_.handshakeDone(*this, destination, client);
 }
 
 void Connection::recordFirstByte() {
@@ -60,20 +148,25 @@ void Connection::recordFirstByte() {
 
 Connection::~Connection() = default;
 
-void Connection::start() {
+void Connection::start(const SocketAddress* source) {
   EventLoop& loop = core_.loop();
   Stats& stats = core_.stats();
-  if (loop.add(down_.fd.get(), kSocketEvents, &down_)) {
-    close(CloseReason::kResourceExhausted);
-    return;
+  if (!downRegistered_) {
+    if (loop.add(down_.fd.get(), kSocketEvents, &down_)) {
+      close(CloseReason::kResourceExhausted);
+      return;
+    }
+    downRegistered_ = true;
   }
   stats.add(Stat::upstream_cx_total);
   recordConnectStart();
-  const UpstreamOpen opened = openUpstream(host_.address, core_.options().upstreamMark, up_.fd, &upRegistration_);
+  const UpstreamOpen opened =
+      openUpstream(host_->address, core_.options().upstreamMark, up_.fd, &upRegistration_, source);
   if (up_.fd) stats.add(Stat::upstream_cx_active);
   if (opened != UpstreamOpen::kInProgress) {
     stats.add(Stat::upstream_cx_connect_fail);
-    if (opened == UpstreamOpen::kConnectFailed) ++host_.stat(HostStat::cx_connect_fail);
+    if (opened == UpstreamOpen::kConnectFailed) ++host_->stat(HostStat::cx_connect_fail);
+    if (opened == UpstreamOpen::kBindFailed) stats.add(Stat::original_source_failed);
     close(opened == UpstreamOpen::kSocketFailed ? CloseReason::kResourceExhausted : CloseReason::kConnectFailed);
     return;
   }
@@ -91,9 +184,12 @@ void Connection::startWithUpstream(UniqueFd warm) {
   // Already connected and already counted (upstream_cx_total/active) by the preconnect pool. Owned
   // by this connection before anything can fail, so close() uncounts it on every path.
   up_.fd = std::move(warm);
-  if (loop.add(down_.fd.get(), kSocketEvents, &down_)) {
-    close(CloseReason::kResourceExhausted);
-    return;
+  if (!downRegistered_) {
+    if (loop.add(down_.fd.get(), kSocketEvents, &down_)) {
+      close(CloseReason::kResourceExhausted);
+      return;
+    }
+    downRegistered_ = true;
   }
   // It is registered in epoll under the pool's handler: re-point the registration at this side.
   if (loop.modify(up_.fd.get(), kSocketEvents, &up_)) {
@@ -119,6 +215,10 @@ void Connection::Side::onEvents(uint32_t events) {
 }
 
 void Connection::onSideEvent(Side& side, uint32_t events) {
+  if (state_ == ConnectionState::kHandshake) {
+    if (!side.upstream) onHandshakeEvent();
+    return;
+  }
   if (state_ == ConnectionState::kConnecting) {
     if (side.upstream) {
       onConnectReady(events);
@@ -136,7 +236,7 @@ void Connection::onSideEvent(Side& side, uint32_t events) {
 void Connection::onConnectReady(uint32_t events) {
   if (events & (EPOLLERR | EPOLLHUP)) {
     core_.stats().add(Stat::upstream_cx_connect_fail);
-    ++host_.stat(HostStat::cx_connect_fail);
+    ++host_->stat(HostStat::cx_connect_fail);
     close(CloseReason::kConnectFailed);
     return;
   }
@@ -152,7 +252,7 @@ void Connection::onConnectReady(uint32_t events) {
 void Connection::finishConnectAttempt() {
   if (!connectPending_) return;
   connectPending_ = false;
-  core_.hosts().connectDone(host_);
+  core_.hosts().connectDone(*host_);
 }
 
 void Connection::resume() {
@@ -170,9 +270,33 @@ void Connection::holderAvailable() {
   core_.scheduleResume(*this);
 }
 
+bool Connection::flushPreamble() {
+  Preamble& p = *preamble_;
+  while (p.pending() > 0 && up_.writable) {
+    ssize_t n;
+    do {
+      n = ::send(up_.fd.get(), p.data + p.begin, p.pending(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+      p.begin = static_cast<uint16_t>(p.begin + n);
+      core_.stats().add(Stat::upstream_cx_tx_bytes_total, static_cast<uint64_t>(n));
+      host_->stat(HostStat::tx_bytes) += static_cast<uint64_t>(n);
+    } else if (errno == EAGAIN) {
+      up_.writable = false;
+    } else {
+      return false;
+    }
+  }
+  if (p.pending() == 0) preamble_.reset();
+  return true;
+}
+
 void Connection::relay() {
   size_t budget = core_.options().relayBudgetBytes;
-  const PumpResult up = pump(toUpstream_, budget);
+  // The preamble goes first; until it is out the client's bytes stay where they are (socket,
+  // pipe), so nothing relayed can overtake it.
+  if (preamble_ && !flushPreamble()) return abortWith(CloseReason::kUpstreamError, up_);
+  const PumpResult up = preamble_ ? PumpResult::kIdle : pump(toUpstream_, budget);
   if (up == PumpResult::kError) return abortWith(pumpFailedSide_ == &down_ ? CloseReason::kDownstreamError
                                                                            : CloseReason::kUpstreamError,
                                                   *pumpFailedSide_);
@@ -194,7 +318,7 @@ Connection::PumpResult Connection::pump(Direction& d, size_t& budget) {
         progressed = true;
         d.bytes += static_cast<uint64_t>(n);
         core_.stats().add(d.writeStat, static_cast<uint64_t>(n));
-        host_.stat(d.hostStat) += static_cast<uint64_t>(n);
+        host_->stat(d.hostStat) += static_cast<uint64_t>(n);
         if (!firstByteSeen_ && &d == &toDownstream_) recordFirstByte();
         budget -= std::min(budget, static_cast<size_t>(n));
       } else if (errno == EAGAIN) {
@@ -359,9 +483,12 @@ void Connection::close(CloseReason reason) {
     if (down_.fd) resetOnClose(down_.fd.get());
     if (up_.fd) resetOnClose(up_.fd.get());
   }
-  if (reason == CloseReason::kConnectTimeout) ++host_.stat(HostStat::cx_connect_timeout);
-  finishConnectAttempt();
-  core_.hosts().connectionClosed(host_, core_.loop().nowUs());
+  if (host_) {
+    if (reason == CloseReason::kConnectTimeout) ++host_->stat(HostStat::cx_connect_timeout);
+    finishConnectAttempt();
+    core_.hosts().connectionClosed(*host_, core_.loop().nowUs());
+  }
+  preamble_.reset();
   releaseHolders(toUpstream_);
   releaseHolders(toDownstream_);
   upRegistration_.reset();
@@ -370,7 +497,7 @@ void Connection::close(CloseReason reason) {
     up_.fd.reset();
   }
   down_.fd.reset();  // closing removes both from epoll: neither fd is ever duplicated
-  if (recordLatency_) {
+  if (recordLatency_ && host_) {
     core_.latency().record(latencyRef_, LatencyMetric::kDuration, EventLoop::monotonicUs() - acceptedUs_);
   }
   core_.connectionClosed(*this, reason);

@@ -1,22 +1,29 @@
 // One relayed connection: the accepted (downstream) socket, the upstream socket to its original
 // destination, and the two relay directions between them.
 //
-// State machine:  accepted -> [pre-relay parsing, reserved for PROXY protocol / HTTP routing]
-//                 -> connecting -> relaying -> closed
-// Only `relaying` moves bytes; a future parsing stage slots in before `connecting` and hands over
-// whatever it read as the first bytes of the client->upstream direction.
+// State machine:  [handshake] -> connecting -> relaying -> closed
+// handshake: the protocol stage of a listener with proxy_protocol. The accepted socket is registered
+// for reads and its first bytes land in a small fixed buffer (Preamble) until the PROXY header
+// parser decides; nothing is connected yet and no host is attached. WorkerCore::handshakeDone then
+// runs the steps every connection takes (destination -> policy -> admit -> connect) and whatever
+// followed the header is sent upstream as the first bytes of the client->upstream direction.
+// Only `relaying` moves relayed bytes; bytes queued in the preamble (a PROXY header for the
+// upstream, the client's bytes read after its header) go out first, before anything is pumped.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 
 #include "buffer_pool.h"
+#include "close_reason.h"
+#include "core_options.h"
 #include "event_loop.h"
 #include "host_cache.h"
 #include "host_latency.h"
 #include "intrusive_list.h"
 #include "own_sockets.h"
 #include "pipe_pool.h"
+#include "proxy_protocol.h"
 #include "socket_address.h"
 #include "stats.h"
 #include "unique_fd.h"
@@ -26,36 +33,37 @@ namespace splicegate {
 class WorkerCore;
 class Connection;
 
-enum class ConnectionState : uint8_t { kConnecting, kRelaying, kClosed };
+enum class ConnectionState : uint8_t { kHandshake, kConnecting, kRelaying, kClosed };
 
 // Closing fd with SO_LINGER {1, 0} sends RST instead of FIN. Every abnormal end is passed on this
 // way, so no peer takes a broken or refused stream for a complete (possibly empty) one.
 void resetOnClose(int fd);
 
-// Why a connection ended; counted per reason. Only kCompleted ends with FIN: every other reason
-// resets both sockets.
-enum class CloseReason : uint8_t {
-  kCompleted,        // both directions saw EOF and were shut down
-  kDownstreamError,  // client reset or errored
-  kUpstreamError,    // upstream reset or errored while relaying
-  kConnectFailed,
-  kConnectTimeout,
-  kIdleTimeout,
-  kDrained,  // still open at the end of drain_timeout
-  kResourceExhausted,
-};
-
 class Connection {
  public:
-  // host: the destination's cache entry, already admitted (one pending connect reserved on it).
-  Connection(WorkerCore& core, UniqueFd downstream, Host& host);
+  Connection(WorkerCore& core, UniqueFd downstream);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Registers the downstream socket and starts the upstream connect. On failure the connection is
-  // already closed (and queued for disposal) when this returns.
-  void start();
+  // The protocol stage: registers the downstream socket for reads and waits for a PROXY header
+  // (listener.proxyProtocol; `listener` outlives the connection). On failure the connection is
+  // already closed when this returns (false).
+  bool beginHandshake(const ListenerOptions& listener);
+  const ListenerOptions* listener() const { return listener_; }
+  uint64_t handshakeDeadlineUs() const { return handshakeDeadlineUs_; }
+  int downstreamFd() const { return down_.fd.get(); }
+
+  // host: the destination's cache entry, already admitted (one pending connect reserved on it).
+  void attachHost(Host& host);
+  // Bytes the upstream gets before anything relayed (a PROXY header); at most
+  // proxy_protocol::kMaxWrittenLength, once, before start.
+  void sendFirst(const uint8_t* data, size_t length);
+
+  // Registers the downstream socket (unless the handshake did) and starts the upstream connect,
+  // bound to `source` when given (original source). On failure the connection is already closed
+  // (and queued for disposal) when this returns.
+  void start(const SocketAddress* source = nullptr);
   // Same, with an upstream socket that is already connected (from the preconnect pool).
   void startWithUpstream(UniqueFd upstream);
 
@@ -76,6 +84,7 @@ class Connection {
   ListNode connectNode;
   ListNode readyNode;
   ListNode holderWaitNode;
+  ListNode handshakeNode;  // waiting for its PROXY header (timeout sweep)
 
  private:
   // One socket of the pair; registered in epoll once, edge-triggered, for both directions.
@@ -108,7 +117,24 @@ class Connection {
     bool done() const { return srcEof && dstShut; }
   };
 
+  // Bytes for the upstream ahead of the relay: room for the PROXY header we write, then the
+  // client's first bytes as read by the handshake. The header parser sees data[kHeaderRoom, end);
+  // what remains to send is [begin, end). Allocated only for connections that need it.
+  struct Preamble {
+    static constexpr size_t kHeaderRoom = proxy_protocol::kMaxWrittenLength;
+    uint8_t data[kHeaderRoom + proxy_protocol::kMaxHeaderLength];
+    uint16_t begin = kHeaderRoom;
+    uint16_t end = kHeaderRoom;
+    size_t pending() const { return static_cast<size_t>(end - begin); }
+    size_t received() const { return static_cast<size_t>(end - kHeaderRoom); }
+  };
+
   enum class PumpResult : uint8_t { kIdle, kYield, kError };
+
+  void onHandshakeEvent();
+  void finishHandshake(const proxy_protocol::ParseResult& result);
+  // Sends what the preamble holds; false on a send error (errno set). Frees it once sent.
+  bool flushPreamble();
 
   void onSideEvent(Side& side, uint32_t events);
   void onConnectReady(uint32_t events);
@@ -125,12 +151,16 @@ class Connection {
 
   WorkerCore& core_;
   ConnectionState state_ = ConnectionState::kConnecting;
+  bool downRegistered_ = false;  // down_.fd is in epoll (the handshake registers it early)
   Side down_;
   Side up_;
   Direction toUpstream_;
   Direction toDownstream_;
-  Host& host_;
-  bool connectPending_ = true;  // host's pending slot still held
+  Host* host_ = nullptr;  // null until attachHost (during the handshake, or refused after it)
+  bool connectPending_ = false;  // host's pending slot still held
+  const ListenerOptions* listener_ = nullptr;  // set for a handshake only
+  uint64_t handshakeDeadlineUs_ = 0;
+  std::unique_ptr<Preamble> preamble_;
   Side* pumpFailedSide_ = nullptr;
   // up_.fd's entry in the own-socket registry (loop detection); removed before up_.fd closes.
   OwnSockets::Registration upRegistration_;
@@ -138,6 +168,7 @@ class Connection {
   bool firstByteSeen_ = false;  // time to first upstream byte recorded
   bool recordLatency_ = true;
   uint64_t acceptedUs_ = 0;
+  uint64_t stageDoneUs_ = 0;  // end of the protocol stage (accept time without one): proxy_overhead starts here
   uint64_t connectStartedUs_ = 0;
   uint64_t establishedUs_ = 0;
   uint64_t lastActivityUs_ = 0;

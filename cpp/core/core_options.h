@@ -46,10 +46,28 @@ struct CoreOptions {
   bool recordLatency = true;
   // Relay strategy: "auto" (copy small, splice bulk), "splice" (always), "copy" (never splice).
   enum class RelayMode { kAuto, kSplice, kCopy } relayMode = RelayMode::kAuto;
+  // PROXY protocol header written at the start of every upstream connection: 0 = off, 1 or 2 = that
+  // version (cluster.send_proxy_protocol).
+  uint8_t sendProxyProtocol = 0;
+  // Upstream sockets bind to the client's IP (IP_TRANSPARENT, kernel-chosen port), so the
+  // destination sees the client (cluster.original_source). Disables preconnect: a warm socket is
+  // opened before its client is known.
+  bool originalSource = false;
   // Destination policies (policy.h): [0] is the top-level `policy`, then one per listener that
   // carries its own. Each worker compiles its own DestinationPolicy from these once. Empty = no
   // policy at all (every destination allowed, no special denies).
   std::vector<PolicyRules> policies;
+};
+
+// listeners[].proxy_protocol: a PROXY v1/v2 header read before anything is connected.
+struct ProxyProtocolOptions {
+  bool enabled = false;
+  // The peer addresses (of the TCP connection) allowed to send a header.
+  std::vector<IpCidr> trustedSources;
+  // true: a connection without a valid header from a trusted peer is reset. false: one whose first
+  // bytes are no PROXY signature, or whose peer is untrusted, is relayed as plain traffic.
+  bool required = true;
+  uint32_t timeoutMs = 3000;  // the whole header must arrive within this long after accept
 };
 
 struct ListenerOptions {
@@ -58,6 +76,7 @@ struct ListenerOptions {
   bool transparent = false;
   int backlog = 4096;
   uint32_t policy = 0;  // index into CoreOptions::policies
+  ProxyProtocolOptions proxyProtocol;
 };
 
 }  // namespace splicegate

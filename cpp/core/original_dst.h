@@ -72,9 +72,10 @@ class OriginalDstResolver {
   void setListenerAddresses(std::vector<SocketAddress> addresses) { listeners_ = std::move(addresses); }
 
   OriginalDstResult resolve(int fd, int family, bool transparent) const;
+  // dst is one of our listeners (or a local wildcard listener's port): connecting would loop.
+  bool pointsAtOwnListener(const SocketAddress& dst) const;
 
  private:
-  bool pointsAtOwnListener(const SocketAddress& dst) const;
   bool isOwnUpstream(int fd, const SocketAddress& dst) const;
 
   OriginalDstOps& ops_;

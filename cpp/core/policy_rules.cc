@@ -1,9 +1,43 @@
 #include "policy_rules.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cstring>
+
 namespace splicegate {
+
+bool cidrsContain(const std::vector<IpCidr>& cidrs, const SocketAddress& ip) {
+  uint8_t bytes[16];
+  int family = ip.family();
+  if (family == AF_INET) {
+    std::memcpy(bytes, &reinterpret_cast<const sockaddr_in*>(ip.sockaddrPtr())->sin_addr, 4);
+  } else if (family == AF_INET6) {
+    const uint8_t* a = reinterpret_cast<const sockaddr_in6*>(ip.sockaddrPtr())->sin6_addr.s6_addr;
+    static const uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::memcmp(a, kMapped, 12) == 0) {
+      family = AF_INET;
+      std::memcpy(bytes, a + 12, 4);
+    } else {
+      std::memcpy(bytes, a, 16);
+    }
+  } else {
+    return false;
+  }
+  for (const IpCidr& c : cidrs) {
+    if (c.family != family) continue;
+    const unsigned full = c.prefix / 8;
+    const unsigned rest = c.prefix % 8;
+    if (std::memcmp(bytes, c.bytes, full) != 0) continue;
+    if (rest != 0) {
+      const uint8_t mask = static_cast<uint8_t>(0xff << (8 - rest));
+      if ((bytes[full] & mask) != (c.bytes[full] & mask)) continue;
+    }
+    return true;
+  }
+  return false;
+}
 
 std::optional<IpCidr> parseCidr(std::string_view text) {
   const size_t slash = text.find('/');

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "socket_address.h"
+
 namespace splicegate {
 
 // An IPv4 or IPv6 network. bytes holds the address in network order (IPv4 in bytes[0..3]). Host bits
@@ -21,6 +23,10 @@ struct IpCidr {
 
 // "10.0.0.0/8", "::1/128"; a bare address is a host route (/32, /128). No zone ids, no hostnames.
 std::optional<IpCidr> parseCidr(std::string_view text);
+
+// Whether ip (port ignored) lies in one of the CIDRs; an IPv4-mapped IPv6 address (::ffff:a.b.c.d)
+// is judged as its IPv4 address. A linear scan, for short lists (PROXY protocol trusted sources).
+bool cidrsContain(const std::vector<IpCidr>& cidrs, const SocketAddress& ip);
 
 struct PortRange {
   uint16_t first = 0;

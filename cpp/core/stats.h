@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "close_reason.h"
+
 namespace splicegate {
 
 #define SPLICEGATE_STATS(X)                                                                   \
@@ -42,12 +44,24 @@ namespace splicegate {
   X(pipes_idle)                   /* gauge */                                                 \
   X(pipe_unavailable)             /* a direction fell back to copying: pipe bound reached */  \
   X(buffer_unavailable)           /* a direction found no copy buffer (nor pipe) and waited */ \
-  X(listeners_active)             /* gauge */
+  X(listeners_active)             /* gauge */                                                 \
+  X(proxy_protocol_accepted)      /* PROXY headers read from trusted senders (any command) */ \
+  X(proxy_protocol_local)         /* of those, LOCAL/UNKNOWN: the socket's own destination */ \
+  X(proxy_protocol_plain)         /* no header where optional: relayed as plain traffic */    \
+  X(proxy_protocol_error)         /* reset: malformed, oversized or cut-short header */       \
+  X(proxy_protocol_timeout)       /* reset: header incomplete after proxy_protocol.timeout */ \
+  X(proxy_protocol_untrusted)     /* reset: required header, sender not in trusted_sources */ \
+  X(proxy_protocol_sent)          /* PROXY headers written to upstreams */                    \
+  X(original_source_failed)       /* upstream could not bind the client's address: reset */
 
 enum class Stat : size_t {
 #define SPLICEGATE_STAT_ENUM(name) name,
   SPLICEGATE_STATS(SPLICEGATE_STAT_ENUM)
 #undef SPLICEGATE_STAT_ENUM
+// One counter per CloseReason, in its order (closeStat()).
+#define SPLICEGATE_CLOSE_STAT_ENUM(Name, name) cx_close_##name,
+  SPLICEGATE_CLOSE_REASONS(SPLICEGATE_CLOSE_STAT_ENUM)
+#undef SPLICEGATE_CLOSE_STAT_ENUM
       kCount
 };
 
@@ -55,7 +69,14 @@ inline constexpr const char* kStatNames[] = {
 #define SPLICEGATE_STAT_NAME(name) #name,
     SPLICEGATE_STATS(SPLICEGATE_STAT_NAME)
 #undef SPLICEGATE_STAT_NAME
+#define SPLICEGATE_CLOSE_STAT_NAME(Name, name) "cx_close_" #name,
+    SPLICEGATE_CLOSE_REASONS(SPLICEGATE_CLOSE_STAT_NAME)
+#undef SPLICEGATE_CLOSE_STAT_NAME
 };
+
+inline constexpr Stat closeStat(CloseReason reason) {
+  return static_cast<Stat>(static_cast<size_t>(Stat::cx_close_completed) + static_cast<size_t>(reason));
+}
 
 // One writer (the worker's loop); readers may sit on another thread. Single-writer updates are a
 // relaxed load plus store: a plain add on x86, no locked instruction on the hot path.

@@ -9,8 +9,14 @@
 
 namespace splicegate {
 
+bool setTransparent(int fd, int family) {
+  const int one = 1;
+  if (family == AF_INET6) return ::setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one) == 0;
+  return ::setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one) == 0;
+}
+
 UpstreamOpen openUpstream(const SocketAddress& destination, uint32_t mark, UniqueFd& out,
-                          OwnSockets::Registration* registration) {
+                          OwnSockets::Registration* registration, const SocketAddress* source) {
   UniqueFd fd(::socket(destination.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return UpstreamOpen::kSocketFailed;
   if (mark != 0) {
@@ -22,6 +28,18 @@ UpstreamOpen openUpstream(const SocketAddress& destination, uint32_t mark, Uniqu
   }
   const int one = 1;
   ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (source) {
+    // The client's IP, any port: without IP_BIND_ADDRESS_NO_PORT bind would reserve a port for the
+    // IP alone; with it, connect picks one that is free for this exact 4-tuple.
+    SocketAddress local = *source;
+    local.setPort(0);
+    if (local.family() != destination.family() || !setTransparent(fd.get(), local.family()) ||
+        ::setsockopt(fd.get(), SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) < 0 ||
+        ::bind(fd.get(), local.sockaddrPtr(), local.length()) < 0) {
+      out = std::move(fd);
+      return UpstreamOpen::kBindFailed;
+    }
+  }
   // Counted as in flight until recorded: an acceptor that misses the entry meanwhile looks again.
   std::optional<OwnSockets::ConnectInFlight> inFlight;
   if (registration) inFlight.emplace(OwnSockets::process());

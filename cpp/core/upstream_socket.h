@@ -18,11 +18,18 @@ enum class UpstreamOpen {
   kSocketFailed,   // socket(2) failed: out of fds or memory
   kMarkFailed,     // SO_MARK refused: connecting unmarked could loop, so we do not
   kConnectFailed,  // connect(2) failed at once (unreachable, refused on loopback, ...)
+  kBindFailed,     // the original source could not be bound (family mismatch, no CAP_NET_ADMIN)
 };
 
+// source: when not null, the socket binds to this IP first (port chosen by the kernel at connect,
+// IP_BIND_ADDRESS_NO_PORT) with IP_TRANSPARENT/IPV6_TRANSPARENT, so it may be a foreign address:
+// cluster.original_source. Its family must be the destination's.
 // registration: when not null, filled with the socket's entry in OwnSockets::process() once connect()
 // has chosen the local address (kInProgress only). It must live exactly as long as `out` is open.
 UpstreamOpen openUpstream(const SocketAddress& destination, uint32_t mark, UniqueFd& out,
-                          OwnSockets::Registration* registration = nullptr);
+                          OwnSockets::Registration* registration = nullptr, const SocketAddress* source = nullptr);
+
+// Sets IP_TRANSPARENT (IPv4) or IPV6_TRANSPARENT (IPv6) on fd; false with errno on failure.
+bool setTransparent(int fd, int family);
 
 }  // namespace splicegate

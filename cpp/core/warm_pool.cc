@@ -26,7 +26,8 @@ WarmPool::~WarmPool() {
 
 bool WarmPool::enabledFor(const Host& host) const {
   const CoreOptions& o = core_.options();
-  if (o.preconnectPerHost == 0) return false;
+  // Original source binds each upstream socket to its client's IP: a warm one has no client yet.
+  if (o.preconnectPerHost == 0 || o.originalSource) return false;
   return std::find(o.preconnectPorts.begin(), o.preconnectPorts.end(), host.address.port()) != o.preconnectPorts.end();
 }
 

@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "proxy_protocol.h"
+#include "upstream_socket.h"
+
 namespace splicegate {
 
 namespace {
@@ -67,6 +70,13 @@ SysError WorkerCore::init() {
     const int mark = static_cast<int>(options_.upstreamMark);
     if (!probe || ::setsockopt(probe.get(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
       return SysError::fromErrno("setsockopt", "SO_MARK for cluster.upstream_mark (needs CAP_NET_ADMIN)");
+    }
+  }
+  if (options_.originalSource) {
+    // Same for binding upstream sockets to client addresses (IP_TRANSPARENT needs CAP_NET_ADMIN).
+    UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!probe || !setTransparent(probe.get(), AF_INET)) {
+      return SysError::fromErrno("setsockopt", "IP_TRANSPARENT for cluster.original_source (needs CAP_NET_ADMIN)");
     }
   }
   tick_.core = this;
@@ -133,16 +143,16 @@ void WorkerCore::runOnce(int timeoutMs) {
   kickIfReady();
   dispatching_ = false;
   disposeClosed();
-  // Only here, after the batch: closeAllConnections (also posted into a batch) runs disposeClosed.
-  closedListeners_.clear();
 }
 
 void WorkerCore::acceptFrom(Listener& listener) {
   for (int i = 0; i < options_.acceptBatch; ++i) {
     if (pauseIfFull(listener)) return;
-    const int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    SocketAddress peer;
+    socklen_t peerLength = SocketAddress::capacity();
+    const int fd = ::accept4(listener.fd(), peer.sockaddrPtr(), &peerLength, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      acceptOne(listener, UniqueFd(fd));
+      acceptOne(listener, UniqueFd(fd), peer);
       continue;
     }
     switch (errno) {
@@ -179,9 +189,31 @@ bool WorkerCore::pauseIfFull(Listener& listener) {
   return true;
 }
 
-void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
+void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress& peer) {
   stats_.add(Stat::downstream_cx_total);
   const ListenerOptions& lo = listener.options();
+  // The protocol stage, for a listener with proxy_protocol: only a trusted peer may name another
+  // client and destination. An untrusted one is reset when the header is required, and relayed as
+  // plain traffic (any header it sends is passed on as data) when it is not.
+  const bool readHeader = lo.proxyProtocol.enabled && cidrsContain(lo.proxyProtocol.trustedSources, peer);
+  if (lo.proxyProtocol.enabled && !readHeader && lo.proxyProtocol.required) {
+    stats_.add(Stat::proxy_protocol_untrusted);
+    resetOnClose(fd.get());
+    return;
+  }
+  if (readHeader) {
+    // Admitted as a connection at once (it holds a socket and a small buffer), bounded like any.
+    if (connections_.size() >= options_.maxDownstreamConnections) {
+      stats_.add(Stat::downstream_cx_overflow);
+      resetOnClose(fd.get());
+      return;
+    }
+    stats_.add(Stat::downstream_cx_active);
+    auto* c = new Connection(*this, std::move(fd));
+    connections_.pushBack(c);
+    if (c->beginHandshake(lo)) handshaking_.pushBack(c);
+    return;
+  }
   const OriginalDstResult dst = resolver_.resolve(fd.get(), lo.address.family(), lo.transparent);
   // Every refusal below resets the client (fd closes on return): a refused connection is an
   // abnormal end, and a FIN would read as an empty but complete answer.
@@ -206,34 +238,89 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
     resetOnClose(fd.get());
     return;
   }
-  SocketAddress destination = dst.address;
+  Host* host = admitDestination(lo, dst.address, peer);
+  if (!host) {
+    resetOnClose(fd.get());
+    return;
+  }
+  stats_.add(Stat::downstream_cx_active);
+  auto* c = new Connection(*this, std::move(fd));
+  connections_.pushBack(c);
+  startUpstream(*c, *host, peer, dst.address);
+}
+
+void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestination, const SocketAddress& headerClient) {
+  handshaking_.remove(&c);
+  const ListenerOptions& lo = *c.listener();
+  SocketAddress destination = headerDestination;
+  SocketAddress client = headerClient;
+  if (client.family() == AF_UNSPEC) {
+    socklen_t len = SocketAddress::capacity();
+    ::getpeername(c.downstreamFd(), client.sockaddrPtr(), &len);
+  }
+  if (destination.family() == AF_UNSPEC) {
+    // No header, or one that names no addresses: the socket's own original destination, exactly
+    // as on a listener without proxy_protocol.
+    const OriginalDstResult dst = resolver_.resolve(c.downstreamFd(), lo.address.family(), lo.transparent);
+    switch (dst.outcome) {
+      case OriginalDstOutcome::kNotRedirected:
+        stats_.add(Stat::no_original_dst);
+        return c.close(CloseReason::kRefused);
+      case OriginalDstOutcome::kLoop:
+        stats_.add(Stat::loop_rejected);
+        return c.close(CloseReason::kRefused);
+      case OriginalDstOutcome::kFound:
+        destination = dst.address;
+        break;
+    }
+  } else if (resolver_.pointsAtOwnListener(destination)) {
+    // A header naming one of our own listeners would loop straight back in.
+    stats_.add(Stat::loop_rejected);
+    return c.close(CloseReason::kRefused);
+  }
+  Host* host = admitDestination(lo, destination, client);
+  if (!host) return c.close(CloseReason::kRefused);
+  startUpstream(c, *host, client, destination);
+}
+
+Host* WorkerCore::admitDestination(const ListenerOptions& /*listener*/, const SocketAddress& original,
+                                   const SocketAddress& /*client*/) {
+  SocketAddress destination = original;
   if (options_.upstreamPortOverride != 0) destination.setPort(options_.upstreamPortOverride);
   Host* host = nullptr;
   switch (hosts_.admit(destination, loop_->nowUs(), &host)) {
     case HostCache::Admit::kOk:
-      break;
+      return host;
     case HostCache::Admit::kHostOverflow:
       stats_.add(Stat::host_overflow);
       stats_.add(Stat::upstream_cx_overflow);
-      resetOnClose(fd.get());
-      return;
+      return nullptr;
     case HostCache::Admit::kConnectionOverflow:
     case HostCache::Admit::kPendingOverflow:
       // Envoy's circuit breakers: refuse at once rather than queue without bound.
       stats_.add(Stat::upstream_cx_overflow);
-      resetOnClose(fd.get());
-      return;
+      return nullptr;
   }
-  stats_.add(Stat::downstream_cx_active);
-  auto* c = new Connection(*this, std::move(fd), *host);
-  connections_.pushBack(c);
-  if (warm_.enabledFor(*host)) {
-    UniqueFd upstream = warm_.take(*host);
-    if (upstream) c->startWithUpstream(std::move(upstream));
-    else c->start();
-    warm_.topUp(*host);  // the host is in use: have the next client's connection ready
+  return nullptr;
+}
+
+void WorkerCore::startUpstream(Connection& c, Host& host, const SocketAddress& client, const SocketAddress& destination) {
+  c.attachHost(host);
+  if (options_.sendProxyProtocol != 0) {
+    uint8_t header[proxy_protocol::kMaxWrittenLength];
+    const auto version = options_.sendProxyProtocol == 1 ? proxy_protocol::Version::v1 : proxy_protocol::Version::v2;
+    const size_t n = proxy_protocol::write(version, client, destination, header, sizeof header);
+    c.sendFirst(header, n);
+    stats_.add(Stat::proxy_protocol_sent);
+  }
+  if (warm_.enabledFor(host)) {
+    // A warm socket has sent nothing yet, so the header still goes first on it.
+    UniqueFd upstream = warm_.take(host);
+    if (upstream) c.startWithUpstream(std::move(upstream));
+    else c.start();
+    warm_.topUp(host);  // the host is in use: have the next client's connection ready
   } else {
-    c->start();
+    c.start(options_.originalSource ? &client : nullptr);
   }
 }
 
@@ -269,8 +356,10 @@ void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
   connecting_.remove(&c);
   ready_.remove(&c);
   holderWaiters_.remove(&c);
+  handshaking_.remove(&c);
   connections_.remove(&c);
   stats_.sub(Stat::downstream_cx_active);
+  stats_.add(closeStat(reason));
   switch (reason) {
     case CloseReason::kIdleTimeout:
       stats_.add(Stat::cx_idle_timeout);
@@ -328,6 +417,13 @@ void WorkerCore::onTick() {
     stats_.add(Stat::upstream_cx_connect_timeout);
     c->close(CloseReason::kConnectTimeout);
   }
+  // PROXY headers: each listener has its own timeout, so every waiting connection is looked at
+  // (only those still in their protocol stage, each tick).
+  handshaking_.forEachSafe([&](Connection* c) {
+    if (c->handshakeDeadlineUs() > now) return;
+    stats_.add(Stat::proxy_protocol_timeout);
+    c->close(CloseReason::kProtocolTimeout);
+  });
   if (now - lastIdleSweepUs_ >= kIdleSweepUs) {
     lastIdleSweepUs_ = now;
     const uint64_t idleUs = static_cast<uint64_t>(options_.idleTimeoutMs) * 1000;

@@ -74,6 +74,10 @@ class WorkerCore {
   // c has a direction that found no copy buffer or pipe: FIFO until one is released.
   void waitForHolder(Connection& c);
   void connectionClosed(Connection& c, CloseReason reason);
+  // The protocol stage of c is over. destination/client: what its PROXY header named, AF_UNSPEC
+  // for "the socket's own" (LOCAL, UNKNOWN, or no header where optional). Continues with
+  // destination -> policy -> admit -> connect, or closes c.
+  void handshakeDone(Connection& c, const SocketAddress& destination, const SocketAddress& client);
 
  private:
   // The housekeeping timer and the "more work queued" kick share this small handler type.
@@ -93,7 +97,14 @@ class WorkerCore {
   void kickIfReady();
   void disposeClosed();
   void refreshGauges();
-  void acceptOne(Listener& listener, UniqueFd fd);
+  // The accept path: accept -> [protocol stage] -> destination -> policy -> admit -> connect.
+  void acceptOne(Listener& listener, UniqueFd fd, const SocketAddress& peer);
+  // destination -> policy -> admit: the admitted host, or null once the refusal is counted (the
+  // caller resets the client). destination is the original destination, before any port override.
+  Host* admitDestination(const ListenerOptions& listener, const SocketAddress& destination, const SocketAddress& client);
+  // connect: the PROXY header for the upstream (send_proxy_protocol), then a warm socket or a new
+  // connect (bound to the client's IP with original_source).
+  void startUpstream(Connection& c, Host& host, const SocketAddress& client, const SocketAddress& destination);
   bool pauseIfFull(Listener& listener);
 
   CoreOptions options_;
@@ -108,12 +119,15 @@ class WorkerCore {
   WorkerLatency latency_;
   uint64_t lastRebalanceUs_ = 0;
   std::vector<std::unique_ptr<Listener>> listeners_;
-  std::vector<std::unique_ptr<Listener>> closedListeners_;  // detached; freed after the batch
+  // Detached, kept until the core goes: a connection still in its protocol stage points at its
+  // listener's options (a detached Listener holds no fd, only those).
+  std::vector<std::unique_ptr<Listener>> closedListeners_;
   std::vector<SocketAddress> listenerAddresses_;
   IntrusiveList<Connection, &Connection::allNode> connections_;
   IntrusiveList<Connection, &Connection::connectNode> connecting_;
   IntrusiveList<Connection, &Connection::readyNode> ready_;
   IntrusiveList<Connection, &Connection::holderWaitNode> holderWaiters_;
+  IntrusiveList<Connection, &Connection::handshakeNode> handshaking_;  // waiting for a PROXY header
   std::vector<Connection*> closed_;  // freed after the batch: a later event may still name them
   FdHandler tick_;
   FdHandler kick_;
