@@ -101,6 +101,7 @@ test('full config parses to the exact typed values', () => {
       upstreamPortOverride: 8443,
       preconnect: { ports: [80, 8080], perHost: 2, ttlMs: 1500 },
       sendProxyProtocol: 'v2',
+      originalSource: false,
     },
     drainTimeoutMs: 30_000,
     tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv', recordLatency: false },
@@ -134,6 +135,7 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     upstreamPortOverride: 0,
     preconnect: null,
     sendProxyProtocol: 'off',
+    originalSource: false,
   });
   assert.equal(config.drainTimeoutMs, 10_000);
   assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384, driver: 'thread', recordLatency: true });

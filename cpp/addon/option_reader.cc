@@ -1,6 +1,7 @@
 #include "option_reader.h"
 
 #include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,30 @@ bool readPolicy(const Napi::Value& value, PolicyRules& out) {
   return true;
 }
 
+// listeners[].proxy_protocol as NativeProxyProtocolOptions (src/native/binding.ts); absent = off.
+bool readProxyProtocol(const Napi::Value& value, ProxyProtocolOptions& out) {
+  if (value.IsUndefined()) return true;
+  Napi::Env env = value.Env();
+  if (!value.IsObject()) return fail(env, "listener option proxyProtocol must be an object");
+  const Napi::Object o = value.As<Napi::Object>();
+  Napi::Value sources = o.Get("trustedSources");
+  if (!sources.IsArray()) return fail(env, "proxyProtocol option trustedSources must be an array of CIDR strings");
+  const Napi::Array list = sources.As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    Napi::Value item = list.Get(i);
+    if (!item.IsString()) return fail(env, "proxyProtocol option trustedSources must hold strings");
+    const std::optional<IpCidr> cidr = parseCidr(item.As<Napi::String>().Utf8Value());
+    if (!cidr) return fail(env, "proxyProtocol option trustedSources holds an invalid CIDR");
+    out.trustedSources.push_back(*cidr);
+  }
+  Napi::Value required = o.Get("required");
+  if (!required.IsBoolean()) return fail(env, "proxyProtocol option required must be a boolean");
+  out.required = required.As<Napi::Boolean>().Value();
+  if (!readUint(o, "timeoutMs", out.timeoutMs, 1, 4294967295.0)) return false;
+  out.enabled = true;
+  return true;
+}
+
 }  // namespace
 
 bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
@@ -117,6 +142,12 @@ bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
     else if (m == "copy") out.relayMode = CoreOptions::RelayMode::kCopy;
     else return fail(o.Env(), "option relayMode must be \"auto\", \"splice\" or \"copy\"");
   }
+  if (!readUint(o, "sendProxyProtocol", out.sendProxyProtocol, 0, 2)) return false;
+  Napi::Value originalSource = o.Get("originalSource");
+  if (!originalSource.IsUndefined()) {
+    if (!originalSource.IsBoolean()) return fail(o.Env(), "option originalSource must be a boolean");
+    out.originalSource = originalSource.As<Napi::Boolean>().Value();
+  }
   Napi::Value policies = o.Get("policies");
   if (!policies.IsUndefined()) {
     if (!policies.IsArray()) return fail(o.Env(), "option policies must be an array");
@@ -144,6 +175,7 @@ bool readListenerOptions(const Napi::Object& o, ListenerOptions& out) {
   out.transparent = transparent.IsBoolean() && transparent.As<Napi::Boolean>().Value();
   // Range-checked against CoreOptions::policies by the worker, which holds both.
   if (!readUint(o, "policy", out.policy, 0, 65535)) return false;
+  if (!readProxyProtocol(o.Get("proxyProtocol"), out.proxyProtocol)) return false;
   return readUint(o, "backlog", out.backlog, 1, 65535);
 }
 

@@ -45,6 +45,7 @@ export const DEFAULTS = {
   proxyProtocolRequired: true,
   proxyProtocolTimeout: '3s',
   sendProxyProtocol: 'off',
+  originalSource: false,
 } as const;
 
 export const MAX_PIPE_SIZE = 1 << 20; // the kernel's default pipe-max-size for unprivileged users
@@ -192,6 +193,19 @@ function checkPortOverrideNotListener(root: unknown, ctx: z.RefinementCtx): void
   });
 }
 
+// A warm socket is connected before its client exists, so it cannot carry the client's address:
+// say so rather than silently dropping one of the two settings.
+function checkOriginalSourceNotPreconnect(root: unknown, ctx: z.RefinementCtx): void {
+  if (!isRecord(root) || !isRecord(root['cluster'])) return;
+  if (root['cluster']['original_source'] === true && root['cluster']['preconnect'] !== undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['cluster', 'original_source'],
+      message: 'original_source cannot be combined with preconnect: a warm socket is opened before its client is known',
+    });
+  }
+}
+
 const always = { when: () => true };
 
 function countField(min: number, max: number) {
@@ -234,6 +248,8 @@ export const configFileSchema = z
           })
           .optional(),
         send_proxy_protocol: z.enum(['off', 'v1', 'v2']).default(DEFAULTS.sendProxyProtocol),
+        // Bind upstream sockets to the client's IP (docs/CONFIG.md: needs return routing).
+        original_source: z.boolean().default(DEFAULTS.originalSource),
       })
       .prefault({}),
     drain_timeout: duration.prefault(DEFAULTS.drainTimeout),
@@ -257,7 +273,8 @@ export const configFileSchema = z
       .prefault({}),
   }, { error: (issue) => (issue.code === 'invalid_type' ? `expected a mapping of config keys, got ${showValue(issue.input)}` : undefined) })
   .superRefine(checkAdminNotListener, always)
-  .superRefine(checkPortOverrideNotListener, always);
+  .superRefine(checkPortOverrideNotListener, always)
+  .superRefine(checkOriginalSourceNotPreconnect, always);
 
 export type ConfigFile = z.output<typeof configFileSchema>;
 
@@ -308,6 +325,7 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
         ? { ports: file.cluster.preconnect.ports, perHost: file.cluster.preconnect.per_host, ttlMs: file.cluster.preconnect.ttl }
         : null,
       sendProxyProtocol: file.cluster.send_proxy_protocol,
+      originalSource: file.cluster.original_source,
     },
     drainTimeoutMs: file.drain_timeout,
     tuning: {

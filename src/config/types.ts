@@ -57,6 +57,8 @@ export interface ClusterConfig {
   preconnect: PreconnectConfig | null;
   /** PROXY protocol header naming the client and original destination on each upstream connection. */
   sendProxyProtocol: SendProxyProtocol;
+  /** Upstream sockets bind to the client's IP (IP_TRANSPARENT), so the destination sees the client. */
+  originalSource: boolean;
 }
 
 export interface PreconnectConfig {

@@ -30,6 +30,10 @@ export interface NativeWorkerOptions {
   driver?: 'thread' | 'uv';
   /** Destination policies, copied once into CoreOptions: [0] top level, then listeners' own (src/config/policy-native.ts). */
   policies?: NativePolicyOptions[];
+  /** PROXY header on every upstream connection: 0 off, 1 or 2 the version (cluster.send_proxy_protocol). */
+  sendProxyProtocol?: 0 | 1 | 2;
+  /** Bind upstream sockets to the client's IP (cluster.original_source). */
+  originalSource?: boolean;
 }
 
 /**
@@ -56,6 +60,15 @@ export interface NativeListenerOptions {
   backlog: number;
   /** Index into NativeWorkerOptions.policies; 0 (the top-level policy) when absent. */
   policy?: number;
+  /** listeners[].proxy_protocol; absent = no header is read. */
+  proxyProtocol?: NativeProxyProtocolOptions;
+}
+
+export interface NativeProxyProtocolOptions {
+  /** Canonical CIDRs ("10.0.0.0/8"); the peers allowed to send a header. */
+  trustedSources: string[];
+  required: boolean;
+  timeoutMs: number;
 }
 
 /**

@@ -8,7 +8,22 @@ import type { NativeBinding, NativeListenerOptions, ListenSocket } from '../nati
 import type { ListenerHandoff } from '../worker/messages';
 
 export function nativeListenerOptions(l: ListenerConfig): NativeListenerOptions {
-  return { name: l.name, host: l.address.host, port: l.address.port, transparent: l.transparent, backlog: l.backlog };
+  return {
+    name: l.name,
+    host: l.address.host,
+    port: l.address.port,
+    transparent: l.transparent,
+    backlog: l.backlog,
+    ...(l.proxyProtocol
+      ? {
+          proxyProtocol: {
+            trustedSources: l.proxyProtocol.trustedSources.map((c) => c.text),
+            required: l.proxyProtocol.required,
+            timeoutMs: l.proxyProtocol.timeoutMs,
+          },
+        }
+      : {}),
+  };
 }
 
 export class ListenSockets {

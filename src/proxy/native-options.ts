@@ -21,6 +21,8 @@ export const NATIVE_RANGES = {
   maxIdlePipes: { min: 0, max: 1 << 20 },
 } as const;
 
+const SEND_PROXY_VERSION = { off: 0, v1: 1, v2: 2 } as const;
+
 type RangedOption = keyof typeof NATIVE_RANGES;
 
 function clamp(name: RangedOption, value: number): number {
@@ -67,5 +69,7 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): Nat
     copyBufferSize: config.tuning.copyBufferSize,
     driver: config.tuning.driver,
     recordLatency: config.tuning.recordLatency,
+    sendProxyProtocol: SEND_PROXY_VERSION[cluster.sendProxyProtocol],
+    originalSource: cluster.originalSource,
   };
 }
