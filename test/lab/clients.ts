@@ -59,8 +59,12 @@ export interface ProbeResult {
   error?: string;
 }
 
-export async function probe(lab: Lab, o: { target: string; send?: string; waitMs?: number }): Promise<ProbeResult & { proc: LabProcess }> {
+export async function probe(
+  lab: Lab,
+  o: { target: string; send?: string; sendHex?: string; waitMs?: number },
+): Promise<ProbeResult & { proc: LabProcess }> {
   const args = ['--target', o.target, '--wait-ms', String(o.waitMs ?? 5000)];
+  if (o.sendHex !== undefined) args.push('--send-hex', o.sendHex);
   if (o.send !== undefined) args.push('--send', o.send);
   const { result, proc } = await lab.runClient('probe', args, { timeoutMs: (o.waitMs ?? 5000) + 15000 });
   return { ...need<ProbeResult>(result, ['connected', 'closeKind', 'closedAfterMs', 'bytes'], 'probe', proc), proc };

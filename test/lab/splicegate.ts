@@ -14,6 +14,7 @@ export interface ListenerSpec {
   address: string;
   mode?: 'original_dst';
   transparent?: boolean;
+  proxy_protocol?: { trusted_sources: string[]; required?: boolean; timeout?: string };
 }
 
 export interface SplicegateOptions {
@@ -32,6 +33,8 @@ export interface SplicegateOptions {
     max_downstream_connections?: number;
     upstream_port_override?: number;
     preconnect?: { ports: number[]; per_host?: number; ttl?: string };
+    send_proxy_protocol?: 'off' | 'v1' | 'v2';
+    original_source?: boolean;
   };
   /** Extra `splicegate run` arguments (e.g. --latency-log FILE). */
   args?: string[];
@@ -56,6 +59,12 @@ export const STAT_NAMES = [
   'loop_rejected',
   'bytes_sent',
   'bytes_received',
+  'proxy_protocol_accepted',
+  'proxy_protocol_error',
+  'proxy_protocol_timeout',
+  'proxy_protocol_untrusted',
+  'proxy_protocol_sent',
+  'original_source_failed',
 ] as const;
 
 export type StatName = (typeof STAT_NAMES)[number];
@@ -138,6 +147,7 @@ export class Splicegate {
         address: l.address,
         mode: l.mode ?? 'original_dst',
         transparent: l.transparent ?? false,
+        ...(l.proxy_protocol === undefined ? {} : { proxy_protocol: l.proxy_protocol }),
       })),
       cluster: {
         connect_timeout: o.cluster?.connect_timeout ?? '5s',
@@ -150,6 +160,8 @@ export class Splicegate {
         ...(o.cluster?.max_downstream_connections === undefined ? {} : { max_downstream_connections: o.cluster.max_downstream_connections }),
         ...(o.cluster?.upstream_port_override === undefined ? {} : { upstream_port_override: o.cluster.upstream_port_override }),
         ...(o.cluster?.preconnect === undefined ? {} : { preconnect: o.cluster.preconnect }),
+        ...(o.cluster?.send_proxy_protocol === undefined ? {} : { send_proxy_protocol: o.cluster.send_proxy_protocol }),
+        ...(o.cluster?.original_source === undefined ? {} : { original_source: o.cluster.original_source }),
       },
       drain_timeout: o.drain_timeout ?? '10s',
       ...(o.extra ?? {}),
