@@ -69,8 +69,9 @@ void Connection::recordConnectStart() {
   if (recordLatency_) core_.latency().record(latencyRef_, LatencyMetric::kProxyOverhead, connectStartedUs_ - stageDoneUs_);
 }
 
-bool Connection::beginHandshake(const ListenerOptions& listener) {
+bool Connection::beginHandshake(const ListenerOptions& listener, bool trusted) {
   listener_ = &listener;
+  trusted_ = trusted;
   state_ = ConnectionState::kHandshake;
   handshakeDeadlineUs_ = core_.loop().nowUs() + static_cast<uint64_t>(listener.proxyProtocol.timeoutMs) * 1000;
   preamble_ = std::make_unique<Preamble>();
@@ -123,6 +124,11 @@ void Connection::finishHandshake(const proxy_protocol::ParseResult& r) {
       return close(CloseReason::kProtocolError);
     }
     stats.add(Stat::proxy_protocol_plain);  // everything read so far is the stream's own
+  } else if (!trusted_) {
+    // A header from a sender that may not choose addresses: neither honoured nor passed on (an
+    // upstream that reads PROXY headers itself would take it for ours).
+    stats.add(Stat::proxy_protocol_untrusted);
+    return close(CloseReason::kProtocolError);
   } else {
     stats.add(Stat::proxy_protocol_accepted);
     p.begin = static_cast<uint16_t>(p.begin + r.header.length);

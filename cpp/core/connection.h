@@ -49,7 +49,9 @@ class Connection {
   // The protocol stage: registers the downstream socket for reads and waits for a PROXY header
   // (listener.proxyProtocol; `listener` outlives the connection). On failure the connection is
   // already closed when this returns (false).
-  bool beginHandshake(const ListenerOptions& listener);
+  // trusted: the peer is in trusted_sources. An untrusted peer reaches the stage only where the
+  // header is optional, and is then relayed only if it sends none.
+  bool beginHandshake(const ListenerOptions& listener, bool trusted);
   const ListenerOptions* listener() const { return listener_; }
   uint64_t handshakeDeadlineUs() const { return handshakeDeadlineUs_; }
   int downstreamFd() const { return down_.fd.get(); }
@@ -152,6 +154,7 @@ class Connection {
   WorkerCore& core_;
   ConnectionState state_ = ConnectionState::kConnecting;
   bool downRegistered_ = false;  // down_.fd is in epoll (the handshake registers it early)
+  bool trusted_ = false;         // the handshake's peer may send a header
   Side down_;
   Side up_;
   Direction toUpstream_;

@@ -50,7 +50,7 @@ namespace splicegate {
   X(proxy_protocol_plain)         /* no header where optional: relayed as plain traffic */    \
   X(proxy_protocol_error)         /* reset: malformed, oversized or cut-short header */       \
   X(proxy_protocol_timeout)       /* reset: header incomplete after proxy_protocol.timeout */ \
-  X(proxy_protocol_untrusted)     /* reset: required header, sender not in trusted_sources */ \
+  X(proxy_protocol_untrusted)     /* reset: sender outside trusted_sources sent a header (or any, where required) */ \
   X(proxy_protocol_sent)          /* PROXY headers written to upstreams */                    \
   X(original_source_failed)       /* upstream could not bind the client's address: reset */
 

@@ -193,15 +193,15 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
   stats_.add(Stat::downstream_cx_total);
   const ListenerOptions& lo = listener.options();
   // The protocol stage, for a listener with proxy_protocol: only a trusted peer may name another
-  // client and destination. An untrusted one is reset when the header is required, and relayed as
-  // plain traffic (any header it sends is passed on as data) when it is not.
-  const bool readHeader = lo.proxyProtocol.enabled && cidrsContain(lo.proxyProtocol.trustedSources, peer);
-  if (lo.proxyProtocol.enabled && !readHeader && lo.proxyProtocol.required) {
+  // client and destination. An untrusted one is reset at once when the header is required; when
+  // it is optional the stage still reads its first bytes, and resets it if they are a header.
+  const bool trusted = lo.proxyProtocol.enabled && cidrsContain(lo.proxyProtocol.trustedSources, peer);
+  if (lo.proxyProtocol.enabled && !trusted && lo.proxyProtocol.required) {
     stats_.add(Stat::proxy_protocol_untrusted);
     resetOnClose(fd.get());
     return;
   }
-  if (readHeader) {
+  if (lo.proxyProtocol.enabled) {
     // Admitted as a connection at once (it holds a socket and a small buffer), bounded like any.
     if (connections_.size() >= options_.maxDownstreamConnections) {
       stats_.add(Stat::downstream_cx_overflow);
@@ -211,7 +211,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
     stats_.add(Stat::downstream_cx_active);
     auto* c = new Connection(*this, std::move(fd));
     connections_.pushBack(c);
-    if (c->beginHandshake(lo)) handshaking_.pushBack(c);
+    if (c->beginHandshake(lo, trusted)) handshaking_.pushBack(c);
     return;
   }
   const OriginalDstResult dst = resolver_.resolve(fd.get(), lo.address.family(), lo.transparent);

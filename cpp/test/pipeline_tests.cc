@@ -267,23 +267,37 @@ void stageTests() {
     CHECK(stage.stat(Stat::upstream_cx_total) == 0);
   });
 
-  run("untrusted sender with an optional header: its header is data, the socket's destination is used", [] {
+  run("untrusted sender with an optional header: a header is reset, not honoured nor passed on", [] {
     TwoServers s;
     Stage stage(s.fakeAddr, trusting("10.0.0.0/8", /*required=*/false));
     UniqueFd client = connectTo(stage.listenAddr);
-    const std::string header = v1Line(s.namedAddr);
-    sendAll(client.get(), header);
+    sendAll(client.get(), v1Line(s.namedAddr) + "data");
+    std::string got;
+    End end = End::kTimeout;
+    std::thread reader([&] { end = readToEnd(client.get(), got); });
+    CHECK(runUntil(*stage.core, [&] { return stage.stat(Stat::proxy_protocol_untrusted) == 1; }));
+    reader.join();
+    CHECK(end == End::kReset);
+    CHECK(stage.stat(Stat::upstream_cx_total) == 0);
+    CHECK(stage.stat(Stat::proxy_protocol_accepted) == 0);
+  });
+
+  run("untrusted sender with an optional header: plain traffic is relayed to the socket's destination", [] {
+    TwoServers s;
+    Stage stage(s.fakeAddr, trusting("10.0.0.0/8", /*required=*/false));
+    UniqueFd client = connectTo(stage.listenAddr);
+    sendAll(client.get(), "plain");
     UniqueFd up;
     CHECK(acceptWhileRunning(*stage.core, s.fake.get(), up));
     std::string got;
     CHECK(runUntil(*stage.core, [&] {
-      char buf[128];
+      char buf[64];
       const ssize_t n = ::recv(up.get(), buf, sizeof buf, MSG_DONTWAIT);
       if (n > 0) got.append(buf, static_cast<size_t>(n));
-      return got.size() >= header.size();
+      return got.size() >= 5;
     }));
-    CHECK(got == header);
-    CHECK(stage.stat(Stat::proxy_protocol_accepted) == 0);
+    CHECK(got == "plain");
+    CHECK(stage.stat(Stat::proxy_protocol_plain) == 1);
   });
 
   run("slow header: reset after the timeout, counted", [] {
