@@ -317,6 +317,23 @@ void stageTests() {
     CHECK(stage.core->activeConnections() == 0);
   });
 
+  run("drain while a header is awaited: the connection is reset and counted as drained", [] {
+    TwoServers s;
+    Stage stage(s.fakeAddr, trusting("127.0.0.1/32"));
+    UniqueFd client = connectTo(stage.listenAddr);
+    sendAll(client.get(), "PROXY ");
+    CHECK(runUntil(*stage.core, [&] { return stage.core->activeConnections() == 1; }));
+    stage.core->closeAllConnections(CloseReason::kDrained);
+    CHECK(stage.core->activeConnections() == 0);
+    std::string got;
+    CHECK(readToEnd(client.get(), got) == End::kReset);
+    CHECK(stage.stat(Stat::cx_close_drained) == 1);
+    CHECK(stage.stat(Stat::downstream_cx_active) == 0);
+    // The tick no longer sees it (it left the waiting list): nothing is counted twice.
+    for (int i = 0; i < 5; ++i) stage.core->runOnce(10);
+    CHECK(stage.stat(Stat::proxy_protocol_timeout) == 0);
+  });
+
   run("a header naming our own listener is refused as a loop", [] {
     TwoServers s;
     Stage stage(s.fakeAddr, trusting("127.0.0.1/32"));

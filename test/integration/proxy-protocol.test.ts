@@ -140,8 +140,9 @@ describe('PROXY protocol out (send_proxy_protocol: v2)', () => {
     srv = await lab.startServer('proxy-header', ['--listen', `${ADDR.server4}:9000`, '--id', 'P']);
     await lab.redirect({ dport: 9000, toPort: 15001, family: 4 });
     sg = await Splicegate.start(lab, {
+      workers: 1, // one worker: its warm pool serves every client
       listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
-      cluster: { send_proxy_protocol: 'v2' },
+      cluster: { send_proxy_protocol: 'v2', cleanup_interval: '30s', preconnect: { ports: [9000], per_host: 1, ttl: '10s' } },
     });
   });
 
@@ -165,6 +166,22 @@ describe('PROXY protocol out (send_proxy_protocol: v2)', () => {
       assert.ok((p.bytes ?? 0) > Buffer.byteLength(`${p.firstLine}\n`), `the data after the header came back: ${JSON.stringify(p)}`);
       const s1 = await sg.waitStats((s) => delta(s, s0, 'proxy_protocol_sent') >= 1, 5000, 'header sent');
       assert.equal(delta(s1, s0, 'proxy_protocol_sent'), 1);
+      assert.equal(srv.proc.eventsNamed('bad-header').length, 0);
+    }),
+  );
+
+  it('a warm (preconnected) socket carries the header of the client it is handed to', { timeout: 30000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      // The previous test used the host: a warm socket to it is opened and connected.
+      const s0 = await sg.waitStats((s) => Number(s.raw['upstream_cx_preconnect']) >= 1, 5000, 'a warm socket');
+      const p = await probe(lab, { target: `${ADDR.server4}:9000`, send: 'ping\n', waitMs: 3000 });
+      const seen = firstJson(p.firstLine);
+      assert.equal(seen['version'], 2);
+      assert.equal(ipOf(String(seen['source'])), ADDR.client4);
+      assert.equal(seen['destination'], `${ADDR.server4}:9000`);
+      const s1 = await sg.waitStats((s) => delta(s, s0, 'proxy_protocol_sent') >= 1, 5000, 'header sent');
+      assert.equal(Number(s1.raw['upstream_cx_preconnect_used']) - Number(s0.raw['upstream_cx_preconnect_used']), 1, 'the client got the warm socket');
       assert.equal(srv.proc.eventsNamed('bad-header').length, 0);
     }),
   );
