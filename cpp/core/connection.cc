@@ -173,6 +173,7 @@ void Connection::start(const SocketAddress* source) {
     stats.add(Stat::upstream_cx_connect_fail);
     if (opened == UpstreamOpen::kConnectFailed) ++host_->stat(HostStat::cx_connect_fail);
     if (opened == UpstreamOpen::kBindFailed) stats.add(Stat::original_source_failed);
+    if (opened == UpstreamOpen::kSocketFailed) core_.upstreamSocketFailed();
     close(opened == UpstreamOpen::kSocketFailed ? CloseReason::kResourceExhausted : CloseReason::kConnectFailed);
     return;
   }

@@ -152,7 +152,15 @@ void WorkerCore::acceptFrom(Listener& listener) {
     socklen_t peerLength = SocketAddress::capacity();
     const int fd = ::accept4(listener.fd(), peer.sockaddrPtr(), &peerLength, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
+      upstreamSocketFailed_ = false;
       acceptOne(listener, UniqueFd(fd), peer);
+      if (upstreamSocketFailed_) {
+        // That client got the last fd and was reset; the rest wait in the backlog.
+        upstreamSocketFailed_ = false;
+        stats_.add(Stat::downstream_cx_accept_paused);
+        listener.pause();
+        return;
+      }
       continue;
     }
     switch (errno) {

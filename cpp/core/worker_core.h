@@ -74,6 +74,9 @@ class WorkerCore {
   // c has a direction that found no copy buffer or pipe: FIFO until one is released.
   void waitForHolder(Connection& c);
   void connectionClosed(Connection& c, CloseReason reason);
+  // An upstream socket() failed (out of fds): accepting more now would only reset each client in
+  // turn with the fd its predecessor freed, so accepting pauses until the next tick, as on EMFILE.
+  void upstreamSocketFailed() { upstreamSocketFailed_ = true; }
   // The protocol stage of c is over. destination/client: what its PROXY header named, AF_UNSPEC
   // for "the socket's own" (LOCAL, UNKNOWN, or no header where optional). Continues with
   // destination -> policy -> admit -> connect, or closes c.
@@ -132,6 +135,7 @@ class WorkerCore {
   FdHandler tick_;
   FdHandler kick_;
   bool kicked_ = false;
+  bool upstreamSocketFailed_ = false;  // set by a connection in acceptOne; acceptFrom pauses
   bool dispatching_ = false;  // inside runOnce's batch: disposeClosed() must wait
   std::function<void()> wakeHandler_;
   uint64_t lastIdleSweepUs_ = 0;
