@@ -39,12 +39,15 @@ describe('PROXY protocol in', () => {
   let a: ServerHandle;
   const trusted = `${ADDR.gwCli4}:15010`; // trusts the client's address
   const untrusted = `${ADDR.gwCli4}:15011`; // trusts only a range the client is not in
+  const trusted6 = `[${ADDR.gwCli6}]:15012`;
 
   before(async () => {
     lab = await Lab.create({ name: 'ppin' });
     a = await lab.startServer('identity', ['--listen', `${ADDR.server4}:8080`, '--id', 'A']);
+    await lab.startServer('identity', ['--listen', `[${ADDR.server6}]:8080`, '--id', 'A6']);
     sg = await Splicegate.start(lab, {
       listeners: [
+        { name: 'pp6', address: trusted6, proxy_protocol: { trusted_sources: [`${ADDR.client6}/128`] } },
         { name: 'pp', address: trusted, proxy_protocol: { trusted_sources: [`${ADDR.client4}/32`], timeout: '1s' } },
         { name: 'pp-untrusted', address: untrusted, proxy_protocol: { trusted_sources: ['192.0.2.0/24'] } },
       ],
@@ -89,6 +92,17 @@ describe('PROXY protocol in', () => {
     }),
   );
 
+  it('v1 TCP6 over an IPv6 listener routes to the IPv6 header destination', { timeout: 30000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const p = await probe(lab, { target: trusted6, send: `PROXY TCP6 2001:db8::7 ${ADDR.server6} 40000 8080\r\nping\n`, waitMs: 3000 });
+      const hello = firstJson(p.firstLine);
+      assert.equal(hello['id'], 'A6');
+      assert.equal(hello['local'], `[${ADDR.server6}]:8080`);
+      assert.equal(ipOf(String(hello['remote'])), `[${ADDR.gwSrv6}]`);
+    }),
+  );
+
   it('a header from an untrusted source is reset and counted', { timeout: 30000 }, () =>
     withDiagnostics(lab, sg, async () => {
       if (!sg) throw new Error('no splicegate');
@@ -113,6 +127,8 @@ describe('PROXY protocol in', () => {
       const s1 = await sg.waitStats((s) => delta(s, s0, 'proxy_protocol_error') >= 1, 5000, 'error counted');
       assert.equal(delta(s1, s0, 'proxy_protocol_error'), 1);
       assert.equal(delta(s1, s0, 'upstream_cx_total'), 0);
+      const closed = Number(s1.raw['cx_close_protocol_error']) - Number(s0.raw['cx_close_protocol_error']);
+      assert.equal(closed, 1, 'counted under its close reason');
     }),
   );
 
