@@ -1,5 +1,5 @@
 // The PROXY protocol config keys: listeners[].proxy_protocol (trusted_sources, required, timeout)
-// and cluster.send_proxy_protocol. Parsed values are exact; every bad input is a problem at its
+// and cluster.send_proxy_protocol, and cluster.original_source. Parsed values are exact; every bad input is a problem at its
 // own path.
 
 import { test } from 'node:test';
@@ -111,4 +111,15 @@ test('CIDRs: host bits, prefix lengths, zones, brackets, leading zeros and names
     assert.equal(result.ok, false, input);
     if (!result.ok) assert.ok(result.message.includes(part), `${input}: ${result.message}`);
   }
+});
+
+test('cluster.original_source: off by default; a boolean; refused beside preconnect', () => {
+  assert.equal(parseConfigText(LISTENER, 't').cluster.originalSource, false);
+  assert.equal(parseConfigText(`${LISTENER}cluster: { original_source: true }\n`, 't').cluster.originalSource, true);
+  problemAt(problemsOf(`${LISTENER}cluster: { original_source: "yes" }\n`), 'cluster.original_source', 'expected true or false');
+  problemAt(
+    problemsOf(`${LISTENER}cluster: { original_source: true, preconnect: { ports: [80] } }\n`),
+    'cluster.original_source',
+    'cannot be combined with preconnect',
+  );
 });
