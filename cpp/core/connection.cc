@@ -18,8 +18,6 @@ namespace splicegate {
 namespace {
 
 constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
-constexpr uint8_t kSmallSplicesBeforeCopy = 4;
 
 }  // namespace
 
@@ -28,21 +26,12 @@ void resetOnClose(int fd) {
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 }
 
-Connection::Connection(WorkerCore& core, UniqueFd downstream) : core_(core) {
+Connection::Connection(WorkerCore& core, UniqueFd downstream)
+    : core_(core), relay_(RelayServices{core.pipes(), core.buffers(), core.stats(), core.options()}, *this, down_, up_) {
   down_.owner = this;
   down_.fd = std::move(downstream);
   up_.owner = this;
   up_.upstream = true;
-  toUpstream_.src = &down_;
-  toUpstream_.dst = &up_;
-  toUpstream_.readStat = Stat::bytes_received;
-  toUpstream_.writeStat = Stat::upstream_cx_tx_bytes_total;
-  toUpstream_.hostStat = HostStat::tx_bytes;
-  toDownstream_.src = &up_;
-  toDownstream_.dst = &down_;
-  toDownstream_.readStat = Stat::upstream_cx_rx_bytes_total;
-  toDownstream_.writeStat = Stat::bytes_sent;
-  toDownstream_.hostStat = HostStat::rx_bytes;
   lastActivityUs_ = core.loop().nowUs();
   acceptedUs_ = EventLoop::monotonicUs();  // exact, not the batch's cached time: it feeds proxy_overhead
   stageDoneUs_ = acceptedUs_;
@@ -267,14 +256,15 @@ void Connection::resume() {
 }
 
 void Connection::holderAvailable() {
-  // pump() cleared `readable` when fill() found no holder (it cannot tell that EAGAIN from an
-  // empty socket); the bytes are still queued and no new edge will come for them, so restore it.
-  for (Direction* d : {&toUpstream_, &toDownstream_}) {
-    if (!d->waitingForHolder) continue;
-    d->waitingForHolder = false;
-    d->src->readable = true;
-  }
+  relay_.holderAvailable();
   core_.scheduleResume(*this);
+}
+
+void Connection::relayNeedsHolder() { core_.waitForHolder(*this); }
+
+void Connection::relayDelivered(bool toUpstream, uint64_t n) {
+  host_->stat(toUpstream ? HostStat::tx_bytes : HostStat::rx_bytes) += n;
+  if (!firstByteSeen_ && !toUpstream) recordFirstByte();
 }
 
 bool Connection::flushPreamble() {
@@ -303,175 +293,14 @@ void Connection::relay() {
   // The preamble goes first; until it is out the client's bytes stay where they are (socket,
   // pipe), so nothing relayed can overtake it.
   if (preamble_ && !flushPreamble()) return abortWith(CloseReason::kUpstreamError, up_);
-  const PumpResult up = preamble_ ? PumpResult::kIdle : pump(toUpstream_, budget);
-  if (up == PumpResult::kError) return abortWith(pumpFailedSide_ == &down_ ? CloseReason::kDownstreamError
-                                                                           : CloseReason::kUpstreamError,
-                                                  *pumpFailedSide_);
-  const PumpResult down = pump(toDownstream_, budget);
-  if (down == PumpResult::kError) return abortWith(pumpFailedSide_ == &down_ ? CloseReason::kDownstreamError
-                                                                             : CloseReason::kUpstreamError,
-                                                    *pumpFailedSide_);
+  const Relay::Result result = relay_.run(budget, /*holdToUpstream=*/preamble_ != nullptr);
+  if (result == Relay::Result::kError) {
+    return relay_.failedUpstream() ? abortWith(CloseReason::kUpstreamError, up_)
+                                   : abortWith(CloseReason::kDownstreamError, down_);
+  }
   lastActivityUs_ = core_.loop().nowUs();
-  if (toUpstream_.done() && toDownstream_.done()) return close(CloseReason::kCompleted);
-  if (up == PumpResult::kYield || down == PumpResult::kYield) core_.scheduleResume(*this);
-}
-
-Connection::PumpResult Connection::pump(Direction& d, size_t& budget) {
-  for (;;) {
-    bool progressed = false;
-    if (d.pending() > 0 && d.dst->writable) {
-      const ssize_t n = flush(d);
-      if (n > 0) {
-        progressed = true;
-        d.bytes += static_cast<uint64_t>(n);
-        core_.stats().add(d.writeStat, static_cast<uint64_t>(n));
-        host_->stat(d.hostStat) += static_cast<uint64_t>(n);
-        if (!firstByteSeen_ && &d == &toDownstream_) recordFirstByte();
-        budget -= std::min(budget, static_cast<size_t>(n));
-      } else if (errno == EAGAIN) {
-        d.dst->writable = false;
-      } else {
-        pumpFailedSide_ = d.dst;
-        return PumpResult::kError;
-      }
-    }
-    if (d.pending() == 0) {
-      releaseHolders(d);
-      if (d.srcEof) {
-        if (!d.dstShut) {
-          // Half-close: the source finished and everything it sent is delivered, so pass the FIN
-          // on; the other direction keeps flowing until it finishes too.
-          ::shutdown(d.dst->fd.get(), SHUT_WR);
-          d.dstShut = true;
-        }
-        return PumpResult::kIdle;
-      }
-    }
-    if (!d.srcEof && d.src->readable) {
-      const ssize_t n = fill(d);
-      if (n > 0) {
-        progressed = true;
-        core_.stats().add(d.readStat, static_cast<uint64_t>(n));
-      } else if (n == 0) {
-        d.srcEof = true;
-        progressed = true;
-      } else if (errno == EAGAIN) {
-        // With bytes still in the pipe, EAGAIN may mean "pipe full" rather than "socket empty":
-        // keep the socket marked readable and read again once the pipe has drained.
-        if (d.pending() == 0) {
-          d.src->readable = false;
-          releaseHolders(d);
-        }
-      } else {
-        pumpFailedSide_ = d.src;
-        return PumpResult::kError;
-      }
-    }
-    if (!progressed) return PumpResult::kIdle;
-    if (budget == 0) return PumpResult::kYield;
-  }
-}
-
-ssize_t Connection::fill(Direction& d) {
-  if (!d.pipe && !d.buffer) {
-    const CoreOptions::RelayMode mode = core_.options().relayMode;
-    const bool useSplice = mode == CoreOptions::RelayMode::kSplice ||
-                           (mode == CoreOptions::RelayMode::kAuto && d.bulk);
-    if (useSplice) {
-      d.pipe = core_.pipes().acquire();
-      if (!d.pipe) core_.stats().add(Stat::pipe_unavailable);
-    }
-    if (!d.pipe) d.buffer = core_.buffers().acquire();
-    // Copy buffers all out: in auto mode a free pipe carries small reads just as well.
-    if (!d.pipe && !d.buffer && mode == CoreOptions::RelayMode::kAuto && !useSplice) d.pipe = core_.pipes().acquire();
-    if (!d.pipe && !d.buffer) {
-      // Back-pressure: leave the bytes in the socket and wait, in FIFO order, for a holder to come
-      // back (WorkerCore wakes waiters after the batch in which one was released).
-      core_.stats().add(Stat::buffer_unavailable);
-      d.waitingForHolder = true;
-      core_.waitForHolder(*this);
-      errno = EAGAIN;
-      return -1;
-    }
-    d.waitingForHolder = false;
-  }
-  const int src = d.src->fd.get();
-  ssize_t n;
-  if (d.pipe) {
-    const size_t capacity = core_.pipes().capacityBytes();
-    if (d.pipe->bytes >= capacity) {
-      errno = EAGAIN;
-      return -1;
-    }
-    do {
-      n = ::splice(src, nullptr, d.pipe->writeEnd.get(), nullptr, capacity - d.pipe->bytes, kSpliceFlags);
-    } while (n < 0 && errno == EINTR);
-    if (n > 0) {
-      d.pipe->bytes += static_cast<size_t>(n);
-      core_.stats().add(Stat::splice_bytes, static_cast<uint64_t>(n));
-      // Small reads do better copied (one syscall each way, no pipe): drop back to the buffer
-      // path once the pipe drains, but only after several in a row — a bulk stream that the
-      // proxy keeps up with also sees an occasional small read, and flipping to copying then
-      // costs a user-space copy for every byte until a read fills the buffer again.
-      if (static_cast<size_t>(n) < core_.buffers().bufferSize() / 2) {
-        if (++d.smallSplices >= kSmallSplicesBeforeCopy) d.bulk = false;
-      } else {
-        d.smallSplices = 0;
-      }
-    }
-    return n;
-  }
-  Buffer& buf = *d.buffer;
-  if (buf.length > 0) {  // the copy buffer is single-shot: read again only once it is sent
-    errno = EAGAIN;
-    return -1;
-  }
-  const size_t size = core_.buffers().bufferSize();
-  do {
-    n = ::recv(src, buf.data.get(), size, 0);
-  } while (n < 0 && errno == EINTR);
-  if (n > 0) {
-    buf.offset = 0;
-    buf.length = static_cast<size_t>(n);
-    core_.stats().add(Stat::copy_bytes, static_cast<uint64_t>(n));
-    if (static_cast<size_t>(n) == size) {
-      d.bulk = true;  // a full buffer: more is likely waiting, splice the rest
-      d.smallSplices = 0;
-    } else if (!d.src->peerClosing) {
-      // A short read from a stream socket took everything queued; anything later raises a new
-      // edge. Not when the peer is closing: its FIN may already be queued behind this data.
-      d.src->readable = false;
-    }
-  }
-  return n;
-}
-
-ssize_t Connection::flush(Direction& d) {
-  const int dst = d.dst->fd.get();
-  ssize_t n;
-  if (d.pipe) {
-    do {
-      n = ::splice(d.pipe->readEnd.get(), nullptr, dst, nullptr, d.pipe->bytes, kSpliceFlags);
-    } while (n < 0 && errno == EINTR);
-    if (n > 0) d.pipe->bytes -= static_cast<size_t>(n);
-    return n;
-  }
-  Buffer& buf = *d.buffer;
-  do {
-    n = ::send(dst, buf.data.get() + buf.offset, buf.length, MSG_NOSIGNAL | MSG_DONTWAIT);
-  } while (n < 0 && errno == EINTR);
-  if (n > 0) {
-    buf.offset += static_cast<size_t>(n);
-    buf.length -= static_cast<size_t>(n);
-    // A short send means the socket buffer filled and the kernel flagged it: EPOLLOUT will come.
-    if (buf.length > 0) d.dst->writable = false;
-  }
-  return n;
-}
-
-void Connection::releaseHolders(Direction& d) {
-  if (d.pipe) core_.pipes().release(std::move(d.pipe));
-  if (d.buffer) core_.buffers().release(std::move(d.buffer));
+  if (result == Relay::Result::kDone) return close(CloseReason::kCompleted);
+  if (result == Relay::Result::kYield) core_.scheduleResume(*this);
 }
 
 void Connection::abortWith(CloseReason reason, Side& failed) {
@@ -496,8 +325,7 @@ void Connection::close(CloseReason reason) {
     core_.hosts().connectionClosed(*host_, core_.loop().nowUs());
   }
   preamble_.reset();
-  releaseHolders(toUpstream_);
-  releaseHolders(toDownstream_);
+  relay_.releaseHolders();
   upRegistration_.reset();
   if (up_.fd) {
     core_.stats().sub(Stat::upstream_cx_active);

@@ -1,5 +1,5 @@
 // One relayed connection: the accepted (downstream) socket, the upstream socket to its original
-// destination, and the two relay directions between them.
+// destination, and the Relay (relay.h) that moves bytes between them.
 //
 // State machine:  [handshake] -> connecting -> relaying -> closed
 // handshake: the protocol stage of a listener with proxy_protocol. The accepted socket is registered
@@ -24,6 +24,7 @@
 #include "own_sockets.h"
 #include "pipe_pool.h"
 #include "proxy_protocol.h"
+#include "relay.h"
 #include "socket_address.h"
 #include "stats.h"
 #include "unique_fd.h"
@@ -39,7 +40,7 @@ enum class ConnectionState : uint8_t { kHandshake, kConnecting, kRelaying, kClos
 // way, so no peer takes a broken or refused stream for a complete (possibly empty) one.
 void resetOnClose(int fd);
 
-class Connection {
+class Connection final : private RelayOwner {
  public:
   Connection(WorkerCore& core, UniqueFd downstream);
   ~Connection();
@@ -73,7 +74,7 @@ class Connection {
   void resume();
   // A copy buffer or pipe came free: a direction that waited for one reads again.
   void holderAvailable();
-  bool waitingForHolder() const { return toUpstream_.waitingForHolder || toDownstream_.waitingForHolder; }
+  bool waitingForHolder() const { return relay_.waitingForHolder(); }
   void close(CloseReason reason);
 
   ConnectionState state() const { return state_; }
@@ -90,33 +91,10 @@ class Connection {
 
  private:
   // One socket of the pair; registered in epoll once, edge-triggered, for both directions.
-  struct Side final : EventHandler {
+  struct Side final : EventHandler, RelayEndpoint {
     Connection* owner = nullptr;
-    UniqueFd fd;
-    bool readable = false;  // cleared only on EAGAIN from a read
-    bool writable = false;  // cleared on EAGAIN or a short write
     bool upstream = false;
-    bool peerClosing = false;  // RDHUP/HUP/ERR seen: EOF may be queued behind the data
     void onEvents(uint32_t events) override;
-  };
-
-  // Bytes flowing src -> dst. Holds a pipe (splice) or a copy buffer only while bytes are in flight.
-  struct Direction {
-    Side* src = nullptr;
-    Side* dst = nullptr;
-    std::unique_ptr<Pipe> pipe;
-    std::unique_ptr<Buffer> buffer;
-    bool srcEof = false;
-    bool dstShut = false;
-    bool bulk = false;  // last read filled a copy buffer: use splice for what follows
-    bool waitingForHolder = false;  // src had bytes but no buffer or pipe was free
-    uint8_t smallSplices = 0;  // consecutive small splices (see fill())
-    uint64_t bytes = 0;
-    Stat readStat;   // global counter for bytes read from src
-    Stat writeStat;  // global counter for bytes written to dst
-    HostStat hostStat;  // the host's counter for this direction
-    size_t pending() const { return pipe ? pipe->bytes : (buffer ? buffer->length : 0); }
-    bool done() const { return srcEof && dstShut; }
   };
 
   // Bytes for the upstream ahead of the relay: room for the PROXY header we write, then the
@@ -131,8 +109,6 @@ class Connection {
     size_t received() const { return static_cast<size_t>(end - kHeaderRoom); }
   };
 
-  enum class PumpResult : uint8_t { kIdle, kYield, kError };
-
   void onHandshakeEvent();
   void finishHandshake(const proxy_protocol::ParseResult& result);
   // Sends what the preamble holds; false on a send error (errno set). Frees it once sent.
@@ -141,11 +117,9 @@ class Connection {
   void onSideEvent(Side& side, uint32_t events);
   void onConnectReady(uint32_t events);
   void relay();
-  PumpResult pump(Direction& d, size_t& budget);
-  // Each returns bytes moved, 0 for EOF (fill only), or -1 with errno set (EAGAIN included).
-  ssize_t fill(Direction& d);
-  ssize_t flush(Direction& d);
-  void releaseHolders(Direction& d);
+  // RelayOwner
+  void relayNeedsHolder() override;
+  void relayDelivered(bool toUpstream, uint64_t n) override;
   void abortWith(CloseReason reason, Side& failed);
   void finishConnectAttempt();
   void recordConnectStart();
@@ -157,14 +131,12 @@ class Connection {
   bool trusted_ = false;         // the handshake's peer may send a header
   Side down_;
   Side up_;
-  Direction toUpstream_;
-  Direction toDownstream_;
+  Relay relay_;  // after the sides it points at
   Host* host_ = nullptr;  // null until attachHost (during the handshake, or refused after it)
   bool connectPending_ = false;  // host's pending slot still held
   const ListenerOptions* listener_ = nullptr;  // set for a handshake only
   uint64_t handshakeDeadlineUs_ = 0;
   std::unique_ptr<Preamble> preamble_;
-  Side* pumpFailedSide_ = nullptr;
   // up_.fd's entry in the own-socket registry (loop detection); removed before up_.fd closes.
   OwnSockets::Registration upRegistration_;
   HostRef latencyRef_;        // where this connection's per-host latency samples go

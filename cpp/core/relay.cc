@@ -1,0 +1,216 @@
+#include "relay.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace splicegate {
+
+namespace {
+
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+constexpr uint8_t kSmallSplicesBeforeCopy = 4;
+
+}  // namespace
+
+Relay::Relay(RelayServices services, RelayOwner& owner, RelayEndpoint& client, RelayEndpoint& upstream)
+    : services_(services), owner_(owner) {
+  toUpstream_.src = &client;
+  toUpstream_.dst = &upstream;
+  toUpstream_.toUpstream = true;
+  toUpstream_.readStat = Stat::bytes_received;
+  toUpstream_.writeStat = Stat::upstream_cx_tx_bytes_total;
+  toClient_.src = &upstream;
+  toClient_.dst = &client;
+  toClient_.readStat = Stat::upstream_cx_rx_bytes_total;
+  toClient_.writeStat = Stat::bytes_sent;
+}
+
+Relay::~Relay() { releaseHolders(); }
+
+Relay::Result Relay::run(size_t budget, bool holdToUpstream) {
+  const PumpResult up = holdToUpstream ? PumpResult::kIdle : pump(toUpstream_, budget);
+  if (up == PumpResult::kError) return Result::kError;
+  const PumpResult down = pump(toClient_, budget);
+  if (down == PumpResult::kError) return Result::kError;
+  if (toUpstream_.done() && toClient_.done()) return Result::kDone;
+  if (up == PumpResult::kYield || down == PumpResult::kYield) return Result::kYield;
+  return Result::kIdle;
+}
+
+void Relay::holderAvailable() {
+  // pump() cleared `readable` when fill() found no holder (it cannot tell that EAGAIN from an
+  // empty socket); the bytes are still queued and no new edge will come for them, so restore it.
+  for (Direction* d : {&toUpstream_, &toClient_}) {
+    if (!d->waitingForHolder) continue;
+    d->waitingForHolder = false;
+    d->src->readable = true;
+  }
+}
+
+void Relay::releaseHolders() {
+  releaseHolders(toUpstream_);
+  releaseHolders(toClient_);
+}
+
+Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
+  for (;;) {
+    bool progressed = false;
+    if (d.pending() > 0 && d.dst->writable) {
+      const ssize_t n = flush(d);
+      if (n > 0) {
+        progressed = true;
+        d.bytes += static_cast<uint64_t>(n);
+        services_.stats.add(d.writeStat, static_cast<uint64_t>(n));
+        owner_.relayDelivered(d.toUpstream, static_cast<uint64_t>(n));
+        budget -= std::min(budget, static_cast<size_t>(n));
+      } else if (errno == EAGAIN) {
+        d.dst->writable = false;
+      } else {
+        failedUpstream_ = d.toUpstream;  // the write to dst failed
+        return PumpResult::kError;
+      }
+    }
+    if (d.pending() == 0) {
+      releaseHolders(d);
+      if (d.srcEof) {
+        if (!d.dstShut) {
+          // Half-close: the source finished and everything it sent is delivered, so pass the FIN
+          // on; the other direction keeps flowing until it finishes too.
+          ::shutdown(d.dst->fd.get(), SHUT_WR);
+          d.dstShut = true;
+        }
+        return PumpResult::kIdle;
+      }
+    }
+    if (!d.srcEof && d.src->readable) {
+      const ssize_t n = fill(d);
+      if (n > 0) {
+        progressed = true;
+        services_.stats.add(d.readStat, static_cast<uint64_t>(n));
+      } else if (n == 0) {
+        d.srcEof = true;
+        progressed = true;
+      } else if (errno == EAGAIN) {
+        // With bytes still in the pipe, EAGAIN may mean "pipe full" rather than "socket empty":
+        // keep the socket marked readable and read again once the pipe has drained.
+        if (d.pending() == 0) {
+          d.src->readable = false;
+          releaseHolders(d);
+        }
+      } else {
+        failedUpstream_ = !d.toUpstream;  // the read from src failed
+        return PumpResult::kError;
+      }
+    }
+    if (!progressed) return PumpResult::kIdle;
+    if (budget == 0) return PumpResult::kYield;
+  }
+}
+
+ssize_t Relay::fill(Direction& d) {
+  if (!d.pipe && !d.buffer) {
+    const CoreOptions::RelayMode mode = services_.options.relayMode;
+    const bool useSplice = mode == CoreOptions::RelayMode::kSplice ||
+                           (mode == CoreOptions::RelayMode::kAuto && d.bulk);
+    if (useSplice) {
+      d.pipe = services_.pipes.acquire();
+      if (!d.pipe) services_.stats.add(Stat::pipe_unavailable);
+    }
+    if (!d.pipe) d.buffer = services_.buffers.acquire();
+    // Copy buffers all out: in auto mode a free pipe carries small reads just as well.
+    if (!d.pipe && !d.buffer && mode == CoreOptions::RelayMode::kAuto && !useSplice) d.pipe = services_.pipes.acquire();
+    if (!d.pipe && !d.buffer) {
+      // Back-pressure: leave the bytes in the socket and wait, in FIFO order, for a holder to come
+      // back (WorkerCore wakes waiters after the batch in which one was released).
+      services_.stats.add(Stat::buffer_unavailable);
+      d.waitingForHolder = true;
+      owner_.relayNeedsHolder();
+      errno = EAGAIN;
+      return -1;
+    }
+    d.waitingForHolder = false;
+  }
+  const int src = d.src->fd.get();
+  ssize_t n;
+  if (d.pipe) {
+    const size_t capacity = services_.pipes.capacityBytes();
+    if (d.pipe->bytes >= capacity) {
+      errno = EAGAIN;
+      return -1;
+    }
+    do {
+      n = ::splice(src, nullptr, d.pipe->writeEnd.get(), nullptr, capacity - d.pipe->bytes, kSpliceFlags);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+      d.pipe->bytes += static_cast<size_t>(n);
+      services_.stats.add(Stat::splice_bytes, static_cast<uint64_t>(n));
+      // Small reads do better copied (one syscall each way, no pipe): drop back to the buffer
+      // path once the pipe drains, but only after several in a row — a bulk stream that the
+      // proxy keeps up with also sees an occasional small read, and flipping to copying then
+      // costs a user-space copy for every byte until a read fills the buffer again.
+      if (static_cast<size_t>(n) < services_.buffers.bufferSize() / 2) {
+        if (++d.smallSplices >= kSmallSplicesBeforeCopy) d.bulk = false;
+      } else {
+        d.smallSplices = 0;
+      }
+    }
+    return n;
+  }
+  Buffer& buf = *d.buffer;
+  if (buf.length > 0) {  // the copy buffer is single-shot: read again only once it is sent
+    errno = EAGAIN;
+    return -1;
+  }
+  const size_t size = services_.buffers.bufferSize();
+  do {
+    n = ::recv(src, buf.data.get(), size, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    buf.offset = 0;
+    buf.length = static_cast<size_t>(n);
+    services_.stats.add(Stat::copy_bytes, static_cast<uint64_t>(n));
+    if (static_cast<size_t>(n) == size) {
+      d.bulk = true;  // a full buffer: more is likely waiting, splice the rest
+      d.smallSplices = 0;
+    } else if (!d.src->peerClosing) {
+      // A short read from a stream socket took everything queued; anything later raises a new
+      // edge. Not when the peer is closing: its FIN may already be queued behind this data.
+      d.src->readable = false;
+    }
+  }
+  return n;
+}
+
+ssize_t Relay::flush(Direction& d) {
+  const int dst = d.dst->fd.get();
+  ssize_t n;
+  if (d.pipe) {
+    do {
+      n = ::splice(d.pipe->readEnd.get(), nullptr, dst, nullptr, d.pipe->bytes, kSpliceFlags);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) d.pipe->bytes -= static_cast<size_t>(n);
+    return n;
+  }
+  Buffer& buf = *d.buffer;
+  do {
+    n = ::send(dst, buf.data.get() + buf.offset, buf.length, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    buf.offset += static_cast<size_t>(n);
+    buf.length -= static_cast<size_t>(n);
+    // A short send means the socket buffer filled and the kernel flagged it: EPOLLOUT will come.
+    if (buf.length > 0) d.dst->writable = false;
+  }
+  return n;
+}
+
+void Relay::releaseHolders(Direction& d) {
+  if (d.pipe) services_.pipes.release(std::move(d.pipe));
+  if (d.buffer) services_.buffers.release(std::move(d.buffer));
+}
+
+}  // namespace splicegate

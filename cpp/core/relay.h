@@ -1,0 +1,114 @@
+// The relay: bytes between a client socket and an upstream socket, both directions, until both
+// have ended. A reusable component (a relayed connection uses one; the HTTP listener will use one
+// per tunnel) that knows nothing about how its sockets were obtained or registered: the owner feeds
+// it readiness (the endpoints' flags) and calls run().
+//
+// Each direction flushes what it holds while the destination is writable; when it holds nothing
+// and the source reached EOF it half-closes the destination (shutdown SHUT_WR); it reads more while
+// the source is readable, through a pooled copy buffer for small reads or a pooled pipe (splice)
+// for bulk ones (docs/ARCHITECTURE.md, "The relay"). A direction holds a buffer or pipe only while
+// bytes are in flight; when none is free it waits (RelayOwner::relayNeedsHolder) and holderAvailable()
+// resumes it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "buffer_pool.h"
+#include "core_options.h"
+#include "pipe_pool.h"
+#include "stats.h"
+#include "unique_fd.h"
+
+namespace splicegate {
+
+// One socket as the relay sees it. The owner sets the flags from epoll events (edge-triggered);
+// the relay clears them when the socket says EAGAIN.
+struct RelayEndpoint {
+  UniqueFd fd;
+  bool readable = false;     // cleared only on EAGAIN from a read
+  bool writable = false;     // cleared on EAGAIN or a short write
+  bool peerClosing = false;  // RDHUP/HUP/ERR seen: EOF may be queued behind the data
+};
+
+// The per-worker services a relay draws on.
+struct RelayServices {
+  PipePool& pipes;
+  BufferPool& buffers;
+  Stats& stats;
+  const CoreOptions& options;
+};
+
+// What a relay tells its owner.
+class RelayOwner {
+ public:
+  // A direction found no copy buffer or pipe free: queue for one; holderAvailable() follows.
+  virtual void relayNeedsHolder() = 0;
+  // n bytes were written to the upstream (toUpstream) or to the client.
+  virtual void relayDelivered(bool toUpstream, uint64_t n) = 0;
+
+ protected:
+  ~RelayOwner() = default;
+};
+
+class Relay {
+ public:
+  enum class Result : uint8_t {
+    kIdle,   // waits for readiness
+    kYield,  // used its byte budget with work left: run again after the other connections
+    kDone,   // both directions saw EOF and passed it on
+    kError,  // a read or write failed; failedUpstream() says on which side
+  };
+
+  Relay(RelayServices services, RelayOwner& owner, RelayEndpoint& client, RelayEndpoint& upstream);
+  ~Relay();
+  Relay(const Relay&) = delete;
+  Relay& operator=(const Relay&) = delete;
+
+  // Moves bytes both ways, at most `budget` bytes in all. holdToUpstream: leave the client's bytes
+  // where they are (its owner still has bytes of its own to send upstream first).
+  Result run(size_t budget, bool holdToUpstream = false);
+  bool failedUpstream() const { return failedUpstream_; }
+
+  // A copy buffer or pipe came free: a direction that waited for one reads again.
+  void holderAvailable();
+  bool waitingForHolder() const { return toUpstream_.waitingForHolder || toClient_.waitingForHolder; }
+  // Returns every buffer and pipe to its pool (on close).
+  void releaseHolders();
+
+ private:
+  // Bytes flowing src -> dst. Holds a pipe (splice) or a copy buffer only while bytes are in flight.
+  struct Direction {
+    RelayEndpoint* src = nullptr;
+    RelayEndpoint* dst = nullptr;
+    std::unique_ptr<Pipe> pipe;
+    std::unique_ptr<Buffer> buffer;
+    bool srcEof = false;
+    bool dstShut = false;
+    bool toUpstream = false;
+    bool bulk = false;  // last read filled a copy buffer: use splice for what follows
+    bool waitingForHolder = false;  // src had bytes but no buffer or pipe was free
+    uint8_t smallSplices = 0;  // consecutive small splices (see fill())
+    uint64_t bytes = 0;
+    Stat readStat;   // global counter for bytes read from src
+    Stat writeStat;  // global counter for bytes written to dst
+    size_t pending() const { return pipe ? pipe->bytes : (buffer ? buffer->length : 0); }
+    bool done() const { return srcEof && dstShut; }
+  };
+  enum class PumpResult : uint8_t { kIdle, kYield, kError };
+
+  PumpResult pump(Direction& d, size_t& budget);
+  // Each returns bytes moved, 0 for EOF (fill only), or -1 with errno set (EAGAIN included).
+  ssize_t fill(Direction& d);
+  ssize_t flush(Direction& d);
+  void releaseHolders(Direction& d);
+
+  RelayServices services_;
+  RelayOwner& owner_;
+  Direction toUpstream_;
+  Direction toClient_;
+  bool failedUpstream_ = false;
+};
+
+}  // namespace splicegate
