@@ -129,6 +129,9 @@ describe('PROXY protocol in', () => {
       assert.equal(delta(s1, s0, 'upstream_cx_total'), 0);
       const closed = Number(s1.raw['cx_close_protocol_error']) - Number(s0.raw['cx_close_protocol_error']);
       assert.equal(closed, 1, 'counted under its close reason');
+      const prom = await sg.adminGet('/stats/prometheus');
+      const line = prom.body.split('\n').find((l) => l.startsWith('splicegate_cx_close_protocol_error_total '));
+      assert.ok(line && Number(line.split(' ')[1]) >= 1, `Prometheus exports the close reason: ${line ?? '(missing)'}`);
     }),
   );
 
