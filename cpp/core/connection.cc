@@ -110,6 +110,7 @@ void Connection::finishHandshake(const proxy_protocol::ParseResult& r) {
   if (r.status == proxy_protocol::ParseStatus::error) {
     if (r.error != proxy_protocol::ParseError::not_proxy || listener_->proxyProtocol.required) {
       stats.add(Stat::proxy_protocol_error);
+      stats.add(proxyErrorStat(r.error));
       return close(CloseReason::kProtocolError);
     }
     stats.add(Stat::proxy_protocol_plain);  // everything read so far is the stream's own

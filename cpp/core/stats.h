@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "close_reason.h"
+#include "proxy_protocol.h"
 
 namespace splicegate {
 
@@ -62,6 +63,11 @@ enum class Stat : size_t {
 #define SPLICEGATE_CLOSE_STAT_ENUM(Name, name) cx_close_##name,
   SPLICEGATE_CLOSE_REASONS(SPLICEGATE_CLOSE_STAT_ENUM)
 #undef SPLICEGATE_CLOSE_STAT_ENUM
+// One counter per PROXY header parse error (proxyErrorStat()); their sum is proxy_protocol_error
+// minus headers cut short by the client's EOF.
+#define SPLICEGATE_PP_ERROR_STAT_ENUM(name) proxy_protocol_error_##name,
+  SPLICEGATE_PROXY_PARSE_ERRORS(SPLICEGATE_PP_ERROR_STAT_ENUM)
+#undef SPLICEGATE_PP_ERROR_STAT_ENUM
       kCount
 };
 
@@ -72,7 +78,14 @@ inline constexpr const char* kStatNames[] = {
 #define SPLICEGATE_CLOSE_STAT_NAME(Name, name) "cx_close_" #name,
     SPLICEGATE_CLOSE_REASONS(SPLICEGATE_CLOSE_STAT_NAME)
 #undef SPLICEGATE_CLOSE_STAT_NAME
+#define SPLICEGATE_PP_ERROR_STAT_NAME(name) "proxy_protocol_error_" #name,
+    SPLICEGATE_PROXY_PARSE_ERRORS(SPLICEGATE_PP_ERROR_STAT_NAME)
+#undef SPLICEGATE_PP_ERROR_STAT_NAME
 };
+
+inline constexpr Stat proxyErrorStat(proxy_protocol::ParseError error) {
+  return static_cast<Stat>(static_cast<size_t>(Stat::proxy_protocol_error_not_proxy) + static_cast<size_t>(error));
+}
 
 inline constexpr Stat closeStat(CloseReason reason) {
   return static_cast<Stat>(static_cast<size_t>(Stat::cx_close_completed) + static_cast<size_t>(reason));

@@ -220,6 +220,7 @@ void stageTests() {
     CHECK(end == End::kReset);
     CHECK(stage.stat(Stat::upstream_cx_total) == 0);
     CHECK(stage.stat(Stat::cx_close_protocol_error) == 1);
+    CHECK(stage.stat(Stat::proxy_protocol_error_v1_bad_address) == 1);
   });
 
   run("plain bytes where the header is required: reset as an error", [] {
@@ -233,6 +234,7 @@ void stageTests() {
     CHECK(runUntil(*stage.core, [&] { return stage.stat(Stat::proxy_protocol_error) == 1; }));
     reader.join();
     CHECK(end == End::kReset);
+    CHECK(stage.stat(Stat::proxy_protocol_error_not_proxy) == 1);
   });
 
   run("optional header, plain traffic: every byte reaches the socket's own destination", [] {
