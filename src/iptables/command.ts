@@ -52,7 +52,10 @@ export async function runIptables(inv: IptablesInvocation, run: Runner = execRun
     await executePlan(steps, run);
   } catch (err) {
     if (!(err instanceof CommandFailedError)) throw err;
-    process.stderr.write(`splicegate iptables ${action}: ${err.message}\n`);
+    // Each family's jump is added after its chain is complete, so a failed install never sends
+    // traffic into a half-filled chain; uninstall clears whatever it did add.
+    const hint = action === 'install' ? `\n(stopped there; 'splicegate iptables uninstall${options.families.includes(6) ? ' --ipv6' : ''}${options.mode === 'tproxy' ? ' --mode tproxy' : ''}' removes what was added)` : '';
+    process.stderr.write(`splicegate iptables ${action}: ${err.message}${hint}\n`);
     return 1;
   }
   process.stdout.write(action === 'install' ? `installed: ${summary(options)}\n` : `uninstalled: splicegate chains (${options.families.map((f) => `IPv${f}`).join('+')})${options.mode === 'tproxy' ? ` and the tproxy ip rule/route (table ${options.routeTable})` : ''}\n`);
