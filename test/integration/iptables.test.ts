@@ -244,6 +244,24 @@ describe('iptables install: sidecar, redirect, IPv4 and IPv6', () => {
     }),
   );
 
+  it("--exclude-uid alone: splicegate's user (root here) is excluded, other users are relayed, no loop", { timeout: 60000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      // No mark rule this time: only the owner match keeps splicegate's own connects out.
+      const installed = await installTwice(lab, ['--topology', 'sidecar', '--port', '15001', '--dports', '8080', '--exclude-uid', '0']);
+      // (IPv4 only: the IPv6 chain from the first test keeps its rules until uninstall --ipv6.)
+      const v4 = installed.slice(0, installed.indexOf('== ip6tables-save'));
+      assert.doesNotMatch(v4, /--mark/);
+      assert.match(installed, /-A SPLICEGATE-OUTPUT -m owner --uid-owner 0 -j RETURN/);
+      const s0 = await sg.stats();
+      const p = await probeFromGateway(lab, { target: '10.10.2.2:8080', uid: NOBODY, waitMs: 1500 });
+      assert.equal(parseJsonObject(p.firstLine ?? '')?.['id'], 'S', JSON.stringify(p));
+      const s1 = await sg.waitStats((s) => delta(s, s0, 'upstream_cx_total') >= 1 && s.downstream_cx_active === 0, 5000, 'relayed');
+      assert.equal(delta(s1, s0, 'downstream_cx_total'), 1);
+      assert.equal(delta(s1, s0, 'loop_rejected'), 0);
+    }),
+  );
+
   it('uninstall restores the rules exactly', { timeout: 30000 }, () =>
     withDiagnostics(lab, sg, async () => {
       await cliOk(lab, ['uninstall', '--ipv6']);
