@@ -76,6 +76,10 @@ test('print --config: port and excluded mark come from the config', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.ok(r.stdout.includes('-m mark --mark 0x200 -j RETURN'), r.stdout);
     assert.ok(r.stdout.includes('-p tcp -j REDIRECT --to-ports 9000'), r.stdout);
+    // The config's only listener is IPv4: IPv6 connects would find nothing on the port.
+    const v6 = splicegate('print', '--topology', 'sidecar', '--config', file, '--ipv6');
+    assert.equal(v6.status, 2, v6.stderr);
+    assert.match(v6.stderr, /the config has no IPv6 listener on port 9000/);
     // --port and --exclude-mark win over the config.
     const o = splicegate('print', '--topology', 'sidecar', '--config', file, '--port', '9100', '--exclude-mark', '0x10');
     assert.ok(o.stdout.includes('-m mark --mark 0x10 -j RETURN') && o.stdout.includes('--to-ports 9100'), o.stdout);

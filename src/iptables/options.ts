@@ -65,6 +65,17 @@ export function resolveOptions(flags: RawFlags, config: SplicegateConfig | undef
   }
   const port = flags.port !== undefined ? portNumber('--port', flags.port) : portFromConfig(config, mode);
   if (port === undefined && forInstall) throw new IptablesUsageError("needs --port PORT (or --config FILE with the listener's address)");
+  const families: Array<4 | 6> = flags.ipv6 === true ? [4, 6] : [4];
+  if (forInstall && flags.port === undefined && config !== undefined && port !== undefined) {
+    // IPv6 listeners are V6ONLY: each family caught needs its own listener, or its connects are refused.
+    for (const family of families) {
+      if (!config.listeners.some((l) => l.address.family === family && l.address.port === port && l.transparent === (mode === 'tproxy'))) {
+        throw new IptablesUsageError(
+          `the config has no IPv${family} listener on port ${port}: IPv${family} connections sent there would be refused${family === 6 ? ' (add one, e.g. "[::]:' + port + '", or leave out --ipv6)' : ''}`,
+        );
+      }
+    }
+  }
   const excludeMark = flags.excludeMark !== undefined ? markNumber('--exclude-mark', flags.excludeMark) : (config?.cluster.upstreamMark ?? 0);
   const excludeUid = flags.excludeUid === undefined ? undefined : user('--exclude-uid', flags.excludeUid);
   const onlyUid = flags.onlyUid === undefined ? undefined : user('--only-uid', flags.onlyUid);
@@ -90,7 +101,7 @@ export function resolveOptions(flags: RawFlags, config: SplicegateConfig | undef
     mode,
     topology,
     port: port ?? 0,
-    families: flags.ipv6 === true ? [4, 6] : [4],
+    families,
     excludeMark,
     excludeUid,
     onlyUid,
