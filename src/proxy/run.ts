@@ -4,7 +4,9 @@
 
 import type { SplicegateConfig } from '../config/types';
 import { startAdminServer, type AdminServer } from '../admin/admin-server';
+import { nativePolicies } from '../config/policy-native';
 import { loadBinding, type NativeWorkerOptions } from '../native/binding';
+import { DenyLog } from './deny-log';
 import { CounterAggregator, type CounterValues } from '../stats/counters';
 import { mergeHosts, type HostView } from '../stats/hosts';
 import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog } from '../latency/interval-log';
@@ -63,6 +65,8 @@ function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWork
     copyBufferSize: config.tuning.copyBufferSize,
     driver: config.tuning.driver,
     recordLatency: config.tuning.recordLatency,
+    // Listener i uses policies[listenerPolicyIndexes(config)[i]] (src/worker/proxy-worker.ts).
+    policies: nativePolicies(config).policies,
   };
 }
 
@@ -166,8 +170,13 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
     nofile: limits.soft,
   });
   const signals = waitForSignal(log);
-  const supervisor = new WorkerSupervisor({ config, nativeOptions: nativeOptionsFor(config, limits.soft), log });
-  const runtime = new ProxyRuntime(config, supervisor, binding.statNames, binding.hostStatNames, log);
+  const nativeOptions = nativeOptionsFor(config, limits.soft);
+  const supervisor = new WorkerSupervisor({ config, nativeOptions, log });
+  // A worker's counter block: the core's stats, then its policy counters (summed by name).
+  const counterNames = [...binding.statNames, ...binding.policyCounterNames(nativeOptions.policies ?? [])];
+  const runtime = new ProxyRuntime(config, supervisor, counterNames, binding.hostStatNames, log);
+  const denyLog = new DenyLog({ log });
+  supervisor.on('worker-events', (id, events, dropped) => denyLog.add(id, events, dropped));
   let admin: AdminServer | undefined;
   try {
     await supervisor.start();
@@ -198,6 +207,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   await latencyLog?.close();
   await supervisor.stop();
   await admin.close();
+  denyLog.close();
   await closeLatencyPool();
   log.info('stopped');
   return 0;

@@ -3,7 +3,7 @@
 
 import type { SplicegateConfig } from '../config/types';
 import type { WorkerLatencyExport } from '../latency/source';
-import type { NativeWorkerOptions } from '../native/binding';
+import type { NativeWorkerEvent, NativeWorkerOptions } from '../native/binding';
 
 /** What a worker task receives from piscina. The port is transferred to the worker. */
 export interface WorkerTask {
@@ -38,7 +38,9 @@ export type WorkerToSupervisor =
   | { type: 'failed'; error: SerializedError }
   | { type: 'stats'; requestId: number; values: Float64Array }
   | { type: 'hosts'; requestId: number; addresses: string[]; values: Float64Array }
-  | { type: 'latency'; requestId: number; export: WorkerLatencyExport };
+  | { type: 'latency'; requestId: number; export: WorkerLatencyExport }
+  /** Unsolicited, about once a second while there is something to report (deny log). */
+  | { type: 'events'; events: NativeWorkerEvent[]; dropped: number };
 
 export function serializeError(err: unknown): SerializedError {
   if (err instanceof Error) {
