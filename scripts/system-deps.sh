@@ -18,11 +18,16 @@ declare -A NEED=(
   [nginx]=nginx-light
   [curl]=curl
   [chromium]=chromium   # renders `splicegate report --html` pages in the report test
+  [clang++]=clang       # builds the fuzz targets (npm run fuzz)
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
+# libFuzzer (and clang's sanitizer runtimes) for the fuzz targets: a library, not a command.
+if ! command -v clang++ >/dev/null 2>&1 || [ ! -f "$(clang++ -print-file-name=libclang_rt.fuzzer_no_main-x86_64.a)" ]; then
+  missing+=(libclang-rt-14-dev)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   step "system packages present"
   exit 0

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `npm test`: builds what changed, runs the core's C++ unit tests (ctest) and every node:test file
-# (unit and integration). Integration tests build their own network namespaces, veth pairs and
-# iptables rules, so they need root; without it they fail (they never skip quietly).
+# `npm test`: builds what changed, runs the core's C++ unit tests (ctest; then again under
+# ASan+UBSan and under TSan) and every node:test file (unit and integration). Integration tests
+# build their own network namespaces, veth pairs and iptables rules, so they need root; without
+# it they fail (they never skip quietly).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,31 @@ echo "== C++ core unit tests (ctest)"
 cmake -S . -B build/ctest -DSPLICEGATE_TESTS=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build/ctest -j2 >/dev/null
 ctest --test-dir build/ctest --output-on-failure
+
+# The same core tests under sanitizers, each in its own build dir. Any report fails the suite:
+# the builds use -fno-sanitize-recover, and the options below make every report fatal too.
+sanitized_ctest() {
+  local dir=$1 sanitizers=$2
+  shift 2
+  cmake -S . -B "$dir" -DSPLICEGATE_TESTS=ON -DCMAKE_BUILD_TYPE=Debug -DSPLICEGATE_SANITIZE="$sanitizers" >/dev/null
+  cmake --build "$dir" -j2 --target "$@" >/dev/null
+  ctest --test-dir "$dir" --output-on-failure --no-tests=error --timeout 300 -R "^($(IFS='|'; echo "$*"))\$"
+}
+echo "== C++ core unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (build/asan)"
+ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=1 \
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  sanitized_ctest build/asan address,undefined core_tests histogram_tests stream_tests policy_tests proxy_protocol_tests
+echo "== C++ core unit tests under ThreadSanitizer (build/tsan)"
+# The tests with threads: the loop thread, posters and stat readers (core_tests); workers sharing
+# the process-wide own-socket registry (stream_tests).
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 sanitized_ctest build/tsan thread core_tests stream_tests
+
+# Fuzzing: every target (scripts/fuzz.sh) for a bounded time from the seeds in the repo, plus a
+# re-check of each known finding; any crash fails the suite. SPLICEGATE_FUZZ_SECONDS sets the time
+# per target (default 30 here, keeping the suite well under 15 minutes; `npm run fuzz` runs 60 s per
+# target and `npm run fuzz -- --seconds N` longer).
+echo "== fuzz targets (${SPLICEGATE_FUZZ_SECONDS:-30}s each)"
+bash scripts/fuzz.sh --seconds "${SPLICEGATE_FUZZ_SECONDS:-30}"
 
 echo "== TypeScript unit and integration tests (node --test)"
 mapfile -t files < <(find dist/test dist/bench/test -name "*.test.js" | sort)

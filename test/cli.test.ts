@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { formatSystemError } from '../src/cli';
@@ -70,6 +71,33 @@ test('validate: missing --config, unknown option and positional file are usage e
   assert.match(positional.stderr, /pass the config file as --config FILE/);
 });
 
+test('validate refuses what run cannot bind: zone and IPv4-mapped addresses, admin overlapping a listener, override = listener port', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'splicegate-cli-'));
+  try {
+    const cases: Array<[string, RegExp]> = [
+      ['listeners: [{ name: a, address: "[fe80::1%eth0]:15001" }]\n', /listeners\[0\]\.address: .*zone/],
+      ['listeners: [{ name: a, address: "[::ffff:10.0.0.1]:15001" }]\n', /listeners\[0\]\.address: .*IPv4-mapped/],
+      ['admin: { address: "0.0.0.0:15001" }\nlisteners: [{ name: a, address: "127.0.0.1:15001" }]\n', /admin\.address: 0\.0\.0\.0:15001 overlaps listeners\[0\] "a"/],
+      ['admin: { address: "127.0.0.1:15001" }\nlisteners: [{ name: a, address: "0.0.0.0:15001" }]\n', /admin\.address: .*overlaps listeners\[0\]/],
+      ['listeners: [{ name: a, address: "0.0.0.0:15001" }]\ncluster: { upstream_port_override: 15001 }\n', /cluster\.upstream_port_override: .*loop/],
+    ];
+    for (const [text, expected] of cases) {
+      const file = join(dir, 'c.yaml');
+      writeFileSync(file, text);
+      const validate = splicegate('validate', '--config', file);
+      assert.equal(validate.status, 2, `${text}\n${validate.stdout}${validate.stderr}`);
+      assert.match(validate.stderr, expected);
+    }
+    const big = join(dir, 'big.yaml');
+    writeFileSync(big, `listeners: [{ name: a, address: "0.0.0.0:15001" }]\n#${'x'.repeat(2 * 1024 * 1024)}\n`);
+    const run = splicegate('validate', '--config', big);
+    assert.equal(run.status, 2);
+    assert.match(run.stderr, /big\.yaml: \(root\): config file is \d+ bytes; the limit is 1048576 bytes \(1 MiB\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('unknown command exits 2 with a suggestion and a pointer to --help', () => {
   const run = splicegate('valdate');
   assert.equal(run.status, 2);
@@ -119,6 +147,21 @@ test('run with an invalid config exits 2 before starting anything', () => {
   const run = splicegate('run', '--config', file);
   assert.equal(run.status, 2);
   assert.match(run.stderr, /listeners\[1\]\.address: duplicate listener address/);
+});
+
+test('run exits 1 on a real bind failure: a listener address not on this host (EADDRNOTAVAIL)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'splicegate-cli-'));
+  try {
+    const file = join(dir, 'c.yaml');
+    // 192.0.2.1 (TEST-NET-1) is on no interface here; binding it sends nothing anywhere.
+    writeFileSync(file, 'workers: 1\nadmin: { address: "127.0.0.1:39901" }\nlisteners: [{ name: egress, address: "192.0.2.1:15001" }]\n');
+    const run = splicegate('run', '--config', file);
+    assert.equal(run.status, 1, run.stderr);
+    assert.match(run.stderr, /\nsplicegate: listen egress 192\.0\.2\.1:15001: bind failed: EADDRNOTAVAIL \(/);
+    assert.doesNotMatch(run.stderr, / ready /, 'never reported ready');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('system errors print as "<syscall> <addr>: bind failed: CODE (text)" (real EADDRINUSE)', async () => {

@@ -3,12 +3,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { availableParallelism } from 'node:os';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSocketAddress } from '../src/config/address';
 import { defaultConfig } from '../src/config/default';
 import { MAX_DURATION_MS, parseDuration } from '../src/config/duration';
-import { ConfigError, formatProblems, loadConfigFile, parseConfigText, type ConfigProblem } from '../src/config/load';
+import { ConfigError, formatProblems, loadConfigFile, MAX_CONFIG_BYTES, parseConfigText, type ConfigProblem } from '../src/config/load';
 import type { SplicegateConfig } from '../src/config/types';
 
 const FIXTURES = join(__dirname, '..', '..', 'test', 'fixtures', 'configs');
@@ -298,6 +299,78 @@ test('duplicate address is reported even when the listener has other problems', 
 
 test('admin may not share an address with a listener', () => {
   problemAt(problemsOf(`admin: { address: "0.0.0.0:15001" }\n${ONE_LISTENER}`), 'admin.address', 'listeners[0]');
+});
+
+test('addresses run cannot bind are refused: IPv6 zone indexes and IPv4-mapped IPv6 in any spelling', () => {
+  const cases: Array<[string, string]> = [
+    ['[fe80::1%eth0]:80', 'zone indexes'],
+    ['[::ffff:1.2.3.4]:80', 'write "1.2.3.4:80"'],
+    ['[::FFFF:1.2.3.4]:80', 'IPv4-mapped'],
+    ['[0:0:0:0:0:ffff:102:304]:80', 'write "1.2.3.4:80"'],
+  ];
+  for (const [text, part] of cases) {
+    const result = parseSocketAddress(text);
+    assert.equal(result.ok, false, text);
+    if (!result.ok) assert.ok(result.message.includes(part), `${text}: ${result.message}`);
+  }
+  problemAt(problemsOf('listeners:\n  - name: a\n    address: "[fe80::1%eth0]:15001"\n'), 'listeners[0].address', 'zone');
+  problemAt(problemsOf(`admin: { address: "[::ffff:127.0.0.1]:9901" }\n${ONE_LISTENER}`), 'admin.address', 'IPv4-mapped');
+  // Not mapped: a plain IPv6 address that merely ends in an IPv4 dotted quad still parses.
+  assert.equal(parseSocketAddress('[64:ff9b::1.2.3.4]:80').ok, true);
+});
+
+test('admin overlapping a listener on the same port is an error when the binds would collide', () => {
+  const listenerAt = (address: string): string => `listeners:\n  - name: egress\n    address: "${address}"\n`;
+  const collide: Array<[string, string]> = [
+    ['0.0.0.0:15001', '127.0.0.1:15001'],
+    ['127.0.0.1:15001', '0.0.0.0:15001'],
+    ['[::]:15001', '[::1]:15001'],
+    ['[::1]:15001', '[::]:15001'],
+    ['[0::0]:15001', '[fd00::1]:15001'],
+    // The admin server binds "::" dual-stack, so it also takes the port on IPv4.
+    ['[::]:15001', '127.0.0.1:15001'],
+    ['[::]:15001', '0.0.0.0:15001'],
+  ];
+  for (const [admin, listener] of collide) {
+    const problem = problemAt(problemsOf(`admin: { address: "${admin}" }\n${listenerAt(listener)}`), 'admin.address', 'listeners[0] "egress"');
+    assert.ok(problem.message.includes('port 15001') || problem.message.includes('also the address'), `${admin} vs ${listener}: ${problem.message}`);
+  }
+  const fine: Array<[string, string]> = [
+    ['127.0.0.1:15001', '127.0.0.2:15001'],
+    ['0.0.0.0:9901', '0.0.0.0:15001'],
+    // Listeners are IPv6-only: an IPv4 admin does not collide with an IPv6 wildcard listener.
+    ['0.0.0.0:15001', '[::]:15001'],
+    ['127.0.0.1:15001', '[::1]:15001'],
+    ['[::1]:15001', '[fd00::1]:15001'],
+  ];
+  for (const [admin, listener] of fine) {
+    assert.doesNotThrow(() => parseConfigText(`admin: { address: "${admin}" }\n${listenerAt(listener)}`, 'test.yaml'), `${admin} vs ${listener}`);
+  }
+});
+
+test('upstream_port_override equal to a listener port is an error at its path', () => {
+  const problems = problemsOf(`${ONE_LISTENER}cluster: { upstream_port_override: 15001 }\n`);
+  const problem = problemAt(problems, 'cluster.upstream_port_override', 'listeners[0] "egress"');
+  assert.match(problem.message, /loop/);
+  assert.equal(problems.length, 1);
+  assert.doesNotThrow(() => parseConfigText(`${ONE_LISTENER}cluster: { upstream_port_override: 15002 }\n`, 'test.yaml'));
+});
+
+test('a config file over 1 MiB is refused by its size, before it is parsed', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'splicegate-config-'));
+  try {
+    const big = join(dir, 'big.yaml');
+    // Valid YAML (a comment) so only the size can be the reason.
+    writeFileSync(big, `${ONE_LISTENER}#${'x'.repeat(MAX_CONFIG_BYTES)}\n`);
+    const err = caught(() => loadConfigFile(big));
+    assert.equal(err.problems.length, 1);
+    problemAt(err.problems, '(root)', `the limit is ${MAX_CONFIG_BYTES} bytes (1 MiB)`);
+    const justUnder = join(dir, 'ok.yaml');
+    writeFileSync(justUnder, `${ONE_LISTENER}#${'x'.repeat(MAX_CONFIG_BYTES - ONE_LISTENER.length - 2)}\n`);
+    assert.equal(loadConfigFile(justUnder).listeners.length, 1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('listeners: required, non-empty, entries need name and address', () => {

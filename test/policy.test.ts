@@ -237,7 +237,7 @@ test('policy counters: names once from the addon (merged across policies), value
       withRules('{ name: no-db, action: deny, cidrs: ["10.0.5.0/24"] }', '{ name: web, action: deny, cidrs: ["172.16.0.0/12"] }').slice(LISTENER.length),
     't',
   );
-  assert.deepEqual(listenerPolicyIndexes(config), [0, 1, 0]);
+  assert.deepEqual(listenerPolicyIndexes(config.listeners), [0, 1, 0]);
   const { policies } = nativePolicies(config);
   const names = binding.policyCounterNames(policies);
   // A name shared by two policies (web, special, the total) appears once: its values are summed.
@@ -247,7 +247,13 @@ test('policy counters: names once from the addon (merged across policies), value
     const values = worker.stats();
     assert.equal(values.length, binding.statNames.length + names.length);
     assert.deepEqual([...values.subarray(binding.statNames.length)], [0, 0, 0, 0, 0]);
-    assert.throws(() => worker.openListener({ name: 'x', host: '127.0.0.1', port: 0, transparent: false, backlog: 8, policy: 2 }), /policy index out of range/);
+    const options = { name: 'x', host: '127.0.0.1', port: 0, transparent: false, backlog: 8, policy: 2 };
+    const socket = new binding.ListenSocket(options);
+    try {
+      assert.throws(() => worker.attachListener(options, socket.fd), /policy index out of range/);
+    } finally {
+      socket.close();
+    }
   } finally {
     worker.close();
   }

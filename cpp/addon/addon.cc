@@ -6,6 +6,7 @@
 #include "../core/host_cache.h"
 #include "../core/policy_set.h"
 #include "../core/stats.h"
+#include "listen_socket.h"
 #include "native_worker.h"
 #include "option_reader.h"
 #include "system_error.h"
@@ -23,6 +24,7 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
                              InstanceMethod<&SplicegateAddon::raiseFdLimit>("raiseFdLimit"),
                              InstanceMethod<&SplicegateAddon::policyCounterNames>("policyCounterNames"),
                              InstanceValue("NativeWorker", NativeWorker::define(env)),
+                             InstanceValue("ListenSocket", ListenSocket::define(env)),
                              InstanceValue("statNames", names),
                              InstanceValue("hostStatNames", hostNames),
                          });

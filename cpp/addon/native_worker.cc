@@ -16,7 +16,7 @@ namespace splicegate {
 Napi::Function NativeWorker::define(Napi::Env env) {
   return DefineClass(env, "NativeWorker",
                      {
-                         InstanceMethod<&NativeWorker::openListener>("openListener"),
+                         InstanceMethod<&NativeWorker::attachListener>("attachListener"),
                          InstanceMethod<&NativeWorker::start>("start"),
                          InstanceMethod<&NativeWorker::stopAccepting>("stopAccepting"),
                          InstanceMethod<&NativeWorker::closeAll>("closeAll"),
@@ -79,21 +79,23 @@ bool NativeWorker::ensureOpen(Napi::Env env) {
   return false;
 }
 
-Napi::Value NativeWorker::openListener(const Napi::CallbackInfo& info) {
+Napi::Value NativeWorker::attachListener(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!ensureOpen(env)) return env.Undefined();
   if (loop_->running()) {
-    Napi::Error::New(env, "openListener must be called before start()").ThrowAsJavaScriptException();
+    Napi::Error::New(env, "attachListener must be called before start()").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  if (info.Length() < 1 || !info[0].IsObject()) {
-    Napi::TypeError::New(env, "openListener(options): options must be an object").ThrowAsJavaScriptException();
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "attachListener(options, fd): options must be an object, fd a number")
+        .ThrowAsJavaScriptException();
     return env.Undefined();
   }
   ListenerOptions options;
   if (!readListenerOptions(info[0].As<Napi::Object>(), options)) return env.Undefined();
+  const int fd = info[1].As<Napi::Number>().Int32Value();
   SocketAddress bound;
-  if (SysError err = loop_->core().openListener(options, &bound)) {
+  if (SysError err = loop_->core().attachListener(options, fd, &bound)) {
     makeSystemError(env, err).ThrowAsJavaScriptException();
     return env.Undefined();
   }

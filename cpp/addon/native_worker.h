@@ -18,7 +18,8 @@ class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
   ~NativeWorker() override;
 
  private:
-  Napi::Value openListener(const Napi::CallbackInfo& info);
+  // attachListener(options, fd): accept on a ListenSocket's fd (this worker keeps its own dup).
+  Napi::Value attachListener(const Napi::CallbackInfo& info);
   Napi::Value start(const Napi::CallbackInfo& info);
   Napi::Value stopAccepting(const Napi::CallbackInfo& info);
   Napi::Value closeAll(const Napi::CallbackInfo& info);

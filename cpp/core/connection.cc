@@ -93,13 +93,14 @@ void Connection::start() {
 
 void Connection::startWithUpstream(UniqueFd warm) {
   EventLoop& loop = core_.loop();
+  // Already connected and already counted (upstream_cx_total/active) by the preconnect pool. Owned
+  // by this connection before anything can fail, so close() uncounts it on every path.
+  up_.fd = std::move(warm);
   if (loop.add(down_.fd.get(), kSocketEvents, &down_)) {
     close(CloseReason::kResourceExhausted);
     return;
   }
-  // Already connected and already counted (upstream_cx_total/active) by the preconnect pool; it
-  // is registered in epoll under the pool's handler, so re-point the registration at this side.
-  up_.fd = std::move(warm);
+  // It is registered in epoll under the pool's handler: re-point the registration at this side.
   if (loop.modify(up_.fd.get(), kSocketEvents, &up_)) {
     close(CloseReason::kResourceExhausted);
     return;
@@ -161,6 +162,17 @@ void Connection::finishConnectAttempt() {
 
 void Connection::resume() {
   if (state_ == ConnectionState::kRelaying) relay();
+}
+
+void Connection::holderAvailable() {
+  // pump() cleared `readable` when fill() found no holder (it cannot tell that EAGAIN from an
+  // empty socket); the bytes are still queued and no new edge will come for them, so restore it.
+  for (Direction* d : {&toUpstream_, &toDownstream_}) {
+    if (!d->waitingForHolder) continue;
+    d->waitingForHolder = false;
+    d->src->readable = true;
+  }
+  core_.scheduleResume(*this);
 }
 
 void Connection::relay() {
@@ -244,6 +256,18 @@ ssize_t Connection::fill(Direction& d) {
       if (!d.pipe) core_.stats().add(Stat::pipe_unavailable);
     }
     if (!d.pipe) d.buffer = core_.buffers().acquire();
+    // Copy buffers all out: in auto mode a free pipe carries small reads just as well.
+    if (!d.pipe && !d.buffer && mode == CoreOptions::RelayMode::kAuto && !useSplice) d.pipe = core_.pipes().acquire();
+    if (!d.pipe && !d.buffer) {
+      // Back-pressure: leave the bytes in the socket and wait, in FIFO order, for a holder to come
+      // back (WorkerCore wakes waiters after the batch in which one was released).
+      core_.stats().add(Stat::buffer_unavailable);
+      d.waitingForHolder = true;
+      core_.waitForHolder(*this);
+      errno = EAGAIN;
+      return -1;
+    }
+    d.waitingForHolder = false;
   }
   const int src = d.src->fd.get();
   ssize_t n;

@@ -61,16 +61,21 @@ class Connection {
 
   // Continue relaying after a budget-limited wakeup.
   void resume();
+  // A copy buffer or pipe came free: a direction that waited for one reads again.
+  void holderAvailable();
+  bool waitingForHolder() const { return toUpstream_.waitingForHolder || toDownstream_.waitingForHolder; }
   void close(CloseReason reason);
 
   ConnectionState state() const { return state_; }
   uint64_t connectStartedUs() const { return connectStartedUs_; }
   uint64_t lastActivityUs() const { return lastActivityUs_; }
 
-  // Membership in the worker's lists (all connections; connect-timeout FIFO; ready-to-resume).
+  // Membership in the worker's lists (all connections; connect-timeout FIFO; ready-to-resume;
+  // waiting for a copy buffer or pipe).
   ListNode allNode;
   ListNode connectNode;
   ListNode readyNode;
+  ListNode holderWaitNode;
 
  private:
   // One socket of the pair; registered in epoll once, edge-triggered, for both directions.
@@ -93,6 +98,7 @@ class Connection {
     bool srcEof = false;
     bool dstShut = false;
     bool bulk = false;  // last read filled a copy buffer: use splice for what follows
+    bool waitingForHolder = false;  // src had bytes but no buffer or pipe was free
     uint8_t smallSplices = 0;  // consecutive small splices (see fill())
     uint64_t bytes = 0;
     Stat readStat;   // global counter for bytes read from src

@@ -34,6 +34,10 @@ struct CoreOptions {
   // Small-message path: a direction whose reads stay below spliceThreshold copies through a
   // pooled buffer (recv/send); one that fills a whole buffer switches to splice(2).
   size_t copyBufferSize = 16384;
+  // Copy buffers per worker (lent plus pooled); 0 = derived from memory: 64 MiB worth
+  // (4096 x 16 KiB), or 1/64 of physical memory if that is less. A direction that finds none (and
+  // no pipe) waits for one to be released.
+  size_t maxCopyBuffers = 0;
   // Bytes one connection may move per wakeup before yielding to the others.
   size_t relayBudgetBytes = 1 << 20;
   // Upper bound on accepts per listener wakeup, so a connect storm cannot starve relaying.

@@ -1,8 +1,11 @@
 #include "listener.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+
+#include <cerrno>
 
 #include "worker_core.h"
 
@@ -14,72 +17,131 @@ bool setIntOption(int fd, int level, int name, int value) {
   return ::setsockopt(fd, level, name, &value, sizeof value) == 0;
 }
 
+int getIntOption(int fd, int level, int name) {
+  int value = -1;
+  socklen_t len = sizeof value;
+  if (::getsockopt(fd, level, name, &value, &len) < 0) return -1;
+  return value;
+}
+
+std::string describe(const ListenerOptions& options) { return options.name + " " + options.address.toString(); }
+
 }  // namespace
 
-std::unique_ptr<Listener> Listener::open(WorkerCore& core, const ListenerOptions& options, SysError& err) {
+UniqueFd openListenSocket(const ListenerOptions& options, SocketAddress* bound, SysError& err) {
   const SocketAddress& addr = options.address;
-  const std::string where = options.name + " " + addr.toString();
+  const std::string where = describe(options);
   UniqueFd fd(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) {
     err = SysError::fromErrno("socket", where);
-    return nullptr;
+    return {};
   }
-  if (!setIntOption(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1) ||
-      !setIntOption(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1)) {
-    err = SysError::fromErrno("setsockopt", where + " (SO_REUSEPORT)");
-    return nullptr;
+  // SO_REUSEADDR only lets a restarted process bind over connections left in TIME_WAIT; unlike
+  // SO_REUSEPORT it never lets a second process listen on the same address.
+  if (!setIntOption(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1)) {
+    err = SysError::fromErrno("setsockopt", where + " (SO_REUSEADDR)");
+    return {};
   }
   if (addr.family() == AF_INET6 && !setIntOption(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 1)) {
     // "[::]" serves IPv6 only, so an IPv4 listener on the same port can coexist and each family's
     // original destination is read with its own socket option.
     err = SysError::fromErrno("setsockopt", where + " (IPV6_V6ONLY)");
-    return nullptr;
+    return {};
   }
   if (options.transparent) {
     const int level = addr.family() == AF_INET6 ? SOL_IPV6 : SOL_IP;
     const int name = addr.family() == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT;
     if (!setIntOption(fd.get(), level, name, 1)) {
       err = SysError::fromErrno("setsockopt", where + " (IP_TRANSPARENT needs CAP_NET_ADMIN)");
-      return nullptr;
+      return {};
     }
   }
   // Accepted sockets inherit TCP_NODELAY: relayed bytes go out as they arrive, never held by Nagle.
   setIntOption(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1);
   if (::bind(fd.get(), addr.sockaddrPtr(), addr.length()) < 0) {
     err = SysError::fromErrno("bind", where);
-    return nullptr;
+    return {};
   }
   if (::listen(fd.get(), options.backlog) < 0) {
     err = SysError::fromErrno("listen", where);
-    return nullptr;
+    return {};
   }
-  SocketAddress bound;
+  SocketAddress local;
   socklen_t len = SocketAddress::capacity();
-  if (::getsockname(fd.get(), bound.sockaddrPtr(), &len) < 0) {
+  if (::getsockname(fd.get(), local.sockaddrPtr(), &len) < 0) {
     err = SysError::fromErrno("getsockname", where);
+    return {};
+  }
+  if (bound) *bound = local;
+  return fd;
+}
+
+std::unique_ptr<Listener> Listener::attach(WorkerCore& core, const ListenerOptions& options, int sharedFd,
+                                           SysError& err) {
+  const std::string where = describe(options);
+  UniqueFd fd(::fcntl(sharedFd, F_DUPFD_CLOEXEC, 0));
+  if (!fd) {
+    err = SysError::fromErrno("dup", where);
     return nullptr;
   }
-  auto listener = std::unique_ptr<Listener>(new Listener(core, options, std::move(fd), bound));
-  // Level-triggered: an accept batch may stop early (budget) and epoll reports the rest again.
-  if (SysError e = core.loop().add(listener->fd(), EPOLLIN, listener.get())) {
+  // The fd arrives as a number from another thread: make sure it still is the listening socket it
+  // was meant to be (non-blocking, so accept never stalls the loop), not whatever reused the number.
+  SocketAddress local;
+  socklen_t len = SocketAddress::capacity();
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  const bool ok = getIntOption(fd.get(), SOL_SOCKET, SO_ACCEPTCONN) == 1 && flags >= 0 && (flags & O_NONBLOCK) &&
+                  ::getsockname(fd.get(), local.sockaddrPtr(), &len) == 0 &&
+                  local.family() == options.address.family() &&
+                  (options.address.port() == 0 || local.port() == options.address.port());
+  if (!ok) {
+    err = SysError{"attach", EBADF, where + " (fd " + std::to_string(sharedFd) + " is not its listening socket)"};
+    return nullptr;
+  }
+  auto listener = std::unique_ptr<Listener>(new Listener(core, options, std::move(fd), local));
+  if (SysError e = listener->watch()) {
     err = e;
     return nullptr;
   }
   return listener;
 }
 
-void Listener::onEvents(uint32_t) { core_.acceptFrom(*this); }
+Listener::~Listener() { detach(); }
 
+SysError Listener::watch() {
+  // Level-triggered: an accept batch may stop early (budget) and epoll reports the rest again.
+  SysError e = core_.loop().add(fd_.get(), EPOLLIN | EPOLLEXCLUSIVE, this);
+  watched_ = !e;
+  return e;
+}
+
+void Listener::unwatch() {
+  // Explicit: the registration belongs to the open file description, which the process's own fd
+  // keeps alive, so closing our dup alone would leave epoll reporting events for a freed Listener.
+  if (watched_) core_.loop().remove(fd_.get());
+  watched_ = false;
+}
+
+void Listener::detach() {
+  if (!fd_) return;
+  unwatch();
+  fd_.reset();
+}
+
+void Listener::onEvents(uint32_t) {
+  if (fd_ && watched_) core_.acceptFrom(*this);
+}
+
+// EPOLL_CTL_MOD is refused (EINVAL) on an EPOLLEXCLUSIVE registration, so pausing leaves the epoll
+// and resuming joins it again.
 void Listener::pause() {
-  if (paused_) return;
+  if (paused_ || !fd_) return;
   paused_ = true;
-  core_.loop().modify(fd_.get(), 0, this);
+  unwatch();
 }
 
 void Listener::resumeIfPaused() {
-  if (!paused_) return;
-  paused_ = false;
-  core_.loop().modify(fd_.get(), EPOLLIN, this);
+  if (!paused_ || !fd_) return;
+  if (!watch()) paused_ = false;  // else: still paused, the next tick tries again
 }
 
 }  // namespace splicegate

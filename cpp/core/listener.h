@@ -1,5 +1,7 @@
-// One SO_REUSEPORT listening socket owned by one worker. The kernel spreads new connections across
-// the workers' sockets, so workers never share an accept queue or a lock.
+// Listening sockets. Each configured listener is ONE socket for the whole process: the main thread
+// opens it (openListenSocket) and keeps it open for the process's life, so no worker's death or
+// restart ever closes it (a closed socket's accept queue is reset: the SO_REUSEPORT trap). Every
+// worker registers it in its own epoll through a Listener, which holds the worker's own dup of it.
 #pragma once
 
 #include <memory>
@@ -13,9 +15,18 @@ namespace splicegate {
 
 class WorkerCore;
 
+// socket + SO_REUSEADDR (+ IPV6_V6ONLY, IP_TRANSPARENT, TCP_NODELAY) + bind + listen, non-blocking.
+// No SO_REUSEPORT: an address another process listens on fails here with EADDRINUSE.
+UniqueFd openListenSocket(const ListenerOptions& options, SocketAddress* bound, SysError& err);
+
 class Listener final : public EventHandler {
  public:
-  static std::unique_ptr<Listener> open(WorkerCore& core, const ListenerOptions& options, SysError& err);
+  // One worker's share of a listening socket opened by openListenSocket (sharedFd is not taken
+  // over: the core keeps its own dup). Registered with EPOLLEXCLUSIVE, so one new connection
+  // wakes one waiting worker instead of all of them.
+  static std::unique_ptr<Listener> attach(WorkerCore& core, const ListenerOptions& options, int sharedFd,
+                                          SysError& err);
+  ~Listener();
 
   void onEvents(uint32_t events) override;
 
@@ -23,7 +34,12 @@ class Listener final : public EventHandler {
   const ListenerOptions& options() const { return options_; }
   const SocketAddress& boundAddress() const { return bound_; }
 
-  // Out of fds: stop asking epoll for accepts until the next housekeeping tick.
+  // Leaves the epoll and closes this worker's dup; the socket itself stays open in the process.
+  // The object stays valid (an event of the current batch may still name it) and ignores events.
+  void detach();
+
+  // Out of fds, or this worker's share of connections is full: stop asking epoll for accepts
+  // until the next housekeeping tick.
   void pause();
   void resumeIfPaused();
   bool paused() const { return paused_; }
@@ -31,12 +47,15 @@ class Listener final : public EventHandler {
  private:
   Listener(WorkerCore& core, ListenerOptions options, UniqueFd fd, SocketAddress bound)
       : core_(core), options_(std::move(options)), fd_(std::move(fd)), bound_(bound) {}
+  SysError watch();
+  void unwatch();
 
   WorkerCore& core_;
   ListenerOptions options_;
-  UniqueFd fd_;
+  UniqueFd fd_;  // this worker's dup of the process's listening socket
   SocketAddress bound_;
   bool paused_ = false;
+  bool watched_ = false;
 };
 
 }  // namespace splicegate

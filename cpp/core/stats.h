@@ -41,6 +41,7 @@ namespace splicegate {
   X(pipes_in_use)                 /* gauge */                                                 \
   X(pipes_idle)                   /* gauge */                                                 \
   X(pipe_unavailable)             /* a direction fell back to copying: pipe bound reached */  \
+  X(buffer_unavailable)           /* a direction found no copy buffer (nor pipe) and waited */ \
   X(listeners_active)             /* gauge */
 
 enum class Stat : size_t {

@@ -66,7 +66,11 @@ UniqueFd WarmPool::take(const Host& host) {
     if (n < 0 && errno == EAGAIN) {
       std::unique_ptr<WarmSocket> owned = detach(s);
       core_.stats().add(Stat::upstream_cx_preconnect_used);
-      return std::move(owned->fd);  // still counted in upstream_cx_active: the connection owns it now
+      UniqueFd fd = std::move(owned->fd);  // still counted in upstream_cx_active: the connection owns it now
+      // The empty shell outlives the batch: an event of it may still name the shell, and finds it
+      // without an fd (onEvents ignores it). Freed with the dropped ones after the batch.
+      graveyard_.push_back(std::move(owned));
+      return fd;
     }
     drop(s);  // closed, errored or spoke first; drop() erased it from `sockets`
   }

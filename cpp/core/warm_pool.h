@@ -46,7 +46,8 @@ class WarmPool {
   void expire(uint64_t nowUs);
   // The host leaves the cache: its warm sockets go with it.
   void dropHost(const Host& host);
-  // Frees dropped sockets; called after each event batch (a later event may still name them).
+  // Frees dropped and taken sockets' shells; called after each event batch (a later event of the
+  // batch may still name them).
   void disposeDropped() { graveyard_.clear(); }
 
   void onEvents(WarmSocket& socket, uint32_t events);

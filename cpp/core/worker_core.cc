@@ -31,6 +31,20 @@ uint64_t wallTimeMs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
 }
 
+// Copy buffers kept for reuse when they come back.
+constexpr size_t kMaxIdleBuffers = 256;
+
+// The copy-buffer bound when the options leave it at 0: 64 MiB per worker (4096 x 16 KiB), or
+// 1/64 of physical memory on a small machine, and never fewer than 16 buffers.
+size_t copyBufferCap(const CoreOptions& o) {
+  if (o.maxCopyBuffers > 0) return o.maxCopyBuffers;
+  uint64_t budget = uint64_t{64} << 20;
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long pageSize = ::sysconf(_SC_PAGESIZE);
+  if (pages > 0 && pageSize > 0) budget = std::min(budget, static_cast<uint64_t>(pages) * static_cast<uint64_t>(pageSize) / 64);
+  return std::max<size_t>(16, static_cast<size_t>(budget / std::max<size_t>(1, o.copyBufferSize)));
+}
+
 }  // namespace
 
 std::unique_ptr<WorkerCore> WorkerCore::create(const CoreOptions& options, SysError& err) {
@@ -54,7 +68,7 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       dstOps_(std::move(ops)),
       resolver_(*dstOps_),
       pipes_(options.maxPipes, options.maxIdlePipes, options.pipeSize),
-      buffers_(options.copyBufferSize, 256),
+      buffers_(options.copyBufferSize, copyBufferCap(options), kMaxIdleBuffers),
       hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}),
       warm_(*this),
       policies_(options.policies),
@@ -97,16 +111,17 @@ SysError WorkerCore::init() {
 
 WorkerCore::~WorkerCore() {
   listeners_.clear();
-  closeAllConnections(CloseReason::kDrained);
+  closedListeners_.clear();
+  closeAllConnections(CloseReason::kDrained);  // outside any batch: frees at once
 }
 
-SysError WorkerCore::openListener(const ListenerOptions& options, SocketAddress* bound) {
+SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd, SocketAddress* bound) {
   if (options.policy >= std::max<size_t>(policies_.size(), 1)) {
     errno = EINVAL;
-    return SysError::fromErrno("openListener", options.name + ": policy index out of range");
+    return SysError::fromErrno("attachListener", options.name + ": policy index out of range");
   }
   SysError err;
-  std::unique_ptr<Listener> listener = Listener::open(*this, options, err);
+  std::unique_ptr<Listener> listener = Listener::attach(*this, options, listenFd, err);
   if (!listener) return err;
   if (bound) *bound = listener->boundAddress();
   listenerAddresses_.push_back(listener->boundAddress());
@@ -117,6 +132,12 @@ SysError WorkerCore::openListener(const ListenerOptions& options, SocketAddress*
 }
 
 void WorkerCore::stopAccepting() {
+  // Posted from JS, this runs inside a batch whose later events may name a listener: detach now
+  // (no more accepts); the Listener objects are freed at the end of runOnce.
+  for (auto& listener : listeners_) {
+    listener->detach();
+    closedListeners_.push_back(std::move(listener));
+  }
   listeners_.clear();
   stats_.set(Stat::listeners_active, 0);
   // listenerAddresses_ stays: a late redirected connection to them is still a loop.
@@ -124,20 +145,30 @@ void WorkerCore::stopAccepting() {
 
 void WorkerCore::closeAllConnections(CloseReason reason) {
   connections_.forEachSafe([reason](Connection* c) { c->close(reason); });
+  // Posted through LoopThread this runs inside a batch (the wake handler is an event of it), and
+  // a later event of that batch may name one of these connections: disposeClosed() waits then.
   disposeClosed();
 }
 
 void WorkerCore::runOnce(int timeoutMs) {
+  dispatching_ = true;
   loop_->waitAndDispatch(timeoutMs);
   runReadyQueue();
+  wakeHolderWaiters();
+  kickIfReady();
+  dispatching_ = false;
   disposeClosed();
+  // Only here, after the batch: closeAllConnections (also posted into a batch) runs disposeClosed.
+  closedListeners_.clear();
 }
 
 void WorkerCore::acceptFrom(Listener& listener) {
   for (int i = 0; i < options_.acceptBatch; ++i) {
+    if (pauseIfFull(listener)) return;
     const int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       acceptOne(listener, UniqueFd(fd));
+      if (listener.paused()) return;  // out of fds at the upstream socket (releaseSpareFd)
       continue;
     }
     switch (errno) {
@@ -160,6 +191,18 @@ void WorkerCore::acceptFrom(Listener& listener) {
         return;
     }
   }
+  pauseIfFull(listener);
+}
+
+bool WorkerCore::pauseIfFull(Listener& listener) {
+  if (connections_.size() < options_.maxDownstreamConnections) return false;
+  // This worker's share is full. The accept queue is shared: leave the socket to the workers with
+  // room (an EPOLLEXCLUSIVE wakeup only reaches workers still registered) and rejoin at the tick
+  // after a connection closed. With every worker full, clients wait in the listen backlog, as
+  // with HAProxy's maxconn, instead of being refused while another worker may have room.
+  stats_.add(Stat::downstream_cx_overflow);
+  listener.pause();
+  return true;
 }
 
 void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
@@ -182,6 +225,8 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
     case OriginalDstOutcome::kFound:
       break;
   }
+  // acceptFrom stops accepting at the bound (the shared socket then feeds workers with room); this
+  // guards the same bound should a batch ever cross it.
   if (connections_.size() >= options_.maxDownstreamConnections) {
     stats_.add(Stat::downstream_cx_overflow);
     resetOnClose(fd.get());
@@ -258,9 +303,30 @@ void WorkerCore::scheduleResume(Connection& c) {
   if (!c.readyNode.linked()) ready_.pushBack(&c);
 }
 
+void WorkerCore::waitForHolder(Connection& c) {
+  if (!c.holderWaitNode.linked()) holderWaiters_.pushBack(&c);
+}
+
+void WorkerCore::wakeHolderWaiters() {
+  // Runs once per batch, after everything that could release a holder in it. Wakes as many
+  // waiters, oldest first, as there are holders free now; one that loses its holder to another
+  // connection before it resumes queues again at the back. Nobody is woken while nothing is free,
+  // so waiting costs nothing (no retry loop), and a waiter is never left behind a free holder.
+  size_t free = buffers_.available();
+  if (options_.relayMode != CoreOptions::RelayMode::kCopy) free += pipes_.idle();
+  while (free > 0) {
+    Connection* c = holderWaiters_.popFront();
+    if (!c) break;
+    if (!c->waitingForHolder()) continue;  // got one on its own since
+    c->holderAvailable();
+    --free;
+  }
+}
+
 void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
   connecting_.remove(&c);
   ready_.remove(&c);
+  holderWaiters_.remove(&c);
   connections_.remove(&c);
   stats_.sub(Stat::downstream_cx_active);
   switch (reason) {
@@ -285,6 +351,10 @@ void WorkerCore::runReadyQueue() {
     if (!c) break;
     c->resume();
   }
+}
+
+void WorkerCore::kickIfReady() {
+  // Work left on the ready list: make the next epoll_wait return at once to run it.
   if (!ready_.empty() && !kicked_) {
     const uint64_t one = 1;
     if (::write(kick_.fd.get(), &one, sizeof one) == sizeof one) kicked_ = true;
@@ -338,7 +408,7 @@ void WorkerCore::onTick() {
   // Accepting resumes only with the spare fd back in hand: an accepted connection whose upstream
   // socket cannot be opened would have to be reset.
   if (!spareFd_) spareFd_.reset(::eventfd(0, EFD_CLOEXEC));
-  if (spareFd_) {
+  if (spareFd_ && connections_.size() < options_.maxDownstreamConnections) {
     for (auto& listener : listeners_) listener->resumeIfPaused();
   }
   refreshGauges();
@@ -353,6 +423,7 @@ void WorkerCore::refreshGauges() {
 }
 
 void WorkerCore::disposeClosed() {
+  if (dispatching_) return;  // runOnce calls again once the batch is over
   for (Connection* c : closed_) delete c;
   closed_.clear();
   warm_.disposeDropped();

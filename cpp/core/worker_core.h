@@ -1,6 +1,12 @@
-// Everything one worker owns: its epoll loop, its SO_REUSEPORT listeners, its connections, pipe and
-// buffer pools, timers and counters. Node-free, so it is testable on its own; the addon drives it
+// Everything one worker owns: its epoll loop, its share of the process's listening sockets, its
+// connections, pipe and buffer pools, timers and counters. Node-free, so it is testable on its own; the addon drives it
 // from the worker thread's libuv loop.
+//
+// Lifetime rule: nothing an event handler can be reached through (a Connection, a warm socket
+// shell) is freed while a batch is being dispatched, because a later event of the same batch may
+// still name it. Closing only unlinks and queues; disposeClosed() frees, and it does nothing inside
+// a batch: runOnce calls it after the events and the ready queue, and callers outside any batch
+// (the destructor, LoopThread::stop, a same-thread driver's post) free at once.
 #pragma once
 
 #include <functional>
@@ -33,9 +39,13 @@ class WorkerCore {
                                             SysError& err);
   ~WorkerCore();
 
-  SysError openListener(const ListenerOptions& options, SocketAddress* bound);
-  // Closes every listener: new connections go to other workers (or are refused once all stop).
+  // Starts accepting on a listening socket the process opened once (openListenSocket) and keeps
+  // open; the core registers its own dup of listenFd. Before the loop runs.
+  SysError attachListener(const ListenerOptions& options, int listenFd, SocketAddress* bound);
+  // Leaves every listener: new connections go to the other workers; the sockets stay open in the
+  // process. Safe inside an epoll batch: the Listener objects are freed after it.
   void stopAccepting();
+  // Closes every connection. Frees them at once outside a batch, after the batch inside one.
   void closeAllConnections(CloseReason reason);
 
   // The fd the host waits on; readable whenever runOnce has work.
@@ -67,6 +77,8 @@ class WorkerCore {
   void connectStarted(Connection& c);
   void connectFinished(Connection& c);
   void scheduleResume(Connection& c);
+  // c has a direction that found no copy buffer or pipe: FIFO until one is released.
+  void waitForHolder(Connection& c);
   void connectionClosed(Connection& c, CloseReason reason);
   // The upstream socket() failed with EMFILE/ENFILE: stop accepting until fds free up (the next
   // accepts would only hit the same wall). Returns true if it released the worker's spare fd, so
@@ -87,10 +99,13 @@ class WorkerCore {
   void onTick();
   void onKick();
   void runReadyQueue();
+  void wakeHolderWaiters();
+  void kickIfReady();
   void disposeClosed();
   void refreshGauges();
   void acceptOne(Listener& listener, UniqueFd fd);
   void recordDenied(const Listener& listener, int fd, const SocketAddress& destination, const PolicyDecision& decision);
+  bool pauseIfFull(Listener& listener);
 
   CoreOptions options_;
   std::unique_ptr<EventLoop> loop_;
@@ -110,14 +125,17 @@ class WorkerCore {
   UniqueFd spareFd_;
   uint64_t lastRebalanceUs_ = 0;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<Listener>> closedListeners_;  // detached; freed after the batch
   std::vector<SocketAddress> listenerAddresses_;
   IntrusiveList<Connection, &Connection::allNode> connections_;
   IntrusiveList<Connection, &Connection::connectNode> connecting_;
   IntrusiveList<Connection, &Connection::readyNode> ready_;
+  IntrusiveList<Connection, &Connection::holderWaitNode> holderWaiters_;
   std::vector<Connection*> closed_;  // freed after the batch: a later event may still name them
   FdHandler tick_;
   FdHandler kick_;
   bool kicked_ = false;
+  bool dispatching_ = false;  // inside runOnce's batch: disposeClosed() must wait
   std::function<void()> wakeHandler_;
   uint64_t lastIdleSweepUs_ = 0;
 };

@@ -122,6 +122,7 @@ End readToEnd(int fd, std::string& out, int timeoutMs = 10000) {
   } while (0)
 
 struct Proxy {
+  UniqueFd listenSocket;  // the process's socket (declared first: outlives the worker, as in the addon)
   std::unique_ptr<LoopThread> thread;
   SocketAddress listenAddr;
   Proxy(std::unique_ptr<LabOps> ops, CoreOptions options = {}, const char* listenIp = "127.0.0.1",
@@ -132,7 +133,9 @@ struct Proxy {
     ListenerOptions lo;
     lo.name = "test";
     lo.address = addr(listenIp, 0);
-    CHECK(!core->openListener(lo, &listenAddr));
+    listenSocket = openListenSocket(lo, &listenAddr, err);
+    CHECK(listenSocket);
+    CHECK(!core->attachListener(lo, listenSocket.get(), nullptr));
     thread = std::make_unique<LoopThread>(std::move(core));
     if (startNow) thread->start();  // else the kernel queues connections on the listener meanwhile
   }

@@ -2,6 +2,9 @@
 // scrapers. It only reads what the supervisor hands it; it never blocks on the data plane.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { AdminStats, type AdminStatName } from './admin-stats';
 import type { SocketAddress } from '../config/types';
 import type { CounterValues } from '../stats/counters';
 import { hostsText, type HostView } from '../stats/hosts';
@@ -21,13 +24,17 @@ export interface AdminState {
 }
 
 export interface AdminServer {
+  /** "ip:port" as bound. */
   address: string;
+  port: number;
   close(): Promise<void>;
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse, query: URLSearchParams) => Promise<void> | void;
 
 function reply(res: ServerResponse, status: number, body: string, contentType = 'text/plain; charset=utf-8'): void {
+  // Already answered (e.g. 413 while a handler was still awaiting its data): the first answer stands.
+  if (res.headersSent) return;
   res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store' });
   res.end(body);
 }
@@ -38,7 +45,7 @@ function statsText(values: CounterValues): string {
     .join('\n') + '\n';
 }
 
-function routes(state: AdminState): Map<string, { method: string; handler: Handler }> {
+function routes(state: AdminState, adminStats: AdminStats): Map<string, { method: string; handler: Handler }> {
   const table = new Map<string, { method: string; handler: Handler }>();
   table.set('/', {
     method: 'GET',
@@ -54,7 +61,7 @@ function routes(state: AdminState): Map<string, { method: string; handler: Handl
   table.set('/stats', {
     method: 'GET',
     handler: async (_req, res, query) => {
-      const values = await state.counters();
+      const values = { ...(await state.counters()), ...adminStats.snapshot() };
       const format = query.get('format');
       if (format === 'json') reply(res, 200, JSON.stringify(values, null, 2) + '\n', 'application/json');
       else if (format === null || format === 'text') reply(res, 200, statsText(values));
@@ -64,7 +71,8 @@ function routes(state: AdminState): Map<string, { method: string; handler: Handl
   table.set('/stats/prometheus', {
     method: 'GET',
     handler: async (_req, res) => {
-      const [counters, histograms] = await Promise.all([state.counters(), renderPrometheusHistograms(state.latency)]);
+      const [dataPlane, histograms] = await Promise.all([state.counters(), renderPrometheusHistograms(state.latency)]);
+      const counters = { ...dataPlane, ...adminStats.snapshot() };
       reply(res, 200, prometheusText(counters, [histograms]), 'text/plain; version=0.0.4; charset=utf-8');
     },
   });
@@ -99,22 +107,153 @@ function routes(state: AdminState): Map<string, { method: string; handler: Handl
   return table;
 }
 
-export function startAdminServer(address: SocketAddress, state: AdminState, log: Logger): Promise<AdminServer> {
-  const table = routes(state);
-  const server: Server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://admin.invalid');
-    const route = table.get(url.pathname);
-    if (!route) return reply(res, 404, `not found: ${url.pathname}\n`);
-    if (req.method !== route.method && !(route.method === 'GET' && req.method === 'HEAD')) {
-      res.setHeader('allow', route.method);
+/**
+ * Bounds on the admin server, so that no number or shape of admin requests can stop the process or
+ * take the data plane's fds: connections over the cap are closed at accept, slow or silent clients
+ * are cut at the header/request timeouts, and bodies (no route takes one) are refused over a few KiB.
+ */
+export interface AdminLimits {
+  maxConnections: number;
+  /** Complete headers must arrive within this (also covers a connection that sends nothing). */
+  headersTimeoutMs: number;
+  /** The whole request, body included, must arrive within this. */
+  requestTimeoutMs: number;
+  /** How often Node checks the two timeouts above: they fire up to this late. */
+  timeoutCheckMs: number;
+  keepAliveTimeoutMs: number;
+  maxHeaderBytes: number;
+  maxBodyBytes: number;
+}
+
+export const ADMIN_LIMITS: Readonly<AdminLimits> = {
+  maxConnections: 64,
+  headersTimeoutMs: 5000,
+  requestTimeoutMs: 10000,
+  timeoutCheckMs: 1000,
+  keepAliveTimeoutMs: 5000,
+  maxHeaderBytes: 8192,
+  maxBodyBytes: 4096,
+};
+
+// Node's own answers for parser errors, kept: only the counting is ours.
+function clientErrorStatus(code: string | undefined): { status: number; text: string; stat: AdminStatName } {
+  if (code === 'HPE_HEADER_OVERFLOW') return { status: 431, text: 'Request Header Fields Too Large', stat: 'admin_rq_too_large' };
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return { status: 408, text: 'Request Timeout', stat: 'admin_rq_timeout' };
+  return { status: 400, text: 'Bad Request', stat: 'admin_rq_bad' };
+}
+
+/** Declared body length over the limit; chunked bodies are counted as they arrive instead. */
+function declaredBodyTooLarge(req: IncomingMessage, max: number): boolean {
+  const length = req.headers['content-length'];
+  return length !== undefined && Number(length) > max;
+}
+
+export function startAdminServer(
+  address: SocketAddress,
+  state: AdminState,
+  log: Logger,
+  stats: AdminStats = new AdminStats(),
+  limits: Readonly<AdminLimits> = ADMIN_LIMITS,
+): Promise<AdminServer> {
+  const table = routes(state, stats);
+  const refuseTooLarge = (res: ServerResponse): void => {
+    stats.inc('admin_rq_too_large');
+    // The unread body is not drained: close the connection after the answer instead.
+    res.setHeader('connection', 'close');
+    reply(res, 413, `request body over ${limits.maxBodyBytes} bytes\n`);
+  };
+  const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    stats.inc('admin_rq_total');
+    // The target is client input: "http://[" and the like make new URL() throw.
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://admin.invalid');
+    } catch {
+      stats.inc('admin_rq_bad');
+      res.setHeader('connection', 'close');
+      return reply(res, 400, 'bad request target\n');
+    }
+    if (declaredBodyTooLarge(req, limits.maxBodyBytes)) return refuseTooLarge(res);
+    const dispatch = (): void => route(req, res, url);
+    // No route takes a body, but one may come (chunked, or a small declared one): count it as it
+    // arrives, refuse it once over the limit, and route only after it ended.
+    const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+    if (!hasBody) return dispatch();
+    let bodyBytes = 0;
+    let refused = false;
+    req.on('data', (chunk: Buffer) => {
+      bodyBytes += chunk.length;
+      if (bodyBytes > limits.maxBodyBytes && !refused) {
+        refused = true;
+        refuseTooLarge(res);
+      }
+    });
+    req.on('end', () => {
+      if (!refused) dispatch();
+    });
+  };
+  const route = (req: IncomingMessage, res: ServerResponse, url: URL): void => {
+    const entry = table.get(url.pathname);
+    if (!entry) return reply(res, 404, `not found: ${url.pathname}\n`);
+    if (req.method !== entry.method && !(entry.method === 'GET' && req.method === 'HEAD')) {
+      res.setHeader('allow', entry.method);
       return reply(res, 405, `method ${req.method} not allowed on ${url.pathname}\n`);
     }
-    Promise.resolve(route.handler(req, res, url.searchParams)).catch((err: unknown) => {
-      log.error('admin request failed', { path: url.pathname, error: err instanceof Error ? err.message : String(err) });
-      if (!res.headersSent) reply(res, 500, 'internal error\n');
-    });
+    Promise.resolve()
+      .then(() => entry.handler(req, res, url.searchParams))
+      .catch((err: unknown) => {
+        log.error('admin request failed', { path: url.pathname, error: err instanceof Error ? err.message : String(err) });
+        if (!res.headersSent) reply(res, 500, 'internal error\n');
+      });
+  };
+  const server: Server = createServer(
+    {
+      maxHeaderSize: limits.maxHeaderBytes,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      connectionsCheckingInterval: limits.timeoutCheckMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+    },
+    (req, res) => {
+      try {
+        handle(req, res);
+      } catch (err) {
+        // Nothing a request carries may end the process: a bug here costs one 500, not the proxy.
+        log.error('admin request failed', { error: err instanceof Error ? err.message : String(err) });
+        if (!res.headersSent) reply(res, 500, 'internal error\n');
+      }
+    },
+  );
+  server.maxConnections = limits.maxConnections;
+  server.on('drop', () => stats.inc('admin_cx_overflow'));
+  server.on('connection', (socket: Socket) => {
+    stats.inc('admin_cx_active');
+    socket.once('close', () => stats.inc('admin_cx_active', -1));
   });
-  server.keepAliveTimeout = 5000;
+  // CONNECT (and an Upgrade Node hands over raw) has no route here. Without a listener Node just
+  // drops the socket, leaving the client with no answer; say 405 like any other refused method.
+  const refuseRaw = (req: IncomingMessage, socket: Duplex): void => {
+    stats.inc('admin_rq_total');
+    stats.inc('admin_rq_bad');
+    socket.end(`HTTP/1.1 405 Method Not Allowed\r\nallow: GET, POST\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    setTimeout(() => socket.destroy(), 1000).unref();
+    req.resume();
+  };
+  server.on('connect', refuseRaw);
+  server.on('upgrade', refuseRaw);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    // A reset or an abort is the client leaving, not a bad request.
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const { status, text, stat } = clientErrorStatus(err.code);
+    stats.inc(stat);
+    socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    // The server is half-open capable, so end() alone waits for the client's FIN; a client that
+    // never sends one must not keep the fd.
+    setTimeout(() => socket.destroy(), 1000).unref();
+  });
   return new Promise((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       // Name the admin address so "address in use" says which of our sockets collided.
@@ -125,8 +264,12 @@ export function startAdminServer(address: SocketAddress, state: AdminState, log:
     server.listen({ host: address.host, port: address.port, exclusive: true }, () => {
       server.removeAllListeners('error');
       server.on('error', (err) => log.error('admin server error', { error: err.message }));
+      // The bound port (the config may say 0 in tests) in the config's canonical text form.
+      const bound = server.address();
+      const port = bound !== null && typeof bound === 'object' ? bound.port : address.port;
       resolve({
-        address: address.text,
+        address: address.family === 6 ? `[${address.host}]:${port}` : `${address.host}:${port}`,
+        port,
         close: () =>
           new Promise<void>((done) => {
             server.close(() => done());

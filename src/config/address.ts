@@ -23,6 +23,14 @@ export function parseSocketAddress(text: string): Parsed<SocketAddress> {
     host = text.slice(1, close);
     portText = text.slice(close + 2);
     if (!isIPv6(host)) return fail(isIPv4(host) ? 'brackets are only for IPv6 addresses' : 'not an IPv6 address');
+    // Both are valid IPv6 text that `run` cannot bind, so `validate` refuses them too.
+    if (host.includes('%')) {
+      return fail('IPv6 zone indexes ("%eth0") are not supported: use a global or unique-local address, or "[::]"');
+    }
+    const mapped = ipv4Mapped(host);
+    if (mapped !== undefined) {
+      return fail(`an IPv4-mapped IPv6 address: IPv6 listeners are IPv6-only, write "${mapped}:${portText}" to bind IPv4`);
+    }
   } else {
     const colon = text.lastIndexOf(':');
     if (colon < 0) return fail('missing ":port"');
@@ -45,6 +53,18 @@ export function parseSocketAddress(text: string): Parsed<SocketAddress> {
   const family = isIPv6(host) ? 6 : 4;
   const textForm = family === 6 ? `[${host}]:${port}` : `${host}:${port}`;
   return { ok: true, value: { host, port, family, text: textForm } };
+}
+
+/** The IPv4 address inside an IPv4-mapped IPv6 address (::ffff:a.b.c.d in any spelling), if it is one. */
+export function ipv4Mapped(host: string): string | undefined {
+  let normal: string;
+  try {
+    normal = new NetSocketAddress({ address: host, family: 'ipv6' }).address;
+  } catch {
+    return undefined;
+  }
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(normal);
+  return m?.[1];
 }
 
 /**

@@ -1,7 +1,7 @@
 // Reading a config: file -> YAML document -> schema validation -> SplicegateConfig. Every failure
 // is a ConfigError listing all problems, each tied to a path and, where possible, a line.
 
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { isMap, isNode, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
 import { ConfigError, formatPath, ROOT_PATH, type ConfigProblem } from './problems';
 import { validateConfigValue } from './schema';
@@ -42,17 +42,50 @@ export function parseConfigText(text: string, source: string): SplicegateConfig 
   throw new ConfigError(source, [...yamlProblems, ...schemaProblems]);
 }
 
+/**
+ * Config files are a few KiB; parsing costs about 40x the file size in memory, so anything over
+ * this is refused before it is read whole (a 10 MB file took 400 MB).
+ */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 /** Read and parse a config file. Synchronous: it runs once, at startup, before anything else. */
 export function loadConfigFile(path: string): SplicegateConfig {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readBounded(path, MAX_CONFIG_BYTES);
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     const code = errnoCode(err);
     const reason = code === undefined ? String(err) : describeErrno(code);
     throw new ConfigError(path, [{ path: ROOT_PATH, message: `cannot read config file: ${reason}` }]);
   }
   return parseConfigText(text, path);
+}
+
+const tooLarge = (path: string, size: string): ConfigError =>
+  new ConfigError(path, [{ path: ROOT_PATH, message: `config file is ${size}; the limit is ${MAX_CONFIG_BYTES} bytes (1 MiB)` }]);
+
+/**
+ * The file's text, refusing it by its size before reading; reads at most max + 1 bytes, so a file
+ * whose stat size says nothing (a pipe, /proc) or that grows meanwhile is refused the same way.
+ */
+function readBounded(path: string, max: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    if (size > max) throw tooLarge(path, `${size} bytes`);
+    const buffer = Buffer.alloc(max + 1);
+    let length = 0;
+    for (;;) {
+      const n = readSync(fd, buffer, length, buffer.length - length, null);
+      if (n === 0) break;
+      length += n;
+      if (length > max) throw tooLarge(path, `over ${max} bytes`);
+    }
+    return buffer.toString('utf8', 0, length);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

@@ -4,7 +4,7 @@
 
 import type { NativePolicyOptions } from '../native/binding';
 import { ipValue } from './cidr';
-import type { PolicyConfig, SplicegateConfig } from './types';
+import type { ListenerConfig, PolicyConfig, SplicegateConfig } from './types';
 
 export const CIDR_WORDS = 7;
 export const PORT_WORDS = 3;
@@ -40,12 +40,12 @@ export function nativePolicy(policy: PolicyConfig): NativePolicyOptions {
 }
 
 /**
- * Index into the native policies for each of config.listeners: 0 (the top-level policy) unless the
- * listener has its own, which then follow the top-level one in listener order.
+ * Index into the native policies for each listener (config.listeners, in order): 0 (the top-level
+ * policy) unless the listener has its own, which then follow the top-level one in listener order.
  */
-export function listenerPolicyIndexes(config: SplicegateConfig): number[] {
+export function listenerPolicyIndexes(listeners: readonly Pick<ListenerConfig, 'policy'>[]): number[] {
   let next = 1;
-  return config.listeners.map((listener) => (listener.policy === null ? 0 : next++));
+  return listeners.map((listener) => (listener.policy === null ? 0 : next++));
 }
 
 /**
@@ -57,5 +57,5 @@ export function nativePolicies(config: SplicegateConfig): { policies: NativePoli
   for (const listener of config.listeners) {
     if (listener.policy !== null) policies.push(nativePolicy(listener.policy));
   }
-  return { policies, listenerPolicy: listenerPolicyIndexes(config) };
+  return { policies, listenerPolicy: listenerPolicyIndexes(config.listeners) };
 }

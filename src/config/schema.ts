@@ -139,15 +139,55 @@ function checkListenersUnique(listeners: unknown, ctx: z.RefinementCtx): void {
   });
 }
 
-// The admin server and a listener on the same ip:port would fail at bind time; say so up front.
+// The admin server binds after the listeners; an overlapping ip:port would fail there, so say so
+// up front (validate runs the same checks as run). Overlap is wider than equality: a wildcard
+// address takes the port on every address of its family, and the admin server (Node) binds "::"
+// dual-stack, so it also takes the port on every IPv4 address. Listeners are IPv6-only.
 function checkAdminNotListener(root: unknown, ctx: z.RefinementCtx): void {
   if (!isRecord(root) || !isRecord(root['admin']) || !Array.isArray(root['listeners'])) return;
   const admin = root['admin']['address'];
   if (!isSocketAddress(admin)) return;
-  const adminKey = addressKey(admin);
   root['listeners'].forEach((item: unknown, index) => {
-    if (isRecord(item) && isSocketAddress(item['address']) && addressKey(item['address']) === adminKey) {
-      ctx.addIssue({ code: 'custom', path: ['admin', 'address'], message: `${admin.text} is also the address of listeners[${index}]${describeListener(item)}` });
+    if (!isRecord(item) || !isSocketAddress(item['address'])) return;
+    const listener = item['address'];
+    if (!adminCollides(admin, listener)) return;
+    const same = addressKey(admin) === addressKey(listener);
+    ctx.addIssue({
+      code: 'custom',
+      path: ['admin', 'address'],
+      message: same
+        ? `${admin.text} is also the address of listeners[${index}]${describeListener(item)}`
+        : `${admin.text} overlaps listeners[${index}]${describeListener(item)} on ${listener.text}: both would bind port ${admin.port}`,
+    });
+  });
+}
+
+function isWildcard(address: SocketAddress): boolean {
+  return address.family === 4 ? address.host === '0.0.0.0' : addressKey(address) === `6/::/${address.port}`;
+}
+
+/** Would the admin server's bind fail because listener holds an overlapping ip:port? */
+export function adminCollides(admin: SocketAddress, listener: SocketAddress): boolean {
+  if (admin.port !== listener.port) return false;
+  const adminWildcard = isWildcard(admin);
+  if (admin.family === 6 && adminWildcard && listener.family === 4) return true;
+  if (admin.family !== listener.family) return false;
+  return adminWildcard || isWildcard(listener) || addressKey(admin) === addressKey(listener);
+}
+
+// Connecting upstream to a listener's own port sends every relayed connection back into the proxy
+// when the destination is this host or is redirected here again: a loop, never intended.
+function checkPortOverrideNotListener(root: unknown, ctx: z.RefinementCtx): void {
+  if (!isRecord(root) || !isRecord(root['cluster']) || !Array.isArray(root['listeners'])) return;
+  const override = root['cluster']['upstream_port_override'];
+  if (typeof override !== 'number' || override === 0) return;
+  root['listeners'].forEach((item: unknown, index) => {
+    if (isRecord(item) && isSocketAddress(item['address']) && item['address'].port === override) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cluster', 'upstream_port_override'],
+        message: `${override} is the port of listeners[${index}]${describeListener(item)} (${item['address'].text}): upstream connections would loop back into the proxy`,
+      });
     }
   });
 }
@@ -216,7 +256,8 @@ export const configFileSchema = z
       })
       .prefault({}),
   }, { error: (issue) => (issue.code === 'invalid_type' ? `expected a mapping of config keys, got ${showValue(issue.input)}` : undefined) })
-  .superRefine(checkAdminNotListener, always);
+  .superRefine(checkAdminNotListener, always)
+  .superRefine(checkPortOverrideNotListener, always);
 
 export type ConfigFile = z.output<typeof configFileSchema>;
 

@@ -58,10 +58,27 @@ export interface NativeListenerOptions {
   policy?: number;
 }
 
+/**
+ * One listening socket of the process, opened by the main thread (bound and listening, no
+ * SO_REUSEPORT: an address another process listens on throws EADDRINUSE). Its fd is handed to the
+ * workers; it stays open until close(), so a worker's death never resets its accept queue.
+ */
+export interface ListenSocket {
+  /** The fd number (-1 once closed); workers of this process attach to it. */
+  readonly fd: number;
+  /** The bound address, e.g. "0.0.0.0:15001". */
+  readonly address: string;
+  close(): void;
+}
+
 /** One worker's data plane: a C++ epoll loop on its own native thread. */
 export interface NativeWorker {
-  /** Opens an SO_REUSEPORT listener (before start()); returns the bound address. Throws a system error. */
-  openListener(options: NativeListenerOptions): string;
+  /**
+   * Accepts on the process's listening socket `fd` (a ListenSocket's; before start()). The worker
+   * keeps its own dup, so the ListenSocket must stay open at least until this returns. Returns the
+   * bound address; throws a system error.
+   */
+  attachListener(options: NativeListenerOptions, fd: number): string;
   start(): void;
   stopAccepting(): void;
   closeAll(): void;
@@ -106,6 +123,7 @@ export interface NativeHostSnapshot {
 
 export interface NativeBinding {
   NativeWorker: new (options: NativeWorkerOptions) => NativeWorker;
+  ListenSocket: new (options: NativeListenerOptions) => ListenSocket;
   statNames: readonly string[];
   hostStatNames: readonly string[];
   raiseFdLimit(): { soft: number; hard: number };

@@ -1,11 +1,14 @@
-// `splicegate run`: raise the fd limit, start the workers, serve the admin endpoint, and on
-// SIGTERM/SIGINT drain: stop accepting, let active connections finish up to drain_timeout, close
-// the rest, exit 0.
+// `splicegate run`: raise the fd limit, open the listening sockets (once, in this thread), start
+// the workers on them, serve the admin endpoint, and on SIGTERM/SIGINT drain: stop accepting and
+// close the listening sockets, let active connections finish up to drain_timeout, close the rest,
+// exit 0.
 
 import type { SplicegateConfig } from '../config/types';
 import { startAdminServer, type AdminServer } from '../admin/admin-server';
-import { nativePolicies } from '../config/policy-native';
-import { loadBinding, type NativeWorkerOptions } from '../native/binding';
+import { loadBinding } from '../native/binding';
+import { nativeOptionsFor } from './native-options';
+import { loopWarningRule } from './loop-warning';
+import { watchCounters } from '../stats/counter-watch';
 import { DenyLog } from './deny-log';
 import { CounterAggregator, type CounterValues } from '../stats/counters';
 import { mergeHosts, type HostView } from '../stats/hosts';
@@ -13,6 +16,7 @@ import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog } from '../latency/int
 import { closeLatencyPool } from '../latency/merge-pool';
 import type { LatencySource, WorkerLatencyExport } from '../latency/source';
 import { WorkerSupervisor } from '../supervisor/worker-supervisor';
+import { ListenSockets } from './listen-sockets';
 import { createLogger, type Logger } from '../util/logger';
 
 export interface RunProxyOptions {
@@ -24,51 +28,11 @@ export interface RunProxyOptions {
   latencyLogIntervalMs?: number;
 }
 
-/** Share of the open-files limit that pipes may take (two fds each), split across workers. */
-const PIPE_FD_SHARE = 0.25;
 const DRAIN_POLL_MS = 100;
+/** How often counters are read for once-only warnings (loop_rejected). */
+const COUNTER_WATCH_MS = 1000;
 /** Latency exports kept from workers that exited, so merged histograms do not lose their samples. */
 const MAX_RETIRED_LATENCY = 16;
-
-/** fds kept back from the connection bound for listeners, epoll, timers, logs and the admin server. */
-const RESERVED_FDS = 256;
-
-function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWorkerOptions {
-  const { cluster, workers } = config;
-  // Limits are enforced per worker (lock-free host caches), so each worker gets its share.
-  const share = (total: number): number => Math.max(1, Math.ceil(total / workers));
-  // 0 means "no per-host bound": only max_downstream_connections (and the fd limit) apply.
-  const perHost = (total: number): number => (total > 0 ? share(total) : Number.MAX_SAFE_INTEGER);
-  const maxDownstream =
-    cluster.maxDownstreamConnections > 0 ? cluster.maxDownstreamConnections : Math.floor((fdLimit - RESERVED_FDS) / 2);
-  return {
-    connectTimeoutMs: cluster.connectTimeoutMs,
-    idleTimeoutMs: cluster.idleTimeoutMs,
-    upstreamMark: cluster.upstreamMark,
-    cleanupIntervalMs: cluster.cleanupIntervalMs,
-    upstreamPortOverride: cluster.upstreamPortOverride,
-    maxHosts: share(cluster.maxHosts),
-    maxConnectionsPerHost: perHost(cluster.maxConnectionsPerHost),
-    maxPendingPerHost: perHost(cluster.maxPendingPerHost),
-    maxDownstreamConnections: share(maxDownstream),
-    ...(cluster.preconnect
-      ? {
-          preconnectPorts: cluster.preconnect.ports,
-          preconnectPerHost: cluster.preconnect.perHost,
-          preconnectTtlMs: cluster.preconnect.ttlMs,
-        }
-      : {}),
-    maxPipes: Math.max(16, Math.floor((fdLimit * PIPE_FD_SHARE) / 2 / config.workers)),
-    maxIdlePipes: 64,
-    relayMode: config.tuning.relayMode,
-    pipeSize: config.tuning.pipeSize,
-    copyBufferSize: config.tuning.copyBufferSize,
-    driver: config.tuning.driver,
-    recordLatency: config.tuning.recordLatency,
-    // Listener i uses policies[listenerPolicyIndexes(config)[i]] (src/worker/proxy-worker.ts).
-    policies: nativePolicies(config).policies,
-  };
-}
 
 class ProxyRuntime implements LatencySource {
   private draining = false;
@@ -77,6 +41,7 @@ class ProxyRuntime implements LatencySource {
   constructor(
     private readonly config: SplicegateConfig,
     private readonly supervisor: WorkerSupervisor,
+    private readonly listenSockets: ListenSockets,
     statNames: readonly string[],
     private readonly hostStatNames: readonly string[],
     private readonly log: Logger,
@@ -118,7 +83,10 @@ class ProxyRuntime implements LatencySource {
   /** Stops accepting, waits for active connections up to drain_timeout, closes the rest. */
   async drain(forceNow: Promise<void>): Promise<void> {
     this.draining = true;
-    this.supervisor.broadcast({ type: 'stop-accepting' });
+    // Once no worker can still be attaching, the sockets close: their queues are reset and new
+    // connections are refused (with the last worker's dup) instead of waiting in a backlog.
+    await this.supervisor.stopAccepting();
+    this.listenSockets.close();
     const deadline = Date.now() + this.config.drainTimeoutMs;
     let forced = false;
     forceNow.then(() => {
@@ -170,11 +138,19 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
     nofile: limits.soft,
   });
   const signals = waitForSignal(log);
+  // Here, not in the workers: one socket per listener for the process's life (no SO_REUSEPORT), so
+  // a second instance fails with EADDRINUSE and a worker's death loses nothing queued.
+  const listenSockets = ListenSockets.open(binding, config.listeners);
   const nativeOptions = nativeOptionsFor(config, limits.soft);
-  const supervisor = new WorkerSupervisor({ config, nativeOptions, log });
+  const supervisor = new WorkerSupervisor({
+    config,
+    nativeOptions,
+    listeners: listenSockets.handoffs(),
+    log,
+  });
   // A worker's counter block: the core's stats, then its policy counters (summed by name).
   const counterNames = [...binding.statNames, ...binding.policyCounterNames(nativeOptions.policies ?? [])];
-  const runtime = new ProxyRuntime(config, supervisor, counterNames, binding.hostStatNames, log);
+  const runtime = new ProxyRuntime(config, supervisor, listenSockets, counterNames, binding.hostStatNames, log);
   const denyLog = new DenyLog({ log });
   supervisor.on('worker-events', (id, events, dropped) => denyLog.add(id, events, dropped));
   let admin: AdminServer | undefined;
@@ -193,9 +169,13 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
     );
   } catch (err) {
     await supervisor.stop().catch(() => undefined);
+    listenSockets.close();
     throw err;
   }
   log.info('ready', { admin: admin.address });
+  const watch = watchCounters(() => runtime.counters(), [loopWarningRule(config, log)], COUNTER_WATCH_MS, (err) =>
+    log.debug('counter watch: read failed', { error: err instanceof Error ? err.message : String(err) }),
+  );
   const latencyLog = options.latencyLogPath
     ? await startLatencyLog(options.latencyLogPath, options.latencyLogIntervalMs ?? DEFAULT_LATENCY_LOG_INTERVAL_MS, runtime, { log })
     : undefined;
@@ -203,9 +183,11 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   const signal = await signals.first;
   log.info('draining', { signal, drain_timeout_ms: config.drainTimeoutMs });
   await runtime.drain(signals.second);
+  watch.stop();
   // The log's last interval is read from the workers, so it closes before they stop.
   await latencyLog?.close();
   await supervisor.stop();
+  listenSockets.close();
   await admin.close();
   denyLog.close();
   await closeLatencyPool();

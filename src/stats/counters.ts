@@ -9,6 +9,7 @@ const GAUGES = new Set([
   'pipes_idle',
   'listeners_active',
   'host_count',
+  'admin_cx_active',
 ]);
 
 export function isGauge(name: string): boolean {

@@ -1,6 +1,7 @@
 // Runs the proxy workers as long-lived piscina tasks (one per thread, minThreads = maxThreads),
-// keeps a MessagePort to each, restarts a worker that dies while the others keep serving, and
-// refuses to respawn-storm when workers fail right at bootstrap.
+// keeps a MessagePort to each, restarts a worker that dies while the others keep serving (they
+// share the process's listening sockets, so nothing queued is lost), backs off and finally gives
+// up on a worker that keeps dying (restart-policy.ts), and restarts nothing once draining began.
 
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
@@ -8,10 +9,12 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import Piscina from 'piscina';
 import type { SplicegateConfig } from '../config/types';
 import type { WorkerLatencyExport } from '../latency/source';
+import { DEFAULT_RESTART_POLICY, RestartPolicy, type RestartPolicyOptions } from './restart-policy';
 import type { NativeWorkerEvent, NativeWorkerOptions } from '../native/binding';
 import type { Logger } from '../util/logger';
 import {
   deserializeError,
+  type ListenerHandoff,
   type SerializedError,
   type SupervisorToWorker,
   type WorkerTask,
@@ -34,14 +37,18 @@ interface WorkerSlot {
 export interface SupervisorOptions {
   config: SplicegateConfig;
   nativeOptions: NativeWorkerOptions;
+  /** The process's listening sockets (kept open by the caller); every worker attaches to all. */
+  listeners: ListenerHandoff[];
   log: Logger;
-  /** Consecutive bootstrap failures of one worker after which it is left down. */
-  maxBootstrapFailures?: number;
+  restartPolicy?: RestartPolicyOptions;
 }
 
-/** A worker that stays up this long is healthy again: its failure streak resets. */
-const HEALTHY_AFTER_MS = 10_000;
-const RESTART_BACKOFF_MS = [100, 250, 500, 1000, 2000, 5000];
+interface PendingRequest {
+  replies: WorkerToSupervisor[];
+  /** Slots yet to answer; a slot that dies stops being waited for. */
+  waiting: Set<WorkerSlot>;
+  resolve: () => void;
+}
 
 export declare interface WorkerSupervisor {
   on(event: 'worker-exit', listener: (id: number, lastStats: Float64Array | undefined, lastLatency: WorkerLatencyExport | undefined) => void): this;
@@ -53,16 +60,17 @@ export declare interface WorkerSupervisor {
 export class WorkerSupervisor extends EventEmitter {
   private readonly pool: Piscina<WorkerTask, number>;
   private readonly slots: WorkerSlot[] = [];
-  private readonly failureStreak: number[] = [];
-  private readonly pending = new Map<number, { replies: WorkerToSupervisor[]; remaining: number; resolve: () => void }>();
+  private readonly restarts: RestartPolicy;
+  private readonly pending = new Map<number, PendingRequest>();
   private nextRequestId = 1;
   private stopping = false;
-  private readonly maxBootstrapFailures: number;
+  /** Set by stopAccepting(): the listening sockets may be closed, so no worker is (re)started. */
+  private draining = false;
 
   constructor(private readonly options: SupervisorOptions) {
     super();
     const workers = options.config.workers;
-    this.maxBootstrapFailures = options.maxBootstrapFailures ?? 5;
+    this.restarts = new RestartPolicy(options.restartPolicy ?? DEFAULT_RESTART_POLICY);
     this.pool = new Piscina<WorkerTask, number>({
       filename: join(__dirname, '..', 'worker', 'proxy-worker.js'),
       minThreads: workers,
@@ -110,6 +118,18 @@ export class WorkerSupervisor extends EventEmitter {
     return live.map((s) => s.lastLatency).filter((v): v is WorkerLatencyExport => v !== undefined);
   }
 
+  /**
+   * Drain: every worker leaves the listening sockets and no worker is started again. Resolves when
+   * each worker that was alive (also one still starting) has answered or died, or after timeoutMs;
+   * after that no worker of this supervisor will attach, so the caller may close the sockets.
+   */
+  async stopAccepting(timeoutMs = 5000): Promise<void> {
+    this.draining = true;
+    // A starting worker reads this message only after it attached (its port starts then).
+    const slots = this.slots.filter((s) => s.state === 'starting' || s.state === 'listening');
+    await this.ask(slots, (requestId) => ({ type: 'stop-accepting', requestId }), timeoutMs);
+  }
+
   private liveSlots(): WorkerSlot[] {
     return this.slots.filter((s) => s.state === 'listening' || s.state === 'exiting');
   }
@@ -127,7 +147,7 @@ export class WorkerSupervisor extends EventEmitter {
       const timer = setTimeout(resolve, timeoutMs);
       this.pending.set(requestId, {
         replies,
-        remaining: slots.length,
+        waiting: new Set(slots),
         resolve: () => {
           clearTimeout(timer);
           resolve();
@@ -196,13 +216,14 @@ export class WorkerSupervisor extends EventEmitter {
             break;
           case 'stats':
           case 'hosts':
-          case 'latency': {
+          case 'latency':
+          case 'stopped-accepting': {
             if (message.type === 'stats') slot.lastStats = message.values;
             if (message.type === 'latency') slot.lastLatency = message.export;
             const pending = this.pending.get(message.requestId);
-            if (pending) {
+            if (pending && pending.waiting.delete(slot)) {
               pending.replies.push(message);
-              if (--pending.remaining === 0) pending.resolve();
+              if (pending.waiting.size === 0) pending.resolve();
             }
             break;
           }
@@ -215,6 +236,7 @@ export class WorkerSupervisor extends EventEmitter {
       generation,
       config: this.options.config,
       nativeOptions: this.options.nativeOptions,
+      listeners: this.options.listeners,
       port: channel.port2,
     };
     this.pool.run(task, { transferList: [channel.port2] }).then(
@@ -230,28 +252,37 @@ export class WorkerSupervisor extends EventEmitter {
   }
 
   private onWorkerGone(slot: WorkerSlot, err: Error | undefined): void {
-    const wasListening = slot.state === 'listening';
     slot.state = 'dead';
     slot.port.close();
+    for (const pending of this.pending.values()) {
+      if (pending.waiting.delete(slot) && pending.waiting.size === 0) pending.resolve();
+    }
     this.emit('worker-exit', slot.id, slot.lastStats, slot.lastLatency);
     if (this.stopping) return;
-
-    const uptime = Date.now() - slot.startedAt;
-    if (uptime >= HEALTHY_AFTER_MS) this.failureStreak[slot.id] = 0;
-    const streak = (this.failureStreak[slot.id] = (this.failureStreak[slot.id] ?? 0) + (wasListening ? 0 : 1));
     const reason = slot.failure?.message ?? err?.message ?? 'exited';
-    if (streak >= this.maxBootstrapFailures) {
-      this.options.log.error('worker keeps failing at startup; not restarting it', { worker: slot.id, failures: streak, reason });
+    if (this.draining) {
+      this.options.log.warn('worker died while draining; not restarting it', { worker: slot.id, generation: slot.generation, reason });
+      return;
+    }
+
+    const decision = this.restarts.onExit(slot.id, Date.now() - slot.startedAt);
+    if (!decision.restart) {
+      this.options.log.error('worker keeps dying; not restarting it', { worker: slot.id, failures: decision.streak, reason });
       this.emit('worker-abandoned', slot.id, err ?? new Error(reason));
       return;
     }
-    const delay = RESTART_BACKOFF_MS[Math.min(streak, RESTART_BACKOFF_MS.length - 1)];
-    this.options.log.warn('worker died; restarting', { worker: slot.id, generation: slot.generation, reason, restart_in_ms: delay });
+    this.options.log.warn('worker died; restarting', {
+      worker: slot.id,
+      generation: slot.generation,
+      reason,
+      failures: decision.streak,
+      restart_in_ms: decision.delayMs,
+    });
     setTimeout(() => {
-      if (this.stopping) return;
+      if (this.stopping || this.draining) return;
       this.launch(slot.id, slot.generation + 1).catch((e: unknown) => {
         this.options.log.warn('worker restart failed', { worker: slot.id, reason: e instanceof Error ? e.message : String(e) });
       });
-    }, delay).unref();
+    }, decision.delayMs).unref();
   }
 }

@@ -3,7 +3,16 @@
 
 import type { SplicegateConfig } from '../config/types';
 import type { WorkerLatencyExport } from '../latency/source';
-import type { NativeWorkerEvent, NativeWorkerOptions } from '../native/binding';
+import type { NativeListenerOptions, NativeWorkerEvent, NativeWorkerOptions } from '../native/binding';
+
+/**
+ * One listening socket of the process, by fd number: workers are threads of the same process, so
+ * the number is valid in them while the main thread keeps the socket open (it does until drain).
+ */
+export interface ListenerHandoff {
+  options: NativeListenerOptions;
+  fd: number;
+}
 
 /** What a worker task receives from piscina. The port is transferred to the worker. */
 export interface WorkerTask {
@@ -11,6 +20,8 @@ export interface WorkerTask {
   generation: number;
   config: SplicegateConfig;
   nativeOptions: NativeWorkerOptions;
+  /** The process's listening sockets, one per configured listener, in config order. */
+  listeners: ListenerHandoff[];
   port: import('node:worker_threads').MessagePort;
 }
 
@@ -27,7 +38,8 @@ export type SupervisorToWorker =
   | { type: 'stats'; requestId: number }
   | { type: 'hosts'; requestId: number }
   | { type: 'latency'; requestId: number }
-  | { type: 'stop-accepting' }
+  /** Answered with 'stopped-accepting' once the worker holds no share of any listening socket. */
+  | { type: 'stop-accepting'; requestId: number }
   | { type: 'close-all' }
   | { type: 'exit' }
   /** Test hook (admin with SPLICEGATE_TEST_HOOKS=1): make this worker thread die abruptly. */
@@ -36,6 +48,7 @@ export type SupervisorToWorker =
 export type WorkerToSupervisor =
   | { type: 'listening'; addresses: string[] }
   | { type: 'failed'; error: SerializedError }
+  | { type: 'stopped-accepting'; requestId: number }
   | { type: 'stats'; requestId: number; values: Float64Array }
   | { type: 'hosts'; requestId: number; addresses: string[]; values: Float64Array }
   | { type: 'latency'; requestId: number; export: WorkerLatencyExport }

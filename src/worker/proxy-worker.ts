@@ -1,9 +1,9 @@
 // A proxy worker: one long-running piscina task per thread. It owns one NativeWorker (the C++
-// epoll loop on its own native thread) with one SO_REUSEPORT listener per configured listener,
-// answers the supervisor's control messages, and resolves when told to exit.
+// epoll loop on its own native thread) that accepts on the process's listening sockets (opened
+// once by the main thread, passed here by fd number), answers the supervisor's control messages,
+// and resolves when told to exit.
 
 import type { MessagePort } from 'node:worker_threads';
-import { listenerPolicyIndexes } from '../config/policy-native';
 import { loadBinding, type NativeWorker } from '../native/binding';
 import { serializeError, type SupervisorToWorker, type WorkerTask, type WorkerToSupervisor } from './messages';
 
@@ -18,17 +18,7 @@ function openNativeWorker(task: WorkerTask): { worker: NativeWorker; addresses: 
   const binding = loadBinding();
   const worker = new binding.NativeWorker(task.nativeOptions);
   try {
-    const policyIndex = listenerPolicyIndexes(task.config);
-    const addresses = task.config.listeners.map((l, i) =>
-      worker.openListener({
-        name: l.name,
-        host: l.address.host,
-        port: l.address.port,
-        transparent: l.transparent,
-        backlog: l.backlog,
-        policy: policyIndex[i] ?? 0,
-      }),
-    );
+    const addresses = task.listeners.map((l) => worker.attachListener(l.options, l.fd));
     worker.start();
     return { worker, addresses };
   } catch (err) {
@@ -71,7 +61,10 @@ export default async function runProxyWorker(task: WorkerTask): Promise<number> 
           worker.latency((snapshot) => send(port, { type: 'latency', requestId: message.requestId, export: snapshot }));
           break;
         case 'stop-accepting':
+          // The loop thread leaves the listeners later; what the supervisor waits for is that this
+          // worker is past attaching, so the main thread may close the sockets.
           worker.stopAccepting();
+          send(port, { type: 'stopped-accepting', requestId: message.requestId });
           break;
         case 'close-all':
           worker.closeAll();

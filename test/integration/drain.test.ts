@@ -6,7 +6,7 @@ import { ADDR, Lab } from '../lab/lab';
 import { Splicegate } from '../lab/splicegate';
 import { finishTransfer, HoldClient, probe, startTransfer } from '../lab/clients';
 import { withDiagnostics } from '../lab/harness';
-import { parseJsonObject } from '../lab/util';
+import { parseJsonObject, waitFor } from '../lab/util';
 
 const MiB = 1024 * 1024;
 
@@ -19,7 +19,7 @@ describe('drain', () => {
     for (const l of labs) await l.destroy();
   });
 
-  it('SIGTERM during a large transfer: it completes byte-identical, new connections are not relayed, exit 0', { timeout: 90000 }, async () => {
+  it('SIGTERM during a large transfer: /ready answers 503 draining, it completes byte-identical, new connections are not relayed, exit 0', { timeout: 90000 }, async () => {
     const lab = await Lab.create({ name: 'drain' });
     labs.push(lab);
     const bulk = await lab.startServer('sink-source', ['--listen', '10.10.2.2:8080']);
@@ -38,7 +38,18 @@ describe('drain', () => {
 
       const tTerm = Date.now();
       sg.proc.signal('SIGTERM');
-      await new Promise((r) => setTimeout(r, 300));
+      // Synchronise on the drain having begun (not a sleep): /ready turns 503 "draining", which is
+      // what takes the proxy out of a load balancer while the transfer finishes.
+      const draining = await waitFor(
+        async () => {
+          const r = await sg.adminGet('/ready');
+          return r.status === 503 ? r : undefined;
+        },
+        { timeoutMs: 10000, intervalMs: 50, what: '/ready 503 after SIGTERM' },
+      );
+      assert.equal(draining.body, 'draining\n');
+      // ...and on every worker having closed its listeners, before the late connection below.
+      await sg.waitStats((st) => st.raw['listeners_active'] === 0, 10000, 'listeners_active == 0');
       assert.equal(sg.proc.running, true, 'splicegate must not exit while a transfer is active');
 
       // A new connection after SIGTERM must not be relayed (refused, or accepted-and-dropped).

@@ -61,8 +61,20 @@ describe('relay (REDIRECT, IPv4)', () => {
       assert.equal(delta(s1, s0, 'upstream_cx_connect_fail'), 0);
       assert.equal(delta(s1, s0, 'no_original_dst'), 0);
       assert.equal(delta(s1, s0, 'loop_rejected'), 0);
-      assert.ok(delta(s1, s0, 'bytes_sent') > 0, 'bytes_sent grew');
-      assert.ok(delta(s1, s0, 'bytes_received') > 0, 'bytes_received grew');
+      // Exact byte counts: each server read what clients sent (and echoed it) and wrote its identity
+      // line before the echo, so bytes from clients = echoed, bytes to clients = echoed + lines.
+      const closes = [
+        ...(await a.proc.waitForEvents((e) => e['event'] === 'close', N, 5000, 'A closes')),
+        ...(await b.proc.waitForEvents((e) => e['event'] === 'close', N, 5000, 'B closes')),
+      ];
+      const echoed = closes.reduce((sum, e) => sum + Number(e['echoed']), 0);
+      const lines = [...connEvents(a.proc), ...connEvents(b.proc)].reduce(
+        (sum, e) => sum + Buffer.byteLength(JSON.stringify({ id: e.id, local: e.local, remote: e.remote })) + 1,
+        0,
+      );
+      assert.ok(echoed > 0);
+      assert.equal(delta(s1, s0, 'bytes_received'), echoed, 'bytes_received = what the servers read');
+      assert.equal(delta(s1, s0, 'bytes_sent'), echoed + lines, 'bytes_sent = identity lines + echo');
     }),
   );
 });

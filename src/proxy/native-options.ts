@@ -1,0 +1,74 @@
+// Config + open-files limit -> the options each worker's native core gets. Everything derived from
+// the fd limit is clamped to the range the addon accepts (cpp/addon/option_reader.cc): with
+// LimitNOFILE=infinity the limit is about 2^30, and an unclamped share of it is out of range.
+
+import type { SplicegateConfig } from '../config/types';
+import { nativePolicies } from '../config/policy-native';
+import type { NativeWorkerOptions } from '../native/binding';
+
+/** Share of the open-files limit that pipes may take (two fds each), split across workers. */
+const PIPE_FD_SHARE = 0.25;
+
+/** fds kept back from the connection bound for listeners, epoll, timers, logs and the admin server. */
+export const RESERVED_FDS = 256;
+
+/** The addon's accepted ranges for the options derived here (keep in step with option_reader.cc). */
+export const NATIVE_RANGES = {
+  maxHosts: { min: 1, max: 1e9 },
+  maxConnectionsPerHost: { min: 1, max: Number.MAX_SAFE_INTEGER },
+  maxPendingPerHost: { min: 1, max: Number.MAX_SAFE_INTEGER },
+  maxDownstreamConnections: { min: 1, max: 1e9 },
+  maxPipes: { min: 0, max: 1 << 20 },
+  maxIdlePipes: { min: 0, max: 1 << 20 },
+} as const;
+
+type RangedOption = keyof typeof NATIVE_RANGES;
+
+function clamp(name: RangedOption, value: number): number {
+  const { min, max } = NATIVE_RANGES[name];
+  return Math.min(max, Math.max(min, Math.floor(value)));
+}
+
+/** The worker count's share of a process-wide bound, at least 1. */
+function shareOf(total: number, workers: number): number {
+  return Math.max(1, Math.ceil(total / workers));
+}
+
+export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWorkerOptions {
+  const { cluster, workers } = config;
+  // A limit below the reserve still starts (with the smallest bounds), it does not go negative.
+  const usableFds = Math.max(0, fdLimit - RESERVED_FDS);
+  // Limits are enforced per worker (lock-free host caches), so each worker gets its share.
+  const share = (total: number): number => shareOf(total, workers);
+  // 0 means "no per-host bound": only max_downstream_connections (and the fd limit) apply.
+  const perHost = (total: number): number => (total > 0 ? share(total) : Number.MAX_SAFE_INTEGER);
+  // Each relayed connection holds two sockets.
+  const maxDownstream = cluster.maxDownstreamConnections > 0 ? cluster.maxDownstreamConnections : Math.floor(usableFds / 2);
+  return {
+    connectTimeoutMs: cluster.connectTimeoutMs,
+    idleTimeoutMs: cluster.idleTimeoutMs,
+    upstreamMark: cluster.upstreamMark,
+    cleanupIntervalMs: cluster.cleanupIntervalMs,
+    upstreamPortOverride: cluster.upstreamPortOverride,
+    maxHosts: clamp('maxHosts', share(cluster.maxHosts)),
+    maxConnectionsPerHost: clamp('maxConnectionsPerHost', perHost(cluster.maxConnectionsPerHost)),
+    maxPendingPerHost: clamp('maxPendingPerHost', perHost(cluster.maxPendingPerHost)),
+    maxDownstreamConnections: clamp('maxDownstreamConnections', share(maxDownstream)),
+    ...(cluster.preconnect
+      ? {
+          preconnectPorts: cluster.preconnect.ports,
+          preconnectPerHost: cluster.preconnect.perHost,
+          preconnectTtlMs: cluster.preconnect.ttlMs,
+        }
+      : {}),
+    maxPipes: clamp('maxPipes', Math.max(16, (fdLimit * PIPE_FD_SHARE) / 2 / workers)),
+    maxIdlePipes: clamp('maxIdlePipes', 64),
+    relayMode: config.tuning.relayMode,
+    pipeSize: config.tuning.pipeSize,
+    copyBufferSize: config.tuning.copyBufferSize,
+    driver: config.tuning.driver,
+    recordLatency: config.tuning.recordLatency,
+    // Listener i uses policies[listenerPolicyIndexes(config.listeners)[i]] (src/proxy/listen-sockets.ts).
+    policies: nativePolicies(config).policies,
+  };
+}

@@ -1,0 +1,188 @@
+// The admin server on its own (no data plane): malformed and oversized requests are answered and
+// counted, never thrown; connections over the cap are refused at accept.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { ADMIN_LIMITS, startAdminServer, type AdminServer } from '../src/admin/admin-server';
+import { AdminStats } from '../src/admin/admin-stats';
+import { createLogger } from '../src/util/logger';
+
+const silent = createLogger('error', () => undefined);
+
+/** Send raw bytes, read until the server closes (or `untilStatus` sees a full status line). */
+async function raw(port: number, bytes: string | Buffer, opts: { end?: boolean } = {}): Promise<{ status: number; text: string }> {
+  const sock = connect({ host: '127.0.0.1', port });
+  await once(sock, 'connect');
+  let text = '';
+  sock.setEncoding('latin1');
+  sock.on('data', (d: string) => (text += d));
+  sock.on('error', () => undefined);
+  sock.write(bytes);
+  if (opts.end !== false) sock.end();
+  await new Promise((r) => sock.on('close', r));
+  const m = /^HTTP\/1\.1 (\d{3}) /.exec(text);
+  return { status: m ? Number(m[1]) : 0, text };
+}
+
+async function get(port: number, path: string): Promise<{ status: number; body: string }> {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`);
+  return { status: r.status, body: await r.text() };
+}
+
+describe('admin server: malformed input', () => {
+  let admin: AdminServer;
+  const stats = new AdminStats();
+
+  before(async () => {
+    admin = await startAdminServer(
+      { host: '127.0.0.1', port: 0, family: 4, text: '127.0.0.1:0' },
+      {
+        readiness: () => ({ ready: true, detail: 'ready' }),
+        counters: async () => ({ downstream_cx_total: 7 }),
+        hosts: async () => [],
+        latency: { collect: async () => [] },
+      },
+      silent,
+      stats,
+    );
+  });
+
+  after(() => admin.close());
+
+  it('the request line "GET http://[ HTTP/1.1" gets 400, is counted, and the server keeps answering', { timeout: 15000 }, async () => {
+    const before = stats.snapshot();
+    const r = await raw(admin.port, 'GET http://[ HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal(r.status, 400, r.text);
+    const after = stats.snapshot();
+    assert.equal(after.admin_rq_bad - before.admin_rq_bad, 1);
+    assert.equal(after.admin_rq_total - before.admin_rq_total, 1);
+    const ok = await get(admin.port, '/ready');
+    assert.equal(ok.status, 200);
+  });
+
+  it('CONNECT and raw Upgrade requests get 405 (no route), are counted, and the server keeps answering', { timeout: 15000 }, async () => {
+    const before = stats.snapshot();
+    const connectReq = await raw(admin.port, 'CONNECT 10.0.0.1:443 HTTP/1.1\r\nHost: 10.0.0.1:443\r\n\r\n');
+    assert.equal(connectReq.status, 405, connectReq.text);
+    const upgrade = await raw(admin.port, 'GET /stats HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+    assert.equal(upgrade.status, 405, upgrade.text);
+    assert.equal(stats.snapshot().admin_rq_bad - before.admin_rq_bad, 2);
+    assert.equal((await get(admin.port, '/ready')).status, 200);
+  });
+
+  it('/stats shows the admin counters beside the data plane counters', { timeout: 15000 }, async () => {
+    const r = await get(admin.port, '/stats?format=json');
+    const values = JSON.parse(r.body) as Record<string, number>;
+    assert.equal(values['downstream_cx_total'], 7);
+    for (const name of ['admin_rq_total', 'admin_rq_bad', 'admin_rq_too_large', 'admin_rq_timeout', 'admin_cx_overflow', 'admin_cx_active']) {
+      assert.equal(typeof values[name], 'number', `${name} in ${r.body}`);
+    }
+    assert.equal(values['admin_rq_total'], stats.snapshot().admin_rq_total - 0, 'the snapshot the reply was built from');
+    const prom = await get(admin.port, '/stats/prometheus');
+    assert.match(prom.body, /\n# TYPE splicegate_admin_rq_bad_total counter\nsplicegate_admin_rq_bad_total \d+\n/);
+    assert.match(prom.body, /\n# TYPE splicegate_admin_cx_active gauge\n/);
+  });
+
+  it('garbage, bad targets and bad header lines get 400, each counted', { timeout: 15000 }, async () => {
+    const inputs = [
+      '\x00\x01\x02 junk\r\n\r\n',
+      'GET  HTTP/1.1\r\n\r\n',
+      'GET / HTTP/1.1\r\nHost x\r\n\r\n',
+      'GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n',
+      'GET / HTTP/9.9\r\nHost: x\r\n\r\n',
+      'GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n',
+      'GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n',
+    ];
+    for (const input of inputs) {
+      const before = stats.snapshot().admin_rq_bad;
+      const r = await raw(admin.port, input);
+      assert.equal(r.status, 400, `${JSON.stringify(input)} -> ${JSON.stringify(r.text)}`);
+      assert.equal(stats.snapshot().admin_rq_bad - before, 1, JSON.stringify(input));
+    }
+    assert.equal((await get(admin.port, '/ready')).status, 200);
+  });
+
+  it('oversized headers get 431, oversized bodies 413 (declared or chunked), each counted', { timeout: 15000 }, async () => {
+    const before = stats.snapshot().admin_rq_too_large;
+    const bigHeader = await raw(admin.port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(ADMIN_LIMITS.maxHeaderBytes + 10)}\r\n\r\n`);
+    assert.equal(bigHeader.status, 431, bigHeader.text);
+    const declared = await raw(admin.port, `POST /ready HTTP/1.1\r\nHost: x\r\nContent-Length: ${ADMIN_LIMITS.maxBodyBytes + 1}\r\n\r\n`);
+    assert.equal(declared.status, 413, declared.text);
+    const chunk = 'b'.repeat(ADMIN_LIMITS.maxBodyBytes + 100);
+    const chunked = await raw(
+      admin.port,
+      `POST /nowhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.length.toString(16)}\r\n${chunk}\r\n0\r\n\r\n`,
+    );
+    assert.equal(chunked.status, 413, chunked.text);
+    const small = await raw(admin.port, 'GET /ready HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n');
+    assert.equal(small.status, 200, 'a body under the limit is read and ignored');
+    assert.equal(stats.snapshot().admin_rq_too_large - before, 3);
+    assert.equal((await get(admin.port, '/ready')).status, 200);
+  });
+});
+
+describe('admin server: bounds', () => {
+  let admin: AdminServer;
+  const stats = new AdminStats();
+  const limits = { ...ADMIN_LIMITS, maxConnections: 8, headersTimeoutMs: 500, requestTimeoutMs: 1000, timeoutCheckMs: 100 };
+
+  before(async () => {
+    admin = await startAdminServer(
+      { host: '127.0.0.1', port: 0, family: 4, text: '127.0.0.1:0' },
+      {
+        readiness: () => ({ ready: true, detail: 'ready' }),
+        counters: async () => ({}),
+        hosts: async () => [],
+        latency: { collect: async () => [] },
+      },
+      silent,
+      stats,
+      limits,
+    );
+  });
+
+  after(() => admin.close());
+
+  it('connections over maxConnections are closed at once and counted; the held ones are cut at the header timeout', { timeout: 15000 }, async () => {
+    const sockets: Socket[] = [];
+    const closed: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 40; i++) {
+      const s = connect({ host: '127.0.0.1', port: admin.port });
+      s.on('error', () => undefined);
+      s.resume(); // a paused socket never sees the server's FIN
+      closed.push(new Promise((r) => s.on('close', r)));
+      s.write('GET /ready HTTP/1.1\r\nHost: x\r\n');
+      sockets.push(s);
+    }
+    // Condition, not a sleep: every connection was either held or dropped.
+    await waitUntil(() => stats.snapshot().admin_cx_active + stats.snapshot().admin_cx_overflow >= 40, 10000, 'all 40 accepted or dropped');
+    const snap = stats.snapshot();
+    assert.equal(snap.admin_cx_active, limits.maxConnections);
+    assert.equal(snap.admin_cx_overflow, 40 - limits.maxConnections);
+    // Every one ends: dropped ones at once, held ones at headersTimeout (408).
+    await Promise.all(closed);
+    await waitUntil(() => stats.snapshot().admin_cx_active === 0, 5000, 'no admin connection left');
+    assert.equal(stats.snapshot().admin_rq_timeout, limits.maxConnections);
+    assert.equal((await get(admin.port, '/ready')).status, 200);
+  });
+
+  it('a connection that sends nothing is closed at the header timeout too', { timeout: 15000 }, async () => {
+    const s = connect({ host: '127.0.0.1', port: admin.port });
+    s.on('error', () => undefined);
+    s.resume();
+    const t0 = Date.now();
+    await new Promise((r) => s.on('close', r));
+    const ms = Date.now() - t0;
+    assert.ok(ms < 5000, `silent connection held ${ms} ms`);
+  });
+});
+
+async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}

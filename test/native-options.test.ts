@@ -1,0 +1,56 @@
+// nativeOptionsFor: every limit derived from the open-files limit stays inside the addon's ranges,
+// from a tiny limit up to LimitNOFILE=infinity (2^30 - 8), and the real addon accepts the result.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseConfigText } from '../src/config/load';
+import { loadBinding } from '../src/native/binding';
+import { NATIVE_RANGES, nativeOptionsFor, RESERVED_FDS } from '../src/proxy/native-options';
+
+const INFINITY_NOFILE = 1_073_741_816; // what systemd's LimitNOFILE=infinity gives
+
+const config = (extra = ''): ReturnType<typeof parseConfigText> =>
+  parseConfigText(`workers: 2\nlisteners:\n  - { name: egress, address: "0.0.0.0:15001" }\n${extra}`, 'test');
+
+function assertInRanges(options: ReturnType<typeof nativeOptionsFor>, label: string): void {
+  for (const [name, range] of Object.entries(NATIVE_RANGES)) {
+    const value = options[name as keyof typeof NATIVE_RANGES];
+    assert.ok(typeof value === 'number' && Number.isInteger(value), `${label}: ${name} = ${String(value)}`);
+    assert.ok(value >= range.min && value <= range.max, `${label}: ${name} = ${value} outside ${range.min}..${range.max}`);
+  }
+}
+
+test('a huge fd limit (LimitNOFILE=infinity) is clamped into the addon ranges', () => {
+  const options = nativeOptionsFor(config(), INFINITY_NOFILE);
+  assertInRanges(options, 'infinity');
+  // Before the clamp this was 67,108,863 and start failed with "option maxPipes out of range".
+  assert.equal(options.maxPipes, NATIVE_RANGES.maxPipes.max);
+  assert.equal(options.maxDownstreamConnections, Math.ceil(Math.floor((INFINITY_NOFILE - RESERVED_FDS) / 2) / 2));
+});
+
+test('tiny fd limits (below the reserve, 0, 1) still give positive, in-range bounds', () => {
+  for (const limit of [0, 1, 64, RESERVED_FDS, RESERVED_FDS + 1, 1024]) {
+    const options = nativeOptionsFor(config(), limit);
+    assertInRanges(options, `limit ${limit}`);
+    assert.ok((options.maxDownstreamConnections ?? 0) >= 1);
+    assert.ok((options.maxPipes ?? 0) >= 16);
+  }
+  assert.equal(nativeOptionsFor(config(), 1024).maxDownstreamConnections, 192, '(1024 - 256) / 2 split over 2 workers');
+});
+
+test('configured bounds at their schema maximum stay in range with one worker', () => {
+  const options = nativeOptionsFor(
+    { ...config('cluster: { max_hosts: 10000000, max_connections: 10000000, max_pending: 10000000, max_downstream_connections: 10000000 }'), workers: 1 },
+    INFINITY_NOFILE,
+  );
+  assertInRanges(options, 'max config');
+  assert.equal(options.maxDownstreamConnections, 10_000_000);
+});
+
+test('the addon accepts the options for huge and tiny limits (no "out of range")', () => {
+  const binding = loadBinding();
+  for (const limit of [0, 1024, INFINITY_NOFILE, Number.MAX_SAFE_INTEGER]) {
+    const worker = new binding.NativeWorker(nativeOptionsFor(config(), limit));
+    worker.close();
+  }
+});
