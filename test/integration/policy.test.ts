@@ -180,7 +180,7 @@ describe('destination policy', () => {
     }),
   );
 
-  it('a flood of denied connections is counted exactly; the log keeps to its rate and accounts for the rest', { timeout: 90000 }, () =>
+  it('a flood of denied connections is counted exactly; the log keeps to its rate and accounts for the rest', { timeout: 90000 }, (t) =>
     withDiagnostics(lab, sg, async () => {
       const N = 300;
       const s0 = await proxy().stats();
@@ -208,6 +208,7 @@ describe('destination policy', () => {
       assert.ok(seen.summarized > 0, 'the flood was rate-limited');
       // At most 20 lines per second of the main thread's windows.
       const seconds = new Set(seen.lines.map((l) => l.slice(0, 19)));
+      t.diagnostic(`${N} denies in ${r.ms} ms: ${seen.lines.length} log lines over ${seconds.size} s, ${seen.summarized} summarized`);
       assert.ok(seen.lines.length <= 20 * (seconds.size + 1), `${seen.lines.length} lines over ${seconds.size} distinct seconds`);
     }),
   );
