@@ -69,7 +69,12 @@ void Connection::start() {
   }
   stats.add(Stat::upstream_cx_total);
   recordConnectStart();
-  const UpstreamOpen opened = openUpstream(host_.address, core_.options().upstreamMark, up_.fd, &upRegistration_);
+  UpstreamOpen opened = openUpstream(host_.address, core_.options().upstreamMark, up_.fd, &upRegistration_);
+  if (opened == UpstreamOpen::kSocketFailed && (errno == EMFILE || errno == ENFILE) && core_.releaseSpareFd()) {
+    // Out of fds with this client already accepted: the worker's spare fd serves it, and accepting
+    // pauses until fds free up, so the backlog waits instead of draining into resets.
+    opened = openUpstream(host_.address, core_.options().upstreamMark, up_.fd, &upRegistration_);
+  }
   if (up_.fd) stats.add(Stat::upstream_cx_active);
   if (opened != UpstreamOpen::kInProgress) {
     stats.add(Stat::upstream_cx_connect_fail);

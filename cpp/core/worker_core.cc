@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <ctime>
 
 namespace splicegate {
 
@@ -17,6 +19,18 @@ constexpr long kTickNs = 50L * 1000 * 1000;
 constexpr uint64_t kIdleSweepUs = 1000 * 1000;
 // How often the per-host latency table re-picks its busiest hosts.
 constexpr uint64_t kLatencyRebalanceUs = 5 * 1000 * 1000;
+// How often the policies re-read this host's addresses (getifaddrs): DHCP, VIPs and containers
+// come and go, but never per connection.
+constexpr uint64_t kPolicyRefreshUs = 5 * 1000 * 1000;
+// Deny events kept between two drains (about a second apart); more are dropped and counted.
+constexpr size_t kEventCapacity = 256;
+
+uint64_t wallTimeMs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
 // Copy buffers kept for reuse when they come back.
 constexpr size_t kMaxIdleBuffers = 256;
 
@@ -56,7 +70,9 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       pipes_(options.maxPipes, options.maxIdlePipes, options.pipeSize),
       buffers_(options.copyBufferSize, copyBufferCap(options), kMaxIdleBuffers),
       hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}),
-      warm_(*this) {
+      warm_(*this),
+      policies_(options.policies),
+      events_(kEventCapacity) {
   hosts_.setEraseHook([this](const Host& host) { warm_.dropHost(host); });
 }
 
@@ -85,6 +101,11 @@ SysError WorkerCore::init() {
   if (!kick_.fd) return SysError::fromErrno("eventfd");
   if (SysError e = loop_->add(kick_.fd.get(), EPOLLIN, &kick_)) return e;
   lastIdleSweepUs_ = loop_->nowUs();
+  // Fail at start rather than run with an empty "this host" list: local services would be open.
+  if (SysError e = policies_.refreshLocalAddresses()) return e;
+  lastPolicyRefreshUs_ = loop_->nowUs();
+  spareFd_.reset(::eventfd(0, EFD_CLOEXEC));
+  if (!spareFd_) return SysError::fromErrno("eventfd", "spare fd");
   return {};
 }
 
@@ -95,6 +116,10 @@ WorkerCore::~WorkerCore() {
 }
 
 SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd, SocketAddress* bound) {
+  if (options.policy >= std::max<size_t>(policies_.size(), 1)) {
+    errno = EINVAL;
+    return SysError::fromErrno("attachListener", options.name + ": policy index out of range");
+  }
   SysError err;
   std::unique_ptr<Listener> listener = Listener::attach(*this, options, listenFd, err);
   if (!listener) return err;
@@ -143,6 +168,7 @@ void WorkerCore::acceptFrom(Listener& listener) {
     const int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       acceptOne(listener, UniqueFd(fd));
+      if (listener.paused()) return;  // out of fds at the upstream socket (releaseSpareFd)
       continue;
     }
     switch (errno) {
@@ -208,6 +234,16 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
   }
   SocketAddress destination = dst.address;
   if (options_.upstreamPortOverride != 0) destination.setPort(options_.upstreamPortOverride);
+  // The address and port we would connect to is what the policy judges (docs/POLICY.md).
+  if (DestinationPolicy* policy = policies_.at(lo.policy)) {
+    const PolicyDecision decision = policy->check(destination);
+    if (!decision.allow) {
+      policy->countDenied(decision);
+      recordDenied(listener, fd.get(), destination, decision);
+      resetOnClose(fd.get());  // never connected upstream; the client sees a reset at once
+      return;
+    }
+  }
   Host* host = nullptr;
   switch (hosts_.admit(destination, loop_->nowUs(), &host)) {
     case HostCache::Admit::kOk:
@@ -235,6 +271,28 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
   } else {
     c->start();
   }
+}
+
+void WorkerCore::recordDenied(const Listener& listener, int fd, const SocketAddress& destination,
+                              const PolicyDecision& decision) {
+  WorkerEvent* event = events_.append();
+  if (!event) return;  // counted as dropped; the counters still have it
+  event->kind = WorkerEventKind::kPolicyDenied;
+  event->wallTimeMs = wallTimeMs();
+  socklen_t len = SocketAddress::capacity();
+  if (::getpeername(fd, event->source.sockaddrPtr(), &len) < 0) event->source = SocketAddress();
+  event->destination = destination;
+  std::strncpy(event->listener, listener.options().name.c_str(), WorkerEvent::kNameCapacity - 1);
+  event->policy = listener.options().policy;
+  event->decision = decision;
+}
+
+bool WorkerCore::releaseSpareFd() {
+  for (auto& listener : listeners_) listener->pause();
+  stats_.add(Stat::downstream_cx_accept_paused);
+  if (!spareFd_) return false;
+  spareFd_.reset();
+  return true;
 }
 
 void WorkerCore::connectStarted(Connection& c) { connecting_.pushBack(&c); }
@@ -343,7 +401,14 @@ void WorkerCore::onTick() {
     latency_.rebalance();
   }
   hosts_.sweep(now, static_cast<uint64_t>(options_.cleanupIntervalMs) * 1000);
-  if (connections_.size() < options_.maxDownstreamConnections) {
+  if (now - lastPolicyRefreshUs_ >= kPolicyRefreshUs) {
+    lastPolicyRefreshUs_ = now;
+    policies_.refreshLocalAddresses();  // on failure the last snapshot stays in force
+  }
+  // Accepting resumes only with the spare fd back in hand: an accepted connection whose upstream
+  // socket cannot be opened would have to be reset.
+  if (!spareFd_) spareFd_.reset(::eventfd(0, EFD_CLOEXEC));
+  if (spareFd_ && connections_.size() < options_.maxDownstreamConnections) {
     for (auto& listener : listeners_) listener->resumeIfPaused();
   }
   refreshGauges();

@@ -22,9 +22,11 @@
 #include "listener.h"
 #include "original_dst.h"
 #include "pipe_pool.h"
+#include "policy_set.h"
 #include "stats.h"
 #include "sys_error.h"
 #include "warm_pool.h"
+#include "worker_events.h"
 #include "worker_latency.h"
 
 namespace splicegate {
@@ -56,6 +58,10 @@ class WorkerCore {
   size_t activeConnections() const { return connections_.size(); }
   size_t listenerCount() const { return listeners_.size(); }
   const Stats& stats() const { return stats_; }
+  // Compiled once at creation and never changed: its counters may be read from another thread.
+  const PolicySet& policies() const { return policies_; }
+  // Loop thread only: hands over the buffered events (worker_events.h); returns how many were dropped.
+  uint64_t takeEvents(std::vector<WorkerEvent>& out) { return events_.take(out); }
 
   // --- used by Listener and Connection ---
   EventLoop& loop() { return *loop_; }
@@ -74,6 +80,10 @@ class WorkerCore {
   // c has a direction that found no copy buffer or pipe: FIFO until one is released.
   void waitForHolder(Connection& c);
   void connectionClosed(Connection& c, CloseReason reason);
+  // The upstream socket() failed with EMFILE/ENFILE: stop accepting until fds free up (the next
+  // accepts would only hit the same wall). Returns true if it released the worker's spare fd, so
+  // the caller can retry once and serve the connection it already accepted.
+  bool releaseSpareFd();
 
  private:
   // The housekeeping timer and the "more work queued" kick share this small handler type.
@@ -94,6 +104,7 @@ class WorkerCore {
   void disposeClosed();
   void refreshGauges();
   void acceptOne(Listener& listener, UniqueFd fd);
+  void recordDenied(const Listener& listener, int fd, const SocketAddress& destination, const PolicyDecision& decision);
   bool pauseIfFull(Listener& listener);
 
   CoreOptions options_;
@@ -106,6 +117,12 @@ class WorkerCore {
   HostCache hosts_;
   WarmPool warm_;  // after hosts_: destroyed first, while the hosts it points at still exist
   WorkerLatency latency_;
+  PolicySet policies_;
+  uint64_t lastPolicyRefreshUs_ = 0;
+  WorkerEventBuffer events_;
+  // Kept so that a connection accept4 let in can still get its upstream socket when that was the
+  // last fd; while it is spent the listeners stay paused (see releaseSpareFd).
+  UniqueFd spareFd_;
   uint64_t lastRebalanceUs_ = 0;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<Listener>> closedListeners_;  // detached; freed after the batch

@@ -14,6 +14,8 @@ export interface ListenerSpec {
   address: string;
   mode?: 'original_dst';
   transparent?: boolean;
+  /** The listener's own `policy:` (replaces the top-level one). */
+  policy?: JsonObject;
 }
 
 export interface SplicegateOptions {
@@ -138,6 +140,7 @@ export class Splicegate {
         address: l.address,
         mode: l.mode ?? 'original_dst',
         transparent: l.transparent ?? false,
+        ...(l.policy === undefined ? {} : { policy: l.policy }),
       })),
       cluster: {
         connect_timeout: o.cluster?.connect_timeout ?? '5s',
