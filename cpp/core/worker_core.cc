@@ -228,7 +228,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
   auto* c = new Connection(*this, std::move(fd), *host);
   connections_.pushBack(c);
   if (warm_.enabledFor(*host)) {
-    UniqueFd upstream = warm_.take(*host);
+    RegisteredUpstream upstream = warm_.take(*host);
     if (upstream) c->startWithUpstream(std::move(upstream));
     else c->start();
     warm_.topUp(*host);  // the host is in use: have the next client's connection ready
