@@ -160,9 +160,10 @@ describe("sidecar: one user's connects through splicegate, its marked upstream e
     withDiagnostics(lab, sg, async () => {
       if (!sg) throw new Error('no splicegate');
       const s0 = await sg.stats();
-      // The identity server keeps the connection open after its line: the probe ends it at waitMs.
-      const p = await probeFromGateway(lab, { target: '10.10.2.2:8080', uid: NOBODY, waitMs: 2000 });
+      // The identity server keeps the connection open after its line: the probe ends it there.
+      const p = await probeFromGateway(lab, { target: '10.10.2.2:8080', uid: NOBODY, untilLine: true });
       assert.equal(p.connected, true, JSON.stringify(p));
+      assert.equal(p.closeKind, 'line', JSON.stringify(p));
       assert.equal(parseJsonObject(p.firstLine ?? '')?.['id'], 'S', JSON.stringify(p));
       const s1 = await sg.waitStats((s) => delta(s, s0, 'upstream_cx_total') >= 1, 3000, 'relayed');
       assert.equal(delta(s1, s0, 'downstream_cx_total'), 1);
@@ -178,7 +179,8 @@ describe("sidecar: one user's connects through splicegate, its marked upstream e
       if (!sg) throw new Error('no splicegate');
       const s0 = await sg.stats();
       const before = server.proc.eventsNamed('conn').length;
-      const p = await probeFromGateway(lab, { target: '10.10.2.2:8080', waitMs: 2000 });
+      const p = await probeFromGateway(lab, { target: '10.10.2.2:8080', untilLine: true });
+      assert.equal(p.closeKind, 'line', JSON.stringify(p));
       assert.equal(parseJsonObject(p.firstLine ?? '')?.['id'], 'S', JSON.stringify(p));
       await server.proc.waitForEvents((e) => e['event'] === 'conn', before + 1, 3000, 'server conn');
       const s1 = await sg.stats();
