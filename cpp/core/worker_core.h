@@ -95,6 +95,8 @@ class WorkerCore {
   void refreshGauges();
   void acceptOne(Listener& listener, UniqueFd fd);
   bool pauseIfFull(Listener& listener);
+  // Out of resources for a connection's second socket: every listener waits for the tick.
+  void pauseAccepting();
 
   CoreOptions options_;
   std::unique_ptr<EventLoop> loop_;
