@@ -91,11 +91,12 @@ void Connection::start() {
   core_.connectStarted(*this);
 }
 
-void Connection::startWithUpstream(UniqueFd warm) {
+void Connection::startWithUpstream(RegisteredUpstream warm) {
   EventLoop& loop = core_.loop();
   // Already connected and already counted (upstream_cx_total/active) by the preconnect pool. Owned
   // by this connection before anything can fail, so close() uncounts it on every path.
-  up_.fd = std::move(warm);
+  up_.fd = std::move(warm.fd);
+  upRegistration_ = std::move(warm.registration);
   if (loop.add(down_.fd.get(), kSocketEvents, &down_)) {
     close(CloseReason::kResourceExhausted);
     return;

@@ -164,6 +164,7 @@ void WorkerCore::runOnce(int timeoutMs) {
 
 void WorkerCore::acceptFrom(Listener& listener) {
   for (int i = 0; i < options_.acceptBatch; ++i) {
+    if (listener.paused()) return;  // the last accepted connection ran out of resources
     if (pauseIfFull(listener)) return;
     const int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
@@ -192,6 +193,19 @@ void WorkerCore::acceptFrom(Listener& listener) {
     }
   }
   pauseIfFull(listener);
+}
+
+void WorkerCore::pauseAccepting() {
+  // A connection got its client fd but not its upstream socket (or epoll room): out of fds. The
+  // next accept would take the fd just freed and fail the same way, resetting every waiting client
+  // in turn; instead they wait in the backlog until the tick, as when accept4 itself runs out.
+  bool paused = false;
+  for (auto& listener : listeners_) {
+    if (listener->paused()) continue;
+    listener->pause();
+    paused = true;
+  }
+  if (paused) stats_.add(Stat::downstream_cx_accept_paused);
 }
 
 bool WorkerCore::pauseIfFull(Listener& listener) {
@@ -264,7 +278,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd) {
   auto* c = new Connection(*this, std::move(fd), *host);
   connections_.pushBack(c);
   if (warm_.enabledFor(*host)) {
-    UniqueFd upstream = warm_.take(*host);
+    RegisteredUpstream upstream = warm_.take(*host);
     if (upstream) c->startWithUpstream(std::move(upstream));
     else c->start();
     warm_.topUp(*host);  // the host is in use: have the next client's connection ready
@@ -288,8 +302,7 @@ void WorkerCore::recordDenied(const Listener& listener, int fd, const SocketAddr
 }
 
 bool WorkerCore::releaseSpareFd() {
-  for (auto& listener : listeners_) listener->pause();
-  stats_.add(Stat::downstream_cx_accept_paused);
+  pauseAccepting();
   if (!spareFd_) return false;
   spareFd_.reset();
   return true;
@@ -335,6 +348,9 @@ void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
       break;
     case CloseReason::kDrained:
       stats_.add(Stat::cx_drained);
+      break;
+    case CloseReason::kResourceExhausted:
+      pauseAccepting();
       break;
     default:
       break;

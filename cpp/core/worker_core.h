@@ -106,6 +106,8 @@ class WorkerCore {
   void acceptOne(Listener& listener, UniqueFd fd);
   void recordDenied(const Listener& listener, int fd, const SocketAddress& destination, const PolicyDecision& decision);
   bool pauseIfFull(Listener& listener);
+  // Out of resources for a connection's second socket: every listener waits for the tick.
+  void pauseAccepting();
 
   CoreOptions options_;
   std::unique_ptr<EventLoop> loop_;

@@ -320,9 +320,6 @@ StreamEnd readToEnd(int fd, std::string& out, int timeoutMs = 10000) {
 // Reads until a clean EOF; false on reset, error or timeout.
 bool readAll(int fd, std::string& out, int timeoutMs = 10000) { return readToEnd(fd, out, timeoutMs) == StreamEnd::kEof; }
 
-// The proxy ended the stream (FIN or reset) rather than leaving it open until our time bound.
-bool endedByPeer(StreamEnd end) { return end == StreamEnd::kEof || end == StreamEnd::kReset; }
-
 ListenerOptions loopbackListener() {
   ListenerOptions lo;
   lo.name = "test";
@@ -486,18 +483,19 @@ void relayTests(CoreOptions::RelayMode mode, const char* label) {
 }
 
 void failureTests() {
-  run("refused upstream closes the client and counts connect_fail", [] {
+  run("refused upstream resets the client and counts connect_fail", [] {
     SocketAddress closed;
     { UniqueFd tmp = listenOn(closed); }  // bound then closed: nothing listens there now
     Proxy proxy(closed);
     UniqueFd client = connectTo(proxy.listenAddr);
     std::string got;
-    CHECK(endedByPeer(readToEnd(client.get(), got)));
+    // A reset, not a FIN: a transparent client must not take the refusal for an empty answer.
+    CHECK(readToEnd(client.get(), got) == StreamEnd::kReset);
     CHECK(got.empty());
     CHECK(proxy.waitStat(Stat::upstream_cx_connect_fail, 1));
     CHECK(proxy.waitStat(Stat::downstream_cx_active, 0));
   });
-  run("unanswered SYN times out after connect_timeout", [] {
+  run("unanswered SYN times out after connect_timeout and resets the client", [] {
     // A listener whose accept queue is full drops further SYNs: a black hole on loopback.
     SocketAddress holeAddr;
     UniqueFd hole = listenOn(holeAddr, 0);
@@ -518,7 +516,7 @@ void failureTests() {
     std::string got;
     const StreamEnd end = readToEnd(client.get(), got);
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
-    CHECK(endedByPeer(end));  // closed by the proxy, not by our own bound
+    CHECK(end == StreamEnd::kReset);  // reset by the proxy: not a FIN, and not our own bound
     CHECK(got.empty());
     CHECK(proxy.waitStat(Stat::upstream_cx_connect_timeout, 1));
     CHECK(proxy.stat(Stat::upstream_cx_connect_fail) == 0);  // it timed out; nothing refused it
@@ -855,7 +853,7 @@ void lifecycleTests() {
     failEpollAdds = 1;  // the next registration (the second client's socket) fails
     UniqueFd second = connectTo(proxy.listenAddr);
     std::string got;
-    CHECK(endedByPeer(readToEnd(second.get(), got)));
+    CHECK(readToEnd(second.get(), got) == StreamEnd::kReset);  // out of resources: an abnormal end
     CHECK(failEpollAdds.load() == 0);
     CHECK(proxy.stat(Stat::upstream_cx_preconnect_used) == 1);
     first.reset();
