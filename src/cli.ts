@@ -154,6 +154,74 @@ const COMMANDS: Record<string, Command> = {
     },
   },
 
+  iptables: {
+    summary: 'install, remove or print the interception rules',
+    usage: 'install|uninstall|print [--mode redirect|tproxy] [--topology gateway|sidecar] [--port PORT | --config FILE] [options]',
+    description:
+      "Write the iptables rules that send connections to splicegate into splicegate's own chains " +
+      '(SPLICEGATE-PREROUTING / SPLICEGATE-OUTPUT, jumped to from the built-in chains), with the loop exclusion; ' +
+      'for tproxy also the ip rule and local route for marked packets. install is idempotent, uninstall removes ' +
+      'exactly what install added, print shows the commands (a shell script) without running them. Needs CAP_NET_ADMIN.',
+    options: [
+      { name: 'mode', value: 'MODE', description: 'redirect (nat REDIRECT, default) or tproxy (mangle TPROXY, gateway only)' },
+      { name: 'topology', value: 'TOPOLOGY', description: 'gateway (traffic from other hosts, PREROUTING; default) or sidecar (this host\'s own, OUTPUT)' },
+      { name: 'port', value: 'PORT', description: "splicegate's listener port (default: from --config)" },
+      { ...CONFIG_OPTION, description: 'take the port and the excluded mark (cluster.upstream_mark) from this config' },
+      { name: 'ipv6', description: 'also write the IPv6 rules (ip6tables, ip -6)' },
+      { name: 'exclude-mark', value: 'MARK', description: 'leave connections with this mark alone (default: cluster.upstream_mark of --config)' },
+      { name: 'exclude-uid', value: 'USER', description: 'sidecar: leave connections of this user (the one splicegate runs as) alone' },
+      { name: 'only-uid', value: 'USER', description: "sidecar: catch only this user's connections" },
+      { name: 'dports', value: 'LIST', description: 'only these destination ports, e.g. 80,443,8000-8100 (default: every TCP port)' },
+      { name: 'interface', value: 'NAME', description: 'gateway: only traffic arriving on NAME; sidecar: only traffic leaving by NAME' },
+      { name: 'tproxy-mark', value: 'MARK', description: 'tproxy: mark for intercepted packets (default 0x1)' },
+      { name: 'route-table', value: 'N', description: 'tproxy: routing table of the local route (default 100)' },
+      { name: 'uninstall', description: 'print: show the uninstall commands' },
+    ],
+    maxPositionals: 1,
+    notes: () =>
+      [
+        'A sidecar install refuses to run without --exclude-mark (or a config with cluster.upstream_mark) or',
+        "--exclude-uid: splicegate's own upstream connects would be redirected back to it.",
+        'uninstall takes the same --ipv6 (and for tproxy --mode, --tproxy-mark, --route-table) as install.',
+        'Operations guide: docs/OPERATIONS.md.',
+        'Exit status: 0 done, 1 a command failed (it is named, with its stderr), 2 usage or config error.',
+      ].join('\n'),
+    examples: [
+      'splicegate iptables install --topology sidecar --port 9000 --dports 80 --only-uid sleeper --exclude-mark 0x100',
+      'splicegate iptables install --config /etc/splicegate/splicegate.yaml --interface eth1 --ipv6',
+      'splicegate iptables install --mode tproxy --port 15002 --ipv6',
+      'splicegate iptables print --topology sidecar --exclude-uid splicegate --port 15001',
+      'splicegate iptables uninstall --ipv6',
+    ],
+    async run({ values, positionals }) {
+      // Loaded lazily like the proxy: other commands should not pay for it.
+      const { runIptables, IptablesUsageError } = await import('./iptables/command.js');
+      try {
+        return await runIptables({
+          action: positionals[0],
+          configPath: stringOption(values, 'config'),
+          printUninstall: values['uninstall'] === true,
+          flags: {
+            mode: stringOption(values, 'mode'),
+            topology: stringOption(values, 'topology'),
+            port: stringOption(values, 'port'),
+            ipv6: values['ipv6'] === true,
+            excludeMark: stringOption(values, 'exclude-mark'),
+            excludeUid: stringOption(values, 'exclude-uid'),
+            onlyUid: stringOption(values, 'only-uid'),
+            dports: stringOption(values, 'dports'),
+            iface: stringOption(values, 'interface'),
+            tproxyMark: stringOption(values, 'tproxy-mark'),
+            routeTable: stringOption(values, 'route-table'),
+          },
+        });
+      } catch (err) {
+        if (err instanceof IptablesUsageError) throw new UsageError(err.message, 'iptables');
+        throw err;
+      }
+    },
+  },
+
   help: {
     summary: 'show help for a command',
     usage: '[COMMAND]',

@@ -5,12 +5,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { parseSocketAddress } from '../src/config/address';
 import { defaultConfig } from '../src/config/default';
 import { MAX_DURATION_MS, parseDuration } from '../src/config/duration';
 import { ConfigError, formatProblems, loadConfigFile, MAX_CONFIG_BYTES, parseConfigText, type ConfigProblem } from '../src/config/load';
 import type { SplicegateConfig } from '../src/config/types';
+import { loadBinding } from '../src/native/binding';
+import { ListenSockets } from '../src/proxy/listen-sockets';
 
 const FIXTURES = join(__dirname, '..', '..', 'test', 'fixtures', 'configs');
 const ONE_LISTENER = 'listeners:\n  - name: egress\n    address: "0.0.0.0:15001"\n';
@@ -35,6 +38,19 @@ function problemAt(problems: ConfigProblem[], path: string, messagePart: string)
   assert.ok(found, `no problem at ${path}; got: ${JSON.stringify(problems)}`);
   assert.ok(found.message.includes(messagePart), `problem at ${path} is "${found.message}", expected it to include "${messagePart}"`);
   return found;
+}
+
+/** A TCP port free on every IPv4 and IPv6 address at this moment (a dual-stack "::" bind). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen({ host: '::', port: 0, ipv6Only: false }, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no port from the kernel'))));
+    });
+  });
 }
 
 test('full config parses to the exact typed values', () => {
@@ -297,6 +313,79 @@ test('duplicate address is reported even when the listener has other problems', 
   const problems = problemsOf('listeners:\n  - name: a\n    address: "0.0.0.0:80"\n  - name: b\n    address: "0.0.0.0:80"\n    backlog: "x"\n');
   problemAt(problems, 'listeners[1].backlog', 'expected an integer from 1 to 65535, got "x"');
   problemAt(problems, 'listeners[1].address', 'also used by listeners[0] "a"');
+});
+
+/** Two listeners, "a" then "b", at the given addresses. */
+function twoListeners(a: string, b: string): string {
+  return `listeners:\n  - { name: a, address: "${a}" }\n  - { name: b, address: "${b}" }\n`;
+}
+
+// Listeners are not SO_REUSEPORT: a wildcard beside a specific address of its family on one port
+// fails at bind, in either order. IPv6 listeners are IPv6-only, so the families never collide.
+const OVERLAPPING_LISTENERS: Array<[string, string]> = [
+  ['0.0.0.0:15001', '127.0.0.1:15001'],
+  ['127.0.0.1:15001', '0.0.0.0:15001'],
+  ['[::]:15001', '[::1]:15001'],
+  ['[::1]:15001', '[::]:15001'],
+  ['[::]:15001', '[fe80::1]:15001'],
+  ['[0:0::0]:15001', '[fd00::1]:15001'],
+];
+const SEPARATE_LISTENERS: Array<[string, string]> = [
+  ['0.0.0.0:15001', '[::]:15001'],
+  ['127.0.0.1:15001', '[::]:15001'],
+  ['[::1]:15001', '0.0.0.0:15001'],
+  ['127.0.0.1:15001', '127.0.0.2:15001'],
+  ['[::1]:15001', '[fd00::1]:15001'],
+  ['0.0.0.0:15001', '0.0.0.0:15002'],
+  ['[::]:15001', '[::1]:15002'],
+];
+
+test('listeners whose addresses overlap on one port are errors at the second listener', () => {
+  for (const [a, b] of OVERLAPPING_LISTENERS) {
+    const problems = problemsOf(twoListeners(a, b));
+    const problem = problemAt(problems, 'listeners[1].address', 'overlaps listeners[0] "a"');
+    assert.ok(problem.message.includes('port 15001'), `${a} then ${b}: ${problem.message}`);
+    assert.equal(problems.length, 1, `${a} then ${b}: ${JSON.stringify(problems)}`);
+  }
+  for (const [a, b] of SEPARATE_LISTENERS) {
+    assert.doesNotThrow(() => parseConfigText(twoListeners(a, b), 'test.yaml'), `${a} beside ${b}`);
+  }
+  // Reported once, at the listener that comes after the one it overlaps.
+  const three = `${twoListeners('127.0.0.1:15001', '127.0.0.2:15001')}  - { name: c, address: "0.0.0.0:15001" }\n`;
+  const problems = problemsOf(three);
+  problemAt(problems, 'listeners[2].address', 'overlaps listeners[0] "a" on 127.0.0.1:15001');
+  assert.equal(problems.length, 1, JSON.stringify(problems));
+});
+
+test('validate = run for listener addresses: what validate accepts binds, what it refuses fails to bind', async () => {
+  // Real binds through run's own path (ListenSockets.open: every listener or none), loopback and
+  // wildcard addresses only, on a port that was free on both families just before. Link-local and
+  // unassigned addresses cannot be bound here, so those cases are left to the test above.
+  const binding = loadBinding();
+  const cases = [...OVERLAPPING_LISTENERS, ...SEPARATE_LISTENERS].filter(([a, b]) => !/fe80|fd00|127\.0\.0\.2/.test(a + b));
+  assert.ok(cases.length >= 8);
+  for (const [a0, b0] of cases) {
+    const port1 = await freePort();
+    let port2 = await freePort();
+    while (port2 === port1) port2 = await freePort();
+    const [a, b] = [a0, b0].map((x) => x.replace(/:15001$/, `:${port1}`).replace(/:15002$/, `:${port2}`)) as [string, string];
+    let accepted: SplicegateConfig | undefined;
+    try {
+      accepted = parseConfigText(twoListeners(a, b), 'test.yaml');
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+    }
+    // A refused pair is bound as two one-listener configs, each valid on its own.
+    const listeners = accepted?.listeners ?? [a, b].map((x, k) => parseConfigText(`listeners:\n  - { name: l${k}, address: "${x}" }\n`, 't').listeners[0]!);
+    let bindError: unknown;
+    try {
+      ListenSockets.open(binding, listeners).close();
+    } catch (err) {
+      bindError = err;
+    }
+    if (accepted) assert.equal(bindError, undefined, `validate accepted ${a} beside ${b}, but run could not bind them: ${String(bindError)}`);
+    else assert.equal((bindError as NodeJS.ErrnoException | undefined)?.code, 'EADDRINUSE', `validate refused ${a} beside ${b}, but they bound: ${String(bindError)}`);
+  }
 });
 
 test('admin may not share an address with a listener', () => {

@@ -5,7 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigText, ConfigError, type ConfigProblem } from '../src/config/load';
-import { nativePolicies, nativePolicy } from '../src/config/policy-native';
+import { listenerPolicyIndexes, nativePolicies, nativePolicy } from '../src/config/policy-native';
+import { prometheusText } from '../src/stats/prometheus';
 import { loadBinding } from '../src/native/binding';
 import { validateConfigValue } from '../src/config/schema';
 import { findShadowedRules } from '../src/config/policy-shadow';
@@ -227,6 +228,46 @@ test('the addon copies the compact form and refuses a malformed one with a TypeE
   for (const policy of bad) {
     assert.throws(() => new binding.NativeWorker({ ...base, policies: [policy] }), (err: unknown) => err instanceof TypeError && /policy option/.test(err.message));
   }
+});
+
+test('policy counters: names once from the addon (merged across policies), values appended to every stats block', () => {
+  const binding = loadBinding();
+  const config = parseConfigText(
+    `${LISTENER}  - name: own\n    address: "0.0.0.0:15002"\n    policy:\n      rules:\n        - { name: web, action: deny, cidrs: ["10.0.0.0/8"] }\n        - { name: only-here, action: deny, cidrs: ["192.168.0.0/16"] }\n  - name: top\n    address: "0.0.0.0:15003"\n` +
+      withRules('{ name: no-db, action: deny, cidrs: ["10.0.5.0/24"] }', '{ name: web, action: deny, cidrs: ["172.16.0.0/12"] }').slice(LISTENER.length),
+    't',
+  );
+  assert.deepEqual(listenerPolicyIndexes(config.listeners), [0, 1, 0]);
+  const { policies } = nativePolicies(config);
+  const names = binding.policyCounterNames(policies);
+  // A name shared by two policies (web, special, the total) appears once: its values are summed.
+  assert.deepEqual(names, ['policy.no-db.denied', 'policy.web.denied', 'policy.special.denied', 'policy_denied', 'policy.only-here.denied']);
+  const worker = new binding.NativeWorker({ connectTimeoutMs: 1000, idleTimeoutMs: 1000, upstreamMark: 0, policies });
+  try {
+    const values = worker.stats();
+    assert.equal(values.length, binding.statNames.length + names.length);
+    assert.deepEqual([...values.subarray(binding.statNames.length)], [0, 0, 0, 0, 0]);
+    const options = { name: 'x', host: '127.0.0.1', port: 0, transparent: false, backlog: 8, policy: 2 };
+    const socket = new binding.ListenSocket(options);
+    try {
+      assert.throws(() => worker.attachListener(options, socket.fd), /policy index out of range/);
+    } finally {
+      socket.close();
+    }
+  } finally {
+    worker.close();
+  }
+  assert.deepEqual(binding.policyCounterNames([]), []);
+});
+
+test('Prometheus: per-rule policy counters form one labelled counter family; the total keeps its own name', () => {
+  const text = prometheusText({ downstream_cx_total: 4, 'policy.no-db.denied': 2, 'policy.special.denied': 1, policy_denied: 3 });
+  assert.match(text, /^# TYPE splicegate_policy_rule_denied_total counter$/m);
+  assert.match(text, /^splicegate_policy_rule_denied_total\{rule="no-db"\} 2$/m);
+  assert.match(text, /^splicegate_policy_rule_denied_total\{rule="special"\} 1$/m);
+  assert.match(text, /^splicegate_policy_denied_total 3$/m);
+  assert.equal(text.match(/^# TYPE splicegate_policy_rule_denied_total/gm)?.length, 1, 'one TYPE line for the family');
+  assert.doesNotMatch(text, /policy\.no-db/, 'no raw dotted names (not valid metric names)');
 });
 
 test('shadow analysis agrees with brute force over a small address and port space (randomized)', () => {

@@ -4,9 +4,11 @@
 #include <sys/resource.h>
 
 #include "../core/host_cache.h"
+#include "../core/policy_set.h"
 #include "../core/stats.h"
 #include "listen_socket.h"
 #include "native_worker.h"
+#include "option_reader.h"
 #include "system_error.h"
 
 namespace splicegate {
@@ -20,6 +22,7 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
     for (size_t i = 0; i < static_cast<size_t>(HostStat::kCount); ++i) hostNames[i] = Napi::String::New(env, kHostStatNames[i]);
     DefineAddon(exports, {
                              InstanceMethod<&SplicegateAddon::raiseFdLimit>("raiseFdLimit"),
+                             InstanceMethod<&SplicegateAddon::policyCounterNames>("policyCounterNames"),
                              InstanceValue("NativeWorker", NativeWorker::define(env)),
                              InstanceValue("ListenSocket", ListenSocket::define(env)),
                              InstanceValue("statNames", names),
@@ -28,6 +31,21 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
   }
 
  private:
+  // The names of the policy counters that NativeWorker.stats() appends after statNames, for these
+  // policies (the same array as the workers' `policies` option). Called once by the control layer.
+  Napi::Value policyCounterNames(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<PolicyRules> policies;
+    if (info.Length() < 1 || !readPolicies(info[0], policies)) {
+      if (!env.IsExceptionPending()) Napi::TypeError::New(env, "policyCounterNames(policies): policies must be an array").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    const std::vector<std::string> names = PolicySet::counterNames(policies);
+    Napi::Array out = Napi::Array::New(env, names.size());
+    for (size_t i = 0; i < names.size(); ++i) out[i] = Napi::String::New(env, names[i]);
+    return out;
+  }
+
   // Raises RLIMIT_NOFILE's soft limit to the hard limit (we cannot raise the hard one) and reports
   // both, so the control layer can size pipe pools against the real fd budget.
   Napi::Value raiseFdLimit(const Napi::CallbackInfo& info) {

@@ -23,6 +23,7 @@ Napi::Function NativeWorker::define(Napi::Env env) {
                          InstanceMethod<&NativeWorker::stats>("stats"),
                          InstanceMethod<&NativeWorker::hosts>("hosts"),
                          InstanceMethod<&NativeWorker::latency>("latency"),
+                         InstanceMethod<&NativeWorker::drainEvents>("drainEvents"),
                          InstanceMethod<&NativeWorker::close>("close"),
                      });
 }
@@ -121,10 +122,13 @@ Napi::Value NativeWorker::closeAll(const Napi::CallbackInfo& info) {
 Napi::Value NativeWorker::stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!ensureOpen(env)) return env.Undefined();
-  // One bulk copy of every counter; the names come once from the module's statNames.
-  Napi::Float64Array out = Napi::Float64Array::New(env, Stats::size());
+  // One bulk copy of every counter: the module's statNames, then the policy counters named by
+  // policyCounterNames(policies) (both read once by the control layer).
+  const PolicySet& policies = loop_->core().policies();
+  Napi::Float64Array out = Napi::Float64Array::New(env, Stats::size() + policies.counterNames().size());
   const Stats& stats = loop_->stats();
   for (size_t i = 0; i < Stats::size(); ++i) out[i] = static_cast<double>(stats.get(static_cast<Stat>(i)));
+  policies.exportCounters(out.Data() + Stats::size());
   return out;
 }
 
@@ -205,6 +209,67 @@ Napi::Value NativeWorker::latency(const Napi::CallbackInfo& info) {
         out.Set("hostAddresses", toStringArray(env, data.hostAddresses));
         out.Set("hosts", toFloat64Array(env, data.hosts));
         out.Set("otherHosts", toFloat64Array(env, data.otherHosts));
+        return out;
+      });
+}
+
+namespace {
+
+struct EventSnapshot {
+  struct Item {
+    const char* kind;
+    double timeMs;
+    std::string source;
+    std::string destination;
+    std::string listener;
+    std::string rule;
+  };
+  std::vector<Item> items;
+  double dropped = 0;
+};
+
+const char* eventKindName(WorkerEventKind kind) {
+  switch (kind) {
+    case WorkerEventKind::kPolicyDenied:
+      return "policy_denied";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+Napi::Value NativeWorker::drainEvents(const Napi::CallbackInfo& info) {
+  return snapshotOnLoop<EventSnapshot>(
+      info, "drainEvents",
+      [](WorkerCore& core) {
+        auto* snapshot = new EventSnapshot;
+        std::vector<WorkerEvent> events;
+        snapshot->dropped = static_cast<double>(core.takeEvents(events));
+        snapshot->items.reserve(events.size());
+        for (const WorkerEvent& e : events) {
+          snapshot->items.push_back({eventKindName(e.kind), static_cast<double>(e.wallTimeMs),
+                                     e.source.family() == AF_UNSPEC ? std::string("unknown") : e.source.toString(),
+                                     e.destination.toString(), e.listener,
+                                     core.policies().decidedBy(e.policy, e.decision)});
+        }
+        return snapshot;
+      },
+      [](Napi::Env env, const EventSnapshot& data) -> Napi::Value {
+        Napi::Array events = Napi::Array::New(env, data.items.size());
+        for (size_t i = 0; i < data.items.size(); ++i) {
+          const EventSnapshot::Item& item = data.items[i];
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("kind", item.kind);
+          o.Set("timeMs", item.timeMs);
+          o.Set("source", item.source);
+          o.Set("destination", item.destination);
+          o.Set("listener", item.listener);
+          o.Set("rule", item.rule);
+          events[i] = o;
+        }
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("dropped", data.dropped);
+        out.Set("events", events);
         return out;
       });
 }

@@ -29,6 +29,9 @@ class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
   Napi::Value hosts(const Napi::CallbackInfo& info);
   // latency(callback): the worker's histograms (latency_export.h format v1), built on the loop thread.
   Napi::Value latency(const Napi::CallbackInfo& info);
+  // drainEvents(callback): takes the worker's buffered events (deny log) on the loop thread and
+  // calls back with { dropped, events: [{ kind, timeMs, source, destination, listener, rule }] }.
+  Napi::Value drainEvents(const Napi::CallbackInfo& info);
   template <typename T>
   Napi::Value snapshotOnLoop(const Napi::CallbackInfo& info, const char* name, T* (*build)(WorkerCore&),
                              Napi::Value (*toJs)(Napi::Env, const T&));

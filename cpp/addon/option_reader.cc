@@ -149,13 +149,16 @@ bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
     out.originalSource = originalSource.As<Napi::Boolean>().Value();
   }
   Napi::Value policies = o.Get("policies");
-  if (!policies.IsUndefined()) {
-    if (!policies.IsArray()) return fail(o.Env(), "option policies must be an array");
-    Napi::Array list = policies.As<Napi::Array>();
-    out.policies.resize(list.Length());
-    for (uint32_t i = 0; i < list.Length(); ++i) {
-      if (!readPolicy(list.Get(i), out.policies[i])) return false;
-    }
+  if (!policies.IsUndefined() && !readPolicies(policies, out.policies)) return false;
+  return true;
+}
+
+bool readPolicies(const Napi::Value& value, std::vector<PolicyRules>& out) {
+  if (!value.IsArray()) return fail(value.Env(), "option policies must be an array");
+  Napi::Array list = value.As<Napi::Array>();
+  out.resize(list.Length());
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    if (!readPolicy(list.Get(i), out[i])) return false;
   }
   return true;
 }

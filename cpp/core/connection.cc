@@ -156,14 +156,17 @@ void Connection::start(const SocketAddress* source) {
   }
   stats.add(Stat::upstream_cx_total);
   recordConnectStart();
-  const UpstreamOpen opened =
-      openUpstream(host_->address, core_.options().upstreamMark, up_.fd, &upRegistration_, source);
+  UpstreamOpen opened = openUpstream(host_->address, core_.options().upstreamMark, up_.fd, &upRegistration_, source);
+  if (opened == UpstreamOpen::kSocketFailed && (errno == EMFILE || errno == ENFILE) && core_.releaseSpareFd()) {
+    // Out of fds with this client already accepted: the worker's spare fd serves it, and accepting
+    // pauses until fds free up, so the backlog waits instead of draining into resets.
+    opened = openUpstream(host_->address, core_.options().upstreamMark, up_.fd, &upRegistration_, source);
+  }
   if (up_.fd) stats.add(Stat::upstream_cx_active);
   if (opened != UpstreamOpen::kInProgress) {
     stats.add(Stat::upstream_cx_connect_fail);
     if (opened == UpstreamOpen::kConnectFailed) ++host_->stat(HostStat::cx_connect_fail);
     if (opened == UpstreamOpen::kBindFailed) stats.add(Stat::original_source_failed);
-    if (opened == UpstreamOpen::kSocketFailed) core_.upstreamSocketFailed();
     close(opened == UpstreamOpen::kSocketFailed ? CloseReason::kResourceExhausted : CloseReason::kConnectFailed);
     return;
   }
@@ -176,11 +179,12 @@ void Connection::start(const SocketAddress* source) {
   core_.connectStarted(*this);
 }
 
-void Connection::startWithUpstream(UniqueFd warm) {
+void Connection::startWithUpstream(RegisteredUpstream warm) {
   EventLoop& loop = core_.loop();
   // Already connected and already counted (upstream_cx_total/active) by the preconnect pool. Owned
   // by this connection before anything can fail, so close() uncounts it on every path.
-  up_.fd = std::move(warm);
+  up_.fd = std::move(warm.fd);
+  upRegistration_ = std::move(warm.registration);
   if (!downRegistered_) {
     if (loop.add(down_.fd.get(), kSocketEvents, &down_)) {
       close(CloseReason::kResourceExhausted);

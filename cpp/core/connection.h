@@ -28,6 +28,7 @@
 #include "socket_address.h"
 #include "stats.h"
 #include "unique_fd.h"
+#include "upstream_socket.h"
 
 namespace splicegate {
 
@@ -67,8 +68,9 @@ class Connection final : private RelayOwner {
   // bound to `source` when given (original source). On failure the connection is already closed
   // (and queued for disposal) when this returns.
   void start(const SocketAddress* source = nullptr);
-  // Same, with an upstream socket that is already connected (from the preconnect pool).
-  void startWithUpstream(UniqueFd upstream);
+  // Same, with an upstream socket that is already connected (from the preconnect pool), and its
+  // own-socket registration, kept until the socket closes.
+  void startWithUpstream(RegisteredUpstream upstream);
 
   // Continue relaying after a budget-limited wakeup.
   void resume();

@@ -9,8 +9,8 @@
 // the address that socket connected to: together the upstream socket's 4-tuple, which the kernel
 // keeps unique, so a genuine client can never be mistaken for a loop.
 //
-// Process-wide, because the looped connection may be accepted by any worker's listener (they share
-// the port through SO_REUSEPORT). Sharded by local port so loop threads rarely meet on one mutex;
+// Process-wide, because the looped connection may be accepted by any worker (they share each
+// listener's one socket). Sharded by local port so loop threads rarely meet on one mutex;
 // a lookup is a hash and one uncontended lock.
 //
 // Timing: the entry is recorded right after connect() returns, when the kernel has chosen the

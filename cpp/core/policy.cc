@@ -353,17 +353,23 @@ bool DestinationPolicy::isLocalAddress(const SocketAddress& address) const {
                   : std::binary_search(localV6_.begin(), localV6_.end(), key.v6);
 }
 
-SysError DestinationPolicy::refreshLocalAddresses() {
+SysError listHostAddresses(std::vector<SocketAddress>& out) {
   ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return SysError::fromErrno("getifaddrs");  // keep the last snapshot
-  std::vector<SocketAddress> addresses;
+  if (getifaddrs(&list) != 0) return SysError::fromErrno("getifaddrs");
+  out.clear();
   for (const ifaddrs* ifa = list; ifa != nullptr; ifa = ifa->ifa_next) {
     if (ifa->ifa_addr == nullptr) continue;
     const int family = ifa->ifa_addr->sa_family;
-    if (family == AF_INET) addresses.push_back(SocketAddress::fromSockaddr(ifa->ifa_addr, sizeof(sockaddr_in)));
-    if (family == AF_INET6) addresses.push_back(SocketAddress::fromSockaddr(ifa->ifa_addr, sizeof(sockaddr_in6)));
+    if (family == AF_INET) out.push_back(SocketAddress::fromSockaddr(ifa->ifa_addr, sizeof(sockaddr_in)));
+    if (family == AF_INET6) out.push_back(SocketAddress::fromSockaddr(ifa->ifa_addr, sizeof(sockaddr_in6)));
   }
   freeifaddrs(list);
+  return {};
+}
+
+SysError DestinationPolicy::refreshLocalAddresses() {
+  std::vector<SocketAddress> addresses;
+  if (SysError e = listHostAddresses(addresses)) return e;  // keep the last snapshot
   setLocalAddresses(addresses);
   return {};
 }

@@ -92,6 +92,10 @@ class PrefixTable {
   std::vector<Piece> pieces_;
 };
 
+// This host's addresses (getifaddrs): what refreshLocalAddresses() snapshots. Allocates and asks the
+// kernel, so owners with several policies call it once and hand the list to setLocalAddresses().
+SysError listHostAddresses(std::vector<SocketAddress>& out);
+
 class DestinationPolicy {
  public:
   explicit DestinationPolicy(const PolicyRules& rules);
@@ -111,6 +115,7 @@ class DestinationPolicy {
   // For tests, and for owners that learn addresses another way: replaces the snapshot.
   void setLocalAddresses(const std::vector<SocketAddress>& addresses);
   bool isLocalAddress(const SocketAddress& address) const;
+  bool denySpecial() const { return denySpecial_; }
 
   size_t ruleCount() const { return ruleNames_.size(); }
   const std::string& ruleName(uint32_t rule) const { return ruleNames_[rule]; }

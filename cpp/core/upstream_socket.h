@@ -2,7 +2,7 @@
 // SO_MARK when configured (so our own traffic can be excluded from the redirect rule), no Nagle,
 // connect started, and (when given a registration to fill) recorded in the process's own-socket
 // registry so that a connect redirected straight back into our listener is recognised as a loop.
-// Shared by relayed connections and the preconnect pool.
+// Shared by relayed connections and the preconnect pool; both register their sockets.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,16 @@ enum class UpstreamOpen {
   kMarkFailed,     // SO_MARK refused: connecting unmarked could loop, so we do not
   kConnectFailed,  // connect(2) failed at once (unreachable, refused on loopback, ...)
   kBindFailed,     // the original source could not be bound (family mismatch, no CAP_NET_ADMIN)
+};
+
+// An open upstream socket and its entry in the own-socket registry, which travel together (the
+// preconnect pool hands both to the connection that takes the socket). The entry is declared after
+// the fd so that it is removed before the fd closes: the kernel may give the 4-tuple to another
+// socket once it is closed.
+struct RegisteredUpstream {
+  UniqueFd fd;
+  OwnSockets::Registration registration;
+  explicit operator bool() const { return static_cast<bool>(fd); }
 };
 
 // source: when not null, the socket binds to this IP first (port chosen by the kernel at connect,

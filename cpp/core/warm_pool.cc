@@ -40,7 +40,8 @@ void WarmPool::topUp(const Host& host) {
     socket->pool = this;
     socket->host = &host;
     socket->createdUs = core_.loop().nowUs();
-    const UpstreamOpen opened = openUpstream(host.address, core_.options().upstreamMark, socket->fd);
+    const UpstreamOpen opened =
+        openUpstream(host.address, core_.options().upstreamMark, socket->fd, &socket->registration);
     if (opened != UpstreamOpen::kInProgress) return;  // try again on the next use of the host
     if (core_.loop().add(socket->fd.get(), kWarmEvents, socket.get())) return;
     stats.add(Stat::upstream_cx_total);
@@ -51,9 +52,9 @@ void WarmPool::topUp(const Host& host) {
   }
 }
 
-UniqueFd WarmPool::take(const Host& host) {
+RegisteredUpstream WarmPool::take(const Host& host) {
   auto it = byHost_.find(&host);
-  if (it == byHost_.end()) return UniqueFd();
+  if (it == byHost_.end()) return RegisteredUpstream();
   auto& sockets = it->second;
   for (size_t i = 0; i < sockets.size();) {
     WarmSocket& s = *sockets[i];
@@ -67,15 +68,16 @@ UniqueFd WarmPool::take(const Host& host) {
     if (n < 0 && errno == EAGAIN) {
       std::unique_ptr<WarmSocket> owned = detach(s);
       core_.stats().add(Stat::upstream_cx_preconnect_used);
-      UniqueFd fd = std::move(owned->fd);  // still counted in upstream_cx_active: the connection owns it now
+      // Still counted in upstream_cx_active and still in the registry: the connection owns both now.
+      RegisteredUpstream upstream{std::move(owned->fd), std::move(owned->registration)};
       // The empty shell outlives the batch: an event of it may still name the shell, and finds it
       // without an fd (onEvents ignores it). Freed with the dropped ones after the batch.
       graveyard_.push_back(std::move(owned));
-      return fd;
+      return upstream;
     }
     drop(s);  // closed, errored or spoke first; drop() erased it from `sockets`
   }
-  return UniqueFd();
+  return RegisteredUpstream();
 }
 
 void WarmPool::expire(uint64_t nowUs) {
@@ -113,6 +115,7 @@ std::unique_ptr<WarmSocket> WarmPool::detach(WarmSocket& socket) {
 
 void WarmPool::drop(WarmSocket& socket) {
   std::unique_ptr<WarmSocket> owned = detach(socket);
+  owned->registration.reset();  // before the close: the 4-tuple is free for reuse after it
   owned->fd.reset();  // closing also removes it from epoll
   core_.stats().sub(Stat::upstream_cx_active);
   core_.stats().add(Stat::upstream_cx_preconnect_dropped);

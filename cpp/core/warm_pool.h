@@ -13,7 +13,9 @@
 #include "event_loop.h"
 #include "host_cache.h"
 #include "intrusive_list.h"
+#include "own_sockets.h"
 #include "unique_fd.h"
+#include "upstream_socket.h"
 
 namespace splicegate {
 
@@ -24,6 +26,10 @@ struct WarmSocket final : EventHandler {
   WarmPool* pool = nullptr;
   const Host* host = nullptr;
   UniqueFd fd;
+  // fd's entry in the own-socket registry from the start of its connect: a warm socket that an
+  // OUTPUT redirect sends back to our listener is a loop like any other upstream. After fd, so it
+  // is removed first; handed to the connection with the fd.
+  OwnSockets::Registration registration;
   uint64_t createdUs = 0;
   bool connected = false;
   ListNode ageNode;  // all live warm sockets, oldest first (they share one ttl)
@@ -40,8 +46,9 @@ class WarmPool {
   bool enabledFor(const Host& host) const;
   // Opens sockets until the host has perHost warm or connecting ones.
   void topUp(const Host& host);
-  // A connected, still-alive warm socket for host (removed from the pool), or an invalid fd.
-  UniqueFd take(const Host& host);
+  // A connected, still-alive warm socket for host (removed from the pool) with its own-socket
+  // registration, or an empty one.
+  RegisteredUpstream take(const Host& host);
   // Drops sockets older than the ttl.
   void expire(uint64_t nowUs);
   // The host leaves the cache: its warm sockets go with it.

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <ctime>
 
 #include "proxy_protocol.h"
 #include "upstream_socket.h"
@@ -20,6 +22,18 @@ constexpr long kTickNs = 50L * 1000 * 1000;
 constexpr uint64_t kIdleSweepUs = 1000 * 1000;
 // How often the per-host latency table re-picks its busiest hosts.
 constexpr uint64_t kLatencyRebalanceUs = 5 * 1000 * 1000;
+// How often the policies re-read this host's addresses (getifaddrs): DHCP, VIPs and containers
+// come and go, but never per connection.
+constexpr uint64_t kPolicyRefreshUs = 5 * 1000 * 1000;
+// Deny events kept between two drains (about a second apart); more are dropped and counted.
+constexpr size_t kEventCapacity = 256;
+
+uint64_t wallTimeMs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
 // Copy buffers kept for reuse when they come back.
 constexpr size_t kMaxIdleBuffers = 256;
 
@@ -59,7 +73,9 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       pipes_(options.maxPipes, options.maxIdlePipes, options.pipeSize),
       buffers_(options.copyBufferSize, copyBufferCap(options), kMaxIdleBuffers),
       hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}),
-      warm_(*this) {
+      warm_(*this),
+      policies_(options.policies),
+      events_(kEventCapacity) {
   hosts_.setEraseHook([this](const Host& host) { warm_.dropHost(host); });
 }
 
@@ -95,6 +111,11 @@ SysError WorkerCore::init() {
   if (!kick_.fd) return SysError::fromErrno("eventfd");
   if (SysError e = loop_->add(kick_.fd.get(), EPOLLIN, &kick_)) return e;
   lastIdleSweepUs_ = loop_->nowUs();
+  // Fail at start rather than run with an empty "this host" list: local services would be open.
+  if (SysError e = policies_.refreshLocalAddresses()) return e;
+  lastPolicyRefreshUs_ = loop_->nowUs();
+  spareFd_.reset(::eventfd(0, EFD_CLOEXEC));
+  if (!spareFd_) return SysError::fromErrno("eventfd", "spare fd");
   return {};
 }
 
@@ -105,6 +126,10 @@ WorkerCore::~WorkerCore() {
 }
 
 SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd, SocketAddress* bound) {
+  if (options.policy >= std::max<size_t>(policies_.size(), 1)) {
+    errno = EINVAL;
+    return SysError::fromErrno("attachListener", options.name + ": policy index out of range");
+  }
   SysError err;
   std::unique_ptr<Listener> listener = Listener::attach(*this, options, listenFd, err);
   if (!listener) return err;
@@ -147,20 +172,14 @@ void WorkerCore::runOnce(int timeoutMs) {
 
 void WorkerCore::acceptFrom(Listener& listener) {
   for (int i = 0; i < options_.acceptBatch; ++i) {
+    if (listener.paused()) return;  // the last accepted connection ran out of resources
     if (pauseIfFull(listener)) return;
     SocketAddress peer;
     socklen_t peerLength = SocketAddress::capacity();
     const int fd = ::accept4(listener.fd(), peer.sockaddrPtr(), &peerLength, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      upstreamSocketFailed_ = false;
       acceptOne(listener, UniqueFd(fd), peer);
-      if (upstreamSocketFailed_) {
-        // That client got the last fd and was reset; the rest wait in the backlog.
-        upstreamSocketFailed_ = false;
-        stats_.add(Stat::downstream_cx_accept_paused);
-        listener.pause();
-        return;
-      }
+      if (listener.paused()) return;  // out of fds at the upstream socket (releaseSpareFd)
       continue;
     }
     switch (errno) {
@@ -184,6 +203,19 @@ void WorkerCore::acceptFrom(Listener& listener) {
     }
   }
   pauseIfFull(listener);
+}
+
+void WorkerCore::pauseAccepting() {
+  // A connection got its client fd but not its upstream socket (or epoll room): out of fds. The
+  // next accept would take the fd just freed and fail the same way, resetting every waiting client
+  // in turn; instead they wait in the backlog until the tick, as when accept4 itself runs out.
+  bool paused = false;
+  for (auto& listener : listeners_) {
+    if (listener->paused()) continue;
+    listener->pause();
+    paused = true;
+  }
+  if (paused) stats_.add(Stat::downstream_cx_accept_paused);
 }
 
 bool WorkerCore::pauseIfFull(Listener& listener) {
@@ -291,10 +323,19 @@ void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestina
   startUpstream(c, *host, client, destination);
 }
 
-Host* WorkerCore::admitDestination(const ListenerOptions& /*listener*/, const SocketAddress& original,
-                                   const SocketAddress& /*client*/) {
+Host* WorkerCore::admitDestination(const ListenerOptions& listener, const SocketAddress& original,
+                                   const SocketAddress& client) {
   SocketAddress destination = original;
   if (options_.upstreamPortOverride != 0) destination.setPort(options_.upstreamPortOverride);
+  // The address and port we would connect to is what the policy judges (docs/POLICY.md).
+  if (DestinationPolicy* policy = policies_.at(listener.policy)) {
+    const PolicyDecision decision = policy->check(destination);
+    if (!decision.allow) {
+      policy->countDenied(decision);
+      recordDenied(listener, client, destination, decision);
+      return nullptr;  // never connected upstream; the caller resets the client at once
+    }
+  }
   Host* host = nullptr;
   switch (hosts_.admit(destination, loop_->nowUs(), &host)) {
     case HostCache::Admit::kOk:
@@ -323,13 +364,33 @@ void WorkerCore::startUpstream(Connection& c, Host& host, const SocketAddress& c
   }
   if (warm_.enabledFor(host)) {
     // A warm socket has sent nothing yet, so the header still goes first on it.
-    UniqueFd upstream = warm_.take(host);
+    RegisteredUpstream upstream = warm_.take(host);
     if (upstream) c.startWithUpstream(std::move(upstream));
     else c.start();
     warm_.topUp(host);  // the host is in use: have the next client's connection ready
   } else {
     c.start(options_.originalSource ? &client : nullptr);
   }
+}
+
+void WorkerCore::recordDenied(const ListenerOptions& listener, const SocketAddress& client,
+                              const SocketAddress& destination, const PolicyDecision& decision) {
+  WorkerEvent* event = events_.append();
+  if (!event) return;  // counted as dropped; the counters still have it
+  event->kind = WorkerEventKind::kPolicyDenied;
+  event->wallTimeMs = wallTimeMs();
+  event->source = client;
+  event->destination = destination;
+  std::strncpy(event->listener, listener.name.c_str(), WorkerEvent::kNameCapacity - 1);
+  event->policy = listener.policy;
+  event->decision = decision;
+}
+
+bool WorkerCore::releaseSpareFd() {
+  pauseAccepting();
+  if (!spareFd_) return false;
+  spareFd_.reset();
+  return true;
 }
 
 void WorkerCore::connectStarted(Connection& c) { connecting_.pushBack(&c); }
@@ -374,6 +435,9 @@ void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
       break;
     case CloseReason::kDrained:
       stats_.add(Stat::cx_drained);
+      break;
+    case CloseReason::kResourceExhausted:
+      pauseAccepting();
       break;
     default:
       break;
@@ -447,7 +511,14 @@ void WorkerCore::onTick() {
     latency_.rebalance();
   }
   hosts_.sweep(now, static_cast<uint64_t>(options_.cleanupIntervalMs) * 1000);
-  if (connections_.size() < options_.maxDownstreamConnections) {
+  if (now - lastPolicyRefreshUs_ >= kPolicyRefreshUs) {
+    lastPolicyRefreshUs_ = now;
+    policies_.refreshLocalAddresses();  // on failure the last snapshot stays in force
+  }
+  // Accepting resumes only with the spare fd back in hand: an accepted connection whose upstream
+  // socket cannot be opened would have to be reset.
+  if (!spareFd_) spareFd_.reset(::eventfd(0, EFD_CLOEXEC));
+  if (spareFd_ && connections_.size() < options_.maxDownstreamConnections) {
     for (auto& listener : listeners_) listener->resumeIfPaused();
   }
   refreshGauges();

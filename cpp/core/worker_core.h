@@ -22,9 +22,11 @@
 #include "listener.h"
 #include "original_dst.h"
 #include "pipe_pool.h"
+#include "policy_set.h"
 #include "stats.h"
 #include "sys_error.h"
 #include "warm_pool.h"
+#include "worker_events.h"
 #include "worker_latency.h"
 
 namespace splicegate {
@@ -56,6 +58,10 @@ class WorkerCore {
   size_t activeConnections() const { return connections_.size(); }
   size_t listenerCount() const { return listeners_.size(); }
   const Stats& stats() const { return stats_; }
+  // Compiled once at creation and never changed: its counters may be read from another thread.
+  const PolicySet& policies() const { return policies_; }
+  // Loop thread only: hands over the buffered events (worker_events.h); returns how many were dropped.
+  uint64_t takeEvents(std::vector<WorkerEvent>& out) { return events_.take(out); }
 
   // --- used by Listener and Connection ---
   EventLoop& loop() { return *loop_; }
@@ -74,9 +80,10 @@ class WorkerCore {
   // c has a direction that found no copy buffer or pipe: FIFO until one is released.
   void waitForHolder(Connection& c);
   void connectionClosed(Connection& c, CloseReason reason);
-  // An upstream socket() failed (out of fds): accepting more now would only reset each client in
-  // turn with the fd its predecessor freed, so accepting pauses until the next tick, as on EMFILE.
-  void upstreamSocketFailed() { upstreamSocketFailed_ = true; }
+  // The upstream socket() failed with EMFILE/ENFILE: stop accepting until fds free up (the next
+  // accepts would only hit the same wall). Returns true if it released the worker's spare fd, so
+  // the caller can retry once and serve the connection it already accepted.
+  bool releaseSpareFd();
   // The protocol stage of c is over. destination/client: what its PROXY header named, AF_UNSPEC
   // for "the socket's own" (LOCAL, UNKNOWN, or no header where optional). Continues with
   // destination -> policy -> admit -> connect, or closes c.
@@ -108,7 +115,13 @@ class WorkerCore {
   // connect: the PROXY header for the upstream (send_proxy_protocol), then a warm socket or a new
   // connect (bound to the client's IP with original_source).
   void startUpstream(Connection& c, Host& host, const SocketAddress& client, const SocketAddress& destination);
+  // A denied destination, for the rate-limited deny log (worker_events.h). client: the TCP peer, or
+  // the client a PROXY header named.
+  void recordDenied(const ListenerOptions& listener, const SocketAddress& client, const SocketAddress& destination,
+                    const PolicyDecision& decision);
   bool pauseIfFull(Listener& listener);
+  // Out of resources for a connection's second socket: every listener waits for the tick.
+  void pauseAccepting();
 
   CoreOptions options_;
   std::unique_ptr<EventLoop> loop_;
@@ -120,6 +133,12 @@ class WorkerCore {
   HostCache hosts_;
   WarmPool warm_;  // after hosts_: destroyed first, while the hosts it points at still exist
   WorkerLatency latency_;
+  PolicySet policies_;
+  uint64_t lastPolicyRefreshUs_ = 0;
+  WorkerEventBuffer events_;
+  // Kept so that a connection accept4 let in can still get its upstream socket when that was the
+  // last fd; while it is spent the listeners stay paused (see releaseSpareFd).
+  UniqueFd spareFd_;
   uint64_t lastRebalanceUs_ = 0;
   std::vector<std::unique_ptr<Listener>> listeners_;
   // Detached, kept until the core goes: a connection still in its protocol stage points at its
@@ -135,7 +154,6 @@ class WorkerCore {
   FdHandler tick_;
   FdHandler kick_;
   bool kicked_ = false;
-  bool upstreamSocketFailed_ = false;  // set by a connection in acceptOne; acceptFrom pauses
   bool dispatching_ = false;  // inside runOnce's batch: disposeClosed() must wait
   std::function<void()> wakeHandler_;
   uint64_t lastIdleSweepUs_ = 0;

@@ -29,6 +29,8 @@
 #include "../core/host_cache.h"
 #include "../core/original_dst.h"
 #include "../core/pipe_pool.h"
+#include "../core/policy_set.h"
+#include "../core/worker_events.h"
 #include "../core/socket_address.h"
 #include "../core/worker_core.h"
 
@@ -318,9 +320,6 @@ StreamEnd readToEnd(int fd, std::string& out, int timeoutMs = 10000) {
 // Reads until a clean EOF; false on reset, error or timeout.
 bool readAll(int fd, std::string& out, int timeoutMs = 10000) { return readToEnd(fd, out, timeoutMs) == StreamEnd::kEof; }
 
-// The proxy ended the stream (FIN or reset) rather than leaving it open until our time bound.
-bool endedByPeer(StreamEnd end) { return end == StreamEnd::kEof || end == StreamEnd::kReset; }
-
 ListenerOptions loopbackListener() {
   ListenerOptions lo;
   lo.name = "test";
@@ -484,18 +483,19 @@ void relayTests(CoreOptions::RelayMode mode, const char* label) {
 }
 
 void failureTests() {
-  run("refused upstream closes the client and counts connect_fail", [] {
+  run("refused upstream resets the client and counts connect_fail", [] {
     SocketAddress closed;
     { UniqueFd tmp = listenOn(closed); }  // bound then closed: nothing listens there now
     Proxy proxy(closed);
     UniqueFd client = connectTo(proxy.listenAddr);
     std::string got;
-    CHECK(endedByPeer(readToEnd(client.get(), got)));
+    // A reset, not a FIN: a transparent client must not take the refusal for an empty answer.
+    CHECK(readToEnd(client.get(), got) == StreamEnd::kReset);
     CHECK(got.empty());
     CHECK(proxy.waitStat(Stat::upstream_cx_connect_fail, 1));
     CHECK(proxy.waitStat(Stat::downstream_cx_active, 0));
   });
-  run("unanswered SYN times out after connect_timeout", [] {
+  run("unanswered SYN times out after connect_timeout and resets the client", [] {
     // A listener whose accept queue is full drops further SYNs: a black hole on loopback.
     SocketAddress holeAddr;
     UniqueFd hole = listenOn(holeAddr, 0);
@@ -516,7 +516,7 @@ void failureTests() {
     std::string got;
     const StreamEnd end = readToEnd(client.get(), got);
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
-    CHECK(endedByPeer(end));  // closed by the proxy, not by our own bound
+    CHECK(end == StreamEnd::kReset);  // reset by the proxy: not a FIN, and not our own bound
     CHECK(got.empty());
     CHECK(proxy.waitStat(Stat::upstream_cx_connect_timeout, 1));
     CHECK(proxy.stat(Stat::upstream_cx_connect_fail) == 0);  // it timed out; nothing refused it
@@ -540,6 +540,214 @@ void failureTests() {
     const ssize_t n = ::recv(upstream.get(), buf, sizeof buf, 0);
     CHECK(n < 0 && errno == ECONNRESET);  // passed on as a reset, not a clean EOF
     CHECK(proxy.waitStat(Stat::downstream_cx_destroy_remote, 1));
+  });
+}
+
+// --- destination policy on the accept path -----------------------------------------------------
+
+PolicyRule ruleOf(const char* name, bool allow, const char* cidr, std::vector<PortRange> ports = {}) {
+  PolicyRule r;
+  r.name = name;
+  r.allow = allow;
+  r.cidrs.push_back(*parseCidr(cidr));
+  r.ports = std::move(ports);
+  return r;
+}
+
+PolicyRules policyOf(std::vector<PolicyRule> rules, bool denySpecial) {
+  PolicyRules p;
+  p.denySpecial = denySpecial;
+  p.rules = std::move(rules);
+  return p;
+}
+
+// Runs fn on the loop thread and waits for it.
+void onLoop(LoopThread& thread, std::function<void(WorkerCore&)> fn) {
+  std::promise<void> done;
+  thread.post([&](WorkerCore& core) {
+    fn(core);
+    done.set_value();
+  });
+  CHECK(done.get_future().wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+}
+
+// The counter named `name` in the worker's merged policy counters.
+double policyCounter(const WorkerCore& core, const std::string& name) {
+  const PolicySet& set = core.policies();
+  std::vector<double> values(set.counterNames().size());
+  set.exportCounters(values.data());
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (set.counterNames()[i] == name) return values[i];
+  }
+  return -1;
+}
+
+bool isReset(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, 3000) != 1) return false;
+  char byte;
+  return ::recv(fd, &byte, 1, 0) < 0 && errno == ECONNRESET;
+}
+
+void policyTests() {
+  run("policy set: counters merged by name across policies, names known without compiling", [] {
+    std::vector<PolicyRules> rules = {
+        policyOf({ruleOf("a", false, "10.0.0.0/8"), ruleOf("b", false, "10.1.0.0/16", {{80, 80}})}, true),
+        policyOf({ruleOf("b", false, "192.168.0.0/16"), ruleOf("c", true, "0.0.0.0/0")}, false),
+    };
+    PolicySet set(rules);
+    const std::vector<std::string> want = {"policy.a.denied", "policy.b.denied", "policy.special.denied", "policy_denied",
+                                           "policy.c.denied"};
+    CHECK(set.counterNames() == want);
+    CHECK(PolicySet::counterNames(rules) == want);
+    DestinationPolicy* first = set.at(0);
+    DestinationPolicy* second = set.at(1);
+    CHECK(first && second && !set.at(2));
+    for (auto [policy, ip] : {std::pair{first, "10.2.0.1"}, {second, "192.168.1.1"}, {first, "127.0.0.1"}}) {
+      const PolicyDecision d = policy->check(addr(ip, 80));
+      CHECK(!d.allow);
+      policy->countDenied(d);
+    }
+    std::vector<double> values(want.size());
+    set.exportCounters(values.data());
+    CHECK(values == (std::vector<double>{1, 1, 1, 3, 0}));  // b: from the second policy; total summed
+    CHECK(set.decidedBy(1, second->check(addr("192.168.1.1", 1))) == "b");
+    CHECK(set.decidedBy(0, first->check(addr("127.0.0.1", 1))) == "special");
+  });
+  run("event buffer keeps at most its capacity and counts the rest as dropped", [] {
+    WorkerEventBuffer buffer(2);
+    for (int i = 0; i < 5; ++i) {
+      if (WorkerEvent* e = buffer.append()) e->policy = static_cast<uint32_t>(i);
+    }
+    std::vector<WorkerEvent> out;
+    CHECK(buffer.take(out) == 3);
+    CHECK(out.size() == 2 && out[0].policy == 0 && out[1].policy == 1);
+    CHECK(buffer.take(out) == 0);
+    CHECK(out.empty());
+    CHECK(buffer.append() != nullptr);  // room again after a take
+  });
+  run("attachListener refuses a policy index beyond the configured policies", [] {
+    CoreOptions options;
+    options.policies = {policyOf({}, true)};
+    SysError err;
+    auto core = WorkerCore::create(options, err);
+    CHECK(core);
+    ListenerOptions lo = loopbackListener();
+    UniqueFd shared = openListenSocket(lo, nullptr, err);
+    CHECK(shared);
+    lo.policy = 1;
+    CHECK(static_cast<bool>(core->attachListener(lo, shared.get(), nullptr)));
+    lo.policy = 0;
+    CHECK(!core->attachListener(lo, shared.get(), nullptr));
+  });
+  run("a denied destination is reset at once, counted, buffered as an event and never connected", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);  // 127.0.0.1: loopback, a built-in deny
+    CoreOptions options;
+    options.policies = {policyOf({}, true)};
+    Proxy proxy(serverAddr, options);
+    UniqueFd client = connectTo(proxy.listenAddr);
+    CHECK(isReset(client.get()));
+    WorkerCore& core = proxy.thread->core();
+    CHECK(policyCounter(core, "policy.special.denied") == 1);
+    CHECK(policyCounter(core, "policy_denied") == 1);
+    CHECK(proxy.stat(Stat::upstream_cx_total) == 0);
+    pollfd p{server.get(), POLLIN, 0};
+    CHECK(::poll(&p, 1, 0) == 0);  // nothing ever reached the server's accept queue
+    std::vector<WorkerEvent> events;
+    uint64_t dropped = 99;
+    onLoop(*proxy.thread, [&](WorkerCore& c) { dropped = c.takeEvents(events); });
+    CHECK(dropped == 0);
+    CHECK(events.size() == 1);
+    CHECK(events[0].kind == WorkerEventKind::kPolicyDenied);
+    CHECK(events[0].destination == serverAddr);
+    CHECK(events[0].source.toString().rfind("127.0.0.1:", 0) == 0);
+    CHECK(std::string(events[0].listener) == "test");
+    CHECK(events[0].decision.by == PolicyDecision::By::kSpecial);
+    CHECK(events[0].wallTimeMs > 1600000000000ULL);
+  });
+  run("an allowed destination relays; a rule deny names its rule", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    CoreOptions options;
+    std::vector<PortRange> otherPort = {{static_cast<uint16_t>(serverAddr.port() + 1), static_cast<uint16_t>(serverAddr.port() + 1)}};
+    options.policies = {policyOf({ruleOf("other-port", false, "127.0.0.1/32", otherPort)}, false)};
+    Proxy proxy(serverAddr, options);
+    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
+    CHECK(upstream);  // deny_special off and the rule names another port: relayed
+    CHECK(policyCounter(proxy.thread->core(), "policy_denied") == 0);
+
+    CoreOptions denying;
+    std::vector<PortRange> thisPort = {{serverAddr.port(), serverAddr.port()}};
+    denying.policies = {policyOf({ruleOf("this-port", false, "127.0.0.0/8", thisPort)}, false)};
+    Proxy refusing(serverAddr, denying);
+    UniqueFd refused = connectTo(refusing.listenAddr);
+    CHECK(isReset(refused.get()));
+    CHECK(policyCounter(refusing.thread->core(), "policy.this-port.denied") == 1);
+    std::vector<WorkerEvent> events;
+    onLoop(*refusing.thread, [&](WorkerCore& c) { c.takeEvents(events); });
+    CHECK(events.size() == 1 && refusing.thread->core().policies().decidedBy(0, events[0].decision) == "this-port");
+  });
+}
+
+// --- out of fds ---------------------------------------------------------------------------------
+
+void fdExhaustionTests() {
+  run("upstream socket() out of fds: the spare fd serves the accepted client, accepting pauses, the next waits", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    Proxy proxy(serverAddr);
+    // Unconnected client sockets made now: connecting them later takes no new fd.
+    UniqueFd first(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    UniqueFd second(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    // Fill every hole below the highest open fd, so exactly one fd number is left under the limit.
+    std::vector<UniqueFd> fillers;
+    int highest = 0;
+    for (;;) {
+      UniqueFd f(::fcntl(0, F_DUPFD_CLOEXEC, 0));
+      CHECK(f);
+      const int n = f.get();
+      fillers.push_back(std::move(f));
+      if (n > highest) highest = n;
+      // Stop once a dup lands above every fd opened before it: no holes remain below it.
+      bool holes = false;
+      for (int i = 0; i < n; ++i) {
+        if (::fcntl(i, F_GETFD) < 0) holes = true;
+      }
+      if (!holes) break;
+    }
+    fillers.pop_back();  // frees the highest number: the single fd left
+    rlimit saved{};
+    CHECK(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    rlimit low = saved;
+    low.rlim_cur = static_cast<rlim_t>(highest + 1);
+    CHECK(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    // accept4 takes the last fd; socket() then fails with EMFILE and the spare fd stands in.
+    CHECK(::connect(first.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
+    const bool connecting = proxy.waitStat(Stat::upstream_cx_total, 1);
+    const bool paused = proxy.stat(Stat::downstream_cx_accept_paused) >= 1;
+    CHECK(::connect(second.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
+    // Several ticks pass (50 ms each) with no fd to take back the spare: the second stays queued.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const uint64_t acceptedWhileOut = proxy.stat(Stat::downstream_cx_total);
+    const uint64_t failed = proxy.stat(Stat::upstream_cx_connect_fail);
+    CHECK(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+    fillers.clear();
+    CHECK(paused);
+    CHECK(connecting);
+    CHECK(acceptedWhileOut == 1);
+    CHECK(failed == 0);
+    // Fds are back: the spare is re-taken, accepting resumes and the waiting client is served.
+    CHECK(proxy.waitStat(Stat::downstream_cx_total, 2));
+    CHECK(proxy.waitStat(Stat::upstream_cx_total, 2));
+    UniqueFd up1(::accept(server.get(), nullptr, nullptr));
+    UniqueFd up2(::accept(server.get(), nullptr, nullptr));
+    CHECK(up1 && up2);
+    CHECK(writeAll(first.get(), "a", 1) && writeAll(second.get(), "b", 1));
+    char got[2] = {};
+    CHECK(::recv(up1.get(), &got[0], 1, MSG_WAITALL) == 1 && ::recv(up2.get(), &got[1], 1, MSG_WAITALL) == 1);
+    CHECK((got[0] == 'a' && got[1] == 'b') || (got[0] == 'b' && got[1] == 'a'));
   });
 }
 
@@ -645,7 +853,7 @@ void lifecycleTests() {
     failEpollAdds = 1;  // the next registration (the second client's socket) fails
     UniqueFd second = connectTo(proxy.listenAddr);
     std::string got;
-    CHECK(endedByPeer(readToEnd(second.get(), got)));
+    CHECK(readToEnd(second.get(), got) == StreamEnd::kReset);  // out of resources: an abnormal end
     CHECK(failEpollAdds.load() == 0);
     CHECK(proxy.stat(Stat::upstream_cx_preconnect_used) == 1);
     first.reset();
@@ -1075,6 +1283,8 @@ int main() {
   relayTests(CoreOptions::RelayMode::kSplice, "splice");
   relayTests(CoreOptions::RelayMode::kCopy, "copy");
   failureTests();
+  policyTests();
+  fdExhaustionTests();
   lifecycleTests();
   bufferCapTests();
   holderWaitTests();

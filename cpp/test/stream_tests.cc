@@ -11,6 +11,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -125,16 +126,18 @@ struct Proxy {
   UniqueFd listenSocket;  // the process's socket (declared first: outlives the worker, as in the addon)
   std::unique_ptr<LoopThread> thread;
   SocketAddress listenAddr;
+  // forPort: adjusts the options once the listener's port is known (e.g. preconnect to it).
   Proxy(std::unique_ptr<LabOps> ops, CoreOptions options = {}, const char* listenIp = "127.0.0.1",
-        bool startNow = true) {
+        bool startNow = true, const std::function<void(CoreOptions&, uint16_t)>& forPort = nullptr) {
     SysError err;
-    auto core = WorkerCore::create(options, std::move(ops), err);
-    CHECK(core);
     ListenerOptions lo;
     lo.name = "test";
     lo.address = addr(listenIp, 0);
     listenSocket = openListenSocket(lo, &listenAddr, err);
     CHECK(listenSocket);
+    if (forPort) forPort(options, listenAddr.port());
+    auto core = WorkerCore::create(options, std::move(ops), err);
+    CHECK(core);
     CHECK(!core->attachListener(lo, listenSocket.get(), nullptr));
     thread = std::make_unique<LoopThread>(std::move(core));
     if (startNow) thread->start();  // else the kernel queues connections on the listener meanwhile
@@ -166,6 +169,29 @@ std::unique_ptr<LabOps> selfOps() {
   auto ops = std::make_unique<LabOps>();
   ops->mode = LabOps::Mode::kSelf;
   return ops;
+}
+
+// Waits (bounded) until the process's own-socket registry does (or no longer does) hold the
+// upstream socket whose local address is `local`, connected to `remote`. The loop thread records a
+// socket just after its connect() returns, which on loopback may be after the server accepted it.
+bool waitOwned(const SocketAddress& local, const SocketAddress& remote, bool want, int timeoutMs = 3000) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  while (OwnSockets::process().contains(local, remote) != want) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      std::fprintf(stderr, "  %s -> %s is %sin the own-socket registry\n", local.toString().c_str(),
+                   remote.toString().c_str(), want ? "not " : "");
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+SocketAddress peerOf(int fd) {
+  SocketAddress a;
+  socklen_t len = SocketAddress::capacity();
+  CHECK(::getpeername(fd, a.sockaddrPtr(), &len) == 0);
+  return a;
 }
 
 // --- how streams end ----------------------------------------------------------------------------
@@ -412,6 +438,73 @@ void loopTests() {
     CHECK_EQ(b.stat(Stat::upstream_cx_total), 0u);  // B recognised A's socket: nothing relayed on
     CHECK_EQ(a.stat(Stat::upstream_cx_total), 1u);
     CHECK(a.waitStat(Stat::downstream_cx_active, 0));
+  });
+
+  run("a warm (preconnect) socket that comes back to our own listener is refused at once", [] {
+    // Preconnect to the listener's own port: the client's upstream connect and the warm socket
+    // opened for the next client both come straight back. Without the warm socket in the registry
+    // its looped connection is relayed, and takes or opens the next warm socket, without end.
+    CoreOptions options;
+    options.preconnectPerHost = 1;
+    options.preconnectTtlMs = 60000;
+    Proxy proxy(selfOps(), options, "0.0.0.0", /*startNow=*/true,
+                [](CoreOptions& o, uint16_t port) { o.preconnectPorts = {port}; });
+    UniqueFd client = connectTo(addr("127.0.0.1", proxy.listenAddr.port()));
+    std::string got;
+    CHECK_END(readToEnd(client.get(), got, 5000), End::kReset);
+    CHECK(got.empty());
+    // Both looped connections refused; the warm socket, reset by that refusal, is dropped.
+    CHECK(proxy.waitStat(Stat::loop_rejected, 2));
+    CHECK(proxy.waitStat(Stat::upstream_cx_preconnect_dropped, 1));
+    CHECK(proxy.waitStat(Stat::upstream_cx_active, 0));
+    CHECK_EQ(proxy.stat(Stat::upstream_cx_preconnect), 1u);  // no second warm socket: no chain
+    CHECK_EQ(proxy.stat(Stat::upstream_cx_preconnect_used), 0u);
+    CHECK_EQ(proxy.stat(Stat::downstream_cx_total), 3u);  // the client and the two looped ones
+    CHECK_EQ(proxy.stat(Stat::upstream_cx_total), 2u);
+    CHECK_EQ(OwnSockets::process().size(), 0u);  // both entries left with their sockets
+  });
+
+  run("a warm socket's registry entry follows it into the connection that takes it", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    CoreOptions options;
+    options.preconnectPorts = {serverAddr.port()};
+    options.preconnectPerHost = 1;
+    options.preconnectTtlMs = 60000;
+    Proxy proxy(fixedOps(serverAddr), options);
+    UniqueFd first = connectTo(proxy.listenAddr);
+    UniqueFd a(::accept(server.get(), nullptr, nullptr));
+    UniqueFd b(::accept(server.get(), nullptr, nullptr));
+    CHECK(a && b);
+    // Which accepted socket is the warm one: the other carries the first client's bytes.
+    CHECK(writeAll(first.get(), "1", 1));
+    pollfd ready[2] = {{a.get(), POLLIN, 0}, {b.get(), POLLIN, 0}};
+    CHECK(::poll(ready, 2, 5000) == 1);
+    UniqueFd& warm = (ready[0].revents & POLLIN) ? b : a;
+    const SocketAddress warmLocal = peerOf(warm.get());
+    CHECK(waitOwned(warmLocal, serverAddr, true));  // recorded while it waits in the pool
+    // A second client takes it; the pool opens the next warm socket meanwhile.
+    UniqueFd second = connectTo(proxy.listenAddr);
+    CHECK(proxy.waitStat(Stat::upstream_cx_preconnect_used, 1));
+    CHECK(writeAll(second.get(), "hi", 2));
+    char got[2];
+    CHECK(::recv(warm.get(), got, 2, MSG_WAITALL) == 2 && std::memcmp(got, "hi", 2) == 0);
+    CHECK(OwnSockets::process().contains(warmLocal, serverAddr));  // still ours while it relays
+    UniqueFd next(::accept(server.get(), nullptr, nullptr));
+    CHECK(next);
+    const SocketAddress nextLocal = peerOf(next.get());
+    CHECK(waitOwned(nextLocal, serverAddr, true));
+    // The taken socket's stream completes: its entry leaves with it.
+    ::shutdown(second.get(), SHUT_WR);
+    ::shutdown(warm.get(), SHUT_WR);
+    std::string rest;
+    CHECK_END(readToEnd(second.get(), rest), End::kEof);
+    CHECK(waitOwned(warmLocal, serverAddr, false));
+    CHECK(OwnSockets::process().contains(nextLocal, serverAddr));
+    // The server closes the waiting warm socket: dropped from the pool, and from the registry.
+    next.reset();
+    CHECK(proxy.waitStat(Stat::upstream_cx_preconnect_dropped, 1));
+    CHECK(waitOwned(nextLocal, serverAddr, false));
   });
 }
 

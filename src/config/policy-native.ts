@@ -4,7 +4,7 @@
 
 import type { NativePolicyOptions } from '../native/binding';
 import { ipValue } from './cidr';
-import type { PolicyConfig, SplicegateConfig } from './types';
+import type { ListenerConfig, PolicyConfig, SplicegateConfig } from './types';
 
 export const CIDR_WORDS = 7;
 export const PORT_WORDS = 3;
@@ -40,15 +40,22 @@ export function nativePolicy(policy: PolicyConfig): NativePolicyOptions {
 }
 
 /**
+ * Index into the native policies for each listener (config.listeners, in order): 0 (the top-level
+ * policy) unless the listener has its own, which then follow the top-level one in listener order.
+ */
+export function listenerPolicyIndexes(listeners: readonly Pick<ListenerConfig, 'policy'>[]): number[] {
+  let next = 1;
+  return listeners.map((listener) => (listener.policy === null ? 0 : next++));
+}
+
+/**
  * Every policy a worker needs: [0] is the top-level one, then one per listener that has its own.
  * listenerPolicy[i] is the index for config.listeners[i] (NativeListenerOptions.policy).
  */
 export function nativePolicies(config: SplicegateConfig): { policies: NativePolicyOptions[]; listenerPolicy: number[] } {
   const policies = [nativePolicy(config.policy)];
-  const listenerPolicy = config.listeners.map((listener) => {
-    if (listener.policy === null) return 0;
-    policies.push(nativePolicy(listener.policy));
-    return policies.length - 1;
-  });
-  return { policies, listenerPolicy };
+  for (const listener of config.listeners) {
+    if (listener.policy !== null) policies.push(nativePolicy(listener.policy));
+  }
+  return { policies, listenerPolicy: listenerPolicyIndexes(config.listeners) };
 }

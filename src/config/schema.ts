@@ -118,10 +118,15 @@ const listener = z.strictObject({
 // Uniqueness runs even when some listener has other problems (`when` below), so one pass reports
 // both "bad backlog" and "duplicate name". The value may then be partly unparsed, hence `unknown`
 // and the defensive checks.
+//
+// Addresses must not overlap either, not just differ: listeners are not SO_REUSEPORT, so a wildcard
+// beside a specific address of its family on the same port ("0.0.0.0:P" and "127.0.0.1:P", "[::]:P"
+// and "[::1]:P") fails at bind in `run`, whichever comes first. IPv4 and IPv6 never collide, because
+// IPv6 listeners are IPV6_V6ONLY. The later listener is the one reported.
 function checkListenersUnique(listeners: unknown, ctx: z.RefinementCtx): void {
   if (!Array.isArray(listeners)) return;
   const names = new Map<string, number>();
-  const addresses = new Map<string, number>();
+  const addresses: Array<{ index: number; address: SocketAddress }> = [];
   listeners.forEach((item: unknown, index) => {
     if (!isRecord(item)) return;
     const name = item['name'];
@@ -131,13 +136,26 @@ function checkListenersUnique(listeners: unknown, ctx: z.RefinementCtx): void {
       else ctx.addIssue({ code: 'custom', path: [index, 'name'], message: `duplicate listener name ${showValue(name)} (also used by listeners[${first}])` });
     }
     const addr = item['address'];
-    if (isSocketAddress(addr)) {
-      const key = addressKey(addr);
-      const first = addresses.get(key);
-      if (first === undefined) addresses.set(key, index);
-      else ctx.addIssue({ code: 'custom', path: [index, 'address'], message: `duplicate listener address ${addr.text} (also used by listeners[${first}]${describeListener(listeners[first])})` });
-    }
+    if (!isSocketAddress(addr)) return;
+    const earlier = addresses.find((a) => listenersCollide(a.address, addr));
+    addresses.push({ index, address: addr });
+    if (earlier === undefined) return;
+    const other = `listeners[${earlier.index}]${describeListener(listeners[earlier.index])}`;
+    ctx.addIssue({
+      code: 'custom',
+      path: [index, 'address'],
+      message:
+        addressKey(earlier.address) === addressKey(addr)
+          ? `duplicate listener address ${addr.text} (also used by ${other})`
+          : `${addr.text} overlaps ${other} on ${earlier.address.text}: a wildcard address takes port ${addr.port} on every address of its family, so the second bind would fail`,
+    });
   });
+}
+
+/** Would two listeners' binds collide? Same port and family, and equal or one of them a wildcard. */
+export function listenersCollide(a: SocketAddress, b: SocketAddress): boolean {
+  if (a.port !== b.port || a.family !== b.family) return false;
+  return isWildcard(a) || isWildcard(b) || addressKey(a) === addressKey(b);
 }
 
 // The admin server binds after the listeners; an overlapping ip:port would fail there, so say so

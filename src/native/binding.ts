@@ -95,13 +95,38 @@ export interface NativeWorker {
   start(): void;
   stopAccepting(): void;
   closeAll(): void;
-  /** Every counter, in the order of `statNames`. */
+  /** Every counter in one block: `statNames`, then `policyCounterNames(options.policies)`. */
   stats(): Float64Array;
   /** Snapshot of the host cache, taken on the loop thread; values has hostStatNames.length per host. */
   hosts(callback: (snapshot: NativeHostSnapshot) => void): void;
   /** The worker's latency histograms (src/latency/native-format.ts), taken on the loop thread. */
   latency(callback: (snapshot: WorkerLatencyExport) => void): void;
+  /** Takes the events buffered since the last call (on the loop thread); bounded, the excess counted in `dropped`. */
+  drainEvents(callback: (batch: NativeEventBatch) => void): void;
   close(): void;
+}
+
+/** A destination-policy deny: the connection was reset, never connected upstream. */
+export interface NativePolicyDeniedEvent {
+  kind: 'policy_denied';
+  /** Wall-clock time of the deny, ms since the epoch. */
+  timeMs: number;
+  /** Client address ("ip:port", "[ip6]:port"), or "unknown". */
+  source: string;
+  /** The destination judged (after upstream_port_override). */
+  destination: string;
+  listener: string;
+  /** The deciding rule's name, "special" (built-in denies) or "default". */
+  rule: string;
+}
+
+/** Events a worker reports for logging; access-log records (issue 11) will join this union. */
+export type NativeWorkerEvent = NativePolicyDeniedEvent;
+
+export interface NativeEventBatch {
+  events: NativeWorkerEvent[];
+  /** Events that did not fit in the worker's buffer since the last drain. */
+  dropped: number;
 }
 
 export interface NativeHostSnapshot {
@@ -115,6 +140,8 @@ export interface NativeBinding {
   statNames: readonly string[];
   hostStatNames: readonly string[];
   raiseFdLimit(): { soft: number; hard: number };
+  /** Names of the policy counters NativeWorker.stats() appends after statNames, for these policies (summed by name). */
+  policyCounterNames(policies: NativePolicyOptions[]): string[];
 }
 
 const ADDON_RELATIVE_PATHS = [

@@ -3,17 +3,20 @@
 // number. A socket is never closed while a worker may still be attaching to it, and only its
 // closing (at drain) ends its accept queue: a worker's death or restart never does.
 
+import { listenerPolicyIndexes } from '../config/policy-native';
 import type { ListenerConfig } from '../config/types';
 import type { NativeBinding, NativeListenerOptions, ListenSocket } from '../native/binding';
 import type { ListenerHandoff } from '../worker/messages';
 
-export function nativeListenerOptions(l: ListenerConfig): NativeListenerOptions {
+/** policy: the listener's index into NativeWorkerOptions.policies (listenerPolicyIndexes). */
+export function nativeListenerOptions(l: ListenerConfig, policy: number): NativeListenerOptions {
   return {
     name: l.name,
     host: l.address.host,
     port: l.address.port,
     transparent: l.transparent,
     backlog: l.backlog,
+    policy,
     ...(l.proxyProtocol
       ? {
           proxyProtocol: {
@@ -33,8 +36,9 @@ export class ListenSockets {
   static open(binding: Pick<NativeBinding, 'ListenSocket'>, listeners: readonly ListenerConfig[]): ListenSockets {
     const opened: Array<{ options: NativeListenerOptions; socket: ListenSocket }> = [];
     try {
-      for (const l of listeners) {
-        const options = nativeListenerOptions(l);
+      const policyIndex = listenerPolicyIndexes(listeners);
+      for (const [i, l] of listeners.entries()) {
+        const options = nativeListenerOptions(l, policyIndex[i] ?? 0);
         opened.push({ options, socket: new binding.ListenSocket(options) });
       }
     } catch (err) {

@@ -3,6 +3,7 @@
 // LimitNOFILE=infinity the limit is about 2^30, and an unclamped share of it is out of range.
 
 import type { SplicegateConfig } from '../config/types';
+import { nativePolicies } from '../config/policy-native';
 import type { NativeWorkerOptions } from '../native/binding';
 
 /** Share of the open-files limit that pipes may take (two fds each), split across workers. */
@@ -71,5 +72,7 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): Nat
     recordLatency: config.tuning.recordLatency,
     sendProxyProtocol: SEND_PROXY_VERSION[cluster.sendProxyProtocol],
     originalSource: cluster.originalSource,
+    // Listener i uses policies[listenerPolicyIndexes(config.listeners)[i]] (src/proxy/listen-sockets.ts).
+    policies: nativePolicies(config).policies,
   };
 }

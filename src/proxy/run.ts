@@ -9,6 +9,7 @@ import { loadBinding } from '../native/binding';
 import { nativeOptionsFor } from './native-options';
 import { loopWarningRule } from './loop-warning';
 import { watchCounters } from '../stats/counter-watch';
+import { DenyLog } from './deny-log';
 import { CounterAggregator, type CounterValues } from '../stats/counters';
 import { mergeHosts, type HostView } from '../stats/hosts';
 import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog } from '../latency/interval-log';
@@ -140,13 +141,18 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   // Here, not in the workers: one socket per listener for the process's life (no SO_REUSEPORT), so
   // a second instance fails with EADDRINUSE and a worker's death loses nothing queued.
   const listenSockets = ListenSockets.open(binding, config.listeners);
+  const nativeOptions = nativeOptionsFor(config, limits.soft);
   const supervisor = new WorkerSupervisor({
     config,
-    nativeOptions: nativeOptionsFor(config, limits.soft),
+    nativeOptions,
     listeners: listenSockets.handoffs(),
     log,
   });
-  const runtime = new ProxyRuntime(config, supervisor, listenSockets, binding.statNames, binding.hostStatNames, log);
+  // A worker's counter block: the core's stats, then its policy counters (summed by name).
+  const counterNames = [...binding.statNames, ...binding.policyCounterNames(nativeOptions.policies ?? [])];
+  const runtime = new ProxyRuntime(config, supervisor, listenSockets, counterNames, binding.hostStatNames, log);
+  const denyLog = new DenyLog({ log });
+  supervisor.on('worker-events', (id, events, dropped) => denyLog.add(id, events, dropped));
   let admin: AdminServer | undefined;
   try {
     await supervisor.start();
@@ -183,6 +189,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   await supervisor.stop();
   listenSockets.close();
   await admin.close();
+  denyLog.close();
   await closeLatencyPool();
   log.info('stopped');
   return 0;

@@ -10,7 +10,7 @@ import Piscina from 'piscina';
 import type { SplicegateConfig } from '../config/types';
 import type { WorkerLatencyExport } from '../latency/source';
 import { DEFAULT_RESTART_POLICY, RestartPolicy, type RestartPolicyOptions } from './restart-policy';
-import type { NativeWorkerOptions } from '../native/binding';
+import type { NativeWorkerEvent, NativeWorkerOptions } from '../native/binding';
 import type { Logger } from '../util/logger';
 import {
   deserializeError,
@@ -54,6 +54,7 @@ export declare interface WorkerSupervisor {
   on(event: 'worker-exit', listener: (id: number, lastStats: Float64Array | undefined, lastLatency: WorkerLatencyExport | undefined) => void): this;
   on(event: 'worker-listening', listener: (id: number) => void): this;
   on(event: 'worker-abandoned', listener: (id: number, error: Error) => void): this;
+  on(event: 'worker-events', listener: (id: number, events: NativeWorkerEvent[], dropped: number) => void): this;
 }
 
 export class WorkerSupervisor extends EventEmitter {
@@ -209,6 +210,9 @@ export class WorkerSupervisor extends EventEmitter {
           case 'failed':
             slot.failure = message.error;
             reject(deserializeError(message.error));
+            break;
+          case 'events':
+            this.emit('worker-events', id, message.events, message.dropped);
             break;
           case 'stats':
           case 'hosts':

@@ -3,7 +3,7 @@
 
 import type { SplicegateConfig } from '../config/types';
 import type { WorkerLatencyExport } from '../latency/source';
-import type { NativeListenerOptions, NativeWorkerOptions } from '../native/binding';
+import type { NativeListenerOptions, NativeWorkerEvent, NativeWorkerOptions } from '../native/binding';
 
 /**
  * One listening socket of the process, by fd number: workers are threads of the same process, so
@@ -51,7 +51,9 @@ export type WorkerToSupervisor =
   | { type: 'stopped-accepting'; requestId: number }
   | { type: 'stats'; requestId: number; values: Float64Array }
   | { type: 'hosts'; requestId: number; addresses: string[]; values: Float64Array }
-  | { type: 'latency'; requestId: number; export: WorkerLatencyExport };
+  | { type: 'latency'; requestId: number; export: WorkerLatencyExport }
+  /** Unsolicited, about once a second while there is something to report (deny log). */
+  | { type: 'events'; events: NativeWorkerEvent[]; dropped: number };
 
 export function serializeError(err: unknown): SerializedError {
   if (err instanceof Error) {

@@ -7,6 +7,9 @@ import type { MessagePort } from 'node:worker_threads';
 import { loadBinding, type NativeWorker } from '../native/binding';
 import { serializeError, type SupervisorToWorker, type WorkerTask, type WorkerToSupervisor } from './messages';
 
+/** How often the worker's event buffer (deny log) is drained: one bulk call, bounded by the core. */
+const EVENT_DRAIN_MS = 1000;
+
 function send(port: MessagePort, message: WorkerToSupervisor): void {
   port.postMessage(message);
 }
@@ -36,6 +39,12 @@ export default async function runProxyWorker(task: WorkerTask): Promise<number> 
   }
   const { worker } = opened;
   send(port, { type: 'listening', addresses: opened.addresses });
+  // The main thread logs them (rate-limited); nothing is sent when there is nothing to report.
+  const drain = setInterval(() => {
+    worker.drainEvents((batch) => {
+      if (batch.events.length > 0 || batch.dropped > 0) send(port, { type: 'events', events: batch.events, dropped: batch.dropped });
+    });
+  }, EVENT_DRAIN_MS);
 
   return new Promise<number>((resolve) => {
     port.on('message', (message: SupervisorToWorker) => {
@@ -61,6 +70,7 @@ export default async function runProxyWorker(task: WorkerTask): Promise<number> 
           worker.closeAll();
           break;
         case 'exit':
+          clearInterval(drain);
           worker.close();
           port.close();
           resolve(task.workerId);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 const parsePrometheus = require('parse-prometheus-text-format') as (text: string) => Array<{
   name: string;
   type: string;
-  metrics: Array<{ value?: string }>;
+  metrics: Array<{ value?: string; labels?: Record<string, string> }>;
 }>;
 import { Lab } from '../lab/lab';
 import { Splicegate } from '../lab/splicegate';
@@ -100,7 +100,7 @@ describe('original-destination host cache', () => {
       assert.equal((await holdA.waitHeld(15000)).ok, 1);
       assert.equal((await holdB.waitHeld(15000)).ok, 1);
       const p = await probe(lab, { target: '10.10.2.4:8080', waitMs: 3000 });
-      assert.notEqual(p.closeKind, 'timeout', `third host not refused: ${JSON.stringify(p)}`);
+      assert.equal(p.closeKind, 'reset', `third host not refused with a reset: ${JSON.stringify(p)}`);
       assert.equal(p.bytes, 0, 'no identity line: never relayed');
       const s2 = (await sg.stats()).raw as Record<string, number>;
       assert.equal(s2['host_overflow']! - s1['host_overflow']!, 1);
@@ -116,7 +116,7 @@ describe('original-destination host cache', () => {
       const hold = new HoldClient(lab, { target: '10.10.2.2:8081', n: 2 });
       assert.equal((await hold.waitHeld(15000)).ok, 2);
       const p = await probe(lab, { target: '10.10.2.2:8081', send: 'x', waitMs: 3000 });
-      assert.notEqual(p.closeKind, 'timeout', JSON.stringify(p));
+      assert.equal(p.closeKind, 'reset', JSON.stringify(p));
       assert.ok(p.closedAfterMs !== null && p.closedAfterMs < 1000, `closed after ${p.closedAfterMs} ms`);
       assert.equal(p.bytes, 0);
       const s1 = (await sg.stats()).raw as Record<string, number>;
@@ -148,8 +148,14 @@ describe('original-destination host cache', () => {
       const stable = Object.keys(json1).filter((name) => json1[name] === json2[name]);
       assert.ok(stable.includes('downstream_cx_total') && stable.includes('bytes_sent'), `moving: ${JSON.stringify({ json1, json2 })}`);
       assert.ok(json1['downstream_cx_total']! > 0);
+      // Per-rule policy counters (policy.<rule>.denied) are one labelled family (docs/POLICY.md).
+      const ruleFamily = parsePrometheus(r2.body).find((f) => f.name === 'splicegate_policy_rule_denied_total');
+      assert.equal(ruleFamily?.type, 'COUNTER');
+      const byRule = new Map((ruleFamily?.metrics ?? []).map((m) => [m.labels?.['rule'], Number(m.value)]));
+      assert.ok(stable.includes('policy.special.denied') && stable.includes('policy_denied'), JSON.stringify(json1));
       for (const name of stable) {
-        const metric = prom.get(`splicegate_${name}`) ?? prom.get(`splicegate_${name}_total`);
+        const rule = /^policy\.(.+)\.denied$/.exec(name)?.[1];
+        const metric = rule !== undefined ? byRule.get(rule) : (prom.get(`splicegate_${name}`) ?? prom.get(`splicegate_${name}_total`));
         assert.equal(metric, json1[name], `splicegate_${name}[_total] vs /stats ${name}`);
       }
     }),

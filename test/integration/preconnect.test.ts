@@ -3,8 +3,8 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Lab } from '../lab/lab';
-import { Splicegate } from '../lab/splicegate';
+import { Lab, ServerHandle } from '../lab/lab';
+import { Splicegate, Stats } from '../lab/splicegate';
 import { withDiagnostics } from '../lab/harness';
 
 interface StampResult {
@@ -18,21 +18,34 @@ async function stamp(lab: Lab, target: string): Promise<StampResult> {
   return result as unknown as StampResult;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** A counter that is not among STAT_NAMES, from the raw /stats body. */
+function raw(s: Stats, name: string): number {
+  const v = (s.raw as Record<string, unknown>)[name];
+  if (typeof v !== 'number') throw new Error(`stats lack ${name}: ${JSON.stringify(s.raw)}`);
+  return v;
+}
+
+/** Connections the stamp server has accepted so far (its "conn" events). */
+function accepted(server: ServerHandle): number {
+  return server.proc.eventsNamed('conn').length;
+}
 
 describe('preconnect (warm upstream sockets)', () => {
   let lab: Lab;
   let sg: Splicegate | undefined;
+  let steady: ServerHandle;
+  let idleClosing: ServerHandle;
 
   before(async () => {
     lab = await Lab.create({ name: 'preconnect' });
-    await lab.startServer('stamp', ['--listen', '10.10.2.2:7000']);
-    await lab.startServer('stamp', ['--listen', '10.10.2.2:7001', '--idle-close-ms', '300']);
+    steady = await lab.startServer('stamp', ['--listen', '10.10.2.2:7000']);
+    idleClosing = await lab.startServer('stamp', ['--listen', '10.10.2.2:7001', '--idle-close-ms', '300']);
     await lab.redirect({ dport: [7000, 7001], toPort: 15001, family: 4 });
     sg = await Splicegate.start(lab, {
       workers: 1, // one worker: its warm pool serves every client
       listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
-      cluster: { cleanup_interval: '30s', preconnect: { ports: [7000, 7001], per_host: 2, ttl: '10s' } },
+      cluster: { cleanup_interval: '30s', preconnect: { ports: [7000, 7001], per_host: 2, ttl: '60s' } },
+      // ttl: longer than the whole file, so no warm socket expires and every drop counted is a server close.
     });
   });
 
@@ -44,33 +57,47 @@ describe('preconnect (warm upstream sockets)', () => {
   it('the next client of a used host gets a connection the server accepted before it connected', { timeout: 30000 }, () =>
     withDiagnostics(lab, sg, async () => {
       if (!sg) throw new Error('no splicegate');
+      const s0 = await sg.stats();
       const first = await stamp(lab, '10.10.2.2:7000');
       assert.ok(first.reply, `first client failed: ${first.error}`);
-      await sleep(500); // the warm sockets connect meanwhile
+      // The first client's own connection and the two warm ones, accepted by the server: their
+      // handshakes are complete, so the pool holds two connected sockets.
+      await steady.proc.waitForEvents((e) => e['event'] === 'conn', 3, 10000, 'the server accepting both warm sockets');
+      const s1 = await sg.waitStats((s) => raw(s, 'upstream_cx_preconnect') - raw(s0, 'upstream_cx_preconnect') === 2, 5000, 'two warm sockets');
+      const acceptedBefore = accepted(steady);
+      assert.equal(acceptedBefore, 3);
       const second = await stamp(lab, '10.10.2.2:7000');
       assert.ok(second.reply, `second client failed: ${second.error}`);
-      assert.ok(
-        second.reply.acceptedAt < second.connectStartedAt - 200,
-        `server accepted at ${second.reply.acceptedAt}, client connected at ${second.connectStartedAt}: not a warm socket`,
-      );
-      const stats = (await sg.stats()).raw as Record<string, number>;
-      assert.ok(stats['upstream_cx_preconnect']! >= 2, JSON.stringify(stats));
-      assert.ok(stats['upstream_cx_preconnect_used']! >= 1, JSON.stringify(stats));
+      // Answered on a connection the server accepted before this client existed: a warm one.
+      assert.notEqual(second.reply.n, first.reply.n);
+      assert.ok(second.reply.n <= acceptedBefore, `server connection #${second.reply.n} was accepted after the client started: not a warm socket`);
+      assert.ok(second.reply.acceptedAt <= second.connectStartedAt, `accepted at ${second.reply.acceptedAt}, client started at ${second.connectStartedAt}`);
+      const s2 = await sg.stats();
+      assert.equal(raw(s2, 'upstream_cx_preconnect_used') - raw(s1, 'upstream_cx_preconnect_used'), 1, JSON.stringify(s2.raw));
+      // The pool tops up again for the next client.
+      assert.equal(raw(s2, 'upstream_cx_preconnect') - raw(s0, 'upstream_cx_preconnect'), 3, JSON.stringify(s2.raw));
     }),
   );
 
   it('a warm socket the server closed is dropped, and the next client still works', { timeout: 30000 }, () =>
     withDiagnostics(lab, sg, async () => {
       if (!sg) throw new Error('no splicegate');
-      const before = (await sg.stats()).raw as Record<string, number>;
+      const s0 = await sg.stats();
       const first = await stamp(lab, '10.10.2.2:7001');
       assert.ok(first.reply, `first client failed: ${first.error}`);
-      await sleep(1000); // the server closes idle connections after 300 ms: every warm one dies
-      const after1 = (await sg.stats()).raw as Record<string, number>;
-      assert.ok(after1['upstream_cx_preconnect_dropped']! - before['upstream_cx_preconnect_dropped']! >= 2, JSON.stringify(after1));
+      // The server closes idle connections after 300 ms: both warm ones die, and the pool sees it.
+      const s1 = await sg.waitStats(
+        (s) => raw(s, 'upstream_cx_preconnect_dropped') - raw(s0, 'upstream_cx_preconnect_dropped') === 2,
+        10000,
+        'both warm sockets dropped after the server closed them',
+      );
+      assert.equal(raw(s1, 'upstream_cx_preconnect') - raw(s0, 'upstream_cx_preconnect'), 2, JSON.stringify(s1.raw));
+      const acceptedBefore = accepted(idleClosing);
       const second = await stamp(lab, '10.10.2.2:7001');
       assert.ok(second.reply, `client after the warm sockets died failed: ${second.error}`);
-      assert.ok(second.reply.acceptedAt >= second.connectStartedAt - 50, 'a fresh connection, not a dead warm one');
+      assert.ok(second.reply.n > acceptedBefore, `answered on server connection #${second.reply.n}, one of the ${acceptedBefore} accepted before: a dead warm one`);
+      const s2 = await sg.stats();
+      assert.equal(raw(s2, 'upstream_cx_preconnect_used'), raw(s0, 'upstream_cx_preconnect_used'), 'no warm socket handed out');
     }),
   );
 });

@@ -77,6 +77,63 @@ describe('sidecar loop: OUTPUT REDIRECT with no exclusion', () => {
   );
 });
 
+describe('sidecar loop with preconnect: warm sockets are ours too', () => {
+  let lab: Lab;
+  let sg: Splicegate | undefined;
+  let looped: ServerHandle;
+
+  before(async () => {
+    lab = await Lab.create({ name: 'sidewarm' });
+    looped = await lab.startServer('identity', ['--listen', '10.10.2.2:8080', '--id', 'L']);
+    sg = await Splicegate.start(lab, {
+      // One worker: every looped connection meets the worker that opened its socket, so the counts
+      // below are exact (with more, one may be accepted elsewhere before its socket is recorded).
+      workers: 1,
+      listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
+      // ttl: longer than the test, so each warm socket counted below ends by the loop refusal.
+      cluster: { preconnect: { ports: [8080], per_host: 1, ttl: '60s' } },
+    });
+    await redirectOutput(lab, { dport: 8080, toPort: 15001 });
+  });
+
+  after(async () => {
+    await sg?.dispose();
+    await lab?.destroy();
+  });
+
+  it('the warm socket opened for the next client comes back, is refused as a loop and dropped: no chain', { timeout: 60000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const s0 = await sg.stats();
+      const p = await probeFromGateway(lab, { target: '10.10.2.2:8080', send: 'hello\\n', waitMs: 5000 });
+      assert.equal(p.closeKind, 'reset', JSON.stringify(p));
+      assert.equal(p.bytes, 0);
+      const raw = (s: typeof s0, name: string): number => Number((s.raw as Record<string, unknown>)[name]);
+      // The client's upstream connect and the warm one both loop; each is refused, and the warm
+      // socket, reset by that refusal, leaves the pool. Unregistered, the warm socket's looped
+      // connection would be relayed and open the next warm socket, and so on.
+      const s1 = await sg.waitStats(
+        (s) =>
+          delta(s, s0, 'loop_rejected') >= 2 &&
+          raw(s, 'upstream_cx_preconnect_dropped') - raw(s0, 'upstream_cx_preconnect_dropped') >= 1 &&
+          s.downstream_cx_active === 0 &&
+          s.upstream_cx_active === 0,
+        5000,
+        'both loops refused, the warm socket dropped, everything closed',
+      );
+      // Exactly: the probe's connection, and its two looped connections, both refused. A looped warm
+      // connection that was relayed would show as a fourth accept with an upstream connect of its own.
+      assert.equal(delta(s1, s0, 'loop_rejected'), 2, JSON.stringify(s1.raw));
+      assert.equal(delta(s1, s0, 'downstream_cx_total'), 3, JSON.stringify(s1.raw));
+      assert.equal(delta(s1, s0, 'upstream_cx_total'), 2, JSON.stringify(s1.raw)); // the probe's connect and one warm socket
+      assert.equal(raw(s1, 'upstream_cx_preconnect') - raw(s0, 'upstream_cx_preconnect'), 1);
+      assert.equal(raw(s1, 'upstream_cx_preconnect_dropped') - raw(s0, 'upstream_cx_preconnect_dropped'), 1);
+      assert.equal(raw(s1, 'upstream_cx_preconnect_used') - raw(s0, 'upstream_cx_preconnect_used'), 0, 'a looped warm socket was handed out');
+      assert.equal(looped.proc.eventsNamed('conn').length, 0, 'nothing reached the server');
+    }),
+  );
+});
+
 describe("sidecar: one user's connects through splicegate, its marked upstream excluded", () => {
   const MARK = 0x100;
   let lab: Lab;
@@ -103,9 +160,10 @@ describe("sidecar: one user's connects through splicegate, its marked upstream e
     withDiagnostics(lab, sg, async () => {
       if (!sg) throw new Error('no splicegate');
       const s0 = await sg.stats();
-      // The identity server keeps the connection open after its line: the probe ends it at waitMs.
-      const p = await probeFromGateway(lab, { target: '10.10.2.2:8080', uid: NOBODY, waitMs: 2000 });
+      // The identity server keeps the connection open after its line: the probe ends it there.
+      const p = await probeFromGateway(lab, { target: '10.10.2.2:8080', uid: NOBODY, untilLine: true });
       assert.equal(p.connected, true, JSON.stringify(p));
+      assert.equal(p.closeKind, 'line', JSON.stringify(p));
       assert.equal(parseJsonObject(p.firstLine ?? '')?.['id'], 'S', JSON.stringify(p));
       const s1 = await sg.waitStats((s) => delta(s, s0, 'upstream_cx_total') >= 1, 3000, 'relayed');
       assert.equal(delta(s1, s0, 'downstream_cx_total'), 1);
@@ -121,7 +179,8 @@ describe("sidecar: one user's connects through splicegate, its marked upstream e
       if (!sg) throw new Error('no splicegate');
       const s0 = await sg.stats();
       const before = server.proc.eventsNamed('conn').length;
-      const p = await probeFromGateway(lab, { target: '10.10.2.2:8080', waitMs: 2000 });
+      const p = await probeFromGateway(lab, { target: '10.10.2.2:8080', untilLine: true });
+      assert.equal(p.closeKind, 'line', JSON.stringify(p));
       assert.equal(parseJsonObject(p.firstLine ?? '')?.['id'], 'S', JSON.stringify(p));
       await server.proc.waitForEvents((e) => e['event'] === 'conn', before + 1, 3000, 'server conn');
       const s1 = await sg.stats();

@@ -52,7 +52,8 @@ export interface ProbeResult {
   connected: boolean;
   connectError: string | null;
   connectMs: number | null;
-  closeKind: 'end' | 'close' | 'reset' | 'error' | 'timeout' | null;
+  /** 'line': ended by the probe at the first complete line (untilLine). */
+  closeKind: 'end' | 'close' | 'reset' | 'error' | 'timeout' | 'line' | null;
   closedAfterMs: number | null;
   bytes: number;
   firstLine: string | null;

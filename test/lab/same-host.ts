@@ -37,11 +37,12 @@ export async function excludeMarkFromOutput(lab: Lab, mark: number): Promise<voi
  */
 export async function probeFromGateway(
   lab: Lab,
-  o: { target: string; send?: string; waitMs?: number; uid?: number },
+  o: { target: string; send?: string; waitMs?: number; uid?: number; untilLine?: boolean },
 ): Promise<ProbeResult & { proc: LabProcess }> {
   const waitMs = o.waitMs ?? 5000;
   const args = [clientScript('probe'), '--target', o.target, '--wait-ms', String(waitMs)];
   if (o.send !== undefined) args.push('--send', o.send);
+  if (o.untilLine) args.push('--until-line');
   const argv = o.uid === undefined ? args : [`--reuid=${o.uid}`, `--regid=${o.uid}`, '--clear-groups', process.execPath, ...args];
   const proc = lab.start('gw', o.uid === undefined ? process.execPath : 'setpriv', argv, {
     stdin: 'ignore',

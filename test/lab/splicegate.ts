@@ -15,6 +15,8 @@ export interface ListenerSpec {
   mode?: 'original_dst';
   transparent?: boolean;
   proxy_protocol?: { trusted_sources: string[]; required?: boolean; timeout?: string };
+  /** The listener's own `policy:` (replaces the top-level one). */
+  policy?: JsonObject;
 }
 
 export interface SplicegateOptions {
@@ -148,6 +150,7 @@ export class Splicegate {
         mode: l.mode ?? 'original_dst',
         transparent: l.transparent ?? false,
         ...(l.proxy_protocol === undefined ? {} : { proxy_protocol: l.proxy_protocol }),
+        ...(l.policy === undefined ? {} : { policy: l.policy }),
       })),
       cluster: {
         connect_timeout: o.cluster?.connect_timeout ?? '5s',
