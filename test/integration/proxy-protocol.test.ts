@@ -103,6 +103,18 @@ describe('PROXY protocol in', () => {
     }),
   );
 
+  it("the destination policy judges the header's destination (metadata address refused)", { timeout: 30000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const s0 = await sg.stats();
+      const p = await probe(lab, { target: trusted, send: 'PROXY TCP4 198.51.100.7 169.254.169.254 40000 80\\r\\nGET /\\n', waitMs: 5000 });
+      assert.equal(p.closeKind, 'reset', JSON.stringify(p));
+      const s1 = await sg.waitStats((s) => Number(s.raw['policy_denied']) > Number(s0.raw['policy_denied']), 5000, 'policy_denied');
+      assert.equal(Number(s1.raw['policy_denied']) - Number(s0.raw['policy_denied']), 1);
+      assert.equal(delta(s1, s0, 'upstream_cx_total'), 0);
+    }),
+  );
+
   it('a header from an untrusted source is reset and counted', { timeout: 30000 }, () =>
     withDiagnostics(lab, sg, async () => {
       if (!sg) throw new Error('no splicegate');
