@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "loopback.h"
 #include "test_harness.h"
 #include "../core/loop_thread.h"
 #include "../core/host_cache.h"
@@ -58,8 +59,13 @@ extern "C" int epoll_ctl(int epfd, int op, int fd, struct epoll_event* event) {
 namespace {
 
 using splicegate::testing::run;
+using splicegate::testing::addr;
+using splicegate::testing::connectTo;
+using splicegate::testing::FixedDestinationOps;
+using splicegate::testing::listenOn;
+using splicegate::testing::runUntil;
+using splicegate::testing::writeAll;
 
-SocketAddress addr(const char* ip, uint16_t port) { return *SocketAddress::fromIp(ip, port); }
 
 // Sanitizer builds (scripts/test.sh) run several times slower; the bulk tests take the same relay
 // paths (pipes, copy buffers, budget yields) with a quarter of the bytes there.
@@ -258,46 +264,6 @@ void hostCacheTests() {
 }
 
 // --- relay on loopback --------------------------------------------------------------------------
-
-// Every accepted connection "originally" went to `target`.
-struct FixedDestinationOps : OriginalDstOps {
-  SocketAddress target;
-  SyscallResult originalDst(int, int, SocketAddress& out) override {
-    out = target;
-    return {0, 0};
-  }
-  SyscallResult localAddress(int fd, SocketAddress& out) override {
-    socklen_t len = SocketAddress::capacity();
-    return {::getsockname(fd, out.sockaddrPtr(), &len), 0};
-  }
-  LocalIp isLocalIp(const SocketAddress&) override { return LocalIp::kNo; }
-};
-
-UniqueFd listenOn(SocketAddress& bound, int backlog = 64) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  auto a = addr("127.0.0.1", 0);
-  CHECK(::bind(fd.get(), a.sockaddrPtr(), a.length()) == 0);
-  CHECK(::listen(fd.get(), backlog) == 0);
-  socklen_t len = SocketAddress::capacity();
-  ::getsockname(fd.get(), bound.sockaddrPtr(), &len);
-  return fd;
-}
-
-UniqueFd connectTo(const SocketAddress& a) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  CHECK(::connect(fd.get(), a.sockaddrPtr(), a.length()) == 0);
-  return fd;
-}
-
-bool writeAll(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
 
 // How a stream read to its end ended. The time bound is a liveness limit, never a measurement.
 enum class StreamEnd { kEof, kReset, kError, kTimeout };
@@ -1098,17 +1064,6 @@ void threadSharingTests() {
 
 
 // --- listening sockets shared by workers -------------------------------------------------------
-
-// Runs the core's loop on this thread until pred holds (bounded); the tests below drive the core
-// by hand so that they control what one epoll batch contains.
-bool runUntil(WorkerCore& core, const std::function<bool()>& pred, int timeoutMs = 3000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    core.runOnce(20);
-  }
-  return true;
-}
 
 bool stillListening(int fd) {
   int v = 0;

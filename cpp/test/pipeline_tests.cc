@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "loopback.h"
 #include "test_harness.h"
 #include "../core/listener.h"
 #include "../core/original_dst.h"
@@ -23,39 +24,15 @@
 
 using namespace splicegate;
 using splicegate::testing::run;
+using splicegate::testing::addr;
+using splicegate::testing::connectTo;
+using splicegate::testing::FixedDestinationOps;
+using splicegate::testing::listenOn;
+using splicegate::testing::runUntil;
+using splicegate::testing::writeAll;
 
 namespace {
 
-SocketAddress addr(const char* ip, uint16_t port) { return *SocketAddress::fromIp(ip, port); }
-
-struct FixedDestinationOps : OriginalDstOps {
-  SocketAddress target;
-  SyscallResult originalDst(int, int, SocketAddress& out) override {
-    out = target;
-    return {0, 0};
-  }
-  SyscallResult localAddress(int fd, SocketAddress& out) override {
-    socklen_t len = SocketAddress::capacity();
-    return {::getsockname(fd, out.sockaddrPtr(), &len), 0};
-  }
-  LocalIp isLocalIp(const SocketAddress&) override { return LocalIp::kNo; }
-};
-
-UniqueFd listenOn(SocketAddress& bound) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  auto a = addr("127.0.0.1", 0);
-  CHECK(::bind(fd.get(), a.sockaddrPtr(), a.length()) == 0);
-  CHECK(::listen(fd.get(), 64) == 0);
-  socklen_t len = SocketAddress::capacity();
-  ::getsockname(fd.get(), bound.sockaddrPtr(), &len);
-  return fd;
-}
-
-UniqueFd connectTo(const SocketAddress& a) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  CHECK(::connect(fd.get(), a.sockaddrPtr(), a.length()) == 0);
-  return fd;
-}
 
 void sendAll(int fd, const std::string& s) { CHECK(::send(fd, s.data(), s.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(s.size())); }
 
@@ -89,15 +66,6 @@ bool acceptWhileRunning(WorkerCore& core, int server, UniqueFd& out, int timeout
     }
   }
   return false;
-}
-
-bool runUntil(WorkerCore& core, const std::function<bool()>& pred, int timeoutMs = 5000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    core.runOnce(10);
-  }
-  return true;
 }
 
 // A core with one proxy_protocol listener on loopback; the fake "original destination" is `target`.

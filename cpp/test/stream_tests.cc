@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "loopback.h"
 #include "test_harness.h"
 #include "../core/loop_thread.h"
 #include "../core/original_dst.h"
@@ -27,8 +28,13 @@ using namespace splicegate;
 namespace {
 
 using splicegate::testing::run;
+using splicegate::testing::addr;
+using splicegate::testing::connectTo;
+using splicegate::testing::FixedDestinationOps;
+using splicegate::testing::listenOn;
+using splicegate::testing::runUntil;
+using splicegate::testing::writeAll;
 
-SocketAddress addr(const char* ip, uint16_t port) { return *SocketAddress::fromIp(ip, port); }
 
 // Original destinations as the kernel would report them, minus iptables:
 //   kFixed: every connection was "redirected" from `target`;
@@ -59,32 +65,6 @@ struct LabOps : OriginalDstOps {
     return {rc, rc < 0 ? errno : 0};
   }
 };
-
-UniqueFd listenOn(SocketAddress& bound, int backlog = 64) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  auto a = addr("127.0.0.1", 0);
-  CHECK(::bind(fd.get(), a.sockaddrPtr(), a.length()) == 0);
-  CHECK(::listen(fd.get(), backlog) == 0);
-  socklen_t len = SocketAddress::capacity();
-  ::getsockname(fd.get(), bound.sockaddrPtr(), &len);
-  return fd;
-}
-
-UniqueFd connectTo(const SocketAddress& a) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  CHECK(::connect(fd.get(), a.sockaddrPtr(), a.length()) == 0);
-  return fd;
-}
-
-bool writeAll(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
 
 // How a stream ended for the reader.
 enum class End { kEof, kReset, kOtherError, kTimeout };

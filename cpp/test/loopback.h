@@ -1,0 +1,75 @@
+// Loopback plumbing the core's test programs share: addresses, a fake "original destination", a
+// listening server, a client socket, and a loop driver that runs a core by hand until a condition
+// holds (the bound is a liveness limit, never a performance claim).
+#pragma once
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <functional>
+
+#include "test_harness.h"
+#include "../core/original_dst.h"
+#include "../core/socket_address.h"
+#include "../core/unique_fd.h"
+#include "../core/worker_core.h"
+
+namespace splicegate::testing {
+
+inline SocketAddress addr(const char* ip, uint16_t port) { return *SocketAddress::fromIp(ip, port); }
+
+// Every accepted connection "originally" went to `target`.
+struct FixedDestinationOps : OriginalDstOps {
+  SocketAddress target;
+  SyscallResult originalDst(int, int, SocketAddress& out) override {
+    out = target;
+    return {0, 0};
+  }
+  SyscallResult localAddress(int fd, SocketAddress& out) override {
+    socklen_t len = SocketAddress::capacity();
+    return {::getsockname(fd, out.sockaddrPtr(), &len), 0};
+  }
+  LocalIp isLocalIp(const SocketAddress&) override { return LocalIp::kNo; }
+};
+
+// A listening server on 127.0.0.1 (ephemeral port, written to `bound`).
+inline UniqueFd listenOn(SocketAddress& bound, int backlog = 64) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  auto a = addr("127.0.0.1", 0);
+  CHECK(::bind(fd.get(), a.sockaddrPtr(), a.length()) == 0);
+  CHECK(::listen(fd.get(), backlog) == 0);
+  socklen_t len = SocketAddress::capacity();
+  ::getsockname(fd.get(), bound.sockaddrPtr(), &len);
+  return fd;
+}
+
+inline UniqueFd connectTo(const SocketAddress& a) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  CHECK(::connect(fd.get(), a.sockaddrPtr(), a.length()) == 0);
+  return fd;
+}
+
+inline bool writeAll(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+// Runs the core's loop on this thread until pred holds; the tests that use it drive the core by
+// hand so that they control what one epoll batch contains.
+inline bool runUntil(WorkerCore& core, const std::function<bool()>& pred, int timeoutMs = 5000) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    core.runOnce(10);
+  }
+  return true;
+}
+
+}  // namespace splicegate::testing
