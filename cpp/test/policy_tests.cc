@@ -19,17 +19,7 @@
 
 using namespace splicegate;
 
-// Counts heap allocations, to prove check() makes none. (GCC cannot see that the replaced new and
-// delete below are a matching malloc/free pair and warns; they are.)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-static size_t g_allocations = 0;
-void* operator new(size_t size) {
-  ++g_allocations;
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
+#include "alloc_counter.h"
 
 namespace {
 
