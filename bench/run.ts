@@ -22,6 +22,7 @@ import { ALL_CONTENDERS, type BenchEnv, type Contender, isSplicegate, makeConten
 import { CpuCgroups, type CpuStat, cpuStatDelta } from './lib/cgroup';
 import { cpuDelta, foreignCpuDelta, foreignCpuSample, netnsInode, processCpuSeconds, readCpuTimes } from './lib/proc';
 import { buildReport, type BenchResults, type RunRecord, type Verification } from './lib/report';
+import { prepareLab, setRedirect } from './lib/lab-setup';
 import { Servers } from './lib/servers';
 import { allWorkloads, type Durations, PER_CORE_DEFAULT, perCoreWorkloads, type Workload } from './lib/workloads';
 
@@ -223,36 +224,6 @@ function requireTools(): void {
   if (missing.length > 0) throw new Error(`missing tools: ${missing.join(', ')} (Debian: iproute2 iptables wrk iperf3 haproxy nginx-light util-linux)`);
 }
 
-async function setRedirect(env: BenchEnv, c: Contender, check = false): Promise<void> {
-  const text = ['*nat', ':BENCH - [0:0]', ...c.redirectRules(), 'COMMIT', ''].join('\n');
-  const r = await env.lab.exec('gw', 'iptables-restore', ['-w', '--noflush'], { input: text, timeoutMs: 10000 });
-  if (r.code !== 0) throw new Error(`iptables-restore for ${c.id} failed: ${r.stderr}`);
-  if (!check) return;
-  const l = await env.lab.exec('gw', 'iptables', ['-w', '-t', 'nat', '-S', 'BENCH'], { timeoutMs: 10000 });
-  const rules = l.stdout.split('\n').filter((x) => x.startsWith('-A BENCH')).length;
-  if (rules !== c.redirectRules().length) throw new Error(`BENCH chain has ${rules} rules, expected ${c.redirectRules().length}:\n${l.stdout}`);
-}
-
-/** "0", "1", "0-1", "0,2" -> hex CPU mask ("1", "2", "3", "5"). */
-function cpuMask(list: string): string {
-  let mask = 0n;
-  for (const part of list.split(',')) {
-    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
-    if (!m || m[1] === undefined) throw new Error(`bad CPU list ${JSON.stringify(list)}`);
-    const a = Number(m[1]);
-    const b = m[2] === undefined ? a : Number(m[2]);
-    for (let i = a; i <= b; i++) mask |= 1n << BigInt(i);
-  }
-  return mask.toString(16);
-}
-
-/** Steer the receive processing of `devs` (veth, single rx queue) in namespace `ns` to `cpus`. */
-async function setRps(lab: Lab, ns: 'cli' | 'gw' | 'srv', devs: string[], cpus: string): Promise<void> {
-  const mask = cpuMask(cpus);
-  const script = devs.map((d) => `echo ${mask} > /sys/class/net/${d}/queues/rx-0/rps_cpus`).join(' && ');
-  await lab.execOk(ns, 'sh', ['-c', script]);
-}
-
 /** GET /whoami at `dst` from the client: nginx answers "<its address>:<port> <peer address>". */
 async function whoami(env: BenchEnv, dst: string): Promise<{ status: number; body: string; error?: string }> {
   const r = await env.lab.exec('cli', process.execPath, [clientScript('http-get'), '--url', `http://${dst}/whoami`, '--timeout-ms', '3000'], { timeoutMs: 15000 });
@@ -362,22 +333,7 @@ async function main(): Promise<number> {
   let results: BenchResults | null = null;
   try {
     await lab.addServerAddress(SECOND_SERVER);
-    for (const ns of ['cli', 'gw'] as const) {
-      await lab.execOk(ns, 'sysctl', ['-qw', 'net.ipv4.ip_local_port_range=1024 65000', 'net.ipv4.tcp_tw_reuse=1']);
-    }
-    // Receive processing of each namespace on a fixed CPU (RPS on the veth rx queues): the
-    // gateway's on the proxy CPU(s), the client's and server's on the load CPU(s). CPU 1 then is
-    // "the gateway box" and CPU 0 "the client and server boxes", for every contender alike; and a
-    // flow's packets are never processed on two CPUs at once (which reorders them on veth and
-    // shows up as spurious retransmits).
-    await setRps(lab, 'gw', ['cli0', 'srv0'], opts.proxyCpus);
-    await setRps(lab, 'cli', ['eth0'], opts.loadCpus);
-    await setRps(lab, 'srv', ['eth0'], opts.loadCpus);
-    await lab.iptables('gw', 4, ['-t', 'nat', '-N', 'BENCH']);
-    await lab.iptables('gw', 4, ['-t', 'nat', '-A', 'PREROUTING', '-i', 'cli0', '-p', 'tcp', '-j', 'BENCH']);
-    // Short conntrack TIME_WAIT in the gateway: tens of thousands of short connections per run.
-    const ct = await lab.exec('gw', 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_tcp_timeout_time_wait=5']);
-    if (ct.code !== 0) warnings.push(`could not shorten conntrack TIME_WAIT in the gateway: ${ct.stderr.trim()}`);
+    warnings.push(...(await prepareLab(lab, opts.proxyCpus, opts.loadCpus)));
     const own = new Set<number>(
       Object.values(lab.ns)
         .map((n) => netnsInode(`/run/netns/${n}`))
