@@ -22,7 +22,7 @@ import { prepareLab, setRedirect } from './lib/lab-setup';
 import { parseWrk } from './lib/parse';
 import { processCpuSeconds } from './lib/proc';
 import { Servers } from './lib/servers';
-import { parseStraceSummary, type StraceRow, type ThreadSwitches, threadSwitches } from './lib/syscall-count';
+import { parseStraceSummary, processUserSystem, type StraceRow, type ThreadSwitches, threadSwitches } from './lib/syscall-count';
 
 interface Options {
   only: ContenderId[];
@@ -54,6 +54,8 @@ interface Measurement {
   requests: number;
   rps: number;
   proxyCpuUsPerReq: number | null;
+  /** Share of that CPU spent in user space (the rest is the kernel: syscalls, TCP, and the softirq work they run inline). */
+  userShare: number | null;
   wakeupsPerReq: number;
   involuntaryPerReq: number;
   /** Voluntary context switches per request of each thread that had any (name: per request). */
@@ -182,10 +184,10 @@ function renderMarkdown(ms: Measurement[], idle: Idle[], o: Options, startedAt: 
   );
   L.push('');
   const f = (v: number | null, d = 2): string => (v === null || !Number.isFinite(v) ? '–' : v.toFixed(d));
-  L.push('| contender | conns | syscalls/req | of which failed (EAGAIN…) | wakeups/req | involuntary switches/req | proxy CPU µs/req | req/s (untraced, noisy) |');
-  L.push('|---|---|---|---|---|---|---|---|');
+  L.push('| contender | conns | syscalls/req | of which failed (EAGAIN…) | wakeups/req | involuntary switches/req | proxy CPU µs/req | of which user space | req/s (untraced, noisy) |');
+  L.push('|---|---|---|---|---|---|---|---|---|');
   for (const m of ms) {
-    L.push(`| ${m.contender} | ${m.conns} | ${f(m.syscallsPerReq)} | ${f(m.errorsPerReq)} | ${f(m.wakeupsPerReq)} | ${f(m.involuntaryPerReq)} | ${f(m.proxyCpuUsPerReq, 1)} | ${Math.round(m.rps).toLocaleString('en-US')} |`);
+    L.push(`| ${m.contender} | ${m.conns} | ${f(m.syscallsPerReq)} | ${f(m.errorsPerReq)} | ${f(m.wakeupsPerReq)} | ${f(m.involuntaryPerReq)} | ${f(m.proxyCpuUsPerReq, 1)} | ${m.userShare === null ? '–' : `${Math.round(m.userShare * 100)} %`} | ${Math.round(m.rps).toLocaleString('en-US')} |`);
   }
   L.push('');
   L.push(`### At rest (${IDLE_SECONDS} s, no traffic, after the runs above)`);
@@ -247,8 +249,10 @@ async function main(): Promise<number> {
         if (pid === null) throw new Error(`${c.id} is not running:\n${c.diagnostics()}`);
         const s0 = threadSwitches(pid);
         const cpu0 = processCpuSeconds(pid);
+        const us0 = processUserSystem(pid);
         const plain = await wrk(env, conns, o.seconds, o.close, o.path);
         const cpu1 = processCpuSeconds(pid);
+        const us1 = processUserSystem(pid);
         const s1 = threadSwitches(pid);
         const n = Math.max(1, plain.requests);
         const sum = (xs: ThreadSwitches[], k: 'voluntary' | 'involuntary'): number => xs.reduce((a, t) => a + t[k], 0);
@@ -264,6 +268,7 @@ async function main(): Promise<number> {
           requests: plain.requests,
           rps: plain.requestsPerSec,
           proxyCpuUsPerReq: cpu0 !== null && cpu1 !== null ? ((cpu1 - cpu0) * 1e6) / n : null,
+          userShare: us0 !== null && us1 !== null && us1.user + us1.system - us0.user - us0.system > 0 ? (us1.user - us0.user) / (us1.user + us1.system - us0.user - us0.system) : null,
           wakeupsPerReq: (sum(s1, 'voluntary') - sum(s0, 'voluntary')) / n,
           involuntaryPerReq: (sum(s1, 'involuntary') - sum(s0, 'involuntary')) / n,
           threads: perThread(s0, s1, n),

@@ -69,3 +69,17 @@ export function threadSwitches(pid: number): ThreadSwitches[] {
   }
   return out;
 }
+
+/** utime and stime of a process (all threads), seconds; null if it is gone. */
+export function processUserSystem(pid: number): { user: number; system: number } | null {
+  try {
+    const t = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = t.slice(t.lastIndexOf(')') + 2).trim().split(/\s+/);
+    // fields 14 utime and 15 stime, counted from 1 with pid and comm as 1 and 2
+    const u = Number(f[11]);
+    const s = Number(f[12]);
+    return Number.isFinite(u) && Number.isFinite(s) ? { user: u / 100, system: s / 100 } : null;
+  } catch {
+    return null;
+  }
+}
