@@ -511,7 +511,8 @@ export function renderMarkdown(r: BenchResults, s: Summary, targets: Target[]): 
     `CPU ${st.loadCpus} runs the load generators and servers, CPU ${st.proxyCpus} the gateway (proxy + its kernel networking; for direct, kernel forwarding). A contender whose CPU ${st.proxyCpus} is well below 100 % while CPU ${st.loadCpus} is at 100 % was limited by the load side, not by itself: its ratios then understate the difference, and the proxy CPU per request / per GiB rows are the better comparison.`,
   );
   L.push('');
-  const cpuKeys = Object.keys(s[r.workloads[0]?.id ?? '']?.['direct'] ?? {}).filter((k) => /^cpu\d+_busy$/.test(k));
+  const firstW = s[r.workloads[0]?.id ?? ''] ?? {};
+  const cpuKeys = Object.keys(firstW['direct'] ?? Object.values(firstW)[0] ?? {}).filter((k) => /^cpu\d+_busy$/.test(k));
   L.push(`| workload | ${ids.join(' | ')} |`);
   L.push(`|---|${ids.map(() => '---').join('|')}|`);
   for (const w of r.workloads.filter((x) => x.group !== 'memory')) {
