@@ -1,6 +1,7 @@
 // Everything one worker owns: its epoll loop, its share of the process's listening sockets, its
-// connections, pipe and buffer pools, timers and counters. Node-free, so it is testable on its own; the addon drives it
-// from the worker thread's libuv loop.
+// connections, pipe and buffer pools, host cache, timers and counters, and the WorkerContext that
+// hands those services to its connections (worker_context.h). Node-free, so it is testable on its
+// own; a LoopDriver runs it (loop_driver.h: its own thread, or the worker thread's libuv loop).
 //
 // Lifetime rule: nothing an event handler can be reached through (a Connection, a warm socket
 // shell) is freed while a batch is being dispatched, because a later event of the same batch may
