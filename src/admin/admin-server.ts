@@ -12,6 +12,9 @@ import { prometheusText } from '../stats/prometheus';
 import { latencyResponse, renderPrometheusHistograms } from '../latency/latency-views';
 import type { LatencySource } from '../latency/source';
 import type { Logger } from '../util/logger';
+import { acceptsHtml } from './dashboard/negotiate';
+import { sendDashboard } from './dashboard/page';
+import type { ServerInfo } from './server-info';
 
 export interface AdminState {
   /** Ready = every worker listens and no drain has begun. */
@@ -19,6 +22,8 @@ export interface AdminState {
   counters(): Promise<CounterValues>;
   hosts(): Promise<HostView[]>;
   latency: LatencySource;
+  /** GET /server_info (the dashboard's header and listeners); the route exists when this does. */
+  serverInfo?: () => ServerInfo;
   /** Present only when test hooks are enabled. */
   crashWorker?: (id: number) => boolean;
 }
@@ -49,7 +54,8 @@ function routes(state: AdminState, adminStats: AdminStats): Map<string, { method
   const table = new Map<string, { method: string; handler: Handler }>();
   table.set('/', {
     method: 'GET',
-    handler: (_req, res) => reply(res, 200, [...table.keys()].join('\n') + '\n'),
+    // A browser gets the dashboard; curl (Accept: */*) and scripts keep the plain route list.
+    handler: (req, res) => (acceptsHtml(req.headers.accept) ? sendDashboard(res) : reply(res, 200, [...table.keys()].join('\n') + '\n')),
   });
   table.set('/ready', {
     method: 'GET',
@@ -93,6 +99,13 @@ function routes(state: AdminState, adminStats: AdminStats): Map<string, { method
       else reply(res, 400, `unknown format "${format}" (use json or text)\n`);
     },
   });
+  if (state.serverInfo) {
+    const info = state.serverInfo;
+    table.set('/server_info', {
+      method: 'GET',
+      handler: (_req, res) => reply(res, 200, JSON.stringify(info(), null, 2) + '\n', 'application/json'),
+    });
+  }
   if (state.crashWorker) {
     const crash = state.crashWorker;
     table.set('/debug/crash-worker', {

@@ -18,6 +18,8 @@ import type { LatencySource, WorkerLatencyExport } from '../latency/source';
 import { WorkerSupervisor } from '../supervisor/worker-supervisor';
 import { ListenSockets } from './listen-sockets';
 import { createLogger, type Logger } from '../util/logger';
+import { serverInfo } from '../admin/server-info';
+import { packageVersion } from '../util/version';
 
 export interface RunProxyOptions {
   /** Where the config came from (file path or "(built-in default config)"), for logs. */
@@ -128,6 +130,7 @@ function waitForSignal(log: Logger): { first: Promise<string>; second: Promise<v
 }
 
 export async function runProxy(config: SplicegateConfig, options: RunProxyOptions): Promise<number> {
+  const startedAtMs = Date.now();
   const log = createLogger(process.env.SPLICEGATE_DEBUG ? 'debug' : 'info');
   const binding = loadBinding();
   const limits = binding.raiseFdLimit();
@@ -163,6 +166,16 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
         counters: () => runtime.counters(),
         hosts: () => runtime.hosts(),
         latency: runtime,
+        serverInfo: () =>
+          serverInfo({
+            version: packageVersion(),
+            startedAtMs,
+            configFile: options.configSource,
+            config: () => config,
+            readiness: () => runtime.readiness(),
+            workersAlive: () => supervisor.listeningCount(),
+            workerRestarts: () => supervisor.restartCount,
+          }),
         ...(process.env.SPLICEGATE_TEST_HOOKS === '1' ? { crashWorker: (id: number) => supervisor.crashWorker(id) } : {}),
       },
       log,

@@ -66,6 +66,7 @@ export class WorkerSupervisor extends EventEmitter {
   private stopping = false;
   /** Set by stopAccepting(): the listening sockets may be closed, so no worker is (re)started. */
   private draining = false;
+  private restarted = 0;
 
   constructor(private readonly options: SupervisorOptions) {
     super();
@@ -92,6 +93,11 @@ export class WorkerSupervisor extends EventEmitter {
   async start(): Promise<void> {
     const started = Array.from({ length: this.workerCount }, (_, id) => this.launch(id, 0));
     await Promise.all(started);
+  }
+
+  /** Workers relaunched after dying, since start (the admin's /server_info shows it). */
+  get restartCount(): number {
+    return this.restarted;
   }
 
   listeningCount(): number {
@@ -194,6 +200,7 @@ export class WorkerSupervisor extends EventEmitter {
   }
 
   private launch(id: number, generation: number): Promise<void> {
+    if (generation > 0) this.restarted += 1;
     const channel = new MessageChannel();
     const slot: WorkerSlot = { id, generation, state: 'starting', port: channel.port1, startedAt: Date.now() };
     this.slots[id] = slot;
