@@ -101,8 +101,15 @@ function renderHeader() {
   badge.className = 'badge ' + (word === 'ready' ? 'ok' : word === 'draining' ? 'warn' : word === 'unreachable' ? 'bad' : 'idle');
 }
 
+// The charts' time axis: the samples kept so far, at least a minute, at most windowMs (a fresh
+// page's few points would otherwise sit squeezed at the right edge of a 10-minute axis).
+function chartWindow(now) {
+  var span = state.samples.length ? now - state.samples[0].t : 0;
+  return Math.min(S.windowMs, Math.max(60000, span));
+}
+
 function renderTraffic() {
-  var now = Date.now(), w = S.windowMs;
+  var now = Date.now(), w = chartWindow(now);
   var v = state.samples.length ? state.samples[state.samples.length - 1].v : {};
   var active = gauge(function (x) { return num(x, 'downstream_cx_active'); });
   var upActive = gauge(function (x) { return num(x, 'upstream_cx_active'); });
@@ -302,17 +309,40 @@ window.addEventListener('error', function (e) {
   el.setAttribute('data-state', 'error');
 });
 
+// The table's view lives in the URL's fragment (#filter=...&sort=total&dir=desc), so a view can be
+// bookmarked or linked; the fragment never reaches the server.
+function readView() {
+  var params = new URLSearchParams(location.hash.slice(1));
+  var key = params.get('sort');
+  if (key && HOST_COLUMNS.some(function (c) { return c.key === key; })) state.sortKey = key;
+  var dir = params.get('dir');
+  if (dir === 'asc' || dir === 'desc') state.sortDir = dir === 'asc' ? 1 : -1;
+  state.filter = params.get('filter') || '';
+  byId('hosts-filter').value = state.filter;
+}
+
+function writeView() {
+  var params = new URLSearchParams();
+  if (state.filter) params.set('filter', state.filter);
+  params.set('sort', state.sortKey);
+  params.set('dir', state.sortDir < 0 ? 'desc' : 'asc');
+  history.replaceState(null, '', '#' + params.toString());
+}
+
 byId('hosts-head').addEventListener('click', function (e) {
   var th = e.target.closest('th');
   var key = th && th.getAttribute('data-key');
   if (!key) return;
   if (state.sortKey === key) state.sortDir = -state.sortDir;
   else { state.sortKey = key; state.sortDir = key === 'host' ? 1 : -1; }
+  writeView();
   renderHosts();
 });
 byId('hosts-filter').addEventListener('input', function (e) {
   state.filter = e.target.value;
+  writeView();
   renderHosts();
 });
+readView();
 loop();
 `;

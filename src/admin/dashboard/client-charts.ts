@@ -57,7 +57,9 @@ function fmtDuration(seconds) {
 
 // A round axis maximum at or above value; binary: round in KiB, MiB, ... (byte axes).
 function niceMax(value, binary) {
-  if (binary && value >= 1024) {
+  // Bytes: at least 1 KiB, so an idle axis does not read "0 B, 1 B, 1 B".
+  if (binary && value < 1024) return 1024;
+  if (binary) {
     var unit = Math.pow(1024, Math.floor(Math.log(value) / Math.log(1024)));
     return niceMax(value / unit, false) * unit;
   }
@@ -88,7 +90,8 @@ function timeChart(title, series, opts, now, windowMs) {
     out.push('<line x1="' + L + '" x2="' + (L + pw) + '" y1="' + yy + '" y2="' + yy + '" class="grid"/>');
     out.push('<text x="' + (L - 5) + '" y="' + (Number(yy) + 4) + '" text-anchor="end" class="tick">' + esc(fmt(max * f)) + '</text>');
   });
-  [[windowMs, '-' + Math.round(windowMs / 60000) + ' min'], [windowMs / 2, '-' + Math.round(windowMs / 120000) + ' min'], [0, 'now']].forEach(function (tick, i) {
+  var ago = function (ms) { return ms >= 60000 ? '-' + +(ms / 60000).toFixed(1) + ' min' : '-' + Math.round(ms / 1000) + ' s'; };
+  [[windowMs, ago(windowMs)], [windowMs / 2, ago(windowMs / 2)], [0, 'now']].forEach(function (tick, i) {
     var xx = x(now - tick[0]).toFixed(1);
     out.push('<line x1="' + xx + '" x2="' + xx + '" y1="' + T + '" y2="' + (T + ph) + '" class="grid"/>');
     out.push('<text x="' + xx + '" y="' + (T + ph + 14) + '" text-anchor="' + (i === 0 ? 'start' : i === 2 ? 'end' : 'middle') + '" class="tick">' + tick[1] + '</text>');

@@ -50,7 +50,7 @@ function body(settings: DashboardSettings): string {
   </dl>
 </header>
 <main>
-  <h2>Traffic<span class="aside">last ${minutes} minutes, kept in this page</span></h2>
+  <h2>Traffic<span class="aside">up to the last ${minutes} minutes, kept in this page since it was opened</span></h2>
   <div class="kpis">
     ${kpi('kpi-active', 'active connections')}
     ${kpi('kpi-cps', 'new connections / s')}
