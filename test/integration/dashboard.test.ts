@@ -15,6 +15,7 @@ import { withDiagnostics } from '../lab/harness';
 import { repoRoot } from '../lab/paths';
 import { BrowserPage, dumpDom } from '../lab/browser';
 import { waitFor } from '../lab/util';
+import { colourCount, decodePng, inkRatio } from '../latency/png';
 
 const ADMIN = '127.0.0.1:9901';
 const URL_ = `http://${ADMIN}/`;
@@ -208,8 +209,10 @@ describe('admin dashboard in headless Chromium', () => {
           fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
           const png = await browser.screenshot();
           fs.writeFileSync(SCREENSHOT, png);
-          assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');
-          assert.equal(png.readUInt32BE(16), 1400, 'PNG width');
+          const pixels = decodePng(png);
+          assert.equal(pixels.width, 1400);
+          assert.ok(inkRatio(pixels) > 0.2, `screenshot looks blank: ${inkRatio(pixels)}`);
+          assert.ok(colourCount(pixels) > 50, 'too few colours for text, badges and chart lines');
           process.stdout.write(`# dashboard screenshot: ${SCREENSHOT} (${png.length} bytes; client->upstream ${rx} when it first showed)\n`);
         } finally {
           const r = await finishTransfer(paced, 90000);
