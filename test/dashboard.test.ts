@@ -12,6 +12,7 @@ import { serverInfo, type ServerInfo } from '../src/admin/server-info';
 import { defaultConfig } from '../src/config/default';
 import { validateConfigValue } from '../src/config/schema';
 import { closeLatencyPool } from '../src/latency/merge-pool';
+import { sharedCollect, type WorkerLatencyExport } from '../src/latency/source';
 import { createLogger } from '../src/util/logger';
 import { StaticSource, workerExport } from './latency/helpers';
 
@@ -193,5 +194,29 @@ describe('admin routes behind the dashboard', () => {
     const bad = await fetch(url('/latency?format=svg'));
     assert.equal(bad.status, 400);
     assert.match(await bad.text(), /use text, json, hdr or plots/);
+  });
+});
+
+describe('sharedCollect', () => {
+  it('readers arriving during a collect share it; a later reader asks again', async () => {
+    let calls = 0;
+    let release: () => void = () => undefined;
+    const exports: WorkerLatencyExport[] = [workerExport({ connect: [100] })];
+    const shared = sharedCollect({
+      collect: () => {
+        calls += 1;
+        return new Promise((resolve) => (release = () => resolve(exports)));
+      },
+    });
+    const a = shared.collect();
+    const b = shared.collect();
+    assert.equal(calls, 1);
+    release();
+    assert.equal(await a, exports);
+    assert.equal(await b, exports);
+    const c = shared.collect();
+    assert.equal(calls, 2, 'nothing is kept past the answer');
+    release();
+    await c;
   });
 });

@@ -10,7 +10,7 @@ import type { CounterValues } from '../stats/counters';
 import { hostsText, type HostView } from '../stats/hosts';
 import { prometheusText } from '../stats/prometheus';
 import { latencyResponse, renderPrometheusHistograms } from '../latency/latency-views';
-import type { LatencySource } from '../latency/source';
+import { sharedCollect, type LatencySource } from '../latency/source';
 import type { Logger } from '../util/logger';
 import { acceptsHtml } from './dashboard/negotiate';
 import { sendDashboard } from './dashboard/page';
@@ -52,6 +52,8 @@ function statsText(values: CounterValues): string {
 
 function routes(state: AdminState, adminStats: AdminStats): Map<string, { method: string; handler: Handler }> {
   const table = new Map<string, { method: string; handler: Handler }>();
+  // The dashboard reads /latency?format=json and ?format=plots together: one collect serves both.
+  const latency = sharedCollect(state.latency);
   table.set('/', {
     method: 'GET',
     // A browser gets the dashboard; curl (Accept: */*) and scripts keep the plain route list.
@@ -77,7 +79,7 @@ function routes(state: AdminState, adminStats: AdminStats): Map<string, { method
   table.set('/stats/prometheus', {
     method: 'GET',
     handler: async (_req, res) => {
-      const [dataPlane, histograms] = await Promise.all([state.counters(), renderPrometheusHistograms(state.latency)]);
+      const [dataPlane, histograms] = await Promise.all([state.counters(), renderPrometheusHistograms(latency)]);
       const counters = { ...dataPlane, ...adminStats.snapshot() };
       reply(res, 200, prometheusText(counters, [histograms]), 'text/plain; version=0.0.4; charset=utf-8');
     },
@@ -85,7 +87,7 @@ function routes(state: AdminState, adminStats: AdminStats): Map<string, { method
   table.set('/latency', {
     method: 'GET',
     handler: async (_req, res, query) => {
-      const r = await latencyResponse(state.latency, query.get('format'));
+      const r = await latencyResponse(latency, query.get('format'));
       reply(res, r.status, r.body, r.contentType);
     },
   });
