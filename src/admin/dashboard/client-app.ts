@@ -142,7 +142,7 @@ function renderTraffic() {
   setHtml(byId('chart-bytes'), timeChart('bytes per second', [
     { label: 'client\u2192upstream', color: COLORS[0], points: rx },
     { label: 'upstream\u2192client', color: COLORS[3], points: tx }
-  ], { fmt: fmtBytes, binary: true }, now, w));
+  ], { fmt: bytesPerSec, binary: true }, now, w));
   setHtml(byId('chart-splice'), timeChart('relayed bytes: splice vs copy', [
     { label: 'splice', color: COLORS[2], points: share },
     { label: 'copy', color: COLORS[4], points: copy }
