@@ -41,6 +41,8 @@ export interface SupervisorOptions {
   listeners: ListenerHandoff[];
   log: Logger;
   restartPolicy?: RestartPolicyOptions;
+  /** The config generation these workers serve (docs/OPERATIONS.md, reload), for the logs. */
+  configGeneration?: number;
 }
 
 interface PendingRequest {
@@ -130,6 +132,20 @@ export class WorkerSupervisor extends EventEmitter {
     await this.ask(slots, (requestId) => ({ type: 'stop-accepting', requestId }), timeoutMs);
   }
 
+  /**
+   * The counters each worker not known dead last reported (collectStats refreshes them). Read
+   * synchronously after a collect: a worker's death is reported ('worker-exit', which retires its
+   * counters) in the same turn its slot turns dead, so no worker is counted both live and retired.
+   */
+  currentStats(): Float64Array[] {
+    return this.slots.filter((s) => s.state !== 'dead').flatMap((s) => (s.lastStats ? [s.lastStats] : []));
+  }
+
+  /** Like currentStats, for the latency exports (collectLatency refreshes them). */
+  currentLatency(): WorkerLatencyExport[] {
+    return this.slots.filter((s) => s.state !== 'dead').flatMap((s) => (s.lastLatency ? [s.lastLatency] : []));
+  }
+
   private liveSlots(): WorkerSlot[] {
     return this.slots.filter((s) => s.state === 'listening' || s.state === 'exiting');
   }
@@ -203,7 +219,12 @@ export class WorkerSupervisor extends EventEmitter {
         switch (message.type) {
           case 'listening':
             slot.state = 'listening';
-            this.options.log.info('worker listening', { worker: id, generation, addresses: message.addresses.join(',') });
+            this.options.log.info('worker listening', {
+              worker: id,
+              generation,
+              config_generation: this.options.configGeneration,
+              addresses: message.addresses.join(','),
+            });
             this.emit('worker-listening', id);
             resolve();
             break;
