@@ -189,8 +189,12 @@ export class WorkerSupervisor extends EventEmitter {
     return true;
   }
 
-  /** Tells every worker to close and exit, then tears the thread pool down. */
-  async stop(): Promise<void> {
+  /**
+   * Tells every worker to close and exit, waits (up to graceMs) until each task has ended, then
+   * tears the thread pool down. The wait matters: destroying the pool terminates the threads, and a
+   * thread terminated in the middle of a native call (its close()) aborts the whole process.
+   */
+  async stop(graceMs = 5000): Promise<void> {
     this.stopping = true;
     for (const slot of this.slots) {
       if (slot.state === 'listening' || slot.state === 'starting') {
@@ -198,7 +202,25 @@ export class WorkerSupervisor extends EventEmitter {
         this.post(slot, { type: 'exit' });
       }
     }
+    await this.allGone(graceMs);
     await this.pool.destroy();
+  }
+
+  private allGone(timeoutMs: number): Promise<void> {
+    const gone = (): boolean => this.slots.every((s) => s.state === 'dead');
+    if (gone()) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.off('worker-exit', onExit);
+        resolve();
+      };
+      const onExit = (): void => {
+        if (gone()) done();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.on('worker-exit', onExit);
+    });
   }
 
   private post(slot: WorkerSlot, message: SupervisorToWorker): void {
