@@ -96,7 +96,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   // Installed once the first generation serves: a SIGHUP before that keeps its default (exit).
   reloadOnHangup(reloader, log);
   log.info('ready', { admin: admin.address, config_generation: runtime.active.number });
-  const watch = watchCounters(() => runtime.counters(), [loopWarningRule(config, log)], COUNTER_WATCH_MS, (err) =>
+  const watch = watchCounters(() => runtime.counters(), [loopWarningRule(() => runtime.active.config, log)], COUNTER_WATCH_MS, (err) =>
     log.debug('counter watch: read failed', { error: err instanceof Error ? err.message : String(err) }),
   );
   const latencyLog = options.latencyLogPath
