@@ -181,6 +181,7 @@ export function listenerChanges(before: SplicegateConfig, after: SplicegateConfi
 function describe(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   const e = err as Error & { code?: unknown; context?: unknown };
-  const where = typeof e.context === 'string' ? ` (${e.context})` : '';
+  // The core's errors name their context in the message already ("bind egress 0.0.0.0:15003 failed: ...").
+  const where = typeof e.context === 'string' && !e.message.includes(e.context) ? ` (${e.context})` : '';
   return `${e.message}${where}`;
 }

@@ -266,4 +266,34 @@ describe('reload', () => {
       await sg.dispose();
     }
   });
+  it('a reload that cannot be applied (a new listener\'s address is taken) is refused with the bind error; the running generation keeps serving on the same socket', { timeout: 60000 }, async () => {
+    // Something else holds the new listener's port in the gateway.
+    const squatter = lab.start('gw', process.execPath, ['-e', "require('net').createServer().listen(15003, '0.0.0.0', () => console.log('READY'))"], { label: 'squatter' });
+    await squatter.waitForLine((l) => l === 'READY', 10000, 'squatter listening');
+    const sg = await Splicegate.start(lab, options({ ...INITIAL, workers: 1 }));
+    try {
+      await withDiagnostics(lab, sg, async () => {
+        const inode = await socketInode(lab, PORT);
+        const next = options({ ...INITIAL, workers: 1 });
+        next.listeners.push({ name: 'taken', address: '0.0.0.0:15003' });
+        fs.writeFileSync(sg.configPath, Splicegate.buildConfig(next));
+        const r = await reload(sg);
+        assert.equal(r.status, 500, JSON.stringify(r.body));
+        assert.equal(r.body['reason'], 'failed');
+        assert.match(String(r.body['error']), /EADDRINUSE|address already in use/i, JSON.stringify(r.body));
+        assert.equal((r.body['config_generation'] as JsonObject)['number'], 1);
+        const s = await sg.stats();
+        assert.equal(s.raw['config_generation'], 1);
+        assert.equal(s.raw['config_generations_live'], 1, 'the new generation is gone again');
+        assert.equal(s.raw['config_reload_failures'], 1);
+        assert.equal((await sg.adminGet('/ready')).status, 200);
+        const served = await probe(lab, { target: POLICED_TARGET, send: 'x\n', waitMs: 5000, untilLine: true });
+        assert.match(served.firstLine ?? '', /"id":"policed"/, JSON.stringify(served));
+        assert.deepEqual(await socketInode(lab, PORT), inode, 'the running listener kept its socket');
+      });
+    } finally {
+      await sg.dispose();
+      await squatter.stop('SIGTERM', 2000);
+    }
+  });
 });
