@@ -69,7 +69,9 @@ const COMMANDS: Record<string, Command> = {
   run: {
     summary: 'start the proxy',
     usage: '[--config FILE] [--latency-log FILE [--latency-log-interval DURATION]]',
-    description: 'Load the config (or the built-in default) and run the proxy until it is stopped (SIGINT/SIGTERM).',
+    description:
+      'Load the config (or the built-in default) and run the proxy until it is stopped (SIGINT/SIGTERM: drain, then exit). ' +
+      'SIGHUP (or POST /reload on the admin endpoint) re-reads --config and applies it without dropping a connection (docs/OPERATIONS.md).',
     options: [
       { ...CONFIG_OPTION, description: 'YAML config file (default: the built-in config below)' },
       { name: 'latency-log', value: 'FILE', description: 'write an HdrHistogram interval log of connection latencies to FILE (docs/LATENCY.md)' },
@@ -100,6 +102,7 @@ const COMMANDS: Record<string, Command> = {
       const { runProxy } = await import('./proxy/run.js');
       return runProxy(config, {
         configSource: configPath ?? DEFAULT_CONFIG_SOURCE,
+        ...(configPath === undefined ? {} : { configPath }),
         ...(latencyLogPath === undefined ? {} : { latencyLogPath }),
         ...(latencyLogIntervalMs === undefined ? {} : { latencyLogIntervalMs }),
       });

@@ -191,12 +191,15 @@ test('systemd units pass systemd-analyze verify', () => {
   }
 });
 
-test('splicegate.service: drains on SIGTERM within TimeoutStopSec, no ExecReload, its commands work', () => {
+test('splicegate.service: drains on SIGTERM within TimeoutStopSec, reloads with validate then SIGHUP, its commands work', () => {
   const unit = readFileSync(join(SYSTEMD, 'splicegate.service'), 'utf8');
   const key = (k: string): string[] => [...unit.matchAll(new RegExp(`^${k}=(.*)$`, 'gm'))].map((m) => m[1] ?? '');
   assert.deepEqual(key('Type'), ['exec']);
   assert.deepEqual(key('KillSignal'), ['SIGTERM']);
-  assert.deepEqual(key('ExecReload'), []);
+  assert.deepEqual(key('ExecReload'), [
+    '/usr/bin/node /opt/splicegate/dist/src/cli.js validate --config /etc/splicegate/splicegate.yaml',
+    '/bin/kill -HUP $MAINPID',
+  ]);
   assert.deepEqual(key('AmbientCapabilities'), ['CAP_NET_ADMIN']);
   assert.ok(Number(key('LimitNOFILE')[0]) >= 65536);
   const gateway = readFileSync(join(ROOT, 'examples', 'gateway.yaml'), 'utf8');

@@ -16,9 +16,18 @@ import { acceptsHtml } from './dashboard/negotiate';
 import { sendDashboard } from './dashboard/page';
 import type { ServerInfo } from './server-info';
 
+/** The config generation serving, as /ready shows it (docs/OPERATIONS.md, reload). */
+export interface AdminGeneration {
+  number: number;
+  source: string;
+  loadedAt: string;
+}
+
 export interface AdminState {
   /** Ready = every worker listens and no drain has begun. */
-  readiness(): { ready: boolean; detail: string };
+  readiness(): { ready: boolean; detail: string; generation?: AdminGeneration };
+  /** POST /reload: re-read the config file; the answer's status and JSON body. */
+  reload?: () => Promise<{ status: number; body: unknown }>;
   counters(): Promise<CounterValues>;
   hosts(): Promise<HostView[]>;
   latency: LatencySource;
@@ -61,11 +70,28 @@ function routes(state: AdminState, adminStats: AdminStats): Map<string, { method
   });
   table.set('/ready', {
     method: 'GET',
-    handler: (_req, res) => {
-      const { ready, detail } = state.readiness();
-      reply(res, ready ? 200 : 503, detail + '\n');
+    handler: (_req, res, query) => {
+      const { ready, detail, generation: g } = state.readiness();
+      const format = query.get('format');
+      if (format === 'json') {
+        const generation = g ? { config_generation: g.number, config_file: g.source, config_loaded_at: g.loadedAt } : {};
+        reply(res, ready ? 200 : 503, JSON.stringify({ ready, detail, ...generation }) + '\n', 'application/json');
+      } else if (format === null || format === 'text') {
+        const line = g ? `config_generation ${g.number} ${g.source} ${g.loadedAt}\n` : '';
+        reply(res, ready ? 200 : 503, detail + '\n' + line);
+      } else reply(res, 400, `unknown format "${format}" (use json or text)\n`);
     },
   });
+  if (state.reload) {
+    const reload = state.reload;
+    table.set('/reload', {
+      method: 'POST',
+      handler: async (_req, res) => {
+        const r = await reload();
+        reply(res, r.status, JSON.stringify(r.body, null, 2) + '\n', 'application/json');
+      },
+    });
+  }
   table.set('/stats', {
     method: 'GET',
     handler: async (_req, res, query) => {

@@ -41,6 +41,8 @@ export interface SupervisorOptions {
   listeners: ListenerHandoff[];
   log: Logger;
   restartPolicy?: RestartPolicyOptions;
+  /** The config generation these workers serve (docs/OPERATIONS.md, reload), for the logs. */
+  configGeneration?: number;
 }
 
 interface PendingRequest {
@@ -136,6 +138,20 @@ export class WorkerSupervisor extends EventEmitter {
     await this.ask(slots, (requestId) => ({ type: 'stop-accepting', requestId }), timeoutMs);
   }
 
+  /**
+   * The counters each worker not known dead last reported (collectStats refreshes them). Read
+   * synchronously after a collect: a worker's death is reported ('worker-exit', which retires its
+   * counters) in the same turn its slot turns dead, so no worker is counted both live and retired.
+   */
+  currentStats(): Float64Array[] {
+    return this.slots.filter((s) => s.state !== 'dead').flatMap((s) => (s.lastStats ? [s.lastStats] : []));
+  }
+
+  /** Like currentStats, for the latency exports (collectLatency refreshes them). */
+  currentLatency(): WorkerLatencyExport[] {
+    return this.slots.filter((s) => s.state !== 'dead').flatMap((s) => (s.lastLatency ? [s.lastLatency] : []));
+  }
+
   private liveSlots(): WorkerSlot[] {
     return this.slots.filter((s) => s.state === 'listening' || s.state === 'exiting');
   }
@@ -179,8 +195,12 @@ export class WorkerSupervisor extends EventEmitter {
     return true;
   }
 
-  /** Tells every worker to close and exit, then tears the thread pool down. */
-  async stop(): Promise<void> {
+  /**
+   * Tells every worker to close and exit, waits (up to graceMs) until each task has ended, then
+   * tears the thread pool down. The wait matters: destroying the pool terminates the threads, and a
+   * thread terminated in the middle of a native call (its close()) aborts the whole process.
+   */
+  async stop(graceMs = 5000): Promise<void> {
     this.stopping = true;
     for (const slot of this.slots) {
       if (slot.state === 'listening' || slot.state === 'starting') {
@@ -188,7 +208,25 @@ export class WorkerSupervisor extends EventEmitter {
         this.post(slot, { type: 'exit' });
       }
     }
+    await this.allGone(graceMs);
     await this.pool.destroy();
+  }
+
+  private allGone(timeoutMs: number): Promise<void> {
+    const gone = (): boolean => this.slots.every((s) => s.state === 'dead');
+    if (gone()) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.off('worker-exit', onExit);
+        resolve();
+      };
+      const onExit = (): void => {
+        if (gone()) done();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.on('worker-exit', onExit);
+    });
   }
 
   private post(slot: WorkerSlot, message: SupervisorToWorker): void {
@@ -210,7 +248,12 @@ export class WorkerSupervisor extends EventEmitter {
         switch (message.type) {
           case 'listening':
             slot.state = 'listening';
-            this.options.log.info('worker listening', { worker: id, generation, addresses: message.addresses.join(',') });
+            this.options.log.info('worker listening', {
+              worker: id,
+              generation,
+              config_generation: this.options.configGeneration,
+              addresses: message.addresses.join(','),
+            });
             this.emit('worker-listening', id);
             resolve();
             break;
