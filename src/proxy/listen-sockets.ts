@@ -32,14 +32,19 @@ export function nativeListenerOptions(l: ListenerConfig, policy: number): Native
 export class ListenSockets {
   private constructor(private readonly sockets: Array<{ options: NativeListenerOptions; socket: ListenSocket }>) {}
 
-  /** Opens every listener or none: on a failure (EADDRINUSE, ...) the ones already open are closed. */
-  static open(binding: Pick<NativeBinding, 'ListenSocket'>, listeners: readonly ListenerConfig[]): ListenSockets {
+  /**
+   * Opens every listener or none: on a failure (EADDRINUSE, ...) the ones already open are closed.
+   * passed: listener index -> an fd the service manager passed (socket-activation.ts), taken over
+   * instead of binding.
+   */
+  static open(binding: Pick<NativeBinding, 'ListenSocket'>, listeners: readonly ListenerConfig[], passed: ReadonlyMap<number, number> = new Map()): ListenSockets {
     const opened: Array<{ options: NativeListenerOptions; socket: ListenSocket }> = [];
     try {
       const policyIndex = listenerPolicyIndexes(listeners);
       for (const [i, l] of listeners.entries()) {
         const options = nativeListenerOptions(l, policyIndex[i] ?? 0);
-        opened.push({ options, socket: new binding.ListenSocket(options) });
+        const fd = passed.get(i);
+        opened.push({ options, socket: fd === undefined ? new binding.ListenSocket(options) : new binding.ListenSocket(options, fd) });
       }
     } catch (err) {
       for (const o of opened) o.socket.close();

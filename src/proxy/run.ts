@@ -17,6 +17,7 @@ import { closeLatencyPool } from '../latency/merge-pool';
 import type { LatencySource, WorkerLatencyExport } from '../latency/source';
 import { WorkerSupervisor } from '../supervisor/worker-supervisor';
 import { ListenSockets } from './listen-sockets';
+import { takeActivatedSockets } from './socket-activation';
 import { createLogger, type Logger } from '../util/logger';
 
 export interface RunProxyOptions {
@@ -140,7 +141,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   const signals = waitForSignal(log);
   // Here, not in the workers: one socket per listener for the process's life (no SO_REUSEPORT), so
   // a second instance fails with EADDRINUSE and a worker's death loses nothing queued.
-  const listenSockets = ListenSockets.open(binding, config.listeners);
+  const listenSockets = ListenSockets.open(binding, config.listeners, takeActivatedSockets(binding, config.listeners, log));
   const nativeOptions = nativeOptionsFor(config, limits.soft);
   const supervisor = new WorkerSupervisor({
     config,
