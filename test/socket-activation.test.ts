@@ -50,6 +50,8 @@ test('a passed fd goes to the listener of its name, else of its address; the res
     9: { type: 'stream', family: 'ipv4', listening: true, address: '0.0.0.0:15001' },
     // Named: taken by name whatever it is (the takeover checks it and fails the start if wrong).
     10: { type: 'stream', family: 'ipv4', listening: true, address: '0.0.0.0:15099' },
+    // Named like a listener already served (one name for every socket of a unit): by address.
+    11: { type: 'stream', family: 'ipv4', listening: true, address: '0.0.0.0:15003' },
   };
   const inspect = (fd: number): NativeSocketInfo => {
     const s = sockets[fd];
@@ -57,11 +59,12 @@ test('a passed fd goes to the listener of its name, else of its address; the res
     if (s === undefined) throw Object.assign(new Error('EBADF'), { code: 'EBADF' });
     return s;
   };
-  const passed = [3, 4, 5, 6, 7, 8, 9, 10].map((fd) => ({ fd, name: fd === 10 ? 'named' : 'splicegate.socket' }));
+  const passed = [3, 4, 5, 6, 7, 8, 9, 10, 11].map((fd) => ({ fd, name: fd >= 10 ? 'named' : 'splicegate.socket' }));
   const plan = planActivation(listeners, passed, inspect);
   assert.deepEqual([...plan.adopt].sort((a, b) => a[0] - b[0]), [
     [0, { fd: 3, matchedBy: 'address' }],
     [1, { fd: 4, matchedBy: 'address' }],
+    [2, { fd: 11, matchedBy: 'address' }],
     [3, { fd: 10, matchedBy: 'name' }],
   ]);
   assert.deepEqual(

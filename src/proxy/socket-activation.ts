@@ -82,7 +82,8 @@ export function planActivation(listeners: readonly Pick<ListenerConfig, 'name' |
   for (const p of passed) {
     const index = listeners.findIndex((l) => l.name === p.name);
     if (index >= 0 && !adopt.has(index)) adopt.set(index, { fd: p.fd, matchedBy: 'name' });
-    else if (index >= 0) unused.push({ ...p, why: `listener "${p.name}" already takes fd ${adopt.get(index)?.fd}` });
+    // Not named for a listener, or named for one already served (FileDescriptorName= names every
+    // socket of a .socket unit alike): matched by address instead.
     else rest.push(p);
   }
   for (const p of rest) {
