@@ -34,9 +34,10 @@ function logBounds(values: number[]): { lo: number; hi: number } {
   return { lo, hi };
 }
 
-function logTicks(lo: number, hi: number): number[] {
+/** Gridlines at 1, 2, 5 x 10^k, or only at whole decades when those would be closer than ~16 px. */
+function logTicks(lo: number, hi: number, plotH: number): number[] {
   const decades = Math.round(Math.log10(hi / lo));
-  const multipliers = decades <= 3 ? [1, 2, 5] : [1];
+  const multipliers = (decades * 3 + 1) * 16 <= plotH ? [1, 2, 5] : [1];
   const ticks: number[] = [];
   for (let d = lo; d <= hi * 1.0001; d *= 10) for (const m of multipliers) if (m * d <= hi * 1.0001) ticks.push(m * d);
   return ticks;
@@ -68,7 +69,7 @@ export function timelineChart(title: string, tag: string, points: readonly Timel
   const plotH = height - m.top - m.bottom;
   const columns: TimelineColumn[] = combineIntervals(points, o.startMs, o.columnMs);
   const parts: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" class="timeline" data-tag="${escapeHtml(tag)}" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${escapeHtml(title)}">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" class="timeline" data-tag="${escapeHtml(tag)}" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${escapeHtml(`${title} (${tag})`)}">`,
     `<rect x="0" y="0" width="${width}" height="${height}" fill="#fff"/>`,
     `<text x="${m.left}" y="17" class="title">${escapeHtml(title)}</text>`,
   ];
@@ -84,11 +85,13 @@ export function timelineChart(title: string, tag: string, points: readonly Timel
   const py = (v: number): number => m.top + plotH - (Math.log10(Math.max(v, lo) / lo) / Math.log10(hi / lo)) * plotH;
   const f = (n: number): string => n.toFixed(1);
 
-  for (const y of logTicks(lo, hi)) {
+  for (const y of logTicks(lo, hi, plotH)) {
     parts.push(`<line x1="${m.left}" x2="${m.left + plotW}" y1="${f(py(y))}" y2="${f(py(y))}" class="grid"/>`);
     parts.push(`<text x="${m.left - 5}" y="${f(py(y) + 4)}" text-anchor="end" class="tick">${tickText(y)}</text>`);
   }
-  const stepMs = TIME_STEPS.find((s) => spanMs / s <= 6) ?? 86_400_000 * Math.ceil(spanMs / 86_400_000 / 6);
+  // About one label per 70 px, so the narrower host charts get fewer.
+  const maxTicks = Math.max(2, Math.floor(plotW / 70));
+  const stepMs = TIME_STEPS.find((s) => spanMs / s <= maxTicks) ?? 86_400_000 * Math.ceil(spanMs / 86_400_000 / maxTicks);
   for (let t = Math.ceil(o.startMs / stepMs) * stepMs; t <= o.endMs; t += stepMs) {
     parts.push(`<line x1="${f(px(t))}" x2="${f(px(t))}" y1="${m.top}" y2="${m.top + plotH}" class="grid"/>`);
     // A label at either edge would run past the card if centred: align it inside the frame.
@@ -132,12 +135,12 @@ export function timelineChart(title: string, tag: string, points: readonly Timel
     );
   }
 
-  const legendX = m.left + plotW - 3 * 44 - 4;
-  parts.push(`<rect x="${legendX}" y="${m.top + 3}" width="${3 * 44}" height="16" class="legend-box"/>`);
+  // In the top margin, right of the title: nothing of the plot is hidden behind it.
+  const legendX = m.left + plotW - 3 * 40;
   SERIES.forEach((s, i) => {
-    const x = legendX + 6 + i * 44;
-    parts.push(`<rect x="${x}" y="${m.top + 10}" width="12" height="3" fill="${s.color}"/>`);
-    parts.push(`<text x="${x + 15}" y="${m.top + 15}" class="legend">${s.key}</text>`);
+    const x = legendX + i * 40;
+    parts.push(`<rect x="${x}" y="11" width="12" height="3" fill="${s.color}"/>`);
+    parts.push(`<text x="${x + 15}" y="16" class="legend">${s.key}</text>`);
   });
   parts.push('</svg>');
   return parts.join('');
@@ -175,7 +178,8 @@ export function timelineSections(timeline: LatencyTimeline, hosts: readonly stri
       const set = timeline.hosts.get(host) ?? {};
       body.push(`<h3>${escapeHtml(host)}</h3><div class="grid-2">`);
       for (const metric of HOST_LATENCY_METRICS as readonly LatencyMetricName[]) {
-        const chart = timelineChart(`${metric} @ ${host}`, `${metric}@${host}`, set[metric] ?? [], { ...span, width: 370, height: 200 });
+        // The host is in the heading above: the title stays short enough to clear the legend.
+        const chart = timelineChart(metric, `${metric}@${host}`, set[metric] ?? [], { ...span, width: 350, height: 200 });
         body.push(`<div class="card">${chart}</div>`);
       }
       body.push('</div>');
