@@ -3,7 +3,7 @@
 // them, from FileDescriptorName=). Each configured listener takes the passed socket named like it,
 // else the one bound to its address; the socket is then used as is (never closed and re-bound), so
 // connections systemd queued before splicegate started are served. A listener without a passed
-// socket binds its own as usual; a passed fd no listener takes is reported and closed.
+// socket binds its own as usual; a passed socket no listener takes is reported and closed.
 
 import { closeSync } from 'node:fs';
 import type { ListenerConfig } from '../config/types';
@@ -57,8 +57,12 @@ export function canonicalAddress(address: Pick<ListenerConfig['address'], 'host'
 export interface ActivationPlan {
   /** Listener index (config order) -> the passed fd it takes over. */
   adopt: Map<number, { fd: number; matchedBy: 'name' | 'address' }>;
-  /** Passed fds no listener takes, with why: to report and close. */
-  unused: Array<{ fd: number; name: string | undefined; why: string }>;
+  /**
+   * Passed fds no listener takes, with why: to report, and to close when they are sockets. A
+   * number that is not a socket is left alone: with a LISTEN_FDS larger than what was really
+   * passed it may be one of Node's own fds.
+   */
+  unused: Array<{ fd: number; name: string | undefined; why: string; close: boolean }>;
 }
 
 type Inspect = (fd: number) => NativeSocketInfo;
@@ -91,21 +95,21 @@ export function planActivation(listeners: readonly Pick<ListenerConfig, 'name' |
     try {
       info = inspect(p.fd);
     } catch (err) {
-      unused.push({ ...p, why: describeInspectError(err) });
+      unused.push({ ...p, why: describeInspectError(err), close: false });
       continue;
     }
     if (info.type !== 'stream' || (info.family !== 'ipv4' && info.family !== 'ipv6')) {
-      unused.push({ ...p, why: `not a TCP socket (${info.family} ${info.type})` });
+      unused.push({ ...p, why: `not a TCP socket (${info.family} ${info.type})`, close: true });
       continue;
     }
     if (!info.listening) {
-      unused.push({ ...p, why: `not listening (${info.address})` });
+      unused.push({ ...p, why: `not listening (${info.address})`, close: true });
       continue;
     }
     const index = listeners.findIndex((l, i) => !adopt.has(i) && canonicalAddress(l.address) === info.address);
     if (index < 0) {
       const taken = listeners.some((l) => canonicalAddress(l.address) === info.address);
-      unused.push({ ...p, why: taken ? `its listener already takes another fd (${info.address})` : `no listener on ${info.address}` });
+      unused.push({ ...p, why: taken ? `its listener already takes another fd (${info.address})` : `no listener on ${info.address}`, close: true });
       continue;
     }
     adopt.set(index, { fd: p.fd, matchedBy: 'address' });
@@ -135,12 +139,12 @@ export function takeActivatedSockets(
     if (!plan.adopt.has(index)) log.info('no socket passed for listener: it binds its own', { listener: l.name, address: l.address.text });
   }
   for (const u of plan.unused) {
-    log.warn('passed socket not used by any listener: closed', { fd: u.fd, name: u.name ?? '', reason: u.why });
-    try {
-      closeSync(u.fd);
-    } catch {
-      // Already closed (EBADF): nothing to release.
+    if (!u.close) {
+      log.warn('passed fd is not a socket: left alone', { fd: u.fd, name: u.name ?? '', reason: u.why });
+      continue;
     }
+    log.warn('passed socket not used by any listener: closed', { fd: u.fd, name: u.name ?? '', reason: u.why });
+    closeSync(u.fd);
   }
   return new Map([...plan.adopt].map(([index, { fd }]) => [index, fd]));
 }
