@@ -1,12 +1,14 @@
 // `splicegate report --html FILE`: one self-contained page (inline CSS and SVG, no script, no
 // external asset) with HdrHistogram-style percentile plots: x is 1/(1-p) on a log scale, so 90%,
 // 99%, 99.9% ... are evenly spaced and the tail gets the room it deserves; y is latency in ms.
+// From a latency log it also charts each interval's p50/p99/max over time (report-timeline-html).
 
 import type { Histogram } from 'hdr-histogram-js';
+import { COLORS, escapeHtml, formatMs, ms } from './html-util';
 import { HOST_LATENCY_METRICS, LATENCY_METRICS, METRIC_INFO, type LatencyMetricName } from './metrics';
 import type { LatencyReport } from './report-data';
+import { TIMELINE_STYLE, timelineSections } from './report-timeline-html';
 
-const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
 /** 99.9999%: past this the plot would show single samples, not a distribution. */
 const MAX_NINES = 6;
 const STEPS_PER_DECADE = 50;
@@ -17,24 +19,9 @@ interface Series {
   histogram: Histogram;
 }
 
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-function ms(us: number): number {
-  return us / 1000;
-}
-
 /** Axis ticks are round numbers: print them without trailing zeros ("2.5", "20"). */
 function formatTick(value: number): string {
   return String(Number(value.toPrecision(6)));
-}
-
-function formatMs(value: number): string {
-  if (value === 0) return '0';
-  if (value >= 100) return value.toFixed(0);
-  if (value >= 1) return value.toFixed(2);
-  return value.toFixed(3);
 }
 
 /** "90%", "99.9%": the percentile at x = log10(1/(1-p)). */
@@ -207,11 +194,16 @@ export function renderReportHtml(report: LatencyReport, topHosts = 8): string {
       body.push(summaryTable(hosts.map(({ address, set }, i) => summaryRow(address, set[metric], color(i)))));
     }
   }
+  if (report.timeline !== undefined) {
+    body.push(...timelineSections(report.timeline, hosts.map((h) => h.address)));
+  } else {
+    body.push('<h2>Latency over time</h2><p class="meta">Only from a latency log: <code>splicegate report --log FILE --html OUT</code> (the admin endpoint serves totals since start).</p>');
+  }
   return [
     '<!DOCTYPE html>',
     '<html lang="en"><head><meta charset="utf-8">',
     '<meta name="viewport" content="width=device-width, initial-scale=1">',
-    `<title>splicegate latency report</title><style>${STYLE}${PLOT_STYLE}</style></head>`,
+    `<title>splicegate latency report</title><style>${STYLE}${PLOT_STYLE}${TIMELINE_STYLE}</style></head>`,
     `<body>${body.join('\n')}</body></html>`,
     '',
   ].join('\n');

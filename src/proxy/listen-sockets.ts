@@ -50,8 +50,19 @@ const FIXED_OPTIONS = ['transparent', 'backlog'] as const;
 
 export class ListenSocketPool {
   private readonly sockets = new Map<string, PooledSocket>();
+  /** Sockets a service manager passed (socket-activation.ts), by address key: taken over, not bound. */
+  private readonly passed: Map<string, number>;
 
-  constructor(private readonly binding: Pick<NativeBinding, 'ListenSocket'>) {}
+  /**
+   * passed: listener address -> an fd the service manager passed (socket activation). The first
+   * lease of that address takes the fd over instead of binding a new socket.
+   */
+  constructor(
+    private readonly binding: Pick<NativeBinding, 'ListenSocket'>,
+    passed: ReadonlyMap<string, number> = new Map(),
+  ) {
+    this.passed = new Map(passed);
+  }
 
   /**
    * Problems that stop `listeners` from reusing this pool's open sockets: a listener on an address
@@ -89,7 +100,10 @@ export class ListenSocketPool {
         const key = addressKey(l.address);
         let entry = this.sockets.get(key);
         if (!entry) {
-          entry = { key, socket: new this.binding.ListenSocket(options), transparent: l.transparent, backlog: l.backlog, leases: 0 };
+          const fd = this.passed.get(key);
+          this.passed.delete(key);
+          const socket = fd === undefined ? new this.binding.ListenSocket(options) : new this.binding.ListenSocket(options, fd);
+          entry = { key, socket, transparent: l.transparent, backlog: l.backlog, leases: 0 };
           this.sockets.set(key, entry);
         }
         entry.leases += 1;

@@ -15,6 +15,8 @@ import { closeLatencyPool } from '../latency/merge-pool';
 import { ListenSocketPool } from './listen-sockets';
 import { ProxyRuntime } from './runtime';
 import { Reloader, reloadResponse } from './reload';
+import { takeActivatedSockets } from './socket-activation';
+import { addressKey } from '../config/address';
 import { createLogger, type Logger } from '../util/logger';
 import { serverInfo } from '../admin/server-info';
 import { packageVersion } from '../util/version';
@@ -72,7 +74,10 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   // Here, not in the workers: one socket per listener address for the process's life (no
   // SO_REUSEPORT), so a second instance fails with EADDRINUSE, and neither a worker's death nor a
   // reload that keeps the listener loses anything queued.
-  const pool = new ListenSocketPool(binding);
+  // Sockets systemd passed (LISTEN_FDS) are taken over by the first generation instead of bound.
+  const activated = takeActivatedSockets(binding, config.listeners, log);
+  const passed = new Map([...activated].map(([index, fd]) => [addressKey(config.listeners[index]!.address), fd] as const));
+  const pool = new ListenSocketPool(binding, passed);
   const denyLog = new DenyLog({ log });
   const runtime = new ProxyRuntime({ binding, pool, fdLimit: limits.soft, log, onWorkerEvents: (id, events, dropped) => denyLog.add(id, events, dropped) });
   const reloader = new Reloader({ runtime, pool, configPath: options.configPath, log });
