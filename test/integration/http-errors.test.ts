@@ -17,11 +17,12 @@ function d(after: Stats, before: Stats, name: string): number {
   return counter(after, name) - counter(before, name);
 }
 
-/** Refused with `status` and an x-splicegate-error, then closed by the proxy (not left open). */
-function assertRefused(r: RawResult, status: number, what: string): void {
+/** Refused with `status` and x-splicegate-error `reason`, then closed by the proxy (not left open). */
+function assertRefused(r: RawResult, status: number, reason: string, what: string): void {
   assert.equal(r.connected, true, `${what}: ${JSON.stringify(r)}`);
   assert.equal(r.status, status, `${what}: ${JSON.stringify(r)}`);
-  assert.ok((r.headers['x-splicegate-error'] ?? '') !== '', `${what}: no x-splicegate-error in ${JSON.stringify(r.headers)}`);
+  assert.equal(r.headers['x-splicegate-error'], reason, `${what}: ${JSON.stringify(r.headers)}`);
+  assert.equal(r.headers['connection'], 'close', `${what}: the refusal does not say the connection closes`);
   assert.ok(r.closeKind === 'end' || r.closeKind === 'reset', `${what}: the connection was not closed (${String(r.closeKind)})`);
 }
 
@@ -73,21 +74,25 @@ describe('HTTP listener: malformed requests and head limits', () => {
         if (!sg) throw new Error('no splicegate');
         const s0 = await sg.stats();
         const r = await httpRaw(lab, { target: LISTENER, send });
-        assertRefused(r, 400, name);
-        if (headError) {
-          const s1 = await sg.waitStats((s) => d(s, s0, 'downstream_cx_total') >= 1, 5000, 'the connection counted');
-          assert.equal(d(s1, s0, 'upstream_rq_total'), 0, 'a request with a refused head was sent upstream');
-        }
+        assertRefused(r, 400, 'malformed', name);
+        const s1 = await sg.waitStats((s) => d(s, s0, 'http_rq_malformed') >= 1, 5000, 'http_rq_malformed += 1');
+        assert.equal(d(s1, s0, 'http_rq_malformed'), 1);
+        if (headError) assert.equal(d(s1, s0, 'upstream_rq_total'), 0, 'a request with a refused head was sent upstream');
       }),
     );
   }
 
   it('a head that never completes -> 408 after request_head_timeout (1s)', { timeout: 30000 }, () =>
     withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const s0 = await sg.stats();
       const r = await httpRaw(lab, { target: LISTENER, send: `GET /slow HTTP/1.1\\r\\nHost: a\\r\\n${ROUTE}`, waitMs: 8000 });
-      assertRefused(r, 408, 'slow head');
+      assertRefused(r, 408, 'head_timeout', 'slow head');
       // Not before the configured timeout; the upper bound is the client's generous wait.
       assert.ok(r.closedAfterMs !== null && r.closedAfterMs >= 900, `closed after ${String(r.closedAfterMs)} ms, before the 1s timeout`);
+      const s1 = await sg.waitStats((s) => d(s, s0, 'http_rq_head_timeout') >= 1, 5000, 'http_rq_head_timeout += 1');
+      assert.equal(d(s1, s0, 'http_rq_head_timeout'), 1);
+      assert.equal(d(s1, s0, 'upstream_rq_total'), 0);
     }),
   );
 
@@ -96,8 +101,9 @@ describe('HTTP listener: malformed requests and head limits', () => {
       if (!sg) throw new Error('no splicegate');
       const s0 = await sg.stats();
       const r = await httpRaw(lab, { target: LISTENER, send: `GET /big HTTP/1.1\\r\\nHost: a\\r\\n${ROUTE}\\r\\n`, padHeaderBytes: 100 * 1024 });
-      assertRefused(r, 431, '100 KB header');
-      const s1 = await sg.waitStats((s) => d(s, s0, 'downstream_cx_total') >= 1, 5000, 'the connection counted');
+      assertRefused(r, 431, 'head_too_large', '100 KB header');
+      const s1 = await sg.waitStats((s) => d(s, s0, 'http_rq_head_too_large') >= 1, 5000, 'http_rq_head_too_large += 1');
+      assert.equal(d(s1, s0, 'http_rq_head_too_large'), 1);
       assert.equal(d(s1, s0, 'upstream_rq_total'), 0);
       assert.equal(d(s1, s0, 'upstream_cx_total'), 0);
     }),

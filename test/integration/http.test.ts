@@ -117,7 +117,8 @@ describe('HTTP listener: routing, CONNECT, Upgrade, keep-alive pool', () => {
       const none = await curl(lab, [`http://${TRUSTED}/`]);
       assert.equal(none.status, 503, JSON.stringify(none));
       assert.equal(none.headers['x-splicegate-error'], 'no_destination');
-      const s1 = await sg.waitStats((s) => d(s, s0, 'original_dst_header_untrusted') >= 1, 5000, 'untrusted header counted');
+      const s1 = await sg.waitStats((s) => d(s, s0, 'http_rq_no_destination') >= 2, 5000, 'http_rq_no_destination += 2');
+      assert.equal(d(s1, s0, 'http_rq_no_destination'), 2);
       assert.equal(d(s1, s0, 'original_dst_header_untrusted'), 1);
       assert.equal(delta(s1, s0, 'upstream_cx_total'), 0);
     }),
@@ -145,8 +146,9 @@ describe('HTTP listener: routing, CONNECT, Upgrade, keep-alive pool', () => {
       const r = await curl(lab, ['-H', `${HEADER}: 169.254.169.254:80`, `http://${TRUSTED}/latest/meta-data/`]);
       assert.equal(r.status, 403, JSON.stringify(r));
       assert.equal(r.headers['x-splicegate-error'], 'policy_denied');
-      const s1 = await sg.waitStats((s) => d(s, s0, 'policy_denied') >= 1, 5000, 'policy_denied += 1');
-      assert.equal(d(s1, s0, 'policy_denied'), 1);
+      const s1 = await sg.waitStats((s) => d(s, s0, 'http_rq_policy_denied') >= 1, 5000, 'http_rq_policy_denied += 1');
+      assert.equal(d(s1, s0, 'http_rq_policy_denied'), 1);
+      assert.equal(d(s1, s0, 'policy_denied'), 1, 'counted by the destination policy like any denied destination');
       assert.equal(delta(s1, s0, 'upstream_cx_total'), 0);
       // The same for a CONNECT target.
       const c = await httpRaw(lab, { target: TRUSTED, send: 'CONNECT 169.254.169.254:443 HTTP/1.1\\r\\nHost: 169.254.169.254:443\\r\\n\\r\\n' });
