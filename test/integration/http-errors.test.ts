@@ -1,7 +1,8 @@
 // The HTTP listener's refusals in the namespace lab, with raw requests from the client namespace:
 // request smuggling vectors (CL+TE, duplicate Content-Length, obs-fold, bare LF, a bad chunk size)
 // -> 400 and the connection closed; a head that never completes -> 408; a 100 KB header -> 431.
-// Each refusal carries x-splicegate-error, and no request reaches the server.
+// Each refusal carries x-splicegate-error and its counter. The listener also runs with
+// cluster.upstream_port_override, which wins over the header's port (Envoy's order).
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +12,9 @@ import { withDiagnostics } from '../lab/harness';
 import { httpRaw, type RawResult } from '../lab/http';
 
 const LISTENER = `${ADDR.gwCli4}:9001`;
-const ROUTE = `x-envoy-original-dst-host: ${ADDR.server4}:8080\\r\\n`;
+const SERVER_PORT = 8080;
+// The header's port is replaced by upstream_port_override (SERVER_PORT): any port routes to A.
+const ROUTE = `x-envoy-original-dst-host: ${ADDR.server4}:9\\r\\n`;
 
 function d(after: Stats, before: Stats, name: string): number {
   return counter(after, name) - counter(before, name);
@@ -32,7 +35,7 @@ describe('HTTP listener: malformed requests and head limits', () => {
 
   before(async () => {
     lab = await Lab.create({ name: 'httperr' });
-    await lab.startServer('http-echo', ['--listen', `${ADDR.server4}:8080`, '--id', 'A']);
+    await lab.startServer('http-echo', ['--listen', `${ADDR.server4}:${SERVER_PORT}`, '--id', 'A']);
     sg = await Splicegate.start(lab, {
       listeners: [
         {
@@ -42,6 +45,7 @@ describe('HTTP listener: malformed requests and head limits', () => {
           http: { trusted_sources: [`${ADDR.client4}/32`], request_head_timeout: '1s', max_request_head_bytes: 65536 },
         },
       ],
+      cluster: { upstream_port_override: SERVER_PORT },
     });
   });
 
@@ -50,12 +54,14 @@ describe('HTTP listener: malformed requests and head limits', () => {
     await lab?.destroy();
   });
 
-  it('a well-formed request through the same listener is answered (the control for the cases below)', { timeout: 30000 }, () =>
+  it('a well-formed request is answered (the control for the cases below), on upstream_port_override, not the header\'s port', { timeout: 30000 }, () =>
     withDiagnostics(lab, sg, async () => {
       const r = await httpRaw(lab, { target: LISTENER, send: `GET /ok HTTP/1.1\\r\\nHost: a\\r\\n${ROUTE}Connection: close\\r\\n\\r\\n` });
       assert.equal(r.status, 200, JSON.stringify(r));
       assert.equal(r.closeKind, 'end', 'a complete exchange ends with FIN');
-      assert.equal((JSON.parse(r.body) as { id: string }).id, 'A');
+      const body = JSON.parse(r.body) as { id: string; local: string };
+      assert.equal(body.id, 'A');
+      assert.equal(body.local, `${ADDR.server4}:${SERVER_PORT}`);
     }),
   );
 
