@@ -18,6 +18,8 @@
 #include "core_options.h"
 #include "event_loop.h"
 #include "host_cache.h"
+#include "http_pool.h"
+#include "http_session.h"
 #include "intrusive_list.h"
 #include "listener.h"
 #include "original_dst.h"
@@ -31,7 +33,7 @@
 
 namespace splicegate {
 
-class WorkerCore {
+class WorkerCore final : private HttpSessionOwner {
  public:
   static std::unique_ptr<WorkerCore> create(const CoreOptions& options, SysError& err);
   // For tests: inject the original-destination syscalls.
@@ -55,7 +57,8 @@ class WorkerCore {
   void wake();
   void setWakeHandler(std::function<void()> handler) { wakeHandler_ = std::move(handler); }
 
-  size_t activeConnections() const { return connections_.size(); }
+  size_t activeConnections() const { return connections_.size() + sessions_.size(); }
+  size_t httpPoolIdle() const { return httpPool_.idleCount(); }
   size_t listenerCount() const { return listeners_.size(); }
   const Stats& stats() const { return stats_; }
   // Compiled once at creation and never changed: its counters may be read from another thread.
@@ -120,6 +123,12 @@ class WorkerCore {
   void recordDenied(const ListenerOptions& listener, const SocketAddress& client, const SocketAddress& destination,
                     const PolicyDecision& decision);
   bool pauseIfFull(Listener& listener);
+  // A connection on a mode: http listener: an HttpSession reads and routes its requests.
+  void acceptHttp(const ListenerOptions& listener, UniqueFd fd, const SocketAddress& peer);
+  // HttpSessionOwner
+  bool allowDestination(const ListenerOptions& listener, const SocketAddress& destination,
+                        const SocketAddress& client) override;
+  void sessionClosed(HttpSession& s) override;
   // Out of resources for a connection's second socket: every listener waits for the tick.
   void pauseAccepting();
 
@@ -132,6 +141,7 @@ class WorkerCore {
   BufferPool buffers_;
   HostCache hosts_;
   WarmPool warm_;  // after hosts_: destroyed first, while the hosts it points at still exist
+  HttpPool httpPool_;  // after hosts_, for the same reason
   WorkerLatency latency_;
   PolicySet policies_;
   uint64_t lastPolicyRefreshUs_ = 0;
@@ -151,6 +161,8 @@ class WorkerCore {
   IntrusiveList<Connection, &Connection::holderWaitNode> holderWaiters_;
   IntrusiveList<Connection, &Connection::handshakeNode> handshaking_;  // waiting for a PROXY header
   std::vector<Connection*> closed_;  // freed after the batch: a later event may still name them
+  IntrusiveList<HttpSession, &HttpSession::node> sessions_;  // HTTP listener connections
+  std::vector<HttpSession*> closedSessions_;  // freed after the batch, like closed_
   FdHandler tick_;
   FdHandler kick_;
   bool kicked_ = false;

@@ -5,8 +5,13 @@
 // what each seed must parse to.
 
 #include <dirent.h>
+#include <poll.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <mutex>
+#include <thread>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -14,6 +19,8 @@
 
 #include "../core/http_address.h"
 #include "../core/http_head.h"
+#include "../core/listener.h"
+#include "loopback.h"
 #include "test_harness.h"
 
 using namespace splicegate;
@@ -415,6 +422,490 @@ void corpusTests() {
   });
 }
 
+
+// ---- The session: a WorkerCore with a mode: http listener on loopback, real servers and clients ----
+
+using splicegate::testing::addr;
+using splicegate::testing::connectTo;
+using splicegate::testing::FixedDestinationOps;
+using splicegate::testing::listenOn;
+using splicegate::testing::writeAll;
+
+// Runs a core's loop on its own thread (the tests' clients and servers block).
+struct LoopRunner {
+  WorkerCore& core;
+  std::atomic<bool> stop{false};
+  std::thread thread;
+  explicit LoopRunner(WorkerCore& c) : core(c), thread([this] { while (!stop) core.runOnce(5); }) {}
+  ~LoopRunner() {
+    stop = true;
+    thread.join();
+  }
+};
+
+// Polls pred until it holds; the bound is a liveness limit only.
+bool waitFor(const std::function<bool()>& pred, int timeoutMs = 5000) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+// Reads from fd until `done(buffer)` or the peer ends the stream; the bound is a liveness limit.
+enum class End { kOpen, kEof, kReset, kTimeout };
+End readUntil(int fd, std::string& out, const std::function<bool(const std::string&)>& done, int timeoutMs = 5000) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  char buf[8192];
+  while (!done(out)) {
+    const int left = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
+    pollfd p{fd, POLLIN, 0};
+    if (left <= 0 || ::poll(&p, 1, left) <= 0) return End::kTimeout;
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n == 0) return End::kEof;
+    if (n < 0) return errno == ECONNRESET ? End::kReset : End::kTimeout;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return End::kOpen;
+}
+
+std::string lowerCopy(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// One whole message (head, then Content-Length bytes of body) at the front of buf; its length, or 0.
+size_t messageLength(const std::string& buf) {
+  const size_t end = buf.find("\r\n\r\n");
+  if (end == std::string::npos) return 0;
+  const std::string head = lowerCopy(buf.substr(0, end));
+  size_t body = 0;
+  const size_t cl = head.find("\r\ncontent-length:");
+  if (cl != std::string::npos) body = std::stoul(head.substr(cl + 17));
+  return buf.size() >= end + 4 + body ? end + 4 + body : 0;
+}
+
+// An origin server: each accepted connection is served on its own thread by `serve`, which gets
+// the connection and a per-connection index; heads it saw are recorded for the tests.
+struct Origin {
+  SocketAddress address;
+  UniqueFd listenFd;
+  std::atomic<int> accepted{0};
+  std::atomic<int> closed{0};  // connections whose serve() returned and that were closed
+  std::mutex mutex;
+  std::vector<std::string> requests;  // every request head, in arrival order
+  std::vector<std::thread> workers;
+  std::thread acceptor;
+  std::atomic<bool> stopping{false};
+  std::function<void(Origin&, int fd, int index)> serve;
+
+  explicit Origin(std::function<void(Origin&, int, int)> s) : listenFd(listenOn(address)), serve(std::move(s)) {
+    acceptor = std::thread([this] {
+      for (;;) {
+        const int fd = ::accept(listenFd.get(), nullptr, nullptr);
+        if (fd < 0 || stopping) {
+          if (fd >= 0) ::close(fd);
+          return;
+        }
+        const int index = accepted++;
+        workers.emplace_back([this, fd, index] {
+          serve(*this, fd, index);
+          ::close(fd);
+          ++closed;
+        });
+      }
+    });
+  }
+  ~Origin() {
+    stopping = true;
+    ::shutdown(listenFd.get(), SHUT_RDWR);
+    acceptor.join();
+    for (auto& t : workers) t.join();
+  }
+  void record(const std::string& head) {
+    std::lock_guard<std::mutex> lock(mutex);
+    requests.push_back(head);
+  }
+  std::vector<std::string> seen() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return requests;
+  }
+};
+
+// Keep-alive origin: answers each request with "<n>:<target>" (n counts requests on this
+// connection) until the client closes; closeAfter > 0 closes after that many responses.
+std::function<void(Origin&, int, int)> keepAliveServer(int closeAfter = 0) {
+  return [closeAfter](Origin& o, int fd, int) {
+    std::string buf;
+    for (int n = 1;; ++n) {
+      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }, 10000) != End::kOpen) return;
+      const size_t len = messageLength(buf);
+      const std::string msg = buf.substr(0, len);
+      buf.erase(0, len);
+      o.record(msg);
+      const size_t sp1 = msg.find(' ');
+      const std::string target = msg.substr(sp1 + 1, msg.find(' ', sp1 + 1) - sp1 - 1);
+      const std::string body = std::to_string(n) + ":" + target;
+      const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+      if (!writeAll(fd, resp.data(), resp.size())) return;
+      if (closeAfter > 0 && n >= closeAfter) return;
+    }
+  };
+}
+
+struct HttpStage {
+  UniqueFd listenSocket;
+  std::unique_ptr<WorkerCore> core;
+  SocketAddress listenAddr;
+  FixedDestinationOps* ops = nullptr;
+  // target: the "original destination" of every connection (AF_UNSPEC: the listener itself, i.e.
+  // not redirected).
+  HttpStage(const SocketAddress& target, const char* trusted = "127.0.0.0/8", CoreOptions options = {},
+            HttpListenerOptions http = {}) {
+    auto fake = std::make_unique<FixedDestinationOps>();
+    ops = fake.get();
+    SysError err;
+    core = WorkerCore::create(options, std::move(fake), err);
+    CHECK(core);
+    ListenerOptions lo;
+    lo.name = "http";
+    lo.address = addr("127.0.0.1", 0);
+    lo.http = std::move(http);
+    lo.http.enabled = true;
+    if (trusted != nullptr) lo.http.trustedSources = {*parseCidr(trusted)};
+    listenSocket = openListenSocket(lo, &listenAddr, err);
+    CHECK(listenSocket);
+    ops->target = target.family() == AF_UNSPEC ? listenAddr : target;
+    CHECK(!core->attachListener(lo, listenSocket.get(), nullptr));
+  }
+  uint64_t stat(Stat s) const { return core->stats().get(s); }
+};
+
+// Sends req and reads one response (head plus Content-Length body).
+std::string exchange(int fd, const std::string& req, End* end = nullptr) {
+  CHECK(writeAll(fd, req.data(), req.size()));
+  std::string resp;
+  const End e = readUntil(fd, resp, [](const std::string& b) { return messageLength(b) > 0; });
+  if (end) *end = e;
+  return resp;
+}
+
+std::string get(const std::string& target, const std::string& extra = "") {
+  return "GET " + target + " HTTP/1.1\r\nhost: test\r\n" + extra + "\r\n";
+}
+
+std::string routeTo(const SocketAddress& a) { return "x-envoy-original-dst-host: " + a.toString() + "\r\n"; }
+
+// The error response's status line and x-splicegate-error, and the connection ends with FIN.
+void expectError(int fd, const std::string& resp, const char* status, const char* reason) {
+  if (resp.rfind(std::string("HTTP/1.1 ") + status, 0) != 0) std::fprintf(stderr, "  got: %s\n", resp.c_str());
+  CHECK(resp.rfind(std::string("HTTP/1.1 ") + status, 0) == 0);
+  CHECK(lowerCopy(resp).find(std::string("x-splicegate-error: ") + reason + "\r\n") != std::string::npos);
+  CHECK(lowerCopy(resp).find("connection: close\r\n") != std::string::npos);
+  std::string rest;
+  CHECK(readUntil(fd, rest, [](const std::string&) { return false; }) == End::kEof);
+}
+
+void sessionTests() {
+  run("a trusted client's header routes the request; the server never sees the header", [] {
+    Origin named(keepAliveServer());
+    Origin fallback(keepAliveServer());
+    HttpStage stage(fallback.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string resp = exchange(client.get(), get("/a", routeTo(named.address) + "accept: */*\r\n"));
+    CHECK(resp.find("\r\n\r\n1:/a") != std::string::npos);
+    const auto seen = named.seen();
+    CHECK_EQ(seen.size(), 1u);
+    CHECK(seen[0] == "GET /a HTTP/1.1\r\nhost: test\r\naccept: */*\r\n\r\n");
+    CHECK(fallback.seen().empty());
+    CHECK_EQ(stage.stat(Stat::http_rq_total), 1u);
+    CHECK_EQ(stage.stat(Stat::upstream_rq_total), 1u);
+  });
+
+  run("an untrusted client's header is ignored (counted, stripped): the original destination serves", [] {
+    Origin named(keepAliveServer());
+    Origin original(keepAliveServer());
+    HttpStage stage(original.address, "10.0.0.0/8");
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string resp = exchange(client.get(), get("/u", routeTo(named.address)));
+    CHECK(resp.find("\r\n\r\n1:/u") != std::string::npos);
+    CHECK(named.seen().empty());
+    const auto seen = original.seen();
+    CHECK_EQ(seen.size(), 1u);
+    CHECK(lowerCopy(seen[0]).find("x-envoy-original-dst-host") == std::string::npos);
+    CHECK_EQ(stage.stat(Stat::original_dst_header_untrusted), 1u);
+  });
+
+  run("an invalid header value is counted and ignored; no original destination: 503 no_destination", [] {
+    HttpStage stage(SocketAddress{});  // not redirected
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string resp = exchange(client.get(), get("/", "x-envoy-original-dst-host: example.com:80\r\n"));
+    expectError(client.get(), resp, "503", "no_destination");
+    CHECK_EQ(stage.stat(Stat::original_dst_host_invalid), 1u);
+    CHECK_EQ(stage.stat(Stat::http_rq_no_destination), 1u);
+  });
+
+  run("keep-alive: requests on one client connection share one pooled upstream connection", [] {
+    Origin server(keepAliveServer());
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    for (int i = 1; i <= 5; ++i) {
+      const std::string resp = exchange(client.get(), get("/k" + std::to_string(i)));
+      CHECK(resp.find("\r\n\r\n" + std::to_string(i) + ":/k" + std::to_string(i)) != std::string::npos);
+    }
+    CHECK_EQ(server.accepted.load(), 1);
+    CHECK_EQ(stage.stat(Stat::upstream_cx_reuse), 4u);
+    CHECK_EQ(stage.stat(Stat::http_pool_hit), 4u);
+    CHECK_EQ(stage.stat(Stat::http_pool_miss), 1u);
+    // And across client connections.
+    UniqueFd second = connectTo(stage.listenAddr);
+    CHECK(exchange(second.get(), get("/other")).find("\r\n\r\n6:/other") != std::string::npos);
+    CHECK_EQ(server.accepted.load(), 1);
+  });
+
+  run("a pooled connection the server closed is never used for a request", [] {
+    // The server answers (keep-alive advertised), then closes once the connection sits in the pool.
+    std::atomic<bool> gate{false};
+    Origin server([&gate](Origin& o, int fd, int index) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+      o.record(buf);
+      const std::string body = std::to_string(index);
+      const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+      writeAll(fd, resp.data(), resp.size());
+      if (index == 0) waitFor([&gate] { return gate.load(); });
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    CHECK(exchange(client.get(), get("/1")).find("\r\n\r\n0") != std::string::npos);
+    CHECK(waitFor([&] { return stage.core->httpPoolIdle() == 1; }));
+    gate = true;
+    CHECK(waitFor([&] { return server.closed.load() == 1; }));
+    // The second request is answered by a new connection (index 1), never sent into the dead one:
+    // the liveness check before reuse finds the server's FIN; should the FIN lose that race, the
+    // request (idempotent, no body) is retried once on a fresh connection.
+    CHECK(exchange(client.get(), get("/2")).find("\r\n\r\n1") != std::string::npos);
+    CHECK_EQ(server.accepted.load(), 2);
+    CHECK_EQ(server.seen().size(), 2u);
+    CHECK_EQ(stage.stat(Stat::http_pool_discarded) + stage.stat(Stat::upstream_rq_retry), 1u);
+  });
+
+  run("smuggling vectors get 400 malformed and the connection ends", [] {
+    Origin server(keepAliveServer());
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    const char* vectors[] = {
+        "POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\nabcd",
+        "GET / HTTP/1.1\r\nhost: t\r\nx-a: 1\r\n folded\r\n\r\n",
+        "POST / HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+    };
+    for (const char* v : vectors) {
+      UniqueFd client = connectTo(stage.listenAddr);
+      expectError(client.get(), exchange(client.get(), v), "400", "malformed");
+    }
+    CHECK_EQ(stage.stat(Stat::http_rq_malformed), 4u);
+    // The bad chunk size reached the parser after the head went up: that upstream is not pooled.
+    CHECK_EQ(stage.core->httpPoolIdle(), 0u);
+  });
+
+  run("a head over max_request_head_bytes gets 431; a slow head gets 408", [] {
+    Origin server(keepAliveServer());
+    HttpListenerOptions http;
+    http.maxRequestHeadBytes = 2048;
+    http.requestHeadTimeoutMs = 200;
+    HttpStage stage(server.address, "127.0.0.0/8", CoreOptions{}, http);
+    LoopRunner loop(*stage.core);
+    UniqueFd big = connectTo(stage.listenAddr);
+    expectError(big.get(), exchange(big.get(), get("/", "x-big: " + std::string(4000, 'a') + "\r\n")), "431",
+                "head_too_large");
+    UniqueFd slow = connectTo(stage.listenAddr);
+    std::string resp;
+    CHECK(writeAll(slow.get(), "GET / HTTP/1.1\r\nhost", 20));
+    CHECK(readUntil(slow.get(), resp, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+    expectError(slow.get(), resp, "408", "head_timeout");
+    CHECK_EQ(stage.stat(Stat::http_rq_head_too_large), 1u);
+    CHECK_EQ(stage.stat(Stat::http_rq_head_timeout), 1u);
+    CHECK(server.seen().empty());
+  });
+
+  run("a denied destination gets 403 policy_denied; a refused connect 503 connect_failed", [] {
+    SocketAddress closedAddr;
+    { UniqueFd gone = listenOn(closedAddr); }  // a port nobody listens on any more
+    Origin server(keepAliveServer());
+    CoreOptions options;
+    PolicyRules rules;
+    rules.defaultAllow = true;
+    rules.denySpecial = false;
+    PolicyRule deny;
+    deny.name = "no_server";
+    deny.allow = false;
+    deny.cidrs = {*parseCidr("127.0.0.1/32")};
+    deny.ports = {PortRange{server.address.port(), server.address.port()}};
+    rules.rules.push_back(deny);
+    options.policies = {rules};
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8", options);
+    LoopRunner loop(*stage.core);
+    UniqueFd a = connectTo(stage.listenAddr);
+    expectError(a.get(), exchange(a.get(), get("/", routeTo(server.address))), "403", "policy_denied");
+    UniqueFd b = connectTo(stage.listenAddr);
+    expectError(b.get(), exchange(b.get(), get("/", routeTo(closedAddr))), "503", "connect_failed");
+    CHECK(server.seen().empty());
+    CHECK_EQ(stage.stat(Stat::http_rq_policy_denied), 1u);
+    CHECK_EQ(stage.stat(Stat::http_rq_connect_fail), 1u);
+  });
+
+  run("a Content-Length body and a pipelined request behind it are framed exactly on one connection", [] {
+    Origin server(keepAliveServer());
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string pipelined = "POST /l HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhello" + get("/after");
+    CHECK(writeAll(client.get(), pipelined.data(), pipelined.size()));
+    std::string resp;
+    CHECK(readUntil(client.get(), resp, [](const std::string& b) {
+      const size_t first = messageLength(b);
+      return first > 0 && messageLength(b.substr(first)) > 0;
+    }) == End::kOpen);
+    CHECK(resp.find("1:/l") != std::string::npos);
+    CHECK(resp.find("2:/after") != std::string::npos);
+    const auto seen = server.seen();
+    CHECK_EQ(seen.size(), 2u);
+    CHECK(seen[0] == "POST /l HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nhello");
+  });
+
+  run("a chunked request body reaches the server unchanged and ends where the framing says", [] {
+    // The origin reads the chunked body itself (until the last chunk) and answers.
+    Origin server([](Origin& o, int fd, int) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return b.find("0\r\n\r\n") != std::string::npos; }) != End::kOpen) return;
+      o.record(buf);
+      const std::string resp = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+      writeAll(fd, resp.data(), resp.size());
+      std::string more;
+      readUntil(fd, more, [](const std::string&) { return false; });
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string req = "POST /c HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    CHECK(writeAll(client.get(), req.data(), req.size()));
+    std::string resp;
+    CHECK(readUntil(client.get(), resp, [](const std::string& b) { return b.find("0\r\n\r\n") != std::string::npos; }) ==
+          End::kOpen);
+    CHECK(resp.find("2\r\nok\r\n0\r\n\r\n") != std::string::npos);
+    const auto seen = server.seen();
+    CHECK_EQ(seen.size(), 1u);
+    CHECK(seen[0] == req);
+    // The exchange completed and the client may go on: a second request is read (and routed).
+    CHECK(waitFor([&] { return stage.core->httpPoolIdle() == 1; }));
+  });
+
+  run("an upstream that resets before answering gets 502; after part of a response, the client is reset", [] {
+    Origin silent([](Origin&, int fd, int) {
+      std::string buf;
+      readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; });
+      resetOnClose(fd);
+    });
+    std::atomic<bool> partReceived{false};
+    Origin partial([&partReceived](Origin&, int fd, int) {
+      std::string buf;
+      readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; });
+      const std::string head = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part";
+      writeAll(fd, head.data(), head.size());
+      // Reset only once the client holds the first part, so the proxy has certainly sent it.
+      waitFor([&partReceived] { return partReceived.load(); });
+      resetOnClose(fd);
+    });
+    HttpStage stage(SocketAddress{});
+    LoopRunner loop(*stage.core);
+    UniqueFd a = connectTo(stage.listenAddr);
+    expectError(a.get(), exchange(a.get(), get("/", routeTo(silent.address))), "502", "upstream_reset");
+    UniqueFd b = connectTo(stage.listenAddr);
+    const std::string req = get("/", routeTo(partial.address));
+    CHECK(writeAll(b.get(), req.data(), req.size()));
+    std::string got;
+    CHECK(readUntil(b.get(), got, [](const std::string& r) { return r.find("only part") != std::string::npos; }) ==
+          End::kOpen);
+    partReceived = true;
+    CHECK(readUntil(b.get(), got, [](const std::string&) { return false; }) == End::kReset);
+    CHECK_EQ(stage.stat(Stat::http_rq_upstream_error), 2u);
+  });
+
+  run("CONNECT ip:port: 200, then bytes both ways through the relay; refused when connect is off", [] {
+    Origin echo([](Origin&, int fd, int) {
+      char buf[4096];
+      for (;;) {
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) return;
+        if (!writeAll(fd, buf, static_cast<size_t>(n))) return;
+      }
+    });
+    HttpStage stage(SocketAddress{});
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string req = "CONNECT " + echo.address.toString() + " HTTP/1.1\r\nhost: " + echo.address.toString() +
+                            "\r\n\r\nearly";
+    CHECK(writeAll(client.get(), req.data(), req.size()));
+    std::string got;
+    CHECK(readUntil(client.get(), got, [](const std::string& b) { return b.find("early") != std::string::npos; }) ==
+          End::kOpen);
+    CHECK(got == "HTTP/1.1 200 Connection established\r\n\r\nearly");
+    const std::string big(200000, 'x');
+    std::thread writer([&] { writeAll(client.get(), big.data(), big.size()); ::shutdown(client.get(), SHUT_WR); });
+    std::string echoed;
+    const End end = readUntil(client.get(), echoed, [](const std::string&) { return false; }, 10000);
+    writer.join();
+    CHECK(end == End::kEof);
+    CHECK(echoed == big);
+    CHECK_EQ(stage.stat(Stat::http_tunnel_total), 1u);
+
+    HttpListenerOptions off;
+    off.connect = false;
+    HttpStage noConnect(SocketAddress{}, "127.0.0.0/8", CoreOptions{}, off);
+    LoopRunner loop2(*noConnect.core);
+    UniqueFd c2 = connectTo(noConnect.listenAddr);
+    expectError(c2.get(), exchange(c2.get(), "CONNECT " + echo.address.toString() + " HTTP/1.1\r\n\r\n"), "405",
+                "connect_disabled");
+  });
+
+  run("Upgrade: after the server's 101 both directions are relayed", [] {
+    Origin ws([](Origin&, int fd, int) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+      const std::string resp = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\nhi";
+      writeAll(fd, resp.data(), resp.size());
+      char b[4096];
+      for (;;) {
+        const ssize_t n = ::recv(fd, b, sizeof b, 0);
+        if (n <= 0) return;
+        if (!writeAll(fd, b, static_cast<size_t>(n))) return;
+      }
+    });
+    HttpStage stage(ws.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string req = "GET /ws HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+    CHECK(writeAll(client.get(), req.data(), req.size()));
+    std::string got;
+    CHECK(readUntil(client.get(), got, [](const std::string& b) { return b.find("\r\n\r\nhi") != std::string::npos; }) ==
+          End::kOpen);
+    CHECK(writeAll(client.get(), "ping", 4));
+    CHECK(readUntil(client.get(), got, [](const std::string& b) { return b.find("hiping") != std::string::npos; }) ==
+          End::kOpen);
+    ::shutdown(client.get(), SHUT_WR);
+    std::string rest;
+    CHECK(readUntil(client.get(), rest, [](const std::string&) { return false; }) == End::kEof);
+  });
+}
+
 }  // namespace
 
 int main() {
@@ -422,5 +913,6 @@ int main() {
   responseTests();
   addressTests();
   corpusTests();
+  sessionTests();
   return splicegate::testing::finish();
 }
