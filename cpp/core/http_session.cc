@@ -11,6 +11,7 @@
 
 #include "connection.h"  // resetOnClose
 #include "http_address.h"
+#include "proxy_protocol.h"
 
 namespace splicegate {
 
@@ -55,6 +56,7 @@ HttpSession::HttpSession(HttpServices services, HttpSessionOwner& owner, const L
   up_.owner = this;
   up_.upstream = true;
   trusted_ = cidrsContain(listener.http.trustedSources, peer);
+  proxyPending_ = listener.proxyProtocol.enabled;
   requestStartUs_ = svc_.loop.nowUs();
   lastActivityUs_ = requestStartUs_;
 }
@@ -208,10 +210,44 @@ bool HttpSession::flush(Side& side, std::vector<uint8_t>& buf, size_t& offset) {
   return true;
 }
 
+bool HttpSession::readProxyHeader() {
+  const proxy_protocol::ParseResult r = proxy_protocol::parse(in_.data(), in_.size());
+  if (r.status == proxy_protocol::ParseStatus::need_more) return false;
+  proxyPending_ = false;
+  const ProxyProtocolOptions& pp = listener_.proxyProtocol;
+  if (r.status == proxy_protocol::ParseStatus::error) {
+    if (r.error != proxy_protocol::ParseError::not_proxy || pp.required) {
+      svc_.stats.add(Stat::proxy_protocol_error);
+      svc_.stats.add(proxyErrorStat(r.error));
+      close(CloseReason::kProtocolError);
+      return true;
+    }
+    svc_.stats.add(Stat::proxy_protocol_plain);  // plain HTTP where the header is optional
+    return false;
+  }
+  if (!cidrsContain(pp.trustedSources, peer_)) {
+    svc_.stats.add(Stat::proxy_protocol_untrusted);
+    close(CloseReason::kProtocolError);
+    return true;
+  }
+  svc_.stats.add(Stat::proxy_protocol_accepted);
+  if (r.header.command == proxy_protocol::Command::proxy && r.header.family != AF_UNSPEC) {
+    // The header names the client (whose routing header may be trusted) and where it connected.
+    originalDst_ = r.header.destination;
+    peer_ = r.header.source;
+    trusted_ = cidrsContain(listener_.http.trustedSources, peer_);
+  } else {
+    svc_.stats.add(Stat::proxy_protocol_local);
+  }
+  in_.erase(in_.begin(), in_.begin() + static_cast<long>(r.header.length));
+  return false;
+}
+
 bool HttpSession::readHead() {
   const size_t cap = listener_.http.maxRequestHeadBytes;
   for (;;) {
-    if (!in_.empty()) {
+    if (proxyPending_ && !in_.empty() && readProxyHeader()) return true;
+    if (!proxyPending_ && !in_.empty()) {
       const http::ParseStatus st = request_.parseHead(in_.data(), in_.size());
       if (st == http::ParseStatus::kDone) {
         startRequest();

@@ -103,6 +103,9 @@ class HttpSession final : private RelayOwner {
   void onEvents(Side& side, uint32_t events);
   void pump();
   bool readHead();
+  // The PROXY header in front of the first request (listeners[].proxy_protocol); true when it
+  // ended the session.
+  bool readProxyHeader();
   void startRequest();
   bool chooseDestination(SocketAddress& out);
   void useUpstream(RegisteredUpstream upstream, Host& host, bool reused);
@@ -133,7 +136,8 @@ class HttpSession final : private RelayOwner {
   const ListenerOptions& listener_;
   SocketAddress peer_;
   SocketAddress originalDst_;
-  bool trusted_ = false;
+  bool trusted_ = false;       // the client may route with the header
+  bool proxyPending_ = false;  // a PROXY header may still precede the first request
   State state_ = State::kHead;
   Side down_;
   Side up_;

@@ -330,6 +330,11 @@ void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestina
 }
 
 void WorkerCore::acceptHttp(const ListenerOptions& lo, UniqueFd fd, const SocketAddress& peer) {
+  if (lo.proxyProtocol.enabled && lo.proxyProtocol.required && !cidrsContain(lo.proxyProtocol.trustedSources, peer)) {
+    stats_.add(Stat::proxy_protocol_untrusted);
+    resetOnClose(fd.get());
+    return;
+  }
   // The original destination is the fallback for requests without a (trusted, valid) routing
   // header; a connection that was not redirected simply has none (503 no_destination per request).
   const OriginalDstResult dst = resolver_.resolve(fd.get(), lo.address.family(), lo.transparent);

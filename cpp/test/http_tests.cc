@@ -650,6 +650,39 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::http_rq_no_destination), 1u);
   });
 
+  run("with proxy_protocol, the PROXY header's destination is the original one and its source the client", [] {
+    Origin named(keepAliveServer());
+    Origin fallback(keepAliveServer());
+    auto fake = std::make_unique<FixedDestinationOps>();
+    fake->target = fallback.address;
+    SysError err;
+    auto core = WorkerCore::create(CoreOptions{}, std::move(fake), err);
+    CHECK(core);
+    ListenerOptions lo;
+    lo.name = "http-pp";
+    lo.address = addr("127.0.0.1", 0);
+    lo.http.enabled = true;
+    lo.http.trustedSources = {*parseCidr("192.0.2.0/24")};  // the header's client, not the TCP peer
+    lo.proxyProtocol.enabled = true;
+    lo.proxyProtocol.trustedSources = {*parseCidr("127.0.0.0/8")};
+    SocketAddress listenAddr;
+    UniqueFd listenSocket = openListenSocket(lo, &listenAddr, err);
+    CHECK(listenSocket);
+    CHECK(!core->attachListener(lo, listenSocket.get(), nullptr));
+    LoopRunner loop(*core);
+    UniqueFd client = connectTo(listenAddr);
+    const std::string pp = "PROXY TCP4 192.0.2.9 " + named.address.ipString() + " 40000 " +
+                           std::to_string(named.address.port()) + "\r\n";
+    CHECK(exchange(client.get(), pp + get("/pp")).find("\r\n\r\n1:/pp") != std::string::npos);
+    CHECK_EQ(named.seen().size(), 1u);
+    CHECK(fallback.seen().empty());
+    // The client the header named is trusted: its routing header wins over the header's destination.
+    UniqueFd second = connectTo(listenAddr);
+    CHECK(exchange(second.get(), pp + get("/r", routeTo(fallback.address))).find("1:/r") != std::string::npos);
+    CHECK_EQ(fallback.seen().size(), 1u);
+    CHECK_EQ(core->stats().get(Stat::proxy_protocol_accepted), 2u);
+  });
+
   run("keep-alive: requests on one client connection share one pooled upstream connection", [] {
     Origin server(keepAliveServer());
     HttpStage stage(server.address);
