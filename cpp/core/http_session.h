@@ -34,13 +34,14 @@
 #include "socket_address.h"
 #include "stats.h"
 #include "upstream_socket.h"
+#include "worker_context.h"
 #include "worker_latency.h"
 
 namespace splicegate {
 
 class HttpSession;
 
-// What a session asks of its worker.
+// What a session asks of its worker (beside the services in WorkerContext).
 class HttpSessionOwner {
  public:
   // The destination policy of the listener: false (counted and logged) when denied.
@@ -53,21 +54,11 @@ class HttpSessionOwner {
   ~HttpSessionOwner() = default;
 };
 
-// The per-worker services a session uses (all outlive it).
-struct HttpServices {
-  EventLoop& loop;
-  Stats& stats;
-  HostCache& hosts;
-  WorkerLatency& latency;
-  HttpPool& pool;
-  const CoreOptions& options;
-  RelayServices relay;
-};
-
 class HttpSession final : private RelayOwner {
  public:
   // originalDst: the connection's original destination, AF_UNSPEC when it was not redirected.
-  HttpSession(HttpServices services, HttpSessionOwner& owner, const ListenerOptions& listener, UniqueFd downstream,
+  // ctx: the worker's services (worker_context.h); pool: its keep-alive pool; all outlive the session.
+  HttpSession(WorkerContext& ctx, HttpPool& pool, HttpSessionOwner& owner, const ListenerOptions& listener, UniqueFd downstream,
               const SocketAddress& peer, const SocketAddress& originalDst);
   ~HttpSession();
   HttpSession(const HttpSession&) = delete;
@@ -131,7 +122,8 @@ class HttpSession final : private RelayOwner {
   void relayNeedsHolder() override { waitingHolder_ = true; }
   void relayDelivered(bool toUpstream, uint64_t n) override;
 
-  HttpServices svc_;
+  WorkerContext& ctx_;
+  HttpPool& pool_;
   HttpSessionOwner& owner_;
   const ListenerOptions& listener_;
   SocketAddress peer_;

@@ -73,7 +73,8 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       pipes_(options.maxPipes, options.maxIdlePipes, options.pipeSize),
       buffers_(options.copyBufferSize, copyBufferCap(options), kMaxIdleBuffers),
       hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}),
-      warm_(*this),
+      context_{*loop_, stats_, pipes_, buffers_, hosts_, latency_, options_, *this},
+      warm_(context_),
       httpPool_(options.httpPoolMaxIdlePerHost, static_cast<uint64_t>(options.httpPoolIdleTimeoutMs) * 1000, hosts_, stats_),
       policies_(options.policies),
       events_(kEventCapacity) {
@@ -255,7 +256,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
       return;
     }
     stats_.add(Stat::downstream_cx_active);
-    auto* c = new Connection(*this, std::move(fd));
+    auto* c = new Connection(context_, std::move(fd));
     connections_.pushBack(c);
     if (c->beginHandshake(lo, trusted)) handshaking_.pushBack(c);
     return;
@@ -290,7 +291,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
     return;
   }
   stats_.add(Stat::downstream_cx_active);
-  auto* c = new Connection(*this, std::move(fd));
+  auto* c = new Connection(context_, std::move(fd));
   connections_.pushBack(c);
   startUpstream(*c, *host, peer, dst.address);
 }
@@ -350,9 +351,7 @@ void WorkerCore::acceptHttp(const ListenerOptions& lo, UniqueFd fd, const Socket
   }
   const SocketAddress original = dst.outcome == OriginalDstOutcome::kFound ? dst.address : SocketAddress();
   stats_.add(Stat::downstream_cx_active);
-  HttpServices services{*loop_, stats_, hosts_, latency_, httpPool_, options_,
-                        RelayServices{pipes_, buffers_, stats_, options_}};
-  auto* s = new HttpSession(services, *this, lo, std::move(fd), peer, original);
+  auto* s = new HttpSession(context_, httpPool_, *this, lo, std::move(fd), peer, original);
   sessions_.pushBack(s);
   s->start();
 }
