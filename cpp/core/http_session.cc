@@ -23,7 +23,6 @@ constexpr size_t kReadChunk = 16384;
 constexpr size_t kMaxPending = 256 * 1024;
 // After an error response: how long the client gets to read it and close before the socket goes.
 constexpr uint64_t kLingerUs = 2'000'000;
-constexpr int kRelayRounds = 16;  // budget-limited relay runs per wakeup before the next event
 
 const char* statusText(int status) {
   switch (status) {
@@ -658,20 +657,29 @@ void HttpSession::pumpTunnel() {
   // Our own bytes for the client (the 200, what followed a 101) go before anything relayed.
   if (toDownOffset_ < toDown_.size()) return;
   const bool holdUp = toUpOffset_ < toUp_.size();
-  for (int i = 0; i < kRelayRounds; ++i) {
-    switch (relay_->run(ctx_.options.relayBudgetBytes, holdUp)) {
-      case Relay::Result::kIdle:
-        return;
-      case Relay::Result::kYield:
-        continue;
-      case Relay::Result::kDone:
-        close(CloseReason::kCompleted);
-        return;
-      case Relay::Result::kError:
-        close(relay_->failedUpstream() ? CloseReason::kUpstreamError : CloseReason::kDownstreamError);
-        return;
-    }
+  switch (relay_->run(ctx_.options.relayBudgetBytes, holdUp)) {
+    case Relay::Result::kIdle:
+      return;
+    case Relay::Result::kYield:
+      owner_.scheduleResume(*this);  // after the other connections of this batch
+      return;
+    case Relay::Result::kDone:
+      close(CloseReason::kCompleted);
+      return;
+    case Relay::Result::kError:
+      close(relay_->failedUpstream() ? CloseReason::kUpstreamError : CloseReason::kDownstreamError);
+      return;
   }
+}
+
+void HttpSession::resume() {
+  if (state_ == State::kTunnel) pumpTunnel();
+}
+
+void HttpSession::holderAvailable() {
+  if (state_ != State::kTunnel || !relay_) return;
+  relay_->holderAvailable();
+  pumpTunnel();
 }
 
 void HttpSession::relayDelivered(bool toUpstream, uint64_t n) {
@@ -727,12 +735,6 @@ void HttpSession::onTick(uint64_t nowUs) {
     }
     case State::kExchange:
     case State::kTunnel: {
-      if (waitingHolder_ && relay_) {
-        waitingHolder_ = false;
-        relay_->holderAvailable();
-        pumpTunnel();
-        if (state_ == State::kClosed) return;
-      }
       const uint64_t idleUs = static_cast<uint64_t>(ctx_.options.idleTimeoutMs) * 1000;
       if (lastActivityUs_ + idleUs <= nowUs) close(CloseReason::kIdleTimeout);
       return;

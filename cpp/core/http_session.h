@@ -49,6 +49,10 @@ class HttpSessionOwner {
                                 const SocketAddress& client) = 0;
   // s has ended (sockets closed): unlink it, free it after the batch.
   virtual void sessionClosed(HttpSession& s) = 0;
+  // s's tunnel used its byte budget: resume() it after the batch, as relayed connections are.
+  virtual void scheduleResume(HttpSession& s) = 0;
+  // s's tunnel found no copy buffer or pipe: holderAvailable() once one is free (FIFO).
+  virtual void waitForHolder(HttpSession& s) = 0;
 
  protected:
   ~HttpSessionOwner() = default;
@@ -72,8 +76,14 @@ class HttpSession final : private RelayOwner {
   // Ends the session: reset (abnormal) or FIN (complete).
   void close(CloseReason reason);
   bool closed() const { return state_ == State::kClosed; }
+  // The tunnel continues after a budget-limited run / once a copy buffer or pipe came free.
+  void resume();
+  void holderAvailable();
+  bool waitingForHolder() const { return relay_ && relay_->waitingForHolder(); }
 
-  ListNode node;  // the worker's list of sessions
+  ListNode node;            // the worker's list of sessions
+  ListNode readyNode;       // waiting to resume (tunnel budget used)
+  ListNode holderWaitNode;  // waiting for a copy buffer or pipe
 
  private:
   enum class State : uint8_t {
@@ -119,7 +129,7 @@ class HttpSession final : private RelayOwner {
   bool flush(Side& side, std::vector<uint8_t>& buf, size_t& offset);
 
   // RelayOwner
-  void relayNeedsHolder() override { waitingHolder_ = true; }
+  void relayNeedsHolder() override { owner_.waitForHolder(*this); }
   void relayDelivered(bool toUpstream, uint64_t n) override;
 
   WorkerContext& ctx_;
@@ -136,7 +146,6 @@ class HttpSession final : private RelayOwner {
   bool upRegistered_ = false;
   OwnSockets::Registration upRegistration_;
   std::unique_ptr<Relay> relay_;  // tunnels only
-  bool waitingHolder_ = false;
 
   http::RequestParser request_;
   http::ResponseParser response_;

@@ -367,8 +367,18 @@ bool WorkerCore::allowDestination(const ListenerOptions& listener, const SocketA
   return false;
 }
 
+void WorkerCore::scheduleResume(HttpSession& s) {
+  if (!s.readyNode.linked()) readySessions_.pushBack(&s);
+}
+
+void WorkerCore::waitForHolder(HttpSession& s) {
+  if (!s.holderWaitNode.linked()) holderWaitingSessions_.pushBack(&s);
+}
+
 void WorkerCore::sessionClosed(HttpSession& s) {
   sessions_.remove(&s);
+  readySessions_.remove(&s);
+  holderWaitingSessions_.remove(&s);
   stats_.sub(Stat::downstream_cx_active);
   closedSessions_.push_back(&s);
 }
@@ -469,6 +479,13 @@ void WorkerCore::wakeHolderWaiters() {
     c->holderAvailable();
     --free;
   }
+  while (free > 0) {  // HTTP tunnels after the relayed connections that waited
+    HttpSession* s = holderWaitingSessions_.popFront();
+    if (!s) break;
+    if (!s->waitingForHolder()) continue;
+    s->holderAvailable();
+    --free;
+  }
 }
 
 void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
@@ -504,11 +521,17 @@ void WorkerCore::runReadyQueue() {
     if (!c) break;
     c->resume();
   }
+  size_t sessionRounds = readySessions_.size();  // HTTP tunnels, the same way
+  while (sessionRounds-- > 0) {
+    HttpSession* s = readySessions_.popFront();
+    if (!s) break;
+    s->resume();
+  }
 }
 
 void WorkerCore::kickIfReady() {
   // Work left on the ready list: make the next epoll_wait return at once to run it.
-  if (!ready_.empty() && !kicked_) {
+  if ((!ready_.empty() || !readySessions_.empty()) && !kicked_) {
     const uint64_t one = 1;
     if (::write(kick_.fd.get(), &one, sizeof one) == sizeof one) kicked_ = true;
   }

@@ -127,6 +127,8 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   bool allowDestination(const ListenerOptions& listener, const SocketAddress& destination,
                         const SocketAddress& client) override;
   void sessionClosed(HttpSession& s) override;
+  void scheduleResume(HttpSession& s) override;
+  void waitForHolder(HttpSession& s) override;
   // Out of resources for a connection's second socket: every listener waits for the tick.
   void pauseAccepting();
 
@@ -161,6 +163,8 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   IntrusiveList<Connection, &Connection::handshakeNode> handshaking_;  // waiting for a PROXY header
   std::vector<Connection*> closed_;  // freed after the batch: a later event may still name them
   IntrusiveList<HttpSession, &HttpSession::node> sessions_;  // HTTP listener connections
+  IntrusiveList<HttpSession, &HttpSession::readyNode> readySessions_;
+  IntrusiveList<HttpSession, &HttpSession::holderWaitNode> holderWaitingSessions_;
   std::vector<HttpSession*> closedSessions_;  // freed after the batch, like closed_
   FdHandler tick_;
   FdHandler kick_;

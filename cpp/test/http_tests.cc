@@ -881,7 +881,10 @@ void sessionTests() {
         if (!writeAll(fd, buf, static_cast<size_t>(n))) return;
       }
     });
-    HttpStage stage(SocketAddress{});
+    // A small relay budget, so the tunnel yields (and must be resumed) many times on the way.
+    CoreOptions small;
+    small.relayBudgetBytes = 4096;
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8", small);
     LoopRunner loop(*stage.core);
     UniqueFd client = connectTo(stage.listenAddr);
     const std::string req = "CONNECT " + echo.address.toString() + " HTTP/1.1\r\nhost: " + echo.address.toString() +
@@ -891,7 +894,8 @@ void sessionTests() {
     CHECK(readUntil(client.get(), got, [](const std::string& b) { return b.find("early") != std::string::npos; }) ==
           End::kOpen);
     CHECK(got == "HTTP/1.1 200 Connection established\r\n\r\nearly");
-    const std::string big(200000, 'x');
+    std::string big(2000000, 'x');
+    for (size_t i = 0; i < big.size(); i += 997) big[i] = static_cast<char>('a' + (i / 997) % 26);
     std::thread writer([&] { writeAll(client.get(), big.data(), big.size()); ::shutdown(client.get(), SHUT_WR); });
     std::string echoed;
     const End end = readUntil(client.get(), echoed, [](const std::string&) { return false; }, 10000);
