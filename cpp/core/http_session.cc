@@ -90,6 +90,7 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
       if (host_) ++host_->stat(HostStat::cx_connect_fail);
       releaseUpstream(false);
       respondError(503, "connect_failed", Stat::http_rq_connect_fail);
+      pump();
       return;
     }
     // Only a connected socket has a peer: an event left from a socket this one replaced is not
@@ -98,7 +99,6 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
     socklen_t sl = sizeof ss;
     if (!(events & EPOLLOUT) || ::getpeername(up_.fd.get(), reinterpret_cast<sockaddr*>(&ss), &sl) != 0) return;
     onConnected();
-    return;
   }
   pump();
 }
@@ -123,6 +123,10 @@ void HttpSession::pump() {
         }
         if (toDownOffset_ < toDown_.size()) return;
         ::shutdown(down_.fd.get(), SHUT_WR);
+        if (down_.eof) {  // the client's EOF came earlier: no edge will announce it again
+          close(CloseReason::kCompleted);
+          return;
+        }
         // Read and drop what the client still sends, so closing cannot turn into a reset that
         // destroys the response before it was read; the client's EOF ends the session.
         uint8_t scratch[4096];
@@ -451,7 +455,7 @@ void HttpSession::beginExchange() {
   ctx_.stats.add(Stat::upstream_rq_total);
   ++host_->stat(HostStat::rq_total);
   sentUs_ = EventLoop::monotonicUs();
-  pump();
+  // The caller's pump() (or onEvents) moves the bytes: the state changed under it.
 }
 
 bool HttpSession::pumpExchange() {
@@ -706,11 +710,15 @@ void HttpSession::respondError(int status, const char* reason, Stat counter) {
   in_.clear();
   state_ = State::kLingering;
   lingerUntilUs_ = ctx_.loop.nowUs() + kLingerUs;
-  down_.writable = true;  // try at once; EAGAIN says otherwise
-  pump();
+  down_.writable = true;  // try at once (the caller pumps); EAGAIN says otherwise
 }
 
 void HttpSession::onTick(uint64_t nowUs) {
+  expire(nowUs);
+  pump();  // an error response (or nothing) to send
+}
+
+void HttpSession::expire(uint64_t nowUs) {
   switch (state_) {
     case State::kHead: {
       const uint64_t timeoutUs = static_cast<uint64_t>(listener_.http.requestHeadTimeoutMs) * 1000;

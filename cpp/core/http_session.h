@@ -102,6 +102,7 @@ class HttpSession final : private RelayOwner {
   };
 
   void onEvents(Side& side, uint32_t events);
+  void expire(uint64_t nowUs);
   void pump();
   bool readHead();
   // The PROXY header in front of the first request (listeners[].proxy_protocol); true when it
