@@ -11,6 +11,7 @@
 
 #include "connection.h"  // resetOnClose
 #include "http_address.h"
+#include "proxy_protocol.h"
 
 namespace splicegate {
 
@@ -22,7 +23,6 @@ constexpr size_t kReadChunk = 16384;
 constexpr size_t kMaxPending = 256 * 1024;
 // After an error response: how long the client gets to read it and close before the socket goes.
 constexpr uint64_t kLingerUs = 2'000'000;
-constexpr int kRelayRounds = 16;  // budget-limited relay runs per wakeup before the next event
 
 const char* statusText(int status) {
   switch (status) {
@@ -42,9 +42,10 @@ const char* statusText(int status) {
 
 void HttpSession::Side::onEvents(uint32_t events) { owner->onEvents(*this, events); }
 
-HttpSession::HttpSession(HttpServices services, HttpSessionOwner& owner, const ListenerOptions& listener,
+HttpSession::HttpSession(WorkerContext& ctx, HttpPool& pool, HttpSessionOwner& owner, const ListenerOptions& listener,
                          UniqueFd downstream, const SocketAddress& peer, const SocketAddress& originalDst)
-    : svc_(services),
+    : ctx_(ctx),
+      pool_(pool),
       owner_(owner),
       listener_(listener),
       peer_(peer),
@@ -55,7 +56,8 @@ HttpSession::HttpSession(HttpServices services, HttpSessionOwner& owner, const L
   up_.owner = this;
   up_.upstream = true;
   trusted_ = cidrsContain(listener.http.trustedSources, peer);
-  requestStartUs_ = svc_.loop.nowUs();
+  proxyPending_ = listener.proxyProtocol.enabled;
+  requestStartUs_ = ctx_.loop.nowUs();
   lastActivityUs_ = requestStartUs_;
 }
 
@@ -64,7 +66,7 @@ HttpSession::~HttpSession() {
 }
 
 bool HttpSession::start() {
-  if (svc_.loop.add(down_.fd.get(), kSocketEvents, &down_)) {
+  if (ctx_.loop.add(down_.fd.get(), kSocketEvents, &down_)) {
     close(CloseReason::kResourceExhausted);
     return false;
   }
@@ -75,7 +77,7 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
   if (state_ == State::kClosed) return;
   // A stale event for an upstream socket this session already let go of (same batch): ignore.
   if (side.upstream && !up_.fd) return;
-  lastActivityUs_ = svc_.loop.nowUs();
+  lastActivityUs_ = ctx_.loop.nowUs();
   if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) side.peerClosing = true;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) side.readable = true;
   if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) side.writable = true;
@@ -84,10 +86,11 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
     socklen_t len = sizeof soError;
     ::getsockopt(up_.fd.get(), SOL_SOCKET, SO_ERROR, &soError, &len);
     if (soError != 0 || (events & (EPOLLERR | EPOLLHUP))) {
-      svc_.stats.add(Stat::upstream_cx_connect_fail);
+      ctx_.stats.add(Stat::upstream_cx_connect_fail);
       if (host_) ++host_->stat(HostStat::cx_connect_fail);
       releaseUpstream(false);
       respondError(503, "connect_failed", Stat::http_rq_connect_fail);
+      pump();
       return;
     }
     // Only a connected socket has a peer: an event left from a socket this one replaced is not
@@ -96,7 +99,6 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
     socklen_t sl = sizeof ss;
     if (!(events & EPOLLOUT) || ::getpeername(up_.fd.get(), reinterpret_cast<sockaddr*>(&ss), &sl) != 0) return;
     onConnected();
-    return;
   }
   pump();
 }
@@ -121,6 +123,10 @@ void HttpSession::pump() {
         }
         if (toDownOffset_ < toDown_.size()) return;
         ::shutdown(down_.fd.get(), SHUT_WR);
+        if (down_.eof) {  // the client's EOF came earlier: no edge will announce it again
+          close(CloseReason::kCompleted);
+          return;
+        }
         // Read and drop what the client still sends, so closing cannot turn into a reset that
         // destroys the response before it was read; the client's EOF ends the session.
         uint8_t scratch[4096];
@@ -162,10 +168,10 @@ int HttpSession::readInto(Side& side, std::vector<uint8_t>& buf, size_t max) {
     buf.resize(old + static_cast<size_t>(n));
     const uint64_t bytes = static_cast<uint64_t>(n);
     if (side.upstream) {
-      svc_.stats.add(Stat::upstream_cx_rx_bytes_total, bytes);
+      ctx_.stats.add(Stat::upstream_cx_rx_bytes_total, bytes);
       if (host_) host_->stat(HostStat::rx_bytes) += bytes;
     } else {
-      svc_.stats.add(Stat::bytes_received, bytes);
+      ctx_.stats.add(Stat::bytes_received, bytes);
     }
     return 1;
   }
@@ -189,10 +195,10 @@ bool HttpSession::flush(Side& side, std::vector<uint8_t>& buf, size_t& offset) {
       offset += static_cast<size_t>(n);
       const uint64_t bytes = static_cast<uint64_t>(n);
       if (side.upstream) {
-        svc_.stats.add(Stat::upstream_cx_tx_bytes_total, bytes);
+        ctx_.stats.add(Stat::upstream_cx_tx_bytes_total, bytes);
         if (host_) host_->stat(HostStat::tx_bytes) += bytes;
       } else {
-        svc_.stats.add(Stat::bytes_sent, bytes);
+        ctx_.stats.add(Stat::bytes_sent, bytes);
       }
       continue;
     }
@@ -208,10 +214,44 @@ bool HttpSession::flush(Side& side, std::vector<uint8_t>& buf, size_t& offset) {
   return true;
 }
 
+bool HttpSession::readProxyHeader() {
+  const proxy_protocol::ParseResult r = proxy_protocol::parse(in_.data(), in_.size());
+  if (r.status == proxy_protocol::ParseStatus::need_more) return false;
+  proxyPending_ = false;
+  const ProxyProtocolOptions& pp = listener_.proxyProtocol;
+  if (r.status == proxy_protocol::ParseStatus::error) {
+    if (r.error != proxy_protocol::ParseError::not_proxy || pp.required) {
+      ctx_.stats.add(Stat::proxy_protocol_error);
+      ctx_.stats.add(proxyErrorStat(r.error));
+      close(CloseReason::kProtocolError);
+      return true;
+    }
+    ctx_.stats.add(Stat::proxy_protocol_plain);  // plain HTTP where the header is optional
+    return false;
+  }
+  if (!cidrsContain(pp.trustedSources, peer_)) {
+    ctx_.stats.add(Stat::proxy_protocol_untrusted);
+    close(CloseReason::kProtocolError);
+    return true;
+  }
+  ctx_.stats.add(Stat::proxy_protocol_accepted);
+  if (r.header.command == proxy_protocol::Command::proxy && r.header.family != AF_UNSPEC) {
+    // The header names the client (whose routing header may be trusted) and where it connected.
+    originalDst_ = r.header.destination;
+    peer_ = r.header.source;
+    trusted_ = cidrsContain(listener_.http.trustedSources, peer_);
+  } else {
+    ctx_.stats.add(Stat::proxy_protocol_local);
+  }
+  in_.erase(in_.begin(), in_.begin() + static_cast<long>(r.header.length));
+  return false;
+}
+
 bool HttpSession::readHead() {
   const size_t cap = listener_.http.maxRequestHeadBytes;
   for (;;) {
-    if (!in_.empty()) {
+    if (proxyPending_ && !in_.empty() && readProxyHeader()) return true;
+    if (!proxyPending_ && !in_.empty()) {
       const http::ParseStatus st = request_.parseHead(in_.data(), in_.size());
       if (st == http::ParseStatus::kDone) {
         startRequest();
@@ -247,14 +287,14 @@ bool HttpSession::chooseDestination(SocketAddress& out) {
   const http::RequestHead& h = request_.head();
   if (h.hasRoutingHeader) {
     if (!trusted_) {
-      svc_.stats.add(Stat::original_dst_header_untrusted);
+      ctx_.stats.add(Stat::original_dst_header_untrusted);
     } else {
       const auto* value = reinterpret_cast<const char*>(in_.data() + h.routingValue.offset);
       if (auto a = http::parseHostPort(value, h.routingValue.length)) {
         out = *a;
         return true;
       }
-      svc_.stats.add(Stat::original_dst_host_invalid);
+      ctx_.stats.add(Stat::original_dst_host_invalid);
     }
   }
   if (originalDst_.family() == AF_UNSPEC) return false;
@@ -263,7 +303,7 @@ bool HttpSession::chooseDestination(SocketAddress& out) {
 }
 
 void HttpSession::startRequest() {
-  svc_.stats.add(Stat::http_rq_total);
+  ctx_.stats.add(Stat::http_rq_total);
   const http::RequestHead& h = request_.head();
   SocketAddress dst;
   if (h.isConnect()) {
@@ -281,7 +321,7 @@ void HttpSession::startRequest() {
     respondError(503, "no_destination", Stat::http_rq_no_destination);
     return;
   }
-  if (svc_.options.upstreamPortOverride != 0) dst.setPort(svc_.options.upstreamPortOverride);
+  if (ctx_.options.upstreamPortOverride != 0) dst.setPort(ctx_.options.upstreamPortOverride);
   if (!owner_.allowDestination(listener_, dst, peer_)) {
     respondError(403, "policy_denied", Stat::http_rq_policy_denied);
     return;
@@ -320,50 +360,50 @@ void HttpSession::startRequest() {
   firstByteSeen_ = false;
   response_.start(headRequest_);
   if (!connect_) {
-    HttpPool::Taken taken = svc_.pool.take(destination_);
+    HttpPool::Taken taken = pool_.take(destination_);
     if (taken) {
-      svc_.stats.add(Stat::http_pool_hit);
+      ctx_.stats.add(Stat::http_pool_hit);
       useUpstream(std::move(taken.upstream), *taken.host, true);
       return;
     }
-    svc_.stats.add(Stat::http_pool_miss);
+    ctx_.stats.add(Stat::http_pool_miss);
   }
   connectUpstream();
 }
 
 void HttpSession::connectUpstream() {
   Host* host = nullptr;
-  switch (svc_.hosts.admit(destination_, svc_.loop.nowUs(), &host)) {
+  switch (ctx_.hosts.admit(destination_, ctx_.loop.nowUs(), &host)) {
     case HostCache::Admit::kOk:
       break;
     case HostCache::Admit::kHostOverflow:
-      svc_.stats.add(Stat::host_overflow);
-      svc_.stats.add(Stat::upstream_cx_overflow);
+      ctx_.stats.add(Stat::host_overflow);
+      ctx_.stats.add(Stat::upstream_cx_overflow);
       respondError(503, "overflow", Stat::http_rq_overflow);
       return;
     case HostCache::Admit::kConnectionOverflow:
     case HostCache::Admit::kPendingOverflow:
-      svc_.stats.add(Stat::upstream_cx_overflow);
+      ctx_.stats.add(Stat::upstream_cx_overflow);
       respondError(503, "overflow", Stat::http_rq_overflow);
       return;
   }
   host_ = host;
   connectPending_ = true;
   if (!connect_) ++host->stat(HostStat::pool_miss);
-  if (svc_.options.recordLatency) latencyRef_ = svc_.latency.attach(host->address);
-  svc_.stats.add(Stat::upstream_cx_total);
-  connectStartUs_ = svc_.loop.nowUs();
+  if (ctx_.options.recordLatency) latencyRef_ = ctx_.latency.attach(host->address);
+  ctx_.stats.add(Stat::upstream_cx_total);
+  connectStartUs_ = ctx_.loop.nowUs();
   connectStartExactUs_ = EventLoop::monotonicUs();
-  const UpstreamOpen opened = openUpstream(destination_, svc_.options.upstreamMark, up_.fd, &upRegistration_);
-  if (up_.fd) svc_.stats.add(Stat::upstream_cx_active);
+  const UpstreamOpen opened = openUpstream(destination_, ctx_.options.upstreamMark, up_.fd, &upRegistration_);
+  if (up_.fd) ctx_.stats.add(Stat::upstream_cx_active);
   if (opened != UpstreamOpen::kInProgress) {
-    svc_.stats.add(Stat::upstream_cx_connect_fail);
+    ctx_.stats.add(Stat::upstream_cx_connect_fail);
     ++host->stat(HostStat::cx_connect_fail);
     releaseUpstream(false);
     respondError(503, "connect_failed", Stat::http_rq_connect_fail);
     return;
   }
-  if (svc_.loop.add(up_.fd.get(), kSocketEvents, &up_)) {
+  if (ctx_.loop.add(up_.fd.get(), kSocketEvents, &up_)) {
     releaseUpstream(false);
     respondError(503, "connect_failed", Stat::http_rq_connect_fail);
     return;
@@ -373,10 +413,10 @@ void HttpSession::connectUpstream() {
 }
 
 void HttpSession::onConnected() {
-  svc_.hosts.connectDone(*host_);
+  ctx_.hosts.connectDone(*host_);
   connectPending_ = false;
-  if (svc_.options.recordLatency) {
-    svc_.latency.record(latencyRef_, LatencyMetric::kConnect, EventLoop::monotonicUs() - connectStartExactUs_);
+  if (ctx_.options.recordLatency) {
+    ctx_.latency.record(latencyRef_, LatencyMetric::kConnect, EventLoop::monotonicUs() - connectStartExactUs_);
   }
   if (connect_) {
     static const char kEstablished[] = "HTTP/1.1 200 Connection established\r\n\r\n";
@@ -394,7 +434,7 @@ void HttpSession::useUpstream(RegisteredUpstream upstream, Host& host, bool reus
   upRegistration_ = std::move(upstream.registration);
   host_ = &host;
   reused_ = reused;
-  if (svc_.loop.add(up_.fd.get(), kSocketEvents, &up_)) {
+  if (ctx_.loop.add(up_.fd.get(), kSocketEvents, &up_)) {
     releaseUpstream(false);
     respondError(503, "connect_failed", Stat::http_rq_connect_fail);
     return;
@@ -403,19 +443,19 @@ void HttpSession::useUpstream(RegisteredUpstream upstream, Host& host, bool reus
   up_.writable = true;  // idle and connected; EAGAIN says otherwise
   up_.readable = true;  // a read finds out (EAGAIN) rather than waiting for an edge already past
   if (reused) {
-    svc_.stats.add(Stat::upstream_cx_reuse);
+    ctx_.stats.add(Stat::upstream_cx_reuse);
     ++host.stat(HostStat::cx_reuse);
   }
-  if (svc_.options.recordLatency) latencyRef_ = svc_.latency.attach(host.address);
+  if (ctx_.options.recordLatency) latencyRef_ = ctx_.latency.attach(host.address);
   beginExchange();
 }
 
 void HttpSession::beginExchange() {
   state_ = State::kExchange;
-  svc_.stats.add(Stat::upstream_rq_total);
+  ctx_.stats.add(Stat::upstream_rq_total);
   ++host_->stat(HostStat::rq_total);
   sentUs_ = EventLoop::monotonicUs();
-  pump();
+  // The caller's pump() (or onEvents) moves the bytes: the state changed under it.
 }
 
 bool HttpSession::pumpExchange() {
@@ -468,8 +508,8 @@ bool HttpSession::pumpExchange() {
         progress = true;
         if (!firstByteSeen_) {
           firstByteSeen_ = true;
-          if (svc_.options.recordLatency) {
-            svc_.latency.record(latencyRef_, LatencyMetric::kTtfb, EventLoop::monotonicUs() - sentUs_);
+          if (ctx_.options.recordLatency) {
+            ctx_.latency.record(latencyRef_, LatencyMetric::kTtfb, EventLoop::monotonicUs() - sentUs_);
           }
         }
         const http::Progress p = response_.feed(toDown_.data(), toDown_.size());
@@ -532,7 +572,7 @@ void HttpSession::upstreamFailed() {
     // request (idempotent, no body, nothing of a response seen) goes once more, on a new one.
     releaseUpstream(false);
     retried_ = true;
-    svc_.stats.add(Stat::upstream_rq_retry);
+    ctx_.stats.add(Stat::upstream_rq_retry);
     toUp_ = sentHead_;
     toUpOffset_ = 0;
     response_.start(headRequest_);
@@ -542,7 +582,7 @@ void HttpSession::upstreamFailed() {
   }
   releaseUpstream(false);
   if (responseStarted_) {
-    svc_.stats.add(Stat::http_rq_upstream_error);
+    ctx_.stats.add(Stat::http_rq_upstream_error);
     close(CloseReason::kUpstreamError);  // part of a response went out: reset, never a fake end
     return;
   }
@@ -560,26 +600,26 @@ void HttpSession::finishExchange() {
   }
   request_.reset();
   state_ = State::kHead;
-  requestStartUs_ = svc_.loop.nowUs();
+  requestStartUs_ = ctx_.loop.nowUs();
   ++requests_;
   // A pipelined request may already be in in_: pump() parses it next.
 }
 
 void HttpSession::releaseUpstream(bool reusable) {
   if (upRegistered_) {
-    svc_.loop.remove(up_.fd.get());
+    ctx_.loop.remove(up_.fd.get());
     upRegistered_ = false;
   }
   if (connectPending_ && host_) {
-    svc_.hosts.connectDone(*host_);
+    ctx_.hosts.connectDone(*host_);
     connectPending_ = false;
   }
   const bool open = static_cast<bool>(up_.fd);
   if (open && reusable && host_) {
-    if (svc_.pool.put(*host_, RegisteredUpstream{std::move(up_.fd), std::move(upRegistration_)}, svc_.loop.nowUs())) {
+    if (pool_.put(*host_, RegisteredUpstream{std::move(up_.fd), std::move(upRegistration_)}, ctx_.loop.nowUs())) {
       host_ = nullptr;  // the pool holds its cx_active now
     } else {
-      svc_.stats.add(Stat::http_pool_discarded);
+      ctx_.stats.add(Stat::http_pool_discarded);
     }
   }
   if (up_.fd) {
@@ -587,10 +627,10 @@ void HttpSession::releaseUpstream(bool reusable) {
     if (!reusable && !(responseDone_ && requestDone_)) resetOnClose(up_.fd.get());
     upRegistration_ = OwnSockets::Registration{};  // before the fd: the 4-tuple may be reused after
     up_.fd.reset();
-    svc_.stats.sub(Stat::upstream_cx_active);
+    ctx_.stats.sub(Stat::upstream_cx_active);
   }
   if (host_) {
-    svc_.hosts.connectionClosed(*host_, svc_.loop.nowUs());
+    ctx_.hosts.connectionClosed(*host_, ctx_.loop.nowUs());
     host_ = nullptr;
   }
   up_.readable = up_.writable = up_.peerClosing = up_.eof = false;
@@ -600,12 +640,12 @@ void HttpSession::releaseUpstream(bool reusable) {
 
 void HttpSession::enterTunnel() {
   state_ = State::kTunnel;
-  svc_.stats.add(Stat::http_tunnel_total);
+  ctx_.stats.add(Stat::http_tunnel_total);
   // The client's bytes that followed its request go up first, ahead of the relay.
   toUp_.insert(toUp_.end(), in_.begin(), in_.end());
   in_.clear();
   RelayOwner& owner = *this;  // a private base: converted here, where it is accessible
-  relay_ = std::make_unique<Relay>(svc_.relay, owner, down_, up_);
+  relay_ = std::make_unique<Relay>(ctx_.relayServices(), owner, down_, up_);
   pumpTunnel();
 }
 
@@ -621,29 +661,38 @@ void HttpSession::pumpTunnel() {
   // Our own bytes for the client (the 200, what followed a 101) go before anything relayed.
   if (toDownOffset_ < toDown_.size()) return;
   const bool holdUp = toUpOffset_ < toUp_.size();
-  for (int i = 0; i < kRelayRounds; ++i) {
-    switch (relay_->run(svc_.options.relayBudgetBytes, holdUp)) {
-      case Relay::Result::kIdle:
-        return;
-      case Relay::Result::kYield:
-        continue;
-      case Relay::Result::kDone:
-        close(CloseReason::kCompleted);
-        return;
-      case Relay::Result::kError:
-        close(relay_->failedUpstream() ? CloseReason::kUpstreamError : CloseReason::kDownstreamError);
-        return;
-    }
+  switch (relay_->run(ctx_.options.relayBudgetBytes, holdUp)) {
+    case Relay::Result::kIdle:
+      return;
+    case Relay::Result::kYield:
+      owner_.scheduleResume(*this);  // after the other connections of this batch
+      return;
+    case Relay::Result::kDone:
+      close(CloseReason::kCompleted);
+      return;
+    case Relay::Result::kError:
+      close(relay_->failedUpstream() ? CloseReason::kUpstreamError : CloseReason::kDownstreamError);
+      return;
   }
 }
 
+void HttpSession::resume() {
+  if (state_ == State::kTunnel) pumpTunnel();
+}
+
+void HttpSession::holderAvailable() {
+  if (state_ != State::kTunnel || !relay_) return;
+  relay_->holderAvailable();
+  pumpTunnel();
+}
+
 void HttpSession::relayDelivered(bool toUpstream, uint64_t n) {
-  lastActivityUs_ = svc_.loop.nowUs();
+  lastActivityUs_ = ctx_.loop.nowUs();
   if (host_) host_->stat(toUpstream ? HostStat::tx_bytes : HostStat::rx_bytes) += n;
 }
 
 void HttpSession::respondError(int status, const char* reason, Stat counter) {
-  svc_.stats.add(counter);
+  ctx_.stats.add(counter);
   releaseUpstream(false);
   if (responseStarted_) {
     close(CloseReason::kUpstreamError);  // bytes of a response already went out: no fake end
@@ -660,12 +709,16 @@ void HttpSession::respondError(int status, const char* reason, Stat counter) {
   toDownOffset_ = 0;
   in_.clear();
   state_ = State::kLingering;
-  lingerUntilUs_ = svc_.loop.nowUs() + kLingerUs;
-  down_.writable = true;  // try at once; EAGAIN says otherwise
-  pump();
+  lingerUntilUs_ = ctx_.loop.nowUs() + kLingerUs;
+  down_.writable = true;  // try at once (the caller pumps); EAGAIN says otherwise
 }
 
 void HttpSession::onTick(uint64_t nowUs) {
+  expire(nowUs);
+  pump();  // an error response (or nothing) to send
+}
+
+void HttpSession::expire(uint64_t nowUs) {
   switch (state_) {
     case State::kHead: {
       const uint64_t timeoutUs = static_cast<uint64_t>(listener_.http.requestHeadTimeoutMs) * 1000;
@@ -680,9 +733,9 @@ void HttpSession::onTick(uint64_t nowUs) {
       return;
     }
     case State::kConnecting: {
-      const uint64_t timeoutUs = static_cast<uint64_t>(svc_.options.connectTimeoutMs) * 1000;
+      const uint64_t timeoutUs = static_cast<uint64_t>(ctx_.options.connectTimeoutMs) * 1000;
       if (connectStartUs_ + timeoutUs > nowUs) return;
-      svc_.stats.add(Stat::upstream_cx_connect_timeout);
+      ctx_.stats.add(Stat::upstream_cx_connect_timeout);
       if (host_) ++host_->stat(HostStat::cx_connect_timeout);
       releaseUpstream(false);
       respondError(504, "connect_timeout", Stat::http_rq_connect_timeout);
@@ -690,13 +743,7 @@ void HttpSession::onTick(uint64_t nowUs) {
     }
     case State::kExchange:
     case State::kTunnel: {
-      if (waitingHolder_ && relay_) {
-        waitingHolder_ = false;
-        relay_->holderAvailable();
-        pumpTunnel();
-        if (state_ == State::kClosed) return;
-      }
-      const uint64_t idleUs = static_cast<uint64_t>(svc_.options.idleTimeoutMs) * 1000;
+      const uint64_t idleUs = static_cast<uint64_t>(ctx_.options.idleTimeoutMs) * 1000;
       if (lastActivityUs_ + idleUs <= nowUs) close(CloseReason::kIdleTimeout);
       return;
     }
@@ -714,13 +761,13 @@ void HttpSession::close(CloseReason reason) {
   if (relay_) relay_->releaseHolders();
   if (down_.fd) {
     if (reset) resetOnClose(down_.fd.get());
-    svc_.loop.remove(down_.fd.get());
+    ctx_.loop.remove(down_.fd.get());
     down_.fd.reset();
   }
   if (up_.fd && reset) resetOnClose(up_.fd.get());
   releaseUpstream(false);
   state_ = State::kClosed;
-  svc_.stats.add(closeStat(reason));
+  ctx_.stats.add(closeStat(reason));
   owner_.sessionClosed(*this);
 }
 

@@ -34,13 +34,14 @@
 #include "socket_address.h"
 #include "stats.h"
 #include "upstream_socket.h"
+#include "worker_context.h"
 #include "worker_latency.h"
 
 namespace splicegate {
 
 class HttpSession;
 
-// What a session asks of its worker.
+// What a session asks of its worker (beside the services in WorkerContext).
 class HttpSessionOwner {
  public:
   // The destination policy of the listener: false (counted and logged) when denied.
@@ -48,26 +49,20 @@ class HttpSessionOwner {
                                 const SocketAddress& client) = 0;
   // s has ended (sockets closed): unlink it, free it after the batch.
   virtual void sessionClosed(HttpSession& s) = 0;
+  // s's tunnel used its byte budget: resume() it after the batch, as relayed connections are.
+  virtual void scheduleResume(HttpSession& s) = 0;
+  // s's tunnel found no copy buffer or pipe: holderAvailable() once one is free (FIFO).
+  virtual void waitForHolder(HttpSession& s) = 0;
 
  protected:
   ~HttpSessionOwner() = default;
 };
 
-// The per-worker services a session uses (all outlive it).
-struct HttpServices {
-  EventLoop& loop;
-  Stats& stats;
-  HostCache& hosts;
-  WorkerLatency& latency;
-  HttpPool& pool;
-  const CoreOptions& options;
-  RelayServices relay;
-};
-
 class HttpSession final : private RelayOwner {
  public:
   // originalDst: the connection's original destination, AF_UNSPEC when it was not redirected.
-  HttpSession(HttpServices services, HttpSessionOwner& owner, const ListenerOptions& listener, UniqueFd downstream,
+  // ctx: the worker's services (worker_context.h); pool: its keep-alive pool; all outlive the session.
+  HttpSession(WorkerContext& ctx, HttpPool& pool, HttpSessionOwner& owner, const ListenerOptions& listener, UniqueFd downstream,
               const SocketAddress& peer, const SocketAddress& originalDst);
   ~HttpSession();
   HttpSession(const HttpSession&) = delete;
@@ -81,8 +76,14 @@ class HttpSession final : private RelayOwner {
   // Ends the session: reset (abnormal) or FIN (complete).
   void close(CloseReason reason);
   bool closed() const { return state_ == State::kClosed; }
+  // The tunnel continues after a budget-limited run / once a copy buffer or pipe came free.
+  void resume();
+  void holderAvailable();
+  bool waitingForHolder() const { return relay_ && relay_->waitingForHolder(); }
 
-  ListNode node;  // the worker's list of sessions
+  ListNode node;            // the worker's list of sessions
+  ListNode readyNode;       // waiting to resume (tunnel budget used)
+  ListNode holderWaitNode;  // waiting for a copy buffer or pipe
 
  private:
   enum class State : uint8_t {
@@ -101,8 +102,12 @@ class HttpSession final : private RelayOwner {
   };
 
   void onEvents(Side& side, uint32_t events);
+  void expire(uint64_t nowUs);
   void pump();
   bool readHead();
+  // The PROXY header in front of the first request (listeners[].proxy_protocol); true when it
+  // ended the session.
+  bool readProxyHeader();
   void startRequest();
   bool chooseDestination(SocketAddress& out);
   void useUpstream(RegisteredUpstream upstream, Host& host, bool reused);
@@ -125,22 +130,23 @@ class HttpSession final : private RelayOwner {
   bool flush(Side& side, std::vector<uint8_t>& buf, size_t& offset);
 
   // RelayOwner
-  void relayNeedsHolder() override { waitingHolder_ = true; }
+  void relayNeedsHolder() override { owner_.waitForHolder(*this); }
   void relayDelivered(bool toUpstream, uint64_t n) override;
 
-  HttpServices svc_;
+  WorkerContext& ctx_;
+  HttpPool& pool_;
   HttpSessionOwner& owner_;
   const ListenerOptions& listener_;
   SocketAddress peer_;
   SocketAddress originalDst_;
-  bool trusted_ = false;
+  bool trusted_ = false;       // the client may route with the header
+  bool proxyPending_ = false;  // a PROXY header may still precede the first request
   State state_ = State::kHead;
   Side down_;
   Side up_;
   bool upRegistered_ = false;
   OwnSockets::Registration upRegistration_;
   std::unique_ptr<Relay> relay_;  // tunnels only
-  bool waitingHolder_ = false;
 
   http::RequestParser request_;
   http::ResponseParser response_;

@@ -73,7 +73,8 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       pipes_(options.maxPipes, options.maxIdlePipes, options.pipeSize),
       buffers_(options.copyBufferSize, copyBufferCap(options), kMaxIdleBuffers),
       hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}),
-      warm_(*this),
+      context_{*loop_, stats_, pipes_, buffers_, hosts_, latency_, options_, *this},
+      warm_(context_),
       httpPool_(options.httpPoolMaxIdlePerHost, static_cast<uint64_t>(options.httpPoolIdleTimeoutMs) * 1000, hosts_, stats_),
       policies_(options.policies),
       events_(kEventCapacity) {
@@ -255,7 +256,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
       return;
     }
     stats_.add(Stat::downstream_cx_active);
-    auto* c = new Connection(*this, std::move(fd));
+    auto* c = new Connection(context_, std::move(fd));
     connections_.pushBack(c);
     if (c->beginHandshake(lo, trusted)) handshaking_.pushBack(c);
     return;
@@ -290,7 +291,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
     return;
   }
   stats_.add(Stat::downstream_cx_active);
-  auto* c = new Connection(*this, std::move(fd));
+  auto* c = new Connection(context_, std::move(fd));
   connections_.pushBack(c);
   startUpstream(*c, *host, peer, dst.address);
 }
@@ -330,6 +331,11 @@ void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestina
 }
 
 void WorkerCore::acceptHttp(const ListenerOptions& lo, UniqueFd fd, const SocketAddress& peer) {
+  if (lo.proxyProtocol.enabled && lo.proxyProtocol.required && !cidrsContain(lo.proxyProtocol.trustedSources, peer)) {
+    stats_.add(Stat::proxy_protocol_untrusted);
+    resetOnClose(fd.get());
+    return;
+  }
   // The original destination is the fallback for requests without a (trusted, valid) routing
   // header; a connection that was not redirected simply has none (503 no_destination per request).
   const OriginalDstResult dst = resolver_.resolve(fd.get(), lo.address.family(), lo.transparent);
@@ -345,9 +351,7 @@ void WorkerCore::acceptHttp(const ListenerOptions& lo, UniqueFd fd, const Socket
   }
   const SocketAddress original = dst.outcome == OriginalDstOutcome::kFound ? dst.address : SocketAddress();
   stats_.add(Stat::downstream_cx_active);
-  HttpServices services{*loop_, stats_, hosts_, latency_, httpPool_, options_,
-                        RelayServices{pipes_, buffers_, stats_, options_}};
-  auto* s = new HttpSession(services, *this, lo, std::move(fd), peer, original);
+  auto* s = new HttpSession(context_, httpPool_, *this, lo, std::move(fd), peer, original);
   sessions_.pushBack(s);
   s->start();
 }
@@ -363,8 +367,18 @@ bool WorkerCore::allowDestination(const ListenerOptions& listener, const SocketA
   return false;
 }
 
+void WorkerCore::scheduleResume(HttpSession& s) {
+  if (!s.readyNode.linked()) readySessions_.pushBack(&s);
+}
+
+void WorkerCore::waitForHolder(HttpSession& s) {
+  if (!s.holderWaitNode.linked()) holderWaitingSessions_.pushBack(&s);
+}
+
 void WorkerCore::sessionClosed(HttpSession& s) {
   sessions_.remove(&s);
+  readySessions_.remove(&s);
+  holderWaitingSessions_.remove(&s);
   stats_.sub(Stat::downstream_cx_active);
   closedSessions_.push_back(&s);
 }
@@ -465,6 +479,13 @@ void WorkerCore::wakeHolderWaiters() {
     c->holderAvailable();
     --free;
   }
+  while (free > 0) {  // HTTP tunnels after the relayed connections that waited
+    HttpSession* s = holderWaitingSessions_.popFront();
+    if (!s) break;
+    if (!s->waitingForHolder()) continue;
+    s->holderAvailable();
+    --free;
+  }
 }
 
 void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
@@ -500,11 +521,17 @@ void WorkerCore::runReadyQueue() {
     if (!c) break;
     c->resume();
   }
+  size_t sessionRounds = readySessions_.size();  // HTTP tunnels, the same way
+  while (sessionRounds-- > 0) {
+    HttpSession* s = readySessions_.popFront();
+    if (!s) break;
+    s->resume();
+  }
 }
 
 void WorkerCore::kickIfReady() {
   // Work left on the ready list: make the next epoll_wait return at once to run it.
-  if (!ready_.empty() && !kicked_) {
+  if ((!ready_.empty() || !readySessions_.empty()) && !kicked_) {
     const uint64_t one = 1;
     if (::write(kick_.fd.get(), &one, sizeof one) == sizeof one) kicked_ = true;
   }

@@ -1,6 +1,7 @@
 // Everything one worker owns: its epoll loop, its share of the process's listening sockets, its
-// connections, pipe and buffer pools, timers and counters. Node-free, so it is testable on its own; the addon drives it
-// from the worker thread's libuv loop.
+// connections, pipe and buffer pools, host cache, timers and counters, and the WorkerContext that
+// hands those services to its connections (worker_context.h). Node-free, so it is testable on its
+// own; a LoopDriver runs it (loop_driver.h: its own thread, or the worker thread's libuv loop).
 //
 // Lifetime rule: nothing an event handler can be reached through (a Connection, a warm socket
 // shell) is freed while a batch is being dispatched, because a later event of the same batch may
@@ -28,12 +29,16 @@
 #include "stats.h"
 #include "sys_error.h"
 #include "warm_pool.h"
+#include "worker_context.h"
 #include "worker_events.h"
 #include "worker_latency.h"
 
 namespace splicegate {
 
-class WorkerCore final : private HttpSessionOwner {
+// Owns the per-worker services and the WorkerContext that hands them to each connection; receives
+// the connections' lifecycle calls (ConnectionEvents) and
+// the HTTP sessions' (HttpSessionOwner).
+class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
  public:
   static std::unique_ptr<WorkerCore> create(const CoreOptions& options, SysError& err);
   // For tests: inject the original-destination syscalls.
@@ -66,31 +71,15 @@ class WorkerCore final : private HttpSessionOwner {
   // Loop thread only: hands over the buffered events (worker_events.h); returns how many were dropped.
   uint64_t takeEvents(std::vector<WorkerEvent>& out) { return events_.take(out); }
 
-  // --- used by Listener and Connection ---
+  // For a same-thread driver and tests: dispatch events without the rest of runOnce.
   EventLoop& loop() { return *loop_; }
-  Stats& stats() { return stats_; }
-  PipePool& pipes() { return pipes_; }
-  BufferPool& buffers() { return buffers_; }
-  HostCache& hosts() { return hosts_; }
-  WorkerLatency& latency() { return latency_; }
-  const WorkerLatency& latency() const { return latency_; }
   const HostCache& hosts() const { return hosts_; }
+  const WorkerLatency& latency() const { return latency_; }
   const CoreOptions& options() const { return options_; }
+  // The services every stage uses (worker_context.h).
+  WorkerContext& context() { return context_; }
+  // Listener: its socket is readable.
   void acceptFrom(Listener& listener);
-  void connectStarted(Connection& c);
-  void connectFinished(Connection& c);
-  void scheduleResume(Connection& c);
-  // c has a direction that found no copy buffer or pipe: FIFO until one is released.
-  void waitForHolder(Connection& c);
-  void connectionClosed(Connection& c, CloseReason reason);
-  // The upstream socket() failed with EMFILE/ENFILE: stop accepting until fds free up (the next
-  // accepts would only hit the same wall). Returns true if it released the worker's spare fd, so
-  // the caller can retry once and serve the connection it already accepted.
-  bool releaseSpareFd();
-  // The protocol stage of c is over. destination/client: what its PROXY header named, AF_UNSPEC
-  // for "the socket's own" (LOCAL, UNKNOWN, or no header where optional). Continues with
-  // destination -> policy -> admit -> connect, or closes c.
-  void handshakeDone(Connection& c, const SocketAddress& destination, const SocketAddress& client);
 
  private:
   // The housekeeping timer and the "more work queued" kick share this small handler type.
@@ -102,6 +91,15 @@ class WorkerCore final : private HttpSessionOwner {
   };
 
   WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> loop, std::unique_ptr<OriginalDstOps> ops);
+  // ConnectionEvents (worker_context.h)
+  void connectStarted(Connection& c) override;
+  void connectFinished(Connection& c) override;
+  void scheduleResume(Connection& c) override;
+  void waitForHolder(Connection& c) override;
+  void connectionClosed(Connection& c, CloseReason reason) override;
+  bool releaseSpareFd() override;
+  void handshakeDone(Connection& c, const SocketAddress& destination, const SocketAddress& client) override;
+
   SysError init();
   void onTick();
   void onKick();
@@ -129,6 +127,8 @@ class WorkerCore final : private HttpSessionOwner {
   bool allowDestination(const ListenerOptions& listener, const SocketAddress& destination,
                         const SocketAddress& client) override;
   void sessionClosed(HttpSession& s) override;
+  void scheduleResume(HttpSession& s) override;
+  void waitForHolder(HttpSession& s) override;
   // Out of resources for a connection's second socket: every listener waits for the tick.
   void pauseAccepting();
 
@@ -140,9 +140,10 @@ class WorkerCore final : private HttpSessionOwner {
   PipePool pipes_;
   BufferPool buffers_;
   HostCache hosts_;
+  WorkerLatency latency_;
+  WorkerContext context_;  // after everything it names
   WarmPool warm_;  // after hosts_: destroyed first, while the hosts it points at still exist
   HttpPool httpPool_;  // after hosts_, for the same reason
-  WorkerLatency latency_;
   PolicySet policies_;
   uint64_t lastPolicyRefreshUs_ = 0;
   WorkerEventBuffer events_;
@@ -162,6 +163,8 @@ class WorkerCore final : private HttpSessionOwner {
   IntrusiveList<Connection, &Connection::handshakeNode> handshaking_;  // waiting for a PROXY header
   std::vector<Connection*> closed_;  // freed after the batch: a later event may still name them
   IntrusiveList<HttpSession, &HttpSession::node> sessions_;  // HTTP listener connections
+  IntrusiveList<HttpSession, &HttpSession::readyNode> readySessions_;
+  IntrusiveList<HttpSession, &HttpSession::holderWaitNode> holderWaitingSessions_;
   std::vector<HttpSession*> closedSessions_;  // freed after the batch, like closed_
   FdHandler tick_;
   FdHandler kick_;

@@ -650,6 +650,39 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::http_rq_no_destination), 1u);
   });
 
+  run("with proxy_protocol, the PROXY header's destination is the original one and its source the client", [] {
+    Origin named(keepAliveServer());
+    Origin fallback(keepAliveServer());
+    auto fake = std::make_unique<FixedDestinationOps>();
+    fake->target = fallback.address;
+    SysError err;
+    auto core = WorkerCore::create(CoreOptions{}, std::move(fake), err);
+    CHECK(core);
+    ListenerOptions lo;
+    lo.name = "http-pp";
+    lo.address = addr("127.0.0.1", 0);
+    lo.http.enabled = true;
+    lo.http.trustedSources = {*parseCidr("192.0.2.0/24")};  // the header's client, not the TCP peer
+    lo.proxyProtocol.enabled = true;
+    lo.proxyProtocol.trustedSources = {*parseCidr("127.0.0.0/8")};
+    SocketAddress listenAddr;
+    UniqueFd listenSocket = openListenSocket(lo, &listenAddr, err);
+    CHECK(listenSocket);
+    CHECK(!core->attachListener(lo, listenSocket.get(), nullptr));
+    LoopRunner loop(*core);
+    UniqueFd client = connectTo(listenAddr);
+    const std::string pp = "PROXY TCP4 192.0.2.9 " + named.address.ipString() + " 40000 " +
+                           std::to_string(named.address.port()) + "\r\n";
+    CHECK(exchange(client.get(), pp + get("/pp")).find("\r\n\r\n1:/pp") != std::string::npos);
+    CHECK_EQ(named.seen().size(), 1u);
+    CHECK(fallback.seen().empty());
+    // The client the header named is trusted: its routing header wins over the header's destination.
+    UniqueFd second = connectTo(listenAddr);
+    CHECK(exchange(second.get(), pp + get("/r", routeTo(fallback.address))).find("1:/r") != std::string::npos);
+    CHECK_EQ(fallback.seen().size(), 1u);
+    CHECK_EQ(core->stats().get(Stat::proxy_protocol_accepted), 2u);
+  });
+
   run("keep-alive: requests on one client connection share one pooled upstream connection", [] {
     Origin server(keepAliveServer());
     HttpStage stage(server.address);
@@ -848,7 +881,10 @@ void sessionTests() {
         if (!writeAll(fd, buf, static_cast<size_t>(n))) return;
       }
     });
-    HttpStage stage(SocketAddress{});
+    // A small relay budget, so the tunnel yields (and must be resumed) many times on the way.
+    CoreOptions small;
+    small.relayBudgetBytes = 4096;
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8", small);
     LoopRunner loop(*stage.core);
     UniqueFd client = connectTo(stage.listenAddr);
     const std::string req = "CONNECT " + echo.address.toString() + " HTTP/1.1\r\nhost: " + echo.address.toString() +
@@ -858,7 +894,8 @@ void sessionTests() {
     CHECK(readUntil(client.get(), got, [](const std::string& b) { return b.find("early") != std::string::npos; }) ==
           End::kOpen);
     CHECK(got == "HTTP/1.1 200 Connection established\r\n\r\nearly");
-    const std::string big(200000, 'x');
+    std::string big(2000000, 'x');
+    for (size_t i = 0; i < big.size(); i += 997) big[i] = static_cast<char>('a' + (i / 997) % 26);
     std::thread writer([&] { writeAll(client.get(), big.data(), big.size()); ::shutdown(client.get(), SHUT_WR); });
     std::string echoed;
     const End end = readUntil(client.get(), echoed, [](const std::string&) { return false; }, 10000);
