@@ -187,7 +187,7 @@ describe('HTTP listener: routing, CONNECT, Upgrade, keep-alive pool', () => {
     }),
   );
 
-  it('keep-alive pool: wrk -c8 through the listener uses at most 8 upstream connections, and reuses them', { timeout: 60000 }, () =>
+  it('keep-alive pool: wrk -c8 through the listener uses at most 8 upstream connections, and reuses them', { timeout: 60000 }, (t) =>
     withDiagnostics(lab, sg, async () => {
       if (!sg) throw new Error('no splicegate');
       const s0 = await sg.stats();
@@ -199,6 +199,7 @@ describe('HTTP listener: routing, CONNECT, Upgrade, keep-alive pool', () => {
       const accepted = pooled.proc.eventsNamed('conn').length;
       assert.ok(accepted >= 1 && accepted <= 8, `the server accepted ${accepted} connections for ${w.requests} requests over 8 client connections`);
       assert.ok(d(s1, s0, 'upstream_cx_reuse') > 0, 'upstream_cx_reuse did not move');
+      t.diagnostic(`${w.requests} requests over 8 client connections; ${accepted} upstream connections; upstream_cx_reuse +${d(s1, s0, 'upstream_cx_reuse')}`);
       assert.ok(d(s1, s0, 'upstream_cx_reuse') >= w.requests - accepted, `reuses ${d(s1, s0, 'upstream_cx_reuse')} < requests ${w.requests} - connections ${accepted}`);
       // Reused across client connections too: a new client gets a pooled connection.
       const before = pooled.proc.eventsNamed('conn').length;
