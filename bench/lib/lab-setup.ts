@@ -1,7 +1,7 @@
 // Lab preparation shared by the benchmark runners (run.ts, syscalls.ts): kernel settings, receive
 // processing pinned per namespace, the gateway's BENCH nat chain, and switching it to a contender.
 
-import type { Lab } from '../../test/lab/lab';
+import { ADDR, type Lab } from '../../test/lab/lab';
 import type { BenchEnv, Contender } from './contenders';
 
 /** Replaces the gateway's BENCH chain with `c`'s REDIRECT rules (check: verify the rule count). */
@@ -53,6 +53,9 @@ export async function prepareLab(lab: Lab, proxyCpus: string, loadCpus: string):
   await setRps(lab, 'cli', ['eth0'], loadCpus);
   await setRps(lab, 'srv', ['eth0'], loadCpus);
   await lab.iptables('gw', 4, ['-t', 'nat', '-N', 'BENCH']);
+  // Connections to the gateway's own address are the HTTP listeners' (the http-ka workload):
+  // never redirected, whichever contender the BENCH chain holds.
+  await lab.iptables('gw', 4, ['-t', 'nat', '-A', 'PREROUTING', '-i', 'cli0', '-d', ADDR.gwCli4, '-p', 'tcp', '-j', 'RETURN']);
   await lab.iptables('gw', 4, ['-t', 'nat', '-A', 'PREROUTING', '-i', 'cli0', '-p', 'tcp', '-j', 'BENCH']);
   // Short conntrack TIME_WAIT in the gateway: tens of thousands of short connections per run.
   const ct = await lab.exec('gw', 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_tcp_timeout_time_wait=5']);
