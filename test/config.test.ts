@@ -121,6 +121,7 @@ test('full config parses to the exact typed values', () => {
     },
     drainTimeoutMs: 30_000,
     tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv', recordLatency: false },
+    accessLog: { path: 'stdout', format: 'json', sample: 0.5 },
   };
   assert.deepEqual(loadConfigFile(join(FIXTURES, 'good-full.yaml')), expected);
 });

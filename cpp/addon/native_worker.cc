@@ -24,6 +24,7 @@ Napi::Function NativeWorker::define(Napi::Env env) {
                          InstanceMethod<&NativeWorker::hosts>("hosts"),
                          InstanceMethod<&NativeWorker::latency>("latency"),
                          InstanceMethod<&NativeWorker::drainEvents>("drainEvents"),
+                         InstanceMethod<&NativeWorker::drainAccessLog>("drainAccessLog"),
                          InstanceMethod<&NativeWorker::close>("close"),
                      });
 }
@@ -36,6 +37,7 @@ NativeWorker::NativeWorker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
   }
   CoreOptions options;
   if (!readCoreOptions(info[0].As<Napi::Object>(), options)) return;  // a TypeError is pending
+  accessNames_ = std::make_shared<const AccessLogNames>(options.policies);
   SysError err;
   std::unique_ptr<WorkerCore> core = WorkerCore::create(options, err);
   if (!core) {
@@ -272,6 +274,48 @@ Napi::Value NativeWorker::drainEvents(const Napi::CallbackInfo& info) {
         out.Set("events", events);
         return out;
       });
+}
+
+namespace {
+
+struct AccessSnapshot {
+  std::vector<AccessRecord> records;
+  uint64_t dropped = 0;
+};
+
+}  // namespace
+
+Napi::Value NativeWorker::drainAccessLog(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ensureOpen(env)) return env.Undefined();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsFunction()) {
+    Napi::TypeError::New(env, "drainAccessLog(workerId, callback): workerId must be a number, callback a function")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const uint32_t workerId = info[0].As<Napi::Number>().Uint32Value();
+  auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "drainAccessLog", 0, 1);
+  std::shared_ptr<const AccessLogNames> names = accessNames_;
+  loop_->post([tsfn, names, workerId](WorkerCore& core) mutable {
+    // The loop thread's whole share: swap the full buffer for an empty one.
+    auto* snapshot = new AccessSnapshot;
+    snapshot->dropped = core.takeAccessRecords(snapshot->records);
+    const napi_status status =
+        tsfn.BlockingCall(snapshot, [names, workerId](Napi::Env env, Napi::Function callback, AccessSnapshot* data) {
+          std::string lines;
+          lines.reserve(data->records.size() * 400);
+          for (const AccessRecord& r : data->records) appendAccessLine(r, *names, workerId, lines);
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("lines", Napi::String::New(env, lines));
+          out.Set("count", static_cast<double>(data->records.size()));
+          out.Set("dropped", static_cast<double>(data->dropped));
+          delete data;
+          callback.Call({out});
+        });
+    if (status != napi_ok) delete snapshot;  // the environment is going away
+    tsfn.Release();
+  });
+  return env.Undefined();
 }
 
 Napi::Value NativeWorker::close(const Napi::CallbackInfo& info) {

@@ -53,7 +53,9 @@ namespace splicegate {
   X(proxy_protocol_timeout)       /* reset: header incomplete after proxy_protocol.timeout */ \
   X(proxy_protocol_untrusted)     /* reset: sender outside trusted_sources sent a header (or any, where required) */ \
   X(proxy_protocol_sent)          /* PROXY headers written to upstreams */                    \
-  X(original_source_failed)       /* upstream could not bind the client's address: reset */
+  X(original_source_failed)       /* upstream could not bind the client's address: reset */ \
+  X(access_log_records)           /* access-log records buffered for the writer (sampled ones) */ \
+  X(access_log_dropped)           /* access-log records lost: the worker's buffer was full */
 
 enum class Stat : size_t {
 #define SPLICEGATE_STAT_ENUM(name) name,

@@ -75,7 +75,9 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}),
       warm_(*this),
       policies_(options.policies),
-      events_(kEventCapacity) {
+      events_(kEventCapacity),
+      accessLog_(options.accessLogSample > 0 ? options.accessLogCapacity : 0),
+      accessSampler_(options.accessLogSample, static_cast<uint64_t>(EventLoop::monotonicUs()) ^ reinterpret_cast<uintptr_t>(this)) {
   hosts_.setEraseHook([this](const Host& host) { warm_.dropHost(host); });
 }
 

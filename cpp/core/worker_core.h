@@ -13,6 +13,7 @@
 #include <memory>
 #include <vector>
 
+#include "access_log.h"
 #include "buffer_pool.h"
 #include "connection.h"
 #include "core_options.h"
@@ -62,6 +63,9 @@ class WorkerCore {
   const PolicySet& policies() const { return policies_; }
   // Loop thread only: hands over the buffered events (worker_events.h); returns how many were dropped.
   uint64_t takeEvents(std::vector<WorkerEvent>& out) { return events_.take(out); }
+  // Loop thread only: hands over the buffered access-log records (access_log.h) without copying;
+  // returns how many were dropped since the last call (also counted in access_log_dropped).
+  uint64_t takeAccessRecords(std::vector<AccessRecord>& out) { return accessLog_.swapOut(out); }
 
   // --- used by Listener and Connection ---
   EventLoop& loop() { return *loop_; }
@@ -136,6 +140,8 @@ class WorkerCore {
   PolicySet policies_;
   uint64_t lastPolicyRefreshUs_ = 0;
   WorkerEventBuffer events_;
+  BoundedBuffer<AccessRecord> accessLog_;  // capacity 0 when the access log is off
+  AccessSampler accessSampler_;
   // Kept so that a connection accept4 let in can still get its upstream socket when that was the
   // last fd; while it is spent the listeners stay paused (see releaseSpareFd).
   UniqueFd spareFd_;

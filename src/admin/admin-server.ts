@@ -19,6 +19,8 @@ export interface AdminState {
   counters(): Promise<CounterValues>;
   hosts(): Promise<HostView[]>;
   latency: LatencySource;
+  /** Reopens the access log's file (logrotate); false when there is no access log. */
+  reopenLogs?: () => boolean;
   /** Present only when test hooks are enabled. */
   crashWorker?: (id: number) => boolean;
 }
@@ -91,6 +93,14 @@ function routes(state: AdminState, adminStats: AdminStats): Map<string, { method
       if (format === 'json') reply(res, 200, JSON.stringify({ cluster: 'original_dst', hosts }, null, 2) + '\n', 'application/json');
       else if (format === null || format === 'text') reply(res, 200, hostsText(hosts));
       else reply(res, 400, `unknown format "${format}" (use json or text)\n`);
+    },
+  });
+  // logrotate's postrotate: `curl -X POST http://127.0.0.1:9901/logs/reopen` (docs/OPERATIONS.md).
+  table.set('/logs/reopen', {
+    method: 'POST',
+    handler: (_req, res) => {
+      if (state.reopenLogs?.()) reply(res, 200, 'access log reopened\n');
+      else reply(res, 404, 'no access_log in the config\n');
     },
   });
   if (state.crashWorker) {

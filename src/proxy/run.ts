@@ -10,6 +10,7 @@ import { nativeOptionsFor } from './native-options';
 import { loopWarningRule } from './loop-warning';
 import { watchCounters } from '../stats/counter-watch';
 import { DenyLog } from './deny-log';
+import { AccessLogWriter, withAccessLogCounters } from './access-log';
 import { CounterAggregator, type CounterValues } from '../stats/counters';
 import { mergeHosts, type HostView } from '../stats/hosts';
 import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog } from '../latency/interval-log';
@@ -153,6 +154,23 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   const runtime = new ProxyRuntime(config, supervisor, listenSockets, counterNames, binding.hostStatNames, log);
   const denyLog = new DenyLog({ log });
   supervisor.on('worker-events', (id, events, dropped) => denyLog.add(id, events, dropped));
+  // Opened before the workers start, so an unwritable file stops the start with its path.
+  const accessLog = config.accessLog
+    ? await AccessLogWriter.open(config.accessLog, log).catch(async (err: unknown) => {
+        await supervisor.stop().catch(() => undefined);
+        listenSockets.close();
+        throw err;
+      })
+    : undefined;
+  if (accessLog) supervisor.on('access-log', (_id, lines, count) => accessLog.write(lines, count));
+  // Always handled: Node's default for SIGUSR1 would open the inspector port.
+  const reopenLogs = (): boolean => {
+    accessLog?.reopen();
+    return accessLog !== undefined;
+  };
+  process.on('SIGUSR1', () => {
+    if (!reopenLogs()) log.info('SIGUSR1: no access log to reopen');
+  });
   let admin: AdminServer | undefined;
   try {
     await supervisor.start();
@@ -160,7 +178,8 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
       config.admin.address,
       {
         readiness: () => runtime.readiness(),
-        counters: () => runtime.counters(),
+        counters: async () => withAccessLogCounters(await runtime.counters(), accessLog),
+        reopenLogs,
         hosts: () => runtime.hosts(),
         latency: runtime,
         ...(process.env.SPLICEGATE_TEST_HOOKS === '1' ? { crashWorker: (id: number) => supervisor.crashWorker(id) } : {}),
@@ -190,6 +209,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   listenSockets.close();
   await admin.close();
   denyLog.close();
+  await accessLog?.close();
   await closeLatencyPool();
   log.info('stopped');
   return 0;
