@@ -7,6 +7,7 @@
 // reopen() (SIGUSR1, POST /logs/reopen) opens the path again, for logrotate: lines already
 // buffered go to the old file, the next ones to the file now at the path.
 
+import { closeSync, openSync } from 'node:fs';
 import pino from 'pino';
 import type { AccessLogConfig } from '../config/types';
 import { ACCESS_LOG_STDOUT } from '../config/schema';
@@ -32,6 +33,8 @@ export class AccessLogWriter {
   private writeDropped = 0;
   private reopens = 0;
   private closed = false;
+  /** A reopen is under way (sonic-boom drops an end() that overtakes one: close() waits for it). */
+  private reopening: Promise<void> | undefined;
 
   private constructor(
     private readonly dest: Destination,
@@ -48,6 +51,15 @@ export class AccessLogWriter {
   /** Opens the destination; rejects (with the path) if the file cannot be opened. */
   static open(config: AccessLogConfig, log: Logger): Promise<AccessLogWriter> {
     const toStdout = config.path === ACCESS_LOG_STDOUT;
+    if (!toStdout) {
+      // Tried here first: a destination that never opened stays registered for pino's flush at
+      // exit, which then throws.
+      try {
+        closeSync(openSync(config.path, 'a'));
+      } catch (err) {
+        return Promise.reject(Object.assign(err as Error, { context: `access_log ${config.path}` }));
+      }
+    }
     const dest = pino.destination({
       dest: toStdout ? 1 : config.path,
       sync: false,
@@ -78,6 +90,18 @@ export class AccessLogWriter {
   reopen(): void {
     if (this.closed || this.path === ACCESS_LOG_STDOUT) return;
     this.reopens += 1;
+    if (!this.reopening) {
+      this.reopening = new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.dest.removeListener('ready', done);
+          this.dest.removeListener('error', done);
+          this.reopening = undefined;
+          resolve();
+        };
+        this.dest.once('ready', done);
+        this.dest.once('error', done);
+      });
+    }
     this.dest.reopen();
     this.log.info('access log reopened', { path: this.path });
   }
@@ -87,9 +111,10 @@ export class AccessLogWriter {
   }
 
   /** Writes out what is buffered and closes the file. */
-  close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+  async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
+    await this.reopening;
     return new Promise((resolve) => {
       this.dest.once('close', () => resolve());
       this.dest.once('error', () => resolve());
