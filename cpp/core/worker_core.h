@@ -115,7 +115,15 @@ class WorkerCore {
   void acceptOne(Listener& listener, UniqueFd fd, const SocketAddress& peer);
   // destination -> policy -> admit: the admitted host, or null once the refusal is counted (the
   // caller resets the client). destination is the original destination, before any port override.
-  Host* admitDestination(const ListenerOptions& listener, const SocketAddress& destination, const SocketAddress& client);
+  // access: gets the destination judged, the policy's decision and why it was refused, if it was.
+  Host* admitDestination(const ListenerOptions& listener, const SocketAddress& destination, const SocketAddress& client,
+                         AccessInfo& access);
+  // The access log (access_log.h): a record per closed connection, and per connection refused
+  // before one existed, if sampled; written into accessLog_ without allocating.
+  AccessRecord* newAccessRecord();
+  static void fillAccessRecord(AccessRecord& r, const AccessInfo& access);
+  void logRefused(const AccessInfo& access);
+  void logClosed(const Connection& c, CloseReason reason);
   // connect: the PROXY header for the upstream (send_proxy_protocol), then a warm socket or a new
   // connect (bound to the client's IP with original_source).
   void startUpstream(Connection& c, Host& host, const SocketAddress& client, const SocketAddress& destination);
