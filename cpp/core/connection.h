@@ -39,7 +39,7 @@ class Connection;
 // What the access log's record (access_log.h) says about a connection beyond its timings, filled
 // in along the accept path (WorkerCore) and by the relay: ~100 bytes, no allocation.
 struct AccessInfo {
-  const ListenerOptions* listener = nullptr;  // outlives the connection (WorkerCore keeps detached ones)
+  uint32_t listener = UINT32_MAX;  // index into WorkerCore's listener names (kept for the core's life)
   PackedAddress client;
   PackedAddress destination;
   PolicyDecision decision;

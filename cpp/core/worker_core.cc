@@ -137,6 +137,8 @@ SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd
   if (!listener) return err;
   if (bound) *bound = listener->boundAddress();
   listenerAddresses_.push_back(listener->boundAddress());
+  listener->nameIndex = static_cast<uint32_t>(listenerNames_.size());
+  listenerNames_.push_back(options.name);
   resolver_.setListenerAddresses(listenerAddresses_);
   listeners_.push_back(std::move(listener));
   stats_.set(Stat::listeners_active, listeners_.size());
@@ -241,7 +243,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
   // What the access log says about this connection; refusals below are logged from it.
   AccessInfo access;
   if (accessSampler_.enabled()) {
-    access.listener = &lo;
+    access.listener = listener.nameIndex;
     access.client.set(peer);
   }
   if (lo.proxyProtocol.enabled && !trusted && lo.proxyProtocol.required) {
@@ -402,8 +404,8 @@ AccessRecord* WorkerCore::newAccessRecord() {
   return r;
 }
 
-void WorkerCore::fillAccessRecord(AccessRecord& r, const AccessInfo& access) {
-  if (access.listener) r.setListener(access.listener->name);
+void WorkerCore::fillAccessRecord(AccessRecord& r, const AccessInfo& access) const {
+  if (access.listener < listenerNames_.size()) r.setListener(listenerNames_[access.listener]);
   r.client = access.client;
   r.destination = access.destination;
   r.decision = access.decision;

@@ -121,7 +121,7 @@ class WorkerCore {
   // The access log (access_log.h): a record per closed connection, and per connection refused
   // before one existed, if sampled; written into accessLog_ without allocating.
   AccessRecord* newAccessRecord();
-  static void fillAccessRecord(AccessRecord& r, const AccessInfo& access);
+  void fillAccessRecord(AccessRecord& r, const AccessInfo& access) const;
   void logRefused(const AccessInfo& access);
   void logClosed(const Connection& c, CloseReason reason);
   // connect: the PROXY header for the upstream (send_proxy_protocol), then a warm socket or a new
@@ -159,6 +159,9 @@ class WorkerCore {
   // listener's options (a detached Listener holds no fd, only those).
   std::vector<std::unique_ptr<Listener>> closedListeners_;
   std::vector<SocketAddress> listenerAddresses_;
+  // Every listener's name, by Listener::nameIndex, kept for the core's life: a closing connection's
+  // access-log record names its listener even after the Listener is freed.
+  std::vector<std::string> listenerNames_;
   IntrusiveList<Connection, &Connection::allNode> connections_;
   IntrusiveList<Connection, &Connection::connectNode> connecting_;
   IntrusiveList<Connection, &Connection::readyNode> ready_;
