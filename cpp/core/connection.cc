@@ -11,7 +11,6 @@
 #include <cstring>
 
 #include "upstream_socket.h"
-#include "worker_core.h"
 
 namespace splicegate {
 
@@ -26,22 +25,22 @@ void resetOnClose(int fd) {
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 }
 
-Connection::Connection(WorkerCore& core, UniqueFd downstream)
-    : core_(core), relay_(RelayServices{core.pipes(), core.buffers(), core.stats(), core.options()}, *this, down_, up_) {
+Connection::Connection(WorkerContext& context, UniqueFd downstream)
+    : ctx_(context), relay_(context.relayServices(), *this, down_, up_) {
   down_.owner = this;
   down_.fd = std::move(downstream);
   up_.owner = this;
   up_.upstream = true;
-  lastActivityUs_ = core.loop().nowUs();
+  lastActivityUs_ = ctx_.loop.nowUs();
   acceptedUs_ = EventLoop::monotonicUs();  // exact, not the batch's cached time: it feeds proxy_overhead
   stageDoneUs_ = acceptedUs_;
-  recordLatency_ = core.options().recordLatency;
+  recordLatency_ = ctx_.options.recordLatency;
 }
 
 void Connection::attachHost(Host& host) {
   host_ = &host;
   connectPending_ = true;
-  if (recordLatency_) latencyRef_ = core_.latency().attach(host.address);
+  if (recordLatency_) latencyRef_ = ctx_.latency.attach(host.address);
 }
 
 void Connection::sendFirst(const uint8_t* data, size_t length) {
@@ -55,16 +54,16 @@ void Connection::sendFirst(const uint8_t* data, size_t length) {
 void Connection::recordConnectStart() {
   connectStartedUs_ = EventLoop::monotonicUs();
   // Time spent waiting for the client's PROXY header is the client's, not the proxy's overhead.
-  if (recordLatency_) core_.latency().record(latencyRef_, LatencyMetric::kProxyOverhead, connectStartedUs_ - stageDoneUs_);
+  if (recordLatency_) ctx_.latency.record(latencyRef_, LatencyMetric::kProxyOverhead, connectStartedUs_ - stageDoneUs_);
 }
 
 bool Connection::beginHandshake(const ListenerOptions& listener, bool trusted) {
   listener_ = &listener;
   trusted_ = trusted;
   state_ = ConnectionState::kHandshake;
-  handshakeDeadlineUs_ = core_.loop().nowUs() + static_cast<uint64_t>(listener.proxyProtocol.timeoutMs) * 1000;
+  handshakeDeadlineUs_ = ctx_.loop.nowUs() + static_cast<uint64_t>(listener.proxyProtocol.timeoutMs) * 1000;
   preamble_ = std::make_unique<Preamble>();
-  if (core_.loop().add(down_.fd.get(), kSocketEvents, &down_)) {
+  if (ctx_.loop.add(down_.fd.get(), kSocketEvents, &down_)) {
     close(CloseReason::kResourceExhausted);
     return false;
   }
@@ -89,22 +88,22 @@ void Connection::onHandshakeEvent() {
       if (r.status != proxy_protocol::ParseStatus::need_more) return finishHandshake(r);
       if (p.received() < proxy_protocol::kMaxHeaderLength) continue;
       // The parser decides within kMaxHeaderLength bytes; a full buffer still undecided is refused.
-      core_.stats().add(Stat::proxy_protocol_error);
+      ctx_.stats.add(Stat::proxy_protocol_error);
       return close(CloseReason::kProtocolError);
     }
     if (n == 0) {  // the client finished before its header did
-      core_.stats().add(Stat::proxy_protocol_error);
+      ctx_.stats.add(Stat::proxy_protocol_error);
       return close(CloseReason::kProtocolError);
     }
     if (errno == EAGAIN) return;  // the next edge brings more
-    core_.stats().add(Stat::downstream_cx_destroy_remote);
+    ctx_.stats.add(Stat::downstream_cx_destroy_remote);
     return close(CloseReason::kDownstreamError);
   }
 }
 
 void Connection::finishHandshake(const proxy_protocol::ParseResult& r) {
   Preamble& p = *preamble_;
-  Stats& stats = core_.stats();
+  Stats& stats = ctx_.stats;
   SocketAddress destination;  // AF_UNSPEC: the socket's own original destination
   SocketAddress client;       // AF_UNSPEC: the socket's peer
   if (r.status == proxy_protocol::ParseStatus::error) {
@@ -134,20 +133,20 @@ void Connection::finishHandshake(const proxy_protocol::ParseResult& r) {
   down_.readable = true;
   state_ = ConnectionState::kConnecting;
   stageDoneUs_ = EventLoop::monotonicUs();
-  core_.handshakeDone(*this, destination, client);
+  ctx_.events.handshakeDone(*this, destination, client);
 }
 
 void Connection::recordFirstByte() {
   firstByteSeen_ = true;
   firstByteUs_ = EventLoop::monotonicUs();
-  if (recordLatency_) core_.latency().record(latencyRef_, LatencyMetric::kTtfb, firstByteUs_ - establishedUs_);
+  if (recordLatency_) ctx_.latency.record(latencyRef_, LatencyMetric::kTtfb, firstByteUs_ - establishedUs_);
 }
 
 Connection::~Connection() = default;
 
 void Connection::start(const SocketAddress* source) {
-  EventLoop& loop = core_.loop();
-  Stats& stats = core_.stats();
+  EventLoop& loop = ctx_.loop;
+  Stats& stats = ctx_.stats;
   if (!downRegistered_) {
     if (loop.add(down_.fd.get(), kSocketEvents, &down_)) {
       close(CloseReason::kResourceExhausted);
@@ -157,11 +156,11 @@ void Connection::start(const SocketAddress* source) {
   }
   stats.add(Stat::upstream_cx_total);
   recordConnectStart();
-  UpstreamOpen opened = openUpstream(host_->address, core_.options().upstreamMark, up_.fd, &upRegistration_, source);
-  if (opened == UpstreamOpen::kSocketFailed && (errno == EMFILE || errno == ENFILE) && core_.releaseSpareFd()) {
+  UpstreamOpen opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, source);
+  if (opened == UpstreamOpen::kSocketFailed && (errno == EMFILE || errno == ENFILE) && ctx_.events.releaseSpareFd()) {
     // Out of fds with this client already accepted: the worker's spare fd serves it, and accepting
     // pauses until fds free up, so the backlog waits instead of draining into resets.
-    opened = openUpstream(host_->address, core_.options().upstreamMark, up_.fd, &upRegistration_, source);
+    opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, source);
   }
   if (up_.fd) stats.add(Stat::upstream_cx_active);
   if (opened != UpstreamOpen::kInProgress) {
@@ -177,11 +176,11 @@ void Connection::start(const SocketAddress* source) {
     close(CloseReason::kResourceExhausted);
     return;
   }
-  core_.connectStarted(*this);
+  ctx_.events.connectStarted(*this);
 }
 
 void Connection::startWithUpstream(RegisteredUpstream warm) {
-  EventLoop& loop = core_.loop();
+  EventLoop& loop = ctx_.loop;
   // Already connected and already counted (upstream_cx_total/active) by the preconnect pool. Owned
   // by this connection before anything can fail, so close() uncounts it on every path.
   up_.fd = std::move(warm.fd);
@@ -203,7 +202,7 @@ void Connection::startWithUpstream(RegisteredUpstream warm) {
   recordConnectStart();
   establishedUs_ = connectStartedUs_;
   finishConnectAttempt();
-  core_.connectFinished(*this);
+  ctx_.events.connectFinished(*this);
   state_ = ConnectionState::kRelaying;
   relay();
 }
@@ -227,7 +226,7 @@ void Connection::onSideEvent(Side& side, uint32_t events) {
     } else if (events & (EPOLLERR | EPOLLHUP)) {
       // The client is gone before the upstream answered. A half-close (RDHUP alone) is not an
       // error: it is kept and passed on once connected.
-      core_.stats().add(Stat::downstream_cx_destroy_remote);
+      ctx_.stats.add(Stat::downstream_cx_destroy_remote);
       close(CloseReason::kDownstreamError);
     }
     return;
@@ -237,7 +236,7 @@ void Connection::onSideEvent(Side& side, uint32_t events) {
 
 void Connection::onConnectReady(uint32_t events) {
   if (events & (EPOLLERR | EPOLLHUP)) {
-    core_.stats().add(Stat::upstream_cx_connect_fail);
+    ctx_.stats.add(Stat::upstream_cx_connect_fail);
     ++host_->stat(HostStat::cx_connect_fail);
     close(CloseReason::kConnectFailed);
     return;
@@ -245,8 +244,8 @@ void Connection::onConnectReady(uint32_t events) {
   if (!(events & EPOLLOUT)) return;
   finishConnectAttempt();
   establishedUs_ = EventLoop::monotonicUs();
-  if (recordLatency_) core_.latency().record(latencyRef_, LatencyMetric::kConnect, establishedUs_ - connectStartedUs_);
-  core_.connectFinished(*this);
+  if (recordLatency_) ctx_.latency.record(latencyRef_, LatencyMetric::kConnect, establishedUs_ - connectStartedUs_);
+  ctx_.events.connectFinished(*this);
   state_ = ConnectionState::kRelaying;
   relay();
 }
@@ -254,7 +253,7 @@ void Connection::onConnectReady(uint32_t events) {
 void Connection::finishConnectAttempt() {
   if (!connectPending_) return;
   connectPending_ = false;
-  core_.hosts().connectDone(*host_);
+  ctx_.hosts.connectDone(*host_);
 }
 
 void Connection::resume() {
@@ -263,10 +262,10 @@ void Connection::resume() {
 
 void Connection::holderAvailable() {
   relay_.holderAvailable();
-  core_.scheduleResume(*this);
+  ctx_.events.scheduleResume(*this);
 }
 
-void Connection::relayNeedsHolder() { core_.waitForHolder(*this); }
+void Connection::relayNeedsHolder() { ctx_.events.waitForHolder(*this); }
 
 void Connection::relayDelivered(bool toUpstream, uint64_t n) {
   host_->stat(toUpstream ? HostStat::tx_bytes : HostStat::rx_bytes) += n;
@@ -287,7 +286,7 @@ bool Connection::flushPreamble() {
       const size_t sentEnd = p.begin + static_cast<size_t>(n);
       if (sentEnd > clientStart) access.bytesSent += sentEnd - clientStart;
       p.begin = static_cast<uint16_t>(p.begin + n);
-      core_.stats().add(Stat::upstream_cx_tx_bytes_total, static_cast<uint64_t>(n));
+      ctx_.stats.add(Stat::upstream_cx_tx_bytes_total, static_cast<uint64_t>(n));
       host_->stat(HostStat::tx_bytes) += static_cast<uint64_t>(n);
     } else if (errno == EAGAIN) {
       up_.writable = false;
@@ -300,7 +299,7 @@ bool Connection::flushPreamble() {
 }
 
 void Connection::relay() {
-  size_t budget = core_.options().relayBudgetBytes;
+  size_t budget = ctx_.options.relayBudgetBytes;
   // The preamble goes first; until it is out the client's bytes stay where they are (socket,
   // pipe), so nothing relayed can overtake it.
   if (preamble_ && !flushPreamble()) return abortWith(CloseReason::kUpstreamError, up_);
@@ -309,13 +308,13 @@ void Connection::relay() {
     return relay_.failedUpstream() ? abortWith(CloseReason::kUpstreamError, up_)
                                    : abortWith(CloseReason::kDownstreamError, down_);
   }
-  lastActivityUs_ = core_.loop().nowUs();
+  lastActivityUs_ = ctx_.loop.nowUs();
   if (result == Relay::Result::kDone) return close(CloseReason::kCompleted);
-  if (result == Relay::Result::kYield) core_.scheduleResume(*this);
+  if (result == Relay::Result::kYield) ctx_.events.scheduleResume(*this);
 }
 
 void Connection::abortWith(CloseReason reason, Side& failed) {
-  core_.stats().add(failed.upstream ? Stat::upstream_cx_destroy_remote : Stat::downstream_cx_destroy_remote);
+  ctx_.stats.add(failed.upstream ? Stat::upstream_cx_destroy_remote : Stat::downstream_cx_destroy_remote);
   close(reason);  // resets both sides
 }
 
@@ -333,20 +332,20 @@ void Connection::close(CloseReason reason) {
   if (host_) {
     if (reason == CloseReason::kConnectTimeout) ++host_->stat(HostStat::cx_connect_timeout);
     finishConnectAttempt();
-    core_.hosts().connectionClosed(*host_, core_.loop().nowUs());
+    ctx_.hosts.connectionClosed(*host_, ctx_.loop.nowUs());
   }
   preamble_.reset();
   relay_.releaseHolders();
   upRegistration_.reset();
   if (up_.fd) {
-    core_.stats().sub(Stat::upstream_cx_active);
+    ctx_.stats.sub(Stat::upstream_cx_active);
     up_.fd.reset();
   }
   down_.fd.reset();  // closing removes both from epoll: neither fd is ever duplicated
   if (recordLatency_ && host_) {
-    core_.latency().record(latencyRef_, LatencyMetric::kDuration, EventLoop::monotonicUs() - acceptedUs_);
+    ctx_.latency.record(latencyRef_, LatencyMetric::kDuration, EventLoop::monotonicUs() - acceptedUs_);
   }
-  core_.connectionClosed(*this, reason);
+  ctx_.events.connectionClosed(*this, reason);
 }
 
 }  // namespace splicegate

@@ -4,7 +4,8 @@
 // State machine:  [handshake] -> connecting -> relaying -> closed
 // handshake: the protocol stage of a listener with proxy_protocol. The accepted socket is registered
 // for reads and its first bytes land in a small fixed buffer (Preamble) until the PROXY header
-// parser decides; nothing is connected yet and no host is attached. WorkerCore::handshakeDone then
+// parser decides; nothing is connected yet and no host is attached. ConnectionEvents::handshakeDone
+// (WorkerCore) then
 // runs the steps every connection takes (destination -> policy -> admit -> connect) and whatever
 // followed the header is sent upstream as the first bytes of the client->upstream direction.
 // Only `relaying` moves relayed bytes; bytes queued in the preamble (a PROXY header for the
@@ -30,11 +31,10 @@
 #include "stats.h"
 #include "unique_fd.h"
 #include "upstream_socket.h"
+#include "worker_context.h"
 
 namespace splicegate {
 
-class WorkerCore;
-class Connection;
 
 // What the access log's record (access_log.h) says about a connection beyond its timings, filled
 // in along the accept path (WorkerCore) and by the relay: ~100 bytes, no allocation.
@@ -59,7 +59,8 @@ void resetOnClose(int fd);
 
 class Connection final : private RelayOwner {
  public:
-  Connection(WorkerCore& core, UniqueFd downstream);
+  // context: the worker's services and lifecycle calls (worker_context.h); outlives the connection.
+  Connection(WorkerContext& context, UniqueFd downstream);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -148,7 +149,7 @@ class Connection final : private RelayOwner {
   void recordConnectStart();
   void recordFirstByte();
 
-  WorkerCore& core_;
+  WorkerContext& ctx_;
   ConnectionState state_ = ConnectionState::kConnecting;
   bool downRegistered_ = false;  // down_.fd is in epoll (the handshake registers it early)
   bool trusted_ = false;         // the handshake's peer may send a header

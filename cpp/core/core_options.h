@@ -1,5 +1,14 @@
 // Plain option structs, validated by the control layer and copied once into the core: the core
 // never walks JS objects.
+//
+// Where defaults live: a configured proxy gets every field that has a config key explicitly from
+// the control layer (src/proxy/native-options.ts -> cpp/addon/option_reader.cc), so the one source
+// of those defaults is src/config/schema.ts (DEFAULTS), documented in docs/CONFIG.md and checked by
+// test/config-defaults.test.ts. The initialisers below serve the C++ unit tests, which build a
+// CoreOptions directly, and the fields without a config key (maxCopyBuffers, relayBudgetBytes,
+// acceptBatch), which only these set. Where a config default cannot be written here they differ:
+// max_connections/max_pending 0 (no per-host bound) reach the core as 2^53 - 1, and
+// max_downstream_connections 0 as a share of the fd limit.
 #pragma once
 
 #include <cstddef>

@@ -1,6 +1,7 @@
 // The worker's epoll instance. Every fd the worker owns is registered here once; the loop's own fd
-// is what the host (a libuv uv_poll in the worker thread) waits on, so one worker is one thread and
-// nothing in the core takes a lock.
+// is what the worker's LoopDriver waits on (its own native thread by default, or a libuv uv_poll
+// in the JS worker thread with tuning.driver: uv), so the relay runs on one thread per worker and
+// nothing on it takes a lock.
 #pragma once
 
 #include <sys/epoll.h>

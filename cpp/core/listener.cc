@@ -109,7 +109,7 @@ Listener::~Listener() { detach(); }
 
 SysError Listener::watch() {
   // Level-triggered: an accept batch may stop early (budget) and epoll reports the rest again.
-  SysError e = core_.loop().add(fd_.get(), EPOLLIN | EPOLLEXCLUSIVE, this);
+  SysError e = core_.context().loop.add(fd_.get(), EPOLLIN | EPOLLEXCLUSIVE, this);
   watched_ = !e;
   return e;
 }
@@ -117,7 +117,7 @@ SysError Listener::watch() {
 void Listener::unwatch() {
   // Explicit: the registration belongs to the open file description, which the process's own fd
   // keeps alive, so closing our dup alone would leave epoll reporting events for a freed Listener.
-  if (watched_) core_.loop().remove(fd_.get());
+  if (watched_) core_.context().loop.remove(fd_.get());
   watched_ = false;
 }
 

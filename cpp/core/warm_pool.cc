@@ -6,7 +6,6 @@
 #include <cerrno>
 
 #include "upstream_socket.h"
-#include "worker_core.h"
 
 namespace splicegate {
 
@@ -21,11 +20,11 @@ void WarmSocket::onEvents(uint32_t events) { pool->onEvents(*this, events); }
 WarmPool::~WarmPool() {
   while (age_.popFront()) {
   }
-  for (auto& entry : byHost_) core_.stats().sub(Stat::upstream_cx_active, entry.second.size());
+  for (auto& entry : byHost_) ctx_.stats.sub(Stat::upstream_cx_active, entry.second.size());
 }
 
 bool WarmPool::enabledFor(const Host& host) const {
-  const CoreOptions& o = core_.options();
+  const CoreOptions& o = ctx_.options;
   // Original source binds each upstream socket to its client's IP: a warm one has no client yet.
   if (o.preconnectPerHost == 0 || o.originalSource) return false;
   return std::find(o.preconnectPorts.begin(), o.preconnectPorts.end(), host.address.port()) != o.preconnectPorts.end();
@@ -34,16 +33,16 @@ bool WarmPool::enabledFor(const Host& host) const {
 void WarmPool::topUp(const Host& host) {
   if (!enabledFor(host)) return;
   auto& sockets = byHost_[&host];
-  Stats& stats = core_.stats();
-  while (sockets.size() < core_.options().preconnectPerHost) {
+  Stats& stats = ctx_.stats;
+  while (sockets.size() < ctx_.options.preconnectPerHost) {
     auto socket = std::make_unique<WarmSocket>();
     socket->pool = this;
     socket->host = &host;
-    socket->createdUs = core_.loop().nowUs();
+    socket->createdUs = ctx_.loop.nowUs();
     const UpstreamOpen opened =
-        openUpstream(host.address, core_.options().upstreamMark, socket->fd, &socket->registration);
+        openUpstream(host.address, ctx_.options.upstreamMark, socket->fd, &socket->registration);
     if (opened != UpstreamOpen::kInProgress) return;  // try again on the next use of the host
-    if (core_.loop().add(socket->fd.get(), kWarmEvents, socket.get())) return;
+    if (ctx_.loop.add(socket->fd.get(), kWarmEvents, socket.get())) return;
     stats.add(Stat::upstream_cx_total);
     stats.add(Stat::upstream_cx_active);
     stats.add(Stat::upstream_cx_preconnect);
@@ -67,7 +66,7 @@ RegisteredUpstream WarmPool::take(const Host& host) {
     const ssize_t n = ::recv(s.fd.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && errno == EAGAIN) {
       std::unique_ptr<WarmSocket> owned = detach(s);
-      core_.stats().add(Stat::upstream_cx_preconnect_used);
+      ctx_.stats.add(Stat::upstream_cx_preconnect_used);
       // Still counted in upstream_cx_active and still in the registry: the connection owns both now.
       RegisteredUpstream upstream{std::move(owned->fd), std::move(owned->registration)};
       // The empty shell outlives the batch: an event of it may still name the shell, and finds it
@@ -81,7 +80,7 @@ RegisteredUpstream WarmPool::take(const Host& host) {
 }
 
 void WarmPool::expire(uint64_t nowUs) {
-  const uint64_t ttlUs = static_cast<uint64_t>(core_.options().preconnectTtlMs) * 1000;
+  const uint64_t ttlUs = static_cast<uint64_t>(ctx_.options.preconnectTtlMs) * 1000;
   while (WarmSocket* oldest = age_.front()) {
     if (oldest->createdUs + ttlUs > nowUs) break;
     drop(*oldest);
@@ -117,8 +116,8 @@ void WarmPool::drop(WarmSocket& socket) {
   std::unique_ptr<WarmSocket> owned = detach(socket);
   owned->registration.reset();  // before the close: the 4-tuple is free for reuse after it
   owned->fd.reset();  // closing also removes it from epoll
-  core_.stats().sub(Stat::upstream_cx_active);
-  core_.stats().add(Stat::upstream_cx_preconnect_dropped);
+  ctx_.stats.sub(Stat::upstream_cx_active);
+  ctx_.stats.add(Stat::upstream_cx_preconnect_dropped);
   graveyard_.push_back(std::move(owned));
 }
 

@@ -16,10 +16,10 @@
 #include "own_sockets.h"
 #include "unique_fd.h"
 #include "upstream_socket.h"
+#include "worker_context.h"
 
 namespace splicegate {
 
-class WorkerCore;
 class WarmPool;
 
 struct WarmSocket final : EventHandler {
@@ -38,7 +38,7 @@ struct WarmSocket final : EventHandler {
 
 class WarmPool {
  public:
-  explicit WarmPool(WorkerCore& core) : core_(core) {}
+  explicit WarmPool(WorkerContext& context) : ctx_(context) {}
   ~WarmPool();
   WarmPool(const WarmPool&) = delete;
   WarmPool& operator=(const WarmPool&) = delete;
@@ -63,7 +63,7 @@ class WarmPool {
   void drop(WarmSocket& socket);
   std::unique_ptr<WarmSocket> detach(WarmSocket& socket);
 
-  WorkerCore& core_;
+  WorkerContext& ctx_;
   std::unordered_map<const Host*, std::vector<std::unique_ptr<WarmSocket>>> byHost_;
   IntrusiveList<WarmSocket, &WarmSocket::ageNode> age_;
   std::vector<std::unique_ptr<WarmSocket>> graveyard_;

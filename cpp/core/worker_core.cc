@@ -73,7 +73,8 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       pipes_(options.maxPipes, options.maxIdlePipes, options.pipeSize),
       buffers_(options.copyBufferSize, copyBufferCap(options), kMaxIdleBuffers),
       hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}),
-      warm_(*this),
+      context_{*loop_, stats_, pipes_, buffers_, hosts_, latency_, options_, *this},
+      warm_(context_),
       policies_(options.policies),
       events_(kEventCapacity),
       accessLog_(options.accessLogSample > 0 ? options.accessLogCapacity : 0),
@@ -261,7 +262,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
       return logRefused(access);
     }
     stats_.add(Stat::downstream_cx_active);
-    auto* c = new Connection(*this, std::move(fd));
+    auto* c = new Connection(context_, std::move(fd));
     c->access = access;
     connections_.pushBack(c);
     if (c->beginHandshake(lo, trusted)) handshaking_.pushBack(c);
@@ -302,7 +303,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
     return logRefused(access);
   }
   stats_.add(Stat::downstream_cx_active);
-  auto* c = new Connection(*this, std::move(fd));
+  auto* c = new Connection(context_, std::move(fd));
   c->access = access;
   connections_.pushBack(c);
   startUpstream(*c, *host, peer, dst.address);

@@ -1,6 +1,7 @@
 // Everything one worker owns: its epoll loop, its share of the process's listening sockets, its
-// connections, pipe and buffer pools, timers and counters. Node-free, so it is testable on its own; the addon drives it
-// from the worker thread's libuv loop.
+// connections, pipe and buffer pools, host cache, timers and counters, and the WorkerContext that
+// hands those services to its connections (worker_context.h). Node-free, so it is testable on its
+// own; a LoopDriver runs it (loop_driver.h: its own thread, or the worker thread's libuv loop).
 //
 // Lifetime rule: nothing an event handler can be reached through (a Connection, a warm socket
 // shell) is freed while a batch is being dispatched, because a later event of the same batch may
@@ -27,12 +28,15 @@
 #include "stats.h"
 #include "sys_error.h"
 #include "warm_pool.h"
+#include "worker_context.h"
 #include "worker_events.h"
 #include "worker_latency.h"
 
 namespace splicegate {
 
-class WorkerCore {
+// Owns the per-worker services and the WorkerContext that hands them to each connection; receives
+// the connections' lifecycle calls (ConnectionEvents).
+class WorkerCore final : private ConnectionEvents {
  public:
   static std::unique_ptr<WorkerCore> create(const CoreOptions& options, SysError& err);
   // For tests: inject the original-destination syscalls.
@@ -67,31 +71,15 @@ class WorkerCore {
   // returns how many were dropped since the last call (also counted in access_log_dropped).
   uint64_t takeAccessRecords(std::vector<AccessRecord>& out) { return accessLog_.swapOut(out); }
 
-  // --- used by Listener and Connection ---
+  // For a same-thread driver and tests: dispatch events without the rest of runOnce.
   EventLoop& loop() { return *loop_; }
-  Stats& stats() { return stats_; }
-  PipePool& pipes() { return pipes_; }
-  BufferPool& buffers() { return buffers_; }
-  HostCache& hosts() { return hosts_; }
-  WorkerLatency& latency() { return latency_; }
-  const WorkerLatency& latency() const { return latency_; }
   const HostCache& hosts() const { return hosts_; }
+  const WorkerLatency& latency() const { return latency_; }
   const CoreOptions& options() const { return options_; }
+  // The services every stage uses (worker_context.h).
+  WorkerContext& context() { return context_; }
+  // Listener: its socket is readable.
   void acceptFrom(Listener& listener);
-  void connectStarted(Connection& c);
-  void connectFinished(Connection& c);
-  void scheduleResume(Connection& c);
-  // c has a direction that found no copy buffer or pipe: FIFO until one is released.
-  void waitForHolder(Connection& c);
-  void connectionClosed(Connection& c, CloseReason reason);
-  // The upstream socket() failed with EMFILE/ENFILE: stop accepting until fds free up (the next
-  // accepts would only hit the same wall). Returns true if it released the worker's spare fd, so
-  // the caller can retry once and serve the connection it already accepted.
-  bool releaseSpareFd();
-  // The protocol stage of c is over. destination/client: what its PROXY header named, AF_UNSPEC
-  // for "the socket's own" (LOCAL, UNKNOWN, or no header where optional). Continues with
-  // destination -> policy -> admit -> connect, or closes c.
-  void handshakeDone(Connection& c, const SocketAddress& destination, const SocketAddress& client);
 
  private:
   // The housekeeping timer and the "more work queued" kick share this small handler type.
@@ -103,6 +91,15 @@ class WorkerCore {
   };
 
   WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> loop, std::unique_ptr<OriginalDstOps> ops);
+  // ConnectionEvents (worker_context.h)
+  void connectStarted(Connection& c) override;
+  void connectFinished(Connection& c) override;
+  void scheduleResume(Connection& c) override;
+  void waitForHolder(Connection& c) override;
+  void connectionClosed(Connection& c, CloseReason reason) override;
+  bool releaseSpareFd() override;
+  void handshakeDone(Connection& c, const SocketAddress& destination, const SocketAddress& client) override;
+
   SysError init();
   void onTick();
   void onKick();
@@ -143,8 +140,9 @@ class WorkerCore {
   PipePool pipes_;
   BufferPool buffers_;
   HostCache hosts_;
-  WarmPool warm_;  // after hosts_: destroyed first, while the hosts it points at still exist
   WorkerLatency latency_;
+  WorkerContext context_;  // after everything it names
+  WarmPool warm_;  // after hosts_: destroyed first, while the hosts it points at still exist
   PolicySet policies_;
   uint64_t lastPolicyRefreshUs_ = 0;
   WorkerEventBuffer events_;

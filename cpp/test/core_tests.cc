@@ -951,34 +951,65 @@ void holderWaitTests() {
     // B sends a byte at a time until one finds no buffer (before A's path filled up, B's bytes
     // still get through and are counted).
     size_t sentB = 0, gotB = 0;
-    bool waiting = false;
-    for (int i = 0; i < 1000 && !waiting; ++i) {
-      if (!writeAll(clientB.get(), "x", 1)) break;
-      ++sentB;
+    auto drainB = [&] {
+      char buf[1024];
       for (;;) {
-        if (proxy.stat(Stat::buffer_unavailable) > 0) {
-          waiting = true;
-          break;
-        }
-        pollfd p{upstreamB.get(), POLLIN, 0};
-        if (::poll(&p, 1, 5) == 1) {
-          char c;
-          if (::recv(upstreamB.get(), &c, 1, 0) == 1) ++gotB;
-          break;
+        const ssize_t n = ::recv(upstreamB.get(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n <= 0) return;
+        gotB += static_cast<size_t>(n);
+      }
+    };
+    // Returns once a byte of B sits in the proxy, refused a buffer (or false if B cannot send).
+    auto probeUntilWaiting = [&]() -> bool {
+      drainB();
+      if (gotB < sentB) return true;  // the last probe still waits
+      const uint64_t before = proxy.stat(Stat::buffer_unavailable);
+      for (int i = 0; i < 1000; ++i) {
+        if (!writeAll(clientB.get(), "x", 1)) return false;
+        ++sentB;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);  // liveness only
+        while (gotB < sentB) {
+          if (proxy.stat(Stat::buffer_unavailable) > before) return true;
+          if (std::chrono::steady_clock::now() > deadline) return false;
+          pollfd p{upstreamB.get(), POLLIN, 0};
+          if (::poll(&p, 1, 5) == 1) drainB();
         }
       }
-    }
-    bool quiet = false;
+      return false;
+    };
+    // Waits until everything the loop thread had started when this was called is over: three
+    // posted no-ops in a row. A wake-up (wakeHolderWaiters at the end of a batch) is acted on in
+    // the ready queue of the next batch at the latest, and the third no-op runs in a batch after
+    // that one's ready queue.
+    auto settleLoop = [&] {
+      for (int i = 0; i < 3; ++i) LoopGate gate(*proxy.thread);
+    };
+    // The claim needs a window in which no buffer can come free: one in which neither connection
+    // moved a byte (a buffer is released only when what it holds is sent, and one that is free at
+    // the end of a batch would let B read). A's path fills at its own pace (under a sanitizer, and
+    // with the writer thread scheduled late, A may still be copying when B is first refused), so
+    // measure again until a whole window was still; B must still be waiting at its end.
+    bool waiting = false, quiet = false, measured = false;
     uint64_t cpuUs = 0;
-    if (waiting) {
+    for (int attempt = 0; attempt < 50 && !measured; ++attempt) {
+      waiting = probeUntilWaiting();
+      if (!waiting) break;
+      const uint64_t tx0 = proxy.stat(Stat::upstream_cx_tx_bytes_total);
+      const uint64_t rx0 = proxy.stat(Stat::bytes_received);
+      settleLoop();  // a retry owed to a release before tx0/rx0 is counted before `unavailable`
+      const uint64_t unavailable = proxy.stat(Stat::buffer_unavailable);
       // Nothing is released in this window: the waiter must not be retried (every retry would
       // count buffer_unavailable again) and the loop must not spin (a spinning loop thread would
       // use about the whole window in CPU time; the bound is half of it).
-      const uint64_t unavailable = proxy.stat(Stat::buffer_unavailable);
       const uint64_t cpu0 = processCpuUs();
       std::this_thread::sleep_for(std::chrono::milliseconds(400));
       cpuUs = processCpuUs() - cpu0;
-      quiet = proxy.stat(Stat::buffer_unavailable) == unavailable;
+      const uint64_t unavailableAfter = proxy.stat(Stat::buffer_unavailable);
+      const bool still = proxy.stat(Stat::upstream_cx_tx_bytes_total) == tx0 && proxy.stat(Stat::bytes_received) == rx0;
+      drainB();
+      if (!still || gotB == sentB) continue;  // A was still moving, or B got a buffer: not a window
+      quiet = unavailableAfter == unavailable;
+      measured = true;
     }
     // Now A's upstream reads: A's buffer comes back, and B is woken and relays what it holds.
     std::string gotA;
@@ -993,6 +1024,7 @@ void holderWaitTests() {
     writerA.join();
     readerA.join();
     CHECK(waiting);
+    CHECK(measured);
     CHECK(quiet);
     CHECK(cpuUs < 200000);
     CHECK(gotA == bulk);

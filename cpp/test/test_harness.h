@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 
@@ -24,7 +26,11 @@ inline std::string& currentTest() {
   return name;
 }
 
+// SPLICEGATE_TEST_FILTER=<substring>: run only the tests whose name contains it (to repeat one
+// test in a loop, e.g. under a sanitizer); unset, every test runs.
 inline void run(const char* name, const std::function<void()>& fn) {
+  const char* filter = std::getenv("SPLICEGATE_TEST_FILTER");
+  if (filter && *filter && !std::strstr(name, filter)) return;
   currentTest() = name;
   bool ok = true;
   try {

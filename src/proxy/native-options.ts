@@ -1,4 +1,6 @@
-// Config + open-files limit -> the options each worker's native core gets. Everything derived from
+// Config + open-files limit -> the options each worker's native core gets. Every value that has a
+// config key is sent explicitly, so the config's defaults (src/config/schema.ts, DEFAULTS) are the
+// only ones in force; test/config-defaults.test.ts checks that. Everything derived from
 // the fd limit is clamped to the range the addon accepts (cpp/addon/option_reader.cc): with
 // LimitNOFILE=infinity the limit is about 2^30, and an unclamped share of it is out of range.
 
@@ -62,13 +64,11 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): Nat
     maxConnectionsPerHost: clamp('maxConnectionsPerHost', perHost(cluster.maxConnectionsPerHost)),
     maxPendingPerHost: clamp('maxPendingPerHost', perHost(cluster.maxPendingPerHost)),
     maxDownstreamConnections: clamp('maxDownstreamConnections', share(maxDownstream)),
-    ...(cluster.preconnect
-      ? {
-          preconnectPorts: cluster.preconnect.ports,
-          preconnectPerHost: cluster.preconnect.perHost,
-          preconnectTtlMs: cluster.preconnect.ttlMs,
-        }
-      : {}),
+    // Off is said explicitly too (no ports, none per host): the core's own defaults are for its
+    // unit tests only (cpp/core/core_options.h), never what a configured proxy runs with.
+    preconnectPorts: cluster.preconnect ? cluster.preconnect.ports : [],
+    preconnectPerHost: cluster.preconnect ? cluster.preconnect.perHost : 0,
+    ...(cluster.preconnect ? { preconnectTtlMs: cluster.preconnect.ttlMs } : {}),
     maxPipes: clamp('maxPipes', Math.max(16, (fdLimit * PIPE_FD_SHARE) / 2 / workers)),
     maxIdlePipes: clamp('maxIdlePipes', 64),
     relayMode: config.tuning.relayMode,
@@ -79,7 +79,9 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): Nat
     sendProxyProtocol: SEND_PROXY_VERSION[cluster.sendProxyProtocol],
     originalSource: cluster.originalSource,
     // The sample is applied in the core, before a record exists: unsampled connections cost nothing.
-    ...(config.accessLog ? { accessLogSample: config.accessLog.sample, accessLogCapacity: ACCESS_LOG_CAPACITY } : {}),
+    // 0 without an access log: no buffer, no records.
+    accessLogSample: config.accessLog?.sample ?? 0,
+    accessLogCapacity: ACCESS_LOG_CAPACITY,
     // Listener i uses policies[listenerPolicyIndexes(config.listeners)[i]] (src/proxy/listen-sockets.ts).
     policies: nativePolicies(config).policies,
   };
