@@ -155,6 +155,20 @@ Napi::Array toStringArray(Napi::Env env, const std::vector<std::string>& values)
 
 }  // namespace
 
+namespace {
+
+// Calls back into JS from a thread-safe function's call_js. While the worker thread is being
+// terminated, JS can no longer run: napi_call_function then fails, and Napi::Function::Call would
+// turn that into a JS exception it cannot throw either (a fatal error). The answer is moot then,
+// so the failure is ignored.
+void callIfAlive(Napi::Env env, Napi::Function callback, napi_value arg) {
+  if (static_cast<napi_env>(env) == nullptr || callback.IsEmpty()) return;
+  napi_value result;
+  (void)napi_call_function(env, env.Undefined(), callback, 1, &arg, &result);
+}
+
+}  // namespace
+
 // Builds a snapshot on the loop thread (the only thread that may read the core's tables) and
 // hands it to the JS callback through a thread-safe function. T is owned by the callback.
 template <typename T>
@@ -172,7 +186,7 @@ Napi::Value NativeWorker::snapshotOnLoop(const Napi::CallbackInfo& info, const c
     const napi_status status = tsfn.BlockingCall(snapshot, [toJs](Napi::Env env, Napi::Function callback, T* data) {
       Napi::Value value = toJs(env, *data);
       delete data;
-      callback.Call({value});
+      callIfAlive(env, callback, value);
     });
     if (status != napi_ok) delete snapshot;  // the environment is going away
     tsfn.Release();
@@ -310,7 +324,7 @@ Napi::Value NativeWorker::drainAccessLog(const Napi::CallbackInfo& info) {
           out.Set("count", static_cast<double>(data->records.size()));
           out.Set("dropped", static_cast<double>(data->dropped));
           delete data;
-          callback.Call({out});
+          callIfAlive(env, callback, out);
         });
     if (status != napi_ok) delete snapshot;  // the environment is going away
     tsfn.Release();

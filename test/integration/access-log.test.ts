@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ADDR, Lab } from '../lab/lab';
 import { Splicegate } from '../lab/splicegate';
-import { probe, transfer } from '../lab/clients';
+import { finishTransfer, probe, startTransfer, transfer } from '../lab/clients';
 import { withDiagnostics } from '../lab/harness';
 import { stat } from '../lab/resources';
 import { waitFor } from '../lab/util';
@@ -210,6 +210,30 @@ describe('access log', () => {
         const r = await proxy().adminPost('/logs/reopen');
         assert.equal(r.status, 200, JSON.stringify(r));
       });
+    }),
+  );
+
+  it('at shutdown, a connection cut by drain_timeout still gets its line (drained) before the process exits', { timeout: 60000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      await sg?.dispose();
+      sg = undefined;
+      const last = path.join(dir, 'shutdown.log');
+      sg = await Splicegate.start(lab, {
+        workers: WORKERS,
+        listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
+        drain_timeout: '1s',
+        extra: { access_log: { path: last } },
+      });
+      // Slow enough to be still running when the drain ends.
+      const xfer = startTransfer(lab, { target: SERVER, send: 1_000_000, recv: 0, rateBytesPerSec: 50_000, timeoutMs: 60000 });
+      await proxy().waitStats((s) => s.downstream_cx_active === 1 && s.bytes_received > 0, 10000, 'the transfer under way');
+      assert.equal(await proxy().stop('SIGTERM'), 0);
+      const r = await finishTransfer(xfer, 20000);
+      assert.equal(r.ok, false, 'the transfer was cut');
+      const lines = readLines(last);
+      assert.equal(lines.length, 1, JSON.stringify(lines));
+      assert.equal(lines[0]?.close_reason, 'drained');
+      assert.ok((lines[0]?.bytes_sent ?? 0) > 0);
     }),
   );
 
