@@ -48,6 +48,8 @@ export interface SplicegateOptions {
   readyTimeoutMs?: number;
   /** Extra top-level YAML keys (merged last). */
   extra?: JsonObject;
+  /** A command that execs `node cli.js run ...` (its argv follows), e.g. systemd-socket-activate -l ADDR. */
+  launcher?: string[];
 }
 
 export const STAT_NAMES = [
@@ -182,7 +184,9 @@ export class Splicegate {
     const configText = Splicegate.buildConfig(o);
     fs.writeFileSync(configPath, configText);
     const nofile = o.nofile ?? hardNofileLimit();
-    const proc = lab.start('gw', process.execPath, [cliPath, 'run', '--config', configPath, ...(o.args ?? [])], {
+    const argv = [process.execPath, cliPath, 'run', '--config', configPath, ...(o.args ?? [])];
+    const [command, ...launcherArgs] = [...(o.launcher ?? []), ...argv];
+    const proc = lab.start('gw', command ?? process.execPath, [...launcherArgs], {
       nofile,
       stdin: 'ignore',
       label: 'splicegate',
