@@ -4,6 +4,11 @@
 //
 //   node dist/bench/run.js [--quick] [--only splicegate,haproxy] [--workloads iperf,sweep]
 //                          [--reps N] [--out DIR] [--sg-tuning relay_mode=splice,...]
+//                          [--per-core [--quota 0.5]] [--per-core-only]
+//
+// --per-core adds a second phase after the unconstrained one: each proxy contender is held to the
+// same CPU quota (bench/lib/cgroup.ts), so the proxy rather than the load generator is the
+// bottleneck, and a measurement counts only if the proxy was actually throttled during it.
 
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -14,10 +19,12 @@ import { ADDR, Lab } from '../test/lab/lab';
 import { clientScript } from '../test/lab/paths';
 import { parseJsonObject, sleep } from '../test/lab/util';
 import { ALL_CONTENDERS, type BenchEnv, type Contender, isSplicegate, makeContender, pinned, pipeFdCount } from './lib/contenders';
+import { CpuCgroups, type CpuStat, cpuStatDelta } from './lib/cgroup';
 import { cpuDelta, foreignCpuDelta, foreignCpuSample, netnsInode, processCpuSeconds, readCpuTimes } from './lib/proc';
 import { buildReport, type BenchResults, type RunRecord, type Verification } from './lib/report';
+import { prepareLab, setRedirect } from './lib/lab-setup';
 import { Servers } from './lib/servers';
-import { allWorkloads, type Durations, type Workload } from './lib/workloads';
+import { allWorkloads, type Durations, PER_CORE_DEFAULT, perCoreWorkloads, type Workload } from './lib/workloads';
 
 const GIB = 1024 ** 3;
 /** A run during which other processes took more than this share of the machine is measured again. */
@@ -47,6 +54,12 @@ interface Options {
   budgetS: number;
   waitQuietS: number;
   nice: number;
+  /** Per-core phase: CPU quota in cores (null: no per-core phase), its workloads, and whether to skip the unconstrained phase. */
+  quota: number | null;
+  perCoreWorkloads: string[];
+  perCoreOnly: boolean;
+  /** Base name of the results files (<out>/<name>.{json,md,svg}). */
+  name: string;
 }
 
 const HELP = `usage: npm run bench -- [options]     (or: node dist/bench/run.js [options])
@@ -71,7 +84,16 @@ const HELP = `usage: npm run bench -- [options]     (or: node dist/bench/run.js 
   --wait-quiet N        before starting, wait up to N s for other processes to go quiet
   --nice N              nice value of every lab process (default -10: the same for all
                         contenders, so that other users of a shared machine disturb less)
+  --per-core            after the unconstrained phase, run every proxy contender (splicegate
+                        and the HAProxy variants) held to the same CPU quota (cgroup v1 cpu,
+                        cfs_quota_us / cfs_period_us); a measurement in which the proxy was
+                        not throttled (cpu.stat nr_throttled did not grow) is marked invalid.
+                        Leaves node-pipe out unless --only names it (whole run < 10 min)
+  --quota CORES         the per-core quota in cores (default 0.5; implies --per-core)
+  --per-core-workloads LIST   workloads of the per-core phase (default ${PER_CORE_DEFAULT.join(',')})
+  --per-core-only       the per-core phase only (results go to per-core.{json,md,svg})
   --out DIR             where latest.{json,md,svg} go (default bench/results)
+  --name NAME           base name of the results files (default latest; per-core-only: per-core)
 `;
 
 function parseOptions(argv: string[], repoRoot: string): Options {
@@ -94,7 +116,12 @@ function parseOptions(argv: string[], repoRoot: string): Options {
       'budget-s': { type: 'string' },
       'wait-quiet': { type: 'string' },
       nice: { type: 'string' },
+      'per-core': { type: 'boolean', default: false },
+      'per-core-only': { type: 'boolean', default: false },
+      'per-core-workloads': { type: 'string' },
+      quota: { type: 'string' },
       out: { type: 'string' },
+      name: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -127,6 +154,12 @@ function parseOptions(argv: string[], repoRoot: string): Options {
     sgTuning[m[1]] = /^\d+$/.test(m[2]) ? Number(m[2]) : m[2] === 'true' || m[2] === 'false' ? m[2] === 'true' : m[2];
   }
   const sweep = (list(values.sweep) ?? ['1', '64', '256', '1024']).map((s) => int(s, 1, 'sweep'));
+  const perCoreOnly = values['per-core-only'] === true;
+  const perCore = perCoreOnly || values['per-core'] === true || values.quota !== undefined;
+  const quota = values.quota === undefined ? 0.5 : Number(values.quota);
+  if (!(quota > 0 && quota <= 64)) throw new Error(`--quota: expected a number of cores > 0, got ${values.quota}`);
+  const name = values.name ?? (perCoreOnly ? 'per-core' : 'latest');
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new Error(`--name: expected a plain file name, got ${name}`);
   return {
     quick,
     only: list(values.only),
@@ -146,9 +179,13 @@ function parseOptions(argv: string[], repoRoot: string): Options {
     proxyCpus: values['proxy-cpus'] ?? '1',
     loadCpus: values['load-cpus'] ?? '0',
     threads: int(values.threads, 1, 'threads'),
-    budgetS: int(values['budget-s'], quick ? 0 : 540, 'budget-s', 0),
+    budgetS: int(values['budget-s'], quick ? 0 : perCore && !perCoreOnly ? 570 : 540, 'budget-s', 0),
     waitQuietS: int(values['wait-quiet'], 0, 'wait-quiet', 0),
     nice: int(values.nice, -10, 'nice', -20),
+    quota: perCore ? quota : null,
+    perCoreWorkloads: list(values['per-core-workloads']) ?? [...PER_CORE_DEFAULT],
+    perCoreOnly,
+    name,
   };
 }
 
@@ -191,36 +228,6 @@ function requireTools(): void {
     (t) => spawnSync('sh', ['-c', `command -v ${t}`], { encoding: 'utf8' }).status !== 0,
   );
   if (missing.length > 0) throw new Error(`missing tools: ${missing.join(', ')} (Debian: iproute2 iptables wrk iperf3 haproxy nginx-light util-linux)`);
-}
-
-async function setRedirect(env: BenchEnv, c: Contender, check = false): Promise<void> {
-  const text = ['*nat', ':BENCH - [0:0]', ...c.redirectRules(), 'COMMIT', ''].join('\n');
-  const r = await env.lab.exec('gw', 'iptables-restore', ['-w', '--noflush'], { input: text, timeoutMs: 10000 });
-  if (r.code !== 0) throw new Error(`iptables-restore for ${c.id} failed: ${r.stderr}`);
-  if (!check) return;
-  const l = await env.lab.exec('gw', 'iptables', ['-w', '-t', 'nat', '-S', 'BENCH'], { timeoutMs: 10000 });
-  const rules = l.stdout.split('\n').filter((x) => x.startsWith('-A BENCH')).length;
-  if (rules !== c.redirectRules().length) throw new Error(`BENCH chain has ${rules} rules, expected ${c.redirectRules().length}:\n${l.stdout}`);
-}
-
-/** "0", "1", "0-1", "0,2" -> hex CPU mask ("1", "2", "3", "5"). */
-function cpuMask(list: string): string {
-  let mask = 0n;
-  for (const part of list.split(',')) {
-    const m = /^(\d+)(?:-(\d+))?$/.exec(part.trim());
-    if (!m || m[1] === undefined) throw new Error(`bad CPU list ${JSON.stringify(list)}`);
-    const a = Number(m[1]);
-    const b = m[2] === undefined ? a : Number(m[2]);
-    for (let i = a; i <= b; i++) mask |= 1n << BigInt(i);
-  }
-  return mask.toString(16);
-}
-
-/** Steer the receive processing of `devs` (veth, single rx queue) in namespace `ns` to `cpus`. */
-async function setRps(lab: Lab, ns: 'cli' | 'gw' | 'srv', devs: string[], cpus: string): Promise<void> {
-  const mask = cpuMask(cpus);
-  const script = devs.map((d) => `echo ${mask} > /sys/class/net/${d}/queues/rx-0/rps_cpus`).join(' && ');
-  await lab.execOk(ns, 'sh', ['-c', script]);
 }
 
 /** GET /whoami at `dst` from the client: nginx answers "<its address>:<port> <peer address>". */
@@ -290,15 +297,26 @@ async function main(): Promise<number> {
   // Keep this orchestrator (and whatever it spawns before taskset re-pins it) off the proxy CPUs.
   spawnSync('taskset', ['-a', '-p', '-c', opts.loadCpus, String(process.pid)], { stdio: 'ignore' });
 
-  const ids = ALL_CONTENDERS.filter((id) => id === 'direct' || opts.only === null || opts.only.some((t) => selects(t, id)));
+  // With --per-core and no --only, node-pipe (a floor, not a peer) is left out so that the whole
+  // run, both phases, stays under 10 minutes.
+  const ids = ALL_CONTENDERS.filter(
+    (id) => id === 'direct' || (opts.only === null ? !(opts.quota !== null && id === 'node-pipe') : opts.only.some((t) => selects(t, id))),
+  );
   if (opts.only !== null) {
     const unknown = opts.only.filter((t) => !ALL_CONTENDERS.some((id) => selects(t, id)));
     if (unknown.length > 0) throw new Error(`--only: unknown contender(s) ${unknown.join(', ')}; known: ${ALL_CONTENDERS.join(', ')}`);
   }
-  const contenders = ids.map(makeContender);
-  const workloads = allWorkloads(opts.sweep).filter((w) => opts.workloads === null || opts.workloads.some((t) => selects(t, w.id)));
+  const all = allWorkloads(opts.sweep);
+  const unconstrained = opts.perCoreOnly ? [] : all.filter((w) => opts.workloads === null || opts.workloads.some((t) => selects(t, w.id)));
+  const perCore = opts.quota === null ? [] : perCoreWorkloads(all, opts.perCoreWorkloads);
+  const workloads = [...unconstrained, ...perCore];
   if (workloads.length === 0) throw new Error(`--workloads selects nothing`);
-  log(`contenders: ${ids.join(', ')}; workloads: ${workloads.map((w) => w.id).join(', ')}; ${opts.reps} repetition(s)`);
+  // A contender no selected workload applies to is not started (per-core-only: direct, node-pipe).
+  const contenders = ids.map(makeContender).filter((c) => workloads.some((w) => w.applies(c)));
+  log(
+    `contenders: ${contenders.map((c) => c.id).join(', ')}; workloads: ${workloads.map((w) => w.id).join(', ')}; ${opts.reps} repetition(s)` +
+      (opts.quota === null ? '' : `; per-core phase at ${opts.quota} core per proxy`),
+  );
 
   const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'splicegate-bench-'));
   const cleanupTmp = (): void => fs.rmSync(tmpDir, { recursive: true, force: true });
@@ -318,6 +336,7 @@ async function main(): Promise<number> {
     nice: opts.nice,
   };
   const servers = new Servers(env);
+  let quota: CpuCgroups | null = null;
   const runs: RunRecord[] = [];
   const warnings: string[] = [];
   const verifications: Verification[] = [];
@@ -325,22 +344,7 @@ async function main(): Promise<number> {
   let results: BenchResults | null = null;
   try {
     await lab.addServerAddress(SECOND_SERVER);
-    for (const ns of ['cli', 'gw'] as const) {
-      await lab.execOk(ns, 'sysctl', ['-qw', 'net.ipv4.ip_local_port_range=1024 65000', 'net.ipv4.tcp_tw_reuse=1']);
-    }
-    // Receive processing of each namespace on a fixed CPU (RPS on the veth rx queues): the
-    // gateway's on the proxy CPU(s), the client's and server's on the load CPU(s). CPU 1 then is
-    // "the gateway box" and CPU 0 "the client and server boxes", for every contender alike; and a
-    // flow's packets are never processed on two CPUs at once (which reorders them on veth and
-    // shows up as spurious retransmits).
-    await setRps(lab, 'gw', ['cli0', 'srv0'], opts.proxyCpus);
-    await setRps(lab, 'cli', ['eth0'], opts.loadCpus);
-    await setRps(lab, 'srv', ['eth0'], opts.loadCpus);
-    await lab.iptables('gw', 4, ['-t', 'nat', '-N', 'BENCH']);
-    await lab.iptables('gw', 4, ['-t', 'nat', '-A', 'PREROUTING', '-i', 'cli0', '-p', 'tcp', '-j', 'BENCH']);
-    // Short conntrack TIME_WAIT in the gateway: tens of thousands of short connections per run.
-    const ct = await lab.exec('gw', 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_tcp_timeout_time_wait=5']);
-    if (ct.code !== 0) warnings.push(`could not shorten conntrack TIME_WAIT in the gateway: ${ct.stderr.trim()}`);
+    warnings.push(...(await prepareLab(lab, opts.proxyCpus, opts.loadCpus)));
     const own = new Set<number>(
       Object.values(lab.ns)
         .map((n) => netnsInode(`/run/netns/${n}`))
@@ -377,32 +381,46 @@ async function main(): Promise<number> {
       const perRun = (Date.now() - repsStart) / Math.max(1, done);
       return Date.now() - t0 + perRun * (planned - done + 1) + 15000 < opts.budgetS * 1000;
     };
-    for (let rep = 0; rep < opts.reps; rep++) {
-      for (const [wi, w] of workloads.entries()) {
-        const order = rotate(
-          contenders.filter((c) => w.applies(c)),
-          rep + wi,
-        );
-        for (const [pos, c] of order.entries()) {
-          let rec = await runOne(env, servers, own, c, w, opts.durations, rep, pos, warnings);
-          // Other users of this machine can steal CPU mid-run: measure a noisy run again (bounded).
-          const noisy: number[] = [];
-          while (w.group !== 'memory' && foreignShare(rec) > NOISE_SHARE && noisy.length < 1 && retryFits()) {
-            retries += 1;
-            noisy.push(rec.cpu?.foreignS ?? 0);
-            log(`  ${w.id} ${c.id}: others (processes + steal) took ${(foreignShare(rec) * 100).toFixed(0)} % of the machine, measuring again`);
-            await sleep(500);
-            const again = await runOne(env, servers, own, c, w, opts.durations, rep, pos, warnings);
-            if (foreignShare(again) < foreignShare(rec) || !rec.ok) rec = again;
-          }
-          if (noisy.length > 0) rec.noisyAttemptsForeignS = noisy;
-          runs.push(rec);
-          done += 1;
-          await sleep(150);
+    for (const phase of [unconstrained, perCore]) {
+      if (phase.length === 0) continue;
+      if (phase === perCore && opts.quota !== null) {
+        quota = CpuCgroups.create(opts.quota);
+        for (const c of contenders.filter((x) => phase.some((w) => w.applies(x)))) {
+          const pid = c.pid();
+          if (pid !== null) quota.attach(c.id, pid);
         }
+        log(`per-core phase: each proxy in its own cpu cgroup, cfs_quota_us ${Math.round(opts.quota * quota.periodUs)} / cfs_period_us ${quota.periodUs} (${quota.base})`);
       }
-      log(`repetition ${rep + 1}/${opts.reps} done (${Math.round((Date.now() - t0) / 1000)} s)`);
+      for (let rep = 0; rep < opts.reps; rep++) {
+        for (const [wi, w] of phase.entries()) {
+          const order = rotate(
+            contenders.filter((c) => w.applies(c)),
+            rep + wi,
+          );
+          for (const [pos, c] of order.entries()) {
+            let rec = await runOne(env, servers, own, quota, c, w, opts.durations, rep, pos, warnings);
+            // Other users of this machine can steal CPU mid-run: measure a noisy run again (bounded).
+            const noisy: number[] = [];
+            while (w.group !== 'memory' && foreignShare(rec) > NOISE_SHARE && noisy.length < 1 && retryFits()) {
+              retries += 1;
+              noisy.push(rec.cpu?.foreignS ?? 0);
+              log(`  ${w.id} ${c.id}: others (processes + steal) took ${(foreignShare(rec) * 100).toFixed(0)} % of the machine, measuring again`);
+              await sleep(500);
+              const again = await runOne(env, servers, own, quota, c, w, opts.durations, rep, pos, warnings);
+              if (foreignShare(again) < foreignShare(rec) || !rec.ok) rec = again;
+            }
+            if (noisy.length > 0) rec.noisyAttemptsForeignS = noisy;
+            if (rec.invalid !== undefined) warnings.push(`${w.id} ${c.id} rep ${rep + 1}: invalid, ${rec.invalid}`);
+            runs.push(rec);
+            done += 1;
+            await sleep(150);
+          }
+        }
+        log(`${phase === perCore ? 'per-core ' : ''}repetition ${rep + 1}/${opts.reps} done (${Math.round((Date.now() - t0) / 1000)} s)`);
+      }
     }
+    // Back to no quota before the final stats and the teardown.
+    quota?.destroy();
 
     const extra: Record<string, Record<string, number>> = {};
     for (const c of contenders) {
@@ -444,6 +462,7 @@ async function main(): Promise<number> {
         loadCpus: opts.loadCpus,
         pinning,
         sgTuning: opts.sgTuning,
+        perCore: opts.quota === null ? null : { quotaCores: opts.quota, periodUs: quota?.periodUs ?? 100000, workloads: perCore.map((w) => w.id) },
         serverAddr: env.serverAddr,
         noiseShare: NOISE_SHARE,
         retries,
@@ -458,6 +477,7 @@ async function main(): Promise<number> {
     };
   } finally {
     log('tearing down');
+    quota?.destroy();
     for (const c of contenders) {
       try {
         await c.stop();
@@ -476,11 +496,12 @@ async function main(): Promise<number> {
   results.wallSeconds = Math.round((Date.now() - t0) / 1000);
   fs.mkdirSync(opts.out, { recursive: true });
   const report = buildReport(results);
-  fs.writeFileSync(path.join(opts.out, 'latest.json'), JSON.stringify({ ...results, summary: report.summary, targets: report.targets }, null, 2) + '\n');
-  fs.writeFileSync(path.join(opts.out, 'latest.md'), report.markdown);
-  fs.writeFileSync(path.join(opts.out, 'latest.svg'), report.svg);
+  const file = (ext: string): string => path.join(opts.out, `${opts.name}.${ext}`);
+  fs.writeFileSync(file('json'), JSON.stringify({ ...results, summary: report.summary, targets: report.targets }, null, 2) + '\n');
+  fs.writeFileSync(file('md'), report.markdown);
+  fs.writeFileSync(file('svg'), report.svg);
   process.stdout.write(report.markdown);
-  log(`wrote ${path.join(opts.out, 'latest.{json,md,svg}')} in ${results.wallSeconds} s`);
+  log(`wrote ${path.join(opts.out, `${opts.name}.{json,md,svg}`)} in ${results.wallSeconds} s`);
   return 0;
 }
 
@@ -488,6 +509,7 @@ async function runOne(
   env: BenchEnv,
   servers: Servers,
   own: ReadonlySet<number>,
+  quota: CpuCgroups | null,
   c: Contender,
   w: Workload,
   d: Durations,
@@ -518,6 +540,14 @@ async function runOne(
     }
     await setRedirect(env, c);
     const pid = c.pid();
+    let q0: CpuStat | null = null;
+    if (w.group === 'percore') {
+      if (quota === null || pid === null) throw new Error(`${w.id}: per-core run without a quota group or a proxy process`);
+      // Idempotent; also covers a proxy restarted after it died.
+      quota.attach(c.id, pid);
+      if (!quota.holds(c.id, pid)) throw new Error(`${w.id}: ${c.id} (pid ${pid}) is not entirely in its cpu cgroup`);
+      q0 = quota.stat(c.id);
+    }
     const f0 = foreignCpuSample(own);
     const m0 = readCpuTimes();
     const p0 = pid === null ? null : processCpuSeconds(pid);
@@ -527,6 +557,7 @@ async function runOne(
     const p1 = pid === null ? null : processCpuSeconds(pid);
     const m1 = readCpuTimes();
     const f1 = foreignCpuSample(own);
+    const q1 = q0 !== null && quota !== null ? quota.stat(c.id) : null;
     const md = cpuDelta(m0, m1);
     const proxyS = p0 !== null && p1 !== null ? p1 - p0 : null;
     rec.metrics = { ...out.metrics };
@@ -546,6 +577,8 @@ async function runOne(
     };
     const requests = out.metrics['requests'];
     if (requests !== undefined && requests > 0 && proxyS !== null) rec.metrics['proxy_cpu_us_per_req'] = (proxyS * 1e6) / requests;
+    // Cores the proxy used on average (under a quota: how close it ran to it).
+    if (proxyS !== null && rec.cpu.wallS > 0) rec.metrics['proxy_cores'] = proxyS / rec.cpu.wallS;
     const endpoints = out.metrics['endpoint_cpu_s'];
     if (out.bytes > 0 && endpoints !== undefined) {
       // Process-attributed CPU of the lab (iperf3 client + server as they report it, + the proxy):
@@ -562,7 +595,16 @@ async function runOne(
     }
     if (out.detail) rec.detail = out.detail;
     rec.ok = out.errors === 0;
-    if (!rec.ok) warnings.push(`${w.id} ${c.id} rep ${rep + 1}: ${out.detail ?? `${out.errors} errors`}`);
+    if (q0 !== null && q1 !== null && quota !== null) {
+      const q = cpuStatDelta(q0, q1);
+      rec.throttle = { ...q, quotaCores: quota.quotaCores, periodUs: quota.periodUs };
+      if (q.nrThrottled <= 0) {
+        // The proxy never reached its quota: the load side limited this run, not the proxy's core.
+        rec.ok = false;
+        rec.invalid = `not throttled (nr_throttled +0 over ${q.nrPeriods} periods): the proxy was not the bottleneck`;
+      }
+    }
+    if (out.errors !== 0) warnings.push(`${w.id} ${c.id} rep ${rep + 1}: ${out.detail ?? `${out.errors} errors`}`);
     if (c.isProxy && !c.running()) {
       rec.ok = false;
       rec.detail = `${rec.detail ?? ''} proxy exited during the run`;
@@ -576,8 +618,9 @@ async function runOne(
   }
   const m = rec.metrics;
   const head = w.metric in m ? `${w.metric}=${(m[w.metric] ?? 0).toFixed(w.unit === 'Gbit/s' ? 2 : 0)}` : 'no result';
-  const cpuTxt = rec.cpu ? ` proxy_cpu=${rec.cpu.proxyS?.toFixed(2) ?? '-'}s cpu%=${rec.cpu.perCpuUtil.map((u) => Math.round(u * 100)).join('/')} foreign=${rec.cpu.foreignS}s steal=${rec.cpu.stealS}s` : '';
-  log(`rep ${rep + 1} ${w.id.padEnd(12)} ${c.id.padEnd(20)} ${rec.ok ? 'ok  ' : 'FAIL'} ${head}${cpuTxt}${rec.error ? ` ${rec.error.split('\n')[0]}` : ''}`);
+  const thr = rec.throttle ? ` throttled ${rec.throttle.nrThrottled}/${rec.throttle.nrPeriods} periods` : '';
+  const cpuTxt = rec.cpu ? ` proxy_cpu=${rec.cpu.proxyS?.toFixed(2) ?? '-'}s cpu%=${rec.cpu.perCpuUtil.map((u) => Math.round(u * 100)).join('/')} foreign=${rec.cpu.foreignS}s steal=${rec.cpu.stealS}s${thr}` : '';
+  log(`rep ${rep + 1} ${w.id.padEnd(12)} ${c.id.padEnd(20)} ${rec.ok ? 'ok  ' : rec.invalid !== undefined ? 'INVALID' : 'FAIL'} ${head}${cpuTxt}${rec.error ? ` ${rec.error.split('\n')[0]}` : ''}`);
   return rec;
 }
 

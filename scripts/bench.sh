@@ -23,6 +23,11 @@ if [ "${1:-}" = "--preconnect" ]; then
   shift
   exec node dist/bench/preconnect.js "$@"
 fi
+if [ "${1:-}" = "--syscalls" ]; then
+  shift
+  command -v strace >/dev/null || { echo "missing strace (Debian: strace)" >&2; exit 1; }
+  exec node dist/bench/syscalls.js "$@"
+fi
 if [ "${1:-}" = "--latency-cost" ]; then
   shift
   exec node dist/bench/latency-cost.js "$@"

@@ -9,7 +9,7 @@ import { parseIperf, parseWrk, wrkErrorCount } from './parse';
 import { processRssBytes } from './proc';
 import { SMALL_FILE_BYTES } from './servers';
 
-export type WorkloadGroup = 'bulk' | 'requests' | 'latency' | 'cpu' | 'memory';
+export type WorkloadGroup = 'bulk' | 'requests' | 'latency' | 'cpu' | 'memory' | 'percore';
 
 export interface Durations {
   /** iperf3 -t and wrk -d, seconds. */
@@ -222,4 +222,32 @@ export function allWorkloads(sweep: readonly number[]): Workload[] {
       run: runIdle,
     },
   ];
+}
+
+/** Workloads of the per-core phase by default: req/s (keep-alive), conn/s (new connection per request), Gbit/s (bulk). */
+export const PER_CORE_DEFAULT: readonly string[] = ['wrk-ka', 'wrk-close', 'wrk-1m'];
+
+/** The per-core id of an unconstrained workload id. */
+export function perCoreId(id: string): string {
+  return `core-${id}`;
+}
+
+/**
+ * The per-core variants of `base`: the same load, run against each proxy contender held to a CPU
+ * quota (run.ts attaches the quota and checks the throttling). direct has no proxy to hold, and
+ * node-pipe, a floor rather than a peer, is left out to keep the run short.
+ */
+export function perCoreWorkloads(base: readonly Workload[], ids: readonly string[]): Workload[] {
+  return ids.map((id) => {
+    const w = base.find((x) => x.id === id);
+    if (!w) throw new Error(`--per-core-workloads: unknown workload ${id}; known: ${base.map((x) => x.id).join(', ')}`);
+    if (w.group === 'memory') throw new Error(`--per-core-workloads: ${id} measures memory, not traffic per core`);
+    return {
+      ...w,
+      id: perCoreId(w.id),
+      title: `${w.title} (per core)`,
+      group: 'percore' as const,
+      applies: (c: Contender) => c.isProxy && c.id !== 'node-pipe' && w.applies(c),
+    };
+  });
 }

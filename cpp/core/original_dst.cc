@@ -63,7 +63,7 @@ LocalIp KernelOriginalDstOps::isLocalIp(const SocketAddress& ip) {
   return errno == EADDRNOTAVAIL ? LocalIp::kNo : LocalIp::kUnknown;
 }
 
-OriginalDstResult OriginalDstResolver::resolve(int fd, int family, bool transparent) const {
+OriginalDstResult OriginalDstResolver::resolve(int fd, int family, bool transparent, const SocketAddress* knownPeer) const {
   OriginalDstResult result;
   const SyscallResult lookup = transparent ? ops_.localAddress(fd, result.address)
                                            : ops_.originalDst(fd, family, result.address);
@@ -74,7 +74,7 @@ OriginalDstResult OriginalDstResolver::resolve(int fd, int family, bool transpar
     return result;
   }
   if (!pointsAtOwnListener(result.address)) {
-    result.outcome = isOwnUpstream(fd, result.address) ? OriginalDstOutcome::kLoop : OriginalDstOutcome::kFound;
+    result.outcome = isOwnUpstream(fd, result.address, knownPeer) ? OriginalDstOutcome::kLoop : OriginalDstOutcome::kFound;
     return result;
   }
   // The destination is one of our own listening addresses. Either the client dialled us directly
@@ -101,10 +101,14 @@ bool OriginalDstResolver::pointsAtOwnListener(const SocketAddress& dst) const {
   return false;
 }
 
-bool OriginalDstResolver::isOwnUpstream(int fd, const SocketAddress& dst) const {
+bool OriginalDstResolver::isOwnUpstream(int fd, const SocketAddress& dst, const SocketAddress* knownPeer) const {
   if (own_.size() == 0 && own_.connectsInFlight() == 0) return false;  // nothing of ours out there
   SocketAddress peer;
-  if (ops_.peerAddress(fd, peer).rc < 0) return false;
+  if (knownPeer != nullptr) {
+    peer = *knownPeer;  // from accept4: one getpeername per connection fewer once any upstream is open
+  } else if (ops_.peerAddress(fd, peer).rc < 0) {
+    return false;
+  }
   if (own_.contains(peer, dst)) return true;
   // A connect redirected on this host arrives on loopback (REDIRECT in OUTPUT maps to 127.0.0.1 /
   // ::1) and its handshake is done before connect() returns, so the acceptor can run before the

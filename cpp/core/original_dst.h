@@ -71,12 +71,14 @@ class OriginalDstResolver {
   // Every address splicegate listens on in this namespace (all listeners of all workers share them).
   void setListenerAddresses(std::vector<SocketAddress> addresses) { listeners_ = std::move(addresses); }
 
-  OriginalDstResult resolve(int fd, int family, bool transparent) const;
+  // knownPeer: the client's address when the caller already has it (accept4 returns it), so the
+  // own-socket loop check needs no getpeername; nullptr asks the socket.
+  OriginalDstResult resolve(int fd, int family, bool transparent, const SocketAddress* knownPeer = nullptr) const;
   // dst is one of our listeners (or a local wildcard listener's port): connecting would loop.
   bool pointsAtOwnListener(const SocketAddress& dst) const;
 
  private:
-  bool isOwnUpstream(int fd, const SocketAddress& dst) const;
+  bool isOwnUpstream(int fd, const SocketAddress& dst, const SocketAddress* knownPeer) const;
 
   OriginalDstOps& ops_;
   const OwnSockets& own_;

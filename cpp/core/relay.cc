@@ -79,8 +79,12 @@ Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
       if (d.srcEof) {
         if (!d.dstShut) {
           // Half-close: the source finished and everything it sent is delivered, so pass the FIN
-          // on; the other direction keeps flowing until it finishes too.
-          ::shutdown(d.dst->fd.get(), SHUT_WR);
+          // on; the other direction keeps flowing until it finishes too. When the other direction
+          // is already done this is the stream's last FIN, and the owner's close() on kDone sends
+          // it (every byte of that socket was read to EOF, so close sends FIN, not RST): one
+          // syscall fewer per connection.
+          const Direction& other = d.toUpstream ? toClient_ : toUpstream_;
+          if (!other.done()) ::shutdown(d.dst->fd.get(), SHUT_WR);
           d.dstShut = true;
         }
         return PumpResult::kIdle;

@@ -57,7 +57,8 @@ class Relay {
   enum class Result : uint8_t {
     kIdle,   // waits for readiness
     kYield,  // used its byte budget with work left: run again after the other connections
-    kDone,   // both directions saw EOF and passed it on
+    kDone,   // both directions saw EOF and passed it on, except the last FIN: the owner must now
+             // close() both sockets, which sends it (both were read to EOF: FIN, not RST)
     kError,  // a read or write failed; failedUpstream() says on which side
   };
 

@@ -268,7 +268,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
     if (c->beginHandshake(lo, trusted)) handshaking_.pushBack(c);
     return;
   }
-  const OriginalDstResult dst = resolver_.resolve(fd.get(), lo.address.family(), lo.transparent);
+  const OriginalDstResult dst = resolver_.resolve(fd.get(), lo.address.family(), lo.transparent, &peer);
   // Every refusal below resets the client (fd closes on return): a refused connection is an
   // abnormal end, and a FIN would read as an empty but complete answer.
   switch (dst.outcome) {

@@ -156,6 +156,30 @@ void originalDstTests() {
     ops.original = addr("127.0.0.3", 15001);
     CHECK(r.resolve(3, AF_INET, false).outcome == OriginalDstOutcome::kFound);
   });
+  run("the peer from accept4 serves the own-socket loop check: no getpeername", [] {
+    struct PeerCountingOps : FakeOps {
+      int peerCalls = 0;
+      SyscallResult peerAddress(int, SocketAddress& out) override {
+        ++peerCalls;
+        out = addr("10.0.5.5", 1);
+        return {0, 0};
+      }
+    } ops;
+    ops.original = addr("10.0.9.9", 80);
+    ops.local = addr("10.0.1.1", 15001);
+    OwnSockets reg;
+    OriginalDstResolver r(ops, reg);
+    r.setListenerAddresses({addr("0.0.0.0", 15001)});
+    auto own = reg.add({addr("10.0.0.1", 40000), addr("10.0.9.9", 80)});
+    const SocketAddress ourUpstream = addr("10.0.0.1", 40000);
+    const SocketAddress someClient = addr("10.0.0.2", 40000);
+    CHECK(r.resolve(3, AF_INET, false, &ourUpstream).outcome == OriginalDstOutcome::kLoop);
+    CHECK(r.resolve(3, AF_INET, false, &someClient).outcome == OriginalDstOutcome::kFound);
+    CHECK(ops.peerCalls == 0);
+    // Without a known peer the socket is asked (here it names neither).
+    CHECK(r.resolve(3, AF_INET, false).outcome == OriginalDstOutcome::kFound);
+    CHECK(ops.peerCalls == 1);
+  });
   run("transparent listener uses the local address", [] {
     FakeOps ops;
     ops.originalRc = {-1, ENOENT};  // must not be consulted
