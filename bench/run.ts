@@ -44,6 +44,8 @@ interface Options {
   reps: number;
   out: string;
   sgTuning: Record<string, string | number | boolean>;
+  /** --sg-access-log FILE: splicegate's access_log (sample 1) to this file; absent = off. */
+  sgAccessLog?: string;
   durations: Durations;
   sweep: number[];
   proxyCpus: string;
@@ -75,6 +77,7 @@ const HELP = `usage: npm run bench -- [options]     (or: node dist/bench/run.js 
   --paced-gbit G        rate of the paced iperf3 run used for CPU per GiB (default 2)
   --sweep LIST          concurrency sweep points (default 1,64,256,1024)
   --sg-tuning K=V,...   splicegate "tuning:" keys, e.g. relay_mode=splice,pipe_size=262144
+  --sg-access-log FILE  splicegate writes its access log (every connection) to FILE
   --proxy-cpus LIST     taskset CPU list for the proxy under test (default 1)
   --load-cpus LIST      taskset CPU list for load generators and servers (default 0)
   --threads N           splicegate workers = HAProxy nbthread (default 1)
@@ -108,6 +111,7 @@ function parseOptions(argv: string[], repoRoot: string): Options {
       'paced-gbit': { type: 'string' },
       sweep: { type: 'string' },
       'sg-tuning': { type: 'string' },
+      'sg-access-log': { type: 'string' },
       'proxy-cpus': { type: 'string' },
       'load-cpus': { type: 'string' },
       threads: { type: 'string' },
@@ -165,6 +169,7 @@ function parseOptions(argv: string[], repoRoot: string): Options {
     reps: int(values.reps, quick ? 1 : 3, 'reps'),
     out: path.resolve(values.out ?? path.join(repoRoot, 'bench', 'results')),
     sgTuning,
+    ...(values['sg-access-log'] ? { sgAccessLog: path.resolve(values['sg-access-log']) } : {}),
     durations: {
       iperf: seconds,
       wrk: seconds,
@@ -329,6 +334,7 @@ async function main(): Promise<number> {
     nofile: 20000,
     serverAddr: ADDR.server4,
     sgTuning: opts.sgTuning,
+    ...(opts.sgAccessLog ? { sgAccessLog: opts.sgAccessLog } : {}),
     nice: opts.nice,
   };
   const servers = new Servers(env);

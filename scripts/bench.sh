@@ -32,4 +32,8 @@ if [ "${1:-}" = "--latency-cost" ]; then
   shift
   exec node dist/bench/latency-cost.js "$@"
 fi
+if [ "${1:-}" = "--access-log-cost" ]; then
+  shift
+  exec node dist/bench/access-log-cost.js "$@"
+fi
 exec node dist/bench/run.js "$@"

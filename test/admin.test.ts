@@ -186,3 +186,40 @@ async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): 
     await new Promise((r) => setImmediate(r));
   }
 }
+
+describe('admin server: POST /logs/reopen', () => {
+  it('reopens the access log when there is one (200), says so when there is none (404), and takes no GET', { timeout: 15000 }, async () => {
+    let reopened = 0;
+    let configured = true;
+    const admin = await startAdminServer(
+      { host: '127.0.0.1', port: 0, family: 4, text: '127.0.0.1:0' },
+      {
+        readiness: () => ({ ready: true, detail: 'ready' }),
+        counters: async () => ({}),
+        hosts: async () => [],
+        latency: { collect: async () => [] },
+        reopenLogs: () => {
+          if (configured) reopened += 1;
+          return configured;
+        },
+      },
+      silent,
+    );
+    try {
+      const post = (): Promise<Response> => fetch(`http://127.0.0.1:${admin.port}/logs/reopen`, { method: 'POST' });
+      const r1 = await post();
+      assert.equal(r1.status, 200);
+      assert.equal(await r1.text(), 'access log reopened\n');
+      assert.equal(reopened, 1);
+      configured = false;
+      const r2 = await post();
+      assert.equal(r2.status, 404);
+      assert.match(await r2.text(), /no access_log/);
+      const g = await get(admin.port, '/logs/reopen');
+      assert.equal(g.status, 405);
+      assert.equal(reopened, 1);
+    } finally {
+      await admin.close();
+    }
+  });
+});

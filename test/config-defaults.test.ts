@@ -25,6 +25,7 @@ const fullFile = configFileSchema.parse({
   ],
   cluster: { preconnect: { ports: [80] } },
   policy: { rules: [{ name: 'r', action: 'deny', cidrs: ['10.0.0.0/8'] }] },
+  access_log: { path: 'stdout' },
 }) as unknown as Record<string, unknown>;
 
 /** The parsed value at a CONFIG.md path such as `listeners[].proxy_protocol.timeout`. */

@@ -139,6 +139,7 @@ test('full config parses to the exact typed values', () => {
     },
     drainTimeoutMs: 30_000,
     tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv', recordLatency: false },
+    accessLog: { path: 'stdout', format: 'json', sample: 0.5 },
   };
   assert.deepEqual(loadConfigFile(join(FIXTURES, 'good-full.yaml')), expected);
 });
@@ -522,4 +523,33 @@ test('formatProblems: one "<source>: <path>: <message>" line per problem', () =>
   assert.equal(lines.length, 2);
   assert.match(lines[0] ?? '', /^my\.yaml: workers: expected "auto" or an integer from 1 to 256, got 0 \(line 1, column 10\)$/);
   assert.match(lines[1] ?? '', /^my\.yaml: listeners: at least one listener is required/);
+});
+
+test('access_log: off when absent; sample defaults to 1, format to json; a relative path is made absolute', () => {
+  assert.equal(parseConfigText(ONE_LISTENER, 'test.yaml').accessLog, null);
+  const dir = mkdtempSync(join(tmpdir(), 'sg-accesslog-'));
+  try {
+    const config = parseConfigText(`${ONE_LISTENER}access_log: { path: ${join(dir, 'access.log')} }\n`, 'test.yaml');
+    assert.deepEqual(config.accessLog, { path: join(dir, 'access.log'), format: 'json', sample: 1 });
+    const relative = parseConfigText(`${ONE_LISTENER}access_log: { path: access.log, sample: 0 }\n`, 'test.yaml');
+    assert.deepEqual(relative.accessLog, { path: join(process.cwd(), 'access.log'), format: 'json', sample: 0 });
+    assert.equal(parseConfigText(`${ONE_LISTENER}access_log: { path: stdout }\n`, 'test.yaml').accessLog?.path, 'stdout');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('access_log problems are reported with their paths: sample outside [0,1], a missing directory, a directory, a format', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sg-accesslog-'));
+  try {
+    problemAt(problemsOf(`${ONE_LISTENER}access_log: { path: stdout, sample: 1.5 }\n`), 'access_log.sample', 'from 0 to 1');
+    problemAt(problemsOf(`${ONE_LISTENER}access_log: { path: stdout, sample: -0.1 }\n`), 'access_log.sample', 'from 0 to 1');
+    problemAt(problemsOf(`${ONE_LISTENER}access_log: { path: stdout, sample: "half" }\n`), 'access_log.sample', 'from 0 to 1');
+    problemAt(problemsOf(`${ONE_LISTENER}access_log: { path: ${join(dir, 'nope', 'a.log')} }\n`), 'access_log.path', 'does not exist');
+    problemAt(problemsOf(`${ONE_LISTENER}access_log: { path: ${dir} }\n`), 'access_log.path', 'is a directory');
+    problemAt(problemsOf(`${ONE_LISTENER}access_log: { path: stdout, format: xml }\n`), 'access_log.format', 'json');
+    problemAt(problemsOf(`${ONE_LISTENER}access_log: { sample: 1 }\n`), 'access_log.path', 'required');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -36,6 +36,8 @@ export interface BenchEnv {
   serverAddr: string;
   /** Extra splicegate `tuning:` keys, from --sg-tuning. */
   sgTuning: Record<string, string | number | boolean>;
+  /** splicegate's access_log file (every connection logged); absent = no access log. */
+  sgAccessLog?: string;
   /** Nice value for every lab process (negative: other users of the machine disturb less). */
   nice: number;
 }
@@ -223,6 +225,7 @@ class SplicegateContender extends ProcessContender {
       drain_timeout: '2s',
     };
     if (Object.keys(env.sgTuning).length > 0) doc['tuning'] = env.sgTuning;
+    if (env.sgAccessLog) doc['access_log'] = { path: env.sgAccessLog, sample: 1 };
     this.config = yamlStringify(doc);
     const file = path.join(env.tmpDir, 'splicegate.yaml');
     fs.writeFileSync(file, this.config);

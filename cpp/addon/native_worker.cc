@@ -24,6 +24,7 @@ Napi::Function NativeWorker::define(Napi::Env env) {
                          InstanceMethod<&NativeWorker::hosts>("hosts"),
                          InstanceMethod<&NativeWorker::latency>("latency"),
                          InstanceMethod<&NativeWorker::drainEvents>("drainEvents"),
+                         InstanceMethod<&NativeWorker::drainAccessLog>("drainAccessLog"),
                          InstanceMethod<&NativeWorker::close>("close"),
                      });
 }
@@ -36,6 +37,7 @@ NativeWorker::NativeWorker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
   }
   CoreOptions options;
   if (!readCoreOptions(info[0].As<Napi::Object>(), options)) return;  // a TypeError is pending
+  accessNames_ = std::make_shared<const AccessLogNames>(options.policies);
   SysError err;
   std::unique_ptr<WorkerCore> core = WorkerCore::create(options, err);
   if (!core) {
@@ -153,6 +155,20 @@ Napi::Array toStringArray(Napi::Env env, const std::vector<std::string>& values)
 
 }  // namespace
 
+namespace {
+
+// Calls back into JS from a thread-safe function's call_js. While the worker thread is being
+// terminated, JS can no longer run: napi_call_function then fails, and Napi::Function::Call would
+// turn that into a JS exception it cannot throw either (a fatal error). The answer is moot then,
+// so the failure is ignored.
+void callIfAlive(Napi::Env env, Napi::Function callback, napi_value arg) {
+  if (static_cast<napi_env>(env) == nullptr || callback.IsEmpty()) return;
+  napi_value result;
+  (void)napi_call_function(env, env.Undefined(), callback, 1, &arg, &result);
+}
+
+}  // namespace
+
 // Builds a snapshot on the loop thread (the only thread that may read the core's tables) and
 // hands it to the JS callback through a thread-safe function. T is owned by the callback.
 template <typename T>
@@ -170,7 +186,7 @@ Napi::Value NativeWorker::snapshotOnLoop(const Napi::CallbackInfo& info, const c
     const napi_status status = tsfn.BlockingCall(snapshot, [toJs](Napi::Env env, Napi::Function callback, T* data) {
       Napi::Value value = toJs(env, *data);
       delete data;
-      callback.Call({value});
+      callIfAlive(env, callback, value);
     });
     if (status != napi_ok) delete snapshot;  // the environment is going away
     tsfn.Release();
@@ -272,6 +288,48 @@ Napi::Value NativeWorker::drainEvents(const Napi::CallbackInfo& info) {
         out.Set("events", events);
         return out;
       });
+}
+
+namespace {
+
+struct AccessSnapshot {
+  std::vector<AccessRecord> records;
+  uint64_t dropped = 0;
+};
+
+}  // namespace
+
+Napi::Value NativeWorker::drainAccessLog(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ensureOpen(env)) return env.Undefined();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsFunction()) {
+    Napi::TypeError::New(env, "drainAccessLog(workerId, callback): workerId must be a number, callback a function")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const uint32_t workerId = info[0].As<Napi::Number>().Uint32Value();
+  auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "drainAccessLog", 0, 1);
+  std::shared_ptr<const AccessLogNames> names = accessNames_;
+  loop_->post([tsfn, names, workerId](WorkerCore& core) mutable {
+    // The loop thread's whole share: swap the full buffer for an empty one.
+    auto* snapshot = new AccessSnapshot;
+    snapshot->dropped = core.takeAccessRecords(snapshot->records);
+    const napi_status status =
+        tsfn.BlockingCall(snapshot, [names, workerId](Napi::Env env, Napi::Function callback, AccessSnapshot* data) {
+          std::string lines;
+          lines.reserve(data->records.size() * 400);
+          for (const AccessRecord& r : data->records) appendAccessLine(r, *names, workerId, lines);
+          Napi::Object out = Napi::Object::New(env);
+          out.Set("lines", Napi::String::New(env, lines));
+          out.Set("count", static_cast<double>(data->records.size()));
+          out.Set("dropped", static_cast<double>(data->dropped));
+          delete data;
+          callIfAlive(env, callback, out);
+        });
+    if (status != napi_ok) delete snapshot;  // the environment is going away
+    tsfn.Release();
+  });
+  return env.Undefined();
 }
 
 Napi::Value NativeWorker::close(const Napi::CallbackInfo& info) {

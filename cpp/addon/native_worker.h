@@ -7,6 +7,8 @@
 
 #include <memory>
 
+#include "../core/access_log.h"
+
 #include "../core/loop_driver.h"
 
 namespace splicegate {
@@ -32,6 +34,10 @@ class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
   // drainEvents(callback): takes the worker's buffered events (deny log) on the loop thread and
   // calls back with { dropped, events: [{ kind, timeMs, source, destination, listener, rule }] }.
   Napi::Value drainEvents(const Napi::CallbackInfo& info);
+  // drainAccessLog(workerId, callback): takes the buffered access-log records on the loop thread
+  // (a swap, no copy) and formats them here on the JS thread: calls back with
+  // { lines: string (JSON lines, access_log.h), count, dropped }.
+  Napi::Value drainAccessLog(const Napi::CallbackInfo& info);
   template <typename T>
   Napi::Value snapshotOnLoop(const Napi::CallbackInfo& info, const char* name, T* (*build)(WorkerCore&),
                              Napi::Value (*toJs)(Napi::Env, const T&));
@@ -41,6 +47,9 @@ class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
 
   napi_env env_;
   std::unique_ptr<LoopDriver> loop_;
+  // Rule names for the access log's lines, copied from the options: formatting runs on the JS
+  // thread and must not read the core's policies. Shared with callbacks still in flight.
+  std::shared_ptr<const AccessLogNames> accessNames_;
 };
 
 }  // namespace splicegate

@@ -186,6 +186,13 @@ bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
   }
   if (!readUint(o, "httpPoolMaxIdlePerHost", out.httpPoolMaxIdlePerHost, 0, 1 << 20)) return false;
   if (!readUint(o, "httpPoolIdleTimeoutMs", out.httpPoolIdleTimeoutMs, 1, 4294967295.0)) return false;
+  Napi::Value sample = o.Get("accessLogSample");
+  if (!sample.IsUndefined()) {
+    const double v = sample.IsNumber() ? sample.As<Napi::Number>().DoubleValue() : -1;
+    if (!(v >= 0 && v <= 1)) return fail(o.Env(), "option accessLogSample must be a number from 0 to 1");
+    out.accessLogSample = v;
+  }
+  if (!readUint(o, "accessLogCapacity", out.accessLogCapacity, 1, 1 << 20)) return false;
   Napi::Value policies = o.Get("policies");
   if (!policies.IsUndefined() && !readPolicies(policies, out.policies)) return false;
   return true;

@@ -138,7 +138,8 @@ void Connection::finishHandshake(const proxy_protocol::ParseResult& r) {
 
 void Connection::recordFirstByte() {
   firstByteSeen_ = true;
-  if (recordLatency_) ctx_.latency.record(latencyRef_, LatencyMetric::kTtfb, EventLoop::monotonicUs() - establishedUs_);
+  firstByteUs_ = EventLoop::monotonicUs();
+  if (recordLatency_) ctx_.latency.record(latencyRef_, LatencyMetric::kTtfb, firstByteUs_ - establishedUs_);
 }
 
 Connection::~Connection() = default;
@@ -268,6 +269,7 @@ void Connection::relayNeedsHolder() { ctx_.events.waitForHolder(*this); }
 
 void Connection::relayDelivered(bool toUpstream, uint64_t n) {
   host_->stat(toUpstream ? HostStat::tx_bytes : HostStat::rx_bytes) += n;
+  (toUpstream ? access.bytesSent : access.bytesReceived) += n;
   if (!firstByteSeen_ && !toUpstream) recordFirstByte();
 }
 
@@ -279,6 +281,10 @@ bool Connection::flushPreamble() {
       n = ::send(up_.fd.get(), p.data + p.begin, p.pending(), MSG_NOSIGNAL | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
+      // The client's own bytes (read with its PROXY header) sit after kHeaderRoom; ours before.
+      const size_t clientStart = std::max<size_t>(p.begin, Preamble::kHeaderRoom);
+      const size_t sentEnd = p.begin + static_cast<size_t>(n);
+      if (sentEnd > clientStart) access.bytesSent += sentEnd - clientStart;
       p.begin = static_cast<uint16_t>(p.begin + n);
       ctx_.stats.add(Stat::upstream_cx_tx_bytes_total, static_cast<uint64_t>(n));
       host_->stat(HostStat::tx_bytes) += static_cast<uint64_t>(n);

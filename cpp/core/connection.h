@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "access_log.h"
 #include "buffer_pool.h"
 #include "close_reason.h"
 #include "core_options.h"
@@ -34,6 +35,21 @@
 
 namespace splicegate {
 
+
+// What the access log's record (access_log.h) says about a connection beyond its timings, filled
+// in along the accept path (WorkerCore) and by the relay: ~100 bytes, no allocation.
+struct AccessInfo {
+  uint32_t listener = UINT32_MAX;  // index into WorkerCore's listener names (kept for the core's life)
+  PackedAddress client;
+  PackedAddress destination;
+  PolicyDecision decision;
+  uint32_t policyIndex = 0;
+  AccessRecord::Policy policy = AccessRecord::Policy::kNone;
+  DestinationSource source = DestinationSource::kNone;
+  Refusal refusal = Refusal::kNone;
+  uint64_t bytesSent = 0;      // client -> upstream
+  uint64_t bytesReceived = 0;  // upstream -> client
+};
 
 enum class ConnectionState : uint8_t { kHandshake, kConnecting, kRelaying, kClosed };
 
@@ -81,6 +97,10 @@ class Connection final : private RelayOwner {
   void close(CloseReason reason);
 
   ConnectionState state() const { return state_; }
+  // Timings for the access log (monotonic µs; 0 = did not happen).
+  uint64_t acceptedUs() const { return acceptedUs_; }
+  uint64_t establishedUs() const { return establishedUs_; }
+  uint64_t firstByteUs() const { return firstByteUs_; }
   uint64_t connectStartedUs() const { return connectStartedUs_; }
   uint64_t lastActivityUs() const { return lastActivityUs_; }
 
@@ -91,6 +111,7 @@ class Connection final : private RelayOwner {
   ListNode readyNode;
   ListNode holderWaitNode;
   ListNode handshakeNode;  // waiting for its PROXY header (timeout sweep)
+  AccessInfo access;
 
  private:
   // One socket of the pair; registered in epoll once, edge-triggered, for both directions.
@@ -149,6 +170,7 @@ class Connection final : private RelayOwner {
   uint64_t stageDoneUs_ = 0;  // end of the protocol stage (accept time without one): proxy_overhead starts here
   uint64_t connectStartedUs_ = 0;
   uint64_t establishedUs_ = 0;
+  uint64_t firstByteUs_ = 0;
   uint64_t lastActivityUs_ = 0;
 };
 

@@ -62,6 +62,11 @@ struct CoreOptions {
   // destination sees the client (cluster.original_source). Disables preconnect: a warm socket is
   // opened before its client is known.
   bool originalSource = false;
+  // Access log (access_log.h): the fraction of connections that get a record, decided when each
+  // closes; 0 = off (no buffer is allocated). Records wait in a buffer of accessLogCapacity until
+  // the control layer drains them; what does not fit is counted in access_log_dropped.
+  double accessLogSample = 0;
+  size_t accessLogCapacity = 16384;
   // Destination policies (policy.h): [0] is the top-level `policy`, then one per listener that
   // carries its own. Each worker compiles its own DestinationPolicy from these once. Empty = no
   // policy at all (every destination allowed, no special denies).

@@ -61,6 +61,8 @@ class Listener final : public EventHandler {
   void pause();
   void resumeIfPaused();
   bool paused() const { return paused_; }
+  // This listener's entry in WorkerCore's name table (the access log names it after it is gone).
+  uint32_t nameIndex = 0;
 
  private:
   Listener(WorkerCore& core, ListenerOptions options, UniqueFd fd, SocketAddress bound)

@@ -73,7 +73,9 @@ namespace splicegate {
   X(upstream_cx_reuse)            /* requests sent on a pooled keep-alive connection */       \
   X(http_pool_hit)                /* a live idle connection was taken from the pool */        \
   X(http_pool_miss)               /* none was: a new connection was opened */                 \
-  X(http_pool_discarded)          /* idle connections closed: server closed, data, idle_timeout, full */
+  X(http_pool_discarded)          /* idle connections closed: server closed, data, idle_timeout, full */ \
+  X(access_log_records)           /* access-log records buffered for the writer (sampled ones) */ \
+  X(access_log_dropped)           /* access-log records lost: the worker's buffer was full */
 
 enum class Stat : size_t {
 #define SPLICEGATE_STAT_ENUM(name) name,

@@ -77,7 +77,9 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       warm_(context_),
       httpPool_(options.httpPoolMaxIdlePerHost, static_cast<uint64_t>(options.httpPoolIdleTimeoutMs) * 1000, hosts_, stats_),
       policies_(options.policies),
-      events_(kEventCapacity) {
+      events_(kEventCapacity),
+      accessLog_(options.accessLogSample > 0 ? options.accessLogCapacity : 0),
+      accessSampler_(options.accessLogSample, static_cast<uint64_t>(EventLoop::monotonicUs()) ^ reinterpret_cast<uintptr_t>(this)) {
   hosts_.setEraseHook([this](const Host& host) { warm_.dropHost(host); });
 }
 
@@ -137,6 +139,8 @@ SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd
   if (!listener) return err;
   if (bound) *bound = listener->boundAddress();
   listenerAddresses_.push_back(listener->boundAddress());
+  listener->nameIndex = static_cast<uint32_t>(listenerNames_.size());
+  listenerNames_.push_back(options.name);
   resolver_.setListenerAddresses(listenerAddresses_);
   listeners_.push_back(std::move(listener));
   stats_.set(Stat::listeners_active, listeners_.size());
@@ -243,20 +247,29 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
   // client and destination. An untrusted one is reset at once when the header is required; when
   // it is optional the stage still reads its first bytes, and resets it if they are a header.
   const bool trusted = lo.proxyProtocol.enabled && cidrsContain(lo.proxyProtocol.trustedSources, peer);
+  // What the access log says about this connection; refusals below are logged from it.
+  AccessInfo access;
+  if (accessSampler_.enabled()) {
+    access.listener = listener.nameIndex;
+    access.client.set(peer);
+  }
   if (lo.proxyProtocol.enabled && !trusted && lo.proxyProtocol.required) {
     stats_.add(Stat::proxy_protocol_untrusted);
     resetOnClose(fd.get());
-    return;
+    access.refusal = Refusal::kProxyProtocolUntrusted;
+    return logRefused(access);
   }
   if (lo.proxyProtocol.enabled) {
     // Admitted as a connection at once (it holds a socket and a small buffer), bounded like any.
     if (connections_.size() >= options_.maxDownstreamConnections) {
       stats_.add(Stat::downstream_cx_overflow);
       resetOnClose(fd.get());
-      return;
+      access.refusal = Refusal::kDownstreamOverflow;
+      return logRefused(access);
     }
     stats_.add(Stat::downstream_cx_active);
     auto* c = new Connection(context_, std::move(fd));
+    c->access = access;
     connections_.pushBack(c);
     if (c->beginHandshake(lo, trusted)) handshaking_.pushBack(c);
     return;
@@ -268,30 +281,36 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
     case OriginalDstOutcome::kNotRedirected:
       stats_.add(Stat::no_original_dst);
       resetOnClose(fd.get());
-      return;
+      access.refusal = Refusal::kNoOriginalDst;
+      return logRefused(access);
     case OriginalDstOutcome::kLoop:
       // Refused at once: the looped upstream connect behind it fails with this reset, and so does
       // the client connection that started it, instead of recursing until the fd limit.
       stats_.add(Stat::loop_rejected);
       resetOnClose(fd.get());
-      return;
+      access.refusal = Refusal::kLoopRejected;
+      return logRefused(access);
     case OriginalDstOutcome::kFound:
       break;
   }
+  access.source = lo.transparent ? DestinationSource::kTproxy : DestinationSource::kSoOriginalDst;
   // acceptFrom stops accepting at the bound (the shared socket then feeds workers with room); this
   // guards the same bound should a batch ever cross it.
   if (connections_.size() >= options_.maxDownstreamConnections) {
     stats_.add(Stat::downstream_cx_overflow);
     resetOnClose(fd.get());
-    return;
+    access.refusal = Refusal::kDownstreamOverflow;
+    access.destination.set(dst.address);
+    return logRefused(access);
   }
-  Host* host = admitDestination(lo, dst.address, peer);
+  Host* host = admitDestination(lo, dst.address, peer, access);
   if (!host) {
     resetOnClose(fd.get());
-    return;
+    return logRefused(access);
   }
   stats_.add(Stat::downstream_cx_active);
   auto* c = new Connection(context_, std::move(fd));
+  c->access = access;
   connections_.pushBack(c);
   startUpstream(*c, *host, peer, dst.address);
 }
@@ -304,6 +323,8 @@ void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestina
   if (client.family() == AF_UNSPEC) {
     socklen_t len = SocketAddress::capacity();
     ::getpeername(c.downstreamFd(), client.sockaddrPtr(), &len);
+  } else if (accessSampler_.enabled()) {
+    c.access.client.set(client);  // the client the header named
   }
   if (destination.family() == AF_UNSPEC) {
     // No header, or one that names no addresses: the socket's own original destination, exactly
@@ -312,20 +333,28 @@ void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestina
     switch (dst.outcome) {
       case OriginalDstOutcome::kNotRedirected:
         stats_.add(Stat::no_original_dst);
+        c.access.refusal = Refusal::kNoOriginalDst;
         return c.close(CloseReason::kRefused);
       case OriginalDstOutcome::kLoop:
         stats_.add(Stat::loop_rejected);
+        c.access.refusal = Refusal::kLoopRejected;
         return c.close(CloseReason::kRefused);
       case OriginalDstOutcome::kFound:
         destination = dst.address;
+        c.access.source = lo.transparent ? DestinationSource::kTproxy : DestinationSource::kSoOriginalDst;
         break;
     }
-  } else if (resolver_.pointsAtOwnListener(destination)) {
-    // A header naming one of our own listeners would loop straight back in.
-    stats_.add(Stat::loop_rejected);
-    return c.close(CloseReason::kRefused);
+  } else {
+    c.access.source = DestinationSource::kProxyProtocol;
+    if (resolver_.pointsAtOwnListener(destination)) {
+      // A header naming one of our own listeners would loop straight back in.
+      stats_.add(Stat::loop_rejected);
+      c.access.refusal = Refusal::kLoopRejected;
+      c.access.destination.set(destination);
+      return c.close(CloseReason::kRefused);
+    }
   }
-  Host* host = admitDestination(lo, destination, client);
+  Host* host = admitDestination(lo, destination, client, c.access);
   if (!host) return c.close(CloseReason::kRefused);
   startUpstream(c, *host, client, destination);
 }
@@ -384,15 +413,23 @@ void WorkerCore::sessionClosed(HttpSession& s) {
 }
 
 Host* WorkerCore::admitDestination(const ListenerOptions& listener, const SocketAddress& original,
-                                   const SocketAddress& client) {
+                                   const SocketAddress& client, AccessInfo& access) {
   SocketAddress destination = original;
   if (options_.upstreamPortOverride != 0) destination.setPort(options_.upstreamPortOverride);
+  const bool logged = accessSampler_.enabled();
+  if (logged) access.destination.set(destination);
   // The address and port we would connect to is what the policy judges (docs/POLICY.md).
   if (DestinationPolicy* policy = policies_.at(listener.policy)) {
     const PolicyDecision decision = policy->check(destination);
+    if (logged) {
+      access.decision = decision;
+      access.policyIndex = listener.policy;
+      access.policy = decision.allow ? AccessRecord::Policy::kAllow : AccessRecord::Policy::kDeny;
+    }
     if (!decision.allow) {
       policy->countDenied(decision);
       recordDenied(listener, client, destination, decision);
+      access.refusal = Refusal::kPolicyDenied;
       return nullptr;  // never connected upstream; the caller resets the client at once
     }
   }
@@ -403,14 +440,60 @@ Host* WorkerCore::admitDestination(const ListenerOptions& listener, const Socket
     case HostCache::Admit::kHostOverflow:
       stats_.add(Stat::host_overflow);
       stats_.add(Stat::upstream_cx_overflow);
+      access.refusal = Refusal::kUpstreamOverflow;
       return nullptr;
     case HostCache::Admit::kConnectionOverflow:
     case HostCache::Admit::kPendingOverflow:
       // Envoy's circuit breakers: refuse at once rather than queue without bound.
       stats_.add(Stat::upstream_cx_overflow);
+      access.refusal = Refusal::kUpstreamOverflow;
       return nullptr;
   }
   return nullptr;
+}
+
+AccessRecord* WorkerCore::newAccessRecord() {
+  if (!accessSampler_.take()) return nullptr;
+  AccessRecord* r = accessLog_.append();
+  if (!r) {
+    stats_.add(Stat::access_log_dropped);  // the drain is late: lose the record, never wait
+    return nullptr;
+  }
+  stats_.add(Stat::access_log_records);
+  r->wallTimeMs = wallTimeMs();
+  return r;
+}
+
+void WorkerCore::fillAccessRecord(AccessRecord& r, const AccessInfo& access) const {
+  if (access.listener < listenerNames_.size()) r.setListener(listenerNames_[access.listener]);
+  r.client = access.client;
+  r.destination = access.destination;
+  r.decision = access.decision;
+  r.policyIndex = access.policyIndex;
+  r.policy = access.policy;
+  r.source = access.source;
+  r.refusal = access.refusal;
+  r.bytesSent = access.bytesSent;
+  r.bytesReceived = access.bytesReceived;
+}
+
+void WorkerCore::logRefused(const AccessInfo& access) {
+  AccessRecord* r = newAccessRecord();
+  if (!r) return;
+  fillAccessRecord(*r, access);
+  r->reason = CloseReason::kRefused;
+  r->durationUs = 0;
+}
+
+void WorkerCore::logClosed(const Connection& c, CloseReason reason) {
+  AccessRecord* r = newAccessRecord();
+  if (!r) return;
+  fillAccessRecord(*r, c.access);
+  r->reason = reason;
+  const uint64_t now = EventLoop::monotonicUs();
+  r->durationUs = now - c.acceptedUs();
+  if (c.establishedUs() != 0) r->connectUs = c.establishedUs() - c.connectStartedUs();
+  if (c.firstByteUs() != 0) r->ttfbUs = c.firstByteUs() - c.establishedUs();
 }
 
 void WorkerCore::startUpstream(Connection& c, Host& host, const SocketAddress& client, const SocketAddress& destination) {
@@ -496,6 +579,7 @@ void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
   connections_.remove(&c);
   stats_.sub(Stat::downstream_cx_active);
   stats_.add(closeStat(reason));
+  logClosed(c, reason);
   switch (reason) {
     case CloseReason::kIdleTimeout:
       stats_.add(Stat::cx_idle_timeout);

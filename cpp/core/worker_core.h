@@ -14,6 +14,7 @@
 #include <memory>
 #include <vector>
 
+#include "access_log.h"
 #include "buffer_pool.h"
 #include "connection.h"
 #include "core_options.h"
@@ -70,6 +71,9 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   const PolicySet& policies() const { return policies_; }
   // Loop thread only: hands over the buffered events (worker_events.h); returns how many were dropped.
   uint64_t takeEvents(std::vector<WorkerEvent>& out) { return events_.take(out); }
+  // Loop thread only: hands over the buffered access-log records (access_log.h) without copying;
+  // returns how many were dropped since the last call (also counted in access_log_dropped).
+  uint64_t takeAccessRecords(std::vector<AccessRecord>& out) { return accessLog_.swapOut(out); }
 
   // For a same-thread driver and tests: dispatch events without the rest of runOnce.
   EventLoop& loop() { return *loop_; }
@@ -112,7 +116,15 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   void acceptOne(Listener& listener, UniqueFd fd, const SocketAddress& peer);
   // destination -> policy -> admit: the admitted host, or null once the refusal is counted (the
   // caller resets the client). destination is the original destination, before any port override.
-  Host* admitDestination(const ListenerOptions& listener, const SocketAddress& destination, const SocketAddress& client);
+  // access: gets the destination judged, the policy's decision and why it was refused, if it was.
+  Host* admitDestination(const ListenerOptions& listener, const SocketAddress& destination, const SocketAddress& client,
+                         AccessInfo& access);
+  // The access log (access_log.h): a record per closed connection, and per connection refused
+  // before one existed, if sampled; written into accessLog_ without allocating.
+  AccessRecord* newAccessRecord();
+  void fillAccessRecord(AccessRecord& r, const AccessInfo& access) const;
+  void logRefused(const AccessInfo& access);
+  void logClosed(const Connection& c, CloseReason reason);
   // connect: the PROXY header for the upstream (send_proxy_protocol), then a warm socket or a new
   // connect (bound to the client's IP with original_source).
   void startUpstream(Connection& c, Host& host, const SocketAddress& client, const SocketAddress& destination);
@@ -147,6 +159,8 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   PolicySet policies_;
   uint64_t lastPolicyRefreshUs_ = 0;
   WorkerEventBuffer events_;
+  BoundedBuffer<AccessRecord> accessLog_;  // capacity 0 when the access log is off
+  AccessSampler accessSampler_;
   // Kept so that a connection accept4 let in can still get its upstream socket when that was the
   // last fd; while it is spent the listeners stay paused (see releaseSpareFd).
   UniqueFd spareFd_;
@@ -156,6 +170,9 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   // listener's options (a detached Listener holds no fd, only those).
   std::vector<std::unique_ptr<Listener>> closedListeners_;
   std::vector<SocketAddress> listenerAddresses_;
+  // Every listener's name, by Listener::nameIndex, kept for the core's life: a closing connection's
+  // access-log record names its listener even after the Listener is freed.
+  std::vector<std::string> listenerNames_;
   IntrusiveList<Connection, &Connection::allNode> connections_;
   IntrusiveList<Connection, &Connection::connectNode> connecting_;
   IntrusiveList<Connection, &Connection::readyNode> ready_;

@@ -3,8 +3,8 @@
 // What does not fit until the next drain is dropped and counted, so a flood of events costs a
 // counter increment each, never memory or a log line.
 //
-// Today it carries policy denies; access-log records (issue 11) become another WorkerEventKind
-// with their own fields in WorkerEvent, drained and shipped the same way.
+// It carries policy denies (WorkerEvent); the access log's records (access_log.h) use the same
+// bounded buffer with their own fixed-size record type, drained more often.
 #pragma once
 
 #include <cstddef>
@@ -33,39 +33,58 @@ struct WorkerEvent {
   PolicyDecision decision;
 };
 
-// Single-threaded: only the worker's loop thread touches it (the addon drains it there).
-class WorkerEventBuffer {
+// Single-threaded: only the worker's loop thread touches it (the addon drains it there). Holds the
+// deny events (WorkerEvent) and the access log's records (access_log.h), one buffer each.
+template <typename T>
+class BoundedBuffer {
  public:
-  explicit WorkerEventBuffer(size_t capacity) : capacity_(capacity) { events_.reserve(capacity); }
+  explicit BoundedBuffer(size_t capacity) : capacity_(capacity) { items_.reserve(capacity); }
 
-  // A slot for one more event (fill it in before the next call), or nullptr when the buffer is full:
-  // the event is then counted as dropped.
-  WorkerEvent* append() {
-    if (events_.size() >= capacity_) {
+  // A slot for one more item (fill it in before the next call), or nullptr when the buffer is full:
+  // the item is then counted as dropped.
+  T* append() {
+    if (items_.size() >= capacity_) {
       ++dropped_;
       return nullptr;
     }
-    events_.emplace_back();  // within the reserved capacity: no allocation
-    return &events_.back();
+    items_.emplace_back();  // within the reserved capacity: no allocation
+    return &items_.back();
   }
 
-  // Copies the buffered events to out, empties the buffer and returns how many were dropped since
+  // Copies the buffered items to out, empties the buffer and returns how many were dropped since
   // the previous take.
-  uint64_t take(std::vector<WorkerEvent>& out) {
-    out.assign(events_.begin(), events_.end());
-    events_.clear();
+  uint64_t take(std::vector<T>& out) {
+    out.assign(items_.begin(), items_.end());
+    return clear();
+  }
+
+  // Like take, without copying: out (cleared, given capacity() here so the buffer keeps room for
+  // a full batch without allocating on append) trades places with the buffer.
+  uint64_t swapOut(std::vector<T>& out) {
+    out.clear();
+    out.reserve(capacity_);
+    items_.swap(out);
     const uint64_t dropped = dropped_;
     dropped_ = 0;
     return dropped;
   }
 
-  size_t size() const { return events_.size(); }
+  size_t size() const { return items_.size(); }
   size_t capacity() const { return capacity_; }
 
  private:
+  uint64_t clear() {
+    items_.clear();
+    const uint64_t dropped = dropped_;
+    dropped_ = 0;
+    return dropped;
+  }
+
   size_t capacity_;
-  std::vector<WorkerEvent> events_;
+  std::vector<T> items_;
   uint64_t dropped_ = 0;
 };
+
+using WorkerEventBuffer = BoundedBuffer<WorkerEvent>;
 
 }  // namespace splicegate

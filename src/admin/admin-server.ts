@@ -31,6 +31,8 @@ export interface AdminState {
   counters(): Promise<CounterValues>;
   hosts(): Promise<HostView[]>;
   latency: LatencySource;
+  /** Reopens the access log's file (logrotate); false when there is no access log. */
+  reopenLogs?: () => boolean;
   /** GET /server_info (the dashboard's header and listeners); the route exists when this does. */
   serverInfo?: () => ServerInfo;
   /** Present only when test hooks are enabled. */
@@ -127,6 +129,17 @@ function routes(state: AdminState, adminStats: AdminStats): Map<string, { method
       else reply(res, 400, `unknown format "${format}" (use json or text)\n`);
     },
   });
+  // logrotate's postrotate: `curl -X POST http://127.0.0.1:9901/logs/reopen` (docs/OPERATIONS.md).
+  if (state.reopenLogs) {
+    const reopen = state.reopenLogs;
+    table.set('/logs/reopen', {
+      method: 'POST',
+      handler: (_req, res) => {
+        if (reopen()) reply(res, 200, 'access log reopened\n');
+        else reply(res, 404, 'no access_log in the config\n');
+      },
+    });
+  }
   if (state.serverInfo) {
     const info = state.serverInfo;
     table.set('/server_info', {

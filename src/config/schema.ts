@@ -4,7 +4,9 @@
 // All objects are strict: an unknown key is an error, because in a proxy config a typo such as
 // "idle_timout" would otherwise silently fall back to the default.
 
+import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { addressKey, parseSocketAddress } from './address';
 import { parseCidr } from './cidr';
@@ -135,6 +137,45 @@ const httpListener = z.strictObject({
     .min(MIN_REQUEST_HEAD_BYTES)
     .max(MAX_REQUEST_HEAD_BYTES)
     .default(DEFAULTS.httpMaxRequestHeadBytes),
+});
+
+// The access log's file is opened by `run` after the listeners are up; checking here that it can be
+// written makes `validate` (and a start) fail early with the path, instead of at the first line.
+export const ACCESS_LOG_STDOUT = 'stdout';
+
+function accessLogPathProblem(path: string): string | undefined {
+  if (path === ACCESS_LOG_STDOUT) return undefined;
+  if (path === '' || path.endsWith('/')) return `expected a file path or "stdout", got ${showValue(path)}`;
+  const full = resolve(path);
+  try {
+    if (statSync(full).isDirectory()) return `${full} is a directory; expected a file path or "stdout"`;
+  } catch {
+    // Not there yet: it is created at start, in a directory that must exist and be writable.
+  }
+  const dir = dirname(full);
+  try {
+    if (!statSync(dir).isDirectory()) return `${dir} is not a directory`;
+    accessSync(dir, fsConstants.W_OK);
+  } catch (err) {
+    const code = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : '';
+    return code === 'ENOENT' ? `directory ${dir} does not exist` : `directory ${dir} is not writable${code ? ` (${code})` : ''}`;
+  }
+  return undefined;
+}
+
+const accessLog = z.strictObject({
+  path: z
+    .string({ error: (issue) => (issue.input === undefined ? 'required: a file path or "stdout"' : `expected a file path or "stdout", got ${showValue(issue.input)}`) })
+    .superRefine((path, ctx) => {
+      const problem = accessLogPathProblem(path);
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem, input: path });
+    }),
+  format: z.enum(['json']).default('json'),
+  sample: z
+    .number({ error: (issue) => `expected a fraction from 0 to 1 (1 = every connection), got ${showValue(issue.input)}` })
+    .min(0, { error: (issue) => `expected a fraction from 0 to 1 (1 = every connection), got ${showValue(issue.input)}` })
+    .max(1, { error: (issue) => `expected a fraction from 0 to 1 (1 = every connection), got ${showValue(issue.input)}` })
+    .default(1),
 });
 
 const workersMessage = (issue: { input?: unknown }): string =>
@@ -361,6 +402,8 @@ export const configFileSchema = z
         record_latency: z.boolean().default(DEFAULTS.recordLatency),
       })
       .prefault({}),
+    // One JSON line per connection (docs/CONFIG.md); off when absent.
+    access_log: accessLog.optional(),
   }, { error: (issue) => (issue.code === 'invalid_type' ? `expected a mapping of config keys, got ${showValue(issue.input)}` : undefined) })
   .superRefine(checkAdminNotListener, always)
   .superRefine(checkPortOverrideNotListener, always)
@@ -427,6 +470,13 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       driver: file.tuning.driver,
       recordLatency: file.tuning.record_latency,
     },
+    accessLog: file.access_log
+      ? {
+          path: file.access_log.path === ACCESS_LOG_STDOUT ? ACCESS_LOG_STDOUT : resolve(file.access_log.path),
+          format: file.access_log.format,
+          sample: file.access_log.sample,
+        }
+      : null,
   };
 }
 

@@ -112,6 +112,15 @@ export interface AdminConfig {
   address: SocketAddress;
 }
 
+/** One JSON line per connection (docs/CONFIG.md "access_log"). */
+export interface AccessLogConfig {
+  /** Absolute file path (appended to, created if missing), or "stdout". */
+  path: string;
+  format: 'json';
+  /** Fraction of connections logged, 0..1, decided in each worker's core as a connection closes. */
+  sample: number;
+}
+
 export type PolicyAction = 'allow' | 'deny';
 
 /** A network from a policy rule; host bits are never set (docs/POLICY.md). */
@@ -157,4 +166,6 @@ export interface SplicegateConfig {
   cluster: ClusterConfig;
   drainTimeoutMs: number;
   tuning: TuningConfig;
+  /** null = no access log (the default). */
+  accessLog: AccessLogConfig | null;
 }

@@ -38,6 +38,10 @@ export interface NativeWorkerOptions {
   httpPoolMaxIdlePerHost?: number;
   /** cluster.http_pool.idle_timeout. */
   httpPoolIdleTimeoutMs?: number;
+  /** Access log: fraction of connections that get a record (access_log.sample); 0 or absent = off. */
+  accessLogSample?: number;
+  /** Records a worker buffers between two drains; more are dropped and counted (access_log_dropped). */
+  accessLogCapacity?: number;
 }
 
 /**
@@ -120,6 +124,8 @@ export interface NativeWorker {
   latency(callback: (snapshot: WorkerLatencyExport) => void): void;
   /** Takes the events buffered since the last call (on the loop thread); bounded, the excess counted in `dropped`. */
   drainEvents(callback: (batch: NativeEventBatch) => void): void;
+  /** Takes the buffered access-log records (on the loop thread) and formats them as JSON lines here. */
+  drainAccessLog(workerId: number, callback: (batch: NativeAccessLogBatch) => void): void;
   close(): void;
 }
 
@@ -143,6 +149,15 @@ export type NativeWorkerEvent = NativePolicyDeniedEvent;
 export interface NativeEventBatch {
   events: NativeWorkerEvent[];
   /** Events that did not fit in the worker's buffer since the last drain. */
+  dropped: number;
+}
+
+/** One drain of a worker's access log (cpp/core/access_log.h has the line format). */
+export interface NativeAccessLogBatch {
+  /** `count` JSON lines, each ending in "\n"; "" when there are none. */
+  lines: string;
+  count: number;
+  /** Records that did not fit in the worker's buffer since the last drain. */
   dropped: number;
 }
 

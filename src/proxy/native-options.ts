@@ -38,6 +38,12 @@ function shareOf(total: number, workers: number): number {
   return Math.max(1, Math.ceil(total / workers));
 }
 
+/**
+ * Access-log records one worker keeps between drains (every ACCESS_LOG_DRAIN_MS): room for ~80,000
+ * closes per second per worker at a 100 ms drain, ~3 MiB reserved per worker (200-byte records).
+ */
+export const ACCESS_LOG_CAPACITY = 8192;
+
 export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWorkerOptions {
   const { cluster, workers } = config;
   // A limit below the reserve still starts (with the smallest bounds), it does not go negative.
@@ -72,6 +78,10 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): Nat
     recordLatency: config.tuning.recordLatency,
     sendProxyProtocol: SEND_PROXY_VERSION[cluster.sendProxyProtocol],
     originalSource: cluster.originalSource,
+    // The sample is applied in the core, before a record exists: unsampled connections cost nothing.
+    // 0 without an access log: no buffer, no records.
+    accessLogSample: config.accessLog?.sample ?? 0,
+    accessLogCapacity: ACCESS_LOG_CAPACITY,
     // Listener i uses policies[listenerPolicyIndexes(config.listeners)[i]] (src/proxy/listen-sockets.ts).
     policies: nativePolicies(config).policies,
     // Idle upstreams are kept per worker (each has its own host cache): each gets its share.

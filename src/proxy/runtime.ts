@@ -25,6 +25,8 @@ export interface RuntimeOptions {
   log: Logger;
   /** Every generation's workers' buffered events (deny log). */
   onWorkerEvents?: (worker: number, events: NativeWorkerEvent[], dropped: number) => void;
+  /** Every generation's workers' access-log lines (src/proxy/access-log.ts). */
+  onAccessLog?: (worker: number, lines: string, count: number) => void;
 }
 
 export interface Readiness {
@@ -105,6 +107,8 @@ export class ProxyRuntime implements LatencySource {
     });
     const { onWorkerEvents } = this.options;
     if (onWorkerEvents) generation.supervisor.on('worker-events', onWorkerEvents);
+    const { onAccessLog } = this.options;
+    if (onAccessLog) generation.supervisor.on('access-log', (id, lines, count) => onAccessLog(id, lines, count));
     // Counted from the start: a worker that dies while the generation is still starting counts too.
     this.live.push(generation);
     try {

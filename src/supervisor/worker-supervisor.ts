@@ -57,6 +57,7 @@ export declare interface WorkerSupervisor {
   on(event: 'worker-listening', listener: (id: number) => void): this;
   on(event: 'worker-abandoned', listener: (id: number, error: Error) => void): this;
   on(event: 'worker-events', listener: (id: number, events: NativeWorkerEvent[], dropped: number) => void): this;
+  on(event: 'access-log', listener: (id: number, lines: string, count: number, dropped: number) => void): this;
 }
 
 export class WorkerSupervisor extends EventEmitter {
@@ -263,6 +264,9 @@ export class WorkerSupervisor extends EventEmitter {
             break;
           case 'events':
             this.emit('worker-events', id, message.events, message.dropped);
+            break;
+          case 'access-log':
+            this.emit('access-log', id, message.lines, message.count, message.dropped);
             break;
           case 'stats':
           case 'hosts':

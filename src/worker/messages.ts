@@ -53,7 +53,9 @@ export type WorkerToSupervisor =
   | { type: 'hosts'; requestId: number; addresses: string[]; values: Float64Array }
   | { type: 'latency'; requestId: number; export: WorkerLatencyExport }
   /** Unsolicited, about once a second while there is something to report (deny log). */
-  | { type: 'events'; events: NativeWorkerEvent[]; dropped: number };
+  | { type: 'events'; events: NativeWorkerEvent[]; dropped: number }
+  /** Unsolicited, every ACCESS_LOG_DRAIN_MS while records arrive: `count` JSON lines in one string. */
+  | { type: 'access-log'; lines: string; count: number; dropped: number };
 
 export function serializeError(err: unknown): SerializedError {
   if (err instanceof Error) {

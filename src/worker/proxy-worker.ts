@@ -9,6 +9,12 @@ import { serializeError, type SupervisorToWorker, type WorkerTask, type WorkerTo
 
 /** How often the worker's event buffer (deny log) is drained: one bulk call, bounded by the core. */
 const EVENT_DRAIN_MS = 1000;
+/**
+ * How often the access log's records are drained: often enough that the core's buffer
+ * (ACCESS_LOG_CAPACITY records) holds ~80,000 closes per second per worker; each drain is one
+ * swap on the loop thread, the formatting runs here.
+ */
+export const ACCESS_LOG_DRAIN_MS = 100;
 
 function send(port: MessagePort, message: WorkerToSupervisor): void {
   port.postMessage(message);
@@ -46,6 +52,14 @@ export default async function runProxyWorker(task: WorkerTask): Promise<number> 
     });
   }, EVENT_DRAIN_MS);
 
+  const accessLogOn = (task.nativeOptions.accessLogSample ?? 0) > 0;
+  const drainAccessLog = (then?: () => void): void =>
+    worker.drainAccessLog(task.workerId, (batch) => {
+      if (batch.count > 0 || batch.dropped > 0) send(port, { type: 'access-log', lines: batch.lines, count: batch.count, dropped: batch.dropped });
+      then?.();
+    });
+  const accessDrain = accessLogOn ? setInterval(() => drainAccessLog(), ACCESS_LOG_DRAIN_MS) : undefined;
+
   return new Promise<number>((resolve) => {
     port.on('message', (message: SupervisorToWorker) => {
       switch (message.type) {
@@ -69,12 +83,19 @@ export default async function runProxyWorker(task: WorkerTask): Promise<number> 
         case 'close-all':
           worker.closeAll();
           break;
-        case 'exit':
+        case 'exit': {
           clearInterval(drain);
-          worker.close();
-          port.close();
-          resolve(task.workerId);
+          clearInterval(accessDrain);
+          const finish = (): void => {
+            worker.close();
+            port.close();
+            resolve(task.workerId);
+          };
+          // The last records (connections closed by the drain among them) go out before the end.
+          if (accessLogOn) drainAccessLog(finish);
+          else finish();
           break;
+        }
         case 'crash':
           // Simulates a worker dying mid-flight: the thread ends without any cleanup of ours; the
           // addon's environment cleanup hook must still close every fd.
