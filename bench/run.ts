@@ -53,7 +53,9 @@ const HELP = `usage: npm run bench -- [options]     (or: node dist/bench/run.js 
   --only LIST           contenders, comma-separated; a name also selects its variants
                         ("haproxy" = haproxy, haproxy-splice-auto, haproxy-splice). direct is
                         always included (every ratio needs it). All: ${ALL_CONTENDERS.join(', ')}
-  --workloads LIST      workload ids or prefixes (iperf, wrk-ka, wrk-close, wrk-1m, sweep, idle)
+  --workloads LIST      workload ids or prefixes (iperf, wrk-ka, wrk-close, wrk-1m, http, sweep, idle);
+                        "--workloads http" runs the HTTP listener's header-routing workload alone
+                        (direct, splicegate, haproxy)
   --reps N              repetitions (default 3; --quick: 1)
   --seconds N           duration of each iperf3 / wrk run (default 2; --quick: 1)
   --idle-conns N        idle relayed connections for memory per connection (default 8000)
@@ -331,6 +333,9 @@ async function main(): Promise<number> {
     await setRps(lab, 'cli', ['eth0'], opts.loadCpus);
     await setRps(lab, 'srv', ['eth0'], opts.loadCpus);
     await lab.iptables('gw', 4, ['-t', 'nat', '-N', 'BENCH']);
+    // Connections to the gateway's own address are the HTTP listeners' (the http-ka workload):
+    // never redirected, whichever contender the BENCH chain holds.
+    await lab.iptables('gw', 4, ['-t', 'nat', '-A', 'PREROUTING', '-i', 'cli0', '-d', ADDR.gwCli4, '-p', 'tcp', '-j', 'RETURN']);
     await lab.iptables('gw', 4, ['-t', 'nat', '-A', 'PREROUTING', '-i', 'cli0', '-p', 'tcp', '-j', 'BENCH']);
     // Short conntrack TIME_WAIT in the gateway: tens of thousands of short connections per run.
     const ct = await lab.exec('gw', 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_tcp_timeout_time_wait=5']);

@@ -87,7 +87,7 @@ if [ "$need_ts" -eq 1 ]; then
 fi
 if [ "$need_cpp" -eq 1 ]; then
   step "building the C++ targets (clang, libFuzzer, ASan, UBSan)"
-  cmake -S . -B build/fuzz-cpp -DSPLICEGATE_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake -S . -B build/fuzz-cpp -DSPLICEGATE_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build build/fuzz-cpp -j2 >/dev/null
 fi
 

@@ -24,6 +24,8 @@ missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
+# llhttp's C sources (the HTTP listener's parser, built by CMake from them): files, not a command.
+[ -f /usr/share/llhttp/llhttp.c ] && [ -f /usr/share/include/llhttp/llhttp.h ] || missing+=(node-llhttp)
 # libFuzzer (and clang's sanitizer runtimes) for the fuzz targets: a library, not a command.
 if ! command -v clang++ >/dev/null 2>&1 || [ ! -f "$(clang++ -print-file-name=libclang_rt.fuzzer_no_main-x86_64.a)" ]; then
   missing+=(libclang-rt-14-dev)

@@ -14,6 +14,7 @@ import { ConfigError, formatProblems, loadConfigFile } from './config/load';
 import { DEFAULTS } from './config/schema';
 import { closestMatch } from './config/suggest';
 import { describeErrno } from './config/syserr';
+import { configWarnings } from './config/warnings';
 
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
@@ -112,13 +113,14 @@ const COMMANDS: Record<string, Command> = {
     usage: '--config FILE',
     description: 'Parse and validate a config file without starting anything. Every problem is listed, one per line.',
     options: [CONFIG_OPTION],
-    notes: () => 'Exit status: 0 valid, 2 invalid (problems on stderr) or usage error.',
+    notes: () => 'Exit status: 0 valid (warnings, if any, on stderr), 2 invalid (problems on stderr) or usage error.',
     examples: ['splicegate validate --config /etc/splicegate/splicegate.yaml', 'splicegate validate -c new.yaml && systemctl reload splicegate'],
     async run({ values }) {
       const configPath = stringOption(values, 'config');
       if (configPath === undefined) throw new UsageError('validate needs --config FILE', 'validate');
       const config = loadConfigFile(configPath);
       const listeners = config.listeners.length;
+      for (const w of configWarnings(config)) process.stderr.write(`${configPath}: warning: ${w.path}: ${w.message}\n`);
       process.stdout.write(`${configPath}: OK (${plural(listeners, 'listener')}, ${plural(config.workers, 'worker')})\n`);
       return EXIT_OK;
     },

@@ -29,8 +29,17 @@ test('validate: good file exits 0 with a one-line summary', () => {
   const file = join(FIXTURES, 'good-full.yaml');
   const run = splicegate('validate', '--config', file);
   assert.equal(run.status, 0, run.stderr);
-  assert.equal(run.stdout, `${file}: OK (2 listeners, 4 workers)\n`);
+  assert.equal(run.stdout, `${file}: OK (3 listeners, 4 workers)\n`);
   assert.equal(run.stderr, '');
+});
+
+test('validate: an http listener with no trusted_sources is valid, with a warning on stderr', () => {
+  const file = join(FIXTURES, 'good-http-untrusted.yaml');
+  const run = splicegate('validate', '--config', file);
+  assert.equal(run.status, 0, run.stderr);
+  assert.match(run.stdout, /: OK \(1 listener, /);
+  assert.match(run.stderr, /^.*good-http-untrusted\.yaml: warning: listeners\[0\]\.http\.trusted_sources: empty: the x-envoy-original-dst-host header is honoured from nobody/);
+  assert.equal(run.stderr.trimEnd().split('\n').length, 1, run.stderr);
 });
 
 test('validate: bad file exits 2 and lists every problem path on stderr', () => {

@@ -88,6 +88,23 @@ test('full config parses to the exact typed values', () => {
         },
         proxyProtocol: null,
       },
+      {
+        name: 'gateway',
+        address: { host: '127.0.0.1', port: 9001, family: 4, text: '127.0.0.1:9001' },
+        mode: 'http',
+        transparent: false,
+        backlog: 4096,
+        policy: null,
+        proxyProtocol: null,
+        http: {
+          headerName: 'x-original-dst',
+          trustedSources: [{ family: 4, network: '10.0.0.0', prefix: 8, text: '10.0.0.0/8' }],
+          stripHeader: false,
+          connect: false,
+          requestHeadTimeoutMs: 2500,
+          maxRequestHeadBytes: 8192,
+        },
+      },
     ],
     policy: {
       defaultAction: 'allow',
@@ -118,6 +135,7 @@ test('full config parses to the exact typed values', () => {
       preconnect: { ports: [80, 8080], perHost: 2, ttlMs: 1500 },
       sendProxyProtocol: 'v2',
       originalSource: false,
+      httpPool: { maxIdlePerHost: 4, idleTimeoutMs: 30_000 },
     },
     drainTimeoutMs: 30_000,
     tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv', recordLatency: false },
@@ -152,6 +170,7 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     preconnect: null,
     sendProxyProtocol: 'off',
     originalSource: false,
+    httpPool: { maxIdlePerHost: 16, idleTimeoutMs: 60_000 },
   });
   assert.equal(config.drainTimeoutMs, 10_000);
   assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384, driver: 'thread', recordLatency: true });
@@ -477,7 +496,7 @@ test('field types and ranges: mode, transparent, backlog, upstream_mark, name', 
     'listeners:\n  - name: "has space"\n    address: "0.0.0.0:1"\n    mode: redirect\n    transparent: "yes"\n    backlog: 70000\ncluster:\n  upstream_mark: 0x100000000\n',
   );
   problemAt(problems, 'listeners[0].name', 'got "has space"');
-  problemAt(problems, 'listeners[0].mode', 'expected "original_dst", got "redirect"');
+  problemAt(problems, 'listeners[0].mode', 'expected "original_dst" or "http", got "redirect"');
   problemAt(problems, 'listeners[0].transparent', 'expected true or false');
   problemAt(problems, 'listeners[0].backlog', 'from 1 to 65535, got 70000');
   problemAt(problems, 'cluster.upstream_mark', 'integer from 0 to 4294967295');

@@ -22,6 +22,8 @@ for (const file of configs) {
     const path = join(EXAMPLES, file);
     const run = spawnSync(process.execPath, [CLI, 'validate', '--config', path], { encoding: 'utf8', timeout: 20_000 });
     assert.equal(run.status, 0, run.stderr);
+    // A config meant to be copied must not carry a setting validate warns about.
+    assert.equal(run.stderr, '', 'validate printed warnings');
     assert.match(run.stdout, new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: OK \\(`));
   });
 }

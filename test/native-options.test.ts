@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { parseConfigText } from '../src/config/load';
 import { loadBinding } from '../src/native/binding';
 import { NATIVE_RANGES, nativeOptionsFor, RESERVED_FDS } from '../src/proxy/native-options';
+import { nativeListenerOptions } from '../src/proxy/listen-sockets';
 
 const INFINITY_NOFILE = 1_073_741_816; // what systemd's LimitNOFILE=infinity gives
 
@@ -53,4 +54,38 @@ test('the addon accepts the options for huge and tiny limits (no "out of range")
     const worker = new binding.NativeWorker(nativeOptionsFor(config(), limit));
     worker.close();
   }
+});
+
+test('an http listener and cluster.http_pool reach the addon (pool split per worker), and it accepts them', () => {
+  const cfg = parseConfigText(
+    [
+      'workers: 2',
+      'listeners:',
+      '  - name: gw',
+      '    address: "127.0.0.1:9001"',
+      '    mode: http',
+      '    http: { header_name: X-Dst, trusted_sources: ["10.0.0.0/8"], strip_header: false, connect: false, request_head_timeout: 3s, max_request_head_bytes: 8192 }',
+      'cluster: { http_pool: { max_idle_per_host: 5, idle_timeout: 7s } }',
+    ].join('\n'),
+    'test',
+  );
+  const options = nativeOptionsFor(cfg, 4096);
+  assert.equal(options.httpPoolMaxIdlePerHost, 3, '5 split over 2 workers, rounded up');
+  assert.equal(options.httpPoolIdleTimeoutMs, 7000);
+  const listener = cfg.listeners[0];
+  assert.ok(listener);
+  const native = nativeListenerOptions(listener, 0);
+  assert.deepEqual(native.http, {
+    headerName: 'x-dst',
+    trustedSources: ['10.0.0.0/8'],
+    stripHeader: false,
+    connect: false,
+    requestHeadTimeoutMs: 3000,
+    maxRequestHeadBytes: 8192,
+  });
+  const binding = loadBinding();
+  const worker = new binding.NativeWorker(options);
+  worker.close();
+  // An original_dst listener carries no http block.
+  assert.equal(nativeListenerOptions({ ...listener, mode: 'original_dst' }, 0).http, undefined);
 });

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { stringify as yamlStringify } from 'yaml';
-import type { Lab } from '../../test/lab/lab';
+import { ADDR, type Lab } from '../../test/lab/lab';
 import type { LabProcess } from '../../test/lab/process';
 import { sleep } from '../../test/lab/util';
 
@@ -45,6 +45,17 @@ export function pinned(env: BenchEnv, cpus: string, cmd: string, args: string[])
   return { cmd: 'nice', args: ['-n', String(env.nice), 'taskset', '-c', cpus, cmd, ...args] };
 }
 
+/** Where the HTTP-listener workload sends its requests for one contender. */
+export interface HttpEntry {
+  /** "http://host:port" that wrk requests (paths appended). */
+  base: string;
+  /** Request headers wrk adds ("name: value"). */
+  headers: string[];
+}
+
+/** The header that names each request's destination in the HTTP-listener workload. */
+export const ROUTING_HEADER = 'x-envoy-original-dst-host';
+
 export interface Contender {
   readonly id: ContenderId;
   readonly label: string;
@@ -57,6 +68,11 @@ export interface Contender {
   readonly notes: string;
   /** Lines for the gateway's nat BENCH chain (iptables-restore syntax, without COMMIT). */
   redirectRules(): string[];
+  /**
+   * The HTTP-listener workload (header routing, no REDIRECT): where the client sends requests to
+   * reach the server at `serverAddr`:80. null = this contender has no such listener.
+   */
+  httpEntry(serverAddr: string): HttpEntry | null;
   start(env: BenchEnv): Promise<void>;
   /** The PID whose CPU and RSS are measured (null for direct). */
   pid(): number | null;
@@ -75,7 +91,15 @@ const LISTEN = {
   nodeHttp: 15021,
   nodeIperf: 15022,
   nodeIdle: 15023,
+  // HTTP listeners, addressed directly by the client (the gateway exempts its own address from
+  // the BENCH redirect).
+  splicegateHttp: 15031,
+  haproxyHttp: 15032,
 } as const;
+
+function headerEntry(port: number, serverAddr: string): HttpEntry {
+  return { base: `http://${ADDR.gwCli4}:${port}`, headers: [`${ROUTING_HEADER}: ${serverAddr}:${SERVER_PORTS.http}`] };
+}
 
 function redirectAll(port: number): string[] {
   return [`-A BENCH -p tcp -j REDIRECT --to-ports ${port}`];
@@ -112,6 +136,10 @@ abstract class ProcessContender implements Contender {
   abstract redirectRules(): string[];
   abstract start(env: BenchEnv): Promise<void>;
 
+  httpEntry(_serverAddr: string): HttpEntry | null {
+    return null;
+  }
+
   pid(): number | null {
     return this.proc && this.proc.running ? this.proc.pid : null;
   }
@@ -143,6 +171,10 @@ class Direct implements Contender {
   redirectRules(): string[] {
     return [];
   }
+  httpEntry(serverAddr: string): HttpEntry {
+    // The same requests straight to the server: the baseline every ratio needs.
+    return { base: `http://${serverAddr}:${SERVER_PORTS.http}`, headers: [] };
+  }
   async start(): Promise<void> {
     // nothing runs
   }
@@ -168,17 +200,25 @@ class SplicegateContender extends ProcessContender {
   readonly label = 'splicegate';
   readonly honoursOriginalDst = true;
   readonly idleMemory = true;
-  readonly notes = 'splicegate, one original_dst listener (REDIRECT + SO_ORIGINAL_DST), default relay settings unless --sg-tuning.';
+  readonly notes =
+    'splicegate, one original_dst listener (REDIRECT + SO_ORIGINAL_DST) and one http listener (x-envoy-original-dst-host from the lab client, default http_pool), default relay settings unless --sg-tuning.';
 
   redirectRules(): string[] {
     return redirectAll(LISTEN.splicegate);
+  }
+
+  override httpEntry(serverAddr: string): HttpEntry {
+    return headerEntry(LISTEN.splicegateHttp, serverAddr);
   }
 
   async start(env: BenchEnv): Promise<void> {
     const doc: Record<string, unknown> = {
       workers: env.threads,
       admin: { address: '127.0.0.1:9901' },
-      listeners: [{ name: 'egress', address: `0.0.0.0:${LISTEN.splicegate}`, mode: 'original_dst' }],
+      listeners: [
+        { name: 'egress', address: `0.0.0.0:${LISTEN.splicegate}`, mode: 'original_dst' },
+        { name: 'http', address: `0.0.0.0:${LISTEN.splicegateHttp}`, mode: 'http', http: { trusted_sources: [`${ADDR.client4}/32`] } },
+      ],
       cluster: { connect_timeout: '5s', upstream_mark: 0 },
       drain_timeout: '2s',
     };
@@ -229,10 +269,45 @@ class HaproxyContender extends ProcessContender {
     this.port = LISTEN[id];
     const how = splice === 'none' ? 'no splicing' : splice === 'auto' ? 'option splice-auto' : 'option splice-request + option splice-response';
     this.notes = `HAProxy (Debian package), mode tcp, "server s1 0.0.0.0:0" (connect to the original destination read with SO_ORIGINAL_DST), ${how}.`;
+    if (id === 'haproxy') {
+      this.notes +=
+        ` Also a mode http frontend for the HTTP-listener workload: "http-request set-dst req.hdr_ip(${ROUTING_HEADER})" and set-dst-port from the header's port, from the lab client only, the header deleted, default connection reuse (http-reuse safe).`;
+    }
   }
 
   redirectRules(): string[] {
     return redirectAll(this.port);
+  }
+
+  override httpEntry(serverAddr: string): HttpEntry | null {
+    return this.id === 'haproxy' ? headerEntry(LISTEN.haproxyHttp, serverAddr) : null;
+  }
+
+  /**
+   * The HTTP gateway as HAProxy 2.6 can express it: the destination address and port from the
+   * header (req.hdr_ip ignores a port; field(2,:) is the port of "ip:port"), honoured only from
+   * the trusted client like splicegate's trusted_sources, and never forwarded. IPv4 only: the
+   * field() split would cut an "[ipv6]:port" value apart, and the workload uses IPv4.
+   */
+  static httpFrontend(port: number): string[] {
+    return [
+      'frontend http_gateway',
+      '    mode http',
+      `    bind 0.0.0.0:${port}`,
+      '    option http-keep-alive',
+      '    timeout http-request 10s',
+      '    timeout http-keep-alive 60s',
+      `    acl trusted src ${ADDR.client4}/32`,
+      `    http-request set-dst req.hdr_ip(${ROUTING_HEADER}) if trusted`,
+      `    http-request set-dst-port req.hdr(${ROUTING_HEADER}),field(2,:) if trusted`,
+      `    http-request del-header ${ROUTING_HEADER}`,
+      '    default_backend http_original_dst',
+      '',
+      'backend http_original_dst',
+      '    mode http',
+      '    server s1 0.0.0.0:0',
+      '',
+    ];
   }
 
   static spliceLines(splice: SpliceMode): string[] {
@@ -265,6 +340,7 @@ class HaproxyContender extends ProcessContender {
       'backend original_dst',
       '    server s1 0.0.0.0:0',
       '',
+      ...(this.id === 'haproxy' ? HaproxyContender.httpFrontend(LISTEN.haproxyHttp) : []),
     ].join('\n');
     const file = path.join(env.tmpDir, `${this.id}.cfg`);
     fs.writeFileSync(file, this.config);

@@ -348,6 +348,10 @@ function mainRows(r: BenchResults): Row[] {
   if (has('wrk-1m')) rows.push({ label: '1 MiB downloads, 8 conns (Gbit/s)', workload: 'wrk-1m', metric: 'gbps', unit: 'Gbit/s', higherIsBetter: true });
   if (has('wrk-ka')) rows.push({ label: 'keep-alive 1 KiB, 32 conns (req/s)', workload: 'wrk-ka', metric: 'rps', unit: 'req/s', higherIsBetter: true });
   if (has('wrk-close')) rows.push({ label: 'new conn per request, 32 conns (conn/s)', workload: 'wrk-close', metric: 'rps', unit: 'conn/s', higherIsBetter: true });
+  if (has('http-ka')) {
+    rows.push({ label: 'HTTP listener, header routing, 16 conns (req/s)', workload: 'http-ka', metric: 'rps', unit: 'req/s', higherIsBetter: true });
+    rows.push({ label: 'HTTP listener, header routing: p99 (ms)', workload: 'http-ka', metric: 'p99_us', unit: 'us', higherIsBetter: false });
+  }
   for (const w of r.workloads.filter((x) => x.id.startsWith('sweep-c'))) {
     const c = w.id.slice('sweep-c'.length);
     rows.push({ label: `sweep ${c} conn(s): p50 (ms)`, workload: w.id, metric: 'p50_us', unit: 'us', higherIsBetter: false });
@@ -361,7 +365,7 @@ function mainRows(r: BenchResults): Row[] {
     rows.push({ label: 'paced 1 stream: machine CPU-s/GiB beyond direct', workload: 'iperf-paced', metric: BEYOND, unit: 'CPU-s/GiB', higherIsBetter: false });
     rows.push({ label: 'paced 1 stream: lab processes CPU-s/GiB beyond direct (no softirq)', workload: 'iperf-paced', metric: LAB_BEYOND, unit: 'CPU-s/GiB', higherIsBetter: false });
   }
-  for (const w of ['wrk-ka', 'wrk-close'].filter(has)) {
+  for (const w of ['wrk-ka', 'wrk-close', 'http-ka'].filter(has)) {
     rows.push({ label: `${w}: proxy CPU µs per request`, workload: w, metric: 'proxy_cpu_us_per_req', unit: 'us/req', higherIsBetter: false });
   }
   for (const w of ['iperf-1', 'iperf-4', 'wrk-1m'].filter(has)) {
@@ -621,6 +625,7 @@ export function renderSvg(r: BenchResults, s: Summary): string {
     ['wrk-1m', 'gbps', '1 MiB downloads'],
     ['wrk-ka', 'rps', 'keep-alive req/s'],
     ['wrk-close', 'rps', 'new conn/s'],
+    ['http-ka', 'rps', 'HTTP header routing req/s'],
   ] as const) {
     if (!has(w)) continue;
     const d = med(s, w, 'direct', m);

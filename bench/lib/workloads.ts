@@ -90,6 +90,9 @@ async function runIperf(env: BenchEnv, streams: number, seconds: number, gbitPer
 
 const anyContender = (): boolean => true;
 
+/** Keep-alive requests through an HTTP listener that routes each one by its header (no REDIRECT). */
+export const HTTP_CONNECTIONS = 16;
+
 export function sweepWorkload(conns: number): Workload {
   return {
     id: `sweep-c${conns}`,
@@ -209,6 +212,23 @@ export function allWorkloads(sweep: readonly number[]): Workload[] {
       higherIsBetter: true,
       applies: anyContender,
       run: async (env, _c, d) => wrkOutcome(await runWrk(env, ['-c32', '-H', 'Connection: close', http(env, '/small')], d.wrk)),
+    },
+    {
+      id: 'http-ka',
+      // 16 connections: within the default http_pool.max_idle_per_host, so the pool is measured
+      // at its default without opening and closing upstream connections as idle counts swing.
+      title: `HTTP listener, header routing: wrk keep-alive ${SMALL_FILE_BYTES} B, ${HTTP_CONNECTIONS} conns`,
+      group: 'requests',
+      metric: 'rps',
+      unit: 'req/s',
+      higherIsBetter: true,
+      applies: (c) => c.httpEntry('') !== null,
+      run: async (env, c, d) => {
+        const entry = c.httpEntry(env.serverAddr);
+        if (entry === null) throw new Error(`${c.id} has no HTTP listener`);
+        const headers = entry.headers.flatMap((h) => ['-H', h]);
+        return wrkOutcome(await runWrk(env, [`-c${HTTP_CONNECTIONS}`, ...headers, `${entry.base}/small`], d.wrk));
+      },
     },
     ...sweep.map(sweepWorkload),
     {

@@ -97,6 +97,42 @@ bool readProxyProtocol(const Napi::Value& value, ProxyProtocolOptions& out) {
   return true;
 }
 
+// listeners[].http as NativeHttpListenerOptions (src/native/binding.ts); absent = mode original_dst.
+bool readHttp(const Napi::Value& value, HttpListenerOptions& out) {
+  if (value.IsUndefined()) return true;
+  Napi::Env env = value.Env();
+  if (!value.IsObject()) return fail(env, "listener option http must be an object");
+  const Napi::Object o = value.As<Napi::Object>();
+  Napi::Value header = o.Get("headerName");
+  if (!header.IsString()) return fail(env, "http option headerName must be a string");
+  out.headerName = header.As<Napi::String>().Utf8Value();
+  if (out.headerName.empty() || out.headerName.size() > 256) return fail(env, "http option headerName must be 1 to 256 characters");
+  for (char& c : out.headerName) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + ('a' - 'A'));
+  }
+  Napi::Value sources = o.Get("trustedSources");
+  if (!sources.IsArray()) return fail(env, "http option trustedSources must be an array of CIDR strings");
+  const Napi::Array list = sources.As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); ++i) {
+    Napi::Value item = list.Get(i);
+    if (!item.IsString()) return fail(env, "http option trustedSources must hold strings");
+    const std::optional<IpCidr> cidr = parseCidr(item.As<Napi::String>().Utf8Value());
+    if (!cidr) return fail(env, "http option trustedSources holds an invalid CIDR");
+    out.trustedSources.push_back(*cidr);
+  }
+  Napi::Value strip = o.Get("stripHeader");
+  if (!strip.IsBoolean()) return fail(env, "http option stripHeader must be a boolean");
+  out.stripHeader = strip.As<Napi::Boolean>().Value();
+  Napi::Value connect = o.Get("connect");
+  if (!connect.IsBoolean()) return fail(env, "http option connect must be a boolean");
+  out.connect = connect.As<Napi::Boolean>().Value();
+  if (!readUint(o, "requestHeadTimeoutMs", out.requestHeadTimeoutMs, 1, 4294967295.0)) return false;
+  // The parser keeps offsets in 32 bits; far beyond any sane head anyway.
+  if (!readUint(o, "maxRequestHeadBytes", out.maxRequestHeadBytes, 256, 16 * 1024 * 1024)) return false;
+  out.enabled = true;
+  return true;
+}
+
 }  // namespace
 
 bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
@@ -148,6 +184,8 @@ bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
     if (!originalSource.IsBoolean()) return fail(o.Env(), "option originalSource must be a boolean");
     out.originalSource = originalSource.As<Napi::Boolean>().Value();
   }
+  if (!readUint(o, "httpPoolMaxIdlePerHost", out.httpPoolMaxIdlePerHost, 0, 1 << 20)) return false;
+  if (!readUint(o, "httpPoolIdleTimeoutMs", out.httpPoolIdleTimeoutMs, 1, 4294967295.0)) return false;
   Napi::Value policies = o.Get("policies");
   if (!policies.IsUndefined() && !readPolicies(policies, out.policies)) return false;
   return true;
@@ -179,6 +217,7 @@ bool readListenerOptions(const Napi::Object& o, ListenerOptions& out) {
   // Range-checked against CoreOptions::policies by the worker, which holds both.
   if (!readUint(o, "policy", out.policy, 0, 65535)) return false;
   if (!readProxyProtocol(o.Get("proxyProtocol"), out.proxyProtocol)) return false;
+  if (!readHttp(o.Get("http"), out.http)) return false;
   return readUint(o, "backlog", out.backlog, 1, 65535);
 }
 

@@ -66,6 +66,10 @@ struct CoreOptions {
   // carries its own. Each worker compiles its own DestinationPolicy from these once. Empty = no
   // policy at all (every destination allowed, no special denies).
   std::vector<PolicyRules> policies;
+  // HTTP listeners' upstream keep-alive pool (cluster.http_pool), per worker: idle connections
+  // kept per original host (the worker's share), and how long one may sit idle.
+  uint32_t httpPoolMaxIdlePerHost = 16;
+  uint32_t httpPoolIdleTimeoutMs = 60000;
 };
 
 // listeners[].proxy_protocol: a PROXY v1/v2 header read before anything is connected.
@@ -79,6 +83,18 @@ struct ProxyProtocolOptions {
   uint32_t timeoutMs = 3000;  // the whole header must arrive within this long after accept
 };
 
+// listeners[].http (mode: http): each request is routed on its own (docs/HTTP.md).
+struct HttpListenerOptions {
+  bool enabled = false;  // mode: http
+  std::string headerName = "x-envoy-original-dst-host";  // lower case
+  // The peer addresses whose routing header is honoured; anyone else's is ignored and counted.
+  std::vector<IpCidr> trustedSources;
+  bool stripHeader = true;  // the routing header never reaches the upstream
+  bool connect = true;      // CONNECT ip:port tunnels
+  uint32_t requestHeadTimeoutMs = 10000;
+  uint32_t maxRequestHeadBytes = 65536;
+};
+
 struct ListenerOptions {
   std::string name;
   SocketAddress address;
@@ -86,6 +102,7 @@ struct ListenerOptions {
   int backlog = 4096;
   uint32_t policy = 0;  // index into CoreOptions::policies
   ProxyProtocolOptions proxyProtocol;
+  HttpListenerOptions http;
 };
 
 }  // namespace splicegate

@@ -27,7 +27,10 @@ namespace splicegate {
   X(cx_connect_timeout)          \
   X(cx_overflow)                 \
   X(rx_bytes)                    \
-  X(tx_bytes)
+  X(tx_bytes)                    \
+  X(rq_total)                    /* HTTP listener: requests sent to this host */ \
+  X(cx_reuse)                    /* of those, on a pooled keep-alive connection */ \
+  X(pool_miss)                   /* no idle pooled connection: a new one was opened */
 
 enum class HostStat : size_t {
 #define SPLICEGATE_HOST_STAT_ENUM(name) name,

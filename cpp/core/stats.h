@@ -53,7 +53,27 @@ namespace splicegate {
   X(proxy_protocol_timeout)       /* reset: header incomplete after proxy_protocol.timeout */ \
   X(proxy_protocol_untrusted)     /* reset: sender outside trusted_sources sent a header (or any, where required) */ \
   X(proxy_protocol_sent)          /* PROXY headers written to upstreams */                    \
-  X(original_source_failed)       /* upstream could not bind the client's address: reset */
+  X(original_source_failed)       /* upstream could not bind the client's address: reset */ \
+  X(http_rq_total)                /* HTTP listener: request heads read (CONNECT included) */  \
+  X(http_rq_malformed)            /* 400: refused by the parser (smuggling vectors, syntax) */ \
+  X(http_rq_head_timeout)         /* 408: head incomplete after request_head_timeout */       \
+  X(http_rq_head_too_large)       /* 431: head over max_request_head_bytes */                 \
+  X(http_rq_no_destination)       /* 503: no trusted header and no original destination */    \
+  X(http_rq_policy_denied)        /* 403: the destination policy denied the destination */    \
+  X(http_rq_overflow)             /* 503: host limits or max_hosts */                         \
+  X(http_rq_connect_fail)         /* 503: the upstream connect failed */                      \
+  X(http_rq_connect_timeout)      /* 504: the upstream connect timed out */                   \
+  X(http_rq_upstream_error)       /* 502 (or a reset once the response began): upstream reset or bad response */ \
+  X(http_rq_connect_disabled)     /* 405: CONNECT on a listener with connect: false */        \
+  X(http_tunnel_total)            /* CONNECT tunnels and 101 upgrades handed to the relay */  \
+  X(original_dst_host_invalid)    /* routing header from a trusted client not an IP:PORT literal: ignored */ \
+  X(original_dst_header_untrusted) /* routing header from an untrusted client: ignored */    \
+  X(upstream_rq_total)            /* requests sent upstream (retries included) */             \
+  X(upstream_rq_retry)            /* idempotent requests retried on a fresh connection */     \
+  X(upstream_cx_reuse)            /* requests sent on a pooled keep-alive connection */       \
+  X(http_pool_hit)                /* a live idle connection was taken from the pool */        \
+  X(http_pool_miss)               /* none was: a new connection was opened */                 \
+  X(http_pool_discarded)          /* idle connections closed: server closed, data, idle_timeout, full */
 
 enum class Stat : size_t {
 #define SPLICEGATE_STAT_ENUM(name) name,

@@ -75,6 +75,7 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}),
       context_{*loop_, stats_, pipes_, buffers_, hosts_, latency_, options_, *this},
       warm_(context_),
+      httpPool_(options.httpPoolMaxIdlePerHost, static_cast<uint64_t>(options.httpPoolIdleTimeoutMs) * 1000, hosts_, stats_),
       policies_(options.policies),
       events_(kEventCapacity) {
   hosts_.setEraseHook([this](const Host& host) { warm_.dropHost(host); });
@@ -156,6 +157,7 @@ void WorkerCore::stopAccepting() {
 
 void WorkerCore::closeAllConnections(CloseReason reason) {
   connections_.forEachSafe([reason](Connection* c) { c->close(reason); });
+  sessions_.forEachSafe([reason](HttpSession* s) { s->close(reason); });
   // Posted through LoopThread this runs inside a batch (the wake handler is an event of it), and
   // a later event of that batch may name one of these connections: disposeClosed() waits then.
   disposeClosed();
@@ -220,7 +222,7 @@ void WorkerCore::pauseAccepting() {
 }
 
 bool WorkerCore::pauseIfFull(Listener& listener) {
-  if (connections_.size() < options_.maxDownstreamConnections) return false;
+  if (connections_.size() + sessions_.size() < options_.maxDownstreamConnections) return false;
   // This worker's share is full. The accept queue is shared: leave the socket to the workers with
   // room (an EPOLLEXCLUSIVE wakeup only reaches workers still registered) and rejoin at the tick
   // after a connection closed. With every worker full, clients wait in the listen backlog, as
@@ -233,6 +235,10 @@ bool WorkerCore::pauseIfFull(Listener& listener) {
 void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress& peer) {
   stats_.add(Stat::downstream_cx_total);
   const ListenerOptions& lo = listener.options();
+  if (lo.http.enabled) {
+    acceptHttp(lo, std::move(fd), peer);
+    return;
+  }
   // The protocol stage, for a listener with proxy_protocol: only a trusted peer may name another
   // client and destination. An untrusted one is reset at once when the header is required; when
   // it is optional the stage still reads its first bytes, and resets it if they are a header.
@@ -322,6 +328,46 @@ void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestina
   Host* host = admitDestination(lo, destination, client);
   if (!host) return c.close(CloseReason::kRefused);
   startUpstream(c, *host, client, destination);
+}
+
+void WorkerCore::acceptHttp(const ListenerOptions& lo, UniqueFd fd, const SocketAddress& peer) {
+  // The original destination is the fallback for requests without a (trusted, valid) routing
+  // header; a connection that was not redirected simply has none (503 no_destination per request).
+  const OriginalDstResult dst = resolver_.resolve(fd.get(), lo.address.family(), lo.transparent);
+  if (dst.outcome == OriginalDstOutcome::kLoop) {
+    stats_.add(Stat::loop_rejected);
+    resetOnClose(fd.get());
+    return;
+  }
+  if (connections_.size() + sessions_.size() >= options_.maxDownstreamConnections) {
+    stats_.add(Stat::downstream_cx_overflow);
+    resetOnClose(fd.get());
+    return;
+  }
+  const SocketAddress original = dst.outcome == OriginalDstOutcome::kFound ? dst.address : SocketAddress();
+  stats_.add(Stat::downstream_cx_active);
+  HttpServices services{*loop_, stats_, hosts_, latency_, httpPool_, options_,
+                        RelayServices{pipes_, buffers_, stats_, options_}};
+  auto* s = new HttpSession(services, *this, lo, std::move(fd), peer, original);
+  sessions_.pushBack(s);
+  s->start();
+}
+
+bool WorkerCore::allowDestination(const ListenerOptions& listener, const SocketAddress& destination,
+                                  const SocketAddress& client) {
+  DestinationPolicy* policy = policies_.at(listener.policy);
+  if (!policy) return true;
+  const PolicyDecision decision = policy->check(destination);
+  if (decision.allow) return true;
+  policy->countDenied(decision);
+  recordDenied(listener, client, destination, decision);
+  return false;
+}
+
+void WorkerCore::sessionClosed(HttpSession& s) {
+  sessions_.remove(&s);
+  stats_.sub(Stat::downstream_cx_active);
+  closedSessions_.push_back(&s);
 }
 
 Host* WorkerCore::admitDestination(const ListenerOptions& listener, const SocketAddress& original,
@@ -490,6 +536,8 @@ void WorkerCore::onTick() {
     stats_.add(Stat::upstream_cx_connect_timeout);
     c->close(CloseReason::kConnectTimeout);
   }
+  sessions_.forEachSafe([now](HttpSession* s) { s->onTick(now); });
+  httpPool_.expire(now);
   // PROXY headers: each listener has its own timeout, so every waiting connection is looked at
   // (only those still in their protocol stage, each tick).
   handshaking_.forEachSafe([&](Connection* c) {
@@ -519,7 +567,7 @@ void WorkerCore::onTick() {
   // Accepting resumes only with the spare fd back in hand: an accepted connection whose upstream
   // socket cannot be opened would have to be reset.
   if (!spareFd_) spareFd_.reset(::eventfd(0, EFD_CLOEXEC));
-  if (spareFd_ && connections_.size() < options_.maxDownstreamConnections) {
+  if (spareFd_ && connections_.size() + sessions_.size() < options_.maxDownstreamConnections) {
     for (auto& listener : listeners_) listener->resumeIfPaused();
   }
   refreshGauges();
@@ -537,6 +585,8 @@ void WorkerCore::disposeClosed() {
   if (dispatching_) return;  // runOnce calls again once the batch is over
   for (Connection* c : closed_) delete c;
   closed_.clear();
+  for (HttpSession* s : closedSessions_) delete s;
+  closedSessions_.clear();
   warm_.disposeDropped();
 }
 

@@ -19,6 +19,8 @@
 #include "core_options.h"
 #include "event_loop.h"
 #include "host_cache.h"
+#include "http_pool.h"
+#include "http_session.h"
 #include "intrusive_list.h"
 #include "listener.h"
 #include "original_dst.h"
@@ -34,8 +36,8 @@
 namespace splicegate {
 
 // Owns the per-worker services and the WorkerContext that hands them to each connection; receives
-// the connections' lifecycle calls (ConnectionEvents).
-class WorkerCore final : private ConnectionEvents {
+// the connections' lifecycle calls (ConnectionEvents) and the HTTP sessions' (HttpSessionOwner).
+class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
  public:
   static std::unique_ptr<WorkerCore> create(const CoreOptions& options, SysError& err);
   // For tests: inject the original-destination syscalls.
@@ -59,7 +61,8 @@ class WorkerCore final : private ConnectionEvents {
   void wake();
   void setWakeHandler(std::function<void()> handler) { wakeHandler_ = std::move(handler); }
 
-  size_t activeConnections() const { return connections_.size(); }
+  size_t activeConnections() const { return connections_.size() + sessions_.size(); }
+  size_t httpPoolIdle() const { return httpPool_.idleCount(); }
   size_t listenerCount() const { return listeners_.size(); }
   const Stats& stats() const { return stats_; }
   // Compiled once at creation and never changed: its counters may be read from another thread.
@@ -117,6 +120,12 @@ class WorkerCore final : private ConnectionEvents {
   void recordDenied(const ListenerOptions& listener, const SocketAddress& client, const SocketAddress& destination,
                     const PolicyDecision& decision);
   bool pauseIfFull(Listener& listener);
+  // A connection on a mode: http listener: an HttpSession reads and routes its requests.
+  void acceptHttp(const ListenerOptions& listener, UniqueFd fd, const SocketAddress& peer);
+  // HttpSessionOwner
+  bool allowDestination(const ListenerOptions& listener, const SocketAddress& destination,
+                        const SocketAddress& client) override;
+  void sessionClosed(HttpSession& s) override;
   // Out of resources for a connection's second socket: every listener waits for the tick.
   void pauseAccepting();
 
@@ -131,6 +140,7 @@ class WorkerCore final : private ConnectionEvents {
   WorkerLatency latency_;
   WorkerContext context_;  // after everything it names
   WarmPool warm_;  // after hosts_: destroyed first, while the hosts it points at still exist
+  HttpPool httpPool_;  // after hosts_, for the same reason
   PolicySet policies_;
   uint64_t lastPolicyRefreshUs_ = 0;
   WorkerEventBuffer events_;
@@ -149,6 +159,8 @@ class WorkerCore final : private ConnectionEvents {
   IntrusiveList<Connection, &Connection::holderWaitNode> holderWaiters_;
   IntrusiveList<Connection, &Connection::handshakeNode> handshaking_;  // waiting for a PROXY header
   std::vector<Connection*> closed_;  // freed after the batch: a later event may still name them
+  IntrusiveList<HttpSession, &HttpSession::node> sessions_;  // HTTP listener connections
+  std::vector<HttpSession*> closedSessions_;  // freed after the batch, like closed_
   FdHandler tick_;
   FdHandler kick_;
   bool kicked_ = false;

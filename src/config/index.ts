@@ -4,4 +4,5 @@ export { parseConfigText, loadConfigFile } from './load';
 export { defaultConfig, DEFAULT_CONFIG_SOURCE, DEFAULT_CONFIG_YAML } from './default';
 export { ConfigError, formatProblems, type ConfigProblem } from './problems';
 export { DEFAULTS } from './schema';
+export { configWarnings, type ConfigWarning } from './warnings';
 export type * from './types';

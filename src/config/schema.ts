@@ -12,7 +12,7 @@ import { bareNumberMessage, parseDuration } from './duration';
 import { Parsed, showValue } from './parsed';
 import { policySchema, toPolicyConfig } from './policy-schema';
 import { closestMatch } from './suggest';
-import type { SocketAddress, SplicegateConfig } from './types';
+import type { HttpListenerConfig, SocketAddress, SplicegateConfig } from './types';
 
 export const MAX_WORKERS = 256;
 export const MAX_BACKLOG = 65535;
@@ -46,7 +46,25 @@ export const DEFAULTS = {
   proxyProtocolTimeout: '3s',
   sendProxyProtocol: 'off',
   originalSource: false,
+  httpHeaderName: 'x-envoy-original-dst-host',
+  httpStripHeader: true,
+  httpConnect: true,
+  httpRequestHeadTimeout: '10s',
+  httpMaxRequestHeadBytes: 65536,
+  httpPoolMaxIdlePerHost: 16,
+  httpPoolIdleTimeout: '60s',
 } as const;
+
+/** Bounds of listeners[].http.max_request_head_bytes: one small header block .. 1 MiB. */
+export const MIN_REQUEST_HEAD_BYTES = 1024;
+export const MAX_REQUEST_HEAD_BYTES = 1 << 20;
+/** Bound of cluster.http_pool.max_idle_per_host (per worker share; 0 = keep no idle connection). */
+export const MAX_IDLE_PER_HOST = 65536;
+
+/** RFC 7230 token: the characters a header field name may have. */
+const HEADER_TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Longest accepted header name; a name longer than this is a typo or an attack, not a header. */
+export const MAX_HEADER_NAME_LENGTH = 256;
 
 export const MAX_PIPE_SIZE = 1 << 20; // the kernel's default pipe-max-size for unprivileged users
 
@@ -87,6 +105,38 @@ const proxyProtocol = z.strictObject({
   timeout: duration.prefault(DEFAULTS.proxyProtocolTimeout),
 });
 
+// A header field name, lowercased: HTTP/1.1 names are case-insensitive, and the data plane
+// compares one canonical form.
+const headerName = z
+  .string({ error: (issue) => `expected a header name as a string, got ${showValue(issue.input)}` })
+  .transform((text, ctx) => {
+    if (text.length === 0 || text.length > MAX_HEADER_NAME_LENGTH || !HEADER_TOKEN_RE.test(text)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `expected a header name (an RFC 7230 token: letters, digits and !#$%&'*+-.^_\`|~, 1 to ${MAX_HEADER_NAME_LENGTH} characters), got ${showValue(text)}`,
+        input: text,
+      });
+      return z.NEVER;
+    }
+    return text.toLowerCase();
+  });
+
+// The HTTP listener (docs/HTTP.md). Unlike PROXY protocol, an empty trusted_sources is allowed and
+// is the default: the header is then honoured from nobody, and each request goes to its
+// connection's original destination (validate and run warn about it, since it is rarely meant).
+const httpListener = z.strictObject({
+  header_name: headerName.prefault(DEFAULTS.httpHeaderName),
+  trusted_sources: z.array(cidr).default([]),
+  strip_header: z.boolean().default(DEFAULTS.httpStripHeader),
+  connect: z.boolean().default(DEFAULTS.httpConnect),
+  request_head_timeout: duration.prefault(DEFAULTS.httpRequestHeadTimeout),
+  max_request_head_bytes: z
+    .int({ error: (issue) => `expected a byte count from ${MIN_REQUEST_HEAD_BYTES} to ${MAX_REQUEST_HEAD_BYTES} (1 MiB), got ${showValue(issue.input)}` })
+    .min(MIN_REQUEST_HEAD_BYTES)
+    .max(MAX_REQUEST_HEAD_BYTES)
+    .default(DEFAULTS.httpMaxRequestHeadBytes),
+});
+
 const workersMessage = (issue: { input?: unknown }): string =>
   `expected "auto" or an integer from 1 to ${MAX_WORKERS}, got ${showValue(issue.input)}`;
 const workers = z.union(
@@ -103,7 +153,7 @@ const listener = z.strictObject({
       `expected a name of letters, digits, "_", "." or "-" (at most 64, starting with a letter or digit), got ${showValue(issue.input)}`,
   }),
   address,
-  mode: z.enum(['original_dst']).default(DEFAULTS.mode),
+  mode: z.enum(['original_dst', 'http']).default(DEFAULTS.mode),
   transparent: z.boolean().default(DEFAULTS.transparent),
   backlog: z
     .int({ error: (issue) => `expected an integer from 1 to ${MAX_BACKLOG}, got ${showValue(issue.input)}` })
@@ -113,7 +163,21 @@ const listener = z.strictObject({
   // Replaces the top-level policy for this listener (no merging: one place says what applies).
   policy: policySchema.optional(),
   proxy_protocol: proxyProtocol.optional(),
+  // Only with mode: http (checkHttpBlockMode); omitted there = every default.
+  http: httpListener.optional(),
 });
+
+// An http: block on an original_dst listener would be silently ignored: refuse it instead.
+function checkHttpBlockMode(listeners: unknown, ctx: z.RefinementCtx): void {
+  if (!Array.isArray(listeners)) return;
+  listeners.forEach((item: unknown, index) => {
+    if (!isRecord(item) || item['http'] === undefined) return;
+    // The value here has its defaults applied, so an omitted mode reads as original_dst.
+    if (item['mode'] === 'original_dst') {
+      ctx.addIssue({ code: 'custom', path: [index, 'http'], message: 'an http: block needs mode: http (this listener is original_dst, the default mode)' });
+    }
+  });
+}
 
 // Uniqueness runs even when some listener has other problems (`when` below), so one pass reports
 // both "bad backlog" and "duplicate name". The value may then be partly unparsed, hence `unknown`
@@ -237,7 +301,8 @@ export const configFileSchema = z
     listeners: z
       .array(listener, { error: (issue) => (issue.input === undefined ? 'required: at least one listener' : undefined) })
       .min(1, { error: 'at least one listener is required' })
-      .superRefine(checkListenersUnique, always),
+      .superRefine(checkListenersUnique, always)
+      .superRefine(checkHttpBlockMode, always),
     // Destination policy (docs/POLICY.md); omitted = default allow with the special denies on.
     policy: policySchema.prefault({}),
     // prefault (not default): the empty object still goes through the schema, so the per-field
@@ -268,6 +333,13 @@ export const configFileSchema = z
         send_proxy_protocol: z.enum(['off', 'v1', 'v2']).default(DEFAULTS.sendProxyProtocol),
         // Bind upstream sockets to the client's IP (docs/CONFIG.md: needs return routing).
         original_source: z.boolean().default(DEFAULTS.originalSource),
+        // Idle upstream keep-alive connections of HTTP listeners, per original host.
+        http_pool: z
+          .strictObject({
+            max_idle_per_host: countField(0, MAX_IDLE_PER_HOST).default(DEFAULTS.httpPoolMaxIdlePerHost),
+            idle_timeout: duration.prefault(DEFAULTS.httpPoolIdleTimeout),
+          })
+          .prefault({}),
       })
       .prefault({}),
     drain_timeout: duration.prefault(DEFAULTS.drainTimeout),
@@ -327,6 +399,7 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       proxyProtocol: l.proxy_protocol
         ? { trustedSources: l.proxy_protocol.trusted_sources, required: l.proxy_protocol.required, timeoutMs: l.proxy_protocol.timeout }
         : null,
+      ...(l.mode === 'http' ? { http: toHttpListenerConfig(l.http) } : {}),
     })),
     policy: toPolicyConfig(file.policy),
     cluster: {
@@ -344,6 +417,7 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
         : null,
       sendProxyProtocol: file.cluster.send_proxy_protocol,
       originalSource: file.cluster.original_source,
+      httpPool: { maxIdlePerHost: file.cluster.http_pool.max_idle_per_host, idleTimeoutMs: file.cluster.http_pool.idle_timeout },
     },
     drainTimeoutMs: file.drain_timeout,
     tuning: {
@@ -353,6 +427,20 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       driver: file.tuning.driver,
       recordLatency: file.tuning.record_latency,
     },
+  };
+}
+
+// mode: http without an http: block takes every default; run it through the schema so the
+// defaults stay in one place.
+function toHttpListenerConfig(block: z.output<typeof httpListener> | undefined): HttpListenerConfig {
+  const b = block ?? httpListener.parse({});
+  return {
+    headerName: b.header_name,
+    trustedSources: b.trusted_sources,
+    stripHeader: b.strip_header,
+    connect: b.connect,
+    requestHeadTimeoutMs: b.request_head_timeout,
+    maxRequestHeadBytes: b.max_request_head_bytes,
   };
 }
 

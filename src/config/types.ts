@@ -1,7 +1,8 @@
 // The validated, typed configuration. The YAML names (snake_case) are a contract other tools rely
 // on; this is their in-memory form after validation: durations in milliseconds, addresses split.
 
-export type ListenerMode = 'original_dst';
+/** original_dst: relay each connection to its original destination; http: route each HTTP request (docs/HTTP.md). */
+export type ListenerMode = 'original_dst' | 'http';
 
 export interface SocketAddress {
   /** Literal IP as written, without brackets ("0.0.0.0", "::", "10.0.0.1"). */
@@ -23,6 +24,24 @@ export interface ListenerConfig {
   policy: PolicyConfig | null;
   /** PROXY protocol (v1 or v2) header expected from trusted senders; null = off (the default). */
   proxyProtocol: ProxyProtocolConfig | null;
+  /** The HTTP listener's settings; present iff mode is 'http'. */
+  http?: HttpListenerConfig;
+}
+
+/** listeners[].http: how an HTTP listener picks each request's destination (docs/HTTP.md). */
+export interface HttpListenerConfig {
+  /** Lowercased; the header naming the destination as "ip:port" (Envoy's http_header_name). */
+  headerName: string;
+  /** Clients whose header is honoured; empty = nobody's (each request goes to its original destination). */
+  trustedSources: Cidr[];
+  /** Remove the header before forwarding the request upstream. */
+  stripHeader: boolean;
+  /** Accept CONNECT ip:port tunnels. */
+  connect: boolean;
+  /** A request head must be complete this long after its first byte (or after accept); else 408. */
+  requestHeadTimeoutMs: number;
+  /** Request line plus headers larger than this: 431. */
+  maxRequestHeadBytes: number;
 }
 
 export interface ProxyProtocolConfig {
@@ -59,6 +78,15 @@ export interface ClusterConfig {
   sendProxyProtocol: SendProxyProtocol;
   /** Upstream sockets bind to the client's IP (IP_TRANSPARENT), so the destination sees the client. */
   originalSource: boolean;
+  /** Idle upstream keep-alive connections kept for HTTP listeners. */
+  httpPool: HttpPoolConfig;
+}
+
+export interface HttpPoolConfig {
+  /** Idle connections kept per original host (split across workers); 0 = none kept. */
+  maxIdlePerHost: number;
+  /** An idle pooled connection is closed after this long. */
+  idleTimeoutMs: number;
 }
 
 export interface PreconnectConfig {

@@ -34,6 +34,10 @@ export interface NativeWorkerOptions {
   sendProxyProtocol?: 0 | 1 | 2;
   /** Bind upstream sockets to the client's IP (cluster.original_source). */
   originalSource?: boolean;
+  /** cluster.http_pool.max_idle_per_host, this worker's share (idle keep-alive upstreams per host). */
+  httpPoolMaxIdlePerHost?: number;
+  /** cluster.http_pool.idle_timeout. */
+  httpPoolIdleTimeoutMs?: number;
 }
 
 /**
@@ -62,6 +66,19 @@ export interface NativeListenerOptions {
   policy?: number;
   /** listeners[].proxy_protocol; absent = no header is read. */
   proxyProtocol?: NativeProxyProtocolOptions;
+  /** listeners[].http; present iff the listener is mode: http (docs/HTTP.md). */
+  http?: NativeHttpListenerOptions;
+}
+
+export interface NativeHttpListenerOptions {
+  /** Lower case. */
+  headerName: string;
+  /** Canonical CIDRs; the clients whose routing header is honoured. */
+  trustedSources: string[];
+  stripHeader: boolean;
+  connect: boolean;
+  requestHeadTimeoutMs: number;
+  maxRequestHeadBytes: number;
 }
 
 export interface NativeProxyProtocolOptions {

@@ -26,6 +26,18 @@ export function nativeListenerOptions(l: ListenerConfig, policy: number): Native
           },
         }
       : {}),
+    ...(l.mode === 'http' && l.http
+      ? {
+          http: {
+            headerName: l.http.headerName,
+            trustedSources: l.http.trustedSources.map((c) => c.text),
+            stripHeader: l.http.stripHeader,
+            connect: l.http.connect,
+            requestHeadTimeoutMs: l.http.requestHeadTimeoutMs,
+            maxRequestHeadBytes: l.http.maxRequestHeadBytes,
+          },
+        }
+      : {}),
   };
 }
 

@@ -74,5 +74,8 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): Nat
     originalSource: cluster.originalSource,
     // Listener i uses policies[listenerPolicyIndexes(config.listeners)[i]] (src/proxy/listen-sockets.ts).
     policies: nativePolicies(config).policies,
+    // Idle upstreams are kept per worker (each has its own host cache): each gets its share.
+    httpPoolMaxIdlePerHost: cluster.httpPool.maxIdlePerHost > 0 ? share(cluster.httpPool.maxIdlePerHost) : 0,
+    httpPoolIdleTimeoutMs: cluster.httpPool.idleTimeoutMs,
   };
 }

@@ -4,6 +4,7 @@
 // exit 0.
 
 import type { SplicegateConfig } from '../config/types';
+import { configWarnings } from '../config/warnings';
 import { startAdminServer, type AdminServer } from '../admin/admin-server';
 import { loadBinding } from '../native/binding';
 import { nativeOptionsFor } from './native-options';
@@ -137,6 +138,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
     listeners: config.listeners.map((l) => `${l.name}=${l.address.text}`).join(','),
     nofile: limits.soft,
   });
+  for (const w of configWarnings(config)) log.warn('config warning', { path: w.path, message: w.message });
   const signals = waitForSignal(log);
   // Here, not in the workers: one socket per listener for the process's life (no SO_REUSEPORT), so
   // a second instance fails with EADDRINUSE and a worker's death loses nothing queued.

@@ -3,6 +3,7 @@
 // a hang (-timeout) or a memory blow-up (-rss_limit_mb) is a finding. Run by scripts/fuzz.sh.
 
 import { ConfigError, formatProblems, parseConfigText } from '../../src/config/load';
+import { configWarnings } from '../../src/config/warnings';
 
 export function fuzz(data: Buffer): void {
   let config;
@@ -20,4 +21,9 @@ export function fuzz(data: Buffer): void {
     return;
   }
   if (config.listeners.length === 0) throw new Error('a config without listeners was accepted');
+  // The typed config's promise to the data plane: an http block exactly on http listeners.
+  for (const l of config.listeners) {
+    if ((l.mode === 'http') !== (l.http !== undefined)) throw new Error(`listener ${l.name}: mode ${l.mode} with http ${JSON.stringify(l.http)}`);
+  }
+  configWarnings(config); // what validate and run print must not throw either
 }

@@ -12,8 +12,17 @@ export interface ListenerSpec {
   name: string;
   /** "0.0.0.0:15001" or "[::]:15006" */
   address: string;
-  mode?: 'original_dst';
+  mode?: 'original_dst' | 'http';
   transparent?: boolean;
+  /** listeners[].http (mode: http). */
+  http?: {
+    header_name?: string;
+    trusted_sources?: string[];
+    strip_header?: boolean;
+    connect?: boolean;
+    request_head_timeout?: string;
+    max_request_head_bytes?: number;
+  };
   proxy_protocol?: { trusted_sources: string[]; required?: boolean; timeout?: string };
   /** The listener's own `policy:` (replaces the top-level one). */
   policy?: JsonObject;
@@ -37,6 +46,7 @@ export interface SplicegateOptions {
     preconnect?: { ports: number[]; per_host?: number; ttl?: string };
     send_proxy_protocol?: 'off' | 'v1' | 'v2';
     original_source?: boolean;
+    http_pool?: { max_idle_per_host?: number; idle_timeout?: string };
   };
   /** Extra `splicegate run` arguments (e.g. --latency-log FILE). */
   args?: string[];
@@ -101,6 +111,17 @@ function findStat(body: JsonObject, name: string): { value: number; form: string
   return null;
 }
 
+/**
+ * A counter outside STAT_NAMES (newer or listener-specific ones) from a snapshot's raw body;
+ * throws when the proxy does not report it, so a renamed counter fails the test instead of
+ * reading as 0.
+ */
+export function counter(s: Stats, name: string): number {
+  const f = findStat(s.raw, name);
+  if (f === null) throw new Error(`stats: no numeric counter ${name} in ${tail(JSON.stringify(s.raw), 2000)}`);
+  return f.value;
+}
+
 export function parseStats(text: string): Stats {
   let body: unknown;
   try {
@@ -151,6 +172,7 @@ export class Splicegate {
         transparent: l.transparent ?? false,
         ...(l.proxy_protocol === undefined ? {} : { proxy_protocol: l.proxy_protocol }),
         ...(l.policy === undefined ? {} : { policy: l.policy }),
+        ...(l.http === undefined ? {} : { http: l.http }),
       })),
       cluster: {
         connect_timeout: o.cluster?.connect_timeout ?? '5s',
@@ -165,6 +187,7 @@ export class Splicegate {
         ...(o.cluster?.preconnect === undefined ? {} : { preconnect: o.cluster.preconnect }),
         ...(o.cluster?.send_proxy_protocol === undefined ? {} : { send_proxy_protocol: o.cluster.send_proxy_protocol }),
         ...(o.cluster?.original_source === undefined ? {} : { original_source: o.cluster.original_source }),
+        ...(o.cluster?.http_pool === undefined ? {} : { http_pool: o.cluster.http_pool }),
       },
       drain_timeout: o.drain_timeout ?? '10s',
       ...(o.extra ?? {}),

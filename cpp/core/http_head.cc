@@ -1,0 +1,375 @@
+#include "http_head.h"
+
+#include <cstring>
+
+namespace splicegate::http {
+
+namespace {
+
+template <typename T>
+T& self(llhttp_t* p) {
+  return *static_cast<T*>(p->data);
+}
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + ('a' - 'A')) : c; }
+
+}  // namespace
+
+bool RequestHead::idempotent() const {
+  switch (method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// ---- RequestParser ----
+
+const llhttp_settings_t& RequestParser::settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t v;
+    llhttp_settings_init(&v);
+    v.on_url = onUrl;
+    v.on_header_field = onHeaderField;
+    v.on_header_field_complete = onHeaderFieldComplete;
+    v.on_header_value = onHeaderValue;
+    v.on_header_value_complete = onHeaderValueComplete;
+    v.on_headers_complete = onHeadersComplete;
+    v.on_message_complete = onMessageComplete;
+    return v;
+  }();
+  return s;
+}
+
+RequestParser::RequestParser(std::string routingHeader, size_t maxHeadBytes)
+    : routingHeader_(std::move(routingHeader)), maxHeadBytes_(maxHeadBytes) {
+  for (char& c : routingHeader_) c = lower(c);
+  reset();
+}
+
+void RequestParser::reset() {
+  // A fresh llhttp state per request: cheap (a memset), and nothing of a finished request's
+  // parser state (its pause, its upgrade) can leak into the next one.
+  llhttp_init(&parser_, HTTP_REQUEST, &settings());
+  parser_.data = this;
+  head_ = RequestHead{};
+  error_ = HeadError::kNone;
+  reason_ = "";
+  base_ = nullptr;
+  parsed_ = 0;
+  headDone_ = false;
+  messageDone_ = false;
+  inField_ = false;
+  fieldMatches_ = false;
+  fieldMatched_ = 0;
+  fieldStart_ = 0;
+  valueIsRouting_ = false;
+  firstRoutingValue_ = false;
+  lineOpen_ = false;
+}
+
+int RequestParser::fail(HeadError error, const char* reason) {
+  error_ = error;
+  reason_ = reason;
+  llhttp_set_error_reason(&parser_, reason);
+  return HPE_USER;
+}
+
+void RequestParser::closeRoutingLine(uint32_t end) {
+  if (!lineOpen_) return;
+  lineOpen_ = false;
+  Span& line = head_.routingLines[head_.routingLineCount++];
+  line.length = end - line.offset;
+}
+
+ParseStatus RequestParser::parseHead(const uint8_t* buf, size_t size) {
+  if (error_ != HeadError::kNone) return ParseStatus::kError;
+  if (headDone_) return ParseStatus::kDone;
+  base_ = buf;
+  const size_t limit = size < maxHeadBytes_ ? size : maxHeadBytes_;
+  if (parsed_ < limit) {
+    const char* start = reinterpret_cast<const char*>(buf) + parsed_;
+    const llhttp_errno_t e = llhttp_execute(&parser_, start, limit - parsed_);
+    if (e == HPE_PAUSED && headDone_) {
+      head_.length = static_cast<uint32_t>(parsed_ + static_cast<size_t>(llhttp_get_error_pos(&parser_) - start));
+      parsed_ = head_.length;
+      // Two things llhttp lets through even in strict mode, both where parsers disagree about
+      // where a header or the head ends (so a proxy must refuse them, RFC 9112 2.2 and 5.2):
+      // a bare LF as the blank line that ends the head, and obs-fold (a line continued by
+      // leading whitespace). One pass over the head finds both: every LF must follow a CR and
+      // no line may start with SP or HTAB.
+      for (uint32_t i = 0; i < head_.length; ++i) {
+        if (buf[i] != '\n') continue;
+        if (i == 0 || buf[i - 1] != '\r') {
+          fail(HeadError::kMalformed, "bare LF in the request head");
+          return ParseStatus::kError;
+        }
+        if (i + 1 < head_.length && (buf[i + 1] == ' ' || buf[i + 1] == '\t')) {
+          fail(HeadError::kMalformed, "obs-fold (header line continued)");
+          return ParseStatus::kError;
+        }
+      }
+      // The head ends with CRLF CRLF (checked above): the last header line ends 2 bytes before.
+      closeRoutingLine(head_.length - 2);
+      if (head_.hasRoutingHeader) {
+        // llhttp drops the leading whitespace of a value; drop the trailing one too.
+        Span& v = head_.routingValue;
+        while (v.length > 0 && (buf[v.end() - 1] == ' ' || buf[v.end() - 1] == '\t')) --v.length;
+      }
+      return ParseStatus::kDone;
+    }
+    if (e != HPE_OK) {
+      if (error_ == HeadError::kNone) {
+        error_ = HeadError::kMalformed;
+        reason_ = llhttp_get_error_reason(&parser_);
+        if (reason_ == nullptr) reason_ = llhttp_errno_name(e);
+      }
+      return ParseStatus::kError;
+    }
+    parsed_ = limit;
+  }
+  if (size >= maxHeadBytes_) {
+    error_ = HeadError::kTooLarge;
+    reason_ = "request head larger than max_request_head_bytes";
+    return ParseStatus::kError;
+  }
+  return ParseStatus::kNeedMore;
+}
+
+Progress RequestParser::body(const uint8_t* data, size_t size) {
+  Progress out;
+  if (!headDone_ || error_ != HeadError::kNone) {
+    out.error = true;
+    return out;
+  }
+  if (messageDone_) {
+    out.complete = true;
+    return out;
+  }
+  // No body: complete without waiting for a byte (llhttp would only say so on the next one).
+  if (!head_.chunked && head_.contentLength == 0) {
+    messageDone_ = true;
+    out.complete = true;
+    return out;
+  }
+  if (size == 0) return out;
+  if (llhttp_get_errno(&parser_) == HPE_PAUSED) llhttp_resume(&parser_);
+  const char* start = reinterpret_cast<const char*>(data);
+  const llhttp_errno_t e = llhttp_execute(&parser_, start, size);
+  if (e == HPE_OK) {
+    out.consumed = size;
+    return out;
+  }
+  if ((e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) && messageDone_) {
+    out.consumed = static_cast<size_t>(llhttp_get_error_pos(&parser_) - start);
+    out.complete = true;
+    return out;
+  }
+  error_ = HeadError::kMalformed;
+  reason_ = llhttp_get_error_reason(&parser_);
+  if (reason_ == nullptr) reason_ = llhttp_errno_name(e);
+  out.error = true;
+  return out;
+}
+
+int RequestParser::onUrl(llhttp_t* p, const char* at, size_t n) {
+  RequestParser& r = self<RequestParser>(p);
+  if (r.head_.target.length == 0) r.head_.target.offset = static_cast<uint32_t>(at - reinterpret_cast<const char*>(r.base_));
+  r.head_.target.length += static_cast<uint32_t>(n);
+  return 0;
+}
+
+int RequestParser::onHeaderField(llhttp_t* p, const char* at, size_t n) {
+  RequestParser& r = self<RequestParser>(p);
+  const uint32_t offset = static_cast<uint32_t>(at - reinterpret_cast<const char*>(r.base_));
+  if (!r.inField_) {
+    // A new header line: the routing line before it (if any) ends here.
+    r.closeRoutingLine(offset);
+    r.inField_ = true;
+    r.fieldMatches_ = !r.routingHeader_.empty();
+    r.fieldMatched_ = 0;
+    r.fieldStart_ = offset;
+  }
+  for (size_t i = 0; i < n && r.fieldMatches_; ++i) {
+    if (r.fieldMatched_ >= r.routingHeader_.size() || lower(at[i]) != r.routingHeader_[r.fieldMatched_]) {
+      r.fieldMatches_ = false;
+    } else {
+      ++r.fieldMatched_;
+    }
+  }
+  return 0;
+}
+
+int RequestParser::onHeaderFieldComplete(llhttp_t* p) {
+  RequestParser& r = self<RequestParser>(p);
+  r.inField_ = false;
+  r.valueIsRouting_ = r.fieldMatches_ && r.fieldMatched_ == r.routingHeader_.size();
+  r.firstRoutingValue_ = false;
+  if (r.valueIsRouting_) {
+    if (r.head_.routingLineCount == kMaxRoutingHeaders) {
+      return r.fail(HeadError::kMalformed, "too many copies of the routing header");
+    }
+    r.head_.routingLines[r.head_.routingLineCount] = Span{r.fieldStart_, 0};
+    r.lineOpen_ = true;
+    r.firstRoutingValue_ = !r.head_.hasRoutingHeader;
+    if (r.firstRoutingValue_) r.head_.routingValue = Span{0, 0};
+    r.head_.hasRoutingHeader = true;
+  }
+  return 0;
+}
+
+int RequestParser::onHeaderValue(llhttp_t* p, const char* at, size_t n) {
+  RequestParser& r = self<RequestParser>(p);
+  if (!r.firstRoutingValue_) return 0;
+  const uint32_t offset = static_cast<uint32_t>(at - reinterpret_cast<const char*>(r.base_));
+  Span& v = r.head_.routingValue;
+  if (v.length == 0) v.offset = offset;
+  v.length = offset + static_cast<uint32_t>(n) - v.offset;
+  return 0;
+}
+
+int RequestParser::onHeaderValueComplete(llhttp_t* p) {
+  RequestParser& r = self<RequestParser>(p);
+  r.valueIsRouting_ = false;
+  r.firstRoutingValue_ = false;
+  return 0;
+}
+
+int RequestParser::onHeadersComplete(llhttp_t* p) {
+  RequestParser& r = self<RequestParser>(p);
+  if (p->http_major != 1 || p->http_minor > 1) return r.fail(HeadError::kMalformed, "HTTP version is not 1.0 or 1.1");
+  RequestHead& h = r.head_;
+  h.method = p->method;
+  h.versionMajor = p->http_major;
+  h.versionMinor = p->http_minor;
+  h.keepAlive = llhttp_should_keep_alive(p) != 0;
+  h.upgrade = p->upgrade != 0;
+  h.chunked = (p->flags & F_CHUNKED) != 0;
+  h.hasContentLength = (p->flags & F_CONTENT_LENGTH) != 0;
+  h.contentLength = h.hasContentLength ? p->content_length : 0;
+  r.headDone_ = true;
+  return HPE_PAUSED;  // parseHead stops at the end of the head; body() resumes
+}
+
+int RequestParser::onMessageComplete(llhttp_t* p) {
+  self<RequestParser>(p).messageDone_ = true;
+  return HPE_PAUSED;  // whatever follows is the next request
+}
+
+// ---- ResponseParser ----
+
+const llhttp_settings_t& ResponseParser::settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t v;
+    llhttp_settings_init(&v);
+    v.on_headers_complete = onHeadersComplete;
+    v.on_message_complete = onMessageComplete;
+    return v;
+  }();
+  return s;
+}
+
+ResponseParser::ResponseParser() { start(false); }
+
+void ResponseParser::start(bool headRequest) {
+  llhttp_init(&parser_, HTTP_RESPONSE, &settings());
+  parser_.data = this;
+  headRequest_ = headRequest;
+  headSeen_ = false;
+  bodiless_ = false;
+  done_ = false;
+  upgraded_ = false;
+  keepAlive_ = false;
+  status_ = 0;
+  reason_ = "";
+}
+
+int ResponseParser::onHeadersComplete(llhttp_t* p) {
+  ResponseParser& r = self<ResponseParser>(p);
+  r.status_ = p->status_code;
+  if (r.status_ >= 100 && r.status_ < 200 && r.status_ != 101) return 0;  // interim: llhttp knows it has no body
+  r.headSeen_ = true;
+  const bool noLength = (p->flags & (F_CHUNKED | F_CONTENT_LENGTH)) == 0;
+  r.bodiless_ = r.headRequest_ || r.status_ == 101 || r.status_ == 204 || r.status_ == 304 ||
+                (!noLength && (p->flags & F_CHUNKED) == 0 && p->content_length == 0);
+  return r.headRequest_ ? 1 : 0;  // 1: no body, whatever Content-Length says
+}
+
+int ResponseParser::onMessageComplete(llhttp_t* p) {
+  ResponseParser& r = self<ResponseParser>(p);
+  if (!r.headSeen_) return 0;  // the end of an interim response: the final one follows
+  r.done_ = true;
+  r.keepAlive_ = llhttp_should_keep_alive(p) != 0;
+  r.upgraded_ = r.status_ == 101;
+  return HPE_PAUSED;
+}
+
+Progress ResponseParser::feed(const uint8_t* data, size_t size) {
+  Progress out;
+  if (done_) {
+    out.complete = true;
+    return out;
+  }
+  if (size == 0) return out;
+  const char* start = reinterpret_cast<const char*>(data);
+  const llhttp_errno_t e = llhttp_execute(&parser_, start, size);
+  if (e == HPE_OK) {
+    out.consumed = size;
+    // llhttp reports the end of a message without a body only when the next byte arrives; the
+    // data ended right after such a head (had more followed, the end would have been reported).
+    if (headSeen_ && bodiless_) {
+      done_ = true;
+      keepAlive_ = llhttp_should_keep_alive(&parser_) != 0;
+      upgraded_ = status_ == 101;
+      out.complete = true;
+    }
+    return out;
+  }
+  if ((e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) && done_) {
+    out.consumed = static_cast<size_t>(llhttp_get_error_pos(&parser_) - start);
+    out.complete = true;
+    return out;
+  }
+  reason_ = llhttp_get_error_reason(&parser_);
+  if (reason_ == nullptr) reason_ = llhttp_errno_name(e);
+  out.error = true;
+  return out;
+}
+
+Progress ResponseParser::finish() {
+  Progress out;
+  if (!done_) {
+    const llhttp_errno_t e = llhttp_finish(&parser_);
+    if (!done_) {
+      reason_ = e == HPE_OK ? "response cut short" : llhttp_get_error_reason(&parser_);
+      if (reason_ == nullptr) reason_ = llhttp_errno_name(e);
+      out.error = true;
+      return out;
+    }
+    keepAlive_ = false;  // it ended with the connection
+  }
+  out.complete = true;
+  return out;
+}
+
+size_t stripRoutingHeaders(uint8_t* buf, size_t size, const RequestHead& head) {
+  size_t write = 0;
+  size_t read = 0;
+  for (uint8_t i = 0; i < head.routingLineCount; ++i) {
+    const Span& line = head.routingLines[i];
+    if (line.offset < read || line.end() > size) break;  // not ours to trust; never the case
+    std::memmove(buf + write, buf + read, line.offset - read);
+    write += line.offset - read;
+    read = line.end();
+  }
+  std::memmove(buf + write, buf + read, size - read);
+  return write + (size - read);
+}
+
+}  // namespace splicegate::http

@@ -1,0 +1,727 @@
+#include "http_session.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "connection.h"  // resetOnClose
+#include "http_address.h"
+
+namespace splicegate {
+
+namespace {
+
+constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+constexpr size_t kReadChunk = 16384;
+// A client (or upstream) that sends faster than the other side reads is held back at this much.
+constexpr size_t kMaxPending = 256 * 1024;
+// After an error response: how long the client gets to read it and close before the socket goes.
+constexpr uint64_t kLingerUs = 2'000'000;
+constexpr int kRelayRounds = 16;  // budget-limited relay runs per wakeup before the next event
+
+const char* statusText(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 431: return "Request Header Fields Too Large";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Error";
+  }
+}
+
+}  // namespace
+
+void HttpSession::Side::onEvents(uint32_t events) { owner->onEvents(*this, events); }
+
+HttpSession::HttpSession(HttpServices services, HttpSessionOwner& owner, const ListenerOptions& listener,
+                         UniqueFd downstream, const SocketAddress& peer, const SocketAddress& originalDst)
+    : svc_(services),
+      owner_(owner),
+      listener_(listener),
+      peer_(peer),
+      originalDst_(originalDst),
+      request_(listener.http.headerName, listener.http.maxRequestHeadBytes) {
+  down_.owner = this;
+  down_.fd = std::move(downstream);
+  up_.owner = this;
+  up_.upstream = true;
+  trusted_ = cidrsContain(listener.http.trustedSources, peer);
+  requestStartUs_ = svc_.loop.nowUs();
+  lastActivityUs_ = requestStartUs_;
+}
+
+HttpSession::~HttpSession() {
+  if (state_ != State::kClosed) close(CloseReason::kDrained);
+}
+
+bool HttpSession::start() {
+  if (svc_.loop.add(down_.fd.get(), kSocketEvents, &down_)) {
+    close(CloseReason::kResourceExhausted);
+    return false;
+  }
+  return true;
+}
+
+void HttpSession::onEvents(Side& side, uint32_t events) {
+  if (state_ == State::kClosed) return;
+  // A stale event for an upstream socket this session already let go of (same batch): ignore.
+  if (side.upstream && !up_.fd) return;
+  lastActivityUs_ = svc_.loop.nowUs();
+  if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) side.peerClosing = true;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) side.readable = true;
+  if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) side.writable = true;
+  if (side.upstream && state_ == State::kConnecting) {
+    int soError = 0;
+    socklen_t len = sizeof soError;
+    ::getsockopt(up_.fd.get(), SOL_SOCKET, SO_ERROR, &soError, &len);
+    if (soError != 0 || (events & (EPOLLERR | EPOLLHUP))) {
+      svc_.stats.add(Stat::upstream_cx_connect_fail);
+      if (host_) ++host_->stat(HostStat::cx_connect_fail);
+      releaseUpstream(false);
+      respondError(503, "connect_failed", Stat::http_rq_connect_fail);
+      return;
+    }
+    // Only a connected socket has a peer: an event left from a socket this one replaced is not
+    // the end of this connect.
+    sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (!(events & EPOLLOUT) || ::getpeername(up_.fd.get(), reinterpret_cast<sockaddr*>(&ss), &sl) != 0) return;
+    onConnected();
+    return;
+  }
+  pump();
+}
+
+void HttpSession::pump() {
+  for (;;) {
+    const State before = state_;
+    switch (state_) {
+      case State::kHead:
+        readHead();
+        break;
+      case State::kExchange:
+        pumpExchange();
+        break;
+      case State::kTunnel:
+        pumpTunnel();
+        return;
+      case State::kLingering: {
+        if (toDownOffset_ < toDown_.size() && down_.writable && !flush(down_, toDown_, toDownOffset_)) {
+          close(CloseReason::kDownstreamError);
+          return;
+        }
+        if (toDownOffset_ < toDown_.size()) return;
+        ::shutdown(down_.fd.get(), SHUT_WR);
+        // Read and drop what the client still sends, so closing cannot turn into a reset that
+        // destroys the response before it was read; the client's EOF ends the session.
+        uint8_t scratch[4096];
+        while (down_.readable) {
+          const ssize_t n = ::recv(down_.fd.get(), scratch, sizeof scratch, 0);
+          if (n > 0) continue;
+          if (n == 0) {
+            close(CloseReason::kCompleted);
+            return;
+          }
+          if (errno == EINTR) continue;
+          if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            down_.readable = false;
+            break;
+          }
+          close(CloseReason::kDownstreamError);
+          return;
+        }
+        return;
+      }
+      case State::kConnecting:
+      case State::kClosed:
+        return;
+    }
+    if (state_ == before) return;
+  }
+}
+
+int HttpSession::readInto(Side& side, std::vector<uint8_t>& buf, size_t max) {
+  if (buf.size() >= max) return -3;
+  const size_t room = std::min(max - buf.size(), kReadChunk);
+  const size_t old = buf.size();
+  buf.resize(old + room);
+  ssize_t n;
+  do {
+    n = ::recv(side.fd.get(), buf.data() + old, room, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    buf.resize(old + static_cast<size_t>(n));
+    const uint64_t bytes = static_cast<uint64_t>(n);
+    if (side.upstream) {
+      svc_.stats.add(Stat::upstream_cx_rx_bytes_total, bytes);
+      if (host_) host_->stat(HostStat::rx_bytes) += bytes;
+    } else {
+      svc_.stats.add(Stat::bytes_received, bytes);
+    }
+    return 1;
+  }
+  buf.resize(old);
+  if (n == 0) {
+    side.eof = true;
+    side.readable = false;
+    return 0;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    side.readable = false;
+    return -1;
+  }
+  return -2;
+}
+
+bool HttpSession::flush(Side& side, std::vector<uint8_t>& buf, size_t& offset) {
+  while (offset < buf.size()) {
+    const ssize_t n = ::send(side.fd.get(), buf.data() + offset, buf.size() - offset, MSG_NOSIGNAL);
+    if (n > 0) {
+      offset += static_cast<size_t>(n);
+      const uint64_t bytes = static_cast<uint64_t>(n);
+      if (side.upstream) {
+        svc_.stats.add(Stat::upstream_cx_tx_bytes_total, bytes);
+        if (host_) host_->stat(HostStat::tx_bytes) += bytes;
+      } else {
+        svc_.stats.add(Stat::bytes_sent, bytes);
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      side.writable = false;
+      return true;
+    }
+    return false;
+  }
+  buf.clear();
+  offset = 0;
+  return true;
+}
+
+bool HttpSession::readHead() {
+  const size_t cap = listener_.http.maxRequestHeadBytes;
+  for (;;) {
+    if (!in_.empty()) {
+      const http::ParseStatus st = request_.parseHead(in_.data(), in_.size());
+      if (st == http::ParseStatus::kDone) {
+        startRequest();
+        return true;
+      }
+      if (st == http::ParseStatus::kError) {
+        if (request_.error() == http::HeadError::kTooLarge) {
+          respondError(431, "head_too_large", Stat::http_rq_head_too_large);
+        } else {
+          respondError(400, "malformed", Stat::http_rq_malformed);
+        }
+        return true;
+      }
+    }
+    if (!down_.readable) return false;
+    const int r = readInto(down_, in_, cap);
+    if (r == 1) continue;
+    if (r == 0) {
+      // The client is done. Between requests that is the normal end of a keep-alive connection;
+      // in the middle of a head the request was abandoned.
+      close(in_.empty() ? CloseReason::kCompleted : CloseReason::kDownstreamError);
+      return true;
+    }
+    if (r == -2) {
+      close(CloseReason::kDownstreamError);
+      return true;
+    }
+    return false;  // EAGAIN (or the cap, which parseHead already answered)
+  }
+}
+
+bool HttpSession::chooseDestination(SocketAddress& out) {
+  const http::RequestHead& h = request_.head();
+  if (h.hasRoutingHeader) {
+    if (!trusted_) {
+      svc_.stats.add(Stat::original_dst_header_untrusted);
+    } else {
+      const auto* value = reinterpret_cast<const char*>(in_.data() + h.routingValue.offset);
+      if (auto a = http::parseHostPort(value, h.routingValue.length)) {
+        out = *a;
+        return true;
+      }
+      svc_.stats.add(Stat::original_dst_host_invalid);
+    }
+  }
+  if (originalDst_.family() == AF_UNSPEC) return false;
+  out = originalDst_;
+  return true;
+}
+
+void HttpSession::startRequest() {
+  svc_.stats.add(Stat::http_rq_total);
+  const http::RequestHead& h = request_.head();
+  SocketAddress dst;
+  if (h.isConnect()) {
+    if (!listener_.http.connect) {
+      respondError(405, "connect_disabled", Stat::http_rq_connect_disabled);
+      return;
+    }
+    auto a = http::parseHostPort(reinterpret_cast<const char*>(in_.data() + h.target.offset), h.target.length);
+    if (!a) {
+      respondError(400, "bad_connect_target", Stat::http_rq_malformed);
+      return;
+    }
+    dst = *a;
+  } else if (!chooseDestination(dst)) {
+    respondError(503, "no_destination", Stat::http_rq_no_destination);
+    return;
+  }
+  if (svc_.options.upstreamPortOverride != 0) dst.setPort(svc_.options.upstreamPortOverride);
+  if (!owner_.allowDestination(listener_, dst, peer_)) {
+    respondError(403, "policy_denied", Stat::http_rq_policy_denied);
+    return;
+  }
+  destination_ = dst;
+  connect_ = h.isConnect();
+  headRequest_ = h.isHead();
+  keepClient_ = h.keepAlive;
+  const bool hasBody = h.chunked || h.contentLength > 0;
+  // The head leaves in_ (stripped of the routing header, unless strip_header is off); a CONNECT
+  // head is ours, not the upstream's. What follows it (body, next request, tunnel bytes) stays.
+  size_t headLength = h.length;
+  if (!connect_) {
+    if (listener_.http.stripHeader && h.routingLineCount > 0) {
+      for (uint8_t i = 0; i < h.routingLineCount; ++i) headLength -= h.routingLines[i].length;
+      in_.resize(http::stripRoutingHeaders(in_.data(), in_.size(), h));
+    }
+    toUp_.assign(in_.begin(), in_.begin() + static_cast<long>(headLength));
+    toUpOffset_ = 0;
+    // Kept for one retry on a fresh connection: only an idempotent request whose every byte we
+    // still hold (no body) is retried.
+    if (h.idempotent() && !hasBody) {
+      sentHead_ = toUp_;
+    } else {
+      sentHead_.clear();
+    }
+  }
+  in_.erase(in_.begin(), in_.begin() + static_cast<long>(headLength));
+  requestDone_ = false;
+  responseStarted_ = false;
+  responseDone_ = false;
+  upstreamDirty_ = false;
+  closeClientAfter_ = false;
+  reused_ = false;
+  retried_ = false;
+  firstByteSeen_ = false;
+  response_.start(headRequest_);
+  if (!connect_) {
+    HttpPool::Taken taken = svc_.pool.take(destination_);
+    if (taken) {
+      svc_.stats.add(Stat::http_pool_hit);
+      useUpstream(std::move(taken.upstream), *taken.host, true);
+      return;
+    }
+    svc_.stats.add(Stat::http_pool_miss);
+  }
+  connectUpstream();
+}
+
+void HttpSession::connectUpstream() {
+  Host* host = nullptr;
+  switch (svc_.hosts.admit(destination_, svc_.loop.nowUs(), &host)) {
+    case HostCache::Admit::kOk:
+      break;
+    case HostCache::Admit::kHostOverflow:
+      svc_.stats.add(Stat::host_overflow);
+      svc_.stats.add(Stat::upstream_cx_overflow);
+      respondError(503, "overflow", Stat::http_rq_overflow);
+      return;
+    case HostCache::Admit::kConnectionOverflow:
+    case HostCache::Admit::kPendingOverflow:
+      svc_.stats.add(Stat::upstream_cx_overflow);
+      respondError(503, "overflow", Stat::http_rq_overflow);
+      return;
+  }
+  host_ = host;
+  connectPending_ = true;
+  if (!connect_) ++host->stat(HostStat::pool_miss);
+  if (svc_.options.recordLatency) latencyRef_ = svc_.latency.attach(host->address);
+  svc_.stats.add(Stat::upstream_cx_total);
+  connectStartUs_ = svc_.loop.nowUs();
+  connectStartExactUs_ = EventLoop::monotonicUs();
+  const UpstreamOpen opened = openUpstream(destination_, svc_.options.upstreamMark, up_.fd, &upRegistration_);
+  if (up_.fd) svc_.stats.add(Stat::upstream_cx_active);
+  if (opened != UpstreamOpen::kInProgress) {
+    svc_.stats.add(Stat::upstream_cx_connect_fail);
+    ++host->stat(HostStat::cx_connect_fail);
+    releaseUpstream(false);
+    respondError(503, "connect_failed", Stat::http_rq_connect_fail);
+    return;
+  }
+  if (svc_.loop.add(up_.fd.get(), kSocketEvents, &up_)) {
+    releaseUpstream(false);
+    respondError(503, "connect_failed", Stat::http_rq_connect_fail);
+    return;
+  }
+  upRegistered_ = true;
+  state_ = State::kConnecting;
+}
+
+void HttpSession::onConnected() {
+  svc_.hosts.connectDone(*host_);
+  connectPending_ = false;
+  if (svc_.options.recordLatency) {
+    svc_.latency.record(latencyRef_, LatencyMetric::kConnect, EventLoop::monotonicUs() - connectStartExactUs_);
+  }
+  if (connect_) {
+    static const char kEstablished[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+    toDown_.assign(kEstablished, kEstablished + sizeof kEstablished - 1);
+    toDownOffset_ = 0;
+    responseStarted_ = true;
+    enterTunnel();
+    return;
+  }
+  beginExchange();
+}
+
+void HttpSession::useUpstream(RegisteredUpstream upstream, Host& host, bool reused) {
+  up_.fd = std::move(upstream.fd);
+  upRegistration_ = std::move(upstream.registration);
+  host_ = &host;
+  reused_ = reused;
+  if (svc_.loop.add(up_.fd.get(), kSocketEvents, &up_)) {
+    releaseUpstream(false);
+    respondError(503, "connect_failed", Stat::http_rq_connect_fail);
+    return;
+  }
+  upRegistered_ = true;
+  up_.writable = true;  // idle and connected; EAGAIN says otherwise
+  up_.readable = true;  // a read finds out (EAGAIN) rather than waiting for an edge already past
+  if (reused) {
+    svc_.stats.add(Stat::upstream_cx_reuse);
+    ++host.stat(HostStat::cx_reuse);
+  }
+  if (svc_.options.recordLatency) latencyRef_ = svc_.latency.attach(host.address);
+  beginExchange();
+}
+
+void HttpSession::beginExchange() {
+  state_ = State::kExchange;
+  svc_.stats.add(Stat::upstream_rq_total);
+  ++host_->stat(HostStat::rq_total);
+  sentUs_ = EventLoop::monotonicUs();
+  pump();
+}
+
+bool HttpSession::pumpExchange() {
+  bool progress = true;
+  while (progress && state_ == State::kExchange) {
+    progress = false;
+    // The request body, framed by the parser: what belongs to this request goes up; the rest (a
+    // pipelined request) stays in in_ for later.
+    if (!requestDone_ && toUp_.size() - toUpOffset_ < kMaxPending) {
+      const http::Progress p = in_.empty() ? request_.body(nullptr, 0) : request_.body(in_.data(), in_.size());
+      if (p.error) {
+        releaseUpstream(false);
+        respondError(400, "malformed", Stat::http_rq_malformed);
+        return true;
+      }
+      if (p.consumed > 0) {
+        toUp_.insert(toUp_.end(), in_.begin(), in_.begin() + static_cast<long>(p.consumed));
+        in_.erase(in_.begin(), in_.begin() + static_cast<long>(p.consumed));
+        progress = true;
+      }
+      if (p.complete) {
+        requestDone_ = true;
+        progress = true;
+      }
+    }
+    if (!requestDone_ && in_.empty() && down_.readable && toUp_.size() - toUpOffset_ < kMaxPending) {
+      const int r = readInto(down_, in_, kReadChunk);
+      if (r == 1) {
+        progress = true;
+      } else if (r == 0 || r == -2) {
+        // The client went away in the middle of its request: the upstream must not take the
+        // part it got for a whole one.
+        releaseUpstream(false);
+        close(CloseReason::kDownstreamError);
+        return true;
+      }
+    }
+    if (toUpOffset_ < toUp_.size() && up_.writable) {
+      const size_t before = toUpOffset_ + toUp_.size();
+      if (!flush(up_, toUp_, toUpOffset_)) {
+        upstreamFailed();
+        return true;
+      }
+      if (toUpOffset_ + toUp_.size() != before) progress = true;
+    }
+    // The response, read only while the client keeps up (nothing left unsent to it).
+    if (!responseDone_ && toDown_.empty() && up_.readable) {
+      const int r = readInto(up_, toDown_, kReadChunk);
+      if (r == 1) {
+        progress = true;
+        if (!firstByteSeen_) {
+          firstByteSeen_ = true;
+          if (svc_.options.recordLatency) {
+            svc_.latency.record(latencyRef_, LatencyMetric::kTtfb, EventLoop::monotonicUs() - sentUs_);
+          }
+        }
+        const http::Progress p = response_.feed(toDown_.data(), toDown_.size());
+        if (p.error) {
+          toDown_.clear();
+          upstreamFailed();
+          return true;
+        }
+        if (p.complete) {
+          responseDone_ = true;
+          // Bytes after the response: a 101's are the new protocol's (the tunnel's); anyone
+          // else's are a response nobody asked for, so the connection is not reused.
+          if (!response_.upgraded() && p.consumed < toDown_.size()) {
+            toDown_.resize(p.consumed);
+            upstreamDirty_ = true;
+          }
+        }
+        if (!toDown_.empty()) responseStarted_ = true;
+      } else if (r == 0) {
+        const http::Progress p = response_.finish();
+        if (!p.complete) {
+          upstreamFailed();
+          return true;
+        }
+        // A response delimited by the upstream's close: the client reads to our close too.
+        responseDone_ = true;
+        responseStarted_ = true;
+        upstreamDirty_ = true;
+        closeClientAfter_ = true;
+        progress = true;
+      } else if (r == -2) {
+        upstreamFailed();
+        return true;
+      }
+    }
+    if (toDownOffset_ < toDown_.size() && down_.writable) {
+      const size_t before = toDownOffset_ + toDown_.size();
+      if (!flush(down_, toDown_, toDownOffset_)) {
+        releaseUpstream(false);
+        close(CloseReason::kDownstreamError);
+        return true;
+      }
+      if (toDownOffset_ + toDown_.size() != before) progress = true;
+    }
+    if (responseDone_ && toDownOffset_ >= toDown_.size() && !response_.upgraded()) {
+      finishExchange();
+      return true;
+    }
+    if (responseDone_ && response_.upgraded()) {
+      enterTunnel();
+      return true;
+    }
+  }
+  return false;
+}
+
+void HttpSession::upstreamFailed() {
+  if (!responseStarted_ && reused_ && !retried_ && !sentHead_.empty()) {
+    // A pooled connection the server closed between our liveness check and the request: the
+    // request (idempotent, no body, nothing of a response seen) goes once more, on a new one.
+    releaseUpstream(false);
+    retried_ = true;
+    svc_.stats.add(Stat::upstream_rq_retry);
+    toUp_ = sentHead_;
+    toUpOffset_ = 0;
+    response_.start(headRequest_);
+    requestDone_ = true;
+    connectUpstream();
+    return;
+  }
+  releaseUpstream(false);
+  if (responseStarted_) {
+    svc_.stats.add(Stat::http_rq_upstream_error);
+    close(CloseReason::kUpstreamError);  // part of a response went out: reset, never a fake end
+    return;
+  }
+  respondError(502, "upstream_reset", Stat::http_rq_upstream_error);
+}
+
+void HttpSession::finishExchange() {
+  const bool reusable = response_.keepAlive() && !upstreamDirty_ && requestDone_ && toUpOffset_ >= toUp_.size() &&
+                        !up_.eof && !up_.peerClosing;
+  releaseUpstream(reusable);
+  const bool keepClient = keepClient_ && !closeClientAfter_ && requestDone_ && !down_.eof && !down_.peerClosing;
+  if (!keepClient) {
+    close(CloseReason::kCompleted);
+    return;
+  }
+  request_.reset();
+  state_ = State::kHead;
+  requestStartUs_ = svc_.loop.nowUs();
+  ++requests_;
+  // A pipelined request may already be in in_: pump() parses it next.
+}
+
+void HttpSession::releaseUpstream(bool reusable) {
+  if (upRegistered_) {
+    svc_.loop.remove(up_.fd.get());
+    upRegistered_ = false;
+  }
+  if (connectPending_ && host_) {
+    svc_.hosts.connectDone(*host_);
+    connectPending_ = false;
+  }
+  const bool open = static_cast<bool>(up_.fd);
+  if (open && reusable && host_) {
+    if (svc_.pool.put(*host_, RegisteredUpstream{std::move(up_.fd), std::move(upRegistration_)}, svc_.loop.nowUs())) {
+      host_ = nullptr;  // the pool holds its cx_active now
+    } else {
+      svc_.stats.add(Stat::http_pool_discarded);
+    }
+  }
+  if (up_.fd) {
+    // Not reusable after an error: a reset tells the server the request was not completed.
+    if (!reusable && !(responseDone_ && requestDone_)) resetOnClose(up_.fd.get());
+    upRegistration_ = OwnSockets::Registration{};  // before the fd: the 4-tuple may be reused after
+    up_.fd.reset();
+    svc_.stats.sub(Stat::upstream_cx_active);
+  }
+  if (host_) {
+    svc_.hosts.connectionClosed(*host_, svc_.loop.nowUs());
+    host_ = nullptr;
+  }
+  up_.readable = up_.writable = up_.peerClosing = up_.eof = false;
+  toUp_.clear();
+  toUpOffset_ = 0;
+}
+
+void HttpSession::enterTunnel() {
+  state_ = State::kTunnel;
+  svc_.stats.add(Stat::http_tunnel_total);
+  // The client's bytes that followed its request go up first, ahead of the relay.
+  toUp_.insert(toUp_.end(), in_.begin(), in_.end());
+  in_.clear();
+  RelayOwner& owner = *this;  // a private base: converted here, where it is accessible
+  relay_ = std::make_unique<Relay>(svc_.relay, owner, down_, up_);
+  pumpTunnel();
+}
+
+void HttpSession::pumpTunnel() {
+  if (toDownOffset_ < toDown_.size() && down_.writable && !flush(down_, toDown_, toDownOffset_)) {
+    close(CloseReason::kDownstreamError);
+    return;
+  }
+  if (toUpOffset_ < toUp_.size() && up_.writable && !flush(up_, toUp_, toUpOffset_)) {
+    close(CloseReason::kUpstreamError);
+    return;
+  }
+  // Our own bytes for the client (the 200, what followed a 101) go before anything relayed.
+  if (toDownOffset_ < toDown_.size()) return;
+  const bool holdUp = toUpOffset_ < toUp_.size();
+  for (int i = 0; i < kRelayRounds; ++i) {
+    switch (relay_->run(svc_.options.relayBudgetBytes, holdUp)) {
+      case Relay::Result::kIdle:
+        return;
+      case Relay::Result::kYield:
+        continue;
+      case Relay::Result::kDone:
+        close(CloseReason::kCompleted);
+        return;
+      case Relay::Result::kError:
+        close(relay_->failedUpstream() ? CloseReason::kUpstreamError : CloseReason::kDownstreamError);
+        return;
+    }
+  }
+}
+
+void HttpSession::relayDelivered(bool toUpstream, uint64_t n) {
+  lastActivityUs_ = svc_.loop.nowUs();
+  if (host_) host_->stat(toUpstream ? HostStat::tx_bytes : HostStat::rx_bytes) += n;
+}
+
+void HttpSession::respondError(int status, const char* reason, Stat counter) {
+  svc_.stats.add(counter);
+  releaseUpstream(false);
+  if (responseStarted_) {
+    close(CloseReason::kUpstreamError);  // bytes of a response already went out: no fake end
+    return;
+  }
+  char body[64];
+  const int bodyLength = std::snprintf(body, sizeof body, "%s\n", reason);
+  char text[384];
+  const int n = std::snprintf(text, sizeof text,
+                              "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+                              "connection: close\r\nx-splicegate-error: %s\r\n\r\n%s",
+                              status, statusText(status), bodyLength, reason, body);
+  toDown_.assign(text, text + std::min<int>(n, static_cast<int>(sizeof text) - 1));
+  toDownOffset_ = 0;
+  in_.clear();
+  state_ = State::kLingering;
+  lingerUntilUs_ = svc_.loop.nowUs() + kLingerUs;
+  down_.writable = true;  // try at once; EAGAIN says otherwise
+  pump();
+}
+
+void HttpSession::onTick(uint64_t nowUs) {
+  switch (state_) {
+    case State::kHead: {
+      const uint64_t timeoutUs = static_cast<uint64_t>(listener_.http.requestHeadTimeoutMs) * 1000;
+      if (requestStartUs_ + timeoutUs > nowUs) return;
+      // An idle keep-alive connection with nothing of a next request just ends; a started (or
+      // never started first) request is answered.
+      if (requests_ > 0 && in_.empty()) {
+        close(CloseReason::kCompleted);
+      } else {
+        respondError(408, "head_timeout", Stat::http_rq_head_timeout);
+      }
+      return;
+    }
+    case State::kConnecting: {
+      const uint64_t timeoutUs = static_cast<uint64_t>(svc_.options.connectTimeoutMs) * 1000;
+      if (connectStartUs_ + timeoutUs > nowUs) return;
+      svc_.stats.add(Stat::upstream_cx_connect_timeout);
+      if (host_) ++host_->stat(HostStat::cx_connect_timeout);
+      releaseUpstream(false);
+      respondError(504, "connect_timeout", Stat::http_rq_connect_timeout);
+      return;
+    }
+    case State::kExchange:
+    case State::kTunnel: {
+      if (waitingHolder_ && relay_) {
+        waitingHolder_ = false;
+        relay_->holderAvailable();
+        pumpTunnel();
+        if (state_ == State::kClosed) return;
+      }
+      const uint64_t idleUs = static_cast<uint64_t>(svc_.options.idleTimeoutMs) * 1000;
+      if (lastActivityUs_ + idleUs <= nowUs) close(CloseReason::kIdleTimeout);
+      return;
+    }
+    case State::kLingering:
+      if (lingerUntilUs_ <= nowUs) close(CloseReason::kCompleted);
+      return;
+    case State::kClosed:
+      return;
+  }
+}
+
+void HttpSession::close(CloseReason reason) {
+  if (state_ == State::kClosed) return;
+  const bool reset = reason != CloseReason::kCompleted;
+  if (relay_) relay_->releaseHolders();
+  if (down_.fd) {
+    if (reset) resetOnClose(down_.fd.get());
+    svc_.loop.remove(down_.fd.get());
+    down_.fd.reset();
+  }
+  if (up_.fd && reset) resetOnClose(up_.fd.get());
+  releaseUpstream(false);
+  state_ = State::kClosed;
+  svc_.stats.add(closeStat(reason));
+  owner_.sessionClosed(*this);
+}
+
+}  // namespace splicegate

@@ -1,0 +1,179 @@
+// One downstream connection on a `mode: http` listener (docs/HTTP.md): requests are read one at a
+// time, each routed on its own, and answered from an upstream connection that may come from (and
+// go back to) the keep-alive pool.
+//
+// Per request:  head ─► destination ─► policy ─► upstream (pool or connect) ─► exchange ─► next
+//   head:        RequestParser over a buffer (request_head_timeout, max_request_head_bytes)
+//   destination: the routing header's first value from a trusted client (IP:PORT literal), else
+//                the connection's original destination if it was redirected, else 503
+//                no_destination; upstream_port_override applied last
+//   exchange:    head (routing header stripped) and body (exact framing from llhttp) to the
+//                upstream while the response (framed by ResponseParser) goes to the client
+//   next:        keep-alive: the upstream goes back to the pool if the response allows it, and the
+//                client's next request is read (Connection: close / HTTP/1.0 end the connection)
+// CONNECT ip:port and a 101 answer to an Upgrade request hand both sockets to a Relay (relay.h).
+//
+// Errors before any response byte reached the client are HTTP responses with
+// `x-splicegate-error: <reason>` and `connection: close`; after that the client is reset, so a cut
+// response never looks complete.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "close_reason.h"
+#include "core_options.h"
+#include "event_loop.h"
+#include "host_cache.h"
+#include "host_latency.h"
+#include "http_head.h"
+#include "http_pool.h"
+#include "intrusive_list.h"
+#include "relay.h"
+#include "socket_address.h"
+#include "stats.h"
+#include "upstream_socket.h"
+#include "worker_latency.h"
+
+namespace splicegate {
+
+class HttpSession;
+
+// What a session asks of its worker.
+class HttpSessionOwner {
+ public:
+  // The destination policy of the listener: false (counted and logged) when denied.
+  virtual bool allowDestination(const ListenerOptions& listener, const SocketAddress& destination,
+                                const SocketAddress& client) = 0;
+  // s has ended (sockets closed): unlink it, free it after the batch.
+  virtual void sessionClosed(HttpSession& s) = 0;
+
+ protected:
+  ~HttpSessionOwner() = default;
+};
+
+// The per-worker services a session uses (all outlive it).
+struct HttpServices {
+  EventLoop& loop;
+  Stats& stats;
+  HostCache& hosts;
+  WorkerLatency& latency;
+  HttpPool& pool;
+  const CoreOptions& options;
+  RelayServices relay;
+};
+
+class HttpSession final : private RelayOwner {
+ public:
+  // originalDst: the connection's original destination, AF_UNSPEC when it was not redirected.
+  HttpSession(HttpServices services, HttpSessionOwner& owner, const ListenerOptions& listener, UniqueFd downstream,
+              const SocketAddress& peer, const SocketAddress& originalDst);
+  ~HttpSession();
+  HttpSession(const HttpSession&) = delete;
+  HttpSession& operator=(const HttpSession&) = delete;
+
+  // Registers the client socket and starts reading the first request; false if it could not
+  // (the session is then closed).
+  bool start();
+  // Housekeeping: head, connect and idle timeouts; retries a relay that waited for a buffer.
+  void onTick(uint64_t nowUs);
+  // Ends the session: reset (abnormal) or FIN (complete).
+  void close(CloseReason reason);
+  bool closed() const { return state_ == State::kClosed; }
+
+  ListNode node;  // the worker's list of sessions
+
+ private:
+  enum class State : uint8_t {
+    kHead,        // reading a request head
+    kConnecting,  // upstream connect in flight
+    kExchange,    // request out, response in
+    kTunnel,      // CONNECT or upgrade: the Relay moves bytes both ways
+    kLingering,   // an error response sent and the write side shut: waiting for the client's EOF
+    kClosed,
+  };
+  struct Side final : EventHandler, RelayEndpoint {
+    HttpSession* owner = nullptr;
+    bool upstream = false;
+    bool eof = false;  // read returned 0
+    void onEvents(uint32_t events) override;
+  };
+
+  void onEvents(Side& side, uint32_t events);
+  void pump();
+  bool readHead();
+  void startRequest();
+  bool chooseDestination(SocketAddress& out);
+  void useUpstream(RegisteredUpstream upstream, Host& host, bool reused);
+  void connectUpstream();
+  void onConnected();
+  void beginExchange();
+  bool pumpExchange();
+  void finishExchange();
+  // The upstream reset, errored or answered with something that is not HTTP.
+  void upstreamFailed();
+  void enterTunnel();
+  void pumpTunnel();
+  void releaseUpstream(bool reusable);
+  // An HTTP error response (status, reason for x-splicegate-error), then a graceful close; or a
+  // reset when response bytes already went out.
+  void respondError(int status, const char* reason, Stat counter);
+  // Reads from side into buf (appending, up to max bytes in buf); 1 read, 0 EOF, -1 EAGAIN, -2 error.
+  int readInto(Side& side, std::vector<uint8_t>& buf, size_t max);
+  // Writes from buf (front) to side; false on error.
+  bool flush(Side& side, std::vector<uint8_t>& buf, size_t& offset);
+
+  // RelayOwner
+  void relayNeedsHolder() override { waitingHolder_ = true; }
+  void relayDelivered(bool toUpstream, uint64_t n) override;
+
+  HttpServices svc_;
+  HttpSessionOwner& owner_;
+  const ListenerOptions& listener_;
+  SocketAddress peer_;
+  SocketAddress originalDst_;
+  bool trusted_ = false;
+  State state_ = State::kHead;
+  Side down_;
+  Side up_;
+  bool upRegistered_ = false;
+  OwnSockets::Registration upRegistration_;
+  std::unique_ptr<Relay> relay_;  // tunnels only
+  bool waitingHolder_ = false;
+
+  http::RequestParser request_;
+  http::ResponseParser response_;
+  std::vector<uint8_t> in_;     // from the client, not yet handled (head being read, body, next request)
+  std::vector<uint8_t> toUp_;   // for the upstream, from toUpOffset_
+  size_t toUpOffset_ = 0;
+  std::vector<uint8_t> toDown_;  // for the client, from toDownOffset_
+  size_t toDownOffset_ = 0;
+  std::vector<uint8_t> sentHead_;  // the forwarded head, kept for one retry (idempotent, reused)
+
+  Host* host_ = nullptr;
+  HostRef latencyRef_;
+  SocketAddress destination_;
+  bool connectPending_ = false;
+  bool connect_ = false;       // this request is a CONNECT
+  bool headRequest_ = false;   // HEAD: the response has no body
+  bool keepClient_ = false;    // the client allows another request (version, Connection)
+  bool closeClientAfter_ = false;  // the response ended with the upstream's close
+  uint64_t requests_ = 0;      // requests completed on this connection
+  bool reused_ = false;
+  bool retried_ = false;
+  bool requestDone_ = false;   // the whole request (head and body) is in toUp_ or sent
+  bool bodyBytes_ = false;     // the request had body bytes
+  bool responseStarted_ = false;  // a byte of this response reached toDown_
+  bool responseDone_ = false;
+  bool upstreamDirty_ = false;  // bytes after the response's end, or a framing problem: never pool
+  uint64_t requestStartUs_ = 0;
+  uint64_t connectStartUs_ = 0;       // loop time, for the timeout
+  uint64_t connectStartExactUs_ = 0;  // for the connect latency
+  uint64_t sentUs_ = 0;  // request head handed to the upstream socket (ttfb starts)
+  uint64_t lastActivityUs_ = 0;
+  uint64_t lingerUntilUs_ = 0;
+  bool firstByteSeen_ = false;
+};
+
+}  // namespace splicegate
