@@ -4,6 +4,8 @@
 // --envoy-lenient turns errors into warnings, for a user who has read them.
 
 export interface EnvoyFinding {
+  /** Nothing runnable is left (not a bootstrap, no listener): --envoy-lenient cannot help. */
+  fatal?: boolean;
   /** Path in the Envoy file: "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.stat_prefix". */
   path: string;
   message: string;
@@ -37,7 +39,7 @@ export class Findings {
 
   /** Always an error, lenient or not: there is nothing left to run. */
   fatal(segments: readonly Segment[], message: string): void {
-    this.items.push({ segments: [...segments], path: formatEnvoyPath(segments), message, severity: 'error' });
+    this.items.push({ segments: [...segments], path: formatEnvoyPath(segments), message, severity: 'error', fatal: true });
   }
 
   get errors(): EnvoyFinding[] {

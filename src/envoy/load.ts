@@ -41,7 +41,7 @@ export function convertEnvoyText(text: string, source: string, lenient: boolean)
   const errors = findings.items.filter((f) => f.severity === 'error');
   if (errors.length > 0 || config === undefined) {
     const hint = lenient ? [] : [{ path: '(root)', message: 'not converted: the problems above change routing or security; --envoy-lenient skips them (as warnings)' }];
-    throw new ConfigError(source, [...errors.map(located), ...(errors.length > 0 ? hint : [])]);
+    throw new ConfigError(source, [...errors.map(located), ...(errors.some((e) => e.fatal !== true) ? hint : [])]);
   }
   const warnings = findings.items.filter((f) => f.severity === 'warning');
   const result = validateConfigValue(config);
