@@ -298,3 +298,35 @@ test('cli: an unconvertible file exits 2 with paths and lines, no stack trace; l
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('no input throws anything but a ConfigError: every node of the example replaced by odd values', () => {
+  const base: unknown = parse(readFileSync(EXAMPLE, 'utf8'));
+  const odd: unknown[] = [null, -1.5, 'x', [null], {}, { '@type': 5, value: 'y' }];
+  const paths: Array<Array<string | number>> = [];
+  const walk = (node: unknown, path: Array<string | number>): void => {
+    paths.push(path);
+    if (Array.isArray(node)) node.forEach((v, i) => walk(v, [...path, i]));
+    else if (node !== null && typeof node === 'object') for (const [k, v] of Object.entries(node)) walk(v, [...path, k]);
+  };
+  walk(base, []);
+  let runs = 0;
+  for (const path of paths) {
+    for (const value of odd) {
+      const doc = structuredClone(base) as Obj;
+      if (path.length === 0) continue;
+      let parent: any = doc;
+      for (const seg of path.slice(0, -1)) parent = parent[seg];
+      parent[path[path.length - 1] as string | number] = value;
+      // Alternate the modes: each path still sees both over its odd values.
+      for (const lenient of [runs % 2 === 0]) {
+        runs += 1;
+        try {
+          convertEnvoyText(stringify(doc), 'fuzz.yaml', lenient);
+        } catch (err) {
+          assert.ok(err instanceof ConfigError, `${path.join('.')} = ${JSON.stringify(value)} (lenient ${lenient}) threw ${String(err)}`);
+        }
+      }
+    }
+  }
+  assert.ok(runs > 300, `only ${runs} variants`);
+});
