@@ -134,7 +134,9 @@ const COMMANDS: Record<string, Command> = {
       const configPath = source.path;
       const config = loadSource(source);
       const listeners = config.listeners.length;
-      for (const w of configWarnings(config)) process.stderr.write(`${configPath}: warning: ${w.path}: ${w.message}\n`);
+      // An Envoy file's own paths are static_resources...; these are the converted config's.
+      const label = source.kind === 'envoy' ? `${configPath} (converted)` : configPath;
+      for (const w of configWarnings(config)) process.stderr.write(`${label}: warning: ${w.path}: ${w.message}\n`);
       process.stdout.write(`${configPath}: OK (${plural(listeners, 'listener')}, ${plural(config.workers, 'worker')})\n`);
       return EXIT_OK;
     },

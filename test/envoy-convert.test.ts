@@ -291,6 +291,12 @@ test('cli: an unconvertible file exits 2 with paths and lines, no stack trace; l
     assert.match(lenient.stderr, /warning: static_resources\.listeners\[0\]\.filter_chains\[0\]\.filters\[0\]: .*\(skipped: --envoy-lenient\)/);
     assert.equal(cli('validate', '--envoy', file, '--config', file).status, 2, '--config and --envoy together');
     assert.equal(cli('validate', '--config', EXAMPLE, '--envoy-lenient').status, 2, '--envoy-lenient without --envoy');
+    // The schema's own warnings name the converted config's paths, and say so.
+    const noHeader = join(dir, 'no-header.yaml');
+    writeFileSync(noHeader, stringify(bootstrap([httpListener()], [cluster({ original_dst_lb_config: { use_http_header: false } })])));
+    const converted = cli('validate', '--envoy', noHeader);
+    assert.equal(converted.status, 0, converted.stderr);
+    assert.match(converted.stderr, /no-header\.yaml \(converted\): warning: listeners\[0\]\.http\.trusted_sources: empty/);
     const missing = cli('run', '--envoy', join(dir, 'nope.yaml'));
     assert.equal(missing.status, 2);
     assert.match(missing.stderr, /nope\.yaml: \(root\): cannot read config file: ENOENT/);

@@ -66,7 +66,7 @@ export function convertEnvoyBootstrap(root: unknown, lenient: boolean): Conversi
     return none();
   }
   if (root['static_resources'] === undefined) {
-    if (root['listeners'] !== undefined && !Array.isArray(root['static_resources'])) {
+    if (root['listeners'] !== undefined) {
       findings.fatal([], 'not an Envoy bootstrap: this looks like a splicegate config (top-level "listeners"); pass it with --config');
     } else if (root['dynamic_resources'] !== undefined) {
       findings.fatal(['dynamic_resources'], 'not supported: splicegate reads static_resources only (no xDS)');
