@@ -5,8 +5,6 @@
 // Exit status: 0 success, 1 runtime failure, 2 usage or config error (so scripts and systemd can
 // tell "you asked wrong" from "it broke").
 
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { DEFAULT_CONFIG_SOURCE, DEFAULT_CONFIG_YAML, defaultConfig } from './config/default';
 import { parseDuration } from './config/duration';
@@ -17,6 +15,7 @@ import { describeErrno } from './config/syserr';
 import type { SplicegateConfig } from './config/types';
 import { configWarnings } from './config/warnings';
 import { loadEnvoyFile } from './envoy/load';
+import { packageVersion } from './util/version';
 
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
@@ -77,7 +76,9 @@ const COMMANDS: Record<string, Command> = {
   run: {
     summary: 'start the proxy',
     usage: '[--config FILE | --envoy FILE [--envoy-lenient]] [--latency-log FILE [--latency-log-interval DURATION]]',
-    description: 'Load the config (or the built-in default) and run the proxy until it is stopped (SIGINT/SIGTERM).',
+    description:
+      'Load the config (or the built-in default) and run the proxy until it is stopped (SIGINT/SIGTERM: drain, then exit). ' +
+      'SIGHUP (or POST /reload on the admin endpoint) re-reads --config (or converts --envoy again) and applies it without dropping a connection (docs/OPERATIONS.md).',
     options: [
       { ...CONFIG_OPTION, description: 'YAML config file (default: the built-in config below)' },
       ...ENVOY_OPTIONS,
@@ -111,6 +112,9 @@ const COMMANDS: Record<string, Command> = {
       const { runProxy } = await import('./proxy/run.js');
       return runProxy(config, {
         configSource: configPath ?? DEFAULT_CONFIG_SOURCE,
+        ...(configPath === undefined ? {} : { configPath }),
+        // A reload converts the Envoy file again, with the same leniency.
+        ...(source?.kind === 'envoy' ? { loadConfig: () => loadSource(source) } : {}),
         ...(latencyLogPath === undefined ? {} : { latencyLogPath }),
         ...(latencyLogIntervalMs === undefined ? {} : { latencyLogIntervalMs }),
       });
@@ -287,7 +291,7 @@ async function main(argv: string[]): Promise<number> {
     return EXIT_OK;
   }
   if (first === '--version' || first === '-V') {
-    process.stdout.write(`splicegate ${version()}\n`);
+    process.stdout.write(`splicegate ${packageVersion()}\n`);
     return EXIT_OK;
   }
   if (first.startsWith('-')) throw new UsageError(`unknown option '${first}' (options go after the command)`);
@@ -419,17 +423,6 @@ function commandHelp(name: string, command: Command): string {
   if (command.notes !== undefined) sections.push('', command.notes());
   sections.push('', 'Examples:', ...command.examples.map((e) => `  ${e}`), '');
   return sections.join('\n');
-}
-
-function version(): string {
-  // Compiled to dist/src/cli.js, so the package root is two levels up.
-  try {
-    const pkg: unknown = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8'));
-    if (typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string') return pkg.version;
-  } catch {
-    // Fall through: a missing package.json must not turn --version into a crash.
-  }
-  return 'unknown';
 }
 
 function plural(count: number, noun: string): string {

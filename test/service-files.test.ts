@@ -174,8 +174,8 @@ for (const { file, docs } of manifests()) {
 test('systemd units pass systemd-analyze verify', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sg-units-'));
   try {
-    const units = readdirSync(SYSTEMD).filter((f) => f.endsWith('.service'));
-    assert.ok(units.includes('splicegate.service') && units.includes('splicegate-iptables.service'), units.join(', '));
+    const units = readdirSync(SYSTEMD).filter((f) => f.endsWith('.service') || f.endsWith('.socket'));
+    for (const u of ['splicegate.service', 'splicegate-iptables.service', 'splicegate.socket']) assert.ok(units.includes(u), units.join(', '));
     for (const unit of units) {
       // Point the units at this checkout and this node, so verify can check the executables.
       const text = readFileSync(join(SYSTEMD, unit), 'utf8').replaceAll('/usr/bin/node', process.execPath).replaceAll('/opt/splicegate', ROOT);
@@ -191,12 +191,15 @@ test('systemd units pass systemd-analyze verify', () => {
   }
 });
 
-test('splicegate.service: drains on SIGTERM within TimeoutStopSec, no ExecReload, its commands work', () => {
+test('splicegate.service: drains on SIGTERM within TimeoutStopSec, reloads with validate then SIGHUP, its commands work', () => {
   const unit = readFileSync(join(SYSTEMD, 'splicegate.service'), 'utf8');
   const key = (k: string): string[] => [...unit.matchAll(new RegExp(`^${k}=(.*)$`, 'gm'))].map((m) => m[1] ?? '');
   assert.deepEqual(key('Type'), ['exec']);
   assert.deepEqual(key('KillSignal'), ['SIGTERM']);
-  assert.deepEqual(key('ExecReload'), []);
+  assert.deepEqual(key('ExecReload'), [
+    '/usr/bin/node /opt/splicegate/dist/src/cli.js validate --config /etc/splicegate/splicegate.yaml',
+    '/bin/kill -HUP $MAINPID',
+  ]);
   assert.deepEqual(key('AmbientCapabilities'), ['CAP_NET_ADMIN']);
   assert.ok(Number(key('LimitNOFILE')[0]) >= 65536);
   const gateway = readFileSync(join(ROOT, 'examples', 'gateway.yaml'), 'utf8');
@@ -210,6 +213,16 @@ test('splicegate.service: drains on SIGTERM within TimeoutStopSec, no ExecReload
   const r = splicegate(['iptables', 'print', ...args.slice(2)]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^ip6tables .*-p tcp -i eth1 -m multiport --dports 80,443 -j REDIRECT --to-ports 15001$/m);
+});
+
+test('splicegate.socket: one IPv6-only ListenStream per listener of the example config, at its address', () => {
+  const unit = readFileSync(join(SYSTEMD, 'splicegate.socket'), 'utf8');
+  const key = (k: string): string[] => [...unit.matchAll(new RegExp(`^${k}=(.*)$`, 'gm'))].map((m) => m[1] ?? '');
+  const config = parseAllDocuments(readFileSync(join(ROOT, 'examples', 'gateway.yaml'), 'utf8'))[0]?.toJSON() as { listeners: Array<{ address: string }> };
+  // splicegate matches an unnamed passed socket by its exact address (src/proxy/socket-activation.ts).
+  assert.deepEqual(key('ListenStream'), config.listeners.map((l) => l.address));
+  assert.deepEqual(key('BindIPv6Only'), ['ipv6-only']);
+  assert.deepEqual(key('FileDescriptorName'), [], 'one name for every socket of the unit would not tell the listeners apart');
 });
 
 test('Dockerfile: Debian bookworm base, npm ci, the install build steps, iptables in the image', () => {

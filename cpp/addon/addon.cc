@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include "../core/host_cache.h"
+#include "../core/listener.h"
 #include "../core/policy_set.h"
 #include "../core/stats.h"
 #include "listen_socket.h"
@@ -23,6 +24,7 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
     DefineAddon(exports, {
                              InstanceMethod<&SplicegateAddon::raiseFdLimit>("raiseFdLimit"),
                              InstanceMethod<&SplicegateAddon::policyCounterNames>("policyCounterNames"),
+                             InstanceMethod<&SplicegateAddon::inspectSocket>("inspectSocket"),
                              InstanceValue("NativeWorker", NativeWorker::define(env)),
                              InstanceValue("ListenSocket", ListenSocket::define(env)),
                              InstanceValue("statNames", names),
@@ -43,6 +45,29 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
     const std::vector<std::string> names = PolicySet::counterNames(policies);
     Napi::Array out = Napi::Array::New(env, names.size());
     for (size_t i = 0; i < names.size(); ++i) out[i] = Napi::String::New(env, names[i]);
+    return out;
+  }
+
+  // What an inherited fd is, for matching sockets passed by systemd to listeners:
+  // { type, family, listening, address } or a thrown system error (EBADF, ENOTSOCK).
+  Napi::Value inspectSocket(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber() || info[0].As<Napi::Number>().Int32Value() < 0) {
+      Napi::TypeError::New(env, "inspectSocket(fd): fd must be a non-negative integer").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    SocketInfo socket;
+    if (SysError err = splicegate::inspectSocket(info[0].As<Napi::Number>().Int32Value(), socket)) {
+      makeSystemError(env, err).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    const char* type = socket.type == SOCK_STREAM ? "stream" : socket.type == SOCK_DGRAM ? "dgram" : socket.type == SOCK_SEQPACKET ? "seqpacket" : "other";
+    const char* family = socket.family == AF_INET ? "ipv4" : socket.family == AF_INET6 ? "ipv6" : socket.family == AF_UNIX ? "unix" : "other";
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("type", Napi::String::New(env, type));
+    out.Set("family", Napi::String::New(env, family));
+    out.Set("listening", Napi::Boolean::New(env, socket.listening));
+    out.Set("address", Napi::String::New(env, socket.family == AF_INET || socket.family == AF_INET6 ? socket.local.toString() : ""));
     return out;
   }
 

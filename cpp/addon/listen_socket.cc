@@ -25,7 +25,17 @@ ListenSocket::ListenSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Li
   if (!readListenerOptions(info[0].As<Napi::Object>(), options)) return;  // a TypeError is pending
   SocketAddress bound;
   SysError err;
-  fd_ = openListenSocket(options, &bound, err);
+  // ListenSocket(options, fd): take over a socket passed by the service manager instead of binding.
+  if (info.Length() >= 2 && !info[1].IsUndefined()) {
+    if (!info[1].IsNumber() || info[1].As<Napi::Number>().DoubleValue() != static_cast<double>(info[1].As<Napi::Number>().Int32Value()) ||
+        info[1].As<Napi::Number>().Int32Value() < 0) {
+      Napi::TypeError::New(env, "ListenSocket(options, fd): fd must be a non-negative integer").ThrowAsJavaScriptException();
+      return;
+    }
+    fd_ = adoptListenSocket(info[1].As<Napi::Number>().Int32Value(), options, &bound, err);
+  } else {
+    fd_ = openListenSocket(options, &bound, err);
+  }
   if (!fd_) {
     makeSystemError(env, err).ThrowAsJavaScriptException();
     return;

@@ -76,6 +76,68 @@ UniqueFd openListenSocket(const ListenerOptions& options, SocketAddress* bound, 
   return fd;
 }
 
+SysError inspectSocket(int fd, SocketInfo& out) {
+  out = SocketInfo{};
+  if (::fcntl(fd, F_GETFD) < 0) return SysError::fromErrno("fcntl", "fd " + std::to_string(fd));
+  socklen_t len = sizeof out.type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &out.type, &len) < 0) return SysError::fromErrno("getsockopt", "fd " + std::to_string(fd));
+  out.family = getIntOption(fd, SOL_SOCKET, SO_DOMAIN);
+  out.listening = getIntOption(fd, SOL_SOCKET, SO_ACCEPTCONN) == 1;
+  if (out.family == AF_INET || out.family == AF_INET6) {
+    socklen_t alen = SocketAddress::capacity();
+    if (::getsockname(fd, out.local.sockaddrPtr(), &alen) < 0) return SysError::fromErrno("getsockname", "fd " + std::to_string(fd));
+  }
+  return {};
+}
+
+UniqueFd adoptListenSocket(int fd, const ListenerOptions& options, SocketAddress* bound, SysError& err) {
+  const std::string where = describe(options) + " (passed fd " + std::to_string(fd) + ")";
+  SocketInfo info;
+  if (SysError e = inspectSocket(fd, info)) {
+    err = SysError{e.syscall, e.err, where};
+    return {};
+  }
+  const auto refuse = [&](const std::string& why) {
+    err = SysError{"adopt", EINVAL, where + ": " + why};
+    return UniqueFd{};
+  };
+  if (info.type != SOCK_STREAM) return refuse("not a stream socket");
+  if (info.family != AF_INET && info.family != AF_INET6) return refuse("not an IPv4 or IPv6 socket");
+  if (!info.listening) return refuse("not listening");
+  if (!(info.local == options.address)) return refuse("bound to " + info.local.toString());
+  if (info.family == AF_INET6 && getIntOption(fd, IPPROTO_IPV6, IPV6_V6ONLY) != 1) {
+    // Dual-stack would take IPv4 clients as mapped addresses, whose original destination is read
+    // with the IPv6 option and fails: the unit must say BindIPv6Only=ipv6-only.
+    return refuse("not IPv6-only (BindIPv6Only=ipv6-only in the .socket unit)");
+  }
+  if (options.transparent) {
+    const int level = info.family == AF_INET6 ? SOL_IPV6 : SOL_IP;
+    const int name = info.family == AF_INET6 ? IPV6_TRANSPARENT : IP_TRANSPARENT;
+    if (getIntOption(fd, level, name) != 1 && !setIntOption(fd, level, name, 1)) {
+      err = SysError::fromErrno("setsockopt", where + " (IP_TRANSPARENT needs CAP_NET_ADMIN, or Transparent=yes in the .socket unit)");
+      return {};
+    }
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    err = SysError::fromErrno("fcntl", where + " (O_NONBLOCK)");
+    return {};
+  }
+  const int fdFlags = ::fcntl(fd, F_GETFD);
+  if (fdFlags < 0 || ::fcntl(fd, F_SETFD, fdFlags | FD_CLOEXEC) < 0) {
+    err = SysError::fromErrno("fcntl", where + " (FD_CLOEXEC)");
+    return {};
+  }
+  setIntOption(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+  // On a listening socket listen() only updates the accept queue's limit: nothing queued is lost.
+  if (::listen(fd, options.backlog) < 0) {
+    err = SysError::fromErrno("listen", where);
+    return {};
+  }
+  if (bound) *bound = info.local;
+  return UniqueFd(fd);
+}
+
 std::unique_ptr<Listener> Listener::attach(WorkerCore& core, const ListenerOptions& options, int sharedFd,
                                            SysError& err) {
   const std::string where = describe(options);

@@ -19,6 +19,24 @@ class WorkerCore;
 // No SO_REUSEPORT: an address another process listens on fails here with EADDRINUSE.
 UniqueFd openListenSocket(const ListenerOptions& options, SocketAddress* bound, SysError& err);
 
+// What an inherited fd is (socket activation passes fds 3..; see src/proxy/socket-activation.ts).
+struct SocketInfo {
+  int type = 0;               // SOCK_STREAM, SOCK_DGRAM, ...
+  int family = AF_UNSPEC;     // AF_INET, AF_INET6, AF_UNIX, ...
+  bool listening = false;     // SO_ACCEPTCONN
+  SocketAddress local;        // getsockname, for AF_INET and AF_INET6
+};
+// EBADF: not an open fd; ENOTSOCK: open but not a socket.
+SysError inspectSocket(int fd, SocketInfo& out);
+
+// Takes over a listening socket the process inherited (systemd socket activation) instead of
+// opening one: it must be a listening TCP socket bound to exactly options.address (an IPv6 one
+// IPv6-only, as openListenSocket makes it). Made non-blocking and close-on-exec, IP_TRANSPARENT
+// set when the listener is transparent and the socket is not yet, TCP_NODELAY set, and listen()
+// called again so the listener's backlog applies. On success the returned UniqueFd owns the fd
+// (same number); on failure nothing is taken over and the caller still owns `fd`.
+UniqueFd adoptListenSocket(int fd, const ListenerOptions& options, SocketAddress* bound, SysError& err);
+
 class Listener final : public EventHandler {
  public:
   // One worker's share of a listening socket opened by openListenSocket (sharedFd is not taken

@@ -1137,6 +1137,70 @@ void listenerTests() {
     CHECK(std::string(err2.syscall) == "bind");
     CHECK(err2.context.find(bound.toString()) != std::string::npos);
   });
+  run("adopt takes over a passed listening socket as is: same fd, non-blocking, close-on-exec", [] {
+    // What systemd passes: a blocking, inheritable socket it bound and listens on.
+    UniqueFd passed(::socket(AF_INET, SOCK_STREAM, 0));
+    ListenerOptions lo = loopbackListener();
+    CHECK(::bind(passed.get(), lo.address.sockaddrPtr(), lo.address.length()) == 0);
+    CHECK(::listen(passed.get(), 8) == 0);
+    socklen_t len = SocketAddress::capacity();
+    CHECK(::getsockname(passed.get(), lo.address.sockaddrPtr(), &len) == 0);
+    UniqueFd client = connectTo(lo.address);  // queued before the takeover
+    const int number = passed.get();
+    SocketAddress bound;
+    SysError err;
+    UniqueFd adopted = adoptListenSocket(number, lo, &bound, err);
+    CHECK(adopted && !err);
+    (void)passed.release();  // owned by `adopted` now
+    CHECK(adopted.get() == number);
+    CHECK(bound == lo.address);
+    CHECK((::fcntl(number, F_GETFL) & O_NONBLOCK) != 0);
+    CHECK((::fcntl(number, F_GETFD) & FD_CLOEXEC) != 0);
+    SocketInfo info;
+    CHECK(!inspectSocket(number, info));
+    CHECK(info.type == SOCK_STREAM && info.family == AF_INET && info.listening && info.local == lo.address);
+    // The connection queued before the takeover is still there.
+    UniqueFd accepted(::accept4(number, nullptr, nullptr, SOCK_CLOEXEC));
+    CHECK(accepted);
+  });
+  run("adopt refuses a passed fd that does not fit the listener and leaves it open", [] {
+    SysError err;
+    ListenerOptions lo = loopbackListener();
+    UniqueFd notListening(::socket(AF_INET, SOCK_STREAM, 0));
+    CHECK(!adoptListenSocket(notListening.get(), lo, nullptr, err));
+    CHECK(err.err == EINVAL && err.context.find("not listening") != std::string::npos);
+    CHECK(::fcntl(notListening.get(), F_GETFD) >= 0);  // still the caller's
+    UniqueFd udp(::socket(AF_INET, SOCK_DGRAM, 0));
+    err = {};
+    CHECK(!adoptListenSocket(udp.get(), lo, nullptr, err));
+    CHECK(err.context.find("not a stream socket") != std::string::npos);
+    SocketAddress other;
+    UniqueFd elsewhere = openListenSocket(lo, &other, err);
+    CHECK(elsewhere);
+    ListenerOptions wrongPort = lo;
+    wrongPort.address = addr("127.0.0.1", static_cast<uint16_t>(other.port() == 65535 ? 65534 : other.port() + 1));
+    err = {};
+    CHECK(!adoptListenSocket(elsewhere.get(), wrongPort, nullptr, err));
+    CHECK(err.context.find("bound to " + other.toString()) != std::string::npos);
+    // Dual-stack IPv6 (systemd's default BindIPv6Only=both) is refused.
+    UniqueFd dual(::socket(AF_INET6, SOCK_STREAM, 0));
+    int off = 0;
+    CHECK(::setsockopt(dual.get(), IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) == 0);
+    ListenerOptions six = lo;
+    six.address = addr("::", 0);  // a specific IPv6 address is IPv6-only whatever the option says
+    CHECK(::bind(dual.get(), six.address.sockaddrPtr(), six.address.length()) == 0 && ::listen(dual.get(), 8) == 0);
+    socklen_t len = SocketAddress::capacity();
+    CHECK(::getsockname(dual.get(), six.address.sockaddrPtr(), &len) == 0);
+    err = {};
+    CHECK(!adoptListenSocket(dual.get(), six, nullptr, err));
+    CHECK(err.context.find("not IPv6-only") != std::string::npos);
+    // A closed fd number.
+    const int closedNumber = notListening.get();
+    notListening.reset();
+    SocketInfo info;
+    CHECK(inspectSocket(closedNumber, info).err == EBADF);
+    CHECK(inspectSocket(STDIN_FILENO, info).err == ENOTSOCK || inspectSocket(STDIN_FILENO, info).err == EBADF);
+  });
   run("attach refuses an fd that is not a listening socket", [] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);

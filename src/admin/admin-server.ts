@@ -10,15 +10,29 @@ import type { CounterValues } from '../stats/counters';
 import { hostsText, type HostView } from '../stats/hosts';
 import { prometheusText } from '../stats/prometheus';
 import { latencyResponse, renderPrometheusHistograms } from '../latency/latency-views';
-import type { LatencySource } from '../latency/source';
+import { sharedCollect, type LatencySource } from '../latency/source';
 import type { Logger } from '../util/logger';
+import { acceptsHtml } from './dashboard/negotiate';
+import { sendDashboard } from './dashboard/page';
+import type { ServerInfo } from './server-info';
+
+/** The config generation serving, as /ready shows it (docs/OPERATIONS.md, reload). */
+export interface AdminGeneration {
+  number: number;
+  source: string;
+  loadedAt: string;
+}
 
 export interface AdminState {
   /** Ready = every worker listens and no drain has begun. */
-  readiness(): { ready: boolean; detail: string };
+  readiness(): { ready: boolean; detail: string; generation?: AdminGeneration };
+  /** POST /reload: re-read the config file; the answer's status and JSON body. */
+  reload?: () => Promise<{ status: number; body: unknown }>;
   counters(): Promise<CounterValues>;
   hosts(): Promise<HostView[]>;
   latency: LatencySource;
+  /** GET /server_info (the dashboard's header and listeners); the route exists when this does. */
+  serverInfo?: () => ServerInfo;
   /** Present only when test hooks are enabled. */
   crashWorker?: (id: number) => boolean;
 }
@@ -47,17 +61,37 @@ function statsText(values: CounterValues): string {
 
 function routes(state: AdminState, adminStats: AdminStats): Map<string, { method: string; handler: Handler }> {
   const table = new Map<string, { method: string; handler: Handler }>();
+  // The dashboard reads /latency?format=json and ?format=plots together: one collect serves both.
+  const latency = sharedCollect(state.latency);
   table.set('/', {
     method: 'GET',
-    handler: (_req, res) => reply(res, 200, [...table.keys()].join('\n') + '\n'),
+    // A browser gets the dashboard; curl (Accept: */*) and scripts keep the plain route list.
+    handler: (req, res) => (acceptsHtml(req.headers.accept) ? sendDashboard(res) : reply(res, 200, [...table.keys()].join('\n') + '\n')),
   });
   table.set('/ready', {
     method: 'GET',
-    handler: (_req, res) => {
-      const { ready, detail } = state.readiness();
-      reply(res, ready ? 200 : 503, detail + '\n');
+    handler: (_req, res, query) => {
+      const { ready, detail, generation: g } = state.readiness();
+      const format = query.get('format');
+      if (format === 'json') {
+        const generation = g ? { config_generation: g.number, config_file: g.source, config_loaded_at: g.loadedAt } : {};
+        reply(res, ready ? 200 : 503, JSON.stringify({ ready, detail, ...generation }) + '\n', 'application/json');
+      } else if (format === null || format === 'text') {
+        const line = g ? `config_generation ${g.number} ${g.source} ${g.loadedAt}\n` : '';
+        reply(res, ready ? 200 : 503, detail + '\n' + line);
+      } else reply(res, 400, `unknown format "${format}" (use json or text)\n`);
     },
   });
+  if (state.reload) {
+    const reload = state.reload;
+    table.set('/reload', {
+      method: 'POST',
+      handler: async (_req, res) => {
+        const r = await reload();
+        reply(res, r.status, JSON.stringify(r.body, null, 2) + '\n', 'application/json');
+      },
+    });
+  }
   table.set('/stats', {
     method: 'GET',
     handler: async (_req, res, query) => {
@@ -71,7 +105,7 @@ function routes(state: AdminState, adminStats: AdminStats): Map<string, { method
   table.set('/stats/prometheus', {
     method: 'GET',
     handler: async (_req, res) => {
-      const [dataPlane, histograms] = await Promise.all([state.counters(), renderPrometheusHistograms(state.latency)]);
+      const [dataPlane, histograms] = await Promise.all([state.counters(), renderPrometheusHistograms(latency)]);
       const counters = { ...dataPlane, ...adminStats.snapshot() };
       reply(res, 200, prometheusText(counters, [histograms]), 'text/plain; version=0.0.4; charset=utf-8');
     },
@@ -79,7 +113,7 @@ function routes(state: AdminState, adminStats: AdminStats): Map<string, { method
   table.set('/latency', {
     method: 'GET',
     handler: async (_req, res, query) => {
-      const r = await latencyResponse(state.latency, query.get('format'));
+      const r = await latencyResponse(latency, query.get('format'));
       reply(res, r.status, r.body, r.contentType);
     },
   });
@@ -93,6 +127,13 @@ function routes(state: AdminState, adminStats: AdminStats): Map<string, { method
       else reply(res, 400, `unknown format "${format}" (use json or text)\n`);
     },
   });
+  if (state.serverInfo) {
+    const info = state.serverInfo;
+    table.set('/server_info', {
+      method: 'GET',
+      handler: (_req, res) => reply(res, 200, JSON.stringify(info(), null, 2) + '\n', 'application/json'),
+    });
+  }
   if (state.crashWorker) {
     const crash = state.crashWorker;
     table.set('/debug/crash-worker', {

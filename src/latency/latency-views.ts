@@ -4,6 +4,7 @@
 //   GET /latency                  renderLatencyText   (text/plain)
 //   GET /latency?format=json      renderLatencyJson   (application/json, the documented contract)
 //   GET /latency?format=hdr       renderLatencyHdr    (application/json, full-fidelity histograms)
+//   GET /latency?format=plots     renderLatencyPlots  (application/json, the report's SVG plots; the dashboard's)
 //   GET /stats/prometheus         renderPrometheusHistograms, appended to the counters
 
 import { formatLatencyText } from './latency-text';
@@ -23,6 +24,10 @@ export async function renderLatencyHdr(source: LatencySource): Promise<string> {
   return JSON.stringify(await runOnMergePool('hdr', await source.collect())) + '\n';
 }
 
+export async function renderLatencyPlots(source: LatencySource): Promise<string> {
+  return JSON.stringify(await runOnMergePool('plots', await source.collect())) + '\n';
+}
+
 /** Histogram series in Prometheus text format 0.0.4 (HELP, TYPE, _bucket, _sum, _count). */
 export async function renderPrometheusHistograms(source: LatencySource): Promise<string> {
   return runOnMergePool('prometheus', await source.collect());
@@ -34,7 +39,7 @@ export interface LatencyResponse {
   body: string;
 }
 
-/** The whole `/latency` route: format from the query (null, "text", "json" or "hdr"). */
+/** The whole `/latency` route: format from the query (null, "text", "json", "hdr" or "plots"). */
 export async function latencyResponse(source: LatencySource, format: string | null): Promise<LatencyResponse> {
   switch (format) {
     case null:
@@ -44,7 +49,9 @@ export async function latencyResponse(source: LatencySource, format: string | nu
       return { status: 200, contentType: 'application/json', body: await renderLatencyJson(source) };
     case 'hdr':
       return { status: 200, contentType: 'application/json', body: await renderLatencyHdr(source) };
+    case 'plots':
+      return { status: 200, contentType: 'application/json', body: await renderLatencyPlots(source) };
     default:
-      return { status: 400, contentType: 'text/plain; charset=utf-8', body: `unknown format "${format}" (use text, json or hdr)\n` };
+      return { status: 400, contentType: 'text/plain; charset=utf-8', body: `unknown format "${format}" (use text, json, hdr or plots)\n` };
   }
 }

@@ -4,6 +4,7 @@
 import { hdrExport, type HdrLatencyExport } from './hdr-export';
 import { intervalLines, type IntervalInput, type IntervalOutput } from './interval-lines';
 import { mergeExports } from './merge';
+import { latencyPlots, type LatencyPlots } from './plots';
 import { formatPrometheusHistograms, prometheusHistograms } from './prometheus';
 import type { WorkerLatencyExport } from './source';
 import { summarizeLatency, type LatencySummary } from './summary';
@@ -13,6 +14,7 @@ type Exports = readonly WorkerLatencyExport[];
 export const MERGE_TASKS = {
   summary: (workerExports: Exports): LatencySummary => summarizeLatency(mergeExports(workerExports)),
   hdr: (workerExports: Exports): HdrLatencyExport => hdrExport(mergeExports(workerExports)),
+  plots: (workerExports: Exports): LatencyPlots => latencyPlots(mergeExports(workerExports)),
   prometheus: (workerExports: Exports): string => formatPrometheusHistograms(prometheusHistograms(workerExports)),
   interval: (input: IntervalInput): IntervalOutput => intervalLines(input),
 };

@@ -7,6 +7,7 @@ import { HistogramLogReader, type Histogram } from 'hdr-histogram-js';
 import { decodeHdrExport, type DecodedSet } from './hdr-export';
 import { parseTag } from './interval-lines';
 import { LATENCY_METRICS, type LatencyMetricName } from './metrics';
+import { TimelineBuilder, type LatencyTimeline } from './report-timeline';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9901';
 
@@ -19,6 +20,8 @@ export interface LatencyReport {
   /** Busiest first (connections, i.e. the connect histogram's count). */
   hosts: Array<{ address: string; set: DecodedSet }>;
   otherHosts: DecodedSet;
+  /** Per-interval percentiles: only a log has them (the admin endpoint serves totals). */
+  timeline?: LatencyTimeline;
 }
 
 function isMetric(name: string): name is LatencyMetricName {
@@ -57,6 +60,7 @@ export async function loadReportFromAdmin(baseUrl: string, timeoutMs = 10_000): 
 export function reportFromLogText(content: string, source: string): LatencyReport {
   const reader = new HistogramLogReader(content, 64);
   const byTag = new Map<string, Histogram>();
+  const timeline = new TimelineBuilder();
   const intervalStarts = new Set<number>();
   let firstMs = Number.POSITIVE_INFINITY;
   let lastMs = Number.NEGATIVE_INFINITY;
@@ -64,6 +68,8 @@ export function reportFromLogText(content: string, source: string): LatencyRepor
     intervalStarts.add(h.startTimeStampMsec);
     firstMs = Math.min(firstMs, h.startTimeStampMsec);
     lastMs = Math.max(lastMs, h.endTimeStampMsec);
+    // Before the sum: the first histogram of a tag becomes the sum and is added to.
+    timeline.add(h);
     const sum = byTag.get(h.tag);
     if (sum === undefined) byTag.set(h.tag, h);
     else sum.add(h);
@@ -93,6 +99,7 @@ export function reportFromLogText(content: string, source: string): LatencyRepor
     global,
     hosts: rankHosts([...hosts.entries()].map(([address, set]) => ({ address, set }))),
     otherHosts: {},
+    timeline: timeline.build(),
   };
 }
 

@@ -1,12 +1,14 @@
 // `splicegate report --html FILE`: one self-contained page (inline CSS and SVG, no script, no
 // external asset) with HdrHistogram-style percentile plots: x is 1/(1-p) on a log scale, so 90%,
 // 99%, 99.9% ... are evenly spaced and the tail gets the room it deserves; y is latency in ms.
+// From a latency log it also charts each interval's p50/p99/max over time (report-timeline-html).
 
 import type { Histogram } from 'hdr-histogram-js';
-import { HOST_LATENCY_METRICS, LATENCY_METRICS, METRIC_INFO } from './metrics';
+import { COLORS, escapeHtml, formatMs, ms } from './html-util';
+import { HOST_LATENCY_METRICS, LATENCY_METRICS, METRIC_INFO, type LatencyMetricName } from './metrics';
 import type { LatencyReport } from './report-data';
+import { TIMELINE_STYLE, timelineSections } from './report-timeline-html';
 
-const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
 /** 99.9999%: past this the plot would show single samples, not a distribution. */
 const MAX_NINES = 6;
 const STEPS_PER_DECADE = 50;
@@ -17,24 +19,9 @@ interface Series {
   histogram: Histogram;
 }
 
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-function ms(us: number): number {
-  return us / 1000;
-}
-
 /** Axis ticks are round numbers: print them without trailing zeros ("2.5", "20"). */
 function formatTick(value: number): string {
   return String(Number(value.toPrecision(6)));
-}
-
-function formatMs(value: number): string {
-  if (value === 0) return '0';
-  if (value >= 100) return value.toFixed(0);
-  if (value >= 1) return value.toFixed(2);
-  return value.toFixed(3);
 }
 
 /** "90%", "99.9%": the percentile at x = log10(1/(1-p)). */
@@ -70,13 +57,15 @@ function curve(h: Histogram, maxNines: number): Array<[number, number]> {
   return points;
 }
 
+// Inline SVG in an HTML page: the parser gives it the SVG namespace, so no xmlns (and so no URL in
+// pages that promise to hold none, like the admin dashboard).
 function chart(title: string, series: Series[], width = 540, height = 300): string {
   const m = { left: 62, right: 30, top: 30, bottom: 46 };
   const plotW = width - m.left - m.right;
   const plotH = height - m.top - m.bottom;
   const live = series.filter((s) => s.histogram.totalCount > 0);
   const parts: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${escapeHtml(title)}">`,
+    `<svg width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${escapeHtml(title)}">`,
     `<rect x="0" y="0" width="${width}" height="${height}" fill="#fff"/>`,
     `<text x="${m.left}" y="18" class="title">${escapeHtml(title)}</text>`,
   ];
@@ -121,6 +110,12 @@ function chart(title: string, series: Series[], width = 540, height = 300): stri
   return parts.join('');
 }
 
+/** One metric's percentile plot ("no samples" when h is absent or empty): the report's and the dashboard's. */
+export function metricPlot(metric: LatencyMetricName, h: Histogram | undefined): string {
+  const title = `${metric}: ${METRIC_INFO[metric].title}`;
+  return chart(title, h === undefined ? [] : [{ label: metric, color: COLORS[0] ?? '#000', histogram: h }]);
+}
+
 const SUMMARY_PERCENTILES: Array<[string, number]> = [
   ['p50', 50],
   ['p90', 90],
@@ -144,6 +139,15 @@ function summaryTable(rows: string[]): string {
   return `<table><thead>${head}</thead><tbody>${rows.join('')}</tbody></table>`;
 }
 
+/** The plots' own classes: every page that shows chart() output (this report, the admin dashboard) includes it. */
+export const PLOT_STYLE = `
+svg .title { font-size: 14px; font-weight: 600; fill: #222; }
+svg .tick { font-size: 11px; fill: #555; } svg .axis { font-size: 12px; fill: #333; }
+svg .legend { font-size: 11px; fill: #222; } svg .empty { font-size: 14px; fill: #888; }
+svg .grid { stroke: #e6e8eb; stroke-width: 1; } svg .frame { fill: none; stroke: #9aa0a6; }
+svg .legend-box { fill: #fff; fill-opacity: 0.85; stroke: #dde1e6; }
+`;
+
 const STYLE = `
 body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; background: #f6f7f9; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; }
@@ -155,11 +159,6 @@ table { border-collapse: collapse; background: #fff; border: 1px solid #dde1e6; 
 th, td { padding: 4px 10px; border-bottom: 1px solid #eef0f3; text-align: right; font-variant-numeric: tabular-nums; }
 th:first-child { text-align: left; }
 .swatch { display: inline-block; width: 10px; height: 10px; margin-right: 6px; border-radius: 2px; }
-svg .title { font-size: 14px; font-weight: 600; fill: #222; }
-svg .tick { font-size: 11px; fill: #555; } svg .axis { font-size: 12px; fill: #333; }
-svg .legend { font-size: 11px; fill: #222; } svg .empty { font-size: 14px; fill: #888; }
-svg .grid { stroke: #e6e8eb; stroke-width: 1; } svg .frame { fill: none; stroke: #9aa0a6; }
-svg .legend-box { fill: #fff; fill-opacity: 0.85; stroke: #dde1e6; }
 `;
 
 export function renderReportHtml(report: LatencyReport, topHosts = 8): string {
@@ -171,10 +170,7 @@ export function renderReportHtml(report: LatencyReport, topHosts = 8): string {
   body.push(summaryTable(LATENCY_METRICS.map((m) => summaryRow(m, report.global[m]))));
   body.push('<div class="grid-2">');
   for (const metric of LATENCY_METRICS) {
-    const h = report.global[metric];
-    const info = METRIC_INFO[metric];
-    const plot = h === undefined ? chart(`${metric}: ${info.title}`, []) : chart(`${metric}: ${info.title}`, [{ label: metric, color: COLORS[0] ?? '#000', histogram: h }]);
-    body.push(`<div class="card">${plot}<p>${escapeHtml(info.description)}</p></div>`);
+    body.push(`<div class="card">${metricPlot(metric, report.global[metric])}<p>${escapeHtml(METRIC_INFO[metric].description)}</p></div>`);
   }
   body.push('</div>');
 
@@ -198,11 +194,16 @@ export function renderReportHtml(report: LatencyReport, topHosts = 8): string {
       body.push(summaryTable(hosts.map(({ address, set }, i) => summaryRow(address, set[metric], color(i)))));
     }
   }
+  if (report.timeline !== undefined) {
+    body.push(...timelineSections(report.timeline, hosts.map((h) => h.address)));
+  } else {
+    body.push('<h2>Latency over time</h2><p class="meta">Only from a latency log: <code>splicegate report --log FILE --html OUT</code> (the admin endpoint serves totals since start).</p>');
+  }
   return [
     '<!DOCTYPE html>',
     '<html lang="en"><head><meta charset="utf-8">',
     '<meta name="viewport" content="width=device-width, initial-scale=1">',
-    `<title>splicegate latency report</title><style>${STYLE}</style></head>`,
+    `<title>splicegate latency report</title><style>${STYLE}${PLOT_STYLE}${TIMELINE_STYLE}</style></head>`,
     `<body>${body.join('\n')}</body></html>`,
     '',
   ].join('\n');

@@ -20,3 +20,18 @@ export interface LatencySource {
    */
   collect(): Promise<WorkerLatencyExport[]>;
 }
+
+/**
+ * Readers that arrive while a collect is under way share it: the dashboard reads two latency views
+ * at once, and the workers are asked once. Nothing is cached past the answer, so no reader gets
+ * figures older than its own request.
+ */
+export function sharedCollect(source: LatencySource): LatencySource {
+  let inFlight: Promise<WorkerLatencyExport[]> | undefined;
+  return {
+    collect: () =>
+      (inFlight ??= source.collect().finally(() => {
+        inFlight = undefined;
+      })),
+  };
+}

@@ -151,9 +151,20 @@ export interface NativeHostSnapshot {
   values: Float64Array;
 }
 
+export interface NativeSocketInfo {
+  type: 'stream' | 'dgram' | 'seqpacket' | 'other';
+  family: 'ipv4' | 'ipv6' | 'unix' | 'other';
+  listening: boolean;
+  /** "0.0.0.0:15001", "[::]:15006"; "" for other families. */
+  address: string;
+}
+
 export interface NativeBinding {
   NativeWorker: new (options: NativeWorkerOptions) => NativeWorker;
-  ListenSocket: new (options: NativeListenerOptions) => ListenSocket;
+  /** With fd: takes over that inherited listening socket (socket activation) instead of binding. */
+  ListenSocket: new (options: NativeListenerOptions, fd?: number) => ListenSocket;
+  /** What an inherited fd is; throws a system error (EBADF, ENOTSOCK). */
+  inspectSocket(fd: number): NativeSocketInfo;
   statNames: readonly string[];
   hostStatNames: readonly string[];
   raiseFdLimit(): { soft: number; hard: number };

@@ -8,13 +8,16 @@ import type { Logger } from '../util/logger';
 
 const EXAMPLE_MARK = 0x100;
 
-export function loopWarningRule(config: SplicegateConfig, log: Logger, uid: number | undefined = process.getuid?.()): CounterRule {
-  const mark = config.cluster.upstreamMark;
-  const markHex = `0x${(mark === 0 ? EXAMPLE_MARK : mark).toString(16)}`;
-  const ports = [...new Set(config.listeners.map((l) => l.address.port))].join(',');
+/** config: the config, or a getter for the one serving when the warning fires (it changes on reload). */
+export function loopWarningRule(config: SplicegateConfig | (() => SplicegateConfig), log: Logger, uid: number | undefined = process.getuid?.()): CounterRule {
+  const current = typeof config === 'function' ? config : () => config;
   return {
     counter: 'loop_rejected',
     onFirstRise(value) {
+      const { cluster, listeners } = current();
+      const mark = cluster.upstreamMark;
+      const markHex = `0x${(mark === 0 ? EXAMPLE_MARK : mark).toString(16)}`;
+      const ports = [...new Set(listeners.map((l) => l.address.port))].join(',');
       log.warn('loop: splicegate\'s own upstream connections are redirected back to its listeners; each is refused and counted in loop_rejected', {
         loop_rejected: value,
         listener_ports: ports,

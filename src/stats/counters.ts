@@ -1,5 +1,7 @@
 // Sums the workers' counter blocks into one named view, and keeps the totals of workers that died
-// so a restart never makes a counter go backwards (Prometheus treats that as a reset).
+// or of config generations that retired, so neither a restart nor a reload ever makes a counter go
+// backwards (Prometheus treats that as a reset). Blocks are summed by name: a reload may change
+// the policy counters a worker's block ends with, and a retired rule's total stays.
 
 /** Stats that describe "now" rather than accumulate: summed across live workers, never retired. */
 const GAUGES = new Set([
@@ -10,6 +12,8 @@ const GAUGES = new Set([
   'listeners_active',
   'host_count',
   'admin_cx_active',
+  'config_generation',
+  'config_generations_live',
 ]);
 
 export function isGauge(name: string): boolean {
@@ -18,27 +22,39 @@ export function isGauge(name: string): boolean {
 
 export type CounterValues = Record<string, number>;
 
-export class CounterAggregator {
-  private readonly retired: Float64Array;
+/** One worker's counters and the names of its block's slots (a generation's names). */
+export interface CounterBlock {
+  names: readonly string[];
+  values: Float64Array;
+}
 
-  constructor(private readonly names: readonly string[]) {
-    this.retired = new Float64Array(names.length);
-  }
+export class CounterAggregator {
+  private readonly retired = new Map<string, number>();
+
+  /** names: the counters every block starts with (the core's stats), listed first in every sum. */
+  constructor(private readonly names: readonly string[]) {}
 
   /** A worker is gone: its last counters stay in the totals, its gauges do not. */
-  retire(lastSnapshot: Float64Array): void {
-    this.names.forEach((name, i) => {
-      if (!isGauge(name)) this.retired[i] += lastSnapshot[i] ?? 0;
+  retire(lastSnapshot: Float64Array, names: readonly string[] = this.names): void {
+    names.forEach((name, i) => {
+      if (!isGauge(name)) this.retired.set(name, (this.retired.get(name) ?? 0) + (lastSnapshot[i] ?? 0));
     });
   }
 
+  /** Live blocks with the default names. */
   sum(live: readonly Float64Array[]): CounterValues {
+    return this.sumBlocks(live.map((values) => ({ names: this.names, values })));
+  }
+
+  sumBlocks(live: readonly CounterBlock[]): CounterValues {
     const out: CounterValues = {};
-    this.names.forEach((name, i) => {
-      let total = this.retired[i];
-      for (const snapshot of live) total += snapshot[i] ?? 0;
-      out[name] = total;
-    });
+    for (const name of this.names) out[name] = this.retired.get(name) ?? 0;
+    for (const [name, value] of this.retired) out[name] = value;
+    for (const block of live) {
+      block.names.forEach((name, i) => {
+        out[name] = (out[name] ?? 0) + (block.values[i] ?? 0);
+      });
+    }
     return out;
   }
 }

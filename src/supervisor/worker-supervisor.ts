@@ -41,6 +41,8 @@ export interface SupervisorOptions {
   listeners: ListenerHandoff[];
   log: Logger;
   restartPolicy?: RestartPolicyOptions;
+  /** The config generation these workers serve (docs/OPERATIONS.md, reload), for the logs. */
+  configGeneration?: number;
 }
 
 interface PendingRequest {
@@ -66,6 +68,7 @@ export class WorkerSupervisor extends EventEmitter {
   private stopping = false;
   /** Set by stopAccepting(): the listening sockets may be closed, so no worker is (re)started. */
   private draining = false;
+  private restarted = 0;
 
   constructor(private readonly options: SupervisorOptions) {
     super();
@@ -92,6 +95,11 @@ export class WorkerSupervisor extends EventEmitter {
   async start(): Promise<void> {
     const started = Array.from({ length: this.workerCount }, (_, id) => this.launch(id, 0));
     await Promise.all(started);
+  }
+
+  /** Workers relaunched after dying, since start (the admin's /server_info shows it). */
+  get restartCount(): number {
+    return this.restarted;
   }
 
   listeningCount(): number {
@@ -128,6 +136,20 @@ export class WorkerSupervisor extends EventEmitter {
     // A starting worker reads this message only after it attached (its port starts then).
     const slots = this.slots.filter((s) => s.state === 'starting' || s.state === 'listening');
     await this.ask(slots, (requestId) => ({ type: 'stop-accepting', requestId }), timeoutMs);
+  }
+
+  /**
+   * The counters each worker not known dead last reported (collectStats refreshes them). Read
+   * synchronously after a collect: a worker's death is reported ('worker-exit', which retires its
+   * counters) in the same turn its slot turns dead, so no worker is counted both live and retired.
+   */
+  currentStats(): Float64Array[] {
+    return this.slots.filter((s) => s.state !== 'dead').flatMap((s) => (s.lastStats ? [s.lastStats] : []));
+  }
+
+  /** Like currentStats, for the latency exports (collectLatency refreshes them). */
+  currentLatency(): WorkerLatencyExport[] {
+    return this.slots.filter((s) => s.state !== 'dead').flatMap((s) => (s.lastLatency ? [s.lastLatency] : []));
   }
 
   private liveSlots(): WorkerSlot[] {
@@ -173,8 +195,12 @@ export class WorkerSupervisor extends EventEmitter {
     return true;
   }
 
-  /** Tells every worker to close and exit, then tears the thread pool down. */
-  async stop(): Promise<void> {
+  /**
+   * Tells every worker to close and exit, waits (up to graceMs) until each task has ended, then
+   * tears the thread pool down. The wait matters: destroying the pool terminates the threads, and a
+   * thread terminated in the middle of a native call (its close()) aborts the whole process.
+   */
+  async stop(graceMs = 5000): Promise<void> {
     this.stopping = true;
     for (const slot of this.slots) {
       if (slot.state === 'listening' || slot.state === 'starting') {
@@ -182,7 +208,25 @@ export class WorkerSupervisor extends EventEmitter {
         this.post(slot, { type: 'exit' });
       }
     }
+    await this.allGone(graceMs);
     await this.pool.destroy();
+  }
+
+  private allGone(timeoutMs: number): Promise<void> {
+    const gone = (): boolean => this.slots.every((s) => s.state === 'dead');
+    if (gone()) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.off('worker-exit', onExit);
+        resolve();
+      };
+      const onExit = (): void => {
+        if (gone()) done();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.on('worker-exit', onExit);
+    });
   }
 
   private post(slot: WorkerSlot, message: SupervisorToWorker): void {
@@ -194,6 +238,7 @@ export class WorkerSupervisor extends EventEmitter {
   }
 
   private launch(id: number, generation: number): Promise<void> {
+    if (generation > 0) this.restarted += 1;
     const channel = new MessageChannel();
     const slot: WorkerSlot = { id, generation, state: 'starting', port: channel.port1, startedAt: Date.now() };
     this.slots[id] = slot;
@@ -203,7 +248,12 @@ export class WorkerSupervisor extends EventEmitter {
         switch (message.type) {
           case 'listening':
             slot.state = 'listening';
-            this.options.log.info('worker listening', { worker: id, generation, addresses: message.addresses.join(',') });
+            this.options.log.info('worker listening', {
+              worker: id,
+              generation,
+              config_generation: this.options.configGeneration,
+              addresses: message.addresses.join(','),
+            });
             this.emit('worker-listening', id);
             resolve();
             break;

@@ -23,7 +23,8 @@ import { FuzzFinding, isKnown } from './known-findings';
 const ANSWER_WITHIN_MS = 10_000;
 
 const state: AdminState = {
-  readiness: () => ({ ready: true, detail: 'ready' }),
+  readiness: () => ({ ready: true, detail: 'ready', generation: { number: 2, source: '/etc/splicegate.yaml', loadedAt: '2026-01-01T00:00:00.000Z' } }),
+  reload: () => Promise.resolve({ status: 422, body: { ok: false, problems: [{ path: 'workers', message: 'bad' }] } }),
   counters: () => Promise.resolve({ cx_total: 3, cx_active: 1 }),
   hosts: () => Promise.resolve([{ address: '10.0.0.7:443', stats: { cx_total: 3 }, state: 'active' as const }]),
   latency: { collect: () => Promise.resolve([]) },

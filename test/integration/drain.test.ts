@@ -29,8 +29,9 @@ describe('drain', () => {
     sgs.push(sg);
     await withDiagnostics(lab, sg, async () => {
       const N = 64 * MiB;
-      // Paced at 24 MiB/s, so the upload takes ~2.7 s and is surely in flight at SIGTERM.
-      const xfer = startTransfer(lab, { target: '10.10.2.2:8080', send: N, recv: N, rateBytesPerSec: 24 * MiB, timeoutMs: 60000 });
+      // Paced at 8 MiB/s, so the upload takes ~8 s: surely in flight at SIGTERM, and still in flight
+      // while the checks below (each an admin request from a new process, slow on a loaded machine) run.
+      const xfer = startTransfer(lab, { target: '10.10.2.2:8080', send: N, recv: N, rateBytesPerSec: 8 * MiB, timeoutMs: 60000 });
       await xfer.waitForLine((l) => {
         const o = parseJsonObject(l);
         return o?.['event'] === 'progress' && typeof o['sent'] === 'number' && o['sent'] >= 8 * MiB;

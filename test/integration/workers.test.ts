@@ -144,6 +144,10 @@ describe('worker supervision', () => {
         const ready = await sg.adminGet('/ready');
         assert.equal(ready.status, 503, ready.body);
         assert.match(ready.body, /1\/2 workers listening/);
+        // The dashboard's header: 4 relaunches (generations 1..4), one of two workers alive.
+        const info = JSON.parse((await sg.adminGet('/server_info')).body) as { workers: unknown; state: string };
+        assert.deepEqual(info.workers, { configured: 2, alive: 1, restarts: 4 });
+        assert.equal(info.state, 'starting');
       });
     } finally {
       await sg.dispose();

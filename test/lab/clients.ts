@@ -62,9 +62,10 @@ export interface ProbeResult {
 
 export async function probe(
   lab: Lab,
-  o: { target: string; send?: string; sendHex?: string; waitMs?: number },
+  o: { target: string; send?: string; sendHex?: string; waitMs?: number; untilLine?: boolean },
 ): Promise<ProbeResult & { proc: LabProcess }> {
   const args = ['--target', o.target, '--wait-ms', String(o.waitMs ?? 5000)];
+  if (o.untilLine) args.push('--until-line');
   if (o.sendHex !== undefined) args.push('--send-hex', o.sendHex);
   if (o.send !== undefined) args.push('--send', o.send);
   const { result, proc } = await lab.runClient('probe', args, { timeoutMs: (o.waitMs ?? 5000) + 15000 });

@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { clientScript, serverScript } from './paths';
 import { ExitInfo, LabProcess } from './process';
-import { JsonObject, parseJsonObject, tail } from './util';
+import { isJsonObject, JsonObject, parseJsonObject, tail } from './util';
 
 export type Ns = 'cli' | 'gw' | 'srv';
 export type Family = 4 | 6;
@@ -74,6 +74,8 @@ export interface RunClientOptions {
 export interface AdminResponse {
   status: number;
   body: string;
+  /** Response headers (lower-case names), when there was a response. */
+  headers?: Record<string, string>;
   error?: string;
 }
 
@@ -494,11 +496,12 @@ export class Lab {
   }
 
   /** GET `path` from an HTTP endpoint inside the gateway namespace (splicegate's admin). */
-  async admin(path: string, opts: { address?: string; timeoutMs?: number; method?: string } = {}): Promise<AdminResponse> {
+  async admin(path: string, opts: { address?: string; timeoutMs?: number; method?: string; accept?: string } = {}): Promise<AdminResponse> {
     const address = opts.address ?? '127.0.0.1:9901';
     const timeoutMs = opts.timeoutMs ?? 3000;
     const args = [clientScript('http-get'), '--url', `http://${address}${path}`, '--timeout-ms', String(timeoutMs)];
     if (opts.method) args.push('--method', opts.method);
+    if (opts.accept) args.push('--accept', opts.accept);
     const r = await this.exec('gw', 'node', args, {
       timeoutMs: timeoutMs + 10000,
     });
@@ -507,6 +510,8 @@ export class Lab {
     const status = typeof o['status'] === 'number' ? o['status'] : 0;
     const body = typeof o['body'] === 'string' ? o['body'] : '';
     const res: AdminResponse = { status, body };
+    const headers = o['headers'];
+    if (isJsonObject(headers)) res.headers = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, String(v)]));
     if (typeof o['error'] === 'string') res.error = o['error'];
     return res;
   }

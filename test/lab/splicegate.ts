@@ -63,6 +63,8 @@ export interface SplicegateOptions {
    * (listeners, cluster, ...) are then unused. Its admin address must be `admin` (default 127.0.0.1:9901).
    */
   envoyFile?: string;
+  /** A command that execs `node cli.js run ...` (its argv follows), e.g. systemd-socket-activate -l ADDR. */
+  launcher?: string[];
 }
 
 export const STAT_NAMES = [
@@ -211,7 +213,9 @@ export class Splicegate {
     if (o.envoyFile === undefined) fs.writeFileSync(configPath, configText);
     const source = o.envoyFile === undefined ? ['--config', configPath] : ['--envoy', configPath];
     const nofile = o.nofile ?? hardNofileLimit();
-    const proc = lab.start('gw', process.execPath, [cliPath, 'run', ...source, ...(o.args ?? [])], {
+    const argv = [process.execPath, cliPath, 'run', ...source, ...(o.args ?? [])];
+    const [command, ...launcherArgs] = [...(o.launcher ?? []), ...argv];
+    const proc = lab.start('gw', command ?? process.execPath, [...launcherArgs], {
       nofile,
       stdin: 'ignore',
       label: 'splicegate',

@@ -125,7 +125,9 @@ test('report --html writes one self-contained page', () => {
   assert.equal(run.status, 0, run.stderr);
   const html = readFileSync(htmlPath, 'utf8');
   assert.match(html, /^<!DOCTYPE html>/);
-  assert.equal((html.match(/<svg /g) ?? []).length, 7); // 4 metrics + 3 per-host charts
+  // 4 metrics + 3 per-host percentile charts, then over time: 4 metrics + 3 for each of the top 8 hosts.
+  assert.equal((html.match(/<svg /g) ?? []).length, 7 + 4 + 8 * 3);
+  assert.equal((html.match(/<svg [^>]*class="timeline"/g) ?? []).length, 4 + 8 * 3);
   // No external asset of any kind: no src=, no stylesheet link, no url(), no script.
   assert.doesNotMatch(html, /\ssrc=|<link|url\(|<script|https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
   assert.match(html, /99\.9%/);

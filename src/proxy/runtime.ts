@@ -1,0 +1,227 @@
+// The running proxy as the admin endpoint and the signal handlers see it: the config generations
+// that are alive (the active one, plus older ones still finishing their connections after a
+// reload), their counters summed so that totals never go backwards across worker deaths and
+// generations, readiness, and the drain at shutdown. Starting and switching generations is
+// reload.ts's job; this module owns their lifecycle once started.
+
+import type { SplicegateConfig } from '../config/types';
+import type { NativeBinding, NativeWorkerEvent } from '../native/binding';
+import type { LatencySource, WorkerLatencyExport } from '../latency/source';
+import { CounterAggregator, type CounterBlock, type CounterValues } from '../stats/counters';
+import { mergeHosts, type HostView } from '../stats/hosts';
+import { Generation, type GenerationInfo } from '../supervisor/generation';
+import type { Logger } from '../util/logger';
+import { nativeOptionsFor } from './native-options';
+import type { ListenSocketPool } from './listen-sockets';
+
+/** Latency exports kept from workers that exited, so merged histograms do not lose their samples. */
+const MAX_RETIRED_LATENCY = 16;
+
+export interface RuntimeOptions {
+  binding: Pick<NativeBinding, 'statNames' | 'hostStatNames' | 'policyCounterNames'>;
+  pool: ListenSocketPool;
+  /** The open-files limit the workers' shares are computed from. */
+  fdLimit: number;
+  log: Logger;
+  /** Every generation's workers' buffered events (deny log). */
+  onWorkerEvents?: (worker: number, events: NativeWorkerEvent[], dropped: number) => void;
+}
+
+export interface Readiness {
+  ready: boolean;
+  detail: string;
+  /** The active config generation (left out while draining). */
+  generation?: GenerationInfo;
+}
+
+export class ProxyRuntime implements LatencySource {
+  /** Alive generations, oldest first; the last one that reached 'active' is the active one. */
+  private readonly live: Generation[] = [];
+  private activeGeneration: Generation | undefined;
+  private nextNumber = 1;
+  private draining = false;
+  private readonly aggregator: CounterAggregator;
+  private readonly retiredLatency: WorkerLatencyExport[] = [];
+  /** Reload and drain run one at a time, in the order they were asked for. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly reloadStats = { config_reloads: 0, config_reload_failures: 0 };
+
+  constructor(private readonly options: RuntimeOptions) {
+    this.aggregator = new CounterAggregator(options.binding.statNames);
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  get active(): Generation {
+    if (!this.activeGeneration) throw new Error('no config generation is active');
+    return this.activeGeneration;
+  }
+
+  /** Runs `fn` after every reload or drain asked for earlier has finished. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  countReload(ok: boolean): void {
+    if (ok) this.reloadStats.config_reloads += 1;
+    else this.reloadStats.config_reload_failures += 1;
+  }
+
+  /**
+   * Leases the config's listening sockets (kept ones are shared with the live generations) and
+   * starts its workers; resolves once all listen. Nothing changes for the running generations: on
+   * any failure the new workers and the sockets only they leased are gone again, and it throws.
+   */
+  async startGeneration(config: SplicegateConfig, source: string): Promise<Generation> {
+    const { binding, pool, fdLimit, log } = this.options;
+    const nativeOptions = nativeOptionsFor(config, fdLimit);
+    const sockets = pool.lease(config.listeners);
+    let generation: Generation;
+    try {
+      generation = new Generation({
+        number: this.nextNumber,
+        source,
+        config,
+        nativeOptions,
+        sockets,
+        // A worker's counter block: the core's stats, then its policy counters (summed by name).
+        counterNames: [...binding.statNames, ...binding.policyCounterNames(nativeOptions.policies ?? [])],
+        log,
+      });
+    } catch (err) {
+      sockets.close();
+      throw err;
+    }
+    this.nextNumber += 1;
+    generation.supervisor.on('worker-exit', (_id, lastStats, lastLatency) => {
+      // Only while the generation is live: a retired generation's totals were taken at retirement.
+      if (!this.live.includes(generation)) return;
+      if (lastStats) this.aggregator.retire(lastStats, generation.counterNames);
+      if (lastLatency) this.keepLatency([lastLatency]);
+    });
+    const { onWorkerEvents } = this.options;
+    if (onWorkerEvents) generation.supervisor.on('worker-events', onWorkerEvents);
+    // Counted from the start: a worker that dies while the generation is still starting counts too.
+    this.live.push(generation);
+    try {
+      await generation.start();
+    } catch (err) {
+      this.live.splice(this.live.indexOf(generation), 1);
+      throw err;
+    }
+    return generation;
+  }
+
+  /** Makes a started generation the one readiness and the crash hook refer to. */
+  activate(generation: Generation): Generation | undefined {
+    const previous = this.activeGeneration;
+    this.activeGeneration = generation;
+    return previous;
+  }
+
+  /**
+   * Retires a generation that is no longer active: it stops accepting (sockets it alone leased
+   * close), its connections finish up to `deadline` and the rest are closed with resets, then its
+   * last counters join the retired totals and its workers exit. Safe to call twice.
+   */
+  async retire(generation: Generation, deadline: number, forceNow?: Promise<void>): Promise<void> {
+    if (!this.live.includes(generation)) return;
+    const { log } = this.options;
+    await generation.stopAccepting();
+    log.info('config generation stopped accepting', { config_generation: generation.number });
+    const cut = await generation.drain(deadline, forceNow);
+    if (cut > 0) log.warn('config generation: drain_timeout reached, closed its active connections', { config_generation: generation.number, active: cut });
+    await this.finish(generation);
+    log.info('config generation retired', { config_generation: generation.number, connections_cut: cut });
+  }
+
+  /** Takes a generation's last readings into the retired totals (in one turn), then stops it. */
+  private async finish(generation: Generation): Promise<void> {
+    await generation.refreshFinal();
+    const at = this.live.indexOf(generation);
+    if (at < 0) return;
+    // Synchronous from here: no counters() call can see these blocks both live and retired.
+    this.live.splice(at, 1);
+    for (const block of generation.currentBlocks()) this.aggregator.retire(block.values, block.names);
+    this.keepLatency(generation.currentLatency());
+    await generation.stop();
+  }
+
+  private keepLatency(exports: WorkerLatencyExport[]): void {
+    this.retiredLatency.push(...exports);
+    // Bounded: after many worker deaths the oldest retired histograms are let go.
+    while (this.retiredLatency.length > MAX_RETIRED_LATENCY) this.retiredLatency.shift();
+  }
+
+  /** LatencySource: live workers' histograms plus those of workers that exited. */
+  async collect(): Promise<WorkerLatencyExport[]> {
+    const live = [...this.live];
+    await Promise.all(live.map((g) => g.supervisor.collectLatency()));
+    return [...this.retiredLatency, ...this.live.flatMap((g) => g.currentLatency())];
+  }
+
+  readiness(): Readiness {
+    if (this.draining) return { ready: false, detail: 'draining' };
+    const generation = this.active;
+    const listening = generation.supervisor.listeningCount();
+    const total = generation.supervisor.workerCount;
+    const ready = listening === total;
+    return { ready, detail: ready ? 'ready' : `starting: ${listening}/${total} workers listening`, generation: generation.info };
+  }
+
+  async counters(): Promise<CounterValues> {
+    await Promise.all(this.live.map((g) => g.refreshStats()));
+    // Summed in one turn after the refresh: generations and workers gone meanwhile are in the
+    // retired totals and no longer live (see finish and WorkerSupervisor.currentStats).
+    const blocks: CounterBlock[] = this.live.flatMap((g) => g.currentBlocks());
+    return {
+      ...this.aggregator.sumBlocks(blocks),
+      config_generation: this.activeGeneration?.number ?? 0,
+      config_generations_live: this.live.length,
+      ...this.reloadStats,
+    };
+  }
+
+  async hosts(): Promise<HostView[]> {
+    const snapshots = await Promise.all(this.live.map((g) => g.supervisor.collectHosts()));
+    return mergeHosts(this.options.binding.hostStatNames, snapshots.flat());
+  }
+
+  /** Test hook: kills one worker of the active generation. */
+  crashWorker(id: number): boolean {
+    return this.active.supervisor.crashWorker(id);
+  }
+
+  /**
+   * Shutdown: waits for a reload in progress, then every live generation stops accepting (their
+   * sockets close), connections finish up to drain_timeout (of the active config), the rest are
+   * closed. Reloads asked for after this are refused.
+   */
+  async drain(forceNow: Promise<void>): Promise<void> {
+    this.draining = true;
+    await this.exclusive(async () => {
+      const { log } = this.options;
+      const generations = [...this.live];
+      await Promise.all(generations.map((g) => g.stopAccepting()));
+      const deadline = Date.now() + this.active.config.drainTimeoutMs;
+      let forced = false;
+      void forceNow.then(() => {
+        forced = true;
+        log.warn('second signal: closing active connections now');
+      });
+      const cut = await Promise.all(generations.map((g) => g.drain(deadline, forceNow)));
+      const active = cut.reduce((a, b) => a + b, 0);
+      if (active === 0) log.info('drained: no active connections');
+      else if (!forced) log.warn('drain_timeout reached: closing active connections', { active });
+    });
+  }
+
+  /** After drain: every generation's workers exit. */
+  async stop(): Promise<void> {
+    await Promise.all([...this.live].map((g) => this.finish(g)));
+  }
+}
