@@ -6,6 +6,7 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ADDR, Lab, ServerHandle } from '../lab/lab';
 import { counter, Splicegate, Stats } from '../lab/splicegate';
@@ -23,6 +24,7 @@ describe('the seed Envoy config under splicegate run --envoy', () => {
   let lab: Lab;
   let sg: Splicegate | undefined;
   let server: ServerHandle;
+  let envoyFile: string;
 
   before(async () => {
     lab = await Lab.create({ name: 'envoy' });
@@ -30,7 +32,10 @@ describe('the seed Envoy config under splicegate run --envoy', () => {
     // The article's rule sends port 80 to Envoy's 9000; here in the gateway, for the lab client.
     await lab.redirect({ dport: 80, toPort: 9000, family: 4 });
     // The example as shipped: its listeners (0.0.0.0:9000, 0.0.0.0:9001) and admin (127.0.0.1:9901).
-    sg = await Splicegate.start(lab, { listeners: [], envoyFile: EXAMPLE });
+    // A copy, so the reload test can edit it; the same text as the shipped example.
+    envoyFile = join(lab.tmpDir(), 'envoy.yaml');
+    copyFileSync(EXAMPLE, envoyFile);
+    sg = await Splicegate.start(lab, { listeners: [], envoyFile });
   });
 
   after(async () => {
@@ -68,6 +73,20 @@ describe('the seed Envoy config under splicegate run --envoy', () => {
       const s1 = await sg.waitStats((s) => d(s, s0, 'upstream_rq_total') >= 1, 5000, 'upstream_rq_total += 1');
       assert.equal(d(s1, s0, 'upstream_rq_total'), 1);
       assert.equal(d(s1, s0, 'original_dst_header_untrusted'), 0, 'Envoy honours the header from every client; so does the converted listener');
+    }),
+  );
+
+  it('POST /reload converts the Envoy file again: a header-routing listener moved to 9002 serves there', { timeout: 60000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      writeFileSync(envoyFile, readFileSync(EXAMPLE, 'utf8').replace('port_value: 9001', 'port_value: 9002'));
+      const r = await lab.admin('/reload', { address: sg.adminAddress, method: 'POST', timeoutMs: 30000 });
+      assert.equal(r.status, 200, `POST /reload: ${r.status} ${r.error ?? ''} ${r.body}`);
+      const moved = await curl(lab, ['-H', `${HEADER}: ${ADDR.server4}:80`, `http://${ADDR.gwCli4}:9002/`]);
+      assert.equal(moved.status, 200, JSON.stringify(moved));
+      assert.equal(echoBody(moved).id, 'teapot');
+      const old = await curl(lab, ['-H', `${HEADER}: ${ADDR.server4}:80`, `http://${ADDR.gwCli4}:9001/`], 3);
+      assert.equal(old.code, 7, `9001 was removed by the reload, so the connect is refused: ${JSON.stringify(old)}`);
     }),
   );
 });
