@@ -54,7 +54,9 @@ describe('original-destination host cache', () => {
     sg = await Splicegate.start(lab, {
       workers: 1,
       listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
-      cluster: { cleanup_interval: '1s', max_hosts: 2, max_connections: 2 },
+      // 5 s: long enough that a host used by one step is still cached when the step's next admin request
+      // looks, even on a loaded machine (1 s was not).
+      cluster: { cleanup_interval: '5s', max_hosts: 2, max_connections: 2 },
     });
   });
 
@@ -74,7 +76,7 @@ describe('original-destination host cache', () => {
       assert.ok(seen.stats.tx_bytes > 0 && seen.stats.rx_bytes > 0, JSON.stringify(seen.stats));
       const text = await sg.adminGet('/clusters');
       assert.match(text.body, /^original_dst::10\.10\.2\.2:8080::cx_total::3$/m);
-      await waitFor('host removal', 5000, async () =>
+      await waitFor('host removal', 20000, async () =>
         (await clusters(sg!)).hosts.some((h) => h.address === '10.10.2.2:8080') ? undefined : true,
       );
       const stats = (await sg.stats()).raw as Record<string, number>;
