@@ -8,6 +8,8 @@
 #include <cstring>
 #include <ctime>
 
+#include <llhttp.h>
+
 namespace splicegate {
 
 const char* destinationSourceName(DestinationSource source) {
@@ -53,6 +55,12 @@ SocketAddress PackedAddress::get() const {
   if (sa.sin6_family == AF_INET) return SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&sa), sizeof(sockaddr_in));
   if (sa.sin6_family == AF_INET6) return SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
   return SocketAddress();
+}
+
+void AccessRecord::setError(const char* reason) {
+  const size_t n = ::strnlen(reason, kErrorCapacity - 1);
+  std::memcpy(error, reason, n);
+  error[n] = '\0';
 }
 
 void AccessRecord::setListener(const std::string& name) {
@@ -191,7 +199,7 @@ void appendIsoTime(std::string& out, uint64_t ms) {
 void appendAccessLine(const AccessRecord& r, const AccessLogNames& names, uint32_t worker, std::string& out) {
   out += "{\"time\":";
   appendIsoTime(out, r.wallTimeMs);
-  out += ",\"type\":\"connection\",\"listener\":";
+  out += r.kind == AccessRecord::Kind::kRequest ? ",\"type\":\"request\",\"listener\":" : ",\"type\":\"connection\",\"listener\":";
   appendJsonString(out, r.listener, ::strnlen(r.listener, AccessRecord::kNameCapacity));
   out += ",\"client\":";
   appendAddress(out, r.client);
@@ -235,6 +243,22 @@ void appendAccessLine(const AccessRecord& r, const AccessLogNames& names, uint32
   }
   out += ",\"worker\":";
   appendUint(out, worker);
+  if (r.kind == AccessRecord::Kind::kRequest) {
+    out += ",\"method\":";
+    if (r.method == AccessRecord::kNoMethod) {
+      out += "null";
+    } else {
+      const char* method = llhttp_method_name(static_cast<llhttp_method_t>(r.method));
+      appendJsonString(out, method, std::strlen(method));
+    }
+    out += ",\"status\":";
+    if (r.status == 0) out += "null";
+    else appendUint(out, r.status);
+    out += ",\"error\":";
+    const size_t errorLength = ::strnlen(r.error, AccessRecord::kErrorCapacity);
+    if (errorLength == 0) out += "null";
+    else appendJsonString(out, r.error, errorLength);
+  }
   out += "}\n";
 }
 

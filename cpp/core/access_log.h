@@ -12,6 +12,8 @@
 // HTTP request) adds keys after "worker" and keeps the ones here with the same meaning:
 //   {"time","type":"connection","listener","client","destination","destination_source","policy",
 //    "rule","bytes_sent","bytes_received","connect_ms","ttfb_ms","duration_ms","close_reason","refusal","worker"}
+// A request on a `mode: http` listener (type "request") adds, after "worker":
+//   "method","status","error"
 #pragma once
 
 #include <netinet/in.h>
@@ -34,7 +36,9 @@ namespace splicegate {
   X(None, none)                  /* none found (refused before) */ \
   X(SoOriginalDst, so_original_dst) /* SO_ORIGINAL_DST (iptables REDIRECT/DNAT) */ \
   X(Tproxy, tproxy)              /* the accepted socket's local address (TPROXY) */ \
-  X(ProxyProtocol, proxy_protocol) /* a trusted PROXY header */
+  X(ProxyProtocol, proxy_protocol) /* a trusted PROXY header */ \
+  X(Header, header)              /* the HTTP listener's routing header */ \
+  X(Connect, connect)            /* an HTTP CONNECT request's target */
 
 enum class DestinationSource : uint8_t {
 #define SPLICEGATE_DST_ENUM(Name, name) k##Name,
@@ -77,6 +81,9 @@ struct AccessRecord {
   static constexpr size_t kNameCapacity = 65;  // listener names are at most 64 characters
   static constexpr uint64_t kNone = UINT64_MAX;  // a time that did not happen (no connect, no byte)
   enum class Policy : uint8_t { kNone, kAllow, kDeny };  // kNone: no policy was consulted
+  enum class Kind : uint8_t { kConnection, kRequest };
+  static constexpr size_t kErrorCapacity = 24;  // the longest x-splicegate-error reason is 18
+  static constexpr uint8_t kNoMethod = UINT8_MAX;  // no request head was parsed
 
   uint64_t wallTimeMs = 0;  // CLOCK_REALTIME of the close, milliseconds
   uint64_t bytesSent = 0;      // client -> upstream (the client's bytes)
@@ -92,9 +99,16 @@ struct AccessRecord {
   DestinationSource source = DestinationSource::kNone;
   CloseReason reason = CloseReason::kCompleted;
   Refusal refusal = Refusal::kNone;
+  Kind kind = Kind::kConnection;
+  // Requests only (Kind::kRequest): the llhttp method, the status sent to the client (0: none
+  // was), and the x-splicegate-error reason splicegate answered with ("" when none).
+  uint8_t method = kNoMethod;
+  uint16_t status = 0;
+  char error[kErrorCapacity] = {};  // NUL-terminated
   char listener[kNameCapacity] = {};  // NUL-terminated
 
   void setListener(const std::string& name);
+  void setError(const char* reason);
 };
 
 // Which records are kept: a fraction `sample` of connections, decided at the close before the

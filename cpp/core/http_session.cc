@@ -43,7 +43,8 @@ const char* statusText(int status) {
 void HttpSession::Side::onEvents(uint32_t events) { owner->onEvents(*this, events); }
 
 HttpSession::HttpSession(WorkerContext& ctx, HttpPool& pool, HttpSessionOwner& owner, const ListenerOptions& listener,
-                         UniqueFd downstream, const SocketAddress& peer, const SocketAddress& originalDst)
+                         UniqueFd downstream, const SocketAddress& peer, const SocketAddress& originalDst,
+                         const AccessInfo* access)
     : ctx_(ctx),
       pool_(pool),
       owner_(owner),
@@ -59,6 +60,11 @@ HttpSession::HttpSession(WorkerContext& ctx, HttpPool& pool, HttpSessionOwner& o
   proxyPending_ = listener.proxyProtocol.enabled;
   requestStartUs_ = ctx_.loop.nowUs();
   lastActivityUs_ = requestStartUs_;
+  originalSource_ = listener.transparent ? DestinationSource::kTproxy : DestinationSource::kSoOriginalDst;
+  if (access) {
+    logging_ = true;
+    connAccess_ = *access;
+  }
 }
 
 HttpSession::~HttpSession() {
@@ -195,9 +201,11 @@ bool HttpSession::flush(Side& side, std::vector<uint8_t>& buf, size_t& offset) {
       offset += static_cast<size_t>(n);
       const uint64_t bytes = static_cast<uint64_t>(n);
       if (side.upstream) {
+        access_.bytesSent += bytes;
         ctx_.stats.add(Stat::upstream_cx_tx_bytes_total, bytes);
         if (host_) host_->stat(HostStat::tx_bytes) += bytes;
       } else {
+        access_.bytesReceived += bytes;
         ctx_.stats.add(Stat::bytes_sent, bytes);
       }
       continue;
@@ -238,7 +246,9 @@ bool HttpSession::readProxyHeader() {
   if (r.header.command == proxy_protocol::Command::proxy && r.header.family != AF_UNSPEC) {
     // The header names the client (whose routing header may be trusted) and where it connected.
     originalDst_ = r.header.destination;
+    originalSource_ = DestinationSource::kProxyProtocol;
     peer_ = r.header.source;
+    connAccess_.client.set(peer_);  // the client the header named
     trusted_ = cidrsContain(listener_.http.trustedSources, peer_);
   } else {
     ctx_.stats.add(Stat::proxy_protocol_local);
@@ -292,6 +302,7 @@ bool HttpSession::chooseDestination(SocketAddress& out) {
       const auto* value = reinterpret_cast<const char*>(in_.data() + h.routingValue.offset);
       if (auto a = http::parseHostPort(value, h.routingValue.length)) {
         out = *a;
+        access_.source = DestinationSource::kHeader;
         return true;
       }
       ctx_.stats.add(Stat::original_dst_host_invalid);
@@ -299,12 +310,17 @@ bool HttpSession::chooseDestination(SocketAddress& out) {
   }
   if (originalDst_.family() == AF_UNSPEC) return false;
   out = originalDst_;
+  access_.source = originalSource_;
   return true;
 }
 
 void HttpSession::startRequest() {
   ctx_.stats.add(Stat::http_rq_total);
   const http::RequestHead& h = request_.head();
+  openRequestLog(h.method);
+  // The previous response on this connection is complete: an error answer to this request is a
+  // response of its own, not a cut one.
+  responseStarted_ = false;
   SocketAddress dst;
   if (h.isConnect()) {
     if (!listener_.http.connect) {
@@ -317,12 +333,14 @@ void HttpSession::startRequest() {
       return;
     }
     dst = *a;
+    access_.source = DestinationSource::kConnect;
   } else if (!chooseDestination(dst)) {
     respondError(503, "no_destination", Stat::http_rq_no_destination);
     return;
   }
   if (ctx_.options.upstreamPortOverride != 0) dst.setPort(ctx_.options.upstreamPortOverride);
-  if (!owner_.allowDestination(listener_, dst, peer_)) {
+  if (logging_) access_.destination.set(dst);
+  if (!owner_.allowDestination(listener_, dst, peer_, access_)) {
     respondError(403, "policy_denied", Stat::http_rq_policy_denied);
     return;
   }
@@ -415,10 +433,13 @@ void HttpSession::connectUpstream() {
 void HttpSession::onConnected() {
   ctx_.hosts.connectDone(*host_);
   connectPending_ = false;
+  rqEstablishedUs_ = EventLoop::monotonicUs();
+  rqConnectUs_ = rqEstablishedUs_ - connectStartExactUs_;
   if (ctx_.options.recordLatency) {
-    ctx_.latency.record(latencyRef_, LatencyMetric::kConnect, EventLoop::monotonicUs() - connectStartExactUs_);
+    ctx_.latency.record(latencyRef_, LatencyMetric::kConnect, rqEstablishedUs_ - connectStartExactUs_);
   }
   if (connect_) {
+    rqStatus_ = 200;
     static const char kEstablished[] = "HTTP/1.1 200 Connection established\r\n\r\n";
     toDown_.assign(kEstablished, kEstablished + sizeof kEstablished - 1);
     toDownOffset_ = 0;
@@ -443,6 +464,7 @@ void HttpSession::useUpstream(RegisteredUpstream upstream, Host& host, bool reus
   up_.writable = true;  // idle and connected; EAGAIN says otherwise
   up_.readable = true;  // a read finds out (EAGAIN) rather than waiting for an edge already past
   if (reused) {
+    rqConnectUs_ = 0;  // a pooled connection: no connect for this request
     ctx_.stats.add(Stat::upstream_cx_reuse);
     ++host.stat(HostStat::cx_reuse);
   }
@@ -455,6 +477,7 @@ void HttpSession::beginExchange() {
   ctx_.stats.add(Stat::upstream_rq_total);
   ++host_->stat(HostStat::rq_total);
   sentUs_ = EventLoop::monotonicUs();
+  if (rqEstablishedUs_ == 0) rqEstablishedUs_ = sentUs_;
   // The caller's pump() (or onEvents) moves the bytes: the state changed under it.
 }
 
@@ -508,6 +531,7 @@ bool HttpSession::pumpExchange() {
         progress = true;
         if (!firstByteSeen_) {
           firstByteSeen_ = true;
+          rqFirstByteUs_ = EventLoop::monotonicUs();
           if (ctx_.options.recordLatency) {
             ctx_.latency.record(latencyRef_, LatencyMetric::kTtfb, EventLoop::monotonicUs() - sentUs_);
           }
@@ -590,6 +614,7 @@ void HttpSession::upstreamFailed() {
 }
 
 void HttpSession::finishExchange() {
+  closeRequestLog(CloseReason::kCompleted);
   const bool reusable = response_.keepAlive() && !upstreamDirty_ && requestDone_ && toUpOffset_ >= toUp_.size() &&
                         !up_.eof && !up_.peerClosing;
   releaseUpstream(reusable);
@@ -689,11 +714,18 @@ void HttpSession::holderAvailable() {
 void HttpSession::relayDelivered(bool toUpstream, uint64_t n) {
   lastActivityUs_ = ctx_.loop.nowUs();
   if (host_) host_->stat(toUpstream ? HostStat::tx_bytes : HostStat::rx_bytes) += n;
+  if (toUpstream) {
+    access_.bytesSent += n;
+  } else {
+    access_.bytesReceived += n;
+    if (rqFirstByteUs_ == 0) rqFirstByteUs_ = EventLoop::monotonicUs();
+  }
 }
 
 void HttpSession::respondError(int status, const char* reason, Stat counter) {
   ctx_.stats.add(counter);
   releaseUpstream(false);
+  openRequestLog(AccessRecord::kNoMethod);  // no-op when the head was read (it opened then)
   if (responseStarted_) {
     close(CloseReason::kUpstreamError);  // bytes of a response already went out: no fake end
     return;
@@ -708,6 +740,43 @@ void HttpSession::respondError(int status, const char* reason, Stat counter) {
   toDown_.assign(text, text + std::min<int>(n, static_cast<int>(sizeof text) - 1));
   toDownOffset_ = 0;
   in_.clear();
+  rqStatus_ = static_cast<uint16_t>(status);
+  rqError_ = reason;
+  // The request ends with this answer: its record says how (close_reason as for a connection
+  // that ended the same way; refused ones with the refusal counter's name).
+  CloseReason outcome = CloseReason::kRefused;
+  switch (counter) {
+    case Stat::http_rq_policy_denied:
+      rqRefusal_ = Refusal::kPolicyDenied;
+      break;
+    case Stat::http_rq_overflow:
+      rqRefusal_ = Refusal::kUpstreamOverflow;
+      break;
+    case Stat::http_rq_no_destination:
+      rqRefusal_ = Refusal::kNoOriginalDst;
+      break;
+    case Stat::http_rq_connect_fail:
+      outcome = CloseReason::kConnectFailed;
+      break;
+    case Stat::http_rq_connect_timeout:
+      outcome = CloseReason::kConnectTimeout;
+      break;
+    case Stat::http_rq_upstream_error:
+      outcome = CloseReason::kUpstreamError;
+      break;
+    case Stat::http_rq_head_timeout:
+      outcome = CloseReason::kProtocolTimeout;
+      break;
+    case Stat::http_rq_malformed:
+    case Stat::http_rq_head_too_large:
+      outcome = CloseReason::kProtocolError;
+      break;
+    default:
+      break;  // connect_disabled: refused, no refusal counter of its own
+  }
+  access_.bytesReceived += toDown_.size();  // the answer, queued for the client now
+  closeRequestLog(outcome);
+  access_.bytesReceived = 0;  // not counted again as it is flushed
   state_ = State::kLingering;
   lingerUntilUs_ = ctx_.loop.nowUs() + kLingerUs;
   down_.writable = true;  // try at once (the caller pumps); EAGAIN says otherwise
@@ -755,8 +824,43 @@ void HttpSession::expire(uint64_t nowUs) {
   }
 }
 
+void HttpSession::openRequestLog(uint8_t method) {
+  if (requestOpen_) return;
+  requestOpen_ = true;
+  if (!logging_) return;
+  access_ = connAccess_;
+  rqMethod_ = method;
+  rqStatus_ = 0;
+  rqError_ = nullptr;
+  rqRefusal_ = Refusal::kNone;
+  rqStartUs_ = EventLoop::monotonicUs();
+  rqConnectUs_ = AccessRecord::kNone;
+  rqEstablishedUs_ = 0;
+  rqFirstByteUs_ = 0;
+}
+
+void HttpSession::closeRequestLog(CloseReason reason) {
+  if (!requestOpen_) return;
+  requestOpen_ = false;
+  if (!logging_) return;
+  access_.refusal = rqRefusal_;
+  AccessRecord* r = owner_.newRequestRecord(access_);
+  if (!r) return;
+  const uint64_t now = EventLoop::monotonicUs();
+  r->reason = reason;
+  r->durationUs = now - rqStartUs_;
+  r->connectUs = rqConnectUs_;
+  if (rqFirstByteUs_ != 0 && rqEstablishedUs_ != 0) r->ttfbUs = rqFirstByteUs_ - rqEstablishedUs_;
+  r->method = rqMethod_;
+  // What the client was sent: our own answer, the 200 of a CONNECT, or the upstream's status
+  // once its response head was parsed.
+  r->status = rqStatus_ != 0 ? rqStatus_ : static_cast<uint16_t>(responseStarted_ ? response_.status() : 0);
+  if (rqError_) r->setError(rqError_);
+}
+
 void HttpSession::close(CloseReason reason) {
   if (state_ == State::kClosed) return;
+  closeRequestLog(reason);
   const bool reset = reason != CloseReason::kCompleted;
   if (relay_) relay_->releaseHolders();
   if (down_.fd) {

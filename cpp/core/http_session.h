@@ -22,7 +22,9 @@
 #include <memory>
 #include <vector>
 
+#include "access_log.h"
 #include "close_reason.h"
+#include "connection.h"
 #include "core_options.h"
 #include "event_loop.h"
 #include "host_cache.h"
@@ -44,9 +46,13 @@ class HttpSession;
 // What a session asks of its worker (beside the services in WorkerContext).
 class HttpSessionOwner {
  public:
-  // The destination policy of the listener: false (counted and logged) when denied.
+  // The destination policy of the listener: false (counted and logged) when denied. The decision
+  // goes into access (for the access log) when the log is on.
   virtual bool allowDestination(const ListenerOptions& listener, const SocketAddress& destination,
-                                const SocketAddress& client) = 0;
+                                const SocketAddress& client, AccessInfo& access) = 0;
+  // An access-log record filled from access (kind request), or nullptr: log off, request not
+  // sampled, or the buffer full (counted). Never allocates.
+  virtual AccessRecord* newRequestRecord(const AccessInfo& access) = 0;
   // s has ended (sockets closed): unlink it, free it after the batch.
   virtual void sessionClosed(HttpSession& s) = 0;
   // s's tunnel used its byte budget: resume() it after the batch, as relayed connections are.
@@ -62,8 +68,10 @@ class HttpSession final : private RelayOwner {
  public:
   // originalDst: the connection's original destination, AF_UNSPEC when it was not redirected.
   // ctx: the worker's services (worker_context.h); pool: its keep-alive pool; all outlive the session.
+  // access: the access log's view of the connection (listener, client) when the log is on, else
+  // nullptr; each request's record starts from it.
   HttpSession(WorkerContext& ctx, HttpPool& pool, HttpSessionOwner& owner, const ListenerOptions& listener, UniqueFd downstream,
-              const SocketAddress& peer, const SocketAddress& originalDst);
+              const SocketAddress& peer, const SocketAddress& originalDst, const AccessInfo* access = nullptr);
   ~HttpSession();
   HttpSession(const HttpSession&) = delete;
   HttpSession& operator=(const HttpSession&) = delete;
@@ -124,6 +132,10 @@ class HttpSession final : private RelayOwner {
   // An HTTP error response (status, reason for x-splicegate-error), then a graceful close; or a
   // reset when response bytes already went out.
   void respondError(int status, const char* reason, Stat counter);
+  // The access log: a request begins (its head was read, or it is answered before that), and
+  // ends with its record (once; a no-op when none is open or the log is off).
+  void openRequestLog(uint8_t method);
+  void closeRequestLog(CloseReason reason);
   // Reads from side into buf (appending, up to max bytes in buf); 1 read, 0 EOF, -1 EAGAIN, -2 error.
   int readInto(Side& side, std::vector<uint8_t>& buf, size_t max);
   // Writes from buf (front) to side; false on error.
@@ -180,6 +192,23 @@ class HttpSession final : private RelayOwner {
   uint64_t lastActivityUs_ = 0;
   uint64_t lingerUntilUs_ = 0;
   bool firstByteSeen_ = false;
+
+  // Access log (one record per request). access_ holds the connection's part (listener, client)
+  // and this request's (destination, source, policy, bytes); the rest is kept here until the
+  // record is written.
+  bool logging_ = false;
+  bool requestOpen_ = false;  // a request began and has no record yet
+  AccessInfo connAccess_;     // listener and client: each request's record starts from it
+  AccessInfo access_;
+  DestinationSource originalSource_ = DestinationSource::kSoOriginalDst;  // how originalDst_ was found
+  uint8_t rqMethod_ = AccessRecord::kNoMethod;
+  uint16_t rqStatus_ = 0;
+  const char* rqError_ = nullptr;  // a string literal (respondError's reason)
+  Refusal rqRefusal_ = Refusal::kNone;
+  uint64_t rqStartUs_ = 0;        // monotonic: the head read (or the error answer)
+  uint64_t rqConnectUs_ = AccessRecord::kNone;
+  uint64_t rqEstablishedUs_ = 0;  // upstream ready (connected or taken from the pool)
+  uint64_t rqFirstByteUs_ = 0;
 };
 
 }  // namespace splicegate

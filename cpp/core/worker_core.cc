@@ -240,7 +240,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
   stats_.add(Stat::downstream_cx_total);
   const ListenerOptions& lo = listener.options();
   if (lo.http.enabled) {
-    acceptHttp(lo, std::move(fd), peer);
+    acceptHttp(listener, std::move(fd), peer);
     return;
   }
   // The protocol stage, for a listener with proxy_protocol: only a trusted peer may name another
@@ -359,11 +359,20 @@ void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestina
   startUpstream(c, *host, client, destination);
 }
 
-void WorkerCore::acceptHttp(const ListenerOptions& lo, UniqueFd fd, const SocketAddress& peer) {
+void WorkerCore::acceptHttp(const Listener& listener, UniqueFd fd, const SocketAddress& peer) {
+  const ListenerOptions& lo = listener.options();
+  // The access log: a connection refused here gets a connection record (close_reason refused),
+  // as on a relaying listener; every request of an admitted one gets a request record.
+  AccessInfo access;
+  if (accessSampler_.enabled()) {
+    access.listener = listener.nameIndex;
+    access.client.set(peer);
+  }
   if (lo.proxyProtocol.enabled && lo.proxyProtocol.required && !cidrsContain(lo.proxyProtocol.trustedSources, peer)) {
     stats_.add(Stat::proxy_protocol_untrusted);
     resetOnClose(fd.get());
-    return;
+    access.refusal = Refusal::kProxyProtocolUntrusted;
+    return logRefused(access);
   }
   // The original destination is the fallback for requests without a (trusted, valid) routing
   // header; a connection that was not redirected simply has none (503 no_destination per request).
@@ -371,29 +380,45 @@ void WorkerCore::acceptHttp(const ListenerOptions& lo, UniqueFd fd, const Socket
   if (dst.outcome == OriginalDstOutcome::kLoop) {
     stats_.add(Stat::loop_rejected);
     resetOnClose(fd.get());
-    return;
+    access.refusal = Refusal::kLoopRejected;
+    return logRefused(access);
   }
   if (connections_.size() + sessions_.size() >= options_.maxDownstreamConnections) {
     stats_.add(Stat::downstream_cx_overflow);
     resetOnClose(fd.get());
-    return;
+    access.refusal = Refusal::kDownstreamOverflow;
+    return logRefused(access);
   }
   const SocketAddress original = dst.outcome == OriginalDstOutcome::kFound ? dst.address : SocketAddress();
   stats_.add(Stat::downstream_cx_active);
-  auto* s = new HttpSession(context_, httpPool_, *this, lo, std::move(fd), peer, original);
+  auto* s = new HttpSession(context_, httpPool_, *this, lo, std::move(fd), peer, original,
+                            accessSampler_.enabled() ? &access : nullptr);
   sessions_.pushBack(s);
   s->start();
 }
 
 bool WorkerCore::allowDestination(const ListenerOptions& listener, const SocketAddress& destination,
-                                  const SocketAddress& client) {
+                                  const SocketAddress& client, AccessInfo& access) {
   DestinationPolicy* policy = policies_.at(listener.policy);
   if (!policy) return true;
   const PolicyDecision decision = policy->check(destination);
+  if (accessSampler_.enabled()) {
+    access.decision = decision;
+    access.policyIndex = listener.policy;
+    access.policy = decision.allow ? AccessRecord::Policy::kAllow : AccessRecord::Policy::kDeny;
+  }
   if (decision.allow) return true;
   policy->countDenied(decision);
   recordDenied(listener, client, destination, decision);
   return false;
+}
+
+AccessRecord* WorkerCore::newRequestRecord(const AccessInfo& access) {
+  AccessRecord* r = newAccessRecord();
+  if (!r) return nullptr;
+  fillAccessRecord(*r, access);
+  r->kind = AccessRecord::Kind::kRequest;
+  return r;
 }
 
 void WorkerCore::scheduleResume(HttpSession& s) {

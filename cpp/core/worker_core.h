@@ -133,10 +133,11 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
                     const PolicyDecision& decision);
   bool pauseIfFull(Listener& listener);
   // A connection on a mode: http listener: an HttpSession reads and routes its requests.
-  void acceptHttp(const ListenerOptions& listener, UniqueFd fd, const SocketAddress& peer);
+  void acceptHttp(const Listener& listener, UniqueFd fd, const SocketAddress& peer);
   // HttpSessionOwner
   bool allowDestination(const ListenerOptions& listener, const SocketAddress& destination,
-                        const SocketAddress& client) override;
+                        const SocketAddress& client, AccessInfo& access) override;
+  AccessRecord* newRequestRecord(const AccessInfo& access) override;
   void sessionClosed(HttpSession& s) override;
   void scheduleResume(HttpSession& s) override;
   void waitForHolder(HttpSession& s) override;
