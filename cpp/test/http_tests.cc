@@ -913,6 +913,115 @@ void sessionTests() {
                 "connect_disabled");
   });
 
+  run("the access log: one request record per request, with method, status, error and destination_source", [] {
+    Origin server(keepAliveServer());
+    Origin denied(keepAliveServer());
+    Origin echo([](Origin&, int fd, int) {
+      char buf[4096];
+      for (;;) {
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) return;
+        if (!writeAll(fd, buf, static_cast<size_t>(n))) return;
+      }
+    });
+    CoreOptions options;
+    options.accessLogSample = 1;
+    options.accessLogCapacity = 64;
+    PolicyRules rules;
+    rules.defaultAllow = true;
+    rules.denySpecial = false;
+    PolicyRule deny;
+    deny.name = "no_denied";
+    deny.allow = false;
+    deny.cidrs = {*parseCidr("127.0.0.1/32")};
+    deny.ports = {PortRange{denied.address.port(), denied.address.port()}};
+    rules.rules.push_back(deny);
+    options.policies = {rules};
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8", options);
+    std::string first, second, tunnelled;
+    {
+      LoopRunner loop(*stage.core);
+      UniqueFd a = connectTo(stage.listenAddr);
+      first = exchange(a.get(), get("/one", routeTo(server.address)));
+      second = exchange(a.get(), get("/two", routeTo(server.address)));
+      CHECK(second.find("\r\n\r\n2:/two") != std::string::npos);  // the same pooled upstream
+      a.reset();
+      UniqueFd b = connectTo(stage.listenAddr);
+      expectError(b.get(), exchange(b.get(), "POST / HTTP/1.1\r\ncontent-length: 0\r\n" + routeTo(denied.address) + "\r\n"),
+                  "403", "policy_denied");
+      UniqueFd c = connectTo(stage.listenAddr);
+      const std::string req = "CONNECT " + echo.address.toString() + " HTTP/1.1\r\n\r\nping";
+      CHECK(writeAll(c.get(), req.data(), req.size()));
+      CHECK(readUntil(c.get(), tunnelled, [](const std::string& t) { return t.find("ping") != std::string::npos; }) ==
+            End::kOpen);
+      ::shutdown(c.get(), SHUT_WR);
+      std::string rest;
+      CHECK(readUntil(c.get(), rest, [](const std::string&) { return false; }) == End::kEof);
+      UniqueFd d = connectTo(stage.listenAddr);
+      expectError(d.get(), exchange(d.get(), "GET / HTTP/1.1\r\nhost: a\r\nhost b\r\n\r\n"), "400", "malformed");
+      b.reset();
+      c.reset();
+      d.reset();
+      CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_active) == 0; }));
+    }
+    std::vector<AccessRecord> records;
+    CHECK_EQ(stage.core->takeAccessRecords(records), 0u);
+    // One record per request head read, plus one for the head answered before it was complete.
+    CHECK_EQ(records.size(), stage.stat(Stat::http_rq_total) + 1);
+    CHECK_EQ(records.size(), 5u);
+    for (const AccessRecord& r : records) {
+      CHECK(r.kind == AccessRecord::Kind::kRequest);
+      CHECK(std::string(r.listener) == "http");
+    }
+    const AccessRecord& one = records[0];
+    CHECK_EQ(one.method, static_cast<uint8_t>(HTTP_GET));
+    CHECK_EQ(one.status, 200u);
+    CHECK(one.error[0] == '\0');
+    CHECK(one.source == DestinationSource::kHeader);
+    CHECK(one.destination.get() == server.address);
+    CHECK(one.policy == AccessRecord::Policy::kAllow);
+    CHECK(one.reason == CloseReason::kCompleted);
+    CHECK_EQ(one.bytesReceived, first.size());
+    CHECK_EQ(one.bytesSent, get("/one").size());  // the routing header stripped
+    CHECK(one.connectUs != AccessRecord::kNone && one.connectUs > 0);
+    CHECK(one.ttfbUs != AccessRecord::kNone);
+    CHECK_EQ(records[1].connectUs, 0u);  // the pooled connection: no connect of its own
+    CHECK_EQ(records[1].bytesReceived, second.size());
+    const AccessRecord& no = records[2];
+    CHECK_EQ(no.method, static_cast<uint8_t>(HTTP_POST));
+    CHECK_EQ(no.status, 403u);
+    CHECK(std::string(no.error) == "policy_denied");
+    CHECK(no.policy == AccessRecord::Policy::kDeny);
+    CHECK(no.reason == CloseReason::kRefused);
+    CHECK(no.refusal == Refusal::kPolicyDenied);
+    CHECK(no.destination.get() == denied.address);
+    CHECK(no.connectUs == AccessRecord::kNone);
+    const AccessRecord& tunnel = records[3];
+    CHECK_EQ(tunnel.method, static_cast<uint8_t>(HTTP_CONNECT));
+    CHECK_EQ(tunnel.status, 200u);
+    CHECK(tunnel.source == DestinationSource::kConnect);
+    CHECK(tunnel.destination.get() == echo.address);
+    CHECK(tunnel.reason == CloseReason::kCompleted);
+    CHECK_EQ(tunnel.bytesSent, 4u);  // "ping"
+    CHECK_EQ(tunnel.bytesReceived, tunnelled.size());
+    const AccessRecord& bad = records[4];
+    CHECK_EQ(bad.method, AccessRecord::kNoMethod);
+    CHECK_EQ(bad.status, 400u);
+    CHECK(std::string(bad.error) == "malformed");
+    CHECK(bad.reason == CloseReason::kProtocolError);
+    CHECK(!bad.destination.known());
+    std::string line;
+    AccessLogNames names(options.policies);
+    appendAccessLine(no, names, 2, line);
+    CHECK(line.find("\"type\":\"request\"") != std::string::npos);
+    CHECK(line.find("\"destination_source\":\"header\",\"policy\":\"deny\",\"rule\":\"no_denied\"") != std::string::npos);
+    CHECK(line.find("\"refusal\":\"policy_denied\",\"worker\":2,\"method\":\"POST\",\"status\":403,\"error\":\"policy_denied\"}\n") !=
+          std::string::npos);
+    line.clear();
+    appendAccessLine(bad, names, 0, line);
+    CHECK(line.find("\"method\":null,\"status\":400,\"error\":\"malformed\"}") != std::string::npos);
+  });
+
   run("Upgrade: after the server's 101 both directions are relayed", [] {
     Origin ws([](Origin&, int fd, int) {
       std::string buf;
