@@ -1,7 +1,6 @@
 // The access log's core half: one fixed-size record per relayed (or refused) connection and per
-// HTTP-listener request, written
-// by the loop thread into a bounded per-worker buffer (worker_events.h) when it ends,
-// and the JSON line it becomes (formatted off the loop thread, by the addon on the JS thread).
+// HTTP-listener request, written by the loop thread into a bounded per-worker buffer
+// (worker_events.h) when it ends, and the JSON line it becomes (formatted off the loop thread, by the addon on the JS thread).
 //
 // A record holds no pointer and no string of variable length, so appending one never allocates
 // and a record stays valid after its connection, listener and policy are gone. The control layer

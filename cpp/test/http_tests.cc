@@ -1022,6 +1022,43 @@ void sessionTests() {
     CHECK(line.find("\"method\":null,\"status\":400,\"error\":\"malformed\"}") != std::string::npos);
   });
 
+  run("a denied second request on a keep-alive connection gets its own 403 and its own record", [] {
+    Origin server(keepAliveServer());
+    CoreOptions options;
+    options.accessLogSample = 1;
+    options.accessLogCapacity = 16;
+    PolicyRules rules;
+    rules.defaultAllow = true;
+    rules.denySpecial = false;
+    PolicyRule deny;
+    deny.name = "port_one";
+    deny.allow = false;
+    deny.cidrs = {*parseCidr("127.0.0.1/32")};
+    deny.ports = {PortRange{1, 1}};
+    rules.rules.push_back(deny);
+    options.policies = {rules};
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8", options);
+    {
+      LoopRunner loop(*stage.core);
+      UniqueFd a = connectTo(stage.listenAddr);
+      const std::string ok = exchange(a.get(), get("/", routeTo(server.address)));
+      CHECK(ok.find("\r\n\r\n1:/") != std::string::npos);
+      // The second request on a's keep-alive connection is denied: a 403 of its own, not a reset.
+      expectError(a.get(), exchange(a.get(), get("/", routeTo(addr("127.0.0.1", 1)))), "403", "policy_denied");
+      a.reset();
+      CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_active) == 0; }));
+    }
+    std::vector<AccessRecord> records;
+    stage.core->takeAccessRecords(records);
+    CHECK_EQ(records.size(), 2u);
+    CHECK_EQ(stage.stat(Stat::http_rq_total), 2u);
+    CHECK_EQ(records[0].status, 200u);
+    CHECK(records[0].reason == CloseReason::kCompleted);
+    CHECK_EQ(records[1].status, 403u);
+    CHECK(records[1].refusal == Refusal::kPolicyDenied);
+    CHECK(std::string(records[1].error) == "policy_denied");
+  });
+
   run("Upgrade: after the server's 101 both directions are relayed", [] {
     Origin ws([](Origin&, int fd, int) {
       std::string buf;
