@@ -12,7 +12,9 @@ import { ConfigError, formatProblems, loadConfigFile } from './config/load';
 import { DEFAULTS } from './config/schema';
 import { closestMatch } from './config/suggest';
 import { describeErrno } from './config/syserr';
+import type { SplicegateConfig } from './config/types';
 import { configWarnings } from './config/warnings';
+import { loadEnvoyFile } from './envoy/load';
 import { packageVersion } from './util/version';
 
 const EXIT_OK = 0;
@@ -65,16 +67,21 @@ const COMMON_OPTIONS: OptionDef[] = [
 ];
 
 const CONFIG_OPTION: OptionDef = { name: 'config', short: 'c', value: 'FILE', description: 'YAML config file (reference: docs/CONFIG.md)' };
+const ENVOY_OPTIONS: OptionDef[] = [
+  { name: 'envoy', value: 'FILE', description: 'an Envoy v3 bootstrap to convert instead of --config (docs/ENVOY.md)' },
+  { name: 'envoy-lenient', description: 'with --envoy: skip what would change routing or security (as warnings) instead of refusing the file' },
+];
 
 const COMMANDS: Record<string, Command> = {
   run: {
     summary: 'start the proxy',
-    usage: '[--config FILE] [--latency-log FILE [--latency-log-interval DURATION]]',
+    usage: '[--config FILE | --envoy FILE [--envoy-lenient]] [--latency-log FILE [--latency-log-interval DURATION]]',
     description:
       'Load the config (or the built-in default) and run the proxy until it is stopped (SIGINT/SIGTERM: drain, then exit). ' +
-      'SIGHUP (or POST /reload on the admin endpoint) re-reads --config and applies it without dropping a connection (docs/OPERATIONS.md).',
+      'SIGHUP (or POST /reload on the admin endpoint) re-reads --config (or converts --envoy again) and applies it without dropping a connection (docs/OPERATIONS.md).',
     options: [
       { ...CONFIG_OPTION, description: 'YAML config file (default: the built-in config below)' },
+      ...ENVOY_OPTIONS,
       { name: 'latency-log', value: 'FILE', description: 'write an HdrHistogram interval log of connection latencies to FILE (docs/LATENCY.md)' },
       { name: 'latency-log-interval', value: 'DURATION', description: 'one --latency-log interval every DURATION (default 5s; e.g. 1s, 1m)' },
     ],
@@ -92,18 +99,22 @@ const COMMANDS: Record<string, Command> = {
       'splicegate run --config /etc/splicegate/splicegate.yaml',
       'SPLICEGATE_DEBUG=1 splicegate run -c splicegate.yaml --latency-log /var/log/splicegate/latency.log',
       'splicegate run --latency-log latency.hlog --latency-log-interval 10s',
+      'splicegate run --envoy envoy.yaml',
     ],
     async run({ values }) {
-      const configPath = stringOption(values, 'config');
+      const source = configSource(values, 'run');
+      const configPath = source?.path;
       const latencyLogPath = stringOption(values, 'latency-log');
       const latencyLogIntervalMs = latencyLogInterval(values);
-      const config = configPath === undefined ? defaultConfig() : loadConfigFile(configPath);
+      const config = source === undefined ? defaultConfig() : loadSource(source);
       // Loaded lazily: the proxy pulls in the native splice(2) addon, and `validate`/`--help` must
       // work on machines (CI, a laptop) where that addon is not built.
       const { runProxy } = await import('./proxy/run.js');
       return runProxy(config, {
         configSource: configPath ?? DEFAULT_CONFIG_SOURCE,
         ...(configPath === undefined ? {} : { configPath }),
+        // A reload converts the Envoy file again, with the same leniency.
+        ...(source?.kind === 'envoy' ? { loadConfig: () => loadSource(source) } : {}),
         ...(latencyLogPath === undefined ? {} : { latencyLogPath }),
         ...(latencyLogIntervalMs === undefined ? {} : { latencyLogIntervalMs }),
       });
@@ -112,18 +123,45 @@ const COMMANDS: Record<string, Command> = {
 
   validate: {
     summary: 'check a config file and exit',
-    usage: '--config FILE',
-    description: 'Parse and validate a config file without starting anything. Every problem is listed, one per line.',
-    options: [CONFIG_OPTION],
+    usage: '--config FILE | --envoy FILE [--envoy-lenient]',
+    description: 'Parse and validate a config file (or convert an Envoy bootstrap) without starting anything. Every problem is listed, one per line.',
+    options: [CONFIG_OPTION, ...ENVOY_OPTIONS],
     notes: () => 'Exit status: 0 valid (warnings, if any, on stderr), 2 invalid (problems on stderr) or usage error.',
-    examples: ['splicegate validate --config /etc/splicegate/splicegate.yaml', 'splicegate validate -c new.yaml && systemctl reload splicegate'],
+    examples: [
+      'splicegate validate --config /etc/splicegate/splicegate.yaml',
+      'splicegate validate -c new.yaml && systemctl reload splicegate',
+      'splicegate validate --envoy envoy.yaml',
+    ],
     async run({ values }) {
-      const configPath = stringOption(values, 'config');
-      if (configPath === undefined) throw new UsageError('validate needs --config FILE', 'validate');
-      const config = loadConfigFile(configPath);
+      const source = configSource(values, 'validate');
+      if (source === undefined) throw new UsageError('validate needs --config FILE or --envoy FILE', 'validate');
+      const configPath = source.path;
+      const config = loadSource(source);
       const listeners = config.listeners.length;
-      for (const w of configWarnings(config)) process.stderr.write(`${configPath}: warning: ${w.path}: ${w.message}\n`);
+      // An Envoy file's own paths are static_resources...; these are the converted config's.
+      const label = source.kind === 'envoy' ? `${configPath} (converted)` : configPath;
+      for (const w of configWarnings(config)) process.stderr.write(`${label}: warning: ${w.path}: ${w.message}\n`);
       process.stdout.write(`${configPath}: OK (${plural(listeners, 'listener')}, ${plural(config.workers, 'worker')})\n`);
+      return EXIT_OK;
+    },
+  },
+
+  convert: {
+    summary: 'print the splicegate config an Envoy bootstrap maps to',
+    usage: '--envoy FILE [--envoy-lenient]',
+    description:
+      'Convert an Envoy v3 bootstrap (static_resources: original_dst listeners, tcp_proxy and http_connection_manager ' +
+      'routes to an ORIGINAL_DST cluster) and print the equivalent splicegate YAML on stdout. What is dropped is listed ' +
+      'with its path in the Envoy file: harmless settings as warnings, anything that changes routing or security as errors.',
+    options: ENVOY_OPTIONS,
+    notes: () => 'Mapping reference: docs/ENVOY.md.\nExit status: 0 converted (warnings on stderr), 2 not convertible (problems on stderr) or usage error.',
+    examples: ['splicegate convert --envoy envoy.yaml > splicegate.yaml', 'splicegate convert --envoy envoy.yaml --envoy-lenient'],
+    async run({ values }) {
+      const source = configSource(values, 'convert');
+      if (source === undefined || source.kind !== 'envoy') throw new UsageError('convert needs --envoy FILE', 'convert');
+      const converted = loadEnvoyFile(source.path, source.lenient);
+      for (const w of converted.warnings) process.stderr.write(`${source.path}: warning: ${w.path}: ${w.message}\n`);
+      process.stdout.write(converted.yaml);
       return EXIT_OK;
     },
   },
@@ -319,6 +357,27 @@ function latencyLogInterval(values: OptionValues): number | undefined {
   const parsed = parseDuration(text);
   if (!parsed.ok) throw new UsageError(`--latency-log-interval: ${parsed.message}`, 'run');
   return parsed.value;
+}
+
+type ConfigSource = { kind: 'config'; path: string } | { kind: 'envoy'; path: string; lenient: boolean };
+
+/** --config FILE or --envoy FILE (not both); undefined when neither is given. */
+function configSource(values: OptionValues, command: string): ConfigSource | undefined {
+  const config = stringOption(values, 'config');
+  const envoy = stringOption(values, 'envoy');
+  const lenient = values['envoy-lenient'] === true;
+  if (config !== undefined && envoy !== undefined) throw new UsageError('give --config FILE or --envoy FILE, not both', command);
+  if (lenient && envoy === undefined) throw new UsageError('--envoy-lenient needs --envoy FILE', command);
+  if (envoy !== undefined) return { kind: 'envoy', path: envoy, lenient };
+  return config === undefined ? undefined : { kind: 'config', path: config };
+}
+
+/** Load either kind; an Envoy file's warnings (what it dropped) go to stderr, one per line. */
+function loadSource(source: ConfigSource): SplicegateConfig {
+  if (source.kind === 'config') return loadConfigFile(source.path);
+  const converted = loadEnvoyFile(source.path, source.lenient);
+  for (const w of converted.warnings) process.stderr.write(`${source.path}: warning: ${w.path}: ${w.message}\n`);
+  return converted.config;
 }
 
 function stringOption(values: OptionValues, name: string): string | undefined {

@@ -20,9 +20,8 @@ const minimalFile = configFileSchema.parse({
   listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
 }) as unknown as Record<string, unknown>;
 const fullFile = configFileSchema.parse({
-  listeners: [
-    { name: 'egress', address: '0.0.0.0:15001', mode: 'http', http: {}, proxy_protocol: { trusted_sources: ['10.0.0.0/8'] } },
-  ],
+  // mode http so the http: block (and its defaults) is there; the minimal file supplies listeners[].mode.
+  listeners: [{ name: 'egress', address: '0.0.0.0:15001', mode: 'http', http: {}, proxy_protocol: { trusted_sources: ['10.0.0.0/8'] } }],
   cluster: { preconnect: { ports: [80] } },
   policy: { rules: [{ name: 'r', action: 'deny', cidrs: ['10.0.0.0/8'] }] },
   access_log: { path: 'stdout' },

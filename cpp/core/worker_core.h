@@ -37,8 +37,7 @@
 namespace splicegate {
 
 // Owns the per-worker services and the WorkerContext that hands them to each connection; receives
-// the connections' lifecycle calls (ConnectionEvents) and
-// the HTTP sessions' (HttpSessionOwner).
+// the connections' lifecycle calls (ConnectionEvents) and the HTTP sessions' (HttpSessionOwner).
 class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
  public:
   static std::unique_ptr<WorkerCore> create(const CoreOptions& options, SysError& err);

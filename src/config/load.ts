@@ -50,16 +50,19 @@ export const MAX_CONFIG_BYTES = 1024 * 1024;
 
 /** Read and parse a config file. Synchronous: it runs once, at startup, before anything else. */
 export function loadConfigFile(path: string): SplicegateConfig {
-  let text: string;
+  return parseConfigText(readConfigFileText(path), path);
+}
+
+/** A config file's text, within MAX_CONFIG_BYTES; any failure is a ConfigError naming the file. */
+export function readConfigFileText(path: string): string {
   try {
-    text = readBounded(path, MAX_CONFIG_BYTES);
+    return readBounded(path, MAX_CONFIG_BYTES);
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const code = errnoCode(err);
     const reason = code === undefined ? String(err) : describeErrno(code);
     throw new ConfigError(path, [{ path: ROOT_PATH, message: `cannot read config file: ${reason}` }]);
   }
-  return parseConfigText(text, path);
 }
 
 const tooLarge = (path: string, size: string): ConfigError =>

@@ -28,6 +28,8 @@ export interface RunProxyOptions {
   configSource: string;
   /** The config file, re-read on SIGHUP and POST /reload; undefined for the built-in config. */
   configPath?: string;
+  /** How to read configPath again on reload (`--envoy` converts it); loadConfigFile by default. */
+  loadConfig?: (path: string) => SplicegateConfig;
   /** `splicegate run --latency-log FILE`: HdrHistogram interval log to write, if requested. */
   latencyLogPath?: string;
   /** `--latency-log-interval`: one interval every this many ms. */
@@ -93,7 +95,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
     onWorkerEvents: (id, events, dropped) => denyLog.add(id, events, dropped),
     ...(accessLog ? { onAccessLog: (_id: number, lines: string, count: number) => accessLog.write(lines, count) } : {}),
   });
-  const reloader = new Reloader({ runtime, pool, configPath: options.configPath, log });
+  const reloader = new Reloader({ runtime, pool, configPath: options.configPath, log, ...(options.loadConfig === undefined ? {} : { load: options.loadConfig }) });
   // Always handled: Node's default for SIGUSR1 would open the inspector port.
   const reopenLogs = (): boolean => {
     accessLog?.reopen();

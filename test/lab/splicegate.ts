@@ -58,6 +58,11 @@ export interface SplicegateOptions {
   readyTimeoutMs?: number;
   /** Extra top-level YAML keys (merged last). */
   extra?: JsonObject;
+  /**
+   * Run an Envoy bootstrap instead (`run --envoy FILE`, docs/ENVOY.md); the splicegate keys above
+   * (listeners, cluster, ...) are then unused. Its admin address must be `admin` (default 127.0.0.1:9901).
+   */
+  envoyFile?: string;
   /** A command that execs `node cli.js run ...` (its argv follows), e.g. systemd-socket-activate -l ADDR. */
   launcher?: string[];
 }
@@ -203,11 +208,12 @@ export class Splicegate {
       throw new Error(`splicegate CLI not built: ${cliPath} does not exist (run the build first)`);
     }
     const tmpDir = fs.mkdtempSync(path.join(lab.tmpDir(), 'splicegate-'));
-    const configPath = path.join(tmpDir, 'splicegate.yaml');
-    const configText = Splicegate.buildConfig(o);
-    fs.writeFileSync(configPath, configText);
+    const configPath = o.envoyFile ?? path.join(tmpDir, 'splicegate.yaml');
+    const configText = o.envoyFile === undefined ? Splicegate.buildConfig(o) : fs.readFileSync(o.envoyFile, 'utf8');
+    if (o.envoyFile === undefined) fs.writeFileSync(configPath, configText);
+    const source = o.envoyFile === undefined ? ['--config', configPath] : ['--envoy', configPath];
     const nofile = o.nofile ?? hardNofileLimit();
-    const argv = [process.execPath, cliPath, 'run', '--config', configPath, ...(o.args ?? [])];
+    const argv = [process.execPath, cliPath, 'run', ...source, ...(o.args ?? [])];
     const [command, ...launcherArgs] = [...(o.launcher ?? []), ...argv];
     const proc = lab.start('gw', command ?? process.execPath, [...launcherArgs], {
       nofile,
