@@ -40,10 +40,10 @@ TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 sanitized_ctest build/tsan 
 
 # Fuzzing: every target (scripts/fuzz.sh) for a bounded time from the seeds in the repo, plus a
 # re-check of each known finding; any crash fails the suite. SPLICEGATE_FUZZ_SECONDS sets the time
-# per target (default 30 here, keeping the suite well under 15 minutes; `npm run fuzz` runs 60 s per
+# per target (default 20 here, keeping the suite well under 15 minutes; `npm run fuzz` runs 60 s per
 # target and `npm run fuzz -- --seconds N` longer).
-echo "== fuzz targets (${SPLICEGATE_FUZZ_SECONDS:-30}s each)"
-bash scripts/fuzz.sh --seconds "${SPLICEGATE_FUZZ_SECONDS:-30}"
+echo "== fuzz targets (${SPLICEGATE_FUZZ_SECONDS:-20}s each)"
+bash scripts/fuzz.sh --seconds "${SPLICEGATE_FUZZ_SECONDS:-20}"
 
 echo "== TypeScript unit and integration tests (node --test)"
 mapfile -t files < <(find dist/test dist/bench/test -name "*.test.js" | sort)

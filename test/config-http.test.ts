@@ -5,7 +5,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConfigError, parseConfigText, type ConfigProblem } from '../src/config/load';
+import { parseConfigText } from '../src/config/load';
+import { problemAt, problemsOf } from './config-problems';
 import { configWarnings } from '../src/config/warnings';
 
 const HTTP_LISTENER = 'listeners:\n  - name: gw\n    address: "127.0.0.1:9001"\n    mode: http\n';
@@ -13,22 +14,6 @@ const PLAIN_LISTENER = 'listeners:\n  - name: egress\n    address: "0.0.0.0:1500
 
 function withHttp(block: string): string {
   return `${HTTP_LISTENER}    http: ${block}\n`;
-}
-
-function problemsOf(text: string): ConfigProblem[] {
-  try {
-    parseConfigText(text, 'test.yaml');
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  return assert.fail('expected a ConfigError, but parsing succeeded');
-}
-
-function problemAt(problems: ConfigProblem[], path: string, messagePart: string): void {
-  const found = problems.find((p) => p.path === path);
-  assert.ok(found, `no problem at ${path}; got: ${JSON.stringify(problems)}`);
-  assert.ok(found.message.includes(messagePart), `problem at ${path} is "${found.message}", expected "${messagePart}"`);
 }
 
 test('mode: http without an http block gets every default; original_dst listeners have no http', () => {

@@ -5,28 +5,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseCidr } from '../src/config/cidr';
-import { ConfigError, parseConfigText, type ConfigProblem } from '../src/config/load';
+import { parseConfigText } from '../src/config/load';
+import { problemAt, problemsOf } from './config-problems';
 
 const LISTENER = 'listeners:\n  - name: edge\n    address: "0.0.0.0:15001"\n';
 
 function withProxyProtocol(block: string): string {
   return `${LISTENER}    proxy_protocol: ${block}\n`;
-}
-
-function problemsOf(text: string): ConfigProblem[] {
-  try {
-    parseConfigText(text, 'test.yaml');
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  return assert.fail('expected a ConfigError, but parsing succeeded');
-}
-
-function problemAt(problems: ConfigProblem[], path: string, messagePart: string): void {
-  const found = problems.find((p) => p.path === path);
-  assert.ok(found, `no problem at ${path}; got: ${JSON.stringify(problems)}`);
-  assert.ok(found.message.includes(messagePart), `problem at ${path} is "${found.message}", expected "${messagePart}"`);
 }
 
 test('proxy_protocol: defaults are required: true and timeout 3s; off when absent', () => {

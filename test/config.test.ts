@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { parseSocketAddress } from '../src/config/address';
 import { defaultConfig } from '../src/config/default';
 import { MAX_DURATION_MS, parseDuration } from '../src/config/duration';
-import { ConfigError, formatProblems, loadConfigFile, MAX_CONFIG_BYTES, parseConfigText, type ConfigProblem } from '../src/config/load';
+import { ConfigError, formatProblems, loadConfigFile, MAX_CONFIG_BYTES, parseConfigText } from '../src/config/load';
+import { problemAt, problemsOf } from './config-problems';
 import type { SplicegateConfig } from '../src/config/types';
 import { loadBinding } from '../src/native/binding';
 import { ListenSockets } from '../src/proxy/listen-sockets';
@@ -26,18 +27,6 @@ function caught(run: () => unknown): ConfigError {
     throw err;
   }
   return assert.fail('expected a ConfigError, but parsing succeeded');
-}
-
-function problemsOf(text: string): ConfigProblem[] {
-  return caught(() => parseConfigText(text, 'test.yaml')).problems;
-}
-
-/** The problem at `path`; fails listing what was reported instead, so a wrong path is obvious. */
-function problemAt(problems: ConfigProblem[], path: string, messagePart: string): ConfigProblem {
-  const found = problems.find((p) => p.path === path);
-  assert.ok(found, `no problem at ${path}; got: ${JSON.stringify(problems)}`);
-  assert.ok(found.message.includes(messagePart), `problem at ${path} is "${found.message}", expected it to include "${messagePart}"`);
-  return found;
 }
 
 /** A TCP port free on every IPv4 and IPv6 address at this moment (a dual-stack "::" bind). */

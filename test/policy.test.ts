@@ -4,7 +4,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseConfigText, ConfigError, type ConfigProblem } from '../src/config/load';
+import { parseConfigText } from '../src/config/load';
+import { problemAt, problemsOf } from './config-problems';
 import { listenerPolicyIndexes, nativePolicies, nativePolicy } from '../src/config/policy-native';
 import { prometheusText } from '../src/stats/prometheus';
 import { loadBinding } from '../src/native/binding';
@@ -13,23 +14,6 @@ import { findShadowedRules } from '../src/config/policy-shadow';
 import type { Cidr, PolicyRuleConfig, PortRange } from '../src/config/types';
 
 const LISTENER = 'listeners:\n  - name: egress\n    address: "0.0.0.0:15001"\n';
-
-function problemsOf(text: string): ConfigProblem[] {
-  try {
-    parseConfigText(text, 'test.yaml');
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  return assert.fail('expected a ConfigError, but parsing succeeded');
-}
-
-function problemAt(problems: ConfigProblem[], path: string, ...parts: string[]): ConfigProblem {
-  const found = problems.find((p) => p.path === path);
-  assert.ok(found, `no problem at ${path}; got: ${JSON.stringify(problems)}`);
-  for (const part of parts) assert.ok(found.message.includes(part), `problem at ${path} is "${found.message}", expected "${part}"`);
-  return found;
-}
 
 /** A config whose top-level policy has these rules (YAML flow mappings, one per line). */
 function withRules(...rules: string[]): string {

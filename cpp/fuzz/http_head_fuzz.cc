@@ -23,18 +23,12 @@
 
 #include "../core/http_address.h"
 #include "../core/http_head.h"
+#include "fuzz_assert.h"
 
 using namespace splicegate;
 using namespace splicegate::http;
 
 namespace {
-
-#define FUZZ_ASSERT(cond)  \
-  do {                     \
-    if (!(cond)) {         \
-      __builtin_trap();    \
-    }                      \
-  } while (0)
 
 constexpr size_t kMaxHead = 1024;
 const char* kHeader = "x-envoy-original-dst-host";

@@ -10,6 +10,8 @@ Re-run after changing the list; files the list no longer names are removed.
 
 import os
 
+from corpus_writer import write_corpus
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "http_head_corpus")
 H = "x-envoy-original-dst-host"
@@ -60,13 +62,7 @@ SEEDS = {
 
 
 def main():
-    os.makedirs(OUT, exist_ok=True)
-    for name in os.listdir(OUT):
-        if name not in SEEDS:
-            os.remove(os.path.join(OUT, name))
-    for name, data in SEEDS.items():
-        with open(os.path.join(OUT, name), "wb") as f:
-            f.write(data)
+    write_corpus(OUT, SEEDS)
 
 
 if __name__ == "__main__":

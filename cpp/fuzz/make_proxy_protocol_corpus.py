@@ -11,6 +11,8 @@ the fuzzer finds are added here as regression seeds.
 import os
 import struct
 
+from corpus_writer import write_corpus
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "proxy_protocol_corpus")
 
@@ -91,14 +93,7 @@ SEEDS = {
 
 
 def main():
-    os.makedirs(OUT, exist_ok=True)
-    for name in os.listdir(OUT):
-        if name not in SEEDS:
-            os.remove(os.path.join(OUT, name))
-    for name, data in SEEDS.items():
-        with open(os.path.join(OUT, name), "wb") as f:
-            f.write(data)
-    print(f"{len(SEEDS)} seeds in {OUT}")
+    write_corpus(OUT, SEEDS)
 
 
 if __name__ == "__main__":

@@ -22,18 +22,12 @@
 #include <vector>
 
 #include "../core/proxy_protocol.h"
+#include "fuzz_assert.h"
 
 using namespace splicegate;
 using namespace splicegate::proxy_protocol;
 
 namespace {
-
-#define FUZZ_ASSERT(cond)                                                       \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
-      __builtin_trap();                                                         \
-    }                                                                           \
-  } while (0)
 
 bool sameHeader(const Header& a, const Header& b) {
   return a.version == b.version && a.command == b.command && a.family == b.family &&

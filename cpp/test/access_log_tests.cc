@@ -24,14 +24,7 @@ using namespace splicegate;
 
 namespace {
 
-using splicegate::testing::run;
-
-using splicegate::testing::addr;
-using splicegate::testing::connectTo;
-using splicegate::testing::FixedDestinationOps;
-using splicegate::testing::listenOn;
-using splicegate::testing::runUntil;
-using splicegate::testing::writeAll;
+using namespace splicegate::testing;
 
 PolicyRules rulesNamed(std::vector<std::string> names) {
   PolicyRules p;

@@ -58,13 +58,7 @@ extern "C" int epoll_ctl(int epfd, int op, int fd, struct epoll_event* event) {
 
 namespace {
 
-using splicegate::testing::run;
-using splicegate::testing::addr;
-using splicegate::testing::connectTo;
-using splicegate::testing::FixedDestinationOps;
-using splicegate::testing::listenOn;
-using splicegate::testing::runUntil;
-using splicegate::testing::writeAll;
+using namespace splicegate::testing;
 
 
 // Sanitizer builds (scripts/test.sh) run several times slower; the bulk tests take the same relay
@@ -289,26 +283,8 @@ void hostCacheTests() {
 
 // --- relay on loopback --------------------------------------------------------------------------
 
-// How a stream read to its end ended. The time bound is a liveness limit, never a measurement.
-enum class StreamEnd { kEof, kReset, kError, kTimeout };
-
-StreamEnd readToEnd(int fd, std::string& out, int timeoutMs = 10000) {
-  char buf[65536];
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-  for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    deadline - std::chrono::steady_clock::now()).count());
-    if (left <= 0 || ::poll(&p, 1, left) <= 0) return StreamEnd::kTimeout;
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n == 0) return StreamEnd::kEof;
-    if (n < 0) return errno == ECONNRESET ? StreamEnd::kReset : StreamEnd::kError;
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
-
 // Reads until a clean EOF; false on reset, error or timeout.
-bool readAll(int fd, std::string& out, int timeoutMs = 10000) { return readToEnd(fd, out, timeoutMs) == StreamEnd::kEof; }
+bool readAll(int fd, std::string& out, int timeoutMs = 10000) { return readToEnd(fd, out, timeoutMs) == End::kEof; }
 
 ListenerOptions loopbackListener() {
   ListenerOptions lo;
@@ -480,7 +456,7 @@ void failureTests() {
     UniqueFd client = connectTo(proxy.listenAddr);
     std::string got;
     // A reset, not a FIN: a transparent client must not take the refusal for an empty answer.
-    CHECK(readToEnd(client.get(), got) == StreamEnd::kReset);
+    CHECK(readToEnd(client.get(), got) == End::kReset);
     CHECK(got.empty());
     CHECK(proxy.waitStat(Stat::upstream_cx_connect_fail, 1));
     CHECK(proxy.waitStat(Stat::downstream_cx_active, 0));
@@ -504,9 +480,9 @@ void failureTests() {
     const auto start = std::chrono::steady_clock::now();
     UniqueFd client = connectTo(proxy.listenAddr);
     std::string got;
-    const StreamEnd end = readToEnd(client.get(), got);
+    const End end = readToEnd(client.get(), got);
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
-    CHECK(end == StreamEnd::kReset);  // reset by the proxy: not a FIN, and not our own bound
+    CHECK(end == End::kReset);  // reset by the proxy: not a FIN, and not our own bound
     CHECK(got.empty());
     CHECK(proxy.waitStat(Stat::upstream_cx_connect_timeout, 1));
     CHECK(proxy.stat(Stat::upstream_cx_connect_fail) == 0);  // it timed out; nothing refused it
@@ -785,9 +761,9 @@ void lifecycleTests() {
     }
     for (auto& p : pairs) {
       std::string got;
-      CHECK(readToEnd(p.client.get(), got) == StreamEnd::kReset);  // drained mid-stream: reset
+      CHECK(readToEnd(p.client.get(), got) == End::kReset);  // drained mid-stream: reset
       got.clear();
-      CHECK(readToEnd(p.upstream.get(), got) == StreamEnd::kReset);
+      CHECK(readToEnd(p.upstream.get(), got) == End::kReset);
     }
     CHECK(proxy.waitStat(Stat::cx_drained, kConnections));
     CHECK(proxy.waitStat(Stat::downstream_cx_active, 0));
@@ -843,7 +819,7 @@ void lifecycleTests() {
     failEpollAdds = 1;  // the next registration (the second client's socket) fails
     UniqueFd second = connectTo(proxy.listenAddr);
     std::string got;
-    CHECK(readToEnd(second.get(), got) == StreamEnd::kReset);  // out of resources: an abnormal end
+    CHECK(readToEnd(second.get(), got) == End::kReset);  // out of resources: an abnormal end
     CHECK(failEpollAdds.load() == 0);
     CHECK(proxy.stat(Stat::upstream_cx_preconnect_used) == 1);
     first.reset();
@@ -905,7 +881,7 @@ void bufferCapTests() {
       std::shared_future<void> started = go.get_future().share();
       std::vector<std::thread> threads;
       std::vector<std::string> echoed(kConnections);
-      std::vector<StreamEnd> ends(kConnections, StreamEnd::kTimeout);
+      std::vector<End> ends(kConnections, End::kTimeout);
       std::vector<UniqueFd> clients;
       for (int i = 0; i < kConnections; ++i) {
         UniqueFd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -938,7 +914,7 @@ void bufferCapTests() {
       for (auto& th : threads) th.join();
       CHECK(exhausted);  // the bound was reached: directions waited for a holder
       for (int i = 0; i < kConnections; ++i) {
-        CHECK(ends[i] == StreamEnd::kEof);
+        CHECK(ends[i] == End::kEof);
         CHECK(echoed[i] == pattern(kBytes, 100 + i));
       }
       CHECK(proxy.waitStat(Stat::downstream_cx_active, 0));

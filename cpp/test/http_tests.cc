@@ -25,7 +25,7 @@
 
 using namespace splicegate;
 using namespace splicegate::http;
-using splicegate::testing::run;
+using namespace splicegate::testing;
 
 namespace {
 
@@ -425,12 +425,6 @@ void corpusTests() {
 
 // ---- The session: a WorkerCore with a mode: http listener on loopback, real servers and clients ----
 
-using splicegate::testing::addr;
-using splicegate::testing::connectTo;
-using splicegate::testing::FixedDestinationOps;
-using splicegate::testing::listenOn;
-using splicegate::testing::writeAll;
-
 // Runs a core's loop on its own thread (the tests' clients and servers block).
 struct LoopRunner {
   WorkerCore& core;
@@ -451,24 +445,6 @@ bool waitFor(const std::function<bool()>& pred, int timeoutMs = 5000) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return true;
-}
-
-// Reads from fd until `done(buffer)` or the peer ends the stream; the bound is a liveness limit.
-enum class End { kOpen, kEof, kReset, kTimeout };
-End readUntil(int fd, std::string& out, const std::function<bool(const std::string&)>& done, int timeoutMs = 5000) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-  char buf[8192];
-  while (!done(out)) {
-    const int left = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
-    pollfd p{fd, POLLIN, 0};
-    if (left <= 0 || ::poll(&p, 1, left) <= 0) return End::kTimeout;
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n == 0) return End::kEof;
-    if (n < 0) return errno == ECONNRESET ? End::kReset : End::kTimeout;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return End::kOpen;
 }
 
 std::string lowerCopy(std::string s) {
@@ -605,7 +581,7 @@ void expectError(int fd, const std::string& resp, const char* status, const char
   CHECK(lowerCopy(resp).find(std::string("x-splicegate-error: ") + reason + "\r\n") != std::string::npos);
   CHECK(lowerCopy(resp).find("connection: close\r\n") != std::string::npos);
   std::string rest;
-  CHECK(readUntil(fd, rest, [](const std::string&) { return false; }) == End::kEof);
+  CHECK(readToEnd(fd, rest) == End::kEof);
 }
 
 void sessionTests() {
@@ -868,7 +844,7 @@ void sessionTests() {
     CHECK(readUntil(b.get(), got, [](const std::string& r) { return r.find("only part") != std::string::npos; }) ==
           End::kOpen);
     partReceived = true;
-    CHECK(readUntil(b.get(), got, [](const std::string&) { return false; }) == End::kReset);
+    CHECK(readToEnd(b.get(), got) == End::kReset);
     CHECK_EQ(stage.stat(Stat::http_rq_upstream_error), 2u);
   });
 
@@ -1085,7 +1061,7 @@ void sessionTests() {
           End::kOpen);
     ::shutdown(client.get(), SHUT_WR);
     std::string rest;
-    CHECK(readUntil(client.get(), rest, [](const std::string&) { return false; }) == End::kEof);
+    CHECK(readToEnd(client.get(), rest) == End::kEof);
   });
 }
 

@@ -7,8 +7,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <functional>
+#include <string>
 
 #include "test_harness.h"
 #include "../core/original_dst.h"
@@ -59,6 +61,44 @@ inline bool writeAll(int fd, const char* p, size_t n) {
     n -= static_cast<size_t>(w);
   }
   return true;
+}
+
+// How a stream the test reads ended; kOpen: the caller's condition held while it was still open.
+enum class End { kOpen, kEof, kReset, kError, kTimeout };
+
+inline const char* endName(End e) {
+  switch (e) {
+    case End::kOpen: return "open";
+    case End::kEof: return "EOF";
+    case End::kReset: return "reset";
+    case End::kError: return "error";
+    case End::kTimeout: return "timeout";
+  }
+  return "?";
+}
+
+// Reads from fd into `out` until done(out) holds, the peer ends the stream, or the (liveness)
+// deadline passes.
+inline End readUntil(int fd, std::string& out, const std::function<bool(const std::string&)>& done,
+                     int timeoutMs = 10000) {
+  char buf[65536];
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  while (!done(out)) {
+    const int left = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
+    pollfd p{fd, POLLIN, 0};
+    if (left <= 0 || ::poll(&p, 1, left) <= 0) return End::kTimeout;
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n == 0) return End::kEof;
+    if (n < 0) return errno == ECONNRESET ? End::kReset : End::kError;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return End::kOpen;
+}
+
+// Reads until the peer ends the stream (EOF or an error) or the deadline passes.
+inline End readToEnd(int fd, std::string& out, int timeoutMs = 10000) {
+  return readUntil(fd, out, [](const std::string&) { return false; }, timeoutMs);
 }
 
 // Runs the core's loop on this thread until pred holds; the tests that use it drive the core by

@@ -23,36 +23,12 @@
 #include "../core/worker_core.h"
 
 using namespace splicegate;
-using splicegate::testing::run;
-using splicegate::testing::addr;
-using splicegate::testing::connectTo;
-using splicegate::testing::FixedDestinationOps;
-using splicegate::testing::listenOn;
-using splicegate::testing::runUntil;
-using splicegate::testing::writeAll;
+using namespace splicegate::testing;
 
 namespace {
 
 
 void sendAll(int fd, const std::string& s) { CHECK(::send(fd, s.data(), s.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(s.size())); }
-
-enum class End { kEof, kReset, kError, kTimeout };
-
-// Reads until the peer ends the stream; the bound is a liveness limit only.
-End readToEnd(int fd, std::string& out, int timeoutMs = 10000) {
-  char buf[4096];
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-  for (;;) {
-    const int left = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
-    pollfd p{fd, POLLIN, 0};
-    if (left <= 0 || ::poll(&p, 1, left) <= 0) return End::kTimeout;
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n == 0) return End::kEof;
-    if (n < 0) return errno == ECONNRESET ? End::kReset : End::kError;
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
 
 // Accepts one connection on `server` while driving the core; false when none came in time.
 bool acceptWhileRunning(WorkerCore& core, int server, UniqueFd& out, int timeoutMs = 5000) {

@@ -27,13 +27,7 @@ using namespace splicegate;
 
 namespace {
 
-using splicegate::testing::run;
-using splicegate::testing::addr;
-using splicegate::testing::connectTo;
-using splicegate::testing::FixedDestinationOps;
-using splicegate::testing::listenOn;
-using splicegate::testing::runUntil;
-using splicegate::testing::writeAll;
+using namespace splicegate::testing;
 
 
 // Original destinations as the kernel would report them, minus iptables:
@@ -65,35 +59,6 @@ struct LabOps : OriginalDstOps {
     return {rc, rc < 0 ? errno : 0};
   }
 };
-
-// How a stream ended for the reader.
-enum class End { kEof, kReset, kOtherError, kTimeout };
-
-const char* endName(End e) {
-  switch (e) {
-    case End::kEof: return "EOF";
-    case End::kReset: return "reset";
-    case End::kOtherError: return "error";
-    case End::kTimeout: return "timeout";
-  }
-  return "?";
-}
-
-// Reads until EOF, an error or the (liveness) deadline; everything read lands in `out`.
-End readToEnd(int fd, std::string& out, int timeoutMs = 10000) {
-  char buf[65536];
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-  for (;;) {
-    const int left = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
-    pollfd p{fd, POLLIN, 0};
-    if (left <= 0 || ::poll(&p, 1, left) <= 0) return End::kTimeout;
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n == 0) return End::kEof;
-    if (n < 0) return errno == ECONNRESET ? End::kReset : End::kOtherError;
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
 
 #define CHECK_END(got, want)                                                                       \
   do {                                                                                             \

@@ -398,11 +398,7 @@ function mapListenerFilters(value: unknown, path: Segment[], flags: ListenerFlag
     findings.error(path, `expected a list, got ${describe(value)}`);
     return;
   }
-  value.forEach((f: unknown, i) => {
-    const fp = [...path, i];
-    const type = filterType(f, fp, findings);
-    if (type === undefined) return;
-    const config = isRecord(f) && isRecord(f['typed_config']) ? f['typed_config'] : {};
+  forEachFilter(value, path, findings, (type, config, fp) => {
     if (type === TYPE.originalDstListenerFilter) {
       flags.originalDst = true;
       for (const key of Object.keys(config)) if (key !== '@type') findings.warn([...fp, 'typed_config', key], 'ignored');
@@ -427,6 +423,24 @@ function mapListenerFilters(value: unknown, path: Segment[], flags: ListenerFlag
 }
 
 /** The filter's exact "@type" URL (or its canonical name, for the empty-config filters); undefined after an error. */
+/**
+ * Calls fn for each entry of a filter list whose type is known (filterType reports the others),
+ * with its typed_config ({} when it has none) and its path.
+ */
+function forEachFilter(
+  list: unknown[],
+  path: Segment[],
+  findings: Findings,
+  fn: (type: string, config: Record<string, unknown>, fp: Segment[], f: unknown) => void,
+): void {
+  list.forEach((f: unknown, i) => {
+    const fp = [...path, i];
+    const type = filterType(f, fp, findings);
+    if (type === undefined) return;
+    fn(type, isRecord(f) && isRecord(f['typed_config']) ? f['typed_config'] : {}, fp, f);
+  });
+}
+
 function filterType(f: unknown, path: Segment[], findings: Findings): string | undefined {
   if (!isRecord(f)) {
     findings.error(path, `expected a filter mapping, got ${describe(f)}`);
@@ -497,11 +511,7 @@ function mapNetworkFilters(value: unknown, path: Segment[], clusters: Map<string
     return undefined;
   }
   let chain: Chain | undefined;
-  value.forEach((f: unknown, i) => {
-    const fp = [...path, i];
-    const type = filterType(f, fp, findings);
-    if (type === undefined) return;
-    const config = isRecord(f) && isRecord(f['typed_config']) ? f['typed_config'] : {};
+  forEachFilter(value, path, findings, (type, config, fp) => {
     if (chain !== undefined) {
       findings.error(fp, `filter ${type} after the terminal filter`);
     } else if (type === TYPE.tcpProxy) {
@@ -639,14 +649,11 @@ function mapHttpFilters(value: unknown, path: Segment[], findings: Findings): vo
     findings.error(path, `expected a list, got ${describe(value)}`);
     return;
   }
-  value.forEach((f: unknown, i) => {
-    const fp = [...path, i];
-    const type = filterType(f, fp, findings);
-    if (type === undefined) return;
+  forEachFilter(value, path, findings, (type, config, fp) => {
     if (type !== TYPE.router) {
       findings.error(fp, `HTTP filter ${type} is not supported (RBAC, ext_authz, header mutation and other filters change routing or security)`);
-    } else if (isRecord(f) && isRecord(f['typed_config'])) {
-      for (const key of Object.keys(f['typed_config'])) if (key !== '@type') findings.warn([...fp, 'typed_config', key], 'ignored');
+    } else {
+      for (const key of Object.keys(config)) if (key !== '@type') findings.warn([...fp, 'typed_config', key], 'ignored');
     }
   });
 }

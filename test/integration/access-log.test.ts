@@ -10,7 +10,7 @@ import path from 'node:path';
 import { ADDR, Lab } from '../lab/lab';
 import { Splicegate } from '../lab/splicegate';
 import { finishTransfer, probe, startTransfer, transfer } from '../lab/clients';
-import { withDiagnostics } from '../lab/harness';
+import { disposeLab, started, withDiagnostics } from '../lab/harness';
 import { stat } from '../lab/resources';
 import { waitFor } from '../lab/util';
 
@@ -76,15 +76,9 @@ describe('access log', () => {
     });
   });
 
-  after(async () => {
-    await sg?.dispose();
-    await lab?.destroy();
-  });
+  after(() => disposeLab(sg, lab));
 
-  function proxy(): Splicegate {
-    if (!sg) throw new Error('no splicegate');
-    return sg;
-  }
+  const proxy = (): Splicegate => started(sg);
 
   /** n small complete transfers through the proxy, in parallel. */
   async function transfers(n: number): Promise<void> {

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { Lab } from '../lab/lab';
 import { Splicegate } from '../lab/splicegate';
 import { connectMany, finishTransfer, probe, startTransfer, transfer } from '../lab/clients';
-import { withDiagnostics } from '../lab/harness';
+import { disposeLab, started, withDiagnostics } from '../lab/harness';
 import { repoRoot } from '../lab/paths';
 import { BrowserPage, dumpDom } from '../lab/browser';
 import { waitFor } from '../lab/util';
@@ -91,15 +91,9 @@ describe('admin dashboard in headless Chromium', () => {
     );
   });
 
-  after(async () => {
-    await sg?.dispose();
-    await lab?.destroy();
-  });
+  after(() => disposeLab(sg, lab));
 
-  function proxy(): Splicegate {
-    if (!sg) throw new Error('no splicegate');
-    return sg;
-  }
+  const proxy = (): Splicegate => started(sg);
 
   it('shows the live figures: hosts with their counts, counters, denies, latency curves, listener, header', { timeout: 120000 }, () =>
     withDiagnostics(lab, sg, async () => {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { ADDR, Lab, ServerHandle } from '../lab/lab';
 import { Splicegate, Stats } from '../lab/splicegate';
 import { connectMany, probe } from '../lab/clients';
-import { connEvents, withDiagnostics } from '../lab/harness';
+import { connEvents, disposeLab, started, withDiagnostics } from '../lab/harness';
 import { stat } from '../lab/resources';
 import { waitFor } from '../lab/util';
 
@@ -60,15 +60,9 @@ describe('destination policy', () => {
     });
   });
 
-  after(async () => {
-    await sg?.dispose();
-    await lab?.destroy();
-  });
+  after(() => disposeLab(sg, lab));
 
-  function proxy(): Splicegate {
-    if (!sg) throw new Error('no splicegate');
-    return sg;
-  }
+  const proxy = (): Splicegate => started(sg);
 
   /** Connects, sends nothing, and expects a reset with no byte received (a FIN would read as "end"). */
   async function assertRefused(target: string): Promise<void> {

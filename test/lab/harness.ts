@@ -1,5 +1,5 @@
-// Glue for integration tests: attach lab + splicegate diagnostics to any failure, and count a
-// fixture server's connections.
+// Glue for integration tests: attach lab + splicegate diagnostics to any failure, tear a describe
+// block's proxy and lab down, and count a fixture server's connections.
 
 import { Lab } from './lab';
 import { LabProcess } from './process';
@@ -24,6 +24,18 @@ export async function withDiagnostics<T>(lab: Lab, sg: Splicegate | null | undef
     }
     throw new Error(`${String(e)}${text}`);
   }
+}
+
+/** The proxy a describe block started; throws when its before() failed before starting it. */
+export function started(sg: Splicegate | undefined): Splicegate {
+  if (!sg) throw new Error('no splicegate');
+  return sg;
+}
+
+/** A describe block's after(): the proxy first, then its lab; either is missing when before() failed early. */
+export async function disposeLab(sg: Splicegate | undefined, lab: Lab | undefined): Promise<void> {
+  await sg?.dispose();
+  await lab?.destroy();
 }
 
 /** Differences of counters between two stats snapshots. */
