@@ -181,7 +181,6 @@ class HttpSession final : private RelayOwner {
   bool reused_ = false;
   bool retried_ = false;
   bool requestDone_ = false;   // the whole request (head and body) is in toUp_ or sent
-  bool bodyBytes_ = false;     // the request had body bytes
   bool responseStarted_ = false;  // a byte of this response reached toDown_
   bool responseDone_ = false;
   bool upstreamDirty_ = false;  // bytes after the response's end, or a framing problem: never pool
