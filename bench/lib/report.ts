@@ -372,6 +372,7 @@ function mainRows(r: BenchResults): Row[] {
     rows.push({ label: 'HTTP listener, header routing, 16 conns (req/s)', workload: 'http-ka', metric: 'rps', unit: 'req/s', higherIsBetter: true });
     rows.push({ label: 'HTTP listener, header routing: p99 (ms)', workload: 'http-ka', metric: 'p99_us', unit: 'us', higherIsBetter: false });
   }
+  if (has('http-1m')) rows.push({ label: 'HTTP listener, 1 MiB downloads, 8 conns (Gbit/s)', workload: 'http-1m', metric: 'gbps', unit: 'Gbit/s', higherIsBetter: true });
   for (const w of r.workloads.filter((x) => x.id.startsWith('sweep-c'))) {
     const c = w.id.slice('sweep-c'.length);
     rows.push({ label: `sweep ${c} conn(s): p50 (ms)`, workload: w.id, metric: 'p50_us', unit: 'us', higherIsBetter: false });
@@ -388,7 +389,7 @@ function mainRows(r: BenchResults): Row[] {
   for (const w of ['wrk-ka', 'wrk-close', 'http-ka'].filter(has)) {
     rows.push({ label: `${w}: proxy CPU µs per request`, workload: w, metric: 'proxy_cpu_us_per_req', unit: 'us/req', higherIsBetter: false });
   }
-  for (const w of ['iperf-1', 'iperf-4', 'wrk-1m'].filter(has)) {
+  for (const w of ['iperf-1', 'iperf-4', 'wrk-1m', 'http-1m'].filter(has)) {
     rows.push({ label: `${w}: proxy CPU-s/GiB (saturated)`, workload: w, metric: 'proxy_cpu_s_per_gib', unit: 'CPU-s/GiB', higherIsBetter: false });
   }
   return rows;
@@ -698,6 +699,7 @@ export function renderSvg(r: BenchResults, s: Summary): string {
     ['wrk-ka', 'rps', 'keep-alive req/s'],
     ['wrk-close', 'rps', 'new conn/s'],
     ['http-ka', 'rps', 'HTTP header routing req/s'],
+    ['http-1m', 'gbps', 'HTTP header routing 1 MiB'],
   ] as const) {
     if (!has(w)) continue;
     const d = med(s, w, 'direct', m);

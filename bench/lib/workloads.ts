@@ -230,6 +230,23 @@ export function allWorkloads(sweep: readonly number[]): Workload[] {
         return wrkOutcome(await runWrk(env, [`-c${HTTP_CONNECTIONS}`, ...headers, `${entry.base}/small`], d.wrk));
       },
     },
+    {
+      id: 'http-1m',
+      // The same listener with 1 MiB responses: all but the part read with the head goes by splice
+      // (docs/HTTP.md, "Bodies"); compare with --sg-tuning relay_mode=copy for the copy path.
+      title: `HTTP listener, header routing: wrk keep-alive 1 MiB downloads, 8 conns`,
+      group: 'bulk',
+      metric: 'gbps',
+      unit: 'Gbit/s',
+      higherIsBetter: true,
+      applies: (c) => c.httpEntry('') !== null,
+      run: async (env, c, d) => {
+        const entry = c.httpEntry(env.serverAddr);
+        if (entry === null) throw new Error(`${c.id} has no HTTP listener`);
+        const headers = entry.headers.flatMap((h) => ['-H', h]);
+        return wrkOutcome(await runWrk(env, ['-c8', ...headers, `${entry.base}/1m`], d.wrk));
+      },
+    },
     ...sweep.map(sweepWorkload),
     {
       id: 'idle',
