@@ -36,6 +36,7 @@ const char* statusText(int status) {
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 508: return "Loop Detected";
     default: return "Error";
   }
 }
@@ -327,6 +328,12 @@ bool HttpSession::readProxyHeader() {
   }
   ctx_.stats.add(Stat::proxy_protocol_accepted);
   if (r.header.command == proxy_protocol::Command::proxy && r.header.family != AF_UNSPEC) {
+    if (owner_.loopsBack(r.header.destination)) {
+      // As on a relaying listener: a header naming one of our own listeners would loop back in.
+      ctx_.stats.add(Stat::loop_rejected);
+      close(CloseReason::kRefused);
+      return true;
+    }
     // The header names the client (whose routing header may be trusted) and where it connected.
     originalDst_ = r.header.destination;
     originalSource_ = DestinationSource::kProxyProtocol;
@@ -423,6 +430,12 @@ void HttpSession::startRequest() {
   }
   if (ctx_.options.upstreamPortOverride != 0) dst.setPort(ctx_.options.upstreamPortOverride);
   if (logging_) access_.destination.set(dst);
+  if (owner_.loopsBack(dst)) {
+    // A header (or CONNECT target) naming one of our own listeners: each hop would open another
+    // connection into splicegate (without end when the header is not stripped).
+    respondError(508, "loop_rejected", Stat::loop_rejected);
+    return;
+  }
   if (!owner_.allowDestination(listener_, dst, peer_, access_)) {
     respondError(403, "policy_denied", Stat::http_rq_policy_denied);
     return;
@@ -924,6 +937,9 @@ void HttpSession::respondError(int status, const char* reason, Stat counter) {
       break;
     case Stat::http_rq_no_destination:
       rqRefusal_ = Refusal::kNoOriginalDst;
+      break;
+    case Stat::loop_rejected:
+      rqRefusal_ = Refusal::kLoopRejected;
       break;
     case Stat::http_rq_connect_fail:
       outcome = CloseReason::kConnectFailed;

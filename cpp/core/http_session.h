@@ -16,6 +16,9 @@
 //                client's next request is read (Connection: close / HTTP/1.0 end the connection)
 // CONNECT ip:port and a 101 answer to an Upgrade request hand both sockets to a Relay (relay.h).
 //
+// A PROXY header naming one of our own listeners resets the connection, and a request whose
+// destination is one is answered 508 (loop_rejected), so no configuration can make a session
+// connect back into splicegate.
 // Errors before any response byte reached the client are HTTP responses with
 // `x-splicegate-error: <reason>` and `connection: close`; after that the client is reset, so a cut
 // response never looks complete.
@@ -57,6 +60,8 @@ class HttpSessionOwner {
   // An access-log record filled from access (kind request), or nullptr: log off, request not
   // sampled, or the buffer full (counted). Never allocates.
   virtual AccessRecord* newRequestRecord(const AccessInfo& access) = 0;
+  // destination is one of splicegate's own listeners: connecting there would loop back in.
+  virtual bool loopsBack(const SocketAddress& destination) = 0;
   // s has ended (sockets closed): unlink it, free it after the batch.
   virtual void sessionClosed(HttpSession& s) = 0;
   // s's tunnel used its byte budget: resume() it after the batch, as relayed connections are.

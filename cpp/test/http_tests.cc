@@ -765,6 +765,47 @@ void sessionTests() {
     CHECK_EQ(core->stats().get(Stat::proxy_protocol_accepted), 2u);
   });
 
+  run("a PROXY header or a routing header naming splicegate's own listener is refused as a loop", [] {
+    Origin fallback(keepAliveServer());
+    auto fake = std::make_unique<FixedDestinationOps>();
+    fake->target = fallback.address;
+    SysError err;
+    auto core = WorkerCore::create(CoreOptions{}, std::move(fake), err);
+    CHECK(core);
+    ListenerOptions lo;
+    lo.name = "http-pp";
+    lo.address = addr("127.0.0.1", 0);
+    lo.http.enabled = true;
+    lo.http.trustedSources = {*parseCidr("127.0.0.0/8")};
+    lo.http.stripHeader = false;  // a looped request would carry its header into the next hop
+    lo.proxyProtocol.enabled = true;
+    lo.proxyProtocol.trustedSources = {*parseCidr("127.0.0.0/8")};
+    SocketAddress listenAddr;
+    UniqueFd listenSocket = openListenSocket(lo, &listenAddr, err);
+    CHECK(listenSocket);
+    CHECK(!core->attachListener(lo, listenSocket.get(), nullptr));
+    LoopRunner loop(*core);
+    // The PROXY header's destination is the listener itself: reset, as on a relaying listener.
+    UniqueFd client = connectTo(listenAddr);
+    const std::string pp = "PROXY TCP4 127.0.0.1 " + listenAddr.ipString() + " 40000 " +
+                           std::to_string(listenAddr.port()) + "\r\n";
+    CHECK(writeAll(client.get(), (pp + get("/pp")).data(), pp.size() + get("/pp").size()));
+    std::string got;
+    CHECK(readToEnd(client.get(), got) == End::kReset);
+    CHECK(got.empty());
+    CHECK_EQ(core->stats().get(Stat::loop_rejected), 1u);
+    // A trusted client's routing header naming the listener (behind a PROXY header that names a
+    // real destination): 508, and no connection goes out.
+    UniqueFd second = connectTo(listenAddr);
+    const std::string pp2 = "PROXY TCP4 127.0.0.1 " + fallback.address.ipString() + " 40001 " +
+                            std::to_string(fallback.address.port()) + "\r\n";
+    expectError(second.get(), exchange(second.get(), pp2 + get("/h", routeTo(listenAddr))), "508", "loop_rejected");
+    CHECK_EQ(core->stats().get(Stat::loop_rejected), 2u);
+    CHECK_EQ(core->stats().get(Stat::upstream_cx_total), 0u);
+    CHECK_EQ(core->stats().get(Stat::http_rq_total), 1u);
+    CHECK(fallback.seen().empty());
+  });
+
   run("keep-alive: requests on one client connection share one pooled upstream connection", [] {
     Origin server(keepAliveServer());
     HttpStage stage(server.address);
