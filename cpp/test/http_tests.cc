@@ -1474,6 +1474,47 @@ void bodyTests() {
     CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_active) == 0; }));
   });
 
+  run("pipelined requests: answered in order, one upstream exchange at a time; nothing after Connection: close is sent", [] {
+    std::atomic<int> maxInFlight{0};
+    Origin server([&](Origin& o, int fd, int) {
+      std::string buf;
+      for (int n = 1;; ++n) {
+        if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+        // A second request already here while this one is unanswered would mean the proxy sent
+        // it ahead of this response.
+        const size_t len = messageLength(buf);
+        o.record(buf.substr(0, len));
+        buf.erase(0, len);
+        if (!buf.empty()) maxInFlight = 2;
+        const std::string body = std::to_string(n);
+        const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+        if (!writeAll(fd, resp.data(), resp.size())) return;
+      }
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string two = pattern(40000, 20);  // long enough to be spliced once its head is out
+    const std::string stream = get("/1") + post("/2", two) + get("/3", "connection: close\r\n") + get("/4");
+    CHECK(writeAll(client.get(), stream.data(), stream.size()));
+    std::string got;
+    CHECK(readToEnd(client.get(), got) == End::kEof);  // closed (FIN) after the third response
+    std::vector<std::string> responses;
+    for (size_t len; (len = messageLength(got)) > 0;) {
+      responses.push_back(got.substr(0, len));
+      got.erase(0, len);
+    }
+    CHECK(got.empty());
+    CHECK_EQ(responses.size(), 3u);
+    for (size_t i = 0; i < responses.size(); ++i) CHECK(bodyOf(responses[i]) == std::to_string(i + 1));
+    const auto seen = server.seen();
+    CHECK_EQ(seen.size(), 3u);  // never /4
+    CHECK(seen.at(1) == post("/2", two));
+    CHECK(seen.at(2).rfind("GET /3 ", 0) == 0);
+    CHECK_EQ(maxInFlight.load(), 0);
+    CHECK_EQ(stage.stat(Stat::http_rq_total), 3u);
+  });
+
   run("a body spliced under a small relay budget yields and resumes to the end", [] {
     Origin server(echoServer());
     CoreOptions small;
