@@ -1369,12 +1369,6 @@ struct TestListener {
   }
 };
 
-void resetClose(UniqueFd& fd) {
-  linger lg{1, 0};
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-  fd.reset();
-}
-
 void listenerStatsTests() {
   run("per-listener counters: each listener counts its own accepts, active, policy denies and overflow", [] {
     SocketAddress serverAddr;
@@ -1412,9 +1406,10 @@ void listenerStatsTests() {
 
     // The relayed clients reset: the relaying listener's gauge goes back to 0; the worker has room
     // again and the queued client is accepted (and denied) at the next tick.
-    resetClose(r1);
-    resetClose(r2);
-    resetClose(r3);
+    for (UniqueFd* r : {&r1, &r2, &r3}) {
+      resetOnClose(r->get());  // the core's own helper: SO_LINGER {1, 0}
+      r->reset();
+    }
     CHECK(runUntil(*core, [&] {
       return listenerStat(*core, "relaying", ListenerStat::downstream_cx_active) == 0 &&
              listenerStat(*core, "denying", ListenerStat::policy_denied) == 3;
