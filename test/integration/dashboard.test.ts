@@ -215,11 +215,22 @@ describe('admin dashboard in headless Chromium', () => {
         assert.equal(more.ok, 3, JSON.stringify(more.errors));
         // The next poll (every 2 s) brings the new count without a reload.
         await waitFor(async () => ((await total()) === String(CONNECTIONS + 3) ? true : undefined), { timeoutMs: 20000, intervalMs: 100, what: 'the page to show 10 connections' });
-        // The listeners' own counts follow too (from /stats, fetched beside /clusters): all 10 came through egress.
-        const accepted = (name: string): Promise<string | null> =>
-          browser.evaluate<string | null>(`(document.querySelector('#listeners-body tr[data-listener="${name}"] td[data-col="accepted"]') || {}).textContent || null`);
-        await waitFor(async () => ((await accepted('egress')) === String(CONNECTIONS + 3) ? true : undefined), { timeoutMs: 20000, intervalMs: 100, what: 'egress to show 10 accepted' });
-        assert.equal(await accepted('side'), '2');
+        // The listeners' own counts follow too (from /stats, fetched beside /clusters): all 10 came
+        // through egress. The update that first shows 10 also shows a rate above 0 (the sample
+        // before it had fewer), until the next one 2 s later: read both cells at once.
+        const cells = (name: string): Promise<string> =>
+          browser.evaluate<string>(
+            `Array.from(document.querySelectorAll('#listeners-body tr[data-listener="${name}"] td[data-col]')).map(function (td) { return td.getAttribute('data-col') + '=' + td.textContent; }).join(' ')`,
+          );
+        const seen = await waitFor(
+          async () => {
+            const text = await cells('egress');
+            return text.includes(`accepted=${CONNECTIONS + 3} `) ? text : undefined;
+          },
+          { timeoutMs: 20000, intervalMs: 100, what: 'egress to show 10 accepted' },
+        );
+        assert.match(seen, /accepted_per_s=(?!0 )[\d.]+ /, `a rate for the 3 new connections: ${seen}`);
+        assert.match(await cells('side'), /accepted=2 /);
 
         // A paced transfer: the byte rate and splice share appear in the charts while it runs.
         const paced = startTransfer(lab, { target: '10.10.2.2:8081', send: 12 * MiB, recv: 12 * MiB, rateBytesPerSec: 2 * MiB, timeoutMs: 60000 });
