@@ -437,6 +437,7 @@ void HttpSession::startRequest() {
     return;
   }
   if (!owner_.allowDestination(listener_, dst, peer_, access_)) {
+    if (listenerStats) listenerStats->add(ListenerStat::policy_denied);
     respondError(403, "policy_denied", Stat::http_rq_policy_denied);
     return;
   }
