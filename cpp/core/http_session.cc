@@ -331,6 +331,7 @@ bool HttpSession::readProxyHeader() {
     if (owner_.loopsBack(r.header.destination)) {
       // As on a relaying listener: a header naming one of our own listeners would loop back in.
       ctx_.stats.add(Stat::loop_rejected);
+      if (listenerStats) listenerStats->add(ListenerStat::loop_rejected);
       close(CloseReason::kRefused);
       return true;
     }
@@ -433,6 +434,7 @@ void HttpSession::startRequest() {
   if (owner_.loopsBack(dst)) {
     // A header (or CONNECT target) naming one of our own listeners: each hop would open another
     // connection into splicegate (without end when the header is not stripped).
+    if (listenerStats) listenerStats->add(ListenerStat::loop_rejected);
     respondError(508, "loop_rejected", Stat::loop_rejected);
     return;
   }

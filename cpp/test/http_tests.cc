@@ -801,6 +801,7 @@ void sessionTests() {
                             std::to_string(fallback.address.port()) + "\r\n";
     expectError(second.get(), exchange(second.get(), pp2 + get("/h", routeTo(listenAddr))), "508", "loop_rejected");
     CHECK_EQ(core->stats().get(Stat::loop_rejected), 2u);
+    CHECK_EQ(core->listenerStats().at(0)->get(ListenerStat::loop_rejected), 2u);  // the listener's share: all
     CHECK_EQ(core->stats().get(Stat::upstream_cx_total), 0u);
     CHECK_EQ(core->stats().get(Stat::http_rq_total), 1u);
     CHECK(fallback.seen().empty());
