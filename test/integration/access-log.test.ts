@@ -217,7 +217,7 @@ describe('access log', () => {
       const r = await finishTransfer(xfer, 20000);
       assert.equal(r.ok, false, 'the transfer was cut');
       const lines = readLines(last);
-      assert.equal(lines.length, 1, JSON.stringify(lines));
+      assert.equal(lines.length, 1, JSON.stringify(lines) + proxy().diagnostics());
       assert.equal(lines[0]?.close_reason, 'drained');
       assert.ok((lines[0]?.bytes_sent ?? 0) > 0);
     }),
