@@ -51,6 +51,7 @@ test('full config parses to the exact typed values', () => {
         name: 'egress',
         address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' },
         mode: 'original_dst',
+        protocol: 'tcp',
         transparent: false,
         backlog: 1024,
         policy: null,
@@ -68,6 +69,7 @@ test('full config parses to the exact typed values', () => {
         name: 'egress-v6',
         address: { host: '::', port: 15001, family: 6, text: '[::]:15001' },
         mode: 'original_dst',
+        protocol: 'tcp',
         transparent: true,
         backlog: 4096,
         policy: {
@@ -81,6 +83,7 @@ test('full config parses to the exact typed values', () => {
         name: 'gateway',
         address: { host: '127.0.0.1', port: 9001, family: 4, text: '127.0.0.1:9001' },
         mode: 'http',
+        protocol: 'tcp',
         transparent: false,
         backlog: 4096,
         policy: null,
@@ -93,6 +96,16 @@ test('full config parses to the exact typed values', () => {
           requestHeadTimeoutMs: 2500,
           maxRequestHeadBytes: 8192,
         },
+      },
+      {
+        name: 'dns',
+        address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' },
+        mode: 'original_dst',
+        protocol: 'udp',
+        transparent: true,
+        backlog: 4096,
+        policy: null,
+        proxyProtocol: null,
       },
     ],
     policy: {
@@ -125,6 +138,8 @@ test('full config parses to the exact typed values', () => {
       sendProxyProtocol: 'v2',
       originalSource: false,
       httpPool: { maxIdlePerHost: 4, idleTimeoutMs: 30_000 },
+      udpSessionTimeoutMs: 20_000,
+      udpMaxSessionsPerWorker: 512,
     },
     drainTimeoutMs: 30_000,
     tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv', recordLatency: false },
@@ -141,6 +156,7 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     name: 'egress',
     address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' },
     mode: 'original_dst',
+    protocol: 'tcp',
     transparent: false,
     backlog: 4096,
     policy: null,
@@ -161,6 +177,8 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     sendProxyProtocol: 'off',
     originalSource: false,
     httpPool: { maxIdlePerHost: 16, idleTimeoutMs: 60_000 },
+    udpSessionTimeoutMs: 60_000,
+    udpMaxSessionsPerWorker: 4096,
   });
   assert.equal(config.drainTimeoutMs, 10_000);
   assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384, driver: 'thread', recordLatency: true });
@@ -288,7 +306,7 @@ test('unknown keys are errors at every level, each at its own path', () => {
   problemAt(problems, 'wokers', 'did you mean "workers"?');
   problemAt(problems, 'admin.port', 'unknown key "port"');
   problemAt(problems, 'listeners[0].transparant', 'did you mean "transparent"?');
-  problemAt(problems, 'listeners[0].extra', 'expected one of: name, address, mode, transparent, backlog, policy, proxy_protocol');
+  problemAt(problems, 'listeners[0].extra', 'expected one of: name, address, mode, protocol, transparent, backlog, policy, proxy_protocol');
   const typo = problemAt(problems, 'cluster.idle_timout', 'did you mean "idle_timeout"?');
   assert.equal(typo.line, 11);
   assert.equal(problems.length, 5);
