@@ -19,6 +19,13 @@ function udpDelta(after: Stats, before: Stats, name: string): number {
   return counter(after, name) - counter(before, name);
 }
 
+/** The global time-to-first-byte histogram's sample count in a /stats/prometheus body. */
+function ttfbCount(body: string): number {
+  const m = /^splicegate_ttfb_seconds_count (\d+)$/m.exec(body);
+  assert.ok(m, 'splicegate_ttfb_seconds_count in /stats/prometheus');
+  return Number(m[1]);
+}
+
 interface Dig {
   code: number | null;
   out: string;
@@ -87,6 +94,7 @@ function describeUdp(family: Family): void {
       withDiagnostics(lab, sg, async () => {
         if (!sg) throw new Error('no splicegate');
         const s0 = await sg.stats();
+        const ttfb0 = ttfbCount((await sg.adminGet('/stats/prometheus')).body);
         const r = await dig(lab, server);
         assert.equal(r.code, 0, r.out);
         assert.match(r.out, new RegExp(`^${NAME.replace('.', '\\.')}\\.\\s+\\d+\\s+IN\\s+A\\s+${ANSWER.replace(/\./g, '\\.')}$`, 'm'), r.out);
@@ -100,9 +108,10 @@ function describeUdp(family: Family): void {
         assert.equal(udpDelta(s1, s0, 'udp_datagrams_out'), 1);
         assert.equal(udpDelta(s1, s0, 'udp_dropped_error'), 0);
         assert.equal(udpDelta(s1, s0, 'udp_dropped_policy'), 0);
-        // The first-reply time went into the ttfb histogram.
+        // The first-reply time went into the ttfb histogram (docs/LATENCY.md).
         const prom = await sg.adminGet('/stats/prometheus');
         assert.equal(prom.status, 200);
+        assert.equal(ttfbCount(prom.body), ttfb0 + 1, 'one first reply recorded');
         assert.match(prom.body, /^splicegate_udp_datagrams_in_total \d+/m);
         assert.match(prom.body, /^splicegate_udp_sessions_active 0$/m);
       }),
