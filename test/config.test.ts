@@ -560,3 +560,35 @@ test('access_log problems are reported with their paths: sample outside [0,1], a
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('protocol: udp needs transparent and mode original_dst, takes no PROXY header; tcp and udp may share an address', () => {
+  const problems = problemsOf(
+    [
+      'listeners:',
+      '  - { name: a, address: "0.0.0.0:53", protocol: udp }',
+      '  - { name: b, address: "0.0.0.0:54", protocol: udp, transparent: true, mode: http }',
+      '  - { name: c, address: "0.0.0.0:55", protocol: udp, transparent: true, proxy_protocol: { trusted_sources: ["10.0.0.0/8"] } }',
+      '  - { name: d, address: "0.0.0.0:56", protocol: udp, transparent: true }',
+      '  - { name: e, address: "127.0.0.1:56", protocol: udp, transparent: true }',
+      '  - { name: f, address: "0.0.0.0:57", protocol: sctp }',
+      'cluster: { udp_session_timeout: 0s, udp_max_sessions_per_worker: 0 }',
+      '',
+    ].join('\n'),
+  );
+  problemAt(problems, 'listeners[0].transparent', 'protocol: udp needs transparent: true');
+  problemAt(problems, 'listeners[1].mode', 'protocol: udp needs mode: original_dst');
+  problemAt(problems, 'listeners[2].proxy_protocol', 'protocol: udp cannot read a PROXY header');
+  problemAt(problems, 'listeners[4].address', 'overlaps listeners[3]');
+  problemAt(problems, 'listeners[5].protocol', '"tcp" or "udp"');
+  problemAt(problems, 'cluster.udp_session_timeout');
+  problemAt(problems, 'cluster.udp_max_sessions_per_worker', 'from 1 to');
+  assert.equal(problems.length, 7, JSON.stringify(problems));
+
+  // A TCP and a UDP socket on one address do not collide, and the admin server (TCP) may share a
+  // UDP listener's port.
+  const ok = parseConfigText(
+    'admin: { address: "127.0.0.1:15001" }\nlisteners:\n  - { name: t, address: "0.0.0.0:15002", transparent: true }\n  - { name: u, address: "0.0.0.0:15002", protocol: udp, transparent: true }\n  - { name: v, address: "127.0.0.1:15001", protocol: udp, transparent: true }\n',
+    'test.yaml',
+  );
+  assert.deepEqual(ok.listeners.map((l) => l.protocol), ['tcp', 'udp', 'udp']);
+});
