@@ -8,11 +8,9 @@ import assert from 'node:assert/strict';
 import { ADDR, Family, Lab } from '../lab/lab';
 import { counter, Splicegate, Stats } from '../lab/splicegate';
 import { withDiagnostics } from '../lab/harness';
-import { LabProcess } from '../lab/process';
-import { isJsonObject, JsonObject, waitFor } from '../lab/util';
+import { dig, DNS_ANSWER_LINE, startDns } from '../lab/dns';
+import { isJsonObject, JsonObject } from '../lab/util';
 
-const NAME = 'test.splicegate';
-const ANSWER = '10.99.0.7';
 const UDP_PORT = 15053;
 
 function udpDelta(after: Stats, before: Stats, name: string): number {
@@ -24,33 +22,6 @@ function ttfbCount(body: string): number {
   const m = /^splicegate_ttfb_seconds_count (\d+)$/m.exec(body);
   assert.ok(m, 'splicegate_ttfb_seconds_count in /stats/prometheus');
   return Number(m[1]);
-}
-
-interface Dig {
-  code: number | null;
-  out: string;
-}
-
-async function dig(lab: Lab, server: string, extra: string[] = []): Promise<Dig> {
-  const r = await lab.exec('cli', 'dig', [`@${server}`, '-p', '53', NAME, 'A', '+tries=1', '+timeout=2', ...extra], { timeoutMs: 15000 });
-  return { code: r.code, out: r.stdout + r.stderr };
-}
-
-/** dnsmasq in the server namespace, answering NAME from a static record on the given addresses. */
-async function startDns(lab: Lab, addresses: string[]): Promise<LabProcess> {
-  const proc = lab.start('srv', 'dnsmasq', [
-    '--keep-in-foreground', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', '--pid-file=', '--user=root',
-    '--bind-interfaces', `--listen-address=${addresses.join(',')}`, '--port=53', `--host-record=${NAME},${ANSWER}`,
-    '--log-facility=-',
-  ], { stdin: 'ignore', label: 'dnsmasq' });
-  // Ready once it answers from the gateway, which reaches the server without the proxy.
-  for (const address of addresses) {
-    await waitFor(async () => {
-      const r = await lab.exec('gw', 'dig', [`@${address}`, NAME, 'A', '+short', '+tries=1', '+timeout=1'], { timeoutMs: 5000 });
-      return r.stdout.trim() === ANSWER ? true : undefined;
-    }, { timeoutMs: 10000, what: `dnsmasq answering on ${address}`, diagnostics: () => proc.diagnostics() });
-  }
-  return proc;
 }
 
 function describeUdp(family: Family): void {
@@ -97,7 +68,7 @@ function describeUdp(family: Family): void {
         const ttfb0 = ttfbCount((await sg.adminGet('/stats/prometheus')).body);
         const r = await dig(lab, server);
         assert.equal(r.code, 0, r.out);
-        assert.match(r.out, new RegExp(`^${NAME.replace('.', '\\.')}\\.\\s+\\d+\\s+IN\\s+A\\s+${ANSWER.replace(/\./g, '\\.')}$`, 'm'), r.out);
+        assert.match(r.out, DNS_ANSWER_LINE, r.out);
         // dig checks the reply's source: one from any other address would print this and be ignored.
         assert.doesNotMatch(r.out, /reply from unexpected source/, r.out);
         assert.match(r.out, new RegExp(`SERVER: ${server.replace(/\./g, '\\.')}#53`), r.out);
