@@ -12,6 +12,8 @@ import { dig, DNS_ANSWER_LINE, startDns } from '../lab/dns';
 import { isJsonObject, JsonObject } from '../lab/util';
 
 const UDP_PORT = 15053;
+/** Sessions per worker in these tests (one worker serves UDP). */
+const CAP = 3;
 
 function udpDelta(after: Stats, before: Stats, name: string): number {
   return counter(after, name) - counter(before, name);
@@ -52,7 +54,7 @@ function describeUdp(family: Family): void {
             policy: { default: 'allow', rules: [{ name: 'no-second', action: 'deny', cidrs: [denied] }] },
           },
         ],
-        cluster: { udp_session_timeout: '2s' },
+        cluster: { udp_session_timeout: '2s', udp_max_sessions_per_worker: CAP },
       });
     });
 
@@ -99,6 +101,27 @@ function describeUdp(family: Family): void {
         assert.equal(udpDelta(s1, s0, 'udp_sessions_total'), 0);
         assert.equal(udpDelta(s1, s0, 'udp_datagrams_upstream'), 0);
         assert.ok(counter(s1, 'policy.no-second.denied') > counter(s0, 'policy.no-second.denied'));
+      }),
+    );
+
+    it(`keeps at most ${CAP} sessions: a new flow makes room by closing the one idle longest`, { timeout: 60000 }, () =>
+      withDiagnostics(lab, sg, async () => {
+        if (!sg) throw new Error('no splicegate');
+        const s0 = await sg.stats();
+        const N = CAP + 3;
+        for (let i = 0; i < N; i++) {
+          // Each dig is a new flow (a new source port); each is answered before the next starts.
+          const r = await dig(lab, server);
+          assert.equal(r.code, 0, r.out);
+          assert.match(r.out, DNS_ANSWER_LINE, r.out);
+          assert.ok(counter(await sg.stats(), 'udp_sessions_active') <= CAP);
+        }
+        const s1 = await sg.stats();
+        assert.equal(udpDelta(s1, s0, 'udp_sessions_total'), N);
+        // Evicted, unless the 2 s timeout ended a session first on a slow run: either way, closed.
+        assert.ok(udpDelta(s1, s0, 'udp_sessions_evicted') + udpDelta(s1, s0, 'udp_sessions_expired') >= N - CAP);
+        assert.ok(udpDelta(s1, s0, 'udp_sessions_evicted') >= 1, 'the cap was reached at least once');
+        await sg.waitStats((s) => counter(s, 'udp_sessions_active') === 0, 15000, 'the rest expired');
       }),
     );
 
