@@ -26,6 +26,9 @@ int getIntOption(int fd, int level, int name) {
 
 std::string describe(const ListenerOptions& options) { return options.name + " udp " + options.address.toString(); }
 
+// The listening socket's receive buffer (the kernel doubles it for its bookkeeping).
+constexpr int kListenerReceiveBuffer = 4 << 20;
+
 // The original destination TPROXY recorded for a datagram, from its control messages.
 bool originalDestination(const msghdr& hdr, SocketAddress& out) {
   for (cmsghdr* c = CMSG_FIRSTHDR(&hdr); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&hdr), c)) {
@@ -66,6 +69,12 @@ UniqueFd openUdpListenSocket(const ListenerOptions& options, SocketAddress* boun
   if (!setIntOption(fd.get(), v6 ? SOL_IPV6 : SOL_IP, v6 ? IPV6_RECVORIGDSTADDR : IP_RECVORIGDSTADDR, 1)) {
     err = SysError::fromErrno("setsockopt", where + (v6 ? " (IPV6_RECVORIGDSTADDR)" : " (IP_RECVORIGDSTADDR)"));
     return {};
+  }
+  // Every client's datagrams queue in this one buffer while the worker is busy; the default
+  // (net.core.rmem_default, ~200 KiB: about 90 full-size Ethernet datagrams) overflows on the
+  // first scheduling hiccup. CAP_NET_ADMIN, which IP_TRANSPARENT needed, lets us go past rmem_max.
+  if (!setIntOption(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, kListenerReceiveBuffer)) {
+    setIntOption(fd.get(), SOL_SOCKET, SO_RCVBUF, kListenerReceiveBuffer);  // capped at rmem_max
   }
   if (::bind(fd.get(), addr.sockaddrPtr(), addr.length()) < 0) {
     err = SysError::fromErrno("bind", where);
