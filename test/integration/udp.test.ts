@@ -53,6 +53,9 @@ function describeUdp(family: Family): void {
             transparent: true,
             policy: { default: 'allow', rules: [{ name: 'no-second', action: 'deny', cidrs: [denied] }] },
           },
+          // A TCP listener on the same address (nothing is sent to it): two sockets, and its
+          // per-listener counters follow a UDP listener's in the config.
+          { name: 'tcp', address: v6 ? `[::]:${UDP_PORT}` : `0.0.0.0:${UDP_PORT}`, transparent: true },
         ],
         cluster: { udp_session_timeout: '2s', udp_max_sessions_per_worker: CAP },
       });
@@ -87,6 +90,9 @@ function describeUdp(family: Family): void {
         assert.equal(ttfbCount(prom.body), ttfb0 + 1, 'one first reply recorded');
         assert.match(prom.body, /^splicegate_udp_datagrams_in_total \d+/m);
         assert.match(prom.body, /^splicegate_udp_sessions_active 0$/m);
+        // Per-listener counters are the TCP listener's only (UDP has the udp_* ones).
+        assert.equal(counter(s1, 'listener.tcp.downstream_cx_total'), 0);
+        assert.ok(!Object.keys(s1.raw).some((k) => k.startsWith('listener.udp.')), 'no per-listener block for UDP');
       }),
     );
 
