@@ -263,8 +263,8 @@ UdpSession* UdpRelay::sessionFor(const UdpListener& listener, const SocketAddres
   const UdpFlowKey key{client, destination};
   if (UdpFlow* f = table_.find(key)) return static_cast<UdpSession*>(f);
   // Not redirected: sent to the listener itself (or looped back to it). Nothing to relay to.
+  // Counted as a UDP drop only: no_original_dst is the sum of the TCP listeners' own counters.
   if (isOwnListener(destination)) {
-    stats_.add(Stat::no_original_dst);
     stats_.add(Stat::udp_dropped_error);
     return nullptr;
   }
