@@ -206,6 +206,7 @@ const COMMANDS: Record<string, Command> = {
       'exactly what install added, print shows the commands (a shell script) without running them. Needs CAP_NET_ADMIN.',
     options: [
       { name: 'mode', value: 'MODE', description: 'redirect (nat REDIRECT, default) or tproxy (mangle TPROXY, gateway only)' },
+      { name: 'protocol', value: 'PROTO', description: 'tcp (default) or udp (tproxy only: a protocol: udp listener; chain SPLICEGATE-UDP)' },
       { name: 'topology', value: 'TOPOLOGY', description: 'gateway (traffic from other hosts, PREROUTING; default) or sidecar (this host\'s own, OUTPUT)' },
       { name: 'port', value: 'PORT', description: "splicegate's listener port (default: from --config)" },
       { ...CONFIG_OPTION, description: 'take the port and the excluded mark (cluster.upstream_mark) from this config' },
@@ -232,6 +233,7 @@ const COMMANDS: Record<string, Command> = {
       'splicegate iptables install --topology sidecar --port 9000 --dports 80 --only-uid sleeper --exclude-mark 0x100',
       'splicegate iptables install --config /etc/splicegate/splicegate.yaml --interface eth1 --ipv6',
       'splicegate iptables install --mode tproxy --port 15002 --ipv6',
+      'splicegate iptables install --mode tproxy --protocol udp --port 15002 --dports 53,443 --interface eth1',
       'splicegate iptables print --topology sidecar --exclude-uid splicegate --port 15001',
       'splicegate iptables uninstall --ipv6',
     ],
@@ -245,6 +247,7 @@ const COMMANDS: Record<string, Command> = {
           printUninstall: values['uninstall'] === true,
           flags: {
             mode: stringOption(values, 'mode'),
+            protocol: stringOption(values, 'protocol'),
             topology: stringOption(values, 'topology'),
             port: stringOption(values, 'port'),
             ipv6: values['ipv6'] === true,

@@ -29,7 +29,7 @@ test('validate: good file exits 0 with a one-line summary', () => {
   const file = join(FIXTURES, 'good-full.yaml');
   const run = splicegate('validate', '--config', file);
   assert.equal(run.status, 0, run.stderr);
-  assert.equal(run.stdout, `${file}: OK (3 listeners, 4 workers)\n`);
+  assert.equal(run.stdout, `${file}: OK (4 listeners, 4 workers)\n`);
   assert.equal(run.stderr, '');
 });
 

@@ -112,6 +112,8 @@ test('the native options from a minimal config carry every configurable value, w
     recordLatency: DEFAULTS.recordLatency,
     sendProxyProtocol: 0,
     originalSource: DEFAULTS.originalSource,
+    udpSessionTimeoutMs: ms(DEFAULTS.udpSessionTimeout),
+    udpMaxSessions: DEFAULTS.udpMaxSessionsPerWorker,
   };
   for (const [key, value] of Object.entries(expected)) {
     assert.deepEqual((native as unknown as Record<string, unknown>)[key], value, `native option ${key}`);

@@ -52,6 +52,7 @@ test('full config parses to the exact typed values', () => {
         name: 'egress',
         address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' },
         mode: 'original_dst',
+        protocol: 'tcp',
         transparent: false,
         backlog: 1024,
         policy: null,
@@ -69,6 +70,7 @@ test('full config parses to the exact typed values', () => {
         name: 'egress-v6',
         address: { host: '::', port: 15001, family: 6, text: '[::]:15001' },
         mode: 'original_dst',
+        protocol: 'tcp',
         transparent: true,
         backlog: 4096,
         policy: {
@@ -82,6 +84,7 @@ test('full config parses to the exact typed values', () => {
         name: 'gateway',
         address: { host: '127.0.0.1', port: 9001, family: 4, text: '127.0.0.1:9001' },
         mode: 'http',
+        protocol: 'tcp',
         transparent: false,
         backlog: 4096,
         policy: null,
@@ -94,6 +97,16 @@ test('full config parses to the exact typed values', () => {
           requestHeadTimeoutMs: 2500,
           maxRequestHeadBytes: 8192,
         },
+      },
+      {
+        name: 'dns',
+        address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' },
+        mode: 'original_dst',
+        protocol: 'udp',
+        transparent: true,
+        backlog: 4096,
+        policy: null,
+        proxyProtocol: null,
       },
     ],
     policy: {
@@ -126,6 +139,8 @@ test('full config parses to the exact typed values', () => {
       sendProxyProtocol: 'v2',
       originalSource: false,
       httpPool: { maxIdlePerHost: 4, idleTimeoutMs: 30_000 },
+      udpSessionTimeoutMs: 20_000,
+      udpMaxSessionsPerWorker: 512,
     },
     drainTimeoutMs: 30_000,
     tuning: { relayMode: 'splice', pipeSize: 262_144, copyBufferSize: 32_768, driver: 'uv', recordLatency: false },
@@ -142,6 +157,7 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     name: 'egress',
     address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' },
     mode: 'original_dst',
+    protocol: 'tcp',
     transparent: false,
     backlog: 4096,
     policy: null,
@@ -162,6 +178,8 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
     sendProxyProtocol: 'off',
     originalSource: false,
     httpPool: { maxIdlePerHost: 16, idleTimeoutMs: 60_000 },
+    udpSessionTimeoutMs: 60_000,
+    udpMaxSessionsPerWorker: 4096,
   });
   assert.equal(config.drainTimeoutMs, 10_000);
   assert.deepEqual(config.tuning, { relayMode: 'auto', pipeSize: 0, copyBufferSize: 16_384, driver: 'thread', recordLatency: true });
@@ -289,7 +307,7 @@ test('unknown keys are errors at every level, each at its own path', () => {
   problemAt(problems, 'wokers', 'did you mean "workers"?');
   problemAt(problems, 'admin.port', 'unknown key "port"');
   problemAt(problems, 'listeners[0].transparant', 'did you mean "transparent"?');
-  problemAt(problems, 'listeners[0].extra', 'expected one of: name, address, mode, transparent, backlog, policy, proxy_protocol');
+  problemAt(problems, 'listeners[0].extra', 'expected one of: name, address, mode, protocol, transparent, backlog, policy, proxy_protocol');
   const typo = problemAt(problems, 'cluster.idle_timout', 'did you mean "idle_timeout"?');
   assert.equal(typo.line, 11);
   assert.equal(problems.length, 5);
@@ -544,4 +562,36 @@ test('access_log problems are reported with their paths: sample outside [0,1], a
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('protocol: udp needs transparent and mode original_dst, takes no PROXY header; tcp and udp may share an address', () => {
+  const problems = problemsOf(
+    [
+      'listeners:',
+      '  - { name: a, address: "0.0.0.0:53", protocol: udp }',
+      '  - { name: b, address: "0.0.0.0:54", protocol: udp, transparent: true, mode: http }',
+      '  - { name: c, address: "0.0.0.0:55", protocol: udp, transparent: true, proxy_protocol: { trusted_sources: ["10.0.0.0/8"] } }',
+      '  - { name: d, address: "0.0.0.0:56", protocol: udp, transparent: true }',
+      '  - { name: e, address: "127.0.0.1:56", protocol: udp, transparent: true }',
+      '  - { name: f, address: "0.0.0.0:57", protocol: sctp }',
+      'cluster: { udp_session_timeout: 0s, udp_max_sessions_per_worker: 0 }',
+      '',
+    ].join('\n'),
+  );
+  problemAt(problems, 'listeners[0].transparent', 'protocol: udp needs transparent: true');
+  problemAt(problems, 'listeners[1].mode', 'protocol: udp needs mode: original_dst');
+  problemAt(problems, 'listeners[2].proxy_protocol', 'protocol: udp cannot read a PROXY header');
+  problemAt(problems, 'listeners[4].address', 'overlaps listeners[3]');
+  problemAt(problems, 'listeners[5].protocol', '"tcp" or "udp"');
+  problemAt(problems, 'cluster.udp_session_timeout');
+  problemAt(problems, 'cluster.udp_max_sessions_per_worker', 'from 1 to');
+  assert.equal(problems.length, 7, JSON.stringify(problems));
+
+  // A TCP and a UDP socket on one address do not collide, and the admin server (TCP) may share a
+  // UDP listener's port.
+  const ok = parseConfigText(
+    'admin: { address: "127.0.0.1:15001" }\nlisteners:\n  - { name: t, address: "0.0.0.0:15002", transparent: true }\n  - { name: u, address: "0.0.0.0:15002", protocol: udp, transparent: true }\n  - { name: v, address: "127.0.0.1:15001", protocol: udp, transparent: true }\n',
+    'test.yaml',
+  );
+  assert.deepEqual(ok.listeners.map((l) => l.protocol), ['tcp', 'udp', 'udp']);
 });

@@ -171,3 +171,48 @@ test('executor: a failing command stops the plan with the command and its stderr
   });
   assert.ok(!f.ran.some((c) => c.includes('-A PREROUTING')), 'no jump into a half-filled chain');
 });
+
+test('print --protocol udp: tproxy for UDP in a chain of its own, the port from the UDP listener', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sg-ipt-'));
+  try {
+    const file = join(dir, 'c.yaml');
+    // A TCP and a UDP transparent listener: --protocol picks which one the rules feed.
+    writeFileSync(
+      file,
+      'listeners:\n  - { name: t, address: "0.0.0.0:15002", transparent: true }\n  - { name: u, address: "0.0.0.0:15053", protocol: udp, transparent: true }\ncluster:\n  upstream_mark: 0x100\n',
+    );
+    const r = splicegate('print', '--mode', 'tproxy', '--protocol', 'udp', '--config', file, '--interface', 'eth1', '--dports', '53,443');
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(
+      r.stdout,
+      [
+        'iptables -w -t mangle -n -L SPLICEGATE-UDP >/dev/null 2>&1 || iptables -w -t mangle -N SPLICEGATE-UDP',
+        'iptables -w -t mangle -F SPLICEGATE-UDP',
+        'iptables -w -t mangle -A SPLICEGATE-UDP -m mark --mark 0x100 -j RETURN',
+        'iptables -w -t mangle -A SPLICEGATE-UDP -p udp -i eth1 -m multiport --dports 53,443 -j TPROXY --on-port 15053 --tproxy-mark 0x1/0x1',
+        '[ -n "$(ip -4 rule show fwmark 0x1/0x1 lookup 100 2>/dev/null)" ] || ip -4 rule add fwmark 0x1/0x1 lookup 100',
+        'ip -4 route replace local 0.0.0.0/0 dev lo table 100',
+        'iptables -w -t mangle -C PREROUTING -p udp -j SPLICEGATE-UDP >/dev/null 2>&1 || iptables -w -t mangle -A PREROUTING -p udp -j SPLICEGATE-UDP',
+        '',
+      ].join('\n'),
+    );
+    const tcp = splicegate('print', '--mode', 'tproxy', '--config', file);
+    assert.equal(tcp.status, 0, tcp.stderr);
+    assert.ok(tcp.stdout.includes('-A SPLICEGATE-PREROUTING -p tcp -j TPROXY --on-port 15002 '), tcp.stdout);
+    // uninstall removes the UDP chain and its jump too.
+    const un = splicegate('print', '--uninstall', '--mode', 'tproxy');
+    assert.ok(un.stdout.includes('while iptables -w -t mangle -C PREROUTING -p udp -j SPLICEGATE-UDP >/dev/null 2>&1; do iptables -w -t mangle -D PREROUTING -p udp -j SPLICEGATE-UDP || break; done\n'), un.stdout);
+    assert.ok(un.stdout.includes('then iptables -w -t mangle -F SPLICEGATE-UDP; iptables -w -t mangle -X SPLICEGATE-UDP; fi\n'), un.stdout);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--protocol udp needs --mode tproxy; --protocol takes tcp or udp', () => {
+  const redirect = splicegate('print', '--protocol', 'udp', '--port', '15053');
+  assert.equal(redirect.status, 2);
+  assert.match(redirect.stderr, /--protocol udp needs --mode tproxy/);
+  const bad = splicegate('print', '--mode', 'tproxy', '--protocol', 'sctp', '--port', '15053');
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--protocol must be tcp or udp, got 'sctp'/);
+});

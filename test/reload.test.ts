@@ -13,7 +13,7 @@ import { ConfigError, formatProblems, loadConfigFile, parseConfigText } from '..
 import type { SplicegateConfig } from '../src/config/types';
 import type { ListenSocket, NativeListenerOptions } from '../src/native/binding';
 import { ListenSocketPool } from '../src/proxy/listen-sockets';
-import { Reloader, reloadResponse, type ReloadOutcome } from '../src/proxy/reload';
+import { listenerChanges, Reloader, reloadResponse, type ReloadOutcome } from '../src/proxy/reload';
 import type { ProxyRuntime } from '../src/proxy/runtime';
 import { CounterAggregator } from '../src/stats/counters';
 import type { GenerationInfo } from '../src/supervisor/generation';
@@ -81,6 +81,26 @@ describe('ListenSocketPool', () => {
     assert.deepEqual(closed, ['0.0.0.0:15002']);
     assert.deepEqual([...open.values()], ['0.0.0.0:15001'], 'the running lease keeps its socket');
     running.close();
+  });
+
+  it('a TCP and a UDP listener on one address are two sockets; a kept UDP listener keeps its socket', () => {
+    const { binding, open, closed } = fakeBinding();
+    const pool = new ListenSocketPool(binding);
+    const tcpUdp = (extra = ''): string =>
+      listeners('{ name: t, address: "0.0.0.0:15001", transparent: true }', '{ name: u, address: "0.0.0.0:15001", protocol: udp, transparent: true }') + extra;
+    const first = pool.lease(config(tcpUdp()).listeners);
+    const [tcp, udp] = first.handoffs();
+    assert.notEqual(tcp?.fd, udp?.fd, 'two sockets');
+    assert.equal(udp?.options.protocol, 'udp');
+    assert.equal(tcp?.options.protocol, undefined, 'tcp is the default: not sent');
+    const second = pool.lease(config(tcpUdp()).listeners);
+    assert.deepEqual(second.handoffs().map((h) => h.fd), [tcp?.fd, udp?.fd], 'both kept');
+    first.close();
+    second.close();
+    assert.equal(open.size, 0);
+    assert.equal(closed.length, 2);
+    const changes = listenerChanges(config(tcpUdp()), config(listeners('{ name: t, address: "0.0.0.0:15001", transparent: true }')));
+    assert.deepEqual(changes, { added: [], removed: ['0.0.0.0:15001/udp'], kept: ['0.0.0.0:15001'] });
   });
 
   it('conflicts: a kept address may not change transparent or backlog', () => {

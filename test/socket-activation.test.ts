@@ -97,3 +97,14 @@ test('takeActivatedSockets unsets the variables, logs each decision and closes w
   assert.deepEqual([...takeActivatedSockets({ inspectSocket: () => assert.fail() }, listeners, log, {}, 42)], []);
   assert.deepEqual(lines, []);
 });
+
+test('a UDP listener takes no passed socket, by name or by address: the TCP listener on its address does', () => {
+  const tcp = listener('tcp', '0.0.0.0:15001');
+  const udp = { ...listener('udp', '0.0.0.0:15001'), protocol: 'udp' as const };
+  const inspect = (): NativeSocketInfo => ({ type: 'stream', family: 'ipv4', listening: true, address: '0.0.0.0:15001' });
+  const byName = planActivation([udp, tcp], [{ fd: 3, name: 'udp' }], inspect);
+  assert.deepEqual([...byName.adopt], [[1, { fd: 3, matchedBy: 'address' }]]);
+  const alone = planActivation([udp], [{ fd: 3, name: 'splicegate.socket' }], inspect);
+  assert.deepEqual([...alone.adopt], []);
+  assert.deepEqual(alone.unused.map((u) => [u.fd, u.why, u.close]), [[3, 'no listener on 0.0.0.0:15001', true]]);
+});

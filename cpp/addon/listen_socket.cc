@@ -1,6 +1,7 @@
 #include "listen_socket.h"
 
 #include "../core/listener.h"
+#include "../core/udp_relay.h"
 #include "option_reader.h"
 #include "system_error.h"
 
@@ -32,9 +33,13 @@ ListenSocket::ListenSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Li
       Napi::TypeError::New(env, "ListenSocket(options, fd): fd must be a non-negative integer").ThrowAsJavaScriptException();
       return;
     }
+    if (options.udp) {
+      Napi::TypeError::New(env, "ListenSocket(options, fd): a UDP listener cannot take over a passed socket").ThrowAsJavaScriptException();
+      return;
+    }
     fd_ = adoptListenSocket(info[1].As<Napi::Number>().Int32Value(), options, &bound, err);
   } else {
-    fd_ = openListenSocket(options, &bound, err);
+    fd_ = options.udp ? openUdpListenSocket(options, &bound, err) : openListenSocket(options, &bound, err);
   }
   if (!fd_) {
     makeSystemError(env, err).ThrowAsJavaScriptException();

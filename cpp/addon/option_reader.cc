@@ -186,6 +186,8 @@ bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
   }
   if (!readUint(o, "httpPoolMaxIdlePerHost", out.httpPoolMaxIdlePerHost, 0, 1 << 20)) return false;
   if (!readUint(o, "httpPoolIdleTimeoutMs", out.httpPoolIdleTimeoutMs, 1, 4294967295.0)) return false;
+  if (!readUint(o, "udpSessionTimeoutMs", out.udpSessionTimeoutMs, 1, 4294967295.0)) return false;
+  if (!readUint(o, "udpMaxSessions", out.udpMaxSessions, 1, 1 << 20)) return false;
   Napi::Value sample = o.Get("accessLogSample");
   if (!sample.IsUndefined()) {
     const double v = sample.IsNumber() ? sample.As<Napi::Number>().DoubleValue() : -1;
@@ -221,6 +223,13 @@ bool readListenerOptions(const Napi::Object& o, ListenerOptions& out) {
   out.address = *addr;
   Napi::Value transparent = o.Get("transparent");
   out.transparent = transparent.IsBoolean() && transparent.As<Napi::Boolean>().Value();
+  Napi::Value protocol = o.Get("protocol");
+  if (!protocol.IsUndefined()) {
+    const std::string p = protocol.IsString() ? protocol.As<Napi::String>().Utf8Value() : "";
+    if (p != "tcp" && p != "udp") return fail(o.Env(), "listener option protocol must be \"tcp\" or \"udp\"");
+    out.udp = p == "udp";
+    if (out.udp && !out.transparent) return fail(o.Env(), "listener option protocol \"udp\" needs transparent: true");
+  }
   // Range-checked against CoreOptions::policies by the worker, which holds both.
   if (!readUint(o, "policy", out.policy, 0, 65535)) return false;
   if (!readProxyProtocol(o.Get("proxyProtocol"), out.proxyProtocol)) return false;

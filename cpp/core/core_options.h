@@ -75,6 +75,11 @@ struct CoreOptions {
   // kept per original host (the worker's share), and how long one may sit idle.
   uint32_t httpPoolMaxIdlePerHost = 16;
   uint32_t httpPoolIdleTimeoutMs = 60000;
+  // UDP listeners (udp_relay.h): a (client, original destination) session ends after this long
+  // without a datagram either way (cluster.udp_session_timeout); at most udpMaxSessions per worker
+  // (cluster.udp_max_sessions_per_worker), the one idle longest evicted to make room.
+  uint32_t udpSessionTimeoutMs = 60000;
+  size_t udpMaxSessions = 4096;
 };
 
 // listeners[].proxy_protocol: a PROXY v1/v2 header read before anything is connected.
@@ -104,6 +109,7 @@ struct ListenerOptions {
   std::string name;
   SocketAddress address;
   bool transparent = false;
+  bool udp = false;  // protocol: udp (transparent only; udp_relay.h)
   int backlog = 4096;
   uint32_t policy = 0;  // index into CoreOptions::policies
   ProxyProtocolOptions proxyProtocol;

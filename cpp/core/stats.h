@@ -78,7 +78,19 @@ namespace splicegate {
   X(http_body_bytes_spliced)      /* HTTP listener: body bytes moved socket -> pipe -> socket (splice) */ \
   X(http_body_bytes_copied)       /* HTTP listener: body bytes (chunk framing included) copied through user space */ \
   X(access_log_records)           /* access-log records buffered for the writer (sampled ones) */ \
-  X(access_log_dropped)           /* access-log records lost: the worker's buffer was full */
+  X(access_log_dropped)           /* access-log records lost: the worker's buffer was full */ \
+  X(udp_sessions_active)          /* gauge: UDP (client, original destination) sessions */    \
+  X(udp_sessions_total)           /* UDP sessions created */                                  \
+  X(udp_sessions_expired)         /* UDP sessions closed after udp_session_timeout idle */    \
+  X(udp_sessions_evicted)         /* UDP sessions closed to make room (session cap, LRU) */   \
+  X(udp_datagrams_in)             /* datagrams read from clients */                           \
+  X(udp_datagrams_upstream)       /* datagrams sent on to original destinations */            \
+  X(udp_datagrams_out)            /* replies sent to clients (from the original destination) */ \
+  X(udp_bytes_in)                 /* payload bytes read from clients */                       \
+  X(udp_bytes_out)                /* payload bytes of replies sent to clients */              \
+  X(udp_dropped_policy)           /* client datagrams dropped: destination policy denied */   \
+  X(udp_dropped_overflow)         /* datagrams dropped: a socket's send buffer was full */    \
+  X(udp_dropped_error)            /* datagrams dropped: no fd, not redirected, truncated, send error */
 
 enum class Stat : size_t {
 #define SPLICEGATE_STAT_ENUM(name) name,

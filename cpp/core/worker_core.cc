@@ -77,6 +77,7 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       warm_(context_),
       httpPool_(options.httpPoolMaxIdlePerHost, static_cast<uint64_t>(options.httpPoolIdleTimeoutMs) * 1000, hosts_, stats_),
       policies_(options.policies),
+      udp_(*loop_, stats_, latency_, options_, *this),
       events_(kEventCapacity),
       accessLog_(options.accessLogSample > 0 ? options.accessLogCapacity : 0),
       accessSampler_(options.accessLogSample, static_cast<uint64_t>(EventLoop::monotonicUs()) ^ reinterpret_cast<uintptr_t>(this)) {
@@ -134,6 +135,13 @@ SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd
     errno = EINVAL;
     return SysError::fromErrno("attachListener", options.name + ": policy index out of range");
   }
+  if (options.udp) {
+    // UDP listeners live in the UdpRelay; they are not in listenerAddresses_, which is about TCP
+    // connections looping back (the relay checks its own listeners' addresses).
+    if (SysError e = udp_.attach(options, listenFd, bound)) return e;
+    stats_.set(Stat::listeners_active, listeners_.size() + udp_.listenerCount());
+    return {};
+  }
   SysError err;
   std::unique_ptr<Listener> listener = Listener::attach(*this, options, listenFd, err);
   if (!listener) return err;
@@ -156,6 +164,7 @@ void WorkerCore::stopAccepting() {
     closedListeners_.push_back(std::move(listener));
   }
   listeners_.clear();
+  udp_.stopListening();
   stats_.set(Stat::listeners_active, 0);
   // listenerAddresses_ stays: a late redirected connection to them is still a loop.
 }
@@ -163,6 +172,7 @@ void WorkerCore::stopAccepting() {
 void WorkerCore::closeAllConnections(CloseReason reason) {
   connections_.forEachSafe([reason](Connection* c) { c->close(reason); });
   sessions_.forEachSafe([reason](HttpSession* s) { s->close(reason); });
+  udp_.closeAll();
   // Posted through LoopThread this runs inside a batch (the wake handler is an event of it), and
   // a later event of that batch may name one of these connections: disposeClosed() waits then.
   disposeClosed();
@@ -416,6 +426,12 @@ void WorkerCore::acceptHttp(const Listener& listener, UniqueFd fd, const SocketA
   s->listenerStats = &ls;
   sessions_.pushBack(s);
   s->start();
+}
+
+bool WorkerCore::allowUdpDestination(const ListenerOptions& listener, const SocketAddress& destination,
+                                     const SocketAddress& client) {
+  AccessInfo access;  // UDP sessions get no access-log record
+  return allowDestination(listener, destination, client, access);
 }
 
 bool WorkerCore::allowDestination(const ListenerOptions& listener, const SocketAddress& destination,
@@ -728,6 +744,7 @@ void WorkerCore::onTick() {
     });
   }
   warm_.expire(now);
+  udp_.expire(now);
   if (now - lastRebalanceUs_ >= kLatencyRebalanceUs) {
     lastRebalanceUs_ = now;
     latency_.rebalance();
@@ -762,6 +779,7 @@ void WorkerCore::disposeClosed() {
   for (HttpSession* s : closedSessions_) delete s;
   closedSessions_.clear();
   warm_.disposeDropped();
+  udp_.disposeClosed();
 }
 
 }  // namespace splicegate

@@ -29,6 +29,7 @@
 #include "policy_set.h"
 #include "stats.h"
 #include "sys_error.h"
+#include "udp_relay.h"
 #include "warm_pool.h"
 #include "worker_context.h"
 #include "worker_events.h"
@@ -38,7 +39,7 @@ namespace splicegate {
 
 // Owns the per-worker services and the WorkerContext that hands them to each connection; receives
 // the connections' lifecycle calls (ConnectionEvents) and the HTTP sessions' (HttpSessionOwner).
-class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
+class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, private UdpRelayOwner {
  public:
   static std::unique_ptr<WorkerCore> create(const CoreOptions& options, SysError& err);
   // For tests: inject the original-destination syscalls.
@@ -64,7 +65,9 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
 
   size_t activeConnections() const { return connections_.size() + sessions_.size(); }
   size_t httpPoolIdle() const { return httpPool_.idleCount(); }
-  size_t listenerCount() const { return listeners_.size(); }
+  size_t listenerCount() const { return listeners_.size() + udp_.listenerCount(); }
+  // UDP sessions (not connections: drain does not wait for them; closeAllConnections ends them).
+  size_t udpSessions() const { return udp_.sessionCount(); }
   const Stats& stats() const { return stats_; }
   // Per-listener counters, in attach order, one per attachListener call; listenerNames() names
   // them. Both only grow in attachListener (before the loop runs, on the thread that reads them)
@@ -151,6 +154,9 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   void sessionClosed(HttpSession& s) override;
   void scheduleResume(HttpSession& s) override;
   void waitForHolder(HttpSession& s) override;
+  // UdpRelayOwner: the destination policy for a new UDP session.
+  bool allowUdpDestination(const ListenerOptions& listener, const SocketAddress& destination,
+                           const SocketAddress& client) override;
   // Out of resources for a connection's second socket: every listener waits for the tick.
   void pauseAccepting();
 
@@ -167,6 +173,7 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   WarmPool warm_;  // after hosts_: destroyed first, while the hosts it points at still exist
   HttpPool httpPool_;  // after hosts_, for the same reason
   PolicySet policies_;
+  UdpRelay udp_;  // after what it uses (loop, stats, latency, options), destroyed before them
   uint64_t lastPolicyRefreshUs_ = 0;
   WorkerEventBuffer events_;
   BoundedBuffer<AccessRecord> accessLog_;  // capacity 0 when the access log is off

@@ -17,6 +17,8 @@ export interface ListenerInfo {
   name: string;
   address: string;
   mode: string;
+  /** tcp or udp (listeners[].protocol). */
+  protocol: string;
   transparent: boolean;
   proxy_protocol: 'off' | 'optional' | 'required';
   policy: PolicyInfo;
@@ -55,6 +57,7 @@ export function listenerInfo(listener: ListenerConfig, topLevel: PolicyConfig): 
     name: listener.name,
     address: listener.address.text,
     mode: listener.mode,
+    protocol: listener.protocol,
     transparent: listener.transparent,
     proxy_protocol: pp === null ? 'off' : pp.required ? 'required' : 'optional',
     policy: listener.policy === null ? policyInfo(topLevel, 'top-level') : policyInfo(listener.policy, 'listener'),

@@ -55,7 +55,13 @@ export const DEFAULTS = {
   httpMaxRequestHeadBytes: 65536,
   httpPoolMaxIdlePerHost: 16,
   httpPoolIdleTimeout: '60s',
+  protocol: 'tcp',
+  udpSessionTimeout: '60s',
+  udpMaxSessionsPerWorker: 4096,
 } as const;
+
+/** Bound of cluster.udp_max_sessions_per_worker (each session holds one fd). */
+export const MAX_UDP_SESSIONS_PER_WORKER = 1 << 20;
 
 /** Bounds of listeners[].http.max_request_head_bytes: one small header block .. 1 MiB. */
 export const MIN_REQUEST_HEAD_BYTES = 1024;
@@ -198,6 +204,8 @@ const listener = z.strictObject({
   }),
   address,
   mode: z.enum(['original_dst', 'http']).default(DEFAULTS.mode),
+  // udp: TPROXY datagrams (checkUdpListeners: transparent, original_dst, no proxy_protocol).
+  protocol: z.enum(['tcp', 'udp']).default(DEFAULTS.protocol),
   transparent: z.boolean().default(DEFAULTS.transparent),
   backlog: z
     .int({ error: (issue) => `expected an integer from 1 to ${MAX_BACKLOG}, got ${showValue(issue.input)}` })
@@ -223,6 +231,24 @@ function checkHttpBlockMode(listeners: unknown, ctx: z.RefinementCtx): void {
   });
 }
 
+// A UDP listener only works under TPROXY (the original destination comes with each datagram, from
+// IP_RECVORIGDSTADDR) and relays datagrams as they are: say so instead of silently ignoring a key.
+function checkUdpListeners(listeners: unknown, ctx: z.RefinementCtx): void {
+  if (!Array.isArray(listeners)) return;
+  listeners.forEach((item: unknown, index) => {
+    if (!isRecord(item) || item['protocol'] !== 'udp') return;
+    if (item['transparent'] !== true) {
+      ctx.addIssue({ code: 'custom', path: [index, 'transparent'], message: 'protocol: udp needs transparent: true (a TPROXY rule; UDP has no REDIRECT original destination to read)' });
+    }
+    if (item['mode'] !== undefined && item['mode'] !== 'original_dst') {
+      ctx.addIssue({ code: 'custom', path: [index, 'mode'], message: `protocol: udp needs mode: original_dst, got ${showValue(item['mode'])}` });
+    }
+    if (item['proxy_protocol'] !== undefined) {
+      ctx.addIssue({ code: 'custom', path: [index, 'proxy_protocol'], message: 'protocol: udp cannot read a PROXY header (datagrams are relayed as they are)' });
+    }
+  });
+}
+
 // Uniqueness runs even when some listener has other problems (`when` below), so one pass reports
 // both "bad backlog" and "duplicate name". The value may then be partly unparsed, hence `unknown`
 // and the defensive checks.
@@ -234,7 +260,7 @@ function checkHttpBlockMode(listeners: unknown, ctx: z.RefinementCtx): void {
 function checkListenersUnique(listeners: unknown, ctx: z.RefinementCtx): void {
   if (!Array.isArray(listeners)) return;
   const names = new Map<string, number>();
-  const addresses: Array<{ index: number; address: SocketAddress }> = [];
+  const addresses: Array<{ index: number; address: SocketAddress; protocol: string }> = [];
   listeners.forEach((item: unknown, index) => {
     if (!isRecord(item)) return;
     const name = item['name'];
@@ -245,8 +271,10 @@ function checkListenersUnique(listeners: unknown, ctx: z.RefinementCtx): void {
     }
     const addr = item['address'];
     if (!isSocketAddress(addr)) return;
-    const earlier = addresses.find((a) => listenersCollide(a.address, addr));
-    addresses.push({ index, address: addr });
+    // A TCP and a UDP socket never collide: only listeners of one protocol are compared.
+    const protocol = item['protocol'] === 'udp' ? 'udp' : 'tcp';
+    const earlier = addresses.find((a) => a.protocol === protocol && listenersCollide(a.address, addr));
+    addresses.push({ index, address: addr, protocol });
     if (earlier === undefined) return;
     const other = `listeners[${earlier.index}]${describeListener(listeners[earlier.index])}`;
     ctx.addIssue({
@@ -275,7 +303,7 @@ function checkAdminNotListener(root: unknown, ctx: z.RefinementCtx): void {
   const admin = root['admin']['address'];
   if (!isSocketAddress(admin)) return;
   root['listeners'].forEach((item: unknown, index) => {
-    if (!isRecord(item) || !isSocketAddress(item['address'])) return;
+    if (!isRecord(item) || !isSocketAddress(item['address']) || item['protocol'] === 'udp') return;
     const listener = item['address'];
     if (!adminCollides(admin, listener)) return;
     const same = addressKey(admin) === addressKey(listener);
@@ -309,7 +337,8 @@ function checkPortOverrideNotListener(root: unknown, ctx: z.RefinementCtx): void
   const override = root['cluster']['upstream_port_override'];
   if (typeof override !== 'number' || override === 0) return;
   root['listeners'].forEach((item: unknown, index) => {
-    if (isRecord(item) && isSocketAddress(item['address']) && item['address'].port === override) {
+    // UDP listeners are left out: the override applies to TCP upstreams only.
+    if (isRecord(item) && item['protocol'] !== 'udp' && isSocketAddress(item['address']) && item['address'].port === override) {
       ctx.addIssue({
         code: 'custom',
         path: ['cluster', 'upstream_port_override'],
@@ -346,7 +375,8 @@ export const configFileSchema = z
       .array(listener, { error: (issue) => (issue.input === undefined ? 'required: at least one listener' : undefined) })
       .min(1, { error: 'at least one listener is required' })
       .superRefine(checkListenersUnique, always)
-      .superRefine(checkHttpBlockMode, always),
+      .superRefine(checkHttpBlockMode, always)
+      .superRefine(checkUdpListeners, always),
     // Destination policy (docs/POLICY.md); omitted = default allow with the special denies on.
     policy: policySchema.prefault({}),
     // prefault (not default): the empty object still goes through the schema, so the per-field
@@ -384,6 +414,9 @@ export const configFileSchema = z
             idle_timeout: duration.prefault(DEFAULTS.httpPoolIdleTimeout),
           })
           .prefault({}),
+        // UDP listeners' sessions (docs/CONFIG.md): idle timeout, and a per-worker cap (LRU).
+        udp_session_timeout: duration.prefault(DEFAULTS.udpSessionTimeout),
+        udp_max_sessions_per_worker: countField(1, MAX_UDP_SESSIONS_PER_WORKER).default(DEFAULTS.udpMaxSessionsPerWorker),
       })
       .prefault({}),
     drain_timeout: duration.prefault(DEFAULTS.drainTimeout),
@@ -439,6 +472,7 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       name: l.name,
       address: l.address,
       mode: l.mode,
+      protocol: l.protocol,
       transparent: l.transparent,
       backlog: l.backlog,
       policy: l.policy === undefined ? null : toPolicyConfig(l.policy),
@@ -464,6 +498,8 @@ export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
       sendProxyProtocol: file.cluster.send_proxy_protocol,
       originalSource: file.cluster.original_source,
       httpPool: { maxIdlePerHost: file.cluster.http_pool.max_idle_per_host, idleTimeoutMs: file.cluster.http_pool.idle_timeout },
+      udpSessionTimeoutMs: file.cluster.udp_session_timeout,
+      udpMaxSessionsPerWorker: file.cluster.udp_max_sessions_per_worker,
     },
     drainTimeoutMs: file.drain_timeout,
     tuning: {

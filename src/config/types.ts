@@ -4,6 +4,9 @@
 /** original_dst: relay each connection to its original destination; http: route each HTTP request (docs/HTTP.md). */
 export type ListenerMode = 'original_dst' | 'http';
 
+/** tcp: connections (every mode); udp: datagrams under TPROXY, per (client, original destination) sessions. */
+export type ListenerProtocol = 'tcp' | 'udp';
+
 export interface SocketAddress {
   /** Literal IP as written, without brackets ("0.0.0.0", "::", "10.0.0.1"). */
   host: string;
@@ -17,6 +20,8 @@ export interface ListenerConfig {
   name: string;
   address: SocketAddress;
   mode: ListenerMode;
+  /** udp needs transparent and mode original_dst. */
+  protocol: ListenerProtocol;
   /** IP_TRANSPARENT listener for TPROXY: the original destination is the accepted socket's local address. */
   transparent: boolean;
   backlog: number;
@@ -80,6 +85,10 @@ export interface ClusterConfig {
   originalSource: boolean;
   /** Idle upstream keep-alive connections kept for HTTP listeners. */
   httpPool: HttpPoolConfig;
+  /** A UDP session ends after this long without a datagram either way. */
+  udpSessionTimeoutMs: number;
+  /** UDP sessions per worker; a new flow evicts the session idle longest. */
+  udpMaxSessionsPerWorker: number;
 }
 
 export interface HttpPoolConfig {

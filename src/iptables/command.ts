@@ -33,7 +33,7 @@ function summary(o: RuleOptions): string {
     ...(o.excludeMark === 0 ? [] : [`mark 0x${o.excludeMark.toString(16)}`]),
     ...(o.excludeUid === undefined ? [] : [`uid ${o.excludeUid}`]),
   ];
-  return `${o.mode} ${o.topology} ${families} -> port ${o.port}${exclusions.length === 0 ? '' : `, excluding ${exclusions.join(' and ')}`}`;
+  return `${o.mode}${o.protocol === 'udp' ? ' udp' : ''} ${o.topology} ${families} -> port ${o.port}${exclusions.length === 0 ? '' : `, excluding ${exclusions.join(' and ')}`}`;
 }
 
 /** Returns the exit status; throws IptablesUsageError (exit 2) for bad flags. */

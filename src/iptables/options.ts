@@ -7,8 +7,12 @@ import type { SplicegateConfig } from '../config/types';
 export type Mode = 'redirect' | 'tproxy';
 export type Topology = 'gateway' | 'sidecar';
 
+export type Protocol = 'tcp' | 'udp';
+
 export interface RuleOptions {
   mode: Mode;
+  /** udp: UDP datagrams to a protocol: udp listener (tproxy only), in the chain SPLICEGATE-UDP. */
+  protocol: Protocol;
   topology: Topology;
   /** The splicegate listener the rules send connections to. */
   port: number;
@@ -35,6 +39,7 @@ export class IptablesUsageError extends Error {}
 /** The raw flag values the CLI parsed (strings, booleans for switches). */
 export interface RawFlags {
   mode?: string | undefined;
+  protocol?: string | undefined;
   topology?: string | undefined;
   port?: string | undefined;
   ipv6?: boolean | undefined;
@@ -63,15 +68,19 @@ export function resolveOptions(flags: RawFlags, config: SplicegateConfig | undef
   if (mode === 'tproxy' && topology === 'sidecar') {
     throw new IptablesUsageError('--mode tproxy works with --topology gateway only (TPROXY catches forwarded traffic); use --mode redirect for a sidecar');
   }
-  const port = flags.port !== undefined ? portNumber('--port', flags.port) : portFromConfig(config, mode);
+  const protocol = oneOf('protocol', flags.protocol ?? 'tcp', ['tcp', 'udp'] as const);
+  if (protocol === 'udp' && mode !== 'tproxy') {
+    throw new IptablesUsageError('--protocol udp needs --mode tproxy (UDP has no REDIRECT original destination splicegate can read)');
+  }
+  const port = flags.port !== undefined ? portNumber('--port', flags.port) : portFromConfig(config, mode, protocol);
   if (port === undefined && forInstall) throw new IptablesUsageError("needs --port PORT (or --config FILE with the listener's address)");
   const families: Array<4 | 6> = flags.ipv6 === true ? [4, 6] : [4];
   if (forInstall && flags.port === undefined && config !== undefined && port !== undefined) {
     // IPv6 listeners are V6ONLY: each family caught needs its own listener, or its connects are refused.
     for (const family of families) {
-      if (!config.listeners.some((l) => l.address.family === family && l.address.port === port && l.transparent === (mode === 'tproxy'))) {
+      if (!config.listeners.some((l) => l.address.family === family && l.address.port === port && l.transparent === (mode === 'tproxy') && l.protocol === protocol)) {
         throw new IptablesUsageError(
-          `the config has no IPv${family} listener on port ${port}: IPv${family} connections sent there would be refused${family === 6 ? ' (add one, e.g. "[::]:' + port + '", or leave out --ipv6)' : ''}`,
+          `the config has no IPv${family}${protocol === 'udp' ? ' UDP' : ''} listener on port ${port}: IPv${family} connections sent there would be refused${family === 6 ? ' (add one, e.g. "[::]:' + port + '", or leave out --ipv6)' : ''}`,
         );
       }
     }
@@ -99,6 +108,7 @@ export function resolveOptions(flags: RawFlags, config: SplicegateConfig | undef
   const routeTable = flags.routeTable === undefined ? DEFAULT_ROUTE_TABLE : tableNumber(flags.routeTable);
   return {
     mode,
+    protocol,
     topology,
     port: port ?? 0,
     families,
@@ -125,13 +135,13 @@ function portNumber(flag: string, text: string): number {
   return Number(text);
 }
 
-/** The listener the rules should feed: transparent ones for tproxy, the others for redirect. */
-function portFromConfig(config: SplicegateConfig | undefined, mode: Mode): number | undefined {
+/** The listener the rules should feed: transparent ones for tproxy, the others for redirect; of the protocol. */
+function portFromConfig(config: SplicegateConfig | undefined, mode: Mode, protocol: Protocol): number | undefined {
   if (config === undefined) return undefined;
-  const fitting = config.listeners.filter((l) => l.transparent === (mode === 'tproxy'));
+  const fitting = config.listeners.filter((l) => l.transparent === (mode === 'tproxy') && l.protocol === protocol);
   const ports = [...new Set(fitting.map((l) => l.address.port))];
   if (ports.length === 1) return ports[0];
-  const kind = mode === 'tproxy' ? 'transparent' : 'non-transparent';
+  const kind = `${mode === 'tproxy' ? 'transparent' : 'non-transparent'}${protocol === 'udp' ? ' UDP' : ''}`;
   if (ports.length === 0) throw new IptablesUsageError(`the config has no ${kind} listener for --mode ${mode}: give --port`);
   throw new IptablesUsageError(`the config's ${kind} listeners use ports ${ports.join(', ')}: choose one with --port`);
 }

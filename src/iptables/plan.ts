@@ -27,18 +27,22 @@ export type Step =
 
 export const CHAIN_PREROUTING = 'SPLICEGATE-PREROUTING';
 export const CHAIN_OUTPUT = 'SPLICEGATE-OUTPUT';
+/** tproxy --protocol udp: a chain of its own, so the TCP and the UDP rule sets are installed independently. */
+export const CHAIN_UDP = 'SPLICEGATE-UDP';
 
 interface Hook {
   table: 'nat' | 'mangle';
   builtin: 'PREROUTING' | 'OUTPUT';
   chain: string;
+  protocol: 'tcp' | 'udp';
 }
 
 /** Every place install may hook into; uninstall looks at all of them. */
 const HOOKS: readonly Hook[] = [
-  { table: 'nat', builtin: 'PREROUTING', chain: CHAIN_PREROUTING },
-  { table: 'nat', builtin: 'OUTPUT', chain: CHAIN_OUTPUT },
-  { table: 'mangle', builtin: 'PREROUTING', chain: CHAIN_PREROUTING },
+  { table: 'nat', builtin: 'PREROUTING', chain: CHAIN_PREROUTING, protocol: 'tcp' },
+  { table: 'nat', builtin: 'OUTPUT', chain: CHAIN_OUTPUT, protocol: 'tcp' },
+  { table: 'mangle', builtin: 'PREROUTING', chain: CHAIN_PREROUTING, protocol: 'tcp' },
+  { table: 'mangle', builtin: 'PREROUTING', chain: CHAIN_UDP, protocol: 'udp' },
 ];
 
 function tool(family: 4 | 6): string {
@@ -55,14 +59,15 @@ function hex(n: number): string {
 }
 
 function hookFor(o: RuleOptions): Hook {
-  if (o.mode === 'tproxy') return { table: 'mangle', builtin: 'PREROUTING', chain: CHAIN_PREROUTING };
+  if (o.protocol === 'udp') return { table: 'mangle', builtin: 'PREROUTING', chain: CHAIN_UDP, protocol: 'udp' };
+  if (o.mode === 'tproxy') return { table: 'mangle', builtin: 'PREROUTING', chain: CHAIN_PREROUTING, protocol: 'tcp' };
   return o.topology === 'sidecar'
-    ? { table: 'nat', builtin: 'OUTPUT', chain: CHAIN_OUTPUT }
-    : { table: 'nat', builtin: 'PREROUTING', chain: CHAIN_PREROUTING };
+    ? { table: 'nat', builtin: 'OUTPUT', chain: CHAIN_OUTPUT, protocol: 'tcp' }
+    : { table: 'nat', builtin: 'PREROUTING', chain: CHAIN_PREROUTING, protocol: 'tcp' };
 }
 
 function jumpSpec(h: Hook): string[] {
-  return [h.builtin, '-p', 'tcp', '-j', h.chain];
+  return [h.builtin, '-p', h.protocol, '-j', h.chain];
 }
 
 function dportMatch(dports: string[]): string[] {
@@ -87,7 +92,7 @@ function chainRules(o: RuleOptions, family: 4 | 6): string[][] {
     o.mode === 'tproxy'
       ? ['-j', 'TPROXY', '--on-port', String(o.port), '--tproxy-mark', `${hex(o.tproxyMark)}/${hex(o.tproxyMark)}`]
       : ['-j', 'REDIRECT', '--to-ports', String(o.port)];
-  rules.push(['-p', 'tcp', ...iface, ...dportMatch(o.dports), ...owner, ...target]);
+  rules.push(['-p', o.protocol, ...iface, ...dportMatch(o.dports), ...owner, ...target]);
   return rules;
 }
 

@@ -38,6 +38,10 @@ export interface NativeWorkerOptions {
   httpPoolMaxIdlePerHost?: number;
   /** cluster.http_pool.idle_timeout. */
   httpPoolIdleTimeoutMs?: number;
+  /** cluster.udp_session_timeout: a UDP session ends after this long without a datagram. */
+  udpSessionTimeoutMs?: number;
+  /** cluster.udp_max_sessions_per_worker: UDP sessions per worker; the one idle longest makes room. */
+  udpMaxSessions?: number;
   /** Access log: fraction of connections that get a record (access_log.sample); 0 or absent = off. */
   accessLogSample?: number;
   /** Records a worker buffers between two drains; more are dropped and counted (access_log_dropped). */
@@ -65,6 +69,8 @@ export interface NativeListenerOptions {
   host: string;
   port: number;
   transparent: boolean;
+  /** listeners[].protocol; absent = tcp. udp needs transparent (cpp/core/udp_relay.h). */
+  protocol?: 'tcp' | 'udp';
   backlog: number;
   /** Index into NativeWorkerOptions.policies; 0 (the top-level policy) when absent. */
   policy?: number;

@@ -22,6 +22,7 @@ export function nativeListenerOptions(l: ListenerConfig, policy: number): Native
     host: l.address.host,
     port: l.address.port,
     transparent: l.transparent,
+    ...(l.protocol === 'udp' ? { protocol: 'udp' as const } : {}),
     backlog: l.backlog,
     policy,
     ...(l.proxyProtocol
@@ -46,6 +47,11 @@ export function nativeListenerOptions(l: ListenerConfig, policy: number): Native
         }
       : {}),
   };
+}
+
+/** A TCP and a UDP listener may share an ip:port: they are different sockets. */
+function socketKey(l: ListenerConfig): string {
+  return l.protocol === 'udp' ? `udp/${addressKey(l.address)}` : addressKey(l.address);
 }
 
 interface PooledSocket {
@@ -84,7 +90,7 @@ export class ListenSocketPool {
   conflicts(listeners: readonly ListenerConfig[]): ConfigProblem[] {
     const problems: ConfigProblem[] = [];
     listeners.forEach((l, i) => {
-      const open = this.sockets.get(addressKey(l.address));
+      const open = this.sockets.get(socketKey(l));
       if (!open) return;
       for (const option of FIXED_OPTIONS) {
         if (open[option] !== l[option]) {
@@ -109,7 +115,7 @@ export class ListenSocketPool {
       const policyIndex = listenerPolicyIndexes(listeners);
       for (const [i, l] of listeners.entries()) {
         const options = nativeListenerOptions(l, policyIndex[i] ?? 0);
-        const key = addressKey(l.address);
+        const key = socketKey(l);
         let entry = this.sockets.get(key);
         if (!entry) {
           const fd = this.passed.get(key);

@@ -183,8 +183,11 @@ function unchangeable(before: SplicegateConfig, after: SplicegateConfig): Config
 }
 
 export function listenerChanges(before: SplicegateConfig, after: SplicegateConfig): ListenerChanges {
-  const was = new Map(before.listeners.map((l) => [addressKey(l.address), l.address.text]));
-  const now = new Map(after.listeners.map((l) => [addressKey(l.address), l.address.text]));
+  // A TCP and a UDP listener on one address are two sockets: a UDP one is named "ip:port/udp".
+  const entry = (l: SplicegateConfig['listeners'][number]): [string, string] =>
+    l.protocol === 'udp' ? [`udp/${addressKey(l.address)}`, `${l.address.text}/udp`] : [addressKey(l.address), l.address.text];
+  const was = new Map(before.listeners.map(entry));
+  const now = new Map(after.listeners.map(entry));
   return {
     added: [...now].filter(([k]) => !was.has(k)).map(([, text]) => text),
     removed: [...was].filter(([k]) => !now.has(k)).map(([, text]) => text),

@@ -92,12 +92,13 @@ export class ProxyRuntime implements LatencySource {
         nativeOptions,
         sockets,
         // A worker's counter block: the core's stats, its policy counters, then its listeners'
-        // counters in the order the workers attach them (the handoffs'); all summed by name.
+        // counters in the order the workers attach them (the handoffs'); all summed by name. UDP
+        // listeners have no per-listener block (their counters are the udp_* ones): left out.
         counterNames: [
           ...binding.statNames,
           ...binding.policyCounterNames(nativeOptions.policies ?? []),
           ...listenerCounterNames(
-            sockets.handoffs().map((h) => h.options.name),
+            sockets.handoffs().filter((h) => h.options.protocol !== 'udp').map((h) => h.options.name),
             binding.listenerStatNames,
           ),
         ],

@@ -79,12 +79,18 @@ function describeInspectError(err: unknown): string {
  * taken over, and a socket that does not fit the listener is a start error). Then addresses: an
  * unnamed (or otherwise named) listening TCP socket bound to exactly a listener's address.
  */
-export function planActivation(listeners: readonly Pick<ListenerConfig, 'name' | 'address'>[], passed: readonly PassedFd[], inspect: Inspect): ActivationPlan {
+export function planActivation(
+  listeners: readonly (Pick<ListenerConfig, 'name' | 'address'> & Partial<Pick<ListenerConfig, 'protocol'>>)[],
+  passed: readonly PassedFd[],
+  inspect: Inspect,
+): ActivationPlan {
+  // Only TCP listeners take passed sockets: a UDP listener always opens its own (udp_relay.h).
+  const takes = (l: Partial<Pick<ListenerConfig, 'protocol'>>): boolean => l.protocol !== 'udp';
   const adopt = new Map<number, { fd: number; matchedBy: 'name' | 'address' }>();
   const unused: ActivationPlan['unused'] = [];
   const rest: PassedFd[] = [];
   for (const p of passed) {
-    const index = listeners.findIndex((l) => l.name === p.name);
+    const index = listeners.findIndex((l) => l.name === p.name && takes(l));
     if (index >= 0 && !adopt.has(index)) adopt.set(index, { fd: p.fd, matchedBy: 'name' });
     // Not named for a listener, or named for one already served (FileDescriptorName= names every
     // socket of a .socket unit alike): matched by address instead.
@@ -106,9 +112,9 @@ export function planActivation(listeners: readonly Pick<ListenerConfig, 'name' |
       unused.push({ ...p, why: `not listening (${info.address})`, close: true });
       continue;
     }
-    const index = listeners.findIndex((l, i) => !adopt.has(i) && canonicalAddress(l.address) === info.address);
+    const index = listeners.findIndex((l, i) => takes(l) && !adopt.has(i) && canonicalAddress(l.address) === info.address);
     if (index < 0) {
-      const taken = listeners.some((l) => canonicalAddress(l.address) === info.address);
+      const taken = listeners.some((l) => takes(l) && canonicalAddress(l.address) === info.address);
       unused.push({ ...p, why: taken ? `its listener already takes another fd (${info.address})` : `no listener on ${info.address}`, close: true });
       continue;
     }

@@ -14,6 +14,7 @@ const GAUGES = new Set([
   'pipes_idle',
   'listeners_active',
   'host_count',
+  'udp_sessions_active',
   'admin_cx_active',
   'config_generation',
   'config_generations_live',

@@ -20,11 +20,21 @@ function send(port: MessagePort, message: WorkerToSupervisor): void {
   port.postMessage(message);
 }
 
+/**
+ * The worker that serves UDP listeners. UDP sessions live in one worker's table; were every worker
+ * on the socket, one flow's datagrams would be spread over workers (EPOLLEXCLUSIVE wakes whichever
+ * is idle), each relaying from its own upstream port, which breaks every protocol that keeps state
+ * per source (QUIC, iperf3, WireGuard). A restarted worker keeps its id, so it takes the socket
+ * back; datagrams wait in the socket's buffer meanwhile.
+ */
+export const UDP_WORKER_ID = 0;
+
 function openNativeWorker(task: WorkerTask): { worker: NativeWorker; addresses: string[] } {
   const binding = loadBinding();
   const worker = new binding.NativeWorker(task.nativeOptions);
   try {
-    const addresses = task.listeners.map((l) => worker.attachListener(l.options, l.fd));
+    const listeners = task.listeners.filter((l) => l.options.protocol !== 'udp' || task.workerId === UDP_WORKER_ID);
+    const addresses = listeners.map((l) => worker.attachListener(l.options, l.fd));
     worker.start();
     return { worker, addresses };
   } catch (err) {

@@ -18,6 +18,8 @@ import { connectMany } from '../lab/clients';
 import { delta, withDiagnostics } from '../lab/harness';
 import { probeFromGateway } from '../lab/same-host';
 import { parseJsonObject } from '../lab/util';
+import { dig, DNS_ANSWER_LINE, startDns } from '../lab/dns';
+import { counter } from '../lab/splicegate';
 
 const NOBODY = 65534;
 const MARK = 0x100;
@@ -131,18 +133,26 @@ describe('iptables install: gateway, tproxy, IPv4 and IPv6', () => {
   let sg: Splicegate | undefined;
   let pristine: string;
   const args = ['--mode', 'tproxy', '--port', '15002', '--ipv6', '--interface', 'cli0', '--dports', '8080,9090'];
+  // UDP (a protocol: udp listener on the same port) in its own chain, sharing the ip rule and route.
+  const udpArgs = ['--mode', 'tproxy', '--protocol', 'udp', '--port', '15002', '--ipv6', '--interface', 'cli0', '--dports', '53'];
 
   before(async () => {
     lab = await Lab.create({ name: 'ipttp' });
     await lab.startServer('identity', ['--listen', '10.10.2.2:8080', '--id', 'T']);
     await lab.startServer('identity', ['--listen', '[fd00:2::2]:9090', '--id', 'T6']);
+    await startDns(lab, ['10.10.2.2', 'fd00:2::2']);
     await seedExistingRules(lab);
-    for (const family of [4, 6] as const) await lab.iptables('gw', family, ['-A', 'FORWARD', '-i', 'cli0', '-p', 'tcp', '-j', 'DROP']);
+    for (const family of [4, 6] as const) {
+      await lab.iptables('gw', family, ['-A', 'FORWARD', '-i', 'cli0', '-p', 'tcp', '-j', 'DROP']);
+      await lab.iptables('gw', family, ['-A', 'FORWARD', '-i', 'cli0', '-p', 'udp', '-j', 'DROP']);
+    }
     pristine = await snapshot(lab);
     sg = await Splicegate.start(lab, {
       listeners: [
         { name: 'tproxy', address: '0.0.0.0:15002', transparent: true },
         { name: 'tproxy6', address: '[::]:15002', transparent: true },
+        { name: 'udp', address: '0.0.0.0:15002', protocol: 'udp', transparent: true },
+        { name: 'udp6', address: '[::]:15002', protocol: 'udp', transparent: true },
       ],
     });
   });
@@ -169,6 +179,18 @@ describe('iptables install: gateway, tproxy, IPv4 and IPv6', () => {
       const s1 = await sg.waitStats((s) => delta(s, s0, 'upstream_cx_total') >= 10, 5000, 'ten relayed');
       assert.equal(delta(s1, s0, 'downstream_cx_total'), 10);
       assert.equal(delta(s1, s0, 'no_original_dst'), 0);
+      // --protocol udp beside it: DNS over both families through the proxy, answered from the server.
+      const both = await installTwice(lab, udpArgs);
+      assert.match(both, /-A SPLICEGATE-UDP -i cli0 -p udp -m udp --dport 53 -j TPROXY --on-port 15002/);
+      assert.match(both, /-A SPLICEGATE-PREROUTING -i cli0 -p tcp/, 'the TCP rules stay');
+      for (const server of ['10.10.2.2', 'fd00:2::2']) {
+        const r = await dig(lab, server);
+        assert.equal(r.code, 0, r.out);
+        assert.match(r.out, DNS_ANSWER_LINE, r.out);
+        assert.doesNotMatch(r.out, /reply from unexpected source/, r.out);
+      }
+      const s2 = await sg.stats();
+      assert.equal(counter(s2, 'udp_datagrams_out') - counter(s1, 'udp_datagrams_out'), 2);
       await cliOk(lab, ['uninstall', '--ipv6', '--mode', 'tproxy']);
       assert.equal(await snapshot(lab), pristine);
     }),

@@ -57,6 +57,8 @@ export interface TproxyOptions {
   family?: Family;
   /** Routing table for the local route; default 100. */
   table?: number;
+  /** The transport the rule catches; default tcp. */
+  protocol?: 'tcp' | 'udp';
 }
 
 export interface StartServerOptions {
@@ -415,18 +417,19 @@ export class Lab {
     await this.fromClientRule(o.family, 'nat', o.dport, o.daddr, ['REDIRECT', '--to-ports', String(o.toPort)]);
   }
 
-  /** One PREROUTING rule per destination port for TCP arriving from the client, in the gateway. */
+  /** One PREROUTING rule per destination port for TCP (or UDP) arriving from the client, in the gateway. */
   private async fromClientRule(
     family: 4 | 6,
     table: 'nat' | 'mangle',
     dport: number | string | number[] | undefined,
     daddr: string | undefined,
     target: string[],
+    protocol: 'tcp' | 'udp' = 'tcp',
   ): Promise<void> {
     const tool = family === 6 ? 'ip6tables' : 'iptables';
     for (const port of Lab.ports(dport)) {
       await this.execOk('gw', tool, [
-        '-w', '-t', table, '-A', 'PREROUTING', '-i', IFACE.gwCli, '-p', 'tcp',
+        '-w', '-t', table, '-A', 'PREROUTING', '-i', IFACE.gwCli, '-p', protocol,
         ...(daddr ? ['-d', daddr] : []),
         ...(port !== undefined ? ['--dport', port] : []),
         '-j', ...target,
@@ -434,12 +437,12 @@ export class Lab {
     }
   }
 
-  /** mangle TPROXY of TCP arriving from the client + fwmark policy route to local, in the gateway. */
+  /** mangle TPROXY of TCP (or UDP, `protocol`) arriving from the client + fwmark policy route to local, in the gateway. */
   async tproxy(o: TproxyOptions): Promise<void> {
     const family = o.family ?? 4;
     const table = o.table ?? 100;
     const mark = `0x${o.mark.toString(16)}`;
-    await this.fromClientRule(family, 'mangle', o.dport, o.daddr, ['TPROXY', '--on-port', String(o.onPort), '--tproxy-mark', `${mark}/${mark}`]);
+    await this.fromClientRule(family, 'mangle', o.dport, o.daddr, ['TPROXY', '--on-port', String(o.onPort), '--tproxy-mark', `${mark}/${mark}`], o.protocol ?? 'tcp');
     const key = `${family}/${mark}/${table}`;
     if (!this.tproxyRoutes.has(key)) {
       this.tproxyRoutes.add(key);

@@ -13,6 +13,8 @@ export interface ListenerSpec {
   /** "0.0.0.0:15001" or "[::]:15006" */
   address: string;
   mode?: 'original_dst' | 'http';
+  /** listeners[].protocol; udp needs transparent. */
+  protocol?: 'tcp' | 'udp';
   transparent?: boolean;
   /** listeners[].http (mode: http). */
   http?: {
@@ -47,6 +49,8 @@ export interface SplicegateOptions {
     send_proxy_protocol?: 'off' | 'v1' | 'v2';
     original_source?: boolean;
     http_pool?: { max_idle_per_host?: number; idle_timeout?: string };
+    udp_session_timeout?: string;
+    udp_max_sessions_per_worker?: number;
   };
   /** Extra `splicegate run` arguments (e.g. --latency-log FILE). */
   args?: string[];
@@ -177,6 +181,7 @@ export class Splicegate {
         name: l.name,
         address: l.address,
         mode: l.mode ?? 'original_dst',
+        ...(l.protocol === undefined ? {} : { protocol: l.protocol }),
         transparent: l.transparent ?? false,
         ...(l.proxy_protocol === undefined ? {} : { proxy_protocol: l.proxy_protocol }),
         ...(l.policy === undefined ? {} : { policy: l.policy }),
@@ -196,6 +201,8 @@ export class Splicegate {
         ...(o.cluster?.send_proxy_protocol === undefined ? {} : { send_proxy_protocol: o.cluster.send_proxy_protocol }),
         ...(o.cluster?.original_source === undefined ? {} : { original_source: o.cluster.original_source }),
         ...(o.cluster?.http_pool === undefined ? {} : { http_pool: o.cluster.http_pool }),
+        ...(o.cluster?.udp_session_timeout === undefined ? {} : { udp_session_timeout: o.cluster.udp_session_timeout }),
+        ...(o.cluster?.udp_max_sessions_per_worker === undefined ? {} : { udp_max_sessions_per_worker: o.cluster.udp_max_sessions_per_worker }),
       },
       drain_timeout: o.drain_timeout ?? '10s',
       ...(o.extra ?? {}),

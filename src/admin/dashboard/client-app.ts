@@ -249,7 +249,8 @@ function renderListeners() {
   var listeners = (state.info && state.info.listeners) || [];
   var v = state.samples.length ? state.samples[state.samples.length - 1].v : {};
   var html = listeners.map(function (l) {
-    var mode = l.mode + (l.transparent ? ' \u00b7 transparent' : '') + (l.proxy_protocol !== 'off' ? ' \u00b7 PROXY ' + l.proxy_protocol : '');
+    // A UDP listener has no per-listener counters (its are the udp_* ones): its cells show "-".
+    var mode = l.mode + (l.protocol === 'udp' ? ' \u00b7 udp' : '') + (l.transparent ? ' \u00b7 transparent' : '') + (l.proxy_protocol !== 'off' ? ' \u00b7 PROXY ' + l.proxy_protocol : '');
     var key = function (stat) { return listenerKey(l.name, stat); };
     // A listener the data plane does not report (yet: its generation is starting) shows "-".
     var known = v[key('downstream_cx_total')] !== undefined;
