@@ -32,7 +32,13 @@ interface WorkerSlot {
   lastStats?: Float64Array;
   lastLatency?: WorkerLatencyExport;
   failure?: SerializedError;
+  /** Its 'exited' message arrived: nothing more will come on the port. */
+  exited?: boolean;
+  onExited?: () => void;
 }
+
+/** How long a worker's end waits for its 'exited' message (which is already on its way). */
+const EXITED_MESSAGE_WAIT_MS = 2000;
 
 export interface SupervisorOptions {
   config: SplicegateConfig;
@@ -268,6 +274,10 @@ export class WorkerSupervisor extends EventEmitter {
           case 'access-log':
             this.emit('access-log', id, message.lines, message.count, message.dropped);
             break;
+          case 'exited':
+            slot.exited = true;
+            slot.onExited?.();
+            break;
           case 'stats':
           case 'hosts':
           case 'latency':
@@ -294,7 +304,7 @@ export class WorkerSupervisor extends EventEmitter {
       port: channel.port2,
     };
     this.pool.run(task, { transferList: [channel.port2] }).then(
-      () => this.onWorkerGone(slot, undefined),
+      () => this.afterLastMessage(slot).then(() => this.onWorkerGone(slot, undefined)),
       (err: unknown) => this.onWorkerGone(slot, err instanceof Error ? err : new Error(String(err))),
     );
     // A bootstrap failure is reported through 'failed' (keeping errno fields); if the thread dies
@@ -303,6 +313,20 @@ export class WorkerSupervisor extends EventEmitter {
       listening,
       new Promise<void>((_, reject) => slot.port.once('close', () => reject(new Error(`worker ${id} exited during startup`)))),
     ]);
+  }
+
+  /** Resolves once a worker that ended normally has had its last messages (access log) handled. */
+  private afterLastMessage(slot: WorkerSlot): Promise<void> {
+    if (slot.exited) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        slot.onExited = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, EXITED_MESSAGE_WAIT_MS);
+      slot.onExited = done;
+    });
   }
 
   private onWorkerGone(slot: WorkerSlot, err: Error | undefined): void {

@@ -55,7 +55,13 @@ export type WorkerToSupervisor =
   /** Unsolicited, about once a second while there is something to report (deny log). */
   | { type: 'events'; events: NativeWorkerEvent[]; dropped: number }
   /** Unsolicited, every ACCESS_LOG_DRAIN_MS while records arrive: `count` JSON lines in one string. */
-  | { type: 'access-log'; lines: string; count: number; dropped: number };
+  | { type: 'access-log'; lines: string; count: number; dropped: number }
+  /**
+   * The worker's last message, after its last access-log lines. The task's end reaches the main
+   * thread on piscina's own channel, which may overtake this port's messages: the supervisor waits
+   * for this before it closes the port, so those lines are not lost.
+   */
+  | { type: 'exited' };
 
 export function serializeError(err: unknown): SerializedError {
   if (err instanceof Error) {

@@ -98,6 +98,7 @@ export default async function runProxyWorker(task: WorkerTask): Promise<number> 
           clearInterval(accessDrain);
           const finish = (): void => {
             worker.close();
+            send(port, { type: 'exited' });
             port.close();
             resolve(task.workerId);
           };
