@@ -52,12 +52,17 @@ NativeWorker::NativeWorker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
     loop_ = std::make_unique<UvPollDriver>(uvLoop, std::move(core));
   } else if (driverName == "thread") {
     loop_ = std::make_unique<LoopThread>(std::move(core));
+    threaded_ = true;
   } else {
     Napi::TypeError::New(env, "option driver must be \"thread\" or \"uv\"").ThrowAsJavaScriptException();
     return;
   }
-  // A worker thread can end without anyone calling close(): the env cleanup hook still joins the
-  // loop thread and closes every fd, so a dead worker leaks nothing.
+  Napi::Value orphanTimeout = info[0].As<Napi::Object>().Get("orphanTimeoutMs");
+  if (orphanTimeout.IsNumber() && orphanTimeout.As<Napi::Number>().DoubleValue() >= 0) {
+    orphanTimeoutMs_ = static_cast<uint64_t>(orphanTimeout.As<Napi::Number>().DoubleValue());
+  }
+  // A worker thread can end without anyone calling close(): the env cleanup hook hands a running
+  // loop thread to the orphan registry (it finishes what it relays, then ends) or closes the rest.
   napi_add_env_cleanup_hook(env_, &NativeWorker::onEnvCleanup, this);
 }
 
@@ -69,8 +74,22 @@ NativeWorker::~NativeWorker() {
 }
 
 void NativeWorker::onEnvCleanup(void* self) {
+  // The JS thread is ending without close() (an exception, process.exit in the thread). Runs
+  // after the cleanup hooks of this env's thread-safe functions (Node runs them newest first), so
+  // those are closing but not yet freed: closing the gate now is in time.
   auto* worker = static_cast<NativeWorker*>(self);
-  worker->loop_.reset();
+  {
+    std::lock_guard<std::mutex> lock(worker->gate_->mutex);
+    worker->gate_->open = false;
+  }
+  if (worker->threaded_ && worker->loop_->running()) {
+    // The connections it relays have nothing wrong with them: it keeps relaying them, accepting
+    // nothing new, and ends once they are done (orphan_registry.h). No N-API from here on.
+    std::unique_ptr<LoopThread> loop(static_cast<LoopThread*>(worker->loop_.release()));
+    OrphanRegistry::process().adopt(std::move(loop), worker->reported_, worker->orphanTimeoutMs_);
+  } else {
+    worker->loop_.reset();
+  }
 }
 
 bool NativeWorker::ensureOpen(Napi::Env env) {
@@ -129,7 +148,10 @@ Napi::Value NativeWorker::stats(const Napi::CallbackInfo& info) {
   const PolicySet& policies = loop_->core().policies();
   Napi::Float64Array out = Napi::Float64Array::New(env, Stats::size() + policies.counterNames().size());
   const Stats& stats = loop_->stats();
-  for (size_t i = 0; i < Stats::size(); ++i) out[i] = static_cast<double>(stats.get(static_cast<Stat>(i)));
+  for (size_t i = 0; i < Stats::size(); ++i) {
+    reported_[i] = stats.get(static_cast<Stat>(i));
+    out[i] = static_cast<double>(reported_[i]);
+  }
   policies.exportCounters(out.Data() + Stats::size());
   return out;
 }
@@ -181,7 +203,9 @@ Napi::Value NativeWorker::snapshotOnLoop(const Napi::CallbackInfo& info, const c
     return env.Undefined();
   }
   auto tsfn = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), name, 0, 1);
-  loop_->post([tsfn, build, toJs](WorkerCore& core) mutable {
+  loop_->post([tsfn, build, toJs, gate = gate_](WorkerCore& core) mutable {
+    std::lock_guard<std::mutex> lock(gate->mutex);
+    if (!gate->open) return;  // the env and its thread-safe functions are gone: nobody to answer
     T* snapshot = build(core);
     const napi_status status = tsfn.BlockingCall(snapshot, [toJs](Napi::Env env, Napi::Function callback, T* data) {
       Napi::Value value = toJs(env, *data);
@@ -310,7 +334,9 @@ Napi::Value NativeWorker::drainAccessLog(const Napi::CallbackInfo& info) {
   const uint32_t workerId = info[0].As<Napi::Number>().Uint32Value();
   auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "drainAccessLog", 0, 1);
   std::shared_ptr<const AccessLogNames> names = accessNames_;
-  loop_->post([tsfn, names, workerId](WorkerCore& core) mutable {
+  loop_->post([tsfn, names, workerId, gate = gate_](WorkerCore& core) mutable {
+    std::lock_guard<std::mutex> lock(gate->mutex);
+    if (!gate->open) return;  // the env is gone: the records stay in the core's bounded buffer
     // The loop thread's whole share: swap the full buffer for an empty one.
     auto* snapshot = new AccessSnapshot;
     snapshot->dropped = core.takeAccessRecords(snapshot->records);

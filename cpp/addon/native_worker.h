@@ -6,12 +6,22 @@
 #include <napi.h>
 
 #include <memory>
+#include <mutex>
 
 #include "../core/access_log.h"
-
 #include "../core/loop_driver.h"
+#include "../core/orphan_registry.h"
 
 namespace splicegate {
+
+// Whether the worker's JS environment may still be called through a thread-safe function. The
+// env cleanup hook closes it; a loop thread holds the lock across its whole call, so the env
+// cannot go between the check and the call. Node frees an env's thread-safe functions right after
+// its cleanup hooks, so past this gate none may be touched, not even released.
+struct JsGate {
+  std::mutex mutex;
+  bool open = true;
+};
 
 class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
  public:
@@ -47,6 +57,15 @@ class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
 
   napi_env env_;
   std::unique_ptr<LoopDriver> loop_;
+  // A LoopThread (not the uv driver, which dies with the worker thread's loop): it can outlive
+  // the thread as an orphan (orphan_registry.h).
+  bool threaded_ = false;
+  // How long an orphan may keep relaying before the rest is cut (the config's drain_timeout).
+  uint64_t orphanTimeoutMs_ = 30000;
+  // The counters stats() last handed to JS: the control layer retires exactly those when this
+  // worker dies, so an orphan reports only what it counts after them.
+  OrphanRegistry::Counters reported_{};
+  std::shared_ptr<JsGate> gate_ = std::make_shared<JsGate>();
   // Rule names for the access log's lines, copied from the options: formatting runs on the JS
   // thread and must not read the core's policies. Shared with callbacks still in flight.
   std::shared_ptr<const AccessLogNames> accessNames_;

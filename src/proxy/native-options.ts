@@ -87,5 +87,7 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): Nat
     // Idle upstreams are kept per worker (each has its own host cache): each gets its share.
     httpPoolMaxIdlePerHost: cluster.httpPool.maxIdlePerHost > 0 ? share(cluster.httpPool.maxIdlePerHost) : 0,
     httpPoolIdleTimeoutMs: cluster.httpPool.idleTimeoutMs,
+    // A dead worker's loop finishes its connections as an orphan, bounded like a drain.
+    orphanTimeoutMs: config.drainTimeoutMs,
   };
 }

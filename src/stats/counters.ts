@@ -14,6 +14,7 @@ const GAUGES = new Set([
   'admin_cx_active',
   'config_generation',
   'config_generations_live',
+  'workers_orphaned',
 ]);
 
 export function isGauge(name: string): boolean {
