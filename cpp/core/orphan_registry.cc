@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 
 #include "event_loop.h"
 
@@ -68,6 +69,10 @@ void OrphanRegistry::ended(Orphan* orphan) {
 }
 
 void OrphanRegistry::reap() {
+  // Signals belong to the main thread (Node's handlers), as on the loop threads.
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
     reapCv_.wait(lock, [this] { return stopping_ || !ended_.empty(); });
@@ -82,6 +87,10 @@ void OrphanRegistry::reap() {
         const uint64_t now = stats.get(s);
         endedCounts_[i] += now > orphan->reported[i] ? now - orphan->reported[i] : 0;
       }
+      // Access-log records nobody will drain any more (the owner's env is gone): lost, and counted.
+      std::vector<AccessRecord> unwritten;
+      orphan->loop->core().takeAccessRecords(unwritten);
+      endedCounts_[static_cast<size_t>(Stat::access_log_dropped)] += unwritten.size();
       // Frees the core (its epoll, timers, pools) here, on the reaper thread.
       orphans_.remove_if([orphan](const Orphan& o) { return &o == orphan; });
     }
