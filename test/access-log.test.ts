@@ -1,13 +1,14 @@
 // The access log's writer: lines reach the file, reopen() after a rename (logrotate) sends the next
 // lines to a new file at the path, an unopenable path fails open() with its path, and the writer's
-// own drops add to access_log_dropped.
+// own drops add to access_log_dropped; across reloads the holder switches files and keeps counting.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AccessLogWriter, withAccessLogCounters } from '../src/proxy/access-log';
+import { AccessLogWriter } from '../src/proxy/access-log';
+import { AccessLogHolder } from '../src/proxy/access-log-holder';
 import { createLogger } from '../src/util/logger';
 
 const quiet = createLogger('error', () => undefined);
@@ -86,17 +87,71 @@ test('a path that cannot be opened fails open() with the path in its context', a
   }
 });
 
-test('the writer\'s counters join the data plane\'s: access_log_dropped is the sum of both', async () => {
+test('the writers\' counters join the data plane\'s: access_log_dropped is the sum of both', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sg-al-'));
   try {
-    const writer = await AccessLogWriter.open({ path: join(dir, 'a.log'), format: 'json', sample: 1 }, quiet);
-    writer.write(line(1), 1);
-    const merged = withAccessLogCounters({ downstream_cx_total: 5, access_log_dropped: 2 }, writer);
+    const holder = await AccessLogHolder.open({ path: join(dir, 'a.log'), format: 'json', sample: 1 }, quiet);
+    holder.write(line(1), 1);
+    const merged = holder.withCounters({ downstream_cx_total: 5, access_log_dropped: 2 });
     assert.equal(merged['access_log_dropped'], 2);
     assert.equal(merged['access_log_lines'], 1);
     assert.equal(merged['downstream_cx_total'], 5);
-    assert.deepEqual(withAccessLogCounters({ access_log_dropped: 0 }, undefined), { access_log_dropped: 0 });
-    await writer.close();
+    await holder.close();
+    const off = await AccessLogHolder.open(null, quiet);
+    assert.deepEqual(off.withCounters({ access_log_dropped: 0 }), { access_log_dropped: 0 });
+    assert.equal(off.reopen(), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('reload: a new path is opened before the switch, lines after commit go there, counters carry over; the same path keeps its writer', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sg-al-'));
+  try {
+    const a = join(dir, 'a.log');
+    const b = join(dir, 'b.log');
+    const holder = await AccessLogHolder.open({ path: a, format: 'json', sample: 1 }, quiet);
+    holder.write(line(1), 1);
+    const same = await holder.prepare({ path: a, format: 'json', sample: 0.5 });
+    same.commit();
+    holder.write(line(2), 1);
+    const change = await holder.prepare({ path: b, format: 'json', sample: 1 });
+    assert.ok(existsSync(b), 'the new file exists before the switch');
+    holder.write(line(3), 1); // not committed yet: still the old file
+    change.commit();
+    holder.write(line(4), 1);
+    assert.equal(holder.withCounters({})['access_log_lines'], 4, 'lines of the closed writer still counted');
+    await holder.close();
+    assert.deepEqual(linesOf(a).map((l) => (JSON.parse(l) as { n: number }).n), [1, 2, 3]);
+    assert.deepEqual(linesOf(b).map((l) => (JSON.parse(l) as { n: number }).n), [4]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('reload: an unopenable new path rejects prepare() and the running log goes on; off and on again; abort closes the new file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sg-al-'));
+  try {
+    const a = join(dir, 'a.log');
+    const b = join(dir, 'b.log');
+    const holder = await AccessLogHolder.open({ path: a, format: 'json', sample: 1 }, quiet);
+    await assert.rejects(holder.prepare({ path: join(dir, 'missing', 'x.log'), format: 'json', sample: 1 }), /ENOENT/);
+    holder.write(line(1), 1);
+    const off = await holder.prepare(null);
+    off.commit();
+    assert.equal(holder.enabled, false);
+    holder.write(line(2), 1); // no log now: dropped on purpose, not counted
+    assert.equal(holder.withCounters({})['access_log_lines'], 1, 'counters stay after the log is turned off');
+    const aborted = await holder.prepare({ path: b, format: 'json', sample: 1 });
+    await aborted.abort();
+    assert.equal(holder.enabled, false, 'an aborted change leaves the log as it was');
+    const on = await holder.prepare({ path: b, format: 'json', sample: 1 });
+    on.commit();
+    holder.write(line(3), 1);
+    await holder.close();
+    assert.deepEqual(linesOf(a).map((l) => (JSON.parse(l) as { n: number }).n), [1]);
+    assert.deepEqual(linesOf(b).map((l) => (JSON.parse(l) as { n: number }).n), [3]);
+    assert.equal(holder.withCounters({})['access_log_lines'], 2);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

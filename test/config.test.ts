@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { createServer } from 'node:net';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { parseSocketAddress } from '../src/config/address';
 import { defaultConfig } from '../src/config/default';
@@ -528,7 +529,7 @@ test('access_log: off when absent; sample defaults to 1, format to json; a relat
   }
 });
 
-test('access_log problems are reported with their paths: sample outside [0,1], a missing directory, a directory, a format', () => {
+test('access_log problems are reported with their paths: sample outside [0,1], a missing directory, a directory, a FIFO, a format', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sg-accesslog-'));
   try {
     problemAt(problemsOf(`${ONE_LISTENER}access_log: { path: stdout, sample: 1.5 }\n`), 'access_log.sample', 'from 0 to 1');
@@ -536,6 +537,8 @@ test('access_log problems are reported with their paths: sample outside [0,1], a
     problemAt(problemsOf(`${ONE_LISTENER}access_log: { path: stdout, sample: "half" }\n`), 'access_log.sample', 'from 0 to 1');
     problemAt(problemsOf(`${ONE_LISTENER}access_log: { path: ${join(dir, 'nope', 'a.log')} }\n`), 'access_log.path', 'does not exist');
     problemAt(problemsOf(`${ONE_LISTENER}access_log: { path: ${dir} }\n`), 'access_log.path', 'is a directory');
+    execFileSync('mkfifo', [join(dir, 'fifo')]);
+    problemAt(problemsOf(`${ONE_LISTENER}access_log: { path: ${join(dir, 'fifo')} }\n`), 'access_log.path', 'is a FIFO');
     problemAt(problemsOf(`${ONE_LISTENER}access_log: { path: stdout, format: xml }\n`), 'access_log.format', 'json');
     problemAt(problemsOf(`${ONE_LISTENER}access_log: { sample: 1 }\n`), 'access_log.path', 'required');
   } finally {

@@ -144,6 +144,10 @@ void Connection::recordFirstByte() {
 
 Connection::~Connection() = default;
 
+namespace {
+bool isOutOfFds(int err) { return err == EMFILE || err == ENFILE; }
+}  // namespace
+
 void Connection::start(const SocketAddress* source) {
   EventLoop& loop = ctx_.loop;
   Stats& stats = ctx_.stats;
@@ -157,11 +161,36 @@ void Connection::start(const SocketAddress* source) {
   stats.add(Stat::upstream_cx_total);
   recordConnectStart();
   UpstreamOpen opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, source);
-  if (opened == UpstreamOpen::kSocketFailed && (errno == EMFILE || errno == ENFILE) && ctx_.events.releaseSpareFd()) {
+  if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno) && ctx_.events.releaseSpareFd()) {
     // Out of fds with this client already accepted: the worker's spare fd serves it, and accepting
     // pauses until fds free up, so the backlog waits instead of draining into resets.
     opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, source);
   }
+  if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno)) {
+    // Still none: another worker of the process took the fd the spare freed (they share one fd
+    // table). The client was accepted and must not be reset for that: it waits, like the clients
+    // in the backlog, for the next tick to find an fd, within connect_timeout (the connect FIFO
+    // times it out as an unanswered connect).
+    stats.add(Stat::upstream_cx_fd_wait);
+    if (source) waitSource_ = std::make_unique<SocketAddress>(*source);
+    ctx_.events.connectStarted(*this);
+    ctx_.events.waitForFd(*this);
+    return;
+  }
+  continueStart(opened);
+}
+
+bool Connection::retryUpstreamSocket() {
+  const UpstreamOpen opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, waitSource_.get());
+  if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno)) return false;
+  waitSource_.reset();
+  continueStart(opened);  // stays in the connect FIFO where it is: its connect_timeout runs on
+  return true;
+}
+
+void Connection::continueStart(UpstreamOpen opened) {
+  EventLoop& loop = ctx_.loop;
+  Stats& stats = ctx_.stats;
   if (up_.fd) stats.add(Stat::upstream_cx_active);
   if (opened != UpstreamOpen::kInProgress) {
     stats.add(Stat::upstream_cx_connect_fail);
@@ -176,7 +205,7 @@ void Connection::start(const SocketAddress* source) {
     close(CloseReason::kResourceExhausted);
     return;
   }
-  ctx_.events.connectStarted(*this);
+  if (!connectNode.linked()) ctx_.events.connectStarted(*this);
 }
 
 void Connection::startWithUpstream(RegisteredUpstream warm) {

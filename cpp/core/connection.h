@@ -88,6 +88,11 @@ class Connection final : private RelayOwner {
   // Same, with an upstream socket that is already connected (from the preconnect pool), and its
   // own-socket registration, kept until the socket closes.
   void startWithUpstream(RegisteredUpstream upstream);
+  // The connection waits for an fd (start() found none for its upstream socket, even with the
+  // worker's spare): try socket() again. False while there is still none; on any other outcome
+  // the connection has left the wait (connecting, or closed).
+  bool retryUpstreamSocket();
+  bool waitingForFd() const { return fdWaitNode.linked(); }
 
   // Continue relaying after a budget-limited wakeup.
   void resume();
@@ -111,6 +116,7 @@ class Connection final : private RelayOwner {
   ListNode readyNode;
   ListNode holderWaitNode;
   ListNode handshakeNode;  // waiting for its PROXY header (timeout sweep)
+  ListNode fdWaitNode;     // accepted, but no fd for its upstream socket yet
   AccessInfo access;
 
  private:
@@ -138,6 +144,8 @@ class Connection final : private RelayOwner {
   // Sends what the preamble holds; false on a send error (errno set). Frees it once sent.
   bool flushPreamble();
 
+  // start()'s second half once socket() has answered: counts, registers, or closes.
+  void continueStart(UpstreamOpen opened);
   void onSideEvent(Side& side, uint32_t events);
   void onConnectReady(uint32_t events);
   void relay();
@@ -153,6 +161,8 @@ class Connection final : private RelayOwner {
   ConnectionState state_ = ConnectionState::kConnecting;
   bool downRegistered_ = false;  // down_.fd is in epoll (the handshake registers it early)
   bool trusted_ = false;         // the handshake's peer may send a header
+  // start()'s original source, kept only while waiting for an fd (retryUpstreamSocket binds to it).
+  std::unique_ptr<SocketAddress> waitSource_;
   Side down_;
   Side up_;
   Relay relay_;  // after the sides it points at

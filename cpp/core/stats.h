@@ -24,6 +24,7 @@ namespace splicegate {
   X(upstream_cx_active)           /* gauge: upstream sockets open */                          \
   X(upstream_cx_connect_fail)     /* refused, unreachable or reset while connecting */        \
   X(upstream_cx_connect_timeout)  /* no answer within connect_timeout */                      \
+  X(upstream_cx_fd_wait)          /* accepted clients that waited for an fd for their upstream socket */ \
   X(upstream_cx_destroy_remote)   /* upstream reset or errored while relaying */              \
   X(upstream_cx_overflow)         /* refused by a per-host limit or the host bound */         \
   X(upstream_cx_preconnect)       /* warm upstream sockets opened ahead of use */             \

@@ -36,6 +36,10 @@ class ConnectionEvents {
   // accepts would only hit the same wall). Returns true if it released the worker's spare fd, so
   // the caller can retry once and serve the connection it already accepted.
   virtual bool releaseSpareFd() = 0;
+  // Even with the spare, socket() found no fd for c's upstream (another worker took it): c waits,
+  // accepting stays paused, and each tick retries it (Connection::retryUpstreamSocket) before
+  // anything else may take an fd.
+  virtual void waitForFd(Connection& c) = 0;
   // The protocol stage of c is over. destination/client: what its PROXY header named, AF_UNSPEC
   // for "the socket's own" (LOCAL, UNKNOWN, or no header where optional). Continues with
   // destination -> policy -> admit -> connect, or closes c.

@@ -561,6 +561,19 @@ bool WorkerCore::releaseSpareFd() {
   return true;
 }
 
+void WorkerCore::waitForFd(Connection& c) {
+  if (!c.fdWaitNode.linked()) fdWaiters_.pushBack(&c);
+  pauseAccepting();
+}
+
+bool WorkerCore::retryFdWaiters() {
+  while (Connection* c = fdWaiters_.front()) {
+    if (!c->retryUpstreamSocket()) return false;  // still none: the rest wait too
+    fdWaiters_.remove(c);
+  }
+  return true;
+}
+
 void WorkerCore::connectStarted(Connection& c) { connecting_.pushBack(&c); }
 
 void WorkerCore::connectFinished(Connection& c) { connecting_.remove(&c); }
@@ -601,6 +614,7 @@ void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
   ready_.remove(&c);
   holderWaiters_.remove(&c);
   handshaking_.remove(&c);
+  fdWaiters_.remove(&c);
   connections_.remove(&c);
   stats_.sub(Stat::downstream_cx_active);
   stats_.add(closeStat(reason));
@@ -699,10 +713,11 @@ void WorkerCore::onTick() {
     lastPolicyRefreshUs_ = now;
     policies_.refreshLocalAddresses();  // on failure the last snapshot stays in force
   }
-  // Accepting resumes only with the spare fd back in hand: an accepted connection whose upstream
-  // socket cannot be opened would have to be reset.
-  if (!spareFd_) spareFd_.reset(::eventfd(0, EFD_CLOEXEC));
-  if (spareFd_ && connections_.size() + sessions_.size() < options_.maxDownstreamConnections) {
+  // Accepting resumes only once every accepted client has its upstream socket and the spare fd is
+  // back in hand: otherwise the next accepted connection could find no fd for its upstream.
+  const bool noneWaits = retryFdWaiters();
+  if (noneWaits && !spareFd_) spareFd_.reset(::eventfd(0, EFD_CLOEXEC));
+  if (noneWaits && spareFd_ && connections_.size() + sessions_.size() < options_.maxDownstreamConnections) {
     for (auto& listener : listeners_) listener->resumeIfPaused();
   }
   refreshGauges();

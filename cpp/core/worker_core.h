@@ -101,6 +101,9 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   void waitForHolder(Connection& c) override;
   void connectionClosed(Connection& c, CloseReason reason) override;
   bool releaseSpareFd() override;
+  void waitForFd(Connection& c) override;
+  // Tick: the connections waiting for an fd get one first, oldest first. True when none waits.
+  bool retryFdWaiters();
   void handshakeDone(Connection& c, const SocketAddress& destination, const SocketAddress& client) override;
 
   SysError init();
@@ -178,6 +181,7 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   IntrusiveList<Connection, &Connection::readyNode> ready_;
   IntrusiveList<Connection, &Connection::holderWaitNode> holderWaiters_;
   IntrusiveList<Connection, &Connection::handshakeNode> handshaking_;  // waiting for a PROXY header
+  IntrusiveList<Connection, &Connection::fdWaitNode> fdWaiters_;  // accepted, no upstream fd yet
   std::vector<Connection*> closed_;  // freed after the batch: a later event may still name them
   IntrusiveList<HttpSession, &HttpSession::node> sessions_;  // HTTP listener connections
   IntrusiveList<HttpSession, &HttpSession::readyNode> readySessions_;

@@ -659,7 +659,88 @@ void policyTests() {
 
 // --- out of fds ---------------------------------------------------------------------------------
 
+// Dups fd 0 until no number below the newest dup is free; the newest (highest) is last.
+std::vector<UniqueFd> fillFdHoles() {
+  std::vector<UniqueFd> fillers;
+  for (;;) {
+    UniqueFd f(::fcntl(0, F_DUPFD_CLOEXEC, 0));
+    CHECK(f);
+    const int n = f.get();
+    fillers.push_back(std::move(f));
+    bool holes = false;
+    for (int i = 0; i < n; ++i) {
+      if (::fcntl(i, F_GETFD) < 0) holes = true;
+    }
+    if (!holes) return fillers;
+  }
+}
+
 void fdExhaustionTests() {
+  run("upstream socket() out of fds even after the spare (another worker took it): the client waits for an fd, then is relayed; past connect_timeout it is reset", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    UniqueFd waiter(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    UniqueFd queued(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    UniqueFd late(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    // The fillers take every low number first, so the proxy's own fds (its spare among them) land
+    // above them. Then one filler goes and the limit drops to just above it: accept4 gets that
+    // number, and freeing the spare gives socket() nothing under the limit, as when another worker
+    // of the process took the fd the spare released.
+    std::vector<UniqueFd> fillers = fillFdHoles();
+    CoreOptions options;
+    options.connectTimeoutMs = 30000;
+    Proxy proxy(serverAddr, options);
+    const int hole = fillers.back().get();
+    fillers.pop_back();
+    rlimit saved{};
+    CHECK(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    rlimit low = saved;
+    low.rlim_cur = static_cast<rlim_t>(hole + 1);
+    CHECK(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    CHECK(::connect(waiter.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
+    const bool waited = proxy.waitStat(Stat::upstream_cx_fd_wait, 1);
+    CHECK(::connect(queued.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
+    // Ticks pass (50 ms each) with still no fd: the waiter stays, the next client stays queued.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const uint64_t acceptedWhileOut = proxy.stat(Stat::downstream_cx_total);
+    const uint64_t failed = proxy.stat(Stat::upstream_cx_connect_fail) + proxy.stat(Stat::upstream_cx_connect_timeout);
+    const uint64_t active = proxy.stat(Stat::upstream_cx_active);
+    CHECK(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+    fillers.clear();
+    CHECK(waited);
+    CHECK(acceptedWhileOut == 1);
+    CHECK(failed == 0);
+    CHECK(active == 0);
+    // Fds are back: the waiter gets its upstream first, then accepting resumes for the next.
+    CHECK(proxy.waitStat(Stat::upstream_cx_active, 2));
+    UniqueFd up1(::accept(server.get(), nullptr, nullptr));
+    UniqueFd up2(::accept(server.get(), nullptr, nullptr));
+    CHECK(up1 && up2);
+    CHECK(writeAll(waiter.get(), "a", 1) && writeAll(queued.get(), "b", 1));
+    char got[2] = {};
+    CHECK(::recv(up1.get(), &got[0], 1, MSG_WAITALL) == 1 && ::recv(up2.get(), &got[1], 1, MSG_WAITALL) == 1);
+    CHECK((got[0] == 'a' && got[1] == 'b') || (got[0] == 'b' && got[1] == 'a'));
+    CHECK(proxy.stat(Stat::upstream_cx_fd_wait) == 1);
+
+    // A wait longer than connect_timeout ends as an unanswered connect would: the client is reset.
+    CoreOptions quick;
+    quick.connectTimeoutMs = 200;
+    std::vector<UniqueFd> moreFillers = fillFdHoles();
+    Proxy impatient(serverAddr, quick);
+    const int hole2 = moreFillers.back().get();
+    moreFillers.pop_back();
+    low.rlim_cur = static_cast<rlim_t>(hole2 + 1);
+    CHECK(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    CHECK(::connect(late.get(), impatient.listenAddr.sockaddrPtr(), impatient.listenAddr.length()) == 0);
+    const bool timedOut = impatient.waitStat(Stat::upstream_cx_connect_timeout, 1);
+    CHECK(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+    moreFillers.clear();
+    CHECK(timedOut);
+    CHECK(impatient.stat(Stat::upstream_cx_fd_wait) == 1);
+    char byte;
+    CHECK(::recv(late.get(), &byte, 1, 0) < 0 && errno == ECONNRESET);
+  });
+
   run("upstream socket() out of fds: the spare fd serves the accepted client, accepting pauses, the next waits", [] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
@@ -668,21 +749,8 @@ void fdExhaustionTests() {
     UniqueFd first(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     UniqueFd second(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     // Fill every hole below the highest open fd, so exactly one fd number is left under the limit.
-    std::vector<UniqueFd> fillers;
-    int highest = 0;
-    for (;;) {
-      UniqueFd f(::fcntl(0, F_DUPFD_CLOEXEC, 0));
-      CHECK(f);
-      const int n = f.get();
-      fillers.push_back(std::move(f));
-      if (n > highest) highest = n;
-      // Stop once a dup lands above every fd opened before it: no holes remain below it.
-      bool holes = false;
-      for (int i = 0; i < n; ++i) {
-        if (::fcntl(i, F_GETFD) < 0) holes = true;
-      }
-      if (!holes) break;
-    }
+    std::vector<UniqueFd> fillers = fillFdHoles();
+    const int highest = fillers.back().get();
     fillers.pop_back();  // frees the highest number: the single fd left
     rlimit saved{};
     CHECK(::getrlimit(RLIMIT_NOFILE, &saved) == 0);

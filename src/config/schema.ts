@@ -148,7 +148,10 @@ function accessLogPathProblem(path: string): string | undefined {
   if (path === '' || path.endsWith('/')) return `expected a file path or "stdout", got ${showValue(path)}`;
   const full = resolve(path);
   try {
-    if (statSync(full).isDirectory()) return `${full} is a directory; expected a file path or "stdout"`;
+    const st = statSync(full);
+    if (st.isDirectory()) return `${full} is a directory; expected a file path or "stdout"`;
+    // Opening a FIFO for writing waits for a reader: the main thread (admin, reload) would hang.
+    if (st.isFIFO() || st.isSocket()) return `${full} is a ${st.isFIFO() ? 'FIFO' : 'socket'}; expected a regular file (or a device such as /dev/null) or "stdout"`;
   } catch {
     // Not there yet: it is created at start, in a directory that must exist and be writable.
   }

@@ -11,7 +11,6 @@ import { closeSync, openSync } from 'node:fs';
 import pino from 'pino';
 import type { AccessLogConfig } from '../config/types';
 import { ACCESS_LOG_STDOUT } from '../config/schema';
-import type { CounterValues } from '../stats/counters';
 import type { Logger } from '../util/logger';
 
 /** Lines waiting for the disk beyond this are dropped (counted in access_log_dropped). */
@@ -127,19 +126,4 @@ function countLines(data: string): number {
   let n = 0;
   for (let i = data.indexOf('\n'); i !== -1; i = data.indexOf('\n', i + 1)) n += 1;
   return n;
-}
-
-/**
- * The data plane's counters plus the writer's: access_log_dropped then counts every record lost,
- * in a worker's buffer or in the writer's.
- */
-export function withAccessLogCounters(values: CounterValues, writer: AccessLogWriter | undefined): CounterValues {
-  if (!writer) return values;
-  const own = writer.counters();
-  return {
-    ...values,
-    access_log_dropped: (values['access_log_dropped'] ?? 0) + own.access_log_write_dropped,
-    access_log_lines: own.access_log_lines,
-    access_log_reopens: own.access_log_reopens,
-  };
 }

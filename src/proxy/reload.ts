@@ -43,6 +43,12 @@ export interface ReloaderOptions {
   log: Logger;
   /** Injectable for tests; loadConfigFile by default. */
   load?: (path: string) => SplicegateConfig;
+  /**
+   * Readies what the main thread owns for the new config (the access log's file) before the new
+   * generation starts; a rejection refuses the reload. commit() runs once the new generation is
+   * active, abort() if it failed to start.
+   */
+  prepare?: (config: SplicegateConfig) => Promise<{ commit(): void; abort(): Promise<void> }>;
 }
 
 /** HTTP status and JSON body of POST /reload for an outcome. */
@@ -132,14 +138,22 @@ export class Reloader {
       const err = new ConfigError(configPath, problems);
       return this.refuse('invalid', formatProblems(err), problems);
     }
+    let prepared;
+    try {
+      prepared = await this.options.prepare?.(config);
+    } catch (err) {
+      return this.refuse('failed', describe(err));
+    }
     let generation;
     try {
       generation = await runtime.startGeneration(config, configPath);
     } catch (err) {
       // EADDRINUSE on a new listener, a worker that failed to start: the old generation never stopped.
+      await prepared?.abort();
       return this.refuse('failed', describe(err));
     }
     runtime.activate(generation);
+    prepared?.commit();
     // The new generation listens on every socket: only now does the old one stop accepting.
     const deadline = Date.now() + config.drainTimeoutMs;
     runtime.retire(old, deadline).catch((err: unknown) => log.error('retiring the previous config generation failed', { config_generation: old.number, error: describe(err) }));

@@ -11,7 +11,7 @@ import { loadBinding } from '../native/binding';
 import { loopWarningRule } from './loop-warning';
 import { watchCounters } from '../stats/counter-watch';
 import { DenyLog } from './deny-log';
-import { AccessLogWriter, withAccessLogCounters } from './access-log';
+import { AccessLogHolder } from './access-log-holder';
 import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog } from '../latency/interval-log';
 import { closeLatencyPool } from '../latency/merge-pool';
 import { ListenSocketPool } from './listen-sockets';
@@ -84,23 +84,27 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   const passed = new Map([...activated].map(([index, fd]) => [addressKey(config.listeners[index]!.address), fd] as const));
   const pool = new ListenSocketPool(binding, passed);
   const denyLog = new DenyLog({ log });
-  // Opened before the workers start, so an unwritable file stops the start with its path. Fixed
-  // for the process's life: a reload does not change the access log (docs/CONFIG.md).
-  const accessLog = config.accessLog ? await AccessLogWriter.open(config.accessLog, log) : undefined;
+  // Opened before the workers start, so an unwritable file stops the start with its path. A reload
+  // that changes it opens the new one first (access-log-holder.ts).
+  const accessLog = await AccessLogHolder.open(config.accessLog, log);
   const runtime = new ProxyRuntime({
     binding,
     pool,
     fdLimit: limits.soft,
     log,
     onWorkerEvents: (id, events, dropped) => denyLog.add(id, events, dropped),
-    ...(accessLog ? { onAccessLog: (_id: number, lines: string, count: number) => accessLog.write(lines, count) } : {}),
+    onAccessLog: (_id: number, lines: string, count: number) => accessLog.write(lines, count),
   });
-  const reloader = new Reloader({ runtime, pool, configPath: options.configPath, log, ...(options.loadConfig === undefined ? {} : { load: options.loadConfig }) });
+  const reloader = new Reloader({
+    runtime,
+    pool,
+    configPath: options.configPath,
+    log,
+    prepare: (next) => accessLog.prepare(next.accessLog),
+    ...(options.loadConfig === undefined ? {} : { load: options.loadConfig }),
+  });
   // Always handled: Node's default for SIGUSR1 would open the inspector port.
-  const reopenLogs = (): boolean => {
-    accessLog?.reopen();
-    return accessLog !== undefined;
-  };
+  const reopenLogs = (): boolean => accessLog.reopen();
   process.on('SIGUSR1', () => {
     if (!reopenLogs()) log.info('SIGUSR1: no access log to reopen');
   });
@@ -113,7 +117,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
       {
         readiness: () => runtime.readiness(),
         reload: async () => reloadResponse(await reloader.reload('POST /reload')),
-        counters: async () => withAccessLogCounters(await runtime.counters(), accessLog),
+        counters: async () => accessLog.withCounters(await runtime.counters()),
         reopenLogs,
         hosts: () => runtime.hosts(),
         latency: runtime,
@@ -154,7 +158,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   await runtime.stop();
   await admin.close();
   denyLog.close();
-  await accessLog?.close();
+  await accessLog.close();
   await closeLatencyPool();
   log.info('stopped');
   return 0;
