@@ -28,6 +28,7 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
                              InstanceMethod<&SplicegateAddon::inspectSocket>("inspectSocket"),
                              InstanceMethod<&SplicegateAddon::orphans>("orphans"),
                              InstanceMethod<&SplicegateAddon::endOrphans>("endOrphans"),
+                             InstanceMethod<&SplicegateAddon::orphanAccessLog>("orphanAccessLog"),
                              InstanceValue("NativeWorker", NativeWorker::define(env)),
                              InstanceValue("ListenSocket", ListenSocket::define(env)),
                              InstanceValue("statNames", names),
@@ -55,6 +56,18 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
   Napi::Value endOrphans(const Napi::CallbackInfo& info) {
     OrphanRegistry::process().endAll();
     return info.Env().Undefined();
+  }
+
+  // The access-log records orphans made since the last call, as JSON lines formatted here (the
+  // main thread): { lines, count }. Cheap when there are none.
+  Napi::Value orphanAccessLog(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string lines;
+    const size_t count = OrphanRegistry::process().takeAccessLines(lines);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("lines", Napi::String::New(env, lines));
+    out.Set("count", Napi::Number::New(env, static_cast<double>(count)));
+    return out;
   }
 
   // The names of the policy counters that NativeWorker.stats() appends after statNames, for these

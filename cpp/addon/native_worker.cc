@@ -38,6 +38,7 @@ NativeWorker::NativeWorker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
   CoreOptions options;
   if (!readCoreOptions(info[0].As<Napi::Object>(), options)) return;  // a TypeError is pending
   accessNames_ = std::make_shared<const AccessLogNames>(options.policies);
+  accessLogOn_ = options.accessLogSample > 0;
   SysError err;
   std::unique_ptr<WorkerCore> core = WorkerCore::create(options, err);
   if (!core) {
@@ -86,7 +87,18 @@ void NativeWorker::onEnvCleanup(void* self) {
     // The connections it relays have nothing wrong with them: it keeps relaying them, accepting
     // nothing new, and ends once they are done (orphan_registry.h). No N-API from here on.
     std::unique_ptr<LoopThread> loop(static_cast<LoopThread*>(worker->loop_.release()));
-    OrphanRegistry::process().adopt(std::move(loop), worker->reported_, worker->orphanTimeoutMs_);
+    OrphanRegistry::AccessLogOwner accessLog;
+    if (worker->accessLogOn_) {
+      accessLog = {worker->accessNames_, worker->accessWorkerId_};
+      // Records taken for a drain whose answer will never run: written from the queue instead.
+      std::vector<AccessRecord> handedOff;
+      {
+        std::lock_guard<std::mutex> h(worker->accessHandoff_->mutex);
+        handedOff.swap(worker->accessHandoff_->records);
+      }
+      OrphanRegistry::process().queueAccessRecords(handedOff, accessLog);
+    }
+    OrphanRegistry::process().adopt(std::move(loop), worker->reported_, worker->orphanTimeoutMs_, std::move(accessLog));
   } else {
     worker->loop_.reset();
   }
@@ -183,6 +195,13 @@ namespace {
 // terminated, JS can no longer run: napi_call_function then fails, and Napi::Function::Call would
 // turn that into a JS exception it cannot throw either (a fatal error). The answer is moot then,
 // so the failure is ignored.
+// Whether JS can run in env now: a property set is refused once the env is terminating.
+bool canRunJs(napi_env env) {
+  napi_value probe;
+  return env != nullptr && napi_create_object(env, &probe) == napi_ok &&
+         napi_set_named_property(env, probe, "probe", probe) == napi_ok;
+}
+
 void callIfAlive(Napi::Env env, Napi::Function callback, napi_value arg) {
   if (static_cast<napi_env>(env) == nullptr || callback.IsEmpty()) return;
   napi_value result;
@@ -314,14 +333,7 @@ Napi::Value NativeWorker::drainEvents(const Napi::CallbackInfo& info) {
       });
 }
 
-namespace {
 
-struct AccessSnapshot {
-  std::vector<AccessRecord> records;
-  uint64_t dropped = 0;
-};
-
-}  // namespace
 
 Napi::Value NativeWorker::drainAccessLog(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -332,27 +344,41 @@ Napi::Value NativeWorker::drainAccessLog(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   const uint32_t workerId = info[0].As<Napi::Number>().Uint32Value();
+  accessWorkerId_ = workerId;
   auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "drainAccessLog", 0, 1);
   std::shared_ptr<const AccessLogNames> names = accessNames_;
-  loop_->post([tsfn, names, workerId, gate = gate_](WorkerCore& core) mutable {
+  loop_->post([tsfn, names, workerId, gate = gate_, handoff = accessHandoff_](WorkerCore& core) mutable {
     std::lock_guard<std::mutex> lock(gate->mutex);
-    if (!gate->open) return;  // the env is gone: the records stay in the core's bounded buffer
-    // The loop thread's whole share: swap the full buffer for an empty one.
-    auto* snapshot = new AccessSnapshot;
-    snapshot->dropped = core.takeAccessRecords(snapshot->records);
-    const napi_status status =
-        tsfn.BlockingCall(snapshot, [names, workerId](Napi::Env env, Napi::Function callback, AccessSnapshot* data) {
-          std::string lines;
-          lines.reserve(data->records.size() * 400);
-          for (const AccessRecord& r : data->records) appendAccessLine(r, *names, workerId, lines);
-          Napi::Object out = Napi::Object::New(env);
-          out.Set("lines", Napi::String::New(env, lines));
-          out.Set("count", static_cast<double>(data->records.size()));
-          out.Set("dropped", static_cast<double>(data->dropped));
-          delete data;
-          callIfAlive(env, callback, out);
-        });
-    if (status != napi_ok) delete snapshot;  // the environment is going away
+    if (!gate->open) return;  // the env is gone: the records stay in the core for the orphan registry
+    // The loop thread's whole share: swap the full buffer for an empty one, into the handoff.
+    std::vector<AccessRecord> taken;
+    const uint64_t dropped = core.takeAccessRecords(taken);
+    {
+      std::lock_guard<std::mutex> h(handoff->mutex);
+      if (handoff->records.empty()) handoff->records.swap(taken);
+      else handoff->records.insert(handoff->records.end(), taken.begin(), taken.end());
+      handoff->dropped += dropped;
+    }
+    tsfn.BlockingCall([names, workerId, handoff](Napi::Env env, Napi::Function callback) {
+      // While the worker thread is being torn down this can still run but JS cannot: then the
+      // records stay in the handoff, where the env cleanup hook finds them (none is lost).
+      if (!canRunJs(env)) return;
+      std::vector<AccessRecord> records;
+      uint64_t lost = 0;
+      {
+        std::lock_guard<std::mutex> h(handoff->mutex);
+        records.swap(handoff->records);
+        std::swap(lost, handoff->dropped);
+      }
+      std::string lines;
+      lines.reserve(records.size() * 400);
+      for (const AccessRecord& r : records) appendAccessLine(r, *names, workerId, lines);
+      Napi::Object out = Napi::Object::New(env);
+      out.Set("lines", Napi::String::New(env, lines));
+      out.Set("count", static_cast<double>(records.size()));
+      out.Set("dropped", static_cast<double>(lost));
+      callIfAlive(env, callback, out);
+    });
     tsfn.Release();
   });
   return env.Undefined();

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "../core/access_log.h"
 #include "../core/loop_driver.h"
@@ -21,6 +22,15 @@ namespace splicegate {
 struct JsGate {
   std::mutex mutex;
   bool open = true;
+};
+
+// Access-log records the loop thread took for JS and JS has not formatted yet. Kept here rather
+// than in the thread-safe function's queue, so that when the worker thread dies first they are
+// not lost with that queue: the env cleanup hook hands them to the orphan registry.
+struct AccessHandoff {
+  std::mutex mutex;
+  std::vector<AccessRecord> records;
+  uint64_t dropped = 0;
 };
 
 class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
@@ -66,6 +76,10 @@ class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
   // worker dies, so an orphan reports only what it counts after them.
   OrphanRegistry::Counters reported_{};
   std::shared_ptr<JsGate> gate_ = std::make_shared<JsGate>();
+  // An orphan's access-log lines name the worker: the id drainAccessLog was last given.
+  bool accessLogOn_ = false;
+  std::shared_ptr<AccessHandoff> accessHandoff_ = std::make_shared<AccessHandoff>();
+  uint32_t accessWorkerId_ = 0;
   // Rule names for the access log's lines, copied from the options: formatting runs on the JS
   // thread and must not read the core's policies. Shared with callbacks still in flight.
   std::shared_ptr<const AccessLogNames> accessNames_;

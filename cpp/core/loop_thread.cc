@@ -46,8 +46,10 @@ void LoopThread::run() {
       if (stopRequested_) break;
     }
     core_->runOnce(-1);  // the core's 50 ms tick bounds the wait, so an orphan's deadline is seen
+    if (orphaned_ && orphanAfterBatch_) orphanAfterBatch_(*core_, false);
     if (orphaned_ && orphanDone()) {
       runPosted();
+      if (orphanAfterBatch_) orphanAfterBatch_(*core_, true);
       // Whoever joins may free this object: nothing after the callback touches it.
       std::function<void()> ended = std::move(orphanEnded_);
       if (ended) ended();
@@ -57,12 +59,13 @@ void LoopThread::run() {
   runPosted();
 }
 
-void LoopThread::orphan(uint64_t deadlineUs, std::function<void()> ended) {
-  post([this, deadlineUs, ended = std::move(ended)](WorkerCore& core) mutable {
+void LoopThread::orphan(uint64_t deadlineUs, std::function<void(WorkerCore&, bool)> afterBatch, std::function<void()> ended) {
+  post([this, deadlineUs, afterBatch = std::move(afterBatch), ended = std::move(ended)](WorkerCore& core) mutable {
     // Detached the way stopAccepting always is: safe inside the batch this runs in.
     core.stopAccepting();
     orphaned_ = true;
     orphanDeadlineUs_ = deadlineUs;
+    orphanAfterBatch_ = std::move(afterBatch);
     orphanEnded_ = std::move(ended);
   });
 }

@@ -47,16 +47,56 @@ bool OrphanRegistry::isGauge(Stat s) {
   }
 }
 
-void OrphanRegistry::adopt(std::unique_ptr<LoopThread> loop, const Counters& reported, uint64_t timeoutMs) {
+namespace {
+// How often an orphan hands its access-log records over: as often as a live worker's drain.
+constexpr uint64_t kCollectUs = 100 * 1000;
+}  // namespace
+
+void OrphanRegistry::adopt(std::unique_ptr<LoopThread> loop, const Counters& reported, uint64_t timeoutMs,
+                           AccessLogOwner accessLog) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!reaper_.joinable()) reaper_ = std::thread([this] { reap(); });
-  orphans_.push_back(Orphan{std::move(loop), reported});
+  orphans_.push_back(Orphan{std::move(loop), reported, std::move(accessLog)});
   Orphan* orphan = &orphans_.back();
   ++adopted_;
   // Listed before the loop hears of it, so its end always finds it here.
   const uint64_t maxMs = UINT64_MAX / 2000;
   const uint64_t deadline = EventLoop::monotonicUs() + std::min(timeoutMs, maxMs) * 1000;
-  orphan->loop->orphan(deadline, [this, orphan] { ended(orphan); });
+  orphan->loop->orphan(
+      deadline, [this, orphan](WorkerCore& core, bool last) { collect(*orphan, core, last); },
+      [this, orphan] { ended(orphan); });
+}
+
+void OrphanRegistry::collect(Orphan& orphan, WorkerCore& core, bool last) {
+  if (!orphan.accessLog.names) return;
+  const uint64_t now = EventLoop::monotonicUs();
+  if (!last && now - orphan.lastCollectUs < kCollectUs) return;
+  orphan.lastCollectUs = now;
+  std::vector<AccessRecord> records;
+  core.takeAccessRecords(records);  // what did not fit in the core's buffer is counted there
+  if (!records.empty()) queueAccessRecords(records, orphan.accessLog);
+}
+
+void OrphanRegistry::queueAccessRecords(const std::vector<AccessRecord>& records, const OrphanAccessLog& owner) {
+  if (!owner.names) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const AccessRecord& r : records) {
+    if (queued_.size() >= kMaxQueuedRecords) {
+      ++endedCounts_[static_cast<size_t>(Stat::access_log_dropped)];  // the main thread is late
+      continue;
+    }
+    queued_.push_back(QueuedRecord{r, owner.names, owner.workerId});
+  }
+}
+
+size_t OrphanRegistry::takeAccessLines(std::string& out) {
+  std::vector<QueuedRecord> records;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    records.swap(queued_);
+  }
+  for (const QueuedRecord& q : records) appendAccessLine(q.record, *q.names, q.workerId, out);
+  return records.size();
 }
 
 void OrphanRegistry::ended(Orphan* orphan) {

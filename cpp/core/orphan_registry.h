@@ -20,14 +20,25 @@
 #include <thread>
 #include <vector>
 
+#include "access_log.h"
 #include "loop_thread.h"
 #include "stats.h"
 
 namespace splicegate {
 
+// Whose access log an orphan's records belong to: its rule names and worker id, for the lines.
+// names null: the access log is off.
+struct OrphanAccessLog {
+  std::shared_ptr<const AccessLogNames> names;
+  uint32_t workerId = 0;
+};
+
 class OrphanRegistry {
  public:
   using Counters = std::array<uint64_t, Stats::size()>;
+  using AccessLogOwner = OrphanAccessLog;
+  // Records waiting for the main thread (takeAccessLines); more are dropped and counted.
+  static constexpr size_t kMaxQueuedRecords = 16384;
 
   OrphanRegistry() = default;
   // Ends every orphan now (resets), joins them and the reaper. For tests: process()'s never runs.
@@ -41,7 +52,16 @@ class OrphanRegistry {
   // Takes over a running loop whose owner is gone. reported: the counters the owner already
   // handed out (its control layer keeps those in its retired totals), so only what the orphan
   // counts after them is added here; all zero if it never reported. timeoutMs bounds its life.
-  void adopt(std::unique_ptr<LoopThread> loop, const Counters& reported, uint64_t timeoutMs);
+  // accessLog: the orphan's records go on being taken (about every 100 ms on its loop, and at its
+  // end) into a bounded queue here, formatted and written by the main thread (takeAccessLines).
+  void adopt(std::unique_ptr<LoopThread> loop, const Counters& reported, uint64_t timeoutMs,
+             AccessLogOwner accessLog = {});
+  // Queues access-log records of a dead worker for takeAccessLines (those its owner had taken but
+  // not yet written when its thread died); beyond kMaxQueuedRecords they are dropped and counted.
+  void queueAccessRecords(const std::vector<AccessRecord>& records, const OrphanAccessLog& owner);
+  // The queued access-log records as JSON lines (access_log.h), formatted on the calling thread;
+  // returns how many.
+  size_t takeAccessLines(std::string& out);
   // Orphans not yet joined and freed.
   size_t count() const;
   // Orphans ever adopted.
@@ -61,8 +81,17 @@ class OrphanRegistry {
   struct Orphan {
     std::unique_ptr<LoopThread> loop;
     Counters reported{};
+    AccessLogOwner accessLog;
+    uint64_t lastCollectUs = 0;  // its loop thread only
+  };
+  struct QueuedRecord {
+    AccessRecord record;
+    std::shared_ptr<const AccessLogNames> names;
+    uint32_t workerId;
   };
   void ended(Orphan* orphan);
+  // On the orphan's loop thread, after each batch: moves its access-log records into queued_.
+  void collect(Orphan& orphan, WorkerCore& core, bool last);
   void reap();
 
   mutable std::mutex mutex_;
@@ -71,6 +100,8 @@ class OrphanRegistry {
   std::list<Orphan> orphans_;       // guarded by mutex_
   std::vector<Orphan*> ended_;      // guarded: loops that returned, for the reaper to join
   Counters endedCounts_{};          // guarded: what orphans that ended counted after adoption
+                                    // (and access-log records the queue had no room for)
+  std::vector<QueuedRecord> queued_;  // guarded
   uint64_t adopted_ = 0;            // guarded
   bool stopping_ = false;           // guarded
   std::thread reaper_;              // started by the first adopt

@@ -42,12 +42,12 @@ struct RelayedPair {
   UniqueFd client;
   UniqueFd upstream;  // the server's side of the relayed connection
 
-  RelayedPair() {
+  explicit RelayedPair(CoreOptions options = {}) {
     server = listenOn(serverAddr);
     auto ops = std::make_unique<FixedDestinationOps>();
     ops->target = serverAddr;
     SysError err;
-    auto core = WorkerCore::create(CoreOptions{}, std::move(ops), err);
+    auto core = WorkerCore::create(options, std::move(ops), err);
     CHECK(core);
     ListenerOptions lo;
     lo.name = "test";
@@ -195,6 +195,35 @@ int main() {
     }
     std::string rest;
     CHECK(readToEnd(r.client.get(), rest) == End::kReset);
+  });
+
+  run("an orphan's access-log records reach the registry's queue, before and after the death, as lines with its worker id", [] {
+    CoreOptions options;
+    options.accessLogSample = 1;
+    options.accessLogCapacity = 64;
+    RelayedPair first(options);
+    // A connection that closed before the death, its record not yet drained by the owner...
+    CHECK(first.roundTrip("a", "b"));
+    first.client.reset();
+    first.upstream.reset();
+    CHECK(waitFor([&] { return first.loop->stats().get(Stat::access_log_records) == 1; }));
+    OrphanRegistry registry;
+    // ...and the one still open at the death (the second client, on the same loop).
+    UniqueFd client2 = connectTo(first.listenAddr);
+    UniqueFd upstream2 = acceptWithin(first.server.get());
+    CHECK(upstream2);
+    registry.adopt(std::move(first.loop), OrphanRegistry::Counters{}, 60000,
+                   OrphanAccessLog{std::make_shared<const AccessLogNames>(), 7});
+    client2.reset();
+    upstream2.reset();
+    CHECK(registry.waitEmpty(10000));
+    std::string lines;
+    CHECK(registry.takeAccessLines(lines) == 2);
+    size_t n = 0;
+    for (size_t at = lines.find("\"worker\":7"); at != std::string::npos; at = lines.find("\"worker\":7", at + 1)) ++n;
+    CHECK(n == 2);
+    CHECK(registry.takeAccessLines(lines) == 0);  // taken once
+    CHECK(orphanStat(registry, Stat::access_log_dropped) == 0);
   });
 
   return finish();

@@ -206,6 +206,8 @@ export interface NativeBinding {
   orphans(): NativeOrphans;
   /** Every orphan closes what it still relays (with resets) and ends; orphans().count then drops to 0. */
   endOrphans(): void;
+  /** The access-log records orphans made since the last call, formatted here: `count` JSON lines. */
+  orphanAccessLog(): { lines: string; count: number };
 }
 
 const ADDON_RELATIVE_PATHS = [

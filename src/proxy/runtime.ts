@@ -20,16 +20,18 @@ const MAX_RETIRED_LATENCY = 16;
 const ORPHAN_POLL_MS = 100;
 /** After endOrphans(), how long to wait for the orphaned loops to be joined before going on anyway. */
 const ORPHAN_END_MS = 5000;
+/** How often orphans' access-log records are taken and written (as often as a worker's drain). */
+const ORPHAN_ACCESS_LOG_MS = 100;
 
 export interface RuntimeOptions {
-  binding: Pick<NativeBinding, 'statNames' | 'hostStatNames' | 'policyCounterNames' | 'orphans' | 'endOrphans'>;
+  binding: Pick<NativeBinding, 'statNames' | 'hostStatNames' | 'policyCounterNames' | 'orphans' | 'endOrphans' | 'orphanAccessLog'>;
   pool: ListenSocketPool;
   /** The open-files limit the workers' shares are computed from. */
   fdLimit: number;
   log: Logger;
   /** Every generation's workers' buffered events (deny log). */
   onWorkerEvents?: (worker: number, events: NativeWorkerEvent[], dropped: number) => void;
-  /** Every generation's workers' access-log lines (src/proxy/access-log.ts). */
+  /** Every generation's workers' access-log lines (src/proxy/access-log.ts); worker -1: orphans' (each line names its worker). */
   onAccessLog?: (worker: number, lines: string, count: number) => void;
 }
 
@@ -52,8 +54,21 @@ export class ProxyRuntime implements LatencySource {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly reloadStats = { config_reloads: 0, config_reload_failures: 0 };
 
+  /** Writes orphans' access-log lines while the access log is on. */
+  private readonly orphanAccessLog: NodeJS.Timeout | undefined;
+
   constructor(private readonly options: RuntimeOptions) {
     this.aggregator = new CounterAggregator(options.binding.statNames);
+    // A dead worker's loop goes on closing connections (orphans): their records come through the
+    // addon's queue, not a worker's port. One cheap native call per interval when there are none.
+    this.orphanAccessLog = options.onAccessLog ? setInterval(() => this.writeOrphanAccessLog(), ORPHAN_ACCESS_LOG_MS).unref() : undefined;
+  }
+
+  private writeOrphanAccessLog(): void {
+    const { onAccessLog, binding } = this.options;
+    if (!onAccessLog) return;
+    const batch = binding.orphanAccessLog();
+    if (batch.count > 0) onAccessLog(-1, batch.lines, batch.count);
   }
 
   get isDraining(): boolean {
@@ -283,6 +298,8 @@ export class ProxyRuntime implements LatencySource {
     await Promise.all([...this.live].map((g) => this.finish(g)));
     // A worker the pool had to terminate (it did not close in time) leaves an orphan too.
     await this.endOrphans();
+    clearInterval(this.orphanAccessLog);
+    this.writeOrphanAccessLog();  // the last records, the ended orphans' included
   }
 }
 

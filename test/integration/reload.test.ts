@@ -8,6 +8,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { ADDR, Lab, type ServerHandle } from '../lab/lab';
 import { Splicegate, type SplicegateOptions, type Stats } from '../lab/splicegate';
 import { finishTransfer, probe, startTransfer } from '../lab/clients';
@@ -15,7 +16,7 @@ import { withDiagnostics } from '../lab/harness';
 import { startNginx, startWrk, stopWrk } from '../lab/http-load';
 import { waitForLog } from '../lab/listen-sockets';
 import { fdCount } from '../lab/resources';
-import { parseJsonObject, type JsonObject } from '../lab/util';
+import { parseJsonObject, waitFor, type JsonObject } from '../lab/util';
 
 const MiB = 1024 * 1024;
 const PORT = 15001;
@@ -241,7 +242,10 @@ describe('reload', () => {
   });
 
   it('a worker killed under wrk load (keep-alive and Connection: close, 256 connections each) fails no request: its loop finishes its connections as an orphan, then ends and frees its fds', { timeout: 120000 }, async (t) => {
-    const sg = await Splicegate.start(lab, options(INITIAL));
+    // Every connection gets an access-log line, the orphan's included (written through the main thread).
+    const accessLog = path.join(fs.mkdtempSync(path.join(lab.tmpDir(), 'orphan-')), 'access.log');
+    const base = options(INITIAL);
+    const sg = await Splicegate.start(lab, { ...base, extra: { ...base.extra, access_log: { path: accessLog, sample: 1 } } });
     try {
       await withDiagnostics(lab, sg, async () => {
         const baselineFds = fdCount(sg.proc.pid);
@@ -251,7 +255,8 @@ describe('reload', () => {
         const s0 = await sg.waitStats((s) => s.downstream_cx_active >= 256 && s.downstream_cx_total >= 2000, 30000, 'wrk running');
         const crash = await sg.adminPost('/debug/crash-worker?id=0');
         assert.equal(crash.status, 202, crash.body);
-        await waitForLog(sg, /worker died; restarting worker=0 generation=0 /, 15000);
+        const died = await waitForLog(sg, /worker died; restarting worker=0 generation=0 /, 15000);
+        const tDied = Date.parse(died.split(' ')[0] ?? '');
         await waitForLog(sg, /worker listening worker=0 generation=1 /, 15000);
         await sg.waitReady(10000);
         // Worker 0's keep-alive connections live on in its orphaned loop for as long as wrk keeps them.
@@ -275,6 +280,22 @@ describe('reload', () => {
         const fds = fdCount(sg.proc.pid);
         const idlePipeFds = 2 * (settled.raw['pipes_idle'] as number);
         assert.ok(fds <= baselineFds + idlePipeFds + 16, `fds: ${baselineFds} at start, ${fds} now, ${idlePipeFds} in idle pipes`);
+        // One line per accepted connection, none lost to the death: those worker 0 took before it
+        // and had not written yet, and those its orphan closed after it.
+        let counts = '';
+        const lines = await waitFor(
+          async () => {
+            const s = await sg.stats();
+            const text = fs.existsSync(accessLog) ? fs.readFileSync(accessLog, 'utf8') : '';
+            const n = text.split('\n').filter((l) => l.length > 0);
+            counts = `${n.length} lines, downstream_cx_total ${s.downstream_cx_total}, access_log_dropped ${String(s.raw['access_log_dropped'])}`;
+            return n.length === s.downstream_cx_total ? n : undefined;
+          },
+          { timeoutMs: 10000, what: 'one access-log line per accepted connection', diagnostics: () => `${counts}\n${sg.diagnostics()}` },
+        );
+        const byOrphan = lines.map((l) => JSON.parse(l) as { time: string; worker: number }).filter((l) => l.worker === 0 && Date.parse(l.time) > tDied);
+        assert.ok(byOrphan.length > 0, 'lines of connections worker 0\'s orphan closed after the death');
+        assert.equal((await sg.stats()).raw['access_log_dropped'] ?? 0, 0);
       });
     } finally {
       await sg.dispose();
