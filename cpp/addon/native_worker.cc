@@ -227,6 +227,10 @@ Napi::Value NativeWorker::snapshotOnLoop(const Napi::CallbackInfo& info, const c
     if (!gate->open) return;  // the env and its thread-safe functions are gone: nobody to answer
     T* snapshot = build(core);
     const napi_status status = tsfn.BlockingCall(snapshot, [toJs](Napi::Env env, Napi::Function callback, T* data) {
+      if (!canRunJs(env)) {  // the worker thread is being torn down: nobody to answer
+        delete data;
+        return;
+      }
       Napi::Value value = toJs(env, *data);
       delete data;
       callIfAlive(env, callback, value);
