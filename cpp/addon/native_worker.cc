@@ -191,10 +191,6 @@ Napi::Array toStringArray(Napi::Env env, const std::vector<std::string>& values)
 
 namespace {
 
-// Calls back into JS from a thread-safe function's call_js. While the worker thread is being
-// terminated, JS can no longer run: napi_call_function then fails, and Napi::Function::Call would
-// turn that into a JS exception it cannot throw either (a fatal error). The answer is moot then,
-// so the failure is ignored.
 // Whether JS can run in env now: a property set is refused once the env is terminating.
 bool canRunJs(napi_env env) {
   napi_value probe;
@@ -202,6 +198,10 @@ bool canRunJs(napi_env env) {
          napi_set_named_property(env, probe, "probe", probe) == napi_ok;
 }
 
+// Calls back into JS from a thread-safe function's call_js. While the worker thread is being
+// terminated, JS can no longer run: napi_call_function then fails, and Napi::Function::Call would
+// turn that into a JS exception it cannot throw either (a fatal error). The answer is moot then,
+// so the failure is ignored.
 void callIfAlive(Napi::Env env, Napi::Function callback, napi_value arg) {
   if (static_cast<napi_env>(env) == nullptr || callback.IsEmpty()) return;
   napi_value result;
@@ -336,8 +336,6 @@ Napi::Value NativeWorker::drainEvents(const Napi::CallbackInfo& info) {
         return out;
       });
 }
-
-
 
 Napi::Value NativeWorker::drainAccessLog(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
