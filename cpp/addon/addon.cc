@@ -20,6 +20,8 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
   SplicegateAddon(Napi::Env env, Napi::Object exports) {
     Napi::Array names = Napi::Array::New(env, Stats::size());
     for (size_t i = 0; i < Stats::size(); ++i) names[i] = Napi::String::New(env, kStatNames[i]);
+    Napi::Array listenerNames = Napi::Array::New(env, ListenerStats::size());
+    for (size_t i = 0; i < ListenerStats::size(); ++i) listenerNames[i] = Napi::String::New(env, kListenerStatNames[i]);
     Napi::Array hostNames = Napi::Array::New(env, static_cast<size_t>(HostStat::kCount));
     for (size_t i = 0; i < static_cast<size_t>(HostStat::kCount); ++i) hostNames[i] = Napi::String::New(env, kHostStatNames[i]);
     DefineAddon(exports, {
@@ -33,6 +35,7 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
                              InstanceValue("ListenSocket", ListenSocket::define(env)),
                              InstanceValue("statNames", names),
                              InstanceValue("hostStatNames", hostNames),
+                             InstanceValue("listenerStatNames", listenerNames),
                          });
   }
 

@@ -156,15 +156,27 @@ Napi::Value NativeWorker::stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!ensureOpen(env)) return env.Undefined();
   // One bulk copy of every counter: the module's statNames, then the policy counters named by
-  // policyCounterNames(policies) (both read once by the control layer).
-  const PolicySet& policies = loop_->core().policies();
-  Napi::Float64Array out = Napi::Float64Array::New(env, Stats::size() + policies.counterNames().size());
+  // policyCounterNames(policies), then listenerStatNames for each attached listener in attach
+  // order (all read once by the control layer). The listener table only grows in attachListener,
+  // which runs on this thread before start().
+  const WorkerCore& core = loop_->core();
+  const PolicySet& policies = core.policies();
+  const auto& listeners = core.listenerStats();
+  const size_t policyCount = policies.counterNames().size();
+  Napi::Float64Array out =
+      Napi::Float64Array::New(env, Stats::size() + policyCount + listeners.size() * ListenerStats::size());
   const Stats& stats = loop_->stats();
   for (size_t i = 0; i < Stats::size(); ++i) {
     reported_[i] = stats.get(static_cast<Stat>(i));
     out[i] = static_cast<double>(reported_[i]);
   }
   policies.exportCounters(out.Data() + Stats::size());
+  size_t at = Stats::size() + policyCount;
+  for (const auto& listener : listeners) {
+    for (size_t i = 0; i < ListenerStats::size(); ++i) {
+      out[at++] = static_cast<double>(listener->get(static_cast<ListenerStat>(i)));
+    }
+  }
   return out;
 }
 

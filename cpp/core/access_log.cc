@@ -87,18 +87,7 @@ AccessLogNames::AccessLogNames(const std::vector<PolicyRules>& policies) {
 }
 
 const std::string& AccessLogNames::ruleName(uint32_t policy, const PolicyDecision& decision) const {
-  static const std::string kSpecial = "special";
-  static const std::string kDefault = "default";
-  switch (decision.by) {
-    case PolicyDecision::By::kRule:
-      if (policy < rules_.size() && decision.rule < rules_[policy].size()) return rules_[policy][decision.rule];
-      return kDefault;
-    case PolicyDecision::By::kSpecial:
-      return kSpecial;
-    case PolicyDecision::By::kDefault:
-      break;
-  }
-  return kDefault;
+  return decisionName(decision, policy < rules_.size() ? &rules_[policy] : nullptr);
 }
 
 namespace {

@@ -109,6 +109,10 @@ class Connection final : private RelayOwner {
   uint64_t connectStartedUs() const { return connectStartedUs_; }
   uint64_t lastActivityUs() const { return lastActivityUs_; }
 
+  // The worker's counters for the listener that accepted it (they outlive the connection); set by
+  // the worker at accept.
+  ListenerStats* listenerStats = nullptr;
+
   // Membership in the worker's lists (all connections; connect-timeout FIFO; ready-to-resume;
   // waiting for a copy buffer or pipe).
   ListNode allNode;

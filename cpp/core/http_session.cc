@@ -341,6 +341,7 @@ void HttpSession::startRequest() {
   if (ctx_.options.upstreamPortOverride != 0) dst.setPort(ctx_.options.upstreamPortOverride);
   if (logging_) access_.destination.set(dst);
   if (!owner_.allowDestination(listener_, dst, peer_, access_)) {
+    if (listenerStats) listenerStats->add(ListenerStat::policy_denied);
     respondError(403, "policy_denied", Stat::http_rq_policy_denied);
     return;
   }

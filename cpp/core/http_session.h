@@ -89,6 +89,10 @@ class HttpSession final : private RelayOwner {
   void holderAvailable();
   bool waitingForHolder() const { return relay_ && relay_->waitingForHolder(); }
 
+  // The worker's counters for the listener that accepted it (they outlive the session); set by the
+  // worker at accept.
+  ListenerStats* listenerStats = nullptr;
+
   ListNode node;            // the worker's list of sessions
   ListNode readyNode;       // waiting to resume (tunnel budget used)
   ListNode holderWaitNode;  // waiting for a copy buffer or pipe

@@ -105,7 +105,23 @@ DestKey keyOf(const SocketAddress& a) {
   return out;
 }
 
+const std::string kSpecialName = "special";
+const std::string kDefaultName = "default";
+
 }  // namespace
+
+const std::string& decisionName(const PolicyDecision& decision, const std::vector<std::string>* ruleNames) {
+  switch (decision.by) {
+    case PolicyDecision::By::kRule:
+      if (ruleNames && decision.rule < ruleNames->size()) return (*ruleNames)[decision.rule];
+      return kDefaultName;
+    case PolicyDecision::By::kSpecial:
+      return kSpecialName;
+    case PolicyDecision::By::kDefault:
+      break;
+  }
+  return kDefaultName;
+}
 
 // --- PrefixTable ----------------------------------------------------------------------------------
 

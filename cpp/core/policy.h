@@ -37,6 +37,11 @@ struct PolicyDecision {
   uint32_t rule = 0;  // index into the rules when by == kRule
 };
 
+// What made a decision, as logs and the access log name it: the deciding rule's name, "special"
+// (the built-in denies) or "default". ruleNames: the deciding policy's rule names, in order, or
+// nullptr when there is no such policy; a rule index outside them also reads "default".
+const std::string& decisionName(const PolicyDecision& decision, const std::vector<std::string>* ruleNames);
+
 using Uint128 = unsigned __int128;
 
 // One address family's compiled rules: the CIDRs as a containment forest, flattened into sorted
@@ -119,6 +124,7 @@ class DestinationPolicy {
 
   size_t ruleCount() const { return ruleNames_.size(); }
   const std::string& ruleName(uint32_t rule) const { return ruleNames_[rule]; }
+  const std::vector<std::string>& ruleNames() const { return ruleNames_; }
 
   // Counters as one block, in the order of counterNames(): policy.<rule>.denied for each rule,
   // then policy.special.denied, then policy_denied. Names are built once; values copied in bulk.

@@ -32,9 +32,6 @@ void merge(const std::vector<std::vector<std::string>>& perPolicy, std::vector<s
   }
 }
 
-const std::string kSpecial = "special";
-const std::string kDefault = "default";
-
 }  // namespace
 
 PolicySet::PolicySet(const std::vector<PolicyRules>& rules) {
@@ -77,18 +74,7 @@ void PolicySet::exportCounters(double* out) const {
 }
 
 const std::string& PolicySet::decidedBy(uint32_t policy, const PolicyDecision& decision) const {
-  switch (decision.by) {
-    case PolicyDecision::By::kRule:
-      if (policy < policies_.size() && decision.rule < policies_[policy]->ruleCount()) {
-        return policies_[policy]->ruleName(decision.rule);
-      }
-      return kDefault;
-    case PolicyDecision::By::kSpecial:
-      return kSpecial;
-    case PolicyDecision::By::kDefault:
-      break;
-  }
-  return kDefault;
+  return decisionName(decision, policy < policies_.size() ? &policies_[policy]->ruleNames() : nullptr);
 }
 
 }  // namespace splicegate

@@ -116,22 +116,55 @@ inline constexpr Stat closeStat(CloseReason reason) {
 
 // One writer (the worker's loop); readers may sit on another thread. Single-writer updates are a
 // relaxed load plus store: a plain add on x86, no locked instruction on the hot path.
-class Stats {
+// E: an enum of counter slots ending in kCount.
+template <typename E>
+class Counters {
  public:
-  void add(Stat s, uint64_t n = 1) {
+  void add(E s, uint64_t n = 1) {
     auto& v = values_[static_cast<size_t>(s)];
     v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
-  void sub(Stat s, uint64_t n = 1) {
+  void sub(E s, uint64_t n = 1) {
     auto& v = values_[static_cast<size_t>(s)];
     v.store(v.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
   }
-  void set(Stat s, uint64_t n) { values_[static_cast<size_t>(s)].store(n, std::memory_order_relaxed); }
-  uint64_t get(Stat s) const { return values_[static_cast<size_t>(s)].load(std::memory_order_relaxed); }
-  static constexpr size_t size() { return static_cast<size_t>(Stat::kCount); }
+  void set(E s, uint64_t n) { values_[static_cast<size_t>(s)].store(n, std::memory_order_relaxed); }
+  uint64_t get(E s) const { return values_[static_cast<size_t>(s)].load(std::memory_order_relaxed); }
+  static constexpr size_t size() { return static_cast<size_t>(E::kCount); }
 
  private:
-  std::atomic<uint64_t> values_[static_cast<size_t>(Stat::kCount)] = {};
+  std::atomic<uint64_t> values_[static_cast<size_t>(E::kCount)] = {};
 };
+
+using Stats = Counters<Stat>;
+
+// One worker's counters for one listener (Envoy's listener.<address>.* stats, keyed here by the
+// listener's name: listener.<name>.<stat> in /stats). Each has the meaning of the worker-wide
+// counter of the same name, restricted to the connections this listener accepted, so the sum over
+// listeners is that counter (policy_denied: the merged policy counter, HTTP requests included).
+#define SPLICEGATE_LISTENER_STATS(X)                                                      \
+  X(downstream_cx_total)    /* connections accepted */                                    \
+  X(downstream_cx_active)   /* gauge: accepted and not yet closed */                      \
+  X(downstream_cx_overflow) /* refused or left in the backlog: max_downstream_connections */ \
+  X(no_original_dst)        /* refused: not redirected */                                 \
+  X(loop_rejected)          /* refused: would connect back into the proxy */              \
+  X(policy_denied)          /* refused (an HTTP request: 403) by the listener's policy */
+
+enum class ListenerStat : size_t {
+#define SPLICEGATE_LISTENER_STAT_ENUM(name) name,
+  SPLICEGATE_LISTENER_STATS(SPLICEGATE_LISTENER_STAT_ENUM)
+#undef SPLICEGATE_LISTENER_STAT_ENUM
+      kCount
+};
+
+inline constexpr const char* kListenerStatNames[] = {
+#define SPLICEGATE_LISTENER_STAT_NAME(name) #name,
+    SPLICEGATE_LISTENER_STATS(SPLICEGATE_LISTENER_STAT_NAME)
+#undef SPLICEGATE_LISTENER_STAT_NAME
+};
+
+static_assert(sizeof kListenerStatNames / sizeof kListenerStatNames[0] == static_cast<size_t>(ListenerStat::kCount));
+
+using ListenerStats = Counters<ListenerStat>;
 
 }  // namespace splicegate

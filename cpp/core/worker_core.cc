@@ -141,6 +141,7 @@ SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd
   listenerAddresses_.push_back(listener->boundAddress());
   listener->nameIndex = static_cast<uint32_t>(listenerNames_.size());
   listenerNames_.push_back(options.name);
+  listenerStats_.push_back(std::make_unique<ListenerStats>());
   resolver_.setListenerAddresses(listenerAddresses_);
   listeners_.push_back(std::move(listener));
   stats_.set(Stat::listeners_active, listeners_.size());
@@ -232,12 +233,15 @@ bool WorkerCore::pauseIfFull(Listener& listener) {
   // after a connection closed. With every worker full, clients wait in the listen backlog, as
   // with HAProxy's maxconn, instead of being refused while another worker may have room.
   stats_.add(Stat::downstream_cx_overflow);
+  listenerStats_[listener.nameIndex]->add(ListenerStat::downstream_cx_overflow);
   listener.pause();
   return true;
 }
 
 void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress& peer) {
   stats_.add(Stat::downstream_cx_total);
+  ListenerStats& ls = *listenerStats_[listener.nameIndex];
+  ls.add(ListenerStat::downstream_cx_total);
   const ListenerOptions& lo = listener.options();
   if (lo.http.enabled) {
     acceptHttp(listener, std::move(fd), peer);
@@ -263,13 +267,16 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
     // Admitted as a connection at once (it holds a socket and a small buffer), bounded like any.
     if (connections_.size() >= options_.maxDownstreamConnections) {
       stats_.add(Stat::downstream_cx_overflow);
+      ls.add(ListenerStat::downstream_cx_overflow);
       resetOnClose(fd.get());
       access.refusal = Refusal::kDownstreamOverflow;
       return logRefused(access);
     }
     stats_.add(Stat::downstream_cx_active);
+    ls.add(ListenerStat::downstream_cx_active);
     auto* c = new Connection(context_, std::move(fd));
     c->access = access;
+    c->listenerStats = &ls;
     connections_.pushBack(c);
     if (c->beginHandshake(lo, trusted)) handshaking_.pushBack(c);
     return;
@@ -280,6 +287,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
   switch (dst.outcome) {
     case OriginalDstOutcome::kNotRedirected:
       stats_.add(Stat::no_original_dst);
+      ls.add(ListenerStat::no_original_dst);
       resetOnClose(fd.get());
       access.refusal = Refusal::kNoOriginalDst;
       return logRefused(access);
@@ -287,6 +295,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
       // Refused at once: the looped upstream connect behind it fails with this reset, and so does
       // the client connection that started it, instead of recursing until the fd limit.
       stats_.add(Stat::loop_rejected);
+      ls.add(ListenerStat::loop_rejected);
       resetOnClose(fd.get());
       access.refusal = Refusal::kLoopRejected;
       return logRefused(access);
@@ -298,19 +307,22 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
   // guards the same bound should a batch ever cross it.
   if (connections_.size() >= options_.maxDownstreamConnections) {
     stats_.add(Stat::downstream_cx_overflow);
+    ls.add(ListenerStat::downstream_cx_overflow);
     resetOnClose(fd.get());
     access.refusal = Refusal::kDownstreamOverflow;
     access.destination.set(dst.address);
     return logRefused(access);
   }
-  Host* host = admitDestination(lo, dst.address, peer, access);
+  Host* host = admitDestination(lo, ls, dst.address, peer, access);
   if (!host) {
     resetOnClose(fd.get());
     return logRefused(access);
   }
   stats_.add(Stat::downstream_cx_active);
+  ls.add(ListenerStat::downstream_cx_active);
   auto* c = new Connection(context_, std::move(fd));
   c->access = access;
+  c->listenerStats = &ls;
   connections_.pushBack(c);
   startUpstream(*c, *host, peer, dst.address);
 }
@@ -318,6 +330,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
 void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestination, const SocketAddress& headerClient) {
   handshaking_.remove(&c);
   const ListenerOptions& lo = *c.listener();
+  ListenerStats& ls = *c.listenerStats;
   SocketAddress destination = headerDestination;
   SocketAddress client = headerClient;
   if (client.family() == AF_UNSPEC) {
@@ -333,10 +346,12 @@ void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestina
     switch (dst.outcome) {
       case OriginalDstOutcome::kNotRedirected:
         stats_.add(Stat::no_original_dst);
+        ls.add(ListenerStat::no_original_dst);
         c.access.refusal = Refusal::kNoOriginalDst;
         return c.close(CloseReason::kRefused);
       case OriginalDstOutcome::kLoop:
         stats_.add(Stat::loop_rejected);
+        ls.add(ListenerStat::loop_rejected);
         c.access.refusal = Refusal::kLoopRejected;
         return c.close(CloseReason::kRefused);
       case OriginalDstOutcome::kFound:
@@ -349,18 +364,20 @@ void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestina
     if (resolver_.pointsAtOwnListener(destination)) {
       // A header naming one of our own listeners would loop straight back in.
       stats_.add(Stat::loop_rejected);
+      ls.add(ListenerStat::loop_rejected);
       c.access.refusal = Refusal::kLoopRejected;
       c.access.destination.set(destination);
       return c.close(CloseReason::kRefused);
     }
   }
-  Host* host = admitDestination(lo, destination, client, c.access);
+  Host* host = admitDestination(lo, ls, destination, client, c.access);
   if (!host) return c.close(CloseReason::kRefused);
   startUpstream(c, *host, client, destination);
 }
 
 void WorkerCore::acceptHttp(const Listener& listener, UniqueFd fd, const SocketAddress& peer) {
   const ListenerOptions& lo = listener.options();
+  ListenerStats& ls = *listenerStats_[listener.nameIndex];
   // The access log: a connection refused here gets a connection record (close_reason refused),
   // as on a relaying listener; every request of an admitted one gets a request record.
   AccessInfo access;
@@ -379,20 +396,24 @@ void WorkerCore::acceptHttp(const Listener& listener, UniqueFd fd, const SocketA
   const OriginalDstResult dst = resolver_.resolve(fd.get(), lo.address.family(), lo.transparent);
   if (dst.outcome == OriginalDstOutcome::kLoop) {
     stats_.add(Stat::loop_rejected);
+    ls.add(ListenerStat::loop_rejected);
     resetOnClose(fd.get());
     access.refusal = Refusal::kLoopRejected;
     return logRefused(access);
   }
   if (connections_.size() + sessions_.size() >= options_.maxDownstreamConnections) {
     stats_.add(Stat::downstream_cx_overflow);
+    ls.add(ListenerStat::downstream_cx_overflow);
     resetOnClose(fd.get());
     access.refusal = Refusal::kDownstreamOverflow;
     return logRefused(access);
   }
   const SocketAddress original = dst.outcome == OriginalDstOutcome::kFound ? dst.address : SocketAddress();
   stats_.add(Stat::downstream_cx_active);
+  ls.add(ListenerStat::downstream_cx_active);
   auto* s = new HttpSession(context_, httpPool_, *this, lo, std::move(fd), peer, original,
                             accessSampler_.enabled() ? &access : nullptr);
+  s->listenerStats = &ls;
   sessions_.pushBack(s);
   s->start();
 }
@@ -434,11 +455,12 @@ void WorkerCore::sessionClosed(HttpSession& s) {
   readySessions_.remove(&s);
   holderWaitingSessions_.remove(&s);
   stats_.sub(Stat::downstream_cx_active);
+  if (s.listenerStats) s.listenerStats->sub(ListenerStat::downstream_cx_active);
   closedSessions_.push_back(&s);
 }
 
-Host* WorkerCore::admitDestination(const ListenerOptions& listener, const SocketAddress& original,
-                                   const SocketAddress& client, AccessInfo& access) {
+Host* WorkerCore::admitDestination(const ListenerOptions& listener, ListenerStats& listenerStats,
+                                   const SocketAddress& original, const SocketAddress& client, AccessInfo& access) {
   SocketAddress destination = original;
   if (options_.upstreamPortOverride != 0) destination.setPort(options_.upstreamPortOverride);
   const bool logged = accessSampler_.enabled();
@@ -453,6 +475,7 @@ Host* WorkerCore::admitDestination(const ListenerOptions& listener, const Socket
     }
     if (!decision.allow) {
       policy->countDenied(decision);
+      listenerStats.add(ListenerStat::policy_denied);
       recordDenied(listener, client, destination, decision);
       access.refusal = Refusal::kPolicyDenied;
       return nullptr;  // never connected upstream; the caller resets the client at once
@@ -617,6 +640,7 @@ void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
   fdWaiters_.remove(&c);
   connections_.remove(&c);
   stats_.sub(Stat::downstream_cx_active);
+  if (c.listenerStats) c.listenerStats->sub(ListenerStat::downstream_cx_active);
   stats_.add(closeStat(reason));
   logClosed(c, reason);
   switch (reason) {

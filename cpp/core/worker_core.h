@@ -66,6 +66,11 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   size_t httpPoolIdle() const { return httpPool_.idleCount(); }
   size_t listenerCount() const { return listeners_.size(); }
   const Stats& stats() const { return stats_; }
+  // Per-listener counters, in attach order, one per attachListener call; listenerNames() names
+  // them. Both only grow in attachListener (before the loop runs, on the thread that reads them)
+  // and keep their objects for the core's life, so another thread may read the counters.
+  const std::vector<std::unique_ptr<ListenerStats>>& listenerStats() const { return listenerStats_; }
+  const std::vector<std::string>& listenerNames() const { return listenerNames_; }
   // Compiled once at creation and never changed: its counters may be read from another thread.
   const PolicySet& policies() const { return policies_; }
   // Loop thread only: hands over the buffered events (worker_events.h); returns how many were dropped.
@@ -119,8 +124,9 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   // destination -> policy -> admit: the admitted host, or null once the refusal is counted (the
   // caller resets the client). destination is the original destination, before any port override.
   // access: gets the destination judged, the policy's decision and why it was refused, if it was.
-  Host* admitDestination(const ListenerOptions& listener, const SocketAddress& destination, const SocketAddress& client,
-                         AccessInfo& access);
+  // listenerStats: the accepting listener's counters (a policy deny is counted there too).
+  Host* admitDestination(const ListenerOptions& listener, ListenerStats& listenerStats, const SocketAddress& destination,
+                         const SocketAddress& client, AccessInfo& access);
   // The access log (access_log.h): a record per closed connection, and per connection refused
   // before one existed, if sampled; written into accessLog_ without allocating.
   AccessRecord* newAccessRecord();
@@ -176,6 +182,8 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   // Every listener's name, by Listener::nameIndex, kept for the core's life: a closing connection's
   // access-log record names its listener even after the Listener is freed.
   std::vector<std::string> listenerNames_;
+  // Every listener's counters, by Listener::nameIndex, kept for the core's life like the names.
+  std::vector<std::unique_ptr<ListenerStats>> listenerStats_;
   IntrusiveList<Connection, &Connection::allNode> connections_;
   IntrusiveList<Connection, &Connection::connectNode> connecting_;
   IntrusiveList<Connection, &Connection::readyNode> ready_;

@@ -1391,6 +1391,141 @@ void listenerTests() {
   });
 }
 
+
+// --- per-listener counters ----------------------------------------------------------------------
+
+// One worker's counter `stat` for the listener called `name` (-1: no such listener).
+int64_t listenerStat(const WorkerCore& core, const std::string& name, ListenerStat stat) {
+  for (size_t i = 0; i < core.listenerNames().size(); ++i) {
+    if (core.listenerNames()[i] == name) return static_cast<int64_t>(core.listenerStats()[i]->get(stat));
+  }
+  return -1;
+}
+
+// Every per-listener counter summed over the listeners equals the worker's counter of that name
+// (policy_denied: the merged policy counter).
+void checkListenerSums(const WorkerCore& core) {
+  for (size_t s = 0; s < ListenerStats::size(); ++s) {
+    uint64_t sum = 0;
+    for (const auto& ls : core.listenerStats()) sum += ls->get(static_cast<ListenerStat>(s));
+    const std::string name = kListenerStatNames[s];
+    double worker = -1;
+    if (name == "policy_denied") {
+      worker = core.policies().empty() ? 0 : policyCounter(core, name);  // no policy: none denied
+    } else {
+      for (size_t i = 0; i < Stats::size(); ++i) {
+        if (name == kStatNames[i]) worker = static_cast<double>(core.stats().get(static_cast<Stat>(i)));
+      }
+    }
+    CHECK_EQ(static_cast<double>(sum), worker);
+  }
+}
+
+// A listener named `name` with this policy on 127.0.0.1 (ephemeral port), attached to core.
+struct TestListener {
+  ListenerOptions options;
+  UniqueFd socket;
+  SocketAddress address;
+  TestListener(WorkerCore& core, const char* name, uint32_t policy) {
+    options = loopbackListener();
+    options.name = name;
+    options.policy = policy;
+    SysError err;
+    socket = openListenSocket(options, &address, err);
+    CHECK(socket);
+    CHECK(!core.attachListener(options, socket.get(), nullptr));
+  }
+};
+
+void listenerStatsTests() {
+  run("per-listener counters: each listener counts its own accepts, active, policy denies and overflow", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    CoreOptions options;
+    options.maxDownstreamConnections = 3;
+    const std::vector<PortRange> serverPort = {{serverAddr.port(), serverAddr.port()}};
+    options.policies = {policyOf({}, false), policyOf({ruleOf("deny-server", false, "127.0.0.1/32", serverPort)}, false)};
+    auto core = makeCore(serverAddr, options);
+    TestListener relaying(*core, "relaying", 0);
+    TestListener denying(*core, "denying", 1);
+    CHECK(core->listenerNames().size() == 2);
+    CHECK(core->listenerStats().size() == 2);
+
+    // Two clients of the denying listener: reset at once, counted there only.
+    UniqueFd d1 = connectTo(denying.address), d2 = connectTo(denying.address);
+    CHECK(runUntil(*core, [&] { return listenerStat(*core, "denying", ListenerStat::policy_denied) == 2; }));
+    CHECK_EQ(listenerStat(*core, "denying", ListenerStat::downstream_cx_total), 2);
+    CHECK_EQ(listenerStat(*core, "denying", ListenerStat::downstream_cx_active), 0);
+    CHECK_EQ(listenerStat(*core, "relaying", ListenerStat::downstream_cx_total), 0);
+
+    // Three relayed clients fill the worker (max 3): the relaying listener counts them and, as it
+    // leaves the socket to other workers, the overflow.
+    UniqueFd r1 = connectTo(relaying.address), r2 = connectTo(relaying.address), r3 = connectTo(relaying.address);
+    CHECK(runUntil(*core, [&] { return listenerStat(*core, "relaying", ListenerStat::downstream_cx_active) == 3; }));
+    CHECK_EQ(listenerStat(*core, "relaying", ListenerStat::downstream_cx_total), 3);
+    CHECK_EQ(listenerStat(*core, "relaying", ListenerStat::downstream_cx_overflow), 1);
+    CHECK_EQ(listenerStat(*core, "relaying", ListenerStat::policy_denied), 0);
+    // A third client of the denying listener finds the worker full: it waits in the backlog, and
+    // the overflow is that listener's.
+    UniqueFd d3 = connectTo(denying.address);
+    CHECK(runUntil(*core, [&] { return listenerStat(*core, "denying", ListenerStat::downstream_cx_overflow) == 1; }));
+    CHECK_EQ(listenerStat(*core, "denying", ListenerStat::downstream_cx_total), 2);
+    checkListenerSums(*core);
+
+    // The relayed clients reset: the relaying listener's gauge goes back to 0; the worker has room
+    // again and the queued client is accepted (and denied) at the next tick.
+    for (UniqueFd* r : {&r1, &r2, &r3}) {
+      resetOnClose(r->get());  // the core's own helper: SO_LINGER {1, 0}
+      r->reset();
+    }
+    CHECK(runUntil(*core, [&] {
+      return listenerStat(*core, "relaying", ListenerStat::downstream_cx_active) == 0 &&
+             listenerStat(*core, "denying", ListenerStat::policy_denied) == 3;
+    }));
+    CHECK_EQ(listenerStat(*core, "relaying", ListenerStat::downstream_cx_total), 3);
+    CHECK_EQ(listenerStat(*core, "denying", ListenerStat::downstream_cx_total), 3);
+    CHECK_EQ(core->stats().get(Stat::downstream_cx_total), 6);
+    checkListenerSums(*core);
+
+    // Counters stay after the listeners are left (a draining worker still reports them).
+    core->stopAccepting();
+    core->runOnce(0);
+    CHECK(core->listenerCount() == 0);
+    CHECK_EQ(listenerStat(*core, "relaying", ListenerStat::downstream_cx_total), 3);
+    CHECK_EQ(listenerStat(*core, "denying", ListenerStat::downstream_cx_total), 3);
+  });
+  run("per-listener counters: loops and unredirected connections are counted on the listener that took them", [] {
+    // The fake destination is the first listener's own address: a client of the second listener
+    // would loop into the first.
+    SysError err;
+    ListenerOptions first = loopbackListener();
+    first.name = "first";
+    SocketAddress firstAddr;
+    UniqueFd firstSocket = openListenSocket(first, &firstAddr, err);
+    CHECK(firstSocket);
+    auto core = makeCore(firstAddr);
+    CHECK(!core->attachListener(first, firstSocket.get(), nullptr));
+    TestListener second(*core, "second", 0);
+    UniqueFd client = connectTo(second.address);
+    CHECK(runUntil(*core, [&] { return listenerStat(*core, "second", ListenerStat::loop_rejected) == 1; }));
+    CHECK(isReset(client.get()));
+    CHECK_EQ(listenerStat(*core, "first", ListenerStat::loop_rejected), 0);
+    CHECK_EQ(listenerStat(*core, "second", ListenerStat::downstream_cx_total), 1);
+    checkListenerSums(*core);
+
+    // Not redirected (no conntrack entry): counted on the listener dialled directly.
+    auto ops = std::make_unique<FakeOps>();
+    ops->originalRc = {-1, ENOENT};
+    auto plain = WorkerCore::create(CoreOptions{}, std::move(ops), err);
+    CHECK(plain);
+    TestListener a(*plain, "a", 0), b(*plain, "b", 0);
+    UniqueFd c1 = connectTo(b.address), c2 = connectTo(b.address), c3 = connectTo(a.address);
+    CHECK(runUntil(*plain, [&] { return plain->stats().get(Stat::no_original_dst) == 3; }));
+    CHECK_EQ(listenerStat(*plain, "a", ListenerStat::no_original_dst), 1);
+    CHECK_EQ(listenerStat(*plain, "b", ListenerStat::no_original_dst), 2);
+    checkListenerSums(*plain);
+  });
+}
 }  // namespace
 
 int main() {
@@ -1409,5 +1544,6 @@ int main() {
   holderWaitTests();
   threadSharingTests();
   listenerTests();
+  listenerStatsTests();
   return splicegate::testing::finish();
 }

@@ -287,6 +287,20 @@ void counterTests() {
     CHECK(out[0] == 2 && out[1] == 0 && out[2] == 1 && out[3] == 4);
   });
 
+  run("decisionName: the deciding rule's name, special or default; an unknown policy or rule reads default", [] {
+    DestinationPolicy p(rulesOf({rule("no-db", false, {"10.0.5.0/24"}), rule("web", true, {"0.0.0.0/0"})}, true));
+    CHECK(decisionName(p.check(dst("10.0.5.1", 80)), &p.ruleNames()) == "no-db");
+    CHECK(decisionName(p.check(dst("8.8.8.8", 80)), &p.ruleNames()) == "web");
+    CHECK(decisionName(p.check(dst("127.0.0.1", 80)), &p.ruleNames()) == "special");
+    CHECK(decisionName(p.check(dst("2001:db8::1", 80)), &p.ruleNames()) == "default");
+    PolicyDecision outOfRange;
+    outOfRange.by = PolicyDecision::By::kRule;
+    outOfRange.rule = 2;
+    CHECK(decisionName(outOfRange, &p.ruleNames()) == "default");
+    outOfRange.rule = 0;
+    CHECK(decisionName(outOfRange, nullptr) == "default");
+  });
+
   run("check() allocates nothing, for either family and every kind of decision", [] {
     std::vector<PolicyRule> list;
     for (int i = 0; i < 200; ++i) {

@@ -121,7 +121,10 @@ export interface NativeWorker {
   start(): void;
   stopAccepting(): void;
   closeAll(): void;
-  /** Every counter in one block: `statNames`, then `policyCounterNames(options.policies)`. */
+  /**
+   * Every counter in one block: `statNames`, then `policyCounterNames(options.policies)`, then
+   * `listenerStatNames` for each attached listener in attach order.
+   */
   stats(): Float64Array;
   /** Snapshot of the host cache, taken on the loop thread; values has hostStatNames.length per host. */
   hosts(callback: (snapshot: NativeHostSnapshot) => void): void;
@@ -200,6 +203,8 @@ export interface NativeBinding {
   inspectSocket(fd: number): NativeSocketInfo;
   statNames: readonly string[];
   hostStatNames: readonly string[];
+  /** The per-listener counters a worker keeps for each listener (listener.<name>.<stat> in /stats). */
+  listenerStatNames: readonly string[];
   raiseFdLimit(): { soft: number; hard: number };
   /** Names of the policy counters NativeWorker.stats() appends after statNames, for these policies (summed by name). */
   policyCounterNames(policies: NativePolicyOptions[]): string[];

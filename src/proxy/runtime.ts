@@ -9,6 +9,7 @@ import type { NativeBinding, NativeWorkerEvent } from '../native/binding';
 import type { LatencySource, WorkerLatencyExport } from '../latency/source';
 import { CounterAggregator, type CounterBlock, type CounterValues } from '../stats/counters';
 import { mergeHosts, type HostView } from '../stats/hosts';
+import { listenerCounterNames } from '../stats/listeners';
 import { Generation, type GenerationInfo } from '../supervisor/generation';
 import type { Logger } from '../util/logger';
 import { nativeOptionsFor } from './native-options';
@@ -24,7 +25,7 @@ const ORPHAN_END_MS = 5000;
 const ORPHAN_ACCESS_LOG_MS = 100;
 
 export interface RuntimeOptions {
-  binding: Pick<NativeBinding, 'statNames' | 'hostStatNames' | 'policyCounterNames' | 'orphans' | 'endOrphans' | 'orphanAccessLog'>;
+  binding: Pick<NativeBinding, 'statNames' | 'hostStatNames' | 'policyCounterNames' | 'listenerStatNames' | 'orphans' | 'endOrphans' | 'orphanAccessLog'>;
   pool: ListenSocketPool;
   /** The open-files limit the workers' shares are computed from. */
   fdLimit: number;
@@ -109,8 +110,16 @@ export class ProxyRuntime implements LatencySource {
         config,
         nativeOptions,
         sockets,
-        // A worker's counter block: the core's stats, then its policy counters (summed by name).
-        counterNames: [...binding.statNames, ...binding.policyCounterNames(nativeOptions.policies ?? [])],
+        // A worker's counter block: the core's stats, its policy counters, then its listeners'
+        // counters in the order the workers attach them (the handoffs'); all summed by name.
+        counterNames: [
+          ...binding.statNames,
+          ...binding.policyCounterNames(nativeOptions.policies ?? []),
+          ...listenerCounterNames(
+            sockets.handoffs().map((h) => h.options.name),
+            binding.listenerStatNames,
+          ),
+        ],
         log,
       });
     } catch (err) {

@@ -1,7 +1,10 @@
 // Sums the workers' counter blocks into one named view, and keeps the totals of workers that died
 // or of config generations that retired, so neither a restart nor a reload ever makes a counter go
 // backwards (Prometheus treats that as a reset). Blocks are summed by name: a reload may change
-// the policy counters a worker's block ends with, and a retired rule's total stays.
+// the policy and listener counters a worker's block ends with; a retired rule's or listener's
+// total stays, and a listener kept across a reload sums its generations into one total.
+
+import { parseListenerCounter } from './listeners';
 
 /** Stats that describe "now" rather than accumulate: summed across live workers, never retired. */
 const GAUGES = new Set([
@@ -17,8 +20,9 @@ const GAUGES = new Set([
   'workers_orphaned',
 ]);
 
+/** A per-listener stat (listener.<name>.<stat>) is a gauge when the worker-wide one is. */
 export function isGauge(name: string): boolean {
-  return GAUGES.has(name);
+  return GAUGES.has(name) || GAUGES.has(parseListenerCounter(name)?.stat ?? '');
 }
 
 export type CounterValues = Record<string, number>;

@@ -13,6 +13,7 @@ import { counter, Splicegate } from '../lab/splicegate';
 import { withDiagnostics } from '../lab/harness';
 import { curl } from '../lab/http';
 import { waitFor } from '../lab/util';
+import { readJsonLines } from '../lab/jsonl';
 
 const HEADER = 'x-envoy-original-dst-host';
 const LISTENER = `${ADDR.gwCli4}:9001`;
@@ -43,16 +44,7 @@ const KEYS = ['time', 'type', 'listener', 'client', 'destination', 'destination_
   'bytes_received', 'connect_ms', 'ttfb_ms', 'duration_ms', 'close_reason', 'refusal', 'worker', 'method', 'status', 'error'];
 
 function readLines(file: string): RequestLine[] {
-  if (!fs.existsSync(file)) return [];
-  return fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => {
-      const parsed = JSON.parse(l) as RequestLine;
-      assert.deepEqual(Object.keys(parsed), KEYS, `every key, in order: ${l}`);
-      return parsed;
-    });
+  return readJsonLines<RequestLine>(file, KEYS);
 }
 
 describe('access log: HTTP listener requests', () => {

@@ -13,6 +13,7 @@ import { finishTransfer, probe, startTransfer, transfer } from '../lab/clients';
 import { disposeLab, started, withDiagnostics } from '../lab/harness';
 import { stat } from '../lab/resources';
 import { waitFor } from '../lab/util';
+import { readJsonLines } from '../lab/jsonl';
 
 const SERVER = `${ADDR.server4}:8080`;
 const DENIED = `${ADDR.server4}:8081`;
@@ -41,16 +42,7 @@ const KEYS = ['time', 'type', 'listener', 'client', 'destination', 'destination_
   'bytes_received', 'connect_ms', 'ttfb_ms', 'duration_ms', 'close_reason', 'refusal', 'worker'];
 
 function readLines(file: string): Line[] {
-  if (!fs.existsSync(file)) return [];
-  return fs
-    .readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => {
-      const parsed = JSON.parse(l) as Line;
-      assert.deepEqual(Object.keys(parsed), KEYS, `every key, in order: ${l}`);
-      return parsed;
-    });
+  return readJsonLines<Line>(file, KEYS);
 }
 
 describe('access log', () => {

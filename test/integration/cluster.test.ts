@@ -155,9 +155,23 @@ describe('original-destination host cache', () => {
       assert.equal(ruleFamily?.type, 'COUNTER');
       const byRule = new Map((ruleFamily?.metrics ?? []).map((m) => [m.labels?.['rule'], Number(m.value)]));
       assert.ok(stable.includes('policy.special.denied') && stable.includes('policy_denied'), JSON.stringify(json1));
+      // Per-listener counters (listener.<name>.<stat>): a family per stat, labelled by listener.
+      const families2 = parsePrometheus(r2.body);
+      const listenerMetric = (listener: string, stat: string): number | undefined => {
+        const family = families2.find((f) => f.name === `splicegate_listener_${stat}` || f.name === `splicegate_listener_${stat}_total`);
+        const m = family?.metrics.find((x) => x.labels?.['listener'] === listener);
+        return m === undefined ? undefined : Number(m.value);
+      };
+      assert.ok(stable.includes('listener.egress.downstream_cx_total'), JSON.stringify(json1));
       for (const name of stable) {
         const rule = /^policy\.(.+)\.denied$/.exec(name)?.[1];
-        const metric = rule !== undefined ? byRule.get(rule) : (prom.get(`splicegate_${name}`) ?? prom.get(`splicegate_${name}_total`));
+        const listener = /^listener\.(.+)\.([a-z_]+)$/.exec(name);
+        const metric =
+          rule !== undefined
+            ? byRule.get(rule)
+            : listener
+              ? listenerMetric(listener[1] ?? '', listener[2] ?? '')
+              : (prom.get(`splicegate_${name}`) ?? prom.get(`splicegate_${name}_total`));
         assert.equal(metric, json1[name], `splicegate_${name}[_total] vs /stats ${name}`);
       }
     }),

@@ -1,8 +1,9 @@
 // The admin dashboard in a real browser: headless Chromium loads GET / from a running splicegate
 // that relayed traffic through the namespace lab, lets the page poll for a few (virtual) seconds,
 // and the dumped DOM must show the live figures: the destinations that got traffic with their
-// counts, the counters, the policy's denies, the latency curves, the listener. A screenshot is
-// written to build/test-artifacts/dashboard.png for a person to look at.
+// counts, the counters, the policy's denies, the latency curves, the listeners with their own
+// accepted counts (two listeners, different traffic). A screenshot is written to
+// build/test-artifacts/dashboard.png for a person to look at.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,7 @@ import * as path from 'node:path';
 import { Lab } from '../lab/lab';
 import { Splicegate } from '../lab/splicegate';
 import { connectMany, finishTransfer, probe, startTransfer, transfer } from '../lab/clients';
+import { counter } from '../lab/splicegate';
 import { disposeLab, started, withDiagnostics } from '../lab/harness';
 import { repoRoot } from '../lab/paths';
 import { BrowserPage, dumpDom } from '../lab/browser';
@@ -47,6 +49,16 @@ function hostsBody(dom: string): string {
   return dom.slice(start, dom.indexOf('</tbody>', start));
 }
 
+/** The listeners table's row for `name`: its cells by data-col. */
+function listenerRow(dom: string, name: string): Record<string, string> {
+  const start = dom.indexOf('<tbody id="listeners-body">');
+  if (start < 0) throw new Error('no listeners table in the DOM');
+  const body = dom.slice(start, dom.indexOf('</tbody>', start));
+  const m = new RegExp(`<tr data-listener="${name}">(.*?)</tr>`).exec(body);
+  if (!m) throw new Error(`no row for listener ${name} in\n${body}`);
+  return Object.fromEntries([...(m[1] ?? '').matchAll(/<td data-col="([a-z0-9_]+)">([^<]*)<\/td>/g)].map((c) => [c[1], c[2]]));
+}
+
 function hostOrder(dom: string): string[] {
   return [...hostsBody(dom).matchAll(/<tr data-host="([^"]+)">/g)].map((m) => m[1] ?? '');
 }
@@ -69,10 +81,15 @@ describe('admin dashboard in headless Chromium', () => {
     lab = await Lab.create({ name: 'dash' });
     await lab.startServer('identity', ['--listen', '10.10.2.2:8080', '--id', 'S']);
     await lab.startServer('sink-source', ['--listen', '10.10.2.2:8081']);
-    await lab.redirect({ dport: [8080, 8081, 8099], toPort: 15001, family: 4 });
+    // Two listeners: egress takes the 7 connections, side the bulk transfer and the deny.
+    await lab.redirect({ dport: 8080, toPort: 15001, family: 4 });
+    await lab.redirect({ dport: [8081, 8099], toPort: 15002, family: 4 });
     sg = await Splicegate.start(lab, {
       admin: ADMIN,
-      listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
+      listeners: [
+        { name: 'egress', address: '0.0.0.0:15001' },
+        { name: 'side', address: '0.0.0.0:15002' },
+      ],
       // Idle hosts leave the host cache (and the table) after cleanup_interval: keep them for the test.
       cluster: { cleanup_interval: '10m' },
       extra: { policy: { default: 'allow', rules: [{ name: 'no-8099', action: 'deny', cidrs: ['10.10.2.0/24'], ports: ['8099'] }] } },
@@ -131,8 +148,24 @@ describe('admin dashboard in headless Chromium', () => {
       assert.match(connectCard, /<path d="M[\d.]+,[\d.]+L/, 'connect curve drawn');
       assert.match(connectCard, new RegExp(`<p class="figures">n ${CONNECTIONS + 1} · p50 [\\d.]+ ms`));
 
-      // Listener and header.
+      // Listeners, each with its own counts as /stats has them (no traffic since: 0 per second).
       assert.match(dom, /<tr data-listener="egress"><th>egress<\/th><td class="text">original_dst<\/td><td class="text">0\.0\.0\.0:15001<\/td>/);
+      assert.match(dom, /<tr data-listener="side"><th>side<\/th><td class="text">original_dst<\/td><td class="text">0\.0\.0\.0:15002<\/td>/);
+      assert.equal(counter(stats, 'listener.egress.downstream_cx_total'), CONNECTIONS);
+      assert.equal(counter(stats, 'listener.side.downstream_cx_total'), 2);
+      assert.deepEqual(listenerRow(dom, 'egress'), {
+        accepted_per_s: '0',
+        accepted: String(counter(stats, 'listener.egress.downstream_cx_total')),
+        active: '0',
+        refused: '0',
+      });
+      assert.deepEqual(listenerRow(dom, 'side'), {
+        accepted_per_s: '0',
+        accepted: String(counter(stats, 'listener.side.downstream_cx_total')),
+        active: '0',
+        refused: String(counter(stats, 'listener.side.policy_denied')),
+      });
+      assert.equal(counter(stats, 'listener.side.policy_denied'), 1);
       assert.match(dom, /top-level policy: 1 rule \(no-8099\), default allow, special denies on/);
       assert.equal(textOf(dom, 'state'), 'ready');
       assert.equal(textOf(dom, 'workers'), '2/2');
@@ -182,6 +215,22 @@ describe('admin dashboard in headless Chromium', () => {
         assert.equal(more.ok, 3, JSON.stringify(more.errors));
         // The next poll (every 2 s) brings the new count without a reload.
         await waitFor(async () => ((await total()) === String(CONNECTIONS + 3) ? true : undefined), { timeoutMs: 20000, intervalMs: 100, what: 'the page to show 10 connections' });
+        // The listeners' own counts follow too (from /stats, fetched beside /clusters): all 10 came
+        // through egress. The update that first shows 10 also shows a rate above 0 (the sample
+        // before it had fewer), until the next one 2 s later: read both cells at once.
+        const cells = (name: string): Promise<string> =>
+          browser.evaluate<string>(
+            `Array.from(document.querySelectorAll('#listeners-body tr[data-listener="${name}"] td[data-col]')).map(function (td) { return td.getAttribute('data-col') + '=' + td.textContent; }).join(' ')`,
+          );
+        const seen = await waitFor(
+          async () => {
+            const text = await cells('egress');
+            return text.includes(`accepted=${CONNECTIONS + 3} `) ? text : undefined;
+          },
+          { timeoutMs: 20000, intervalMs: 100, what: 'egress to show 10 accepted' },
+        );
+        assert.match(seen, /accepted_per_s=(?!0 )[\d.]+ /, `a rate for the 3 new connections: ${seen}`);
+        assert.match(await cells('side'), /accepted=2 /);
 
         // A paced transfer: the byte rate and splice share appear in the charts while it runs.
         const paced = startTransfer(lab, { target: '10.10.2.2:8081', send: 12 * MiB, recv: 12 * MiB, rateBytesPerSec: 2 * MiB, timeoutMs: 60000 });

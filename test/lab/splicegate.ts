@@ -94,10 +94,11 @@ export type Stats = Record<StatName, number> & { raw: JsonObject; form: string }
  *   top-level   {"downstream_cx_total": 3, ...}
  *   nested      {"counters": {"downstream_cx_total": 3}, "gauges": {...}}  (any object key)
  *   list        {"stats": [{"name": "downstream_cx_total", "value": 3}, ...]}
- * A key may also be dotted, e.g. "splicegate.downstream_cx_total".
+ * A key may also be dotted, e.g. "splicegate.downstream_cx_total", but a per-listener counter
+ * ("listener.<name>.downstream_cx_total") is never taken for the process's total.
  */
 function findStat(body: JsonObject, name: string): { value: number; form: string } | null {
-  const match = (k: string): boolean => k === name || k.endsWith(`.${name}`);
+  const match = (k: string): boolean => k === name || (k.endsWith(`.${name}`) && !k.startsWith('listener.'));
   for (const [k, v] of Object.entries(body)) {
     if (match(k) && typeof v === 'number') return { value: v, form: 'top-level' };
   }

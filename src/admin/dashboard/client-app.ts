@@ -241,17 +241,27 @@ function policyText(p) {
   return scope + ': ' + rules + ', default ' + p.default_action + (p.deny_special ? ', special denies on' : ', special denies off');
 }
 
+// A listener's counter in /stats: listener.<name>.<stat> (docs: the stats reference).
+function listenerKey(name, stat) { return 'listener.' + name + '.' + stat; }
+var LISTENER_REFUSALS = ['policy_denied', 'loop_rejected', 'no_original_dst', 'downstream_cx_overflow'];
+
 function renderListeners() {
   var listeners = (state.info && state.info.listeners) || [];
-  // The data plane counts accepts per worker, not per listener: with one listener its rate is the total.
-  var cps = last(rates(function (x) { return num(x, 'downstream_cx_total'); }));
+  var v = state.samples.length ? state.samples[state.samples.length - 1].v : {};
   var html = listeners.map(function (l) {
     var mode = l.mode + (l.transparent ? ' \u00b7 transparent' : '') + (l.proxy_protocol !== 'off' ? ' \u00b7 PROXY ' + l.proxy_protocol : '');
-    var accepted = listeners.length === 1 ? fmtCount(cps) : '-';
-    return '<tr data-listener="' + esc(l.name) + '"><th>' + esc(l.name) + '</th><td class="text">' + esc(mode) + '</td><td class="text">' + esc(l.address) + '</td><td data-col="accepted">' + accepted + '</td><td class="text">' + esc(policyText(l.policy)) + '</td></tr>';
+    var key = function (stat) { return listenerKey(l.name, stat); };
+    // A listener the data plane does not report (yet: its generation is starting) shows "-".
+    var known = v[key('downstream_cx_total')] !== undefined;
+    var cell = function (col, text) { return '<td data-col="' + col + '">' + (known ? text : '-') + '</td>'; };
+    var cps = last(rates(function (x) { return num(x, key('downstream_cx_total')); }));
+    var refused = LISTENER_REFUSALS.reduce(function (sum, stat) { return sum + num(v, key(stat)); }, 0);
+    return '<tr data-listener="' + esc(l.name) + '"><th>' + esc(l.name) + '</th><td class="text">' + esc(mode) + '</td><td class="text">' + esc(l.address) + '</td>' +
+      cell('accepted_per_s', fmtCount(cps)) + cell('accepted', fmtCount(num(v, key('downstream_cx_total')))) +
+      cell('active', fmtCount(num(v, key('downstream_cx_active')))) + cell('refused', fmtCount(refused)) +
+      '<td class="text">' + esc(policyText(l.policy)) + '</td></tr>';
   }).join('');
-  setHtml(byId('listeners-body'), html || '<tr><td colspan="5" class="note">No listener information (GET ' + esc(E.serverInfo) + ').</td></tr>');
-  setText('listeners-note', listeners.length > 1 ? 'accepted/s for all listeners together: ' + fmtCount(cps) + ' (accepts are not counted per listener)' : '');
+  setHtml(byId('listeners-body'), html || '<tr><td colspan="8" class="note">No listener information (GET ' + esc(E.serverInfo) + ').</td></tr>');
 }
 
 function renderStatus() {

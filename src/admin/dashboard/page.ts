@@ -86,10 +86,9 @@ function body(settings: DashboardSettings): string {
 
   <h2>Listeners</h2>
   <table id="listeners">
-    <thead><tr><th>name</th><th class="text">mode</th><th class="text">address</th><th>accepted/s</th><th class="text">policy</th></tr></thead>
+    <thead><tr><th>name</th><th class="text">mode</th><th class="text">address</th><th>accepted/s</th><th>accepted</th><th>active</th><th title="policy, loop, no original destination, overflow">refused</th><th class="text">policy</th></tr></thead>
     <tbody id="listeners-body"></tbody>
   </table>
-  <p id="listeners-note" class="note"></p>
 </main>
 <footer><span id="status" data-state="loading">loading&hellip;</span></footer>`;
 }
