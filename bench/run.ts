@@ -69,8 +69,9 @@ const HELP = `usage: npm run bench -- [options]     (or: node dist/bench/run.js 
                         ("haproxy" = haproxy, haproxy-splice-auto, haproxy-splice). direct is
                         always included (every ratio needs it). All: ${ALL_CONTENDERS.join(', ')}
   --workloads LIST      workload ids or prefixes (iperf, wrk-ka, wrk-close, wrk-1m, http, sweep, idle);
-                        "--workloads http" runs the HTTP listener's header-routing workload alone
-                        (direct, splicegate, haproxy)
+                        "--workloads http" runs the HTTP listener's header-routing workloads alone
+                        (http-ka: 1 KiB keep-alive, http-1m: 1 MiB downloads, http-24k: 24 KiB
+                        keep-alive; direct, splicegate, haproxy)
   --reps N              repetitions (default 3; --quick: 1)
   --seconds N           duration of each iperf3 / wrk run (default 2; --quick: 1)
   --idle-conns N        idle relayed connections for memory per connection (default 8000)

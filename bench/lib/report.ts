@@ -372,6 +372,8 @@ function mainRows(r: BenchResults): Row[] {
     rows.push({ label: 'HTTP listener, header routing, 16 conns (req/s)', workload: 'http-ka', metric: 'rps', unit: 'req/s', higherIsBetter: true });
     rows.push({ label: 'HTTP listener, header routing: p99 (ms)', workload: 'http-ka', metric: 'p99_us', unit: 'us', higherIsBetter: false });
   }
+  if (has('http-1m')) rows.push({ label: 'HTTP listener, 1 MiB downloads, 8 conns (Gbit/s)', workload: 'http-1m', metric: 'gbps', unit: 'Gbit/s', higherIsBetter: true });
+  if (has('http-24k')) rows.push({ label: 'HTTP listener, 24 KiB keep-alive, 16 conns (req/s)', workload: 'http-24k', metric: 'rps', unit: 'req/s', higherIsBetter: true });
   for (const w of r.workloads.filter((x) => x.id.startsWith('sweep-c'))) {
     const c = w.id.slice('sweep-c'.length);
     rows.push({ label: `sweep ${c} conn(s): p50 (ms)`, workload: w.id, metric: 'p50_us', unit: 'us', higherIsBetter: false });
@@ -385,10 +387,10 @@ function mainRows(r: BenchResults): Row[] {
     rows.push({ label: 'paced 1 stream: machine CPU-s/GiB beyond direct', workload: 'iperf-paced', metric: BEYOND, unit: 'CPU-s/GiB', higherIsBetter: false });
     rows.push({ label: 'paced 1 stream: lab processes CPU-s/GiB beyond direct (no softirq)', workload: 'iperf-paced', metric: LAB_BEYOND, unit: 'CPU-s/GiB', higherIsBetter: false });
   }
-  for (const w of ['wrk-ka', 'wrk-close', 'http-ka'].filter(has)) {
+  for (const w of ['wrk-ka', 'wrk-close', 'http-ka', 'http-24k'].filter(has)) {
     rows.push({ label: `${w}: proxy CPU µs per request`, workload: w, metric: 'proxy_cpu_us_per_req', unit: 'us/req', higherIsBetter: false });
   }
-  for (const w of ['iperf-1', 'iperf-4', 'wrk-1m'].filter(has)) {
+  for (const w of ['iperf-1', 'iperf-4', 'wrk-1m', 'http-1m'].filter(has)) {
     rows.push({ label: `${w}: proxy CPU-s/GiB (saturated)`, workload: w, metric: 'proxy_cpu_s_per_gib', unit: 'CPU-s/GiB', higherIsBetter: false });
   }
   return rows;
@@ -698,6 +700,7 @@ export function renderSvg(r: BenchResults, s: Summary): string {
     ['wrk-ka', 'rps', 'keep-alive req/s'],
     ['wrk-close', 'rps', 'new conn/s'],
     ['http-ka', 'rps', 'HTTP header routing req/s'],
+    ['http-1m', 'gbps', 'HTTP header routing 1 MiB'],
   ] as const) {
     if (!has(w)) continue;
     const d = med(s, w, 'direct', m);

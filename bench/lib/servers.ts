@@ -8,6 +8,7 @@ import { sleep } from '../../test/lab/util';
 import { type BenchEnv, pinned, SERVER_PORTS } from './contenders';
 
 export const SMALL_FILE_BYTES = 1024;
+export const MID_FILE_BYTES = 24 * 1024;
 export const BIG_FILE_BYTES = 1 << 20;
 
 export class Servers {
@@ -49,6 +50,9 @@ export class Servers {
     const big = Buffer.alloc(BIG_FILE_BYTES);
     for (let i = 0; i < big.length; i++) big[i] = (i * 131 + 7) & 0xff;
     fs.writeFileSync(path.join(www, '1m'), big);
+    // A body just over one 16 KiB read: what is left after the read that carries the head is
+    // below the HTTP listener's splice threshold (the http-24k workload measures that threshold).
+    fs.writeFileSync(path.join(www, '24k'), big.subarray(0, MID_FILE_BYTES));
     const tmp = path.join(dir, 'tmp');
     this.nginxConf = [
       'user root;',

@@ -7,7 +7,7 @@ import { sleep } from '../../test/lab/util';
 import { type BenchEnv, type Contender, pinned, SERVER_PORTS } from './contenders';
 import { parseIperf, parseWrk, wrkErrorCount } from './parse';
 import { processRssBytes } from './proc';
-import { SMALL_FILE_BYTES } from './servers';
+import { MID_FILE_BYTES, SMALL_FILE_BYTES } from './servers';
 
 export type WorkloadGroup = 'bulk' | 'requests' | 'latency' | 'cpu' | 'memory' | 'percore';
 
@@ -228,6 +228,41 @@ export function allWorkloads(sweep: readonly number[]): Workload[] {
         if (entry === null) throw new Error(`${c.id} has no HTTP listener`);
         const headers = entry.headers.flatMap((h) => ['-H', h]);
         return wrkOutcome(await runWrk(env, [`-c${HTTP_CONNECTIONS}`, ...headers, `${entry.base}/small`], d.wrk));
+      },
+    },
+    {
+      id: 'http-1m',
+      // The same listener with 1 MiB responses: all but the part read with the head goes by splice
+      // (docs/HTTP.md, "Bodies"); compare with --sg-tuning relay_mode=copy for the copy path.
+      title: `HTTP listener, header routing: wrk keep-alive 1 MiB downloads, 8 conns`,
+      group: 'bulk',
+      metric: 'gbps',
+      unit: 'Gbit/s',
+      higherIsBetter: true,
+      applies: (c) => c.httpEntry('') !== null,
+      run: async (env, c, d) => {
+        const entry = c.httpEntry(env.serverAddr);
+        if (entry === null) throw new Error(`${c.id} has no HTTP listener`);
+        const headers = entry.headers.flatMap((h) => ['-H', h]);
+        return wrkOutcome(await runWrk(env, ['-c8', ...headers, `${entry.base}/1m`], d.wrk));
+      },
+    },
+    {
+      id: 'http-24k',
+      // 24 KiB responses: about 8 KiB remain after the first 16 KiB read, which the default (auto)
+      // copies; --sg-tuning relay_mode=splice splices it, relay_mode=copy copies the whole body.
+      // Comparing the three measures the splice threshold (docs/HTTP.md, "Bodies").
+      title: `HTTP listener, header routing: wrk keep-alive ${MID_FILE_BYTES / 1024} KiB, ${HTTP_CONNECTIONS} conns`,
+      group: 'requests',
+      metric: 'rps',
+      unit: 'req/s',
+      higherIsBetter: true,
+      applies: (c) => c.httpEntry('') !== null,
+      run: async (env, c, d) => {
+        const entry = c.httpEntry(env.serverAddr);
+        if (entry === null) throw new Error(`${c.id} has no HTTP listener`);
+        const headers = entry.headers.flatMap((h) => ['-H', h]);
+        return wrkOutcome(await runWrk(env, [`-c${HTTP_CONNECTIONS}`, ...headers, `${entry.base}/24k`], d.wrk));
       },
     },
     ...sweep.map(sweepWorkload),

@@ -65,6 +65,8 @@ void RequestParser::reset() {
   parsed_ = 0;
   headDone_ = false;
   messageDone_ = false;
+  counted_ = false;
+  remaining_ = 0;
   inField_ = false;
   fieldMatches_ = false;
   fieldMatched_ = 0;
@@ -158,16 +160,26 @@ Progress RequestParser::body(const uint8_t* data, size_t size) {
     out.complete = true;
     return out;
   }
+  if (counted_) {
+    const size_t n = static_cast<uint64_t>(size) < remaining_ ? size : static_cast<size_t>(remaining_);
+    remaining_ -= n;
+    out.consumed = out.body = n;
+    if (remaining_ == 0) {
+      messageDone_ = true;
+      out.complete = true;
+    }
+    return out;
+  }
   if (size == 0) return out;
   if (llhttp_get_errno(&parser_) == HPE_PAUSED) llhttp_resume(&parser_);
   const char* start = reinterpret_cast<const char*>(data);
   const llhttp_errno_t e = llhttp_execute(&parser_, start, size);
   if (e == HPE_OK) {
-    out.consumed = size;
+    out.consumed = out.body = size;
     return out;
   }
   if ((e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) && messageDone_) {
-    out.consumed = static_cast<size_t>(llhttp_get_error_pos(&parser_) - start);
+    out.consumed = out.body = static_cast<size_t>(llhttp_get_error_pos(&parser_) - start);
     out.complete = true;
     return out;
   }
@@ -176,6 +188,12 @@ Progress RequestParser::body(const uint8_t* data, size_t size) {
   if (reason_ == nullptr) reason_ = llhttp_errno_name(e);
   out.error = true;
   return out;
+}
+
+void RequestParser::bodyMoved(uint64_t n) {
+  if (!counted_ || messageDone_) return;
+  remaining_ -= n < remaining_ ? n : remaining_;
+  if (remaining_ == 0) messageDone_ = true;
 }
 
 int RequestParser::onUrl(llhttp_t* p, const char* at, size_t n) {
@@ -253,6 +271,15 @@ int RequestParser::onHeadersComplete(llhttp_t* p) {
   h.chunked = (p->flags & F_CHUNKED) != 0;
   h.hasContentLength = (p->flags & F_CONTENT_LENGTH) != 0;
   h.contentLength = h.hasContentLength ? p->content_length : 0;
+  // Transfer-Encoding without a final chunked has no length a proxy can trust (RFC 9112 6.3):
+  // llhttp refuses it only once the body is parsed; refuse it with the head.
+  if ((p->flags & F_TRANSFER_ENCODING) != 0 && !h.chunked) {
+    return r.fail(HeadError::kMalformed, "Transfer-Encoding without chunked as the final coding");
+  }
+  // Content-Length with Transfer-Encoding was refused above (llhttp, strict): a length body is
+  // plain counting, done in body()/bodyMoved() rather than by llhttp, so it can be spliced.
+  r.counted_ = h.hasContentLength && h.contentLength > 0;
+  r.remaining_ = h.contentLength;
   r.headDone_ = true;
   return HPE_PAUSED;  // parseHead stops at the end of the head; body() resumes
 }
@@ -282,7 +309,9 @@ void ResponseParser::start(bool headRequest) {
   parser_.data = this;
   headRequest_ = headRequest;
   headSeen_ = false;
-  bodiless_ = false;
+  inBody_ = false;
+  body_ = Body::kNone;
+  remaining_ = 0;
   done_ = false;
   upgraded_ = false;
   keepAlive_ = false;
@@ -295,18 +324,30 @@ int ResponseParser::onHeadersComplete(llhttp_t* p) {
   r.status_ = p->status_code;
   if (r.status_ >= 100 && r.status_ < 200 && r.status_ != 101) return 0;  // interim: llhttp knows it has no body
   r.headSeen_ = true;
-  const bool noLength = (p->flags & (F_CHUNKED | F_CONTENT_LENGTH)) == 0;
-  r.bodiless_ = r.headRequest_ || r.status_ == 101 || r.status_ == 204 || r.status_ == 304 ||
-                (!noLength && (p->flags & F_CHUNKED) == 0 && p->content_length == 0);
-  return r.headRequest_ ? 1 : 0;  // 1: no body, whatever Content-Length says
+  // The final head: its framing, decided as llhttp__after_headers_complete would, except that
+  // 204 and 304 never have a body (llhttp 8 would read a Content-Length after them).
+  if (r.headRequest_ || r.status_ == 101 || r.status_ == 204 || r.status_ == 304) {
+    r.body_ = Body::kNone;
+  } else if ((p->flags & F_CHUNKED) != 0) {
+    r.body_ = Body::kChunked;
+  } else if ((p->flags & F_TRANSFER_ENCODING) != 0) {
+    r.body_ = Body::kUntilClose;  // a response coding that is not chunked: read to close (RFC 9112 6.3)
+  } else if ((p->flags & F_CONTENT_LENGTH) != 0) {
+    r.body_ = p->content_length == 0 ? Body::kNone : Body::kLength;
+    r.remaining_ = p->content_length;
+  } else {
+    r.body_ = Body::kUntilClose;
+  }
+  const bool connectionAllows = (p->http_major > 0 && p->http_minor > 0) ? (p->flags & F_CONNECTION_CLOSE) == 0
+                                                                         : (p->flags & F_CONNECTION_KEEP_ALIVE) != 0;
+  r.keepAlive_ = connectionAllows && r.body_ != Body::kUntilClose;
+  return HPE_PAUSED;  // feed() goes on with the body itself
 }
 
 int ResponseParser::onMessageComplete(llhttp_t* p) {
   ResponseParser& r = self<ResponseParser>(p);
   if (!r.headSeen_) return 0;  // the end of an interim response: the final one follows
-  r.done_ = true;
-  r.keepAlive_ = llhttp_should_keep_alive(p) != 0;
-  r.upgraded_ = r.status_ == 101;
+  r.done_ = true;  // the last chunk (only chunked bodies are parsed by llhttp past the head)
   return HPE_PAUSED;
 }
 
@@ -318,22 +359,24 @@ Progress ResponseParser::feed(const uint8_t* data, size_t size) {
   }
   if (size == 0) return out;
   const char* start = reinterpret_cast<const char*>(data);
+  if (inBody_) return feedBody(start, size);
   const llhttp_errno_t e = llhttp_execute(&parser_, start, size);
-  if (e == HPE_OK) {
+  if (e == HPE_OK) {  // still in the head (or in interim responses)
     out.consumed = size;
-    // llhttp reports the end of a message without a body only when the next byte arrives; the
-    // data ended right after such a head (had more followed, the end would have been reported).
-    if (headSeen_ && bodiless_) {
-      done_ = true;
-      keepAlive_ = llhttp_should_keep_alive(&parser_) != 0;
-      upgraded_ = status_ == 101;
-      out.complete = true;
-    }
     return out;
   }
-  if ((e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) && done_) {
-    out.consumed = static_cast<size_t>(llhttp_get_error_pos(&parser_) - start);
-    out.complete = true;
+  if (e == HPE_PAUSED && headSeen_) {
+    const size_t head = static_cast<size_t>(llhttp_get_error_pos(&parser_) - start);
+    inBody_ = true;
+    if (body_ == Body::kNone) {
+      done_ = true;
+      upgraded_ = status_ == 101;
+      out.consumed = head;
+      out.complete = true;
+      return out;
+    }
+    out = feedBody(start + head, size - head);
+    out.consumed += head;
     return out;
   }
   reason_ = llhttp_get_error_reason(&parser_);
@@ -342,20 +385,72 @@ Progress ResponseParser::feed(const uint8_t* data, size_t size) {
   return out;
 }
 
-Progress ResponseParser::finish() {
+Progress ResponseParser::feedBody(const char* data, size_t size) {
   Progress out;
-  if (!done_) {
-    const llhttp_errno_t e = llhttp_finish(&parser_);
-    if (!done_) {
-      reason_ = e == HPE_OK ? "response cut short" : llhttp_get_error_reason(&parser_);
+  if (size == 0) return out;
+  switch (body_) {
+    case Body::kLength: {
+      const size_t n = static_cast<uint64_t>(size) < remaining_ ? size : static_cast<size_t>(remaining_);
+      remaining_ -= n;
+      out.consumed = out.body = n;
+      if (remaining_ == 0) {
+        done_ = true;
+        out.complete = true;
+      }
+      return out;
+    }
+    case Body::kUntilClose:
+      out.consumed = out.body = size;
+      return out;
+    case Body::kChunked: {
+      if (llhttp_get_errno(&parser_) == HPE_PAUSED) llhttp_resume(&parser_);  // the pause at the head
+      const llhttp_errno_t e = llhttp_execute(&parser_, data, size);
+      if (e == HPE_OK) {
+        out.consumed = out.body = size;
+        return out;
+      }
+      if (e == HPE_PAUSED && done_) {
+        out.consumed = out.body = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
+        out.complete = true;
+        return out;
+      }
+      reason_ = llhttp_get_error_reason(&parser_);
       if (reason_ == nullptr) reason_ = llhttp_errno_name(e);
       out.error = true;
       return out;
     }
-    keepAlive_ = false;  // it ended with the connection
+    case Body::kNone:
+      break;
+  }
+  out.error = true;  // never: a bodiless response is done at its head
+  return out;
+}
+
+Progress ResponseParser::finish() {
+  Progress out;
+  if (!done_) {
+    if (!inBody_ || body_ != Body::kUntilClose) {
+      reason_ = "response cut short";
+      out.error = true;
+      return out;
+    }
+    done_ = true;  // it ended with the connection
+    keepAlive_ = false;
   }
   out.complete = true;
   return out;
+}
+
+uint64_t ResponseParser::bodyRemaining() const {
+  if (!inBody_ || done_) return 0;
+  if (body_ == Body::kLength) return remaining_;
+  return body_ == Body::kUntilClose ? kUntilClose : 0;
+}
+
+void ResponseParser::bodyMoved(uint64_t n) {
+  if (!inBody_ || done_ || body_ != Body::kLength) return;
+  remaining_ -= n < remaining_ ? n : remaining_;
+  if (remaining_ == 0) done_ = true;
 }
 
 size_t stripRoutingHeaders(uint8_t* buf, size_t size, const RequestHead& head) {

@@ -11,13 +11,17 @@
 //   body(data, size)      then the body, chunk by chunk as it arrives: how many of the bytes
 //                         belong to this request and whether it is complete, so the next request on
 //                         a keep-alive connection starts exactly where this one ended.
+//   bodyRemaining()       a Content-Length body's bytes still to come; the caller may move them
+//   bodyMoved(n)          itself (splice) and report them here instead of passing them to body().
 //   reset()               for the next request.
 // Nothing is allocated per request or per header: header names are matched as they stream by,
 // values are recorded as offsets into the caller's buffer.
 //
 // ResponseParser follows a response from the upstream to find its end (Content-Length, chunked,
 // or the upstream closing), with no body for HEAD, 204 and 304, skipping 1xx interim responses
-// except 101 (an upgrade, after which the bytes are no longer HTTP).
+// except 101 (an upgrade, after which the bytes are no longer HTTP). llhttp parses heads and
+// chunked framing; a Content-Length or close-delimited body is counted here (llhttp only counts
+// it too), which is what lets the session splice it: bodyRemaining() / bodyMoved(n) as above.
 #pragma once
 
 #include <llhttp.h>
@@ -43,6 +47,9 @@ enum class HeadError : uint8_t {
 
 // The most copies of the routing header one request may carry (each is stripped); more is malformed.
 inline constexpr size_t kMaxRoutingHeaders = 8;
+
+// bodyRemaining() of a response that ends when the upstream closes.
+inline constexpr uint64_t kUntilClose = UINT64_MAX;
 
 struct RequestHead {
   uint8_t method = 0;  // llhttp_method_t
@@ -72,6 +79,7 @@ enum class ParseStatus : uint8_t { kNeedMore, kDone, kError };
 // How far a body (or a response) got in one call.
 struct Progress {
   size_t consumed = 0;    // bytes of the input that belong to this message
+  size_t body = 0;        // of those, the bytes after the (final) head: body, chunk framing included
   bool complete = false;  // its last byte is among them
   bool error = false;     // the framing is invalid (bad chunk size, ...): nothing more is trusted
 };
@@ -94,6 +102,11 @@ class RequestParser {
   // After kDone: the body bytes that follow the head, in order, in any slices. A request without a
   // body is complete at once (body(nullptr, 0)).
   Progress body(const uint8_t* data, size_t size);
+  // A Content-Length body's bytes not yet seen (by body() or bodyMoved()); 0 for a chunked body,
+  // none, or a complete one.
+  uint64_t bodyRemaining() const { return counted_ && !messageDone_ ? remaining_ : 0; }
+  // n (<= bodyRemaining()) of those bytes went past the parser; the body completes at the last.
+  void bodyMoved(uint64_t n);
   // Ready for the next request on the same connection.
   void reset();
 
@@ -121,6 +134,9 @@ class RequestParser {
   size_t parsed_ = 0;
   bool headDone_ = false;
   bool messageDone_ = false;
+  // A Content-Length body (no Transfer-Encoding) is counted here, not by llhttp: remaining_ bytes.
+  bool counted_ = false;
+  uint64_t remaining_ = 0;
   // Header-name matching as the field streams by (it may arrive in pieces).
   bool inField_ = false;
   bool fieldMatches_ = false;
@@ -146,23 +162,38 @@ class ResponseParser {
   Progress feed(const uint8_t* data, size_t size);
   // The upstream closed: completes a response that ends at close; anything else cut short is an error.
   Progress finish();
+  // Once the final head was fed: the body bytes still to come for a Content-Length body,
+  // kUntilClose for one that ends with the connection, 0 otherwise (chunked, none, complete).
+  uint64_t bodyRemaining() const;
+  // n (<= bodyRemaining()) body bytes went past the parser; a Content-Length body completes at
+  // its last byte.
+  void bodyMoved(uint64_t n);
 
   // Valid once the final (non-1xx, or 101) response's head was read.
   bool headSeen() const { return headSeen_; }
   int status() const { return status_; }
   bool keepAlive() const { return keepAlive_; }
   bool upgraded() const { return upgraded_; }  // 101: the rest of the connection is not HTTP
+  bool complete() const { return done_; }      // the final response's last byte was seen
   const char* errorReason() const { return reason_; }
 
  private:
   static int onHeadersComplete(llhttp_t* p);
   static int onMessageComplete(llhttp_t* p);
   static const llhttp_settings_t& settings();
+  // The body bytes at data[0, size) that follow the final head; Progress as for feed().
+  Progress feedBody(const char* data, size_t size);
+
+  // How the final response's body is framed (llhttp__after_headers_complete's rules, plus no
+  // body for 204/304 whatever their Content-Length says).
+  enum class Body : uint8_t { kNone, kLength, kChunked, kUntilClose };
 
   llhttp_t parser_;
   bool headRequest_ = false;
-  bool headSeen_ = false;
-  bool bodiless_ = false;  // the final head says no body follows (HEAD, 101, 204, 304, length 0)
+  bool headSeen_ = false;  // the final head was parsed (llhttp paused at its end)
+  bool inBody_ = false;    // ... and feed() went past that pause
+  Body body_ = Body::kNone;
+  uint64_t remaining_ = 0;  // kLength: body bytes still to come
   bool done_ = false;
   bool upgraded_ = false;
   bool keepAlive_ = false;

@@ -23,7 +23,7 @@ void HttpPool::discard(Idle& entry) {
   entry.upstream.registration = OwnSockets::Registration{};
   entry.upstream.fd.reset();
   hosts_.connectionClosed(*entry.host, EventLoop::monotonicUs());
-  --idle_;
+  addIdle(-1);
 }
 
 HttpPool::Taken HttpPool::take(const SocketAddress& destination) {
@@ -38,7 +38,7 @@ HttpPool::Taken HttpPool::take(const SocketAddress& destination) {
       discard(entry);
       continue;
     }
-    --idle_;
+    addIdle(-1);
     out.upstream = std::move(entry.upstream);
     out.host = entry.host;
     break;
@@ -52,7 +52,7 @@ bool HttpPool::put(Host& host, RegisteredUpstream upstream, uint64_t nowUs) {
   std::vector<Idle>& list = byHost_[host.address];
   if (list.size() >= maxIdlePerHost_) return false;
   list.push_back(Idle{std::move(upstream), &host, nowUs});
-  ++idle_;
+  addIdle(1);
   return true;
 }
 

@@ -9,6 +9,7 @@
 // tried. The housekeeping tick closes connections idle for longer than idle_timeout.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <unordered_map>
 #include <vector>
@@ -43,7 +44,8 @@ class HttpPool {
   void expire(uint64_t nowUs);
   // Closes every idle connection (worker shutdown).
   void clear();
-  size_t idleCount() const { return idle_; }
+  // Safe to read from another thread (tests and stats poll it while the loop runs).
+  size_t idleCount() const { return idle_.load(std::memory_order_relaxed); }
 
  private:
   struct Idle {
@@ -58,7 +60,9 @@ class HttpPool {
   HostCache& hosts_;
   Stats& stats_;
   std::unordered_map<SocketAddress, std::vector<Idle>, SocketAddressHash> byHost_;
-  size_t idle_ = 0;
+  // Written by the loop thread only (a relaxed load plus store, like Stats).
+  std::atomic<size_t> idle_{0};
+  void addIdle(int delta) { idle_.store(idle_.load(std::memory_order_relaxed) + static_cast<size_t>(delta), std::memory_order_relaxed); }
 };
 
 // true when the idle connection fd is still open and quiet (no EOF, no data, no error).

@@ -1,5 +1,6 @@
 #include "http_session.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@ constexpr size_t kReadChunk = 16384;
 constexpr size_t kMaxPending = 256 * 1024;
 // After an error response: how long the client gets to read it and close before the socket goes.
 constexpr uint64_t kLingerUs = 2'000'000;
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
 const char* statusText(int status) {
   switch (status) {
@@ -34,6 +36,7 @@ const char* statusText(int status) {
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 508: return "Loop Detected";
     default: return "Error";
   }
 }
@@ -172,13 +175,7 @@ int HttpSession::readInto(Side& side, std::vector<uint8_t>& buf, size_t max) {
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     buf.resize(old + static_cast<size_t>(n));
-    const uint64_t bytes = static_cast<uint64_t>(n);
-    if (side.upstream) {
-      ctx_.stats.add(Stat::upstream_cx_rx_bytes_total, bytes);
-      if (host_) host_->stat(HostStat::rx_bytes) += bytes;
-    } else {
-      ctx_.stats.add(Stat::bytes_received, bytes);
-    }
+    countRead(side, static_cast<uint64_t>(n));
     return 1;
   }
   buf.resize(old);
@@ -199,15 +196,7 @@ bool HttpSession::flush(Side& side, std::vector<uint8_t>& buf, size_t& offset) {
     const ssize_t n = ::send(side.fd.get(), buf.data() + offset, buf.size() - offset, MSG_NOSIGNAL);
     if (n > 0) {
       offset += static_cast<size_t>(n);
-      const uint64_t bytes = static_cast<uint64_t>(n);
-      if (side.upstream) {
-        access_.bytesSent += bytes;
-        ctx_.stats.add(Stat::upstream_cx_tx_bytes_total, bytes);
-        if (host_) host_->stat(HostStat::tx_bytes) += bytes;
-      } else {
-        access_.bytesReceived += bytes;
-        ctx_.stats.add(Stat::bytes_sent, bytes);
-      }
+      countWritten(side, static_cast<uint64_t>(n));
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -220,6 +209,101 @@ bool HttpSession::flush(Side& side, std::vector<uint8_t>& buf, size_t& offset) {
   buf.clear();
   offset = 0;
   return true;
+}
+
+void HttpSession::countRead(const Side& side, uint64_t n) {
+  if (side.upstream) {
+    ctx_.stats.add(Stat::upstream_cx_rx_bytes_total, n);
+    if (host_) host_->stat(HostStat::rx_bytes) += n;
+  } else {
+    ctx_.stats.add(Stat::bytes_received, n);
+  }
+}
+
+void HttpSession::countWritten(const Side& side, uint64_t n) {
+  budget_ -= std::min<size_t>(budget_, n);
+  if (side.upstream) {
+    access_.bytesSent += n;
+    ctx_.stats.add(Stat::upstream_cx_tx_bytes_total, n);
+    if (host_) host_->stat(HostStat::tx_bytes) += n;
+  } else {
+    access_.bytesReceived += n;
+    ctx_.stats.add(Stat::bytes_sent, n);
+  }
+}
+
+bool HttpSession::spliceWanted(uint64_t remaining) const {
+  switch (ctx_.options.relayMode) {
+    case CoreOptions::RelayMode::kCopy:
+      return false;
+    case CoreOptions::RelayMode::kSplice:
+      return remaining > 0;
+    case CoreOptions::RelayMode::kAuto:
+      break;
+  }
+  // Less than a copy buffer's worth goes in one recv and one send, which is what two splices cost
+  // too (the relay's rule: splice once a read would fill a copy buffer). A close-delimited body
+  // (kUntilClose) counts as long.
+  return remaining >= ctx_.buffers.bufferSize();
+}
+
+bool HttpSession::startSplice(std::unique_ptr<Pipe>& pipe) {
+  pipe = ctx_.pipes.acquire();
+  if (!pipe) ctx_.stats.add(Stat::pipe_unavailable);  // this body is copied instead
+  return static_cast<bool>(pipe);
+}
+
+HttpSession::SpliceStep HttpSession::spliceBody(Side& src, Side& dst, std::unique_ptr<Pipe>& pipe, uint64_t want,
+                                               uint64_t& in) {
+  in = 0;
+  SpliceStep step = SpliceStep::kIdle;
+  // Out first, so the pipe has room for what comes in.
+  if (pipe->bytes > 0 && dst.writable) {
+    ssize_t n;
+    do {
+      n = ::splice(pipe->readEnd.get(), nullptr, dst.fd.get(), nullptr, pipe->bytes, kSpliceFlags);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+      pipe->bytes -= static_cast<size_t>(n);
+      countWritten(dst, static_cast<uint64_t>(n));
+      step = SpliceStep::kProgress;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      dst.writable = false;
+    } else {
+      return SpliceStep::kDstError;
+    }
+  }
+  const size_t capacity = ctx_.pipes.capacityBytes();
+  if (want > 0 && src.readable && !src.eof && pipe->bytes < capacity) {
+    // Exactly the body's rest at most: what follows it in the socket (the next request, or a
+    // response nobody asked for) stays there for the parser.
+    const size_t len = static_cast<size_t>(std::min<uint64_t>(want, capacity - pipe->bytes));
+    ssize_t n;
+    do {
+      n = ::splice(src.fd.get(), nullptr, pipe->writeEnd.get(), nullptr, len, kSpliceFlags);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+      pipe->bytes += static_cast<size_t>(n);
+      in = static_cast<uint64_t>(n);
+      countRead(src, in);
+      ctx_.stats.add(Stat::http_body_bytes_spliced, in);
+      step = SpliceStep::kProgress;
+    } else if (n == 0) {
+      src.eof = true;
+      src.readable = false;
+      return SpliceStep::kSrcEof;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      // With bytes in the pipe EAGAIN may mean "pipe full" (its slots, not its bytes) rather than
+      // "socket empty": keep src readable and read again once the pipe drained (as the relay does).
+      if (pipe->bytes == 0) src.readable = false;
+    } else {
+      return SpliceStep::kSrcError;
+    }
+  }
+  // Held only while bytes are in flight: an empty pipe goes back once the body is all read or
+  // the source has nothing now (the next readable edge lends one again).
+  if (pipe->bytes == 0 && (want == in || !src.readable)) ctx_.pipes.release(std::move(pipe));
+  return step;
 }
 
 bool HttpSession::readProxyHeader() {
@@ -244,6 +328,13 @@ bool HttpSession::readProxyHeader() {
   }
   ctx_.stats.add(Stat::proxy_protocol_accepted);
   if (r.header.command == proxy_protocol::Command::proxy && r.header.family != AF_UNSPEC) {
+    if (owner_.loopsBack(r.header.destination)) {
+      // As on a relaying listener: a header naming one of our own listeners would loop back in.
+      ctx_.stats.add(Stat::loop_rejected);
+      if (listenerStats) listenerStats->add(ListenerStat::loop_rejected);
+      close(CloseReason::kRefused);
+      return true;
+    }
     // The header names the client (whose routing header may be trusted) and where it connected.
     originalDst_ = r.header.destination;
     originalSource_ = DestinationSource::kProxyProtocol;
@@ -340,6 +431,13 @@ void HttpSession::startRequest() {
   }
   if (ctx_.options.upstreamPortOverride != 0) dst.setPort(ctx_.options.upstreamPortOverride);
   if (logging_) access_.destination.set(dst);
+  if (owner_.loopsBack(dst)) {
+    // A header (or CONNECT target) naming one of our own listeners: each hop would open another
+    // connection into splicegate (without end when the header is not stripped).
+    if (listenerStats) listenerStats->add(ListenerStat::loop_rejected);
+    respondError(508, "loop_rejected", Stat::loop_rejected);
+    return;
+  }
   if (!owner_.allowDestination(listener_, dst, peer_, access_)) {
     if (listenerStats) listenerStats->add(ListenerStat::policy_denied);
     respondError(403, "policy_denied", Stat::http_rq_policy_denied);
@@ -372,6 +470,8 @@ void HttpSession::startRequest() {
   requestDone_ = false;
   responseStarted_ = false;
   responseDone_ = false;
+  copyRequestBody_ = false;
+  copyResponseBody_ = false;
   upstreamDirty_ = false;
   closeClientAfter_ = false;
   reused_ = false;
@@ -483,12 +583,42 @@ void HttpSession::beginExchange() {
 }
 
 bool HttpSession::pumpExchange() {
+  budget_ = ctx_.options.relayBudgetBytes;
   bool progress = true;
   while (progress && state_ == State::kExchange) {
     progress = false;
-    // The request body, framed by the parser: what belongs to this request goes up; the rest (a
-    // pipelined request) stays in in_ for later.
-    if (!requestDone_ && toUp_.size() - toUpOffset_ < kMaxPending) {
+    // The request body. What came with the head (in_) goes through the parser, which frames it
+    // (what belongs to this request goes up; the rest, a pipelined request, stays in in_); once
+    // that and the head are out, the rest of a Content-Length body is spliced.
+    const bool spliceRequest = !requestDone_ && !copyRequestBody_ && spliceWanted(request_.bodyRemaining());
+    if (spliceRequest && !upPipe_ && in_.empty() && toUp_.empty() && down_.readable && !startSplice(upPipe_)) {
+      copyRequestBody_ = true;  // no pipe free: this body is copied
+    }
+    if (upPipe_) {
+      uint64_t in = 0;
+      switch (spliceBody(down_, up_, upPipe_, requestDone_ ? 0 : request_.bodyRemaining(), in)) {
+        case SpliceStep::kIdle:
+          break;
+        case SpliceStep::kProgress:
+          progress = true;
+          break;
+        case SpliceStep::kSrcEof:
+        case SpliceStep::kSrcError:
+          // The client went away in the middle of its body: the upstream must not take the part
+          // it got for a whole request.
+          releaseUpstream(false);
+          close(CloseReason::kDownstreamError);
+          return true;
+        case SpliceStep::kDstError:
+          upstreamFailed();
+          return true;
+      }
+      if (in > 0) request_.bodyMoved(in);
+      if (!requestDone_ && request_.bodyRemaining() == 0) {
+        requestDone_ = true;
+        progress = true;
+      }
+    } else if (!requestDone_ && toUp_.size() - toUpOffset_ < kMaxPending) {
       const http::Progress p = in_.empty() ? request_.body(nullptr, 0) : request_.body(in_.data(), in_.size());
       if (p.error) {
         releaseUpstream(false);
@@ -498,23 +628,25 @@ bool HttpSession::pumpExchange() {
       if (p.consumed > 0) {
         toUp_.insert(toUp_.end(), in_.begin(), in_.begin() + static_cast<long>(p.consumed));
         in_.erase(in_.begin(), in_.begin() + static_cast<long>(p.consumed));
+        ctx_.stats.add(Stat::http_body_bytes_copied, p.body);
         progress = true;
       }
       if (p.complete) {
         requestDone_ = true;
         progress = true;
       }
-    }
-    if (!requestDone_ && in_.empty() && down_.readable && toUp_.size() - toUpOffset_ < kMaxPending) {
-      const int r = readInto(down_, in_, kReadChunk);
-      if (r == 1) {
-        progress = true;
-      } else if (r == 0 || r == -2) {
-        // The client went away in the middle of its request: the upstream must not take the
-        // part it got for a whole one.
-        releaseUpstream(false);
-        close(CloseReason::kDownstreamError);
-        return true;
+      // More of the body from the client, unless its rest goes by splice once toUp_ is out.
+      if (!requestDone_ && in_.empty() && down_.readable && (copyRequestBody_ || !spliceRequest)) {
+        const int r = readInto(down_, in_, kReadChunk);
+        if (r == 1) {
+          progress = true;
+        } else if (r == 0 || r == -2) {
+          // The client went away in the middle of its request: the upstream must not take the
+          // part it got for a whole one.
+          releaseUpstream(false);
+          close(CloseReason::kDownstreamError);
+          return true;
+        }
       }
     }
     if (toUpOffset_ < toUp_.size() && up_.writable) {
@@ -525,8 +657,48 @@ bool HttpSession::pumpExchange() {
       }
       if (toUpOffset_ + toUp_.size() != before) progress = true;
     }
-    // The response, read only while the client keeps up (nothing left unsent to it).
-    if (!responseDone_ && toDown_.empty() && up_.readable) {
+    // The response: its head (and the body bytes read with it) through toDown_ and the parser,
+    // read only while the client keeps up (nothing left unsent to it); then the rest of a
+    // Content-Length or close-delimited body by splice.
+    if (!responseDone_ && !downPipe_ && !copyResponseBody_ && toDown_.empty() && up_.readable &&
+        spliceWanted(response_.bodyRemaining()) && !startSplice(downPipe_)) {
+      copyResponseBody_ = true;  // no pipe free: this body is copied
+    }
+    if (downPipe_) {
+      uint64_t in = 0;
+      switch (spliceBody(up_, down_, downPipe_, responseDone_ ? 0 : response_.bodyRemaining(), in)) {
+        case SpliceStep::kIdle:
+          break;
+        case SpliceStep::kProgress:
+          progress = true;
+          break;
+        case SpliceStep::kSrcEof: {
+          const http::Progress p = response_.finish();
+          if (!p.complete) {  // cut short: the client is reset (a response byte went out)
+            upstreamFailed();
+            return true;
+          }
+          // A response delimited by the upstream's close: the client reads to our close too.
+          responseDone_ = true;
+          upstreamDirty_ = true;
+          closeClientAfter_ = true;
+          progress = true;
+          break;
+        }
+        case SpliceStep::kSrcError:
+          upstreamFailed();
+          return true;
+        case SpliceStep::kDstError:
+          releaseUpstream(false);
+          close(CloseReason::kDownstreamError);
+          return true;
+      }
+      if (in > 0) response_.bodyMoved(in);
+      if (!responseDone_ && response_.complete()) {
+        responseDone_ = true;
+        progress = true;
+      }
+    } else if (!responseDone_ && toDown_.empty() && up_.readable) {
       const int r = readInto(up_, toDown_, kReadChunk);
       if (r == 1) {
         progress = true;
@@ -543,6 +715,7 @@ bool HttpSession::pumpExchange() {
           upstreamFailed();
           return true;
         }
+        ctx_.stats.add(Stat::http_body_bytes_copied, p.body);
         if (p.complete) {
           responseDone_ = true;
           // Bytes after the response: a 101's are the new protocol's (the tunnel's); anyone
@@ -579,13 +752,18 @@ bool HttpSession::pumpExchange() {
       }
       if (toDownOffset_ + toDown_.size() != before) progress = true;
     }
-    if (responseDone_ && toDownOffset_ >= toDown_.size() && !response_.upgraded()) {
+    if (responseDone_ && toDownOffset_ >= toDown_.size() && !downPipe_ && !response_.upgraded()) {
       finishExchange();
       return true;
     }
     if (responseDone_ && response_.upgraded()) {
       enterTunnel();
       return true;
+    }
+    if (progress && budget_ == 0) {
+      // Fairness, as for relayed connections: the rest after the other connections of this batch.
+      owner_.scheduleResume(*this);
+      return false;
     }
   }
   return false;
@@ -617,7 +795,7 @@ void HttpSession::upstreamFailed() {
 void HttpSession::finishExchange() {
   closeRequestLog(CloseReason::kCompleted);
   const bool reusable = response_.keepAlive() && !upstreamDirty_ && requestDone_ && toUpOffset_ >= toUp_.size() &&
-                        !up_.eof && !up_.peerClosing;
+                        !upPipe_ && !up_.eof && !up_.peerClosing;
   releaseUpstream(reusable);
   const bool keepClient = keepClient_ && !closeClientAfter_ && requestDone_ && !down_.eof && !down_.peerClosing;
   if (!keepClient) {
@@ -662,6 +840,9 @@ void HttpSession::releaseUpstream(bool reusable) {
   up_.readable = up_.writable = up_.peerClosing = up_.eof = false;
   toUp_.clear();
   toUpOffset_ = 0;
+  // The exchange's pipes go with its upstream; one still holding bytes is destroyed by the pool.
+  if (upPipe_) ctx_.pipes.release(std::move(upPipe_));
+  if (downPipe_) ctx_.pipes.release(std::move(downPipe_));
 }
 
 void HttpSession::enterTunnel() {
@@ -703,7 +884,11 @@ void HttpSession::pumpTunnel() {
 }
 
 void HttpSession::resume() {
-  if (state_ == State::kTunnel) pumpTunnel();
+  if (state_ == State::kTunnel) {
+    pumpTunnel();
+  } else if (state_ == State::kExchange) {
+    pump();
+  }
 }
 
 void HttpSession::holderAvailable() {
@@ -755,6 +940,9 @@ void HttpSession::respondError(int status, const char* reason, Stat counter) {
       break;
     case Stat::http_rq_no_destination:
       rqRefusal_ = Refusal::kNoOriginalDst;
+      break;
+    case Stat::loop_rejected:
+      rqRefusal_ = Refusal::kLoopRejected;
       break;
     case Stat::http_rq_connect_fail:
       outcome = CloseReason::kConnectFailed;

@@ -8,11 +8,17 @@
 //                the connection's original destination if it was redirected, else 503
 //                no_destination; upstream_port_override applied last
 //   exchange:    head (routing header stripped) and body (exact framing from llhttp) to the
-//                upstream while the response (framed by ResponseParser) goes to the client
+//                upstream while the response (framed by ResponseParser) goes to the client; heads,
+//                chunked bodies and the body bytes read along with a head are copied, the rest of
+//                a Content-Length (or close-delimited response) body is spliced through a pooled
+//                pipe, exactly its remaining length (docs/HTTP.md, "Bodies")
 //   next:        keep-alive: the upstream goes back to the pool if the response allows it, and the
 //                client's next request is read (Connection: close / HTTP/1.0 end the connection)
 // CONNECT ip:port and a 101 answer to an Upgrade request hand both sockets to a Relay (relay.h).
 //
+// A PROXY header naming one of our own listeners resets the connection, and a request whose
+// destination is one is answered 508 (loop_rejected), so no configuration can make a session
+// connect back into splicegate.
 // Errors before any response byte reached the client are HTTP responses with
 // `x-splicegate-error: <reason>` and `connection: close`; after that the client is reset, so a cut
 // response never looks complete.
@@ -32,6 +38,7 @@
 #include "http_head.h"
 #include "http_pool.h"
 #include "intrusive_list.h"
+#include "pipe_pool.h"
 #include "relay.h"
 #include "socket_address.h"
 #include "stats.h"
@@ -53,6 +60,8 @@ class HttpSessionOwner {
   // An access-log record filled from access (kind request), or nullptr: log off, request not
   // sampled, or the buffer full (counted). Never allocates.
   virtual AccessRecord* newRequestRecord(const AccessInfo& access) = 0;
+  // destination is one of splicegate's own listeners: connecting there would loop back in.
+  virtual bool loopsBack(const SocketAddress& destination) = 0;
   // s has ended (sockets closed): unlink it, free it after the batch.
   virtual void sessionClosed(HttpSession& s) = 0;
   // s's tunnel used its byte budget: resume() it after the batch, as relayed connections are.
@@ -84,7 +93,7 @@ class HttpSession final : private RelayOwner {
   // Ends the session: reset (abnormal) or FIN (complete).
   void close(CloseReason reason);
   bool closed() const { return state_ == State::kClosed; }
-  // The tunnel continues after a budget-limited run / once a copy buffer or pipe came free.
+  // The exchange or tunnel continues after a budget-limited run / once a copy buffer or pipe came free.
   void resume();
   void holderAvailable();
   bool waitingForHolder() const { return relay_ && relay_->waitingForHolder(); }
@@ -144,6 +153,19 @@ class HttpSession final : private RelayOwner {
   int readInto(Side& side, std::vector<uint8_t>& buf, size_t max);
   // Writes from buf (front) to side; false on error.
   bool flush(Side& side, std::vector<uint8_t>& buf, size_t& offset);
+  // Body splicing. spliceWanted: a body with `remaining` bytes still to read goes by splice
+  // (tuning.relay_mode; in auto, from one copy buffer's worth up). startSplice lends the direction
+  // a pooled pipe (false, counted, when none is free: the body stays on the copy path).
+  bool spliceWanted(uint64_t remaining) const;
+  bool startSplice(std::unique_ptr<Pipe>& pipe);
+  enum class SpliceStep : uint8_t { kIdle, kProgress, kSrcEof, kSrcError, kDstError };
+  // One round of src -> pipe -> dst: drains the pipe into dst, then reads at most `want` more
+  // bytes from src (never past the body's end; `in` says how many). Returns the pipe to the pool
+  // once it is empty and the body is all read or src is drained.
+  SpliceStep spliceBody(Side& src, Side& dst, std::unique_ptr<Pipe>& pipe, uint64_t want, uint64_t& in);
+  // Bytes written to side (flush or splice): the byte counters and the access log.
+  void countWritten(const Side& side, uint64_t n);
+  void countRead(const Side& side, uint64_t n);
 
   // RelayOwner
   void relayNeedsHolder() override { owner_.waitForHolder(*this); }
@@ -172,6 +194,13 @@ class HttpSession final : private RelayOwner {
   std::vector<uint8_t> toDown_;  // for the client, from toDownOffset_
   size_t toDownOffset_ = 0;
   std::vector<uint8_t> sentHead_;  // the forwarded head, kept for one retry (idempotent, reused)
+  // Pooled pipes for spliced bodies, held only while such a body is in flight; a pipe released
+  // with bytes in it (an exchange that failed) is destroyed by the pool, never reused.
+  std::unique_ptr<Pipe> upPipe_;    // request body, client -> upstream
+  std::unique_ptr<Pipe> downPipe_;  // response body, upstream -> client
+  bool copyRequestBody_ = false;   // no pipe was free for this request's body: copied instead
+  bool copyResponseBody_ = false;  // ... nor for this response's
+  size_t budget_ = 0;  // bytes pumpExchange may still move before yielding (relay_budget_bytes)
 
   Host* host_ = nullptr;
   HostRef latencyRef_;

@@ -75,6 +75,8 @@ namespace splicegate {
   X(http_pool_hit)                /* a live idle connection was taken from the pool */        \
   X(http_pool_miss)               /* none was: a new connection was opened */                 \
   X(http_pool_discarded)          /* idle connections closed: server closed, data, idle_timeout, full */ \
+  X(http_body_bytes_spliced)      /* HTTP listener: body bytes moved socket -> pipe -> socket (splice) */ \
+  X(http_body_bytes_copied)       /* HTTP listener: body bytes (chunk framing included) copied through user space */ \
   X(access_log_records)           /* access-log records buffered for the writer (sampled ones) */ \
   X(access_log_dropped)           /* access-log records lost: the worker's buffer was full */
 

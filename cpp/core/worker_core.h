@@ -147,6 +147,7 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner {
   bool allowDestination(const ListenerOptions& listener, const SocketAddress& destination,
                         const SocketAddress& client, AccessInfo& access) override;
   AccessRecord* newRequestRecord(const AccessInfo& access) override;
+  bool loopsBack(const SocketAddress& destination) override { return resolver_.pointsAtOwnListener(destination); }
   void sessionClosed(HttpSession& s) override;
   void scheduleResume(HttpSession& s) override;
   void waitForHolder(HttpSession& s) override;

@@ -50,6 +50,7 @@ SEEDS = {
     "malformed--bare-lf-blank-line": b"GET / HTTP/1.1\r\nHost: a\r\n\nGET /smuggled HTTP/1.1\r\n\r\n",
     "malformed--space-before-colon": b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
     "malformed--te-chunked-not-last": b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+    "malformed--te-gzip-no-length": b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nbody",
     "malformed--http09": b"GET /\r\n\r\n",
     "malformed--http2-version": b"GET / HTTP/2.0\r\n\r\n",
     "malformed--control-char-in-value": b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",

@@ -377,6 +377,112 @@ void responseTests() {
   });
 }
 
+void bodyCountingTests() {
+  run("a Content-Length body counted by body() and bodyMoved() in any mix ends at the same byte", [] {
+    const Bytes req = bytes("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789GET / HTTP/1.1\r\n\r\n");
+    RequestParser p(kHeader, kMaxHead);
+    CHECK(parseWhole(p, req) == ParseStatus::kDone);
+    CHECK_EQ(p.bodyRemaining(), 10u);
+    Progress pr = p.body(req.data() + p.head().length, 3);  // 3 bytes read along with the head
+    CHECK_EQ(pr.consumed, 3u);
+    CHECK_EQ(pr.body, 3u);
+    CHECK(!pr.complete);
+    CHECK_EQ(p.bodyRemaining(), 7u);
+    p.bodyMoved(5);  // spliced
+    CHECK_EQ(p.bodyRemaining(), 2u);
+    CHECK(!p.body(nullptr, 0).complete);
+    // The last 2 and the next request in one slice: only the 2 are this body's.
+    const size_t at = p.head().length + 8;
+    pr = p.body(req.data() + at, req.size() - at);
+    CHECK(pr.complete);
+    CHECK_EQ(pr.consumed, 2u);
+    CHECK_EQ(p.bodyRemaining(), 0u);
+    RequestParser q(kHeader, kMaxHead);
+    CHECK(parseWhole(q, req) == ParseStatus::kDone);
+    q.bodyMoved(10);
+    CHECK(q.body(nullptr, 0).complete);
+  });
+
+  run("a chunked request body is never offered for splicing; Transfer-Encoding without chunked is refused", [] {
+    RequestParser p(kHeader, kMaxHead);
+    CHECK(parseWhole(p, bytes("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")) == ParseStatus::kDone);
+    CHECK_EQ(p.bodyRemaining(), 0u);
+    RequestParser none(kHeader, kMaxHead);
+    CHECK(parseWhole(none, bytes("GET / HTTP/1.1\r\n\r\n")) == ParseStatus::kDone);
+    CHECK_EQ(none.bodyRemaining(), 0u);
+    for (const char* te : {"gzip", "identity", "chunked, gzip"}) {
+      RequestParser q(kHeader, kMaxHead);
+      const ParseStatus st = parseWhole(q, bytes(std::string("POST / HTTP/1.1\r\nTransfer-Encoding: ") + te + "\r\n\r\n"));
+      if (st != ParseStatus::kError) std::fprintf(stderr, "  accepted: Transfer-Encoding: %s\n", te);
+      CHECK(st == ParseStatus::kError);
+      CHECK(q.error() == HeadError::kMalformed);
+    }
+  });
+
+  run("a response body: Content-Length counted (fed or moved), close-delimited open-ended, chunked parsed", [] {
+    ResponseParser r;
+    r.start(false);
+    const Bytes head = bytes("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabcd");
+    Progress p = r.feed(head.data(), head.size());
+    CHECK(!p.complete);
+    CHECK_EQ(p.consumed, head.size());
+    CHECK_EQ(p.body, 4u);
+    CHECK_EQ(r.bodyRemaining(), 96u);
+    r.bodyMoved(90);
+    CHECK_EQ(r.bodyRemaining(), 6u);
+    CHECK(!r.complete());
+    const Bytes tail = bytes("123456HTTP/1.1 200 OK");
+    p = r.feed(tail.data(), tail.size());
+    CHECK(p.complete);
+    CHECK_EQ(p.consumed, 6u);
+    CHECK(r.keepAlive());
+
+    r.start(false);
+    const Bytes eof = bytes("HTTP/1.1 200 OK\r\n\r\nxy");
+    p = r.feed(eof.data(), eof.size());
+    CHECK_EQ(p.body, 2u);
+    CHECK(r.bodyRemaining() == kUntilClose);
+    r.bodyMoved(1000);
+    CHECK(!r.complete());
+    CHECK(r.finish().complete);
+    CHECK(!r.keepAlive());
+
+    r.start(false);
+    const Bytes te = bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzz");
+    r.feed(te.data(), te.size());
+    CHECK(r.bodyRemaining() == kUntilClose);  // a response coding that is not chunked: read to close
+    CHECK(!r.keepAlive());
+
+    r.start(false);
+    const Bytes ch = bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+    p = r.feed(ch.data(), ch.size());
+    CHECK(!p.complete);
+    CHECK_EQ(r.bodyRemaining(), 0u);  // chunked: the parser's
+    const Bytes last = bytes("0\r\n\r\nNEXT");
+    p = r.feed(last.data(), last.size());
+    CHECK(p.complete);
+    CHECK_EQ(p.consumed, last.size() - 4);
+
+    r.start(false);
+    const Bytes cut = bytes("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+    r.feed(cut.data(), cut.size());
+    r.bodyMoved(99);
+    CHECK(r.finish().error);  // one byte short
+  });
+
+  run("a 304 or 204 ends at its head even with a Content-Length and bytes behind it", [] {
+    for (const char* s : {"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"}) {
+      ResponseParser r;
+      r.start(false);
+      const Bytes b = bytes(std::string(s) + "HTTP/");
+      const Progress p = r.feed(b.data(), b.size());
+      CHECK(p.complete);
+      CHECK_EQ(p.consumed, b.size() - 5);
+      CHECK_EQ(r.bodyRemaining(), 0u);
+    }
+  });
+}
+
 void addressTests() {
   run("IP:PORT and [v6]:PORT literals parse; anything else is invalid", [] {
     auto a = parseHostPort("10.1.2.3:8080", 13);
@@ -657,6 +763,48 @@ void sessionTests() {
     CHECK(exchange(second.get(), pp + get("/r", routeTo(fallback.address))).find("1:/r") != std::string::npos);
     CHECK_EQ(fallback.seen().size(), 1u);
     CHECK_EQ(core->stats().get(Stat::proxy_protocol_accepted), 2u);
+  });
+
+  run("a PROXY header or a routing header naming splicegate's own listener is refused as a loop", [] {
+    Origin fallback(keepAliveServer());
+    auto fake = std::make_unique<FixedDestinationOps>();
+    fake->target = fallback.address;
+    SysError err;
+    auto core = WorkerCore::create(CoreOptions{}, std::move(fake), err);
+    CHECK(core);
+    ListenerOptions lo;
+    lo.name = "http-pp";
+    lo.address = addr("127.0.0.1", 0);
+    lo.http.enabled = true;
+    lo.http.trustedSources = {*parseCidr("127.0.0.0/8")};
+    lo.http.stripHeader = false;  // a looped request would carry its header into the next hop
+    lo.proxyProtocol.enabled = true;
+    lo.proxyProtocol.trustedSources = {*parseCidr("127.0.0.0/8")};
+    SocketAddress listenAddr;
+    UniqueFd listenSocket = openListenSocket(lo, &listenAddr, err);
+    CHECK(listenSocket);
+    CHECK(!core->attachListener(lo, listenSocket.get(), nullptr));
+    LoopRunner loop(*core);
+    // The PROXY header's destination is the listener itself: reset, as on a relaying listener.
+    UniqueFd client = connectTo(listenAddr);
+    const std::string pp = "PROXY TCP4 127.0.0.1 " + listenAddr.ipString() + " 40000 " +
+                           std::to_string(listenAddr.port()) + "\r\n";
+    CHECK(writeAll(client.get(), (pp + get("/pp")).data(), pp.size() + get("/pp").size()));
+    std::string got;
+    CHECK(readToEnd(client.get(), got) == End::kReset);
+    CHECK(got.empty());
+    CHECK_EQ(core->stats().get(Stat::loop_rejected), 1u);
+    // A trusted client's routing header naming the listener (behind a PROXY header that names a
+    // real destination): 508, and no connection goes out.
+    UniqueFd second = connectTo(listenAddr);
+    const std::string pp2 = "PROXY TCP4 127.0.0.1 " + fallback.address.ipString() + " 40001 " +
+                            std::to_string(fallback.address.port()) + "\r\n";
+    expectError(second.get(), exchange(second.get(), pp2 + get("/h", routeTo(listenAddr))), "508", "loop_rejected");
+    CHECK_EQ(core->stats().get(Stat::loop_rejected), 2u);
+    CHECK_EQ(core->listenerStats().at(0)->get(ListenerStat::loop_rejected), 2u);  // the listener's share: all
+    CHECK_EQ(core->stats().get(Stat::upstream_cx_total), 0u);
+    CHECK_EQ(core->stats().get(Stat::http_rq_total), 1u);
+    CHECK(fallback.seen().empty());
   });
 
   run("keep-alive: requests on one client connection share one pooled upstream connection", [] {
@@ -1065,13 +1213,335 @@ void sessionTests() {
   });
 }
 
+// ---- Bodies: Content-Length bodies spliced, exactly their length; what came with the head copied ----
+
+// n bytes of a pattern that differs per seed and per position (a shifted or repeated byte shows).
+std::string pattern(size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  uint32_t x = 2166136261u ^ seed;
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 16777619u + static_cast<uint32_t>(i);
+    s[i] = static_cast<char>('a' + (x >> 24) % 26);
+  }
+  return s;
+}
+
+std::string post(const std::string& target, const std::string& body, const std::string& extra = "") {
+  return "POST " + target + " HTTP/1.1\r\nhost: t\r\ncontent-length: " + std::to_string(body.size()) + "\r\n" + extra +
+         "\r\n" + body;
+}
+
+std::string bodyOf(const std::string& message) { return message.substr(message.find("\r\n\r\n") + 4); }
+
+// Keep-alive echo origin: each request's body comes back as the response's body (Content-Length);
+// every whole request (head and body) is recorded.
+std::function<void(Origin&, int, int)> echoServer() {
+  return [](Origin& o, int fd, int) {
+    std::string buf;
+    for (;;) {
+      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }, 10000) != End::kOpen) return;
+      const size_t len = messageLength(buf);
+      const std::string msg = buf.substr(0, len);
+      buf.erase(0, len);
+      o.record(msg);
+      const std::string body = bodyOf(msg);
+      const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+      if (!writeAll(fd, resp.data(), resp.size())) return;
+    }
+  };
+}
+
+// Reads n whole responses (head plus Content-Length body) from fd.
+std::vector<std::string> readResponses(int fd, size_t n, End* end = nullptr) {
+  std::string buf;
+  std::vector<std::string> out;
+  const End e = readUntil(fd, buf, [&](const std::string&) {
+    for (;;) {
+      if (out.size() == n) return true;
+      const size_t len = messageLength(buf);
+      if (len == 0) return false;
+      out.push_back(buf.substr(0, len));
+      buf.erase(0, len);
+    }
+  }, 20000);
+  if (end) *end = e;
+  return out;
+}
+
+void bodyTests() {
+  run("two keep-alive requests back to back with large Content-Length bodies: exact boundaries, bodies spliced both ways", [] {
+    Origin server(echoServer());
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string one = pattern(3 << 20, 1);
+    const std::string two = pattern((5 << 20) + 7, 2);
+    // Both requests in one stream: the second's head follows the first body's last byte.
+    const std::string stream = post("/one", one) + post("/two", two);
+    std::thread writer([&] { CHECK(writeAll(client.get(), stream.data(), stream.size())); });
+    End end;
+    const auto responses = readResponses(client.get(), 2, &end);
+    writer.join();
+    CHECK(end == End::kOpen);
+    CHECK_EQ(responses.size(), 2u);
+    CHECK(bodyOf(responses[0]) == one);
+    CHECK(bodyOf(responses[1]) == two);
+    const auto seen = server.seen();
+    CHECK_EQ(seen.size(), 2u);
+    CHECK(seen[0] == post("/one", one));
+    CHECK(seen[1] == post("/two", two));
+    CHECK_EQ(server.accepted.load(), 1);  // one upstream connection, reused for the second request
+    // Every body byte went one way or the other, and nearly all by splice.
+    const uint64_t total = 2 * (one.size() + two.size());
+    const uint64_t spliced = stage.stat(Stat::http_body_bytes_spliced);
+    const uint64_t copied = stage.stat(Stat::http_body_bytes_copied);
+    CHECK_EQ(spliced + copied, total);
+    CHECK(copied <= 4 * 16384);  // at most a read's worth along with each head
+  });
+
+  run("body bytes read along with the head go first (copied), the rest is spliced", [] {
+    Origin server(echoServer());
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string body = pattern(1 << 20, 3);
+    const std::string req = post("/h", body);
+    const size_t headLength = req.size() - body.size();
+    // The head and the first 1000 body bytes in one write; the rest only once the proxy has
+    // parsed the head and forwarded those (the server sees its head and the 1000 bytes).
+    CHECK(writeAll(client.get(), req.data(), headLength + 1000));
+    CHECK(waitFor([&] { return stage.stat(Stat::http_body_bytes_copied) == 1000; }));
+    CHECK(writeAll(client.get(), req.data() + headLength + 1000, req.size() - headLength - 1000));
+    const auto responses = readResponses(client.get(), 1);
+    CHECK_EQ(responses.size(), 1u);
+    CHECK(bodyOf(responses[0]) == body);
+    CHECK(server.seen().at(0) == req);
+    // The request: 1000 copied, the rest spliced; the response: whatever came with its head copied.
+    const uint64_t spliced = stage.stat(Stat::http_body_bytes_spliced);
+    const uint64_t copied = stage.stat(Stat::http_body_bytes_copied);
+    CHECK_EQ(spliced + copied, 2 * body.size());
+    CHECK(spliced >= body.size() - 1000 + body.size() - 16384);
+  });
+
+  run("small bodies stay on the copy path; relay_mode copy copies large ones, relay_mode splice splices small ones", [] {
+    Origin server(echoServer());
+    const std::string small = pattern(2000, 4);
+    const std::string large = pattern(300000, 5);
+    {
+      HttpStage stage(server.address);
+      LoopRunner loop(*stage.core);
+      UniqueFd client = connectTo(stage.listenAddr);
+      const std::string req = post("/s", small);
+      CHECK(writeAll(client.get(), req.data(), 80));  // the head alone first: the body arrives separately
+      CHECK(waitFor([&] { return stage.stat(Stat::http_rq_total) == 1; }));
+      CHECK(writeAll(client.get(), req.data() + 80, req.size() - 80));
+      CHECK(bodyOf(readResponses(client.get(), 1).at(0)) == small);
+      CHECK_EQ(stage.stat(Stat::http_body_bytes_spliced), 0u);
+      CHECK_EQ(stage.stat(Stat::http_body_bytes_copied), 2 * small.size());
+    }
+    CoreOptions copy;
+    copy.relayMode = CoreOptions::RelayMode::kCopy;
+    {
+      HttpStage stage(server.address, "127.0.0.0/8", copy);
+      LoopRunner loop(*stage.core);
+      UniqueFd client = connectTo(stage.listenAddr);
+      const std::string req = post("/l", large);
+      std::thread writer([&] { CHECK(writeAll(client.get(), req.data(), req.size())); });
+      const auto r = readResponses(client.get(), 1);
+      writer.join();
+      CHECK(bodyOf(r.at(0)) == large);
+      CHECK_EQ(stage.stat(Stat::http_body_bytes_spliced), 0u);
+      CHECK_EQ(stage.stat(Stat::http_body_bytes_copied), 2 * large.size());
+    }
+    CoreOptions always;
+    always.relayMode = CoreOptions::RelayMode::kSplice;
+    {
+      HttpStage stage(server.address, "127.0.0.0/8", always);
+      LoopRunner loop(*stage.core);
+      UniqueFd client = connectTo(stage.listenAddr);
+      const std::string req = post("/s", small);
+      CHECK(writeAll(client.get(), req.data(), 80));
+      CHECK(waitFor([&] { return stage.stat(Stat::http_rq_total) == 1; }));
+      CHECK(writeAll(client.get(), req.data() + 80, req.size() - 80));
+      CHECK(bodyOf(readResponses(client.get(), 1).at(0)) == small);
+      CHECK(stage.stat(Stat::http_body_bytes_spliced) >= small.size() - (80 - (req.size() - small.size())));
+      CHECK_EQ(stage.stat(Stat::http_body_bytes_spliced) + stage.stat(Stat::http_body_bytes_copied), 2 * small.size());
+    }
+  });
+
+  run("a spliced response ends at its Content-Length: bytes the server sends after it never reach the client", [] {
+    // The first response is followed, in the same write, by a response nobody asked for.
+    Origin server([](Origin& o, int fd, int index) {
+      std::string buf;
+      for (int n = 0;; ++n) {
+        if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+        const size_t len = messageLength(buf);
+        o.record(buf.substr(0, len));
+        buf.erase(0, len);
+        const std::string body = pattern(200000, static_cast<unsigned>(10 + index * 2 + n));
+        std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+        if (index == 0 && n == 0) resp += "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nextra";
+        if (!writeAll(fd, resp.data(), resp.size())) return;
+      }
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    CHECK(writeAll(client.get(), get("/1").data(), get("/1").size()));
+    const auto first = readResponses(client.get(), 1);
+    CHECK(bodyOf(first.at(0)) == pattern(200000, 10));
+    CHECK(stage.stat(Stat::http_body_bytes_spliced) > 100000);
+    // The next request: the "extra" response waits in the first upstream connection, which the
+    // pool's check before reuse refuses; a new connection answers.
+    CHECK(writeAll(client.get(), get("/2").data(), get("/2").size()));
+    std::string rest;
+    End end = readUntil(client.get(), rest, [](const std::string& b) { return messageLength(b) > 0; });
+    CHECK(end == End::kOpen);
+    CHECK(rest.find("extra") == std::string::npos);
+    CHECK(bodyOf(rest.substr(0, messageLength(rest))) == pattern(200000, 12));
+    CHECK_EQ(server.accepted.load(), 2);
+    CHECK_EQ(stage.stat(Stat::http_pool_discarded), 1u);
+  });
+
+  run("a close-delimited response is spliced to the upstream's EOF and ends with FIN", [] {
+    const std::string body = pattern(2 << 20, 6);
+    Origin server([&body](Origin&, int fd, int) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+      const std::string resp = "HTTP/1.1 200 OK\r\ncontent-type: x\r\n\r\n" + body;
+      writeAll(fd, resp.data(), resp.size());
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    CHECK(writeAll(client.get(), get("/eof").data(), get("/eof").size()));
+    std::string got;
+    CHECK(readToEnd(client.get(), got, 20000) == End::kEof);
+    CHECK(bodyOf(got) == body);
+    CHECK(stage.stat(Stat::http_body_bytes_spliced) >= body.size() - 16384);
+    CHECK_EQ(stage.stat(Stat::http_body_bytes_spliced) + stage.stat(Stat::http_body_bytes_copied), body.size());
+  });
+
+  run("an upstream reset in the middle of a spliced response body resets the client", [] {
+    std::atomic<bool> clientHasPart{false};
+    Origin server([&clientHasPart](Origin&, int fd, int) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+      const std::string part = "HTTP/1.1 200 OK\r\ncontent-length: 4000000\r\n\r\n" + pattern(1 << 20, 7);
+      writeAll(fd, part.data(), part.size());
+      waitFor([&clientHasPart] { return clientHasPart.load(); }, 10000);
+      resetOnClose(fd);
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    CHECK(writeAll(client.get(), get("/cut").data(), get("/cut").size()));
+    std::string got;
+    CHECK(readUntil(client.get(), got, [](const std::string& b) { return b.size() > (1 << 20); }) == End::kOpen);
+    CHECK(stage.stat(Stat::http_body_bytes_spliced) > 0);  // the cut came on the splice path
+    clientHasPart = true;
+    CHECK(readToEnd(client.get(), got) == End::kReset);
+    CHECK_EQ(stage.stat(Stat::http_rq_upstream_error), 1u);
+    CHECK(got.size() < 4000000);
+  });
+
+  run("a client gone in the middle of a spliced request body: the upstream is reset, never pooled", [] {
+    std::atomic<size_t> received{0};
+    std::atomic<int> serverEnd{-1};
+    Origin server([&](Origin&, int fd, int) {
+      char b[65536];
+      for (;;) {
+        const ssize_t n = ::recv(fd, b, sizeof b, 0);
+        if (n <= 0) {
+          serverEnd = n == 0 ? static_cast<int>(End::kEof) : (errno == ECONNRESET ? static_cast<int>(End::kReset) : static_cast<int>(End::kError));
+          return;
+        }
+        received += static_cast<size_t>(n);
+      }
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    {
+      UniqueFd client = connectTo(stage.listenAddr);
+      const std::string req = post("/up", pattern(4 << 20, 8));
+      CHECK(writeAll(client.get(), req.data(), 1 << 20));
+      CHECK(waitFor([&] { return received.load() >= (1 << 20) - 100000; }));
+      CHECK(stage.stat(Stat::http_body_bytes_spliced) > 0);
+      ::shutdown(client.get(), SHUT_WR);  // a clean EOF from the client, 3 MiB short
+    }
+    CHECK(waitFor([&] { return serverEnd.load() != -1; }));
+    CHECK_EQ(serverEnd.load(), static_cast<int>(End::kReset));
+    CHECK_EQ(stage.core->httpPoolIdle(), 0u);
+    CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_active) == 0; }));
+  });
+
+  run("pipelined requests: answered in order, one upstream exchange at a time; nothing after Connection: close is sent", [] {
+    std::atomic<int> maxInFlight{0};
+    Origin server([&](Origin& o, int fd, int) {
+      std::string buf;
+      for (int n = 1;; ++n) {
+        if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+        // A second request already here while this one is unanswered would mean the proxy sent
+        // it ahead of this response.
+        const size_t len = messageLength(buf);
+        o.record(buf.substr(0, len));
+        buf.erase(0, len);
+        if (!buf.empty()) maxInFlight = 2;
+        const std::string body = std::to_string(n);
+        const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+        if (!writeAll(fd, resp.data(), resp.size())) return;
+      }
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string two = pattern(40000, 20);  // long enough to be spliced once its head is out
+    const std::string stream = get("/1") + post("/2", two) + get("/3", "connection: close\r\n") + get("/4");
+    CHECK(writeAll(client.get(), stream.data(), stream.size()));
+    std::string got;
+    CHECK(readToEnd(client.get(), got) == End::kEof);  // closed (FIN) after the third response
+    std::vector<std::string> responses;
+    for (size_t len; (len = messageLength(got)) > 0;) {
+      responses.push_back(got.substr(0, len));
+      got.erase(0, len);
+    }
+    CHECK(got.empty());
+    CHECK_EQ(responses.size(), 3u);
+    for (size_t i = 0; i < responses.size(); ++i) CHECK(bodyOf(responses[i]) == std::to_string(i + 1));
+    const auto seen = server.seen();
+    CHECK_EQ(seen.size(), 3u);  // never /4
+    CHECK(seen.at(1) == post("/2", two));
+    CHECK(seen.at(2).rfind("GET /3 ", 0) == 0);
+    CHECK_EQ(maxInFlight.load(), 0);
+    CHECK_EQ(stage.stat(Stat::http_rq_total), 3u);
+  });
+
+  run("a body spliced under a small relay budget yields and resumes to the end", [] {
+    Origin server(echoServer());
+    CoreOptions small;
+    small.relayBudgetBytes = 65536;
+    HttpStage stage(server.address, "127.0.0.0/8", small);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string body = pattern(3 << 20, 9);
+    const std::string req = post("/b", body);
+    std::thread writer([&] { CHECK(writeAll(client.get(), req.data(), req.size())); });
+    const auto r = readResponses(client.get(), 1);
+    writer.join();
+    CHECK(bodyOf(r.at(0)) == body);
+    CHECK(stage.stat(Stat::http_body_bytes_spliced) > body.size());
+  });
+}
+
 }  // namespace
 
 int main() {
   parserTests();
   responseTests();
+  bodyCountingTests();
   addressTests();
   corpusTests();
   sessionTests();
+  bodyTests();
   return splicegate::testing::finish();
 }

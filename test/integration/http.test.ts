@@ -1,8 +1,9 @@
 // The HTTP listener (listeners[].mode: http, docs/HTTP.md) in the namespace lab with real clients
 // (curl, wrk, a WebSocket client) and real servers: routing by x-envoy-original-dst-host from a
 // trusted client, the original destination for everyone else, the destination policy, CONNECT to
-// a TLS server with certificate verification, Upgrade to WebSocket, and the upstream keep-alive
-// pool. Parse errors and head limits are in http-errors.test.ts.
+// a TLS server with certificate verification, Upgrade to WebSocket, the upstream keep-alive
+// pool, and the loop check (a header naming a listener of splicegate's own). Parse errors and
+// head limits are in http-errors.test.ts.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -154,6 +155,20 @@ describe('HTTP listener: routing, CONNECT, Upgrade, keep-alive pool', () => {
       const c = await httpRaw(lab, { target: TRUSTED, send: 'CONNECT 169.254.169.254:443 HTTP/1.1\\r\\nHost: 169.254.169.254:443\\r\\n\\r\\n' });
       assert.equal(c.status, 403, JSON.stringify(c));
       assert.equal(c.headers['x-splicegate-error'], 'policy_denied');
+    }),
+  );
+
+  it("a header naming splicegate's own listener is a 508 loop_rejected: no connection goes out", { timeout: 30000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const s0 = await sg.stats();
+      const r = await curl(lab, ['-H', `${HEADER}: ${UNTRUSTED}`, `http://${TRUSTED}/loop`]);
+      assert.equal(r.status, 508, JSON.stringify(r));
+      assert.equal(r.headers['x-splicegate-error'], 'loop_rejected');
+      const s1 = await sg.waitStats((s) => d(s, s0, 'loop_rejected') >= 1, 5000, 'loop_rejected += 1');
+      assert.equal(d(s1, s0, 'loop_rejected'), 1);
+      assert.equal(d(s1, s0, 'upstream_cx_total'), 0);
+      assert.equal(d(s1, s0, 'downstream_cx_total'), 1, 'a connection came back into splicegate');
     }),
   );
 

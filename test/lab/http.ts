@@ -61,6 +61,8 @@ export interface EchoBody {
   url: string;
   headers: Record<string, string>;
   bodyBytes: number;
+  /** sha256 (hex) of the request body as the server received it. */
+  bodySha256: string;
 }
 
 export function echoBody(r: CurlResult): EchoBody {
