@@ -32,12 +32,12 @@ sanitized_ctest() {
 echo "== C++ core unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (build/asan)"
 ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  sanitized_ctest build/asan address,undefined core_tests histogram_tests stream_tests policy_tests proxy_protocol_tests pipeline_tests http_tests access_log_tests udp_tests
+  sanitized_ctest build/asan address,undefined core_tests histogram_tests stream_tests policy_tests proxy_protocol_tests pipeline_tests http_tests access_log_tests udp_tests orphan_tests
 echo "== C++ core unit tests under ThreadSanitizer (build/tsan)"
 # The tests with threads: the loop thread, posters and stat readers (core_tests); workers sharing
 # the process-wide own-socket registry (stream_tests); HTTP sessions on a loop thread polled by
-# the test thread (http_tests).
-TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 sanitized_ctest build/tsan thread core_tests stream_tests http_tests
+# the test thread (http_tests); orphaned loops and their reaper (orphan_tests).
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 sanitized_ctest build/tsan thread core_tests stream_tests http_tests orphan_tests
 
 # Fuzzing: every target (scripts/fuzz.sh) for a bounded time from the seeds in the repo, plus a
 # re-check of each known finding; any crash fails the suite. SPLICEGATE_FUZZ_SECONDS sets the time

@@ -5,6 +5,7 @@
 
 #include "../core/host_cache.h"
 #include "../core/listener.h"
+#include "../core/orphan_registry.h"
 #include "../core/policy_set.h"
 #include "../core/stats.h"
 #include "listen_socket.h"
@@ -27,6 +28,9 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
                              InstanceMethod<&SplicegateAddon::raiseFdLimit>("raiseFdLimit"),
                              InstanceMethod<&SplicegateAddon::policyCounterNames>("policyCounterNames"),
                              InstanceMethod<&SplicegateAddon::inspectSocket>("inspectSocket"),
+                             InstanceMethod<&SplicegateAddon::orphans>("orphans"),
+                             InstanceMethod<&SplicegateAddon::endOrphans>("endOrphans"),
+                             InstanceMethod<&SplicegateAddon::orphanAccessLog>("orphanAccessLog"),
                              InstanceValue("NativeWorker", NativeWorker::define(env)),
                              InstanceValue("ListenSocket", ListenSocket::define(env)),
                              InstanceValue("statNames", names),
@@ -36,6 +40,39 @@ class SplicegateAddon : public Napi::Addon<SplicegateAddon> {
   }
 
  private:
+  // The process's orphaned worker loops (cpp/core/orphan_registry.h), for the main thread:
+  // { count, adopted, values } where values follow statNames (counters since adoption, gauges now).
+  Napi::Value orphans(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const OrphanRegistry& registry = OrphanRegistry::process();
+    Napi::Float64Array values = Napi::Float64Array::New(env, Stats::size());
+    registry.readStats(values.Data());
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("count", Napi::Number::New(env, static_cast<double>(registry.count())));
+    out.Set("adopted", Napi::Number::New(env, static_cast<double>(registry.adoptedTotal())));
+    out.Set("values", values);
+    return out;
+  }
+
+  // Every orphan closes what it still relays (with resets) and ends: the process's drain at
+  // drain_timeout. Returns at once; orphans().count reaches 0 once they are joined.
+  Napi::Value endOrphans(const Napi::CallbackInfo& info) {
+    OrphanRegistry::process().endAll();
+    return info.Env().Undefined();
+  }
+
+  // The access-log records orphans made since the last call, as JSON lines formatted here (the
+  // main thread): { lines, count }. Cheap when there are none.
+  Napi::Value orphanAccessLog(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string lines;
+    const size_t count = OrphanRegistry::process().takeAccessLines(lines);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("lines", Napi::String::New(env, lines));
+    out.Set("count", Napi::Number::New(env, static_cast<double>(count)));
+    return out;
+  }
+
   // The names of the policy counters that NativeWorker.stats() appends after statNames, for these
   // policies (the same array as the workers' `policies` option). Called once by the control layer.
   Napi::Value policyCounterNames(const Napi::CallbackInfo& info) {

@@ -38,6 +38,7 @@ NativeWorker::NativeWorker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
   CoreOptions options;
   if (!readCoreOptions(info[0].As<Napi::Object>(), options)) return;  // a TypeError is pending
   accessNames_ = std::make_shared<const AccessLogNames>(options.policies);
+  accessLogOn_ = options.accessLogSample > 0;
   SysError err;
   std::unique_ptr<WorkerCore> core = WorkerCore::create(options, err);
   if (!core) {
@@ -52,12 +53,17 @@ NativeWorker::NativeWorker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
     loop_ = std::make_unique<UvPollDriver>(uvLoop, std::move(core));
   } else if (driverName == "thread") {
     loop_ = std::make_unique<LoopThread>(std::move(core));
+    threaded_ = true;
   } else {
     Napi::TypeError::New(env, "option driver must be \"thread\" or \"uv\"").ThrowAsJavaScriptException();
     return;
   }
-  // A worker thread can end without anyone calling close(): the env cleanup hook still joins the
-  // loop thread and closes every fd, so a dead worker leaks nothing.
+  Napi::Value orphanTimeout = info[0].As<Napi::Object>().Get("orphanTimeoutMs");
+  if (orphanTimeout.IsNumber() && orphanTimeout.As<Napi::Number>().DoubleValue() >= 0) {
+    orphanTimeoutMs_ = static_cast<uint64_t>(orphanTimeout.As<Napi::Number>().DoubleValue());
+  }
+  // A worker thread can end without anyone calling close(): the env cleanup hook hands a running
+  // loop thread to the orphan registry (it finishes what it relays, then ends) or closes the rest.
   napi_add_env_cleanup_hook(env_, &NativeWorker::onEnvCleanup, this);
 }
 
@@ -69,8 +75,33 @@ NativeWorker::~NativeWorker() {
 }
 
 void NativeWorker::onEnvCleanup(void* self) {
+  // The JS thread is ending without close() (an exception, process.exit in the thread). Runs
+  // after the cleanup hooks of this env's thread-safe functions (Node runs them newest first), so
+  // those are closing but not yet freed: closing the gate now is in time.
   auto* worker = static_cast<NativeWorker*>(self);
-  worker->loop_.reset();
+  {
+    std::lock_guard<std::mutex> lock(worker->gate_->mutex);
+    worker->gate_->open = false;
+  }
+  if (worker->threaded_ && worker->loop_->running()) {
+    // The connections it relays have nothing wrong with them: it keeps relaying them, accepting
+    // nothing new, and ends once they are done (orphan_registry.h). No N-API from here on.
+    std::unique_ptr<LoopThread> loop(static_cast<LoopThread*>(worker->loop_.release()));
+    OrphanRegistry::AccessLogOwner accessLog;
+    if (worker->accessLogOn_) {
+      accessLog = {worker->accessNames_, worker->accessWorkerId_};
+      // Records taken for a drain whose answer will never run: written from the queue instead.
+      std::vector<AccessRecord> handedOff;
+      {
+        std::lock_guard<std::mutex> h(worker->accessHandoff_->mutex);
+        handedOff.swap(worker->accessHandoff_->records);
+      }
+      OrphanRegistry::process().queueAccessRecords(handedOff, accessLog);
+    }
+    OrphanRegistry::process().adopt(std::move(loop), worker->reported_, worker->orphanTimeoutMs_, std::move(accessLog));
+  } else {
+    worker->loop_.reset();
+  }
 }
 
 bool NativeWorker::ensureOpen(Napi::Env env) {
@@ -135,7 +166,10 @@ Napi::Value NativeWorker::stats(const Napi::CallbackInfo& info) {
   Napi::Float64Array out =
       Napi::Float64Array::New(env, Stats::size() + policyCount + listeners.size() * ListenerStats::size());
   const Stats& stats = loop_->stats();
-  for (size_t i = 0; i < Stats::size(); ++i) out[i] = static_cast<double>(stats.get(static_cast<Stat>(i)));
+  for (size_t i = 0; i < Stats::size(); ++i) {
+    reported_[i] = stats.get(static_cast<Stat>(i));
+    out[i] = static_cast<double>(reported_[i]);
+  }
   policies.exportCounters(out.Data() + Stats::size());
   size_t at = Stats::size() + policyCount;
   for (const auto& listener : listeners) {
@@ -169,6 +203,13 @@ Napi::Array toStringArray(Napi::Env env, const std::vector<std::string>& values)
 
 namespace {
 
+// Whether JS can run in env now: a property set is refused once the env is terminating.
+bool canRunJs(napi_env env) {
+  napi_value probe;
+  return env != nullptr && napi_create_object(env, &probe) == napi_ok &&
+         napi_set_named_property(env, probe, "probe", probe) == napi_ok;
+}
+
 // Calls back into JS from a thread-safe function's call_js. While the worker thread is being
 // terminated, JS can no longer run: napi_call_function then fails, and Napi::Function::Call would
 // turn that into a JS exception it cannot throw either (a fatal error). The answer is moot then,
@@ -193,9 +234,15 @@ Napi::Value NativeWorker::snapshotOnLoop(const Napi::CallbackInfo& info, const c
     return env.Undefined();
   }
   auto tsfn = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), name, 0, 1);
-  loop_->post([tsfn, build, toJs](WorkerCore& core) mutable {
+  loop_->post([tsfn, build, toJs, gate = gate_](WorkerCore& core) mutable {
+    std::lock_guard<std::mutex> lock(gate->mutex);
+    if (!gate->open) return;  // the env and its thread-safe functions are gone: nobody to answer
     T* snapshot = build(core);
     const napi_status status = tsfn.BlockingCall(snapshot, [toJs](Napi::Env env, Napi::Function callback, T* data) {
+      if (!canRunJs(env)) {  // the worker thread is being torn down: nobody to answer
+        delete data;
+        return;
+      }
       Napi::Value value = toJs(env, *data);
       delete data;
       callIfAlive(env, callback, value);
@@ -302,15 +349,6 @@ Napi::Value NativeWorker::drainEvents(const Napi::CallbackInfo& info) {
       });
 }
 
-namespace {
-
-struct AccessSnapshot {
-  std::vector<AccessRecord> records;
-  uint64_t dropped = 0;
-};
-
-}  // namespace
-
 Napi::Value NativeWorker::drainAccessLog(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!ensureOpen(env)) return env.Undefined();
@@ -320,25 +358,41 @@ Napi::Value NativeWorker::drainAccessLog(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   const uint32_t workerId = info[0].As<Napi::Number>().Uint32Value();
+  accessWorkerId_ = workerId;
   auto tsfn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "drainAccessLog", 0, 1);
   std::shared_ptr<const AccessLogNames> names = accessNames_;
-  loop_->post([tsfn, names, workerId](WorkerCore& core) mutable {
-    // The loop thread's whole share: swap the full buffer for an empty one.
-    auto* snapshot = new AccessSnapshot;
-    snapshot->dropped = core.takeAccessRecords(snapshot->records);
-    const napi_status status =
-        tsfn.BlockingCall(snapshot, [names, workerId](Napi::Env env, Napi::Function callback, AccessSnapshot* data) {
-          std::string lines;
-          lines.reserve(data->records.size() * 400);
-          for (const AccessRecord& r : data->records) appendAccessLine(r, *names, workerId, lines);
-          Napi::Object out = Napi::Object::New(env);
-          out.Set("lines", Napi::String::New(env, lines));
-          out.Set("count", static_cast<double>(data->records.size()));
-          out.Set("dropped", static_cast<double>(data->dropped));
-          delete data;
-          callIfAlive(env, callback, out);
-        });
-    if (status != napi_ok) delete snapshot;  // the environment is going away
+  loop_->post([tsfn, names, workerId, gate = gate_, handoff = accessHandoff_](WorkerCore& core) mutable {
+    std::lock_guard<std::mutex> lock(gate->mutex);
+    if (!gate->open) return;  // the env is gone: the records stay in the core for the orphan registry
+    // The loop thread's whole share: swap the full buffer for an empty one, into the handoff.
+    std::vector<AccessRecord> taken;
+    const uint64_t dropped = core.takeAccessRecords(taken);
+    {
+      std::lock_guard<std::mutex> h(handoff->mutex);
+      if (handoff->records.empty()) handoff->records.swap(taken);
+      else handoff->records.insert(handoff->records.end(), taken.begin(), taken.end());
+      handoff->dropped += dropped;
+    }
+    tsfn.BlockingCall([names, workerId, handoff](Napi::Env env, Napi::Function callback) {
+      // While the worker thread is being torn down this can still run but JS cannot: then the
+      // records stay in the handoff, where the env cleanup hook finds them (none is lost).
+      if (!canRunJs(env)) return;
+      std::vector<AccessRecord> records;
+      uint64_t lost = 0;
+      {
+        std::lock_guard<std::mutex> h(handoff->mutex);
+        records.swap(handoff->records);
+        std::swap(lost, handoff->dropped);
+      }
+      std::string lines;
+      lines.reserve(records.size() * 400);
+      for (const AccessRecord& r : records) appendAccessLine(r, *names, workerId, lines);
+      Napi::Object out = Napi::Object::New(env);
+      out.Set("lines", Napi::String::New(env, lines));
+      out.Set("count", static_cast<double>(records.size()));
+      out.Set("dropped", static_cast<double>(lost));
+      callIfAlive(env, callback, out);
+    });
     tsfn.Release();
   });
   return env.Undefined();

@@ -6,12 +6,32 @@
 #include <napi.h>
 
 #include <memory>
+#include <mutex>
+#include <vector>
 
 #include "../core/access_log.h"
-
 #include "../core/loop_driver.h"
+#include "../core/orphan_registry.h"
 
 namespace splicegate {
+
+// Whether the worker's JS environment may still be called through a thread-safe function. The
+// env cleanup hook closes it; a loop thread holds the lock across its whole call, so the env
+// cannot go between the check and the call. Node frees an env's thread-safe functions right after
+// its cleanup hooks, so past this gate none may be touched, not even released.
+struct JsGate {
+  std::mutex mutex;
+  bool open = true;
+};
+
+// Access-log records the loop thread took for JS and JS has not formatted yet. Kept here rather
+// than in the thread-safe function's queue, so that when the worker thread dies first they are
+// not lost with that queue: the env cleanup hook hands them to the orphan registry.
+struct AccessHandoff {
+  std::mutex mutex;
+  std::vector<AccessRecord> records;
+  uint64_t dropped = 0;
+};
 
 class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
  public:
@@ -47,6 +67,19 @@ class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
 
   napi_env env_;
   std::unique_ptr<LoopDriver> loop_;
+  // A LoopThread (not the uv driver, which dies with the worker thread's loop): it can outlive
+  // the thread as an orphan (orphan_registry.h).
+  bool threaded_ = false;
+  // How long an orphan may keep relaying before the rest is cut (the config's drain_timeout).
+  uint64_t orphanTimeoutMs_ = 30000;
+  // The counters stats() last handed to JS: the control layer retires exactly those when this
+  // worker dies, so an orphan reports only what it counts after them.
+  OrphanRegistry::Counters reported_{};
+  std::shared_ptr<JsGate> gate_ = std::make_shared<JsGate>();
+  // An orphan's access-log lines name the worker: the id drainAccessLog was last given.
+  bool accessLogOn_ = false;
+  std::shared_ptr<AccessHandoff> accessHandoff_ = std::make_shared<AccessHandoff>();
+  uint32_t accessWorkerId_ = 0;
   // Rule names for the access log's lines, copied from the options: formatting runs on the JS
   // thread and must not read the core's policies. Shared with callbacks still in flight.
   std::shared_ptr<const AccessLogNames> accessNames_;

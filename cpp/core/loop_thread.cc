@@ -2,6 +2,8 @@
 
 #include <csignal>
 
+#include "event_loop.h"
+
 namespace splicegate {
 
 void LoopThread::start() {
@@ -43,9 +45,46 @@ void LoopThread::run() {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stopRequested_) break;
     }
-    core_->runOnce(-1);
+    core_->runOnce(-1);  // the core's 50 ms tick bounds the wait, so an orphan's deadline is seen
+    if (orphaned_ && orphanAfterBatch_) orphanAfterBatch_(*core_, false);
+    if (orphaned_ && orphanDone()) {
+      runPosted();
+      if (orphanAfterBatch_) orphanAfterBatch_(*core_, true);
+      // Whoever joins may free this object: nothing after the callback touches it.
+      std::function<void()> ended = std::move(orphanEnded_);
+      if (ended) ended();
+      return;
+    }
   }
   runPosted();
+}
+
+void LoopThread::orphan(uint64_t deadlineUs, std::function<void(WorkerCore&, bool)> afterBatch, std::function<void()> ended) {
+  post([this, deadlineUs, afterBatch = std::move(afterBatch), ended = std::move(ended)](WorkerCore& core) mutable {
+    // Detached the way stopAccepting always is: safe inside the batch this runs in.
+    core.stopAccepting();
+    orphaned_ = true;
+    orphanDeadlineUs_ = deadlineUs;
+    orphanAfterBatch_ = std::move(afterBatch);
+    orphanEnded_ = std::move(ended);
+  });
+}
+
+void LoopThread::endOrphanNow() {
+  post([this](WorkerCore&) { orphanDeadlineUs_ = 0; });
+}
+
+void LoopThread::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+bool LoopThread::orphanDone() {
+  if (core_->activeConnections() == 0) return true;
+  if (EventLoop::monotonicUs() < orphanDeadlineUs_) return false;
+  // Past the deadline: what is left is cut, each with a reset (counted in cx_drained). Outside
+  // any batch here, so the connections are freed at once.
+  core_->closeAllConnections(CloseReason::kDrained);
+  return true;
 }
 
 void LoopThread::runPosted() {

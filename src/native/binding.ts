@@ -46,6 +46,11 @@ export interface NativeWorkerOptions {
   accessLogSample?: number;
   /** Records a worker buffers between two drains; more are dropped and counted (access_log_dropped). */
   accessLogCapacity?: number;
+  /**
+   * How long the loop of a worker whose thread died may go on relaying what it had (as an orphan,
+   * docs/ARCHITECTURE.md) before the rest is cut with resets: the config's drain_timeout.
+   */
+  orphanTimeoutMs?: number;
 }
 
 /**
@@ -183,6 +188,19 @@ export interface NativeSocketInfo {
   address: string;
 }
 
+/**
+ * The process's orphaned worker loops: a worker thread that died left its native loop relaying
+ * the connections it had (accepting nothing new) until they end.
+ */
+export interface NativeOrphans {
+  /** Orphans still running (or ended and not yet joined). */
+  count: number;
+  /** Orphans ever adopted by this process. */
+  adopted: number;
+  /** In `statNames` order: counters counted since adoption (ended orphans included), gauges now. */
+  values: Float64Array;
+}
+
 export interface NativeBinding {
   NativeWorker: new (options: NativeWorkerOptions) => NativeWorker;
   /** With fd: takes over that inherited listening socket (socket activation) instead of binding. */
@@ -196,6 +214,11 @@ export interface NativeBinding {
   raiseFdLimit(): { soft: number; hard: number };
   /** Names of the policy counters NativeWorker.stats() appends after statNames, for these policies (summed by name). */
   policyCounterNames(policies: NativePolicyOptions[]): string[];
+  orphans(): NativeOrphans;
+  /** Every orphan closes what it still relays (with resets) and ends; orphans().count then drops to 0. */
+  endOrphans(): void;
+  /** The access-log records orphans made since the last call, formatted here: `count` JSON lines. */
+  orphanAccessLog(): { lines: string; count: number };
 }
 
 const ADDON_RELATIVE_PATHS = [

@@ -89,5 +89,7 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): Nat
     httpPoolIdleTimeoutMs: cluster.httpPool.idleTimeoutMs,
     udpSessionTimeoutMs: cluster.udpSessionTimeoutMs,
     udpMaxSessions: cluster.udpMaxSessionsPerWorker,
+    // A dead worker's loop finishes its connections as an orphan, bounded like a drain.
+    orphanTimeoutMs: config.drainTimeoutMs,
   };
 }

@@ -17,16 +17,22 @@ import type { ListenSocketPool } from './listen-sockets';
 
 /** Latency exports kept from workers that exited, so merged histograms do not lose their samples. */
 const MAX_RETIRED_LATENCY = 16;
+/** How often the drain reads the orphans' count while they finish their connections. */
+const ORPHAN_POLL_MS = 100;
+/** After endOrphans(), how long to wait for the orphaned loops to be joined before going on anyway. */
+const ORPHAN_END_MS = 5000;
+/** How often orphans' access-log records are taken and written (as often as a worker's drain). */
+const ORPHAN_ACCESS_LOG_MS = 100;
 
 export interface RuntimeOptions {
-  binding: Pick<NativeBinding, 'statNames' | 'hostStatNames' | 'policyCounterNames' | 'listenerStatNames'>;
+  binding: Pick<NativeBinding, 'statNames' | 'hostStatNames' | 'policyCounterNames' | 'listenerStatNames' | 'orphans' | 'endOrphans' | 'orphanAccessLog'>;
   pool: ListenSocketPool;
   /** The open-files limit the workers' shares are computed from. */
   fdLimit: number;
   log: Logger;
   /** Every generation's workers' buffered events (deny log). */
   onWorkerEvents?: (worker: number, events: NativeWorkerEvent[], dropped: number) => void;
-  /** Every generation's workers' access-log lines (src/proxy/access-log.ts). */
+  /** Every generation's workers' access-log lines (src/proxy/access-log.ts); worker -1: orphans' (each line names its worker). */
   onAccessLog?: (worker: number, lines: string, count: number) => void;
 }
 
@@ -49,8 +55,21 @@ export class ProxyRuntime implements LatencySource {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly reloadStats = { config_reloads: 0, config_reload_failures: 0 };
 
+  /** Writes orphans' access-log lines while the access log is on. */
+  private readonly orphanAccessLog: NodeJS.Timeout | undefined;
+
   constructor(private readonly options: RuntimeOptions) {
     this.aggregator = new CounterAggregator(options.binding.statNames);
+    // A dead worker's loop goes on closing connections (orphans): their records come through the
+    // addon's queue, not a worker's port. One cheap native call per interval when there are none.
+    this.orphanAccessLog = options.onAccessLog ? setInterval(() => this.writeOrphanAccessLog(), ORPHAN_ACCESS_LOG_MS).unref() : undefined;
+  }
+
+  private writeOrphanAccessLog(): void {
+    const { onAccessLog, binding } = this.options;
+    if (!onAccessLog) return;
+    const batch = binding.orphanAccessLog();
+    if (batch.count > 0) onAccessLog(-1, batch.lines, batch.count);
   }
 
   get isDraining(): boolean {
@@ -109,11 +128,22 @@ export class ProxyRuntime implements LatencySource {
       throw err;
     }
     this.nextNumber += 1;
-    generation.supervisor.on('worker-exit', (_id, lastStats, lastLatency) => {
+    generation.supervisor.on('worker-exit', (id, lastStats, lastLatency) => {
       // Only while the generation is live: a retired generation's totals were taken at retirement.
       if (!this.live.includes(generation)) return;
+      // The counters the worker last reported; what its loop counts after them (if it relays on
+      // as an orphan) comes from binding.orphans() (see counters()).
       if (lastStats) this.aggregator.retire(lastStats, generation.counterNames);
       if (lastLatency) this.keepLatency([lastLatency]);
+      const orphans = binding.orphans();
+      if (orphans.count > 0) {
+        log.info('orphaned worker loops relay what they had, accepting nothing new', {
+          worker: id,
+          config_generation: generation.number,
+          orphans: orphans.count,
+          connections: orphans.values[binding.statNames.indexOf('downstream_cx_active')] ?? 0,
+        });
+      }
     });
     const { onWorkerEvents } = this.options;
     if (onWorkerEvents) generation.supervisor.on('worker-events', onWorkerEvents);
@@ -192,10 +222,16 @@ export class ProxyRuntime implements LatencySource {
     // Summed in one turn after the refresh: generations and workers gone meanwhile are in the
     // retired totals and no longer live (see finish and WorkerSupervisor.currentStats).
     const blocks: CounterBlock[] = this.live.flatMap((g) => g.currentBlocks());
+    // Orphaned loops (workers whose thread died): what they counted after their worker's last
+    // report, and their gauges. Monotonic: ended orphans' counts stay in it.
+    const orphans = this.options.binding.orphans();
+    blocks.push({ names: this.options.binding.statNames, values: orphans.values });
     return {
       ...this.aggregator.sumBlocks(blocks),
       config_generation: this.activeGeneration?.number ?? 0,
       config_generations_live: this.live.length,
+      workers_orphaned: orphans.count,
+      workers_orphaned_total: orphans.adopted,
       ...this.reloadStats,
     };
   }
@@ -227,15 +263,56 @@ export class ProxyRuntime implements LatencySource {
         forced = true;
         log.warn('second signal: closing active connections now');
       });
-      const cut = await Promise.all(generations.map((g) => g.drain(deadline, forceNow)));
+      const cut = await Promise.all([...generations.map((g) => g.drain(deadline, forceNow)), this.drainOrphans(deadline, forceNow)]);
       const active = cut.reduce((a, b) => a + b, 0);
       if (active === 0) log.info('drained: no active connections');
       else if (!forced) log.warn('drain_timeout reached: closing active connections', { active });
     });
   }
 
-  /** After drain: every generation's workers exit. */
+  /**
+   * Waits until every orphaned loop has ended or until `deadline` / `forceNow`, then ends the rest
+   * (their connections reset, counted in cx_drained). Returns how many connections were cut.
+   */
+  private async drainOrphans(deadline: number, forceNow?: Promise<void>): Promise<number> {
+    const { binding } = this.options;
+    const activeAt = binding.statNames.indexOf('downstream_cx_active');
+    let forced = false;
+    void forceNow?.then(() => {
+      forced = true;
+    });
+    for (;;) {
+      const orphans = binding.orphans();
+      if (orphans.count === 0) return 0;
+      if (forced || Date.now() >= deadline) {
+        await this.endOrphans();
+        return orphans.values[activeAt] ?? 0;
+      }
+      await sleep(ORPHAN_POLL_MS);
+    }
+  }
+
+  /** Ends every orphaned loop now and waits (bounded) until they are joined: none may run at exit. */
+  private async endOrphans(): Promise<void> {
+    const { binding, log } = this.options;
+    if (binding.orphans().count === 0) return;
+    binding.endOrphans();
+    const until = Date.now() + ORPHAN_END_MS;
+    while (binding.orphans().count > 0 && Date.now() < until) await sleep(ORPHAN_POLL_MS);
+    const left = binding.orphans().count;
+    if (left > 0) log.warn('orphaned worker loops did not end in time', { orphans: left });
+  }
+
+  /** After drain: every generation's workers exit, and no orphaned loop is left. */
   async stop(): Promise<void> {
     await Promise.all([...this.live].map((g) => this.finish(g)));
+    // A worker the pool had to terminate (it did not close in time) leaves an orphan too.
+    await this.endOrphans();
+    clearInterval(this.orphanAccessLog);
+    this.writeOrphanAccessLog();  // the last records, the ended orphans' included
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

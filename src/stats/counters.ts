@@ -18,6 +18,7 @@ const GAUGES = new Set([
   'admin_cx_active',
   'config_generation',
   'config_generations_live',
+  'workers_orphaned',
 ]);
 
 /** A per-listener stat (listener.<name>.<stat>) is a gauge when the worker-wide one is. */

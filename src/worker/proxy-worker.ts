@@ -108,8 +108,9 @@ export default async function runProxyWorker(task: WorkerTask): Promise<number> 
           break;
         }
         case 'crash':
-          // Simulates a worker dying mid-flight: the thread ends without any cleanup of ours; the
-          // addon's environment cleanup hook must still close every fd.
+          // Simulates a worker dying mid-flight: the thread ends without any cleanup of ours. The
+          // addon's environment cleanup hook hands the native loop to the orphan registry: it
+          // stops accepting and finishes the connections it relays, then ends and frees its fds.
           process.exit(70);
       }
     });

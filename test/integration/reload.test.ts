@@ -8,13 +8,15 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { ADDR, Lab, type ServerHandle } from '../lab/lab';
 import { Splicegate, type SplicegateOptions, type Stats } from '../lab/splicegate';
 import { finishTransfer, probe, startTransfer } from '../lab/clients';
 import { withDiagnostics } from '../lab/harness';
 import { startNginx, startWrk, stopWrk } from '../lab/http-load';
 import { waitForLog } from '../lab/listen-sockets';
-import { parseJsonObject, type JsonObject } from '../lab/util';
+import { fdCount } from '../lab/resources';
+import { parseJsonObject, waitFor, type JsonObject } from '../lab/util';
 
 const MiB = 1024 * 1024;
 const PORT = 15001;
@@ -239,28 +241,61 @@ describe('reload', () => {
     }
   });
 
-  it('a worker killed under wrk load (Connection: close, 256 connections) is replaced: no connection refused or timed out, only what it was relaying fails', { timeout: 180000 }, async (t) => {
-    const sg = await Splicegate.start(lab, options(INITIAL));
+  it('a worker killed under wrk load (keep-alive and Connection: close, 256 connections each) fails no request: its loop finishes its connections as an orphan, then ends and frees its fds', { timeout: 120000 }, async (t) => {
+    // Every connection gets an access-log line, the orphan's included (written through the main thread).
+    const accessLog = path.join(fs.mkdtempSync(path.join(lab.tmpDir(), 'orphan-')), 'access.log');
+    const base = options(INITIAL);
+    const sg = await Splicegate.start(lab, { ...base, extra: { ...base.extra, access_log: { path: accessLog, sample: 1 } } });
     try {
       await withDiagnostics(lab, sg, async () => {
+        const baselineFds = fdCount(sg.proc.pid);
+        const keepAlive = startWrk(lab, { url: `http://${WEB}/small`, connections: 256, seconds: WRK_SECONDS });
         const close = startWrk(lab, { url: `http://${WEB}/small`, connections: 256, seconds: WRK_SECONDS, headers: ['Connection: close'] });
-        const s0 = await sg.waitStats((s) => s.downstream_cx_total >= 2000, 30000, 'wrk running');
+        // Both wrks connected and requests flowing on both workers.
+        const s0 = await sg.waitStats((s) => s.downstream_cx_active >= 256 && s.downstream_cx_total >= 2000, 30000, 'wrk running');
         const crash = await sg.adminPost('/debug/crash-worker?id=0');
         assert.equal(crash.status, 202, crash.body);
-        await waitForLog(sg, /worker died; restarting worker=0 generation=0 /, 15000);
+        const died = await waitForLog(sg, /worker died; restarting worker=0 generation=0 /, 15000);
+        const tDied = Date.parse(died.split(' ')[0] ?? '');
         await waitForLog(sg, /worker listening worker=0 generation=1 /, 15000);
         await sg.waitReady(10000);
+        // Worker 0's keep-alive connections live on in its orphaned loop for as long as wrk keeps them.
+        const orphaned = await sg.waitStats((s) => s.raw['workers_orphaned'] === 1, 10000, 'one orphaned loop');
+        assert.equal(orphaned.raw['workers_orphaned_total'], 1);
+        assert.ok(orphaned.downstream_cx_total >= s0.downstream_cx_total, 'downstream_cx_total went backwards at the crash');
+        await waitForLog(sg, /orphaned worker loops relay what they had, accepting nothing new worker=0 /, 5000);
         await sg.waitStats((s) => s.downstream_cx_total >= s0.downstream_cx_total + 4000, 30000, 'traffic after the replacement');
-        const r = await stopWrk(close, 30000);
-        const brief = JSON.stringify(r);
-        t.diagnostic(`Connection: close wrk, worker 0 of 2 killed: ${brief}`);
-        // Nothing refused, nothing left waiting: the listening socket and its queue stayed.
-        assert.equal(r.errors.connect, 0, brief);
-        assert.equal(r.errors.timeout, 0, brief);
-        assert.equal(r.errors.status, 0, brief);
-        // Requests in flight on the killed worker's connections were reset: at most one per wrk connection.
-        assert.ok(r.errors.read + r.errors.write <= 256, brief);
-        assert.ok(r.requests > 4000, brief);
+        assert.ok(keepAlive.running && close.running, 'wrk ran through the crash');
+        const [ka, cl] = await Promise.all([stopWrk(keepAlive, 30000), stopWrk(close, 30000)]);
+        const brief = JSON.stringify({ keepAlive: ka, close: cl });
+        t.diagnostic(`wrk, worker 0 of 2 killed: ${brief}`);
+        assert.deepEqual(ka.errors, { connect: 0, read: 0, write: 0, status: 0, timeout: 0 }, `keep-alive wrk: ${brief}`);
+        assert.deepEqual(cl.errors, { connect: 0, read: 0, write: 0, status: 0, timeout: 0 }, `Connection: close wrk: ${brief}`);
+        assert.ok(ka.requests > 4000 && cl.requests > 1000, `wrk made requests: ${brief}`);
+        // wrk closed its connections: the orphan had nothing left, ended, and was joined.
+        const settled = await sg.waitStats((s) => s.raw['workers_orphaned'] === 0 && s.downstream_cx_active === 0, 30000, 'the orphan ended');
+        assert.equal(settled.raw['cx_drained'] ?? 0, 0, 'no connection was cut');
+        assert.ok(settled.downstream_cx_total >= orphaned.downstream_cx_total, 'downstream_cx_total went backwards when the orphan ended');
+        // No fd of the orphan is left: only the live workers' idle pipes (2 fds each) on top of the start.
+        const fds = fdCount(sg.proc.pid);
+        const idlePipeFds = 2 * (settled.raw['pipes_idle'] as number);
+        assert.ok(fds <= baselineFds + idlePipeFds + 16, `fds: ${baselineFds} at start, ${fds} now, ${idlePipeFds} in idle pipes`);
+        // One line per accepted connection, none lost to the death: those worker 0 took before it
+        // and had not written yet, and those its orphan closed after it.
+        let counts = '';
+        const lines = await waitFor(
+          async () => {
+            const s = await sg.stats();
+            const text = fs.existsSync(accessLog) ? fs.readFileSync(accessLog, 'utf8') : '';
+            const n = text.split('\n').filter((l) => l.length > 0);
+            counts = `${n.length} lines, downstream_cx_total ${s.downstream_cx_total}, access_log_dropped ${String(s.raw['access_log_dropped'])}`;
+            return n.length === s.downstream_cx_total ? n : undefined;
+          },
+          { timeoutMs: 10000, what: 'one access-log line per accepted connection', diagnostics: () => `${counts}\n${sg.diagnostics()}` },
+        );
+        const byOrphan = lines.map((l) => JSON.parse(l) as { time: string; worker: number }).filter((l) => l.worker === 0 && Date.parse(l.time) > tDied);
+        assert.ok(byOrphan.length > 0, 'lines of connections worker 0\'s orphan closed after the death');
+        assert.equal((await sg.stats()).raw['access_log_dropped'] ?? 0, 0);
       });
     } finally {
       await sg.dispose();

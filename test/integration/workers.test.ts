@@ -154,6 +154,39 @@ describe('worker supervision', () => {
     }
   });
 
+  it('a dead worker\'s connections live on in its orphaned loop; a drain waits for it, a second signal resets them and the process exits 0', { timeout: 90000 }, async () => {
+    // drain_timeout (which also bounds the orphan) far longer than the test: only the signal cuts.
+    const sg = await Splicegate.start(lab, options({ workers: 1, drain_timeout: '60s' }));
+    let hold: HoldClient | undefined;
+    try {
+      await withDiagnostics(lab, sg, async () => {
+        hold = new HoldClient(lab, { target: HOLD_TARGET, n: 4, concurrency: 4 });
+        assert.equal((await hold.waitHeld(15000)).stillOpen, 4);
+        await crash(sg, 0);
+        await waitForLog(sg, /worker died; restarting worker=0 generation=0 /, 15000);
+        await waitForLog(sg, /worker listening worker=0 generation=1 /, 15000);
+        // The only worker died, yet its 4 connections are still relayed, by its orphaned loop.
+        const s = await sg.waitStats((x) => x.raw['workers_orphaned'] === 1, 10000, 'one orphan');
+        assert.equal(s.downstream_cx_active, 4, 'the orphan holds the 4 connections');
+        sg.proc.signal('SIGTERM');
+        await waitForLog(sg, /draining signal=SIGTERM/, 10000);
+        // The drain waits for the orphan's connections as for any worker's: it does not exit.
+        await sg.waitStats((x) => x.raw['listeners_active'] === 0 && x.raw['workers_orphaned'] === 1, 10000, 'draining, orphan still there');
+        assert.equal(sg.proc.running, true, 'exited while the orphan still relayed');
+        sg.proc.signal('SIGTERM');
+        const exit = await sg.proc.waitExit(15000);
+        assert.deepEqual(exit, { code: 0, signal: null });
+        await waitForLog(sg, /second signal: closing active connections now/, 1000);
+        const rel = await hold.release(10000);
+        // Open until the second signal cut them, then reset (not a FIN: the streams did not end).
+        assert.equal(rel.droppedWhileHeld, 4, JSON.stringify(rel));
+        assert.equal(rel.droppedByReset, 4, JSON.stringify(rel));
+      });
+    } finally {
+      await sg.dispose();
+    }
+  });
+
   it('a worker that dies during drain is not restarted: nothing listens again', { timeout: 90000 }, async () => {
     const sg = await Splicegate.start(lab, options({ drain_timeout: '20s' }));
     let hold: HoldClient | undefined;
