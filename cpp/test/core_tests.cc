@@ -915,6 +915,31 @@ void setSmallWindow(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss);
 }
 
+// Echoes what fd reads until EOF, reading on while the echo waits to be sent (poll on both), then
+// sends the rest and a FIN. Gives up (liveness bound) when neither way moves for 30 s.
+void echoFullDuplex(int fd) {
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  std::string backlog;
+  bool eof = false;
+  char buf[8192];
+  while (!eof || !backlog.empty()) {
+    pollfd p{fd, static_cast<short>((eof ? 0 : POLLIN) | (backlog.empty() ? 0 : POLLOUT)), 0};
+    if (::poll(&p, 1, 30000) <= 0) return;
+    if (!eof && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n == 0) eof = true;
+      else if (n > 0) backlog.append(buf, static_cast<size_t>(n));
+      else if (errno != EAGAIN) return;
+    }
+    if (!backlog.empty() && (p.revents & POLLOUT)) {
+      const ssize_t n = ::send(fd, backlog.data(), backlog.size(), MSG_NOSIGNAL);
+      if (n > 0) backlog.erase(0, static_cast<size_t>(n));
+      else if (errno != EAGAIN) return;
+    }
+  }
+  ::shutdown(fd, SHUT_WR);
+}
+
 void bufferCapTests() {
   struct Case {
     const char* label;
@@ -944,7 +969,11 @@ void bufferCapTests() {
       // Each server echoes what it reads; each client writes its pattern and reads the echo, so
       // both directions of every connection are busy at once. The servers start reading only once
       // the proxy has run out of holders: the first ones stay lent (their upstream is full), so
-      // the rest must wait, and then everything has to drain through them.
+      // the rest must wait, and then everything has to drain through them. The servers are
+      // full-duplex (they keep reading while their echo waits to be sent), as TCP peers may be
+      // expected to be: an echo that stops reading until its write completes, with every holder
+      // lent to requests blocked on such servers, would wait on the proxy's response direction,
+      // which waits for a holder — a cycle only the kernel's socket buffers break.
       std::promise<void> go;
       std::shared_future<void> started = go.get_future().share();
       std::vector<std::thread> threads;
@@ -962,13 +991,7 @@ void bufferCapTests() {
           UniqueFd s(::accept(server.get(), nullptr, nullptr));
           setSmallWindow(s.get());
           started.wait();
-          char buf[8192];
-          for (;;) {
-            const ssize_t n = ::recv(s.get(), buf, sizeof buf, 0);
-            if (n <= 0) break;
-            if (!writeAll(s.get(), buf, static_cast<size_t>(n))) break;
-          }
-          ::shutdown(s.get(), SHUT_WR);
+          echoFullDuplex(s.get());
         });
         threads.emplace_back([&, i] {
           const std::string data = pattern(kBytes, 100 + i);
