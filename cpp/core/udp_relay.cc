@@ -7,22 +7,12 @@
 #include <cstring>
 
 #include "original_dst.h"
+#include "socket_options.h"
 #include "upstream_socket.h"
 
 namespace splicegate {
 
 namespace {
-
-bool setIntOption(int fd, int level, int name, int value) {
-  return ::setsockopt(fd, level, name, &value, sizeof value) == 0;
-}
-
-int getIntOption(int fd, int level, int name) {
-  int value = -1;
-  socklen_t len = sizeof value;
-  if (::getsockopt(fd, level, name, &value, &len) < 0) return -1;
-  return value;
-}
 
 std::string describe(const ListenerOptions& options) { return options.name + " udp " + options.address.toString(); }
 
