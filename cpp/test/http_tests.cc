@@ -690,6 +690,20 @@ void expectError(int fd, const std::string& resp, const char* status, const char
   CHECK(readToEnd(fd, rest) == End::kEof);
 }
 
+// Allows everything (special ranges too) but 127.0.0.1:port, by a rule named `name`.
+PolicyRules denyLoopbackPort(const char* name, uint16_t port) {
+  PolicyRules rules;
+  rules.defaultAllow = true;
+  rules.denySpecial = false;
+  PolicyRule deny;
+  deny.name = name;
+  deny.allow = false;
+  deny.cidrs = {*parseCidr("127.0.0.1/32")};
+  deny.ports = {PortRange{port, port}};
+  rules.rules.push_back(deny);
+  return rules;
+}
+
 void sessionTests() {
   run("a trusted client's header routes the request; the server never sees the header", [] {
     Origin named(keepAliveServer());
@@ -898,16 +912,7 @@ void sessionTests() {
     { UniqueFd gone = listenOn(closedAddr); }  // a port nobody listens on any more
     Origin server(keepAliveServer());
     CoreOptions options;
-    PolicyRules rules;
-    rules.defaultAllow = true;
-    rules.denySpecial = false;
-    PolicyRule deny;
-    deny.name = "no_server";
-    deny.allow = false;
-    deny.cidrs = {*parseCidr("127.0.0.1/32")};
-    deny.ports = {PortRange{server.address.port(), server.address.port()}};
-    rules.rules.push_back(deny);
-    options.policies = {rules};
+    options.policies = {denyLoopbackPort("no_server", server.address.port())};
     HttpStage stage(SocketAddress{}, "127.0.0.0/8", options);
     LoopRunner loop(*stage.core);
     UniqueFd a = connectTo(stage.listenAddr);
@@ -1051,16 +1056,7 @@ void sessionTests() {
     CoreOptions options;
     options.accessLogSample = 1;
     options.accessLogCapacity = 64;
-    PolicyRules rules;
-    rules.defaultAllow = true;
-    rules.denySpecial = false;
-    PolicyRule deny;
-    deny.name = "no_denied";
-    deny.allow = false;
-    deny.cidrs = {*parseCidr("127.0.0.1/32")};
-    deny.ports = {PortRange{denied.address.port(), denied.address.port()}};
-    rules.rules.push_back(deny);
-    options.policies = {rules};
+    options.policies = {denyLoopbackPort("no_denied", denied.address.port())};
     HttpStage stage(SocketAddress{}, "127.0.0.0/8", options);
     std::string first, second, tunnelled;
     {
@@ -1151,16 +1147,7 @@ void sessionTests() {
     CoreOptions options;
     options.accessLogSample = 1;
     options.accessLogCapacity = 16;
-    PolicyRules rules;
-    rules.defaultAllow = true;
-    rules.denySpecial = false;
-    PolicyRule deny;
-    deny.name = "port_one";
-    deny.allow = false;
-    deny.cidrs = {*parseCidr("127.0.0.1/32")};
-    deny.ports = {PortRange{1, 1}};
-    rules.rules.push_back(deny);
-    options.policies = {rules};
+    options.policies = {denyLoopbackPort("port_one", 1)};
     HttpStage stage(SocketAddress{}, "127.0.0.0/8", options);
     {
       LoopRunner loop(*stage.core);

@@ -13,38 +13,17 @@ import { counter, Splicegate } from '../lab/splicegate';
 import { withDiagnostics } from '../lab/harness';
 import { curl } from '../lab/http';
 import { waitFor } from '../lab/util';
-import { readJsonLines } from '../lab/jsonl';
+import { ACCESS_REQUEST_LINE_KEYS, readJsonLines, type AccessRequestLine } from '../lab/jsonl';
 
 const HEADER = 'x-envoy-original-dst-host';
 const LISTENER = `${ADDR.gwCli4}:9001`;
 const SERVER = `${ADDR.server4}:8080`;
 const DENIED = `${ADDR.server4}:8081`;
 
-interface RequestLine {
-  type: string;
-  listener: string;
-  client: string | null;
-  destination: string | null;
-  destination_source: string | null;
-  policy: string | null;
-  rule: string | null;
-  bytes_sent: number;
-  bytes_received: number;
-  connect_ms: number | null;
-  ttfb_ms: number | null;
-  duration_ms: number;
-  close_reason: string;
-  refusal: string | null;
-  method: string | null;
-  status: number | null;
-  error: string | null;
-}
-
-const KEYS = ['time', 'type', 'listener', 'client', 'destination', 'destination_source', 'policy', 'rule', 'bytes_sent',
-  'bytes_received', 'connect_ms', 'ttfb_ms', 'duration_ms', 'close_reason', 'refusal', 'worker', 'method', 'status', 'error'];
+type RequestLine = AccessRequestLine;
 
 function readLines(file: string): RequestLine[] {
-  return readJsonLines<RequestLine>(file, KEYS);
+  return readJsonLines<RequestLine>(file, ACCESS_REQUEST_LINE_KEYS);
 }
 
 describe('access log: HTTP listener requests', () => {

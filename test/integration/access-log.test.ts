@@ -13,36 +13,16 @@ import { finishTransfer, probe, startTransfer, transfer } from '../lab/clients';
 import { disposeLab, started, withDiagnostics } from '../lab/harness';
 import { stat } from '../lab/resources';
 import { waitFor } from '../lab/util';
-import { readJsonLines } from '../lab/jsonl';
+import { ACCESS_LINE_KEYS, readJsonLines, type AccessLine } from '../lab/jsonl';
 
 const SERVER = `${ADDR.server4}:8080`;
 const DENIED = `${ADDR.server4}:8081`;
 const WORKERS = 2;
 
-interface Line {
-  time: string;
-  type: string;
-  listener: string;
-  client: string | null;
-  destination: string | null;
-  destination_source: string | null;
-  policy: string | null;
-  rule: string | null;
-  bytes_sent: number;
-  bytes_received: number;
-  connect_ms: number | null;
-  ttfb_ms: number | null;
-  duration_ms: number;
-  close_reason: string;
-  refusal: string | null;
-  worker: number;
-}
-
-const KEYS = ['time', 'type', 'listener', 'client', 'destination', 'destination_source', 'policy', 'rule', 'bytes_sent',
-  'bytes_received', 'connect_ms', 'ttfb_ms', 'duration_ms', 'close_reason', 'refusal', 'worker'];
+type Line = AccessLine;
 
 function readLines(file: string): Line[] {
-  return readJsonLines<Line>(file, KEYS);
+  return readJsonLines<Line>(file, ACCESS_LINE_KEYS);
 }
 
 describe('access log', () => {
