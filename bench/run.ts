@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { ADDR, Lab } from '../test/lab/lab';
 import { clientScript } from '../test/lab/paths';
 import { parseJsonObject, sleep } from '../test/lab/util';
-import { ALL_CONTENDERS, type BenchEnv, type Contender, isSplicegate, makeContender, pinned, pipeFdCount } from './lib/contenders';
+import { ALL_CONTENDERS, type BenchEnv, DEFAULT_CONTENDERS, type Contender, isSplicegate, makeContender, pinned, pipeFdCount } from './lib/contenders';
 import { CpuCgroups, type CpuStat, cpuStatDelta } from './lib/cgroup';
 import { cpuDelta, foreignCpuDelta, foreignCpuSample, netnsInode, processCpuSeconds, readCpuTimes } from './lib/proc';
 import { buildReport, type BenchResults, type RunRecord, type Verification } from './lib/report';
@@ -68,6 +68,8 @@ const HELP = `usage: npm run bench -- [options]     (or: node dist/bench/run.js 
   --only LIST           contenders, comma-separated; a name also selects its variants
                         ("haproxy" = haproxy, haproxy-splice-auto, haproxy-splice). direct is
                         always included (every ratio needs it). All: ${ALL_CONTENDERS.join(', ')}
+                        (proto-epoll and proto-uring, the prototype relays of bench/cpp/, run
+                        only when named here; "proto" selects both)
   --workloads LIST      workload ids or prefixes (iperf, wrk-ka, wrk-close, wrk-1m, http, sweep, idle);
                         "--workloads http" runs the HTTP listener's header-routing workloads alone
                         (http-ka: 1 KiB keep-alive, http-1m: 1 MiB downloads, http-24k: 24 KiB
@@ -303,7 +305,9 @@ async function main(): Promise<number> {
   // With --per-core and no --only, node-pipe (a floor, not a peer) is left out so that the whole
   // run, both phases, stays under 10 minutes.
   const ids = ALL_CONTENDERS.filter(
-    (id) => id === 'direct' || (opts.only === null ? !(opts.quota !== null && id === 'node-pipe') : opts.only.some((t) => selects(t, id))),
+    (id) =>
+      id === 'direct' ||
+      (opts.only === null ? DEFAULT_CONTENDERS.includes(id) && !(opts.quota !== null && id === 'node-pipe') : opts.only.some((t) => selects(t, id))),
   );
   if (opts.only !== null) {
     const unknown = opts.only.filter((t) => !ALL_CONTENDERS.some((id) => selects(t, id)));

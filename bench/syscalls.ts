@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ADDR, Lab } from '../test/lab/lab';
 import { sleep } from '../test/lab/util';
-import { type BenchEnv, type ContenderId, HAPROXY_VARIANTS, makeContender, pinned, SERVER_PORTS } from './lib/contenders';
+import { type BenchEnv, type ContenderId, HAPROXY_VARIANTS, makeContender, pinned, PROTO_CONTENDERS, SERVER_PORTS } from './lib/contenders';
 import { prepareLab, setRedirect } from './lib/lab-setup';
 import { parseWrk } from './lib/parse';
 import { processCpuSeconds } from './lib/proc';
@@ -87,8 +87,9 @@ function parseOptions(argv: string[], repoRoot: string): Options {
     strict: true,
   });
   const list = (v: string | undefined): string[] | null => (v === undefined ? null : v.split(',').map((x) => x.trim()).filter(Boolean));
-  const known: ContenderId[] = ['splicegate', ...HAPROXY_VARIANTS];
-  const only = (list(values.only) ?? known).flatMap((t) => known.filter((id) => id === t || id.startsWith(`${t}-`)));
+  // The prototype relays only when named (scripts/bench.sh builds them then).
+  const known: ContenderId[] = ['splicegate', ...HAPROXY_VARIANTS, ...PROTO_CONTENDERS];
+  const only = (list(values.only) ?? ['splicegate', ...HAPROXY_VARIANTS]).flatMap((t) => known.filter((id) => id === t || id.startsWith(`${t}-`)));
   if (only.length === 0) throw new Error(`--only selects nothing; known: ${known.join(', ')}`);
   const conns = (list(values.conns) ?? ['1', '64']).map(Number);
   if (!conns.every((n) => Number.isInteger(n) && n > 0)) throw new Error(`--conns: expected positive integers`);

@@ -16,6 +16,13 @@ done
 echo "== build" >&2
 npx --no-install cmake-js compile --release --log-level warn >&2
 npx --no-install tsc -p tsconfig.json >&2
+# The prototype relays (bench/cpp/proto_relay_*.cc) are built only when a run names them
+# (`--only proto-epoll,proto-uring`, or "proto"), in their own Release build directory.
+if [[ " $* " == *proto* ]]; then
+  [ -f /usr/include/liburing.h ] || { echo "missing liburing (Debian: liburing-dev), needed by the proto-uring contender" >&2; exit 1; }
+  cmake -S . -B build/bench-protos -DSPLICEGATE_BENCH_PROTOS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build/bench-protos -j2 --target proto_relay_epoll proto_relay_uring >/dev/null
+fi
 
 # Every process of the benchmark inherits this (8,000 idle connections through a proxy = 16,000 fds).
 ulimit -n 20000

@@ -10,9 +10,18 @@ import { ADDR, type Lab } from '../../test/lab/lab';
 import type { LabProcess } from '../../test/lab/process';
 import { sleep } from '../../test/lab/util';
 
-export type ContenderId = 'direct' | 'splicegate' | 'haproxy' | 'haproxy-splice-auto' | 'haproxy-splice' | 'node-pipe';
+export type ContenderId = 'direct' | 'splicegate' | 'haproxy' | 'haproxy-splice-auto' | 'haproxy-splice' | 'node-pipe' | 'proto-epoll' | 'proto-uring';
 
-export const ALL_CONTENDERS: readonly ContenderId[] = ['direct', 'splicegate', 'haproxy', 'haproxy-splice-auto', 'haproxy-splice', 'node-pipe'];
+export const ALL_CONTENDERS: readonly ContenderId[] = ['direct', 'splicegate', 'haproxy', 'haproxy-splice-auto', 'haproxy-splice', 'node-pipe', 'proto-epoll', 'proto-uring'];
+
+/**
+ * The prototype relays (bench/cpp/proto_relay_*.cc): measuring instruments for the I/O interface,
+ * not peers, so they run only when --only names them (scripts/bench.sh then builds them).
+ */
+export const PROTO_CONTENDERS: readonly ContenderId[] = ['proto-epoll', 'proto-uring'];
+
+/** What runs when --only is not given. */
+export const DEFAULT_CONTENDERS: readonly ContenderId[] = ALL_CONTENDERS.filter((id) => !PROTO_CONTENDERS.includes(id));
 
 export const HAPROXY_VARIANTS: readonly ContenderId[] = ['haproxy', 'haproxy-splice-auto', 'haproxy-splice'];
 export const HAPROXY_SPLICE_VARIANTS: readonly ContenderId[] = ['haproxy-splice-auto', 'haproxy-splice'];
@@ -97,6 +106,8 @@ const LISTEN = {
   // the BENCH redirect).
   splicegateHttp: 15031,
   haproxyHttp: 15032,
+  'proto-epoll': 15041,
+  'proto-uring': 15042,
 } as const;
 
 function headerEntry(port: number, serverAddr: string): HttpEntry {
@@ -386,6 +397,48 @@ class NodePipeContender extends ProcessContender {
   }
 }
 
+/** Where scripts/bench.sh builds the prototype relays (CMake option SPLICEGATE_BENCH_PROTOS). */
+export const PROTO_BUILD_DIR = path.join('build', 'bench-protos');
+
+/**
+ * A prototype relay (bench/cpp/proto_relay_{epoll,uring}.cc): REDIRECT + SO_ORIGINAL_DST like
+ * splicegate, copy only, one thread. Extra arguments for the io_uring one (its --setup,
+ * --fixed-files, --link variants) come from SPLICEGATE_PROTO_URING_ARGS, for experiments.
+ */
+class ProtoRelayContender extends ProcessContender {
+  readonly honoursOriginalDst = true;
+  readonly idleMemory = false;
+  readonly label: string;
+  readonly notes: string;
+  private readonly port: number;
+
+  constructor(readonly id: 'proto-epoll' | 'proto-uring') {
+    super();
+    this.label = id;
+    this.port = LISTEN[id];
+    this.notes =
+      id === 'proto-epoll'
+        ? 'Benchmark prototype (bench/cpp/proto_relay_epoll.cc), not a product: a minimal single-threaded copy relay on edge-triggered epoll, REDIRECT + SO_ORIGINAL_DST, one 16 KiB buffer per direction, recv/send. The control for proto-uring.'
+        : 'Benchmark prototype (bench/cpp/proto_relay_uring.cc), not a product: proto-epoll with io_uring as its I/O interface (multishot accept, IORING_OP_CONNECT, recv/send SQEs, one io_uring_submit_and_wait per loop iteration).';
+  }
+
+  redirectRules(): string[] {
+    return redirectAll(this.port);
+  }
+
+  async start(env: BenchEnv): Promise<void> {
+    const binary = path.join(env.repoRoot, PROTO_BUILD_DIR, this.id === 'proto-epoll' ? 'proto_relay_epoll' : 'proto_relay_uring');
+    if (!fs.existsSync(binary)) {
+      throw new Error(`${binary} is missing: \`npm run bench -- --only ${this.id} ...\` builds it (scripts/bench.sh; needs liburing-dev)`);
+    }
+    const extra = this.id === 'proto-uring' ? (process.env['SPLICEGATE_PROTO_URING_ARGS'] ?? '').split(/\s+/).filter((a) => a.length > 0) : [];
+    const args = [`0.0.0.0:${this.port}`, ...extra];
+    this.config = `${path.relative(env.repoRoot, binary)} ${args.join(' ')}`;
+    this.proc = startPinned(env, this.id, binary, args);
+    await this.proc.waitForLine((l) => l.startsWith('READY '), 10000, 'READY');
+  }
+}
+
 export function makeContender(id: ContenderId): Contender {
   switch (id) {
     case 'direct':
@@ -400,6 +453,9 @@ export function makeContender(id: ContenderId): Contender {
       return new HaproxyContender('haproxy-splice', 'always');
     case 'node-pipe':
       return new NodePipeContender();
+    case 'proto-epoll':
+    case 'proto-uring':
+      return new ProtoRelayContender(id);
   }
 }
 

@@ -2,7 +2,7 @@
 // table and the SVG chart. Every number comes from the runs of this invocation.
 
 import type { ContenderId } from './contenders';
-import { HAPROXY_SPLICE_VARIANTS, HAPROXY_VARIANTS } from './contenders';
+import { HAPROXY_SPLICE_VARIANTS, HAPROXY_VARIANTS, PROTO_CONTENDERS } from './contenders';
 import { type Spread, spread } from './stats';
 
 export interface RunRecord {
@@ -417,8 +417,11 @@ export function perCoreSection(r: BenchResults, s: Summary): string[] {
       `A run counts only if the proxy was throttled during it (cpu.stat nr_throttled grew): otherwise the load side, not the proxy's core, limited it, and the run is marked invalid and left out of the medians.`,
   );
   L.push('');
-  L.push(`| workload (per core) | ${ids.join(' | ')} | splicegate / best HAProxy |`);
-  L.push(`|---|${ids.map(() => '---').join('|')}|---|`);
+  // The prototype relays, when run, get their own ratio to the same HAProxy reference (they are
+  // never the reference themselves).
+  const protos = ids.filter((id) => PROTO_CONTENDERS.includes(id));
+  L.push(`| workload (per core) | ${ids.join(' | ')} | splicegate / best HAProxy |${protos.map((p) => ` ${p} / best HAProxy |`).join('')}`);
+  L.push(`|---|${ids.map(() => '---').join('|')}|---|${protos.map(() => '---|').join('')}`);
   for (const w of ws) {
     const base = w.title.replace(/ \(per core\)$/, '');
     const rows: Array<{ label: string; metric: string; unit: string; higherIsBetter: boolean; ratio: boolean }> = [
@@ -430,13 +433,14 @@ export function perCoreSection(r: BenchResults, s: Summary): string[] {
       const cells = ids.map((id) => cell(s[w.id]?.[id]?.[row.metric], row.unit));
       const sg = med(s, w.id, 'splicegate', row.metric);
       const hb = best(s, w.id, row.metric, HAPROXY_VARIANTS, row.higherIsBetter);
-      L.push(`| ${row.label} | ${cells.join(' | ')} | ${row.ratio ? `${ratioText(sg, hb?.value ?? null)}${hb ? ` (${hb.id})` : ''}` : '–'} |`);
+      const protoRatios = protos.map((p) => ` ${row.ratio ? ratioText(med(s, w.id, p, row.metric), hb?.value ?? null) : '–'} |`).join('');
+      L.push(`| ${row.label} | ${cells.join(' | ')} | ${row.ratio ? `${ratioText(sg, hb?.value ?? null)}${hb ? ` (${hb.id})` : ''}` : '–'} |${protoRatios}`);
     }
     const counts = ids.map((id) => {
       const t = throttleCount(r, w.id, id);
       return `${t.throttled} of ${t.completed}`;
     });
-    L.push(`|   runs throttled (valid) | ${counts.join(' | ')} | – |`);
+    L.push(`|   runs throttled (valid) | ${counts.join(' | ')} | – |${protos.map(() => ' – |').join('')}`);
   }
   L.push('');
   return L;
@@ -594,6 +598,8 @@ const COLORS: Record<string, string> = {
   'haproxy-splice-auto': '#f2b134',
   'haproxy-splice': '#d62728',
   'node-pipe': '#2ca02c',
+  'proto-epoll': '#9467bd',
+  'proto-uring': '#8c564b',
 };
 
 function esc(t: string): string {

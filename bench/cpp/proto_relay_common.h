@@ -1,0 +1,136 @@
+// Benchmark prototypes, NOT product code: what the two prototype relays (proto_relay_epoll.cc,
+// proto_relay_uring.cc) share, so that they differ only in the I/O interface. They exist to
+// measure, in the benchmark lab, what io_uring alone could win per core over epoll for a
+// transparent copy relay (issue 12 §3, bench/results/attempts.md attempt 8) before anyone builds
+// a third `tuning.driver` into the core. IPv4 only (the lab is IPv4), one thread, no config.
+
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/netfilter_ipv4.h>  // SO_ORIGINAL_DST
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace proto {
+
+/** One buffer per direction, as splicegate's copy path uses. */
+constexpr size_t kBufferBytes = 16 * 1024;
+
+/** Owns one file descriptor; closes it when destroyed. */
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = o.release();
+    }
+    return *this;
+  }
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  /** Gives the descriptor up without closing it (io_uring closes it by IORING_OP_CLOSE). */
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+[[noreturn]] inline void die(const char* what) {
+  std::fprintf(stderr, "proto relay: %s: %s\n", what, std::strerror(errno));
+  std::exit(1);
+}
+
+/** "a.b.c.d:port" -> sockaddr_in; exits on a malformed argument. */
+inline sockaddr_in parseAddress(const char* text) {
+  std::string s(text);
+  size_t colon = s.rfind(':');
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  if (colon == std::string::npos || inet_pton(AF_INET, s.substr(0, colon).c_str(), &a.sin_addr) != 1) {
+    std::fprintf(stderr, "proto relay: expected IPv4 address:port, got %s\n", text);
+    std::exit(2);
+  }
+  long port = std::strtol(s.c_str() + colon + 1, nullptr, 10);
+  if (port <= 0 || port > 65535) {
+    std::fprintf(stderr, "proto relay: bad port in %s\n", text);
+    std::exit(2);
+  }
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  return a;
+}
+
+inline void setInt(int fd, int level, int name, int value) {
+  (void)::setsockopt(fd, level, name, &value, sizeof value);
+}
+
+/**
+ * The listening socket. TCP_NODELAY on it is inherited by accepted sockets (as splicegate does:
+ * relayed bytes go out as they arrive). `nonblocking`: the epoll relay accepts in a loop until
+ * EAGAIN; io_uring needs no O_NONBLOCK (it tries without blocking and arms a poll itself).
+ */
+inline Fd listenOn(const sockaddr_in& addr, bool nonblocking) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0));
+  if (!fd.valid()) die("socket");
+  setInt(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1);
+  setInt(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1);
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) die("bind");
+  if (::listen(fd.get(), 4096) != 0) die("listen");
+  return fd;
+}
+
+/**
+ * The original destination of a REDIRECTed connection. false: not redirected, or it was addressed
+ * to this relay's own port (connecting there would loop back into the relay).
+ */
+inline bool originalDst(int fd, uint16_t listenPortBe, sockaddr_in* out) {
+  socklen_t len = sizeof *out;
+  if (::getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, out, &len) != 0 || len != sizeof *out) return false;
+  return out->sin_family == AF_INET && out->sin_port != listenPortBe;
+}
+
+/** A TCP socket for the upstream connection, with TCP_NODELAY like the accepted one. */
+inline Fd upstreamSocket(bool nonblocking) {
+  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0));
+  if (fd.valid()) setInt(fd.get(), IPPROTO_TCP, TCP_NODELAY, 1);
+  return fd;
+}
+
+/** Makes the next close() send a TCP reset instead of a FIN. */
+inline void lingerZero(int fd) {
+  linger l{1, 0};
+  (void)::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+}
+
+/** The bench harness waits for this line before it sends traffic. */
+inline void announceReady(const sockaddr_in& addr, const char* how) {
+  char ip[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &addr.sin_addr, ip, sizeof ip);
+  std::printf("READY %s:%u %s\n", ip, ntohs(addr.sin_port), how);
+  std::fflush(stdout);
+}
+
+}  // namespace proto

@@ -1,0 +1,340 @@
+// Benchmark prototype, NOT product code (see proto_relay_common.h for why it exists): the relay
+// of proto_relay_epoll.cc with io_uring (liburing) as its I/O interface instead of epoll and
+// syscalls, one thread. Same buffers, same stream rules (EOF -> SHUT_WR once flushed, both done ->
+// close, any error -> both reset), same per-connection syscalls outside the data path
+// (getsockopt SO_ORIGINAL_DST, socket, setsockopt TCP_NODELAY).
+//
+//   proto_relay_uring LISTEN_ADDR:PORT [--setup defer|coop|plain] [--fixed-files] [--link]
+//
+// - accept: one multishot IORING_OP_ACCEPT (re-armed if the kernel ends it);
+// - connect: IORING_OP_CONNECT; the client's first recv is posted at the same time and its bytes
+//   wait in the buffer until the connection is up;
+// - per direction: a recv SQE into the direction's buffer; on its completion a send SQE (a short
+//   send is sent again from where it stopped), on the send's completion the next recv;
+//   `--link`: the send carries MSG_WAITALL (io_uring retries it until all is sent) and is linked
+//   to the next recv, so both go in the same submission (one round trip fewer per message);
+// - shutdown(SHUT_WR) and close as IORING_OP_SHUTDOWN / IORING_OP_CLOSE in the same batch;
+// - reset: SO_LINGER 0, then IORING_OP_ASYNC_CANCEL of whatever is still in flight on the two
+//   sockets; they are closed (RST) and the connection freed when its last operation completes;
+// - one io_uring_submit_and_wait(1) per loop iteration, then every CQE that is there.
+// --setup: defer = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN (default: completions
+// are run only when this thread enters the ring to wait), coop = IORING_SETUP_COOP_TASKRUN,
+// plain = no flag. --fixed-files: both sockets of a connection are put in a registered file table
+// (slot = fd number, by IORING_OP_FILES_UPDATE in the same batch) and used with IOSQE_FIXED_FILE.
+// (Registered buffers do not apply: IORING_OP_RECV/SEND take none; only SEND_ZC and READ/
+// WRITE_FIXED do.)
+//
+// A connection is freed only when it has no operation in flight, so no completion can name
+// freed memory.
+
+#include <liburing.h>
+#include <sys/resource.h>
+
+#include <vector>
+
+#include "proto_relay_common.h"
+
+namespace {
+
+using proto::Fd;
+using proto::kBufferBytes;
+
+enum Op : uint64_t { kRecv0 = 0, kRecv1 = 1, kSend0 = 2, kSend1 = 3, kConnect = 4 };
+constexpr uint64_t kIgnore = 0;  // user_data of shutdown / close / cancel / files_update
+constexpr uint64_t kAccept = 1;
+
+struct Direction {
+  char buf[kBufferBytes];
+  uint32_t start = 0;
+  uint32_t end = 0;
+  bool eof = false;
+  bool passed = false;
+  bool reading = false;  // a recv into buf is in flight
+};
+
+struct alignas(8) Conn {
+  Fd fd[2];  // 0: client, 1: upstream
+  sockaddr_in dst{};
+  int inflight = 0;
+  bool connected = false;
+  bool resetting = false;
+  Direction dir[2];  // 0: client -> upstream, 1: upstream -> client
+};
+
+struct Options {
+  unsigned setupFlags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+  const char* setupName = "defer";
+  bool fixedFiles = false;
+  bool link = false;
+};
+
+
+class Relay {
+ public:
+  Relay(const sockaddr_in& addr, const Options& o) : listenPortBe_(addr.sin_port), listener_(proto::listenOn(addr, false)), opt_(o) {
+    io_uring_params p{};
+    p.flags = o.setupFlags;
+    int rc = io_uring_queue_init_params(4096, &ring_, &p);
+    if (rc < 0) {
+      errno = -rc;
+      proto::die("io_uring_queue_init_params");
+    }
+    if (opt_.fixedFiles) {
+      // Slot = fd number, so the table spans every fd this process may have (RLIMIT_NOFILE).
+      rlimit lim{};
+      if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) proto::die("getrlimit");
+      const unsigned kFileSlots = static_cast<unsigned>(lim.rlim_cur);
+      rc = io_uring_register_files_sparse(&ring_, kFileSlots);
+      if (rc < 0) {
+        errno = -rc;
+        proto::die("io_uring_register_files_sparse");
+      }
+      fdValues_.resize(kFileSlots);
+      for (unsigned i = 0; i < kFileSlots; i++) fdValues_[i] = static_cast<int>(i);
+    }
+    armAccept();
+  }
+
+  [[noreturn]] void run() {
+    for (;;) {
+      int rc = io_uring_submit_and_wait(&ring_, 1);
+      if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+        errno = -rc;
+        proto::die("io_uring_submit_and_wait");
+      }
+      unsigned head;
+      unsigned seen = 0;
+      io_uring_cqe* cqe;
+      io_uring_for_each_cqe(&ring_, head, cqe) {
+        seen++;
+        onCompletion(cqe->user_data, cqe->res, cqe->flags);
+      }
+      io_uring_cq_advance(&ring_, seen);
+    }
+  }
+
+ private:
+  io_uring_sqe* sqe() {
+    for (;;) {
+      io_uring_sqe* s = io_uring_get_sqe(&ring_);
+      if (s) return s;
+      io_uring_submit(&ring_);  // the SQ is full: hand it to the kernel and take a fresh entry
+    }
+  }
+
+  /** With --fixed-files the SQE's fd (the fd number) names the table slot. */
+  void useFile(io_uring_sqe* s) {
+    if (opt_.fixedFiles) s->flags |= IOSQE_FIXED_FILE;  // s->fd is the slot (= the fd number)
+  }
+
+  void armAccept() {
+    io_uring_sqe* s = sqe();
+    io_uring_prep_multishot_accept(s, listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(s, kAccept);
+  }
+
+  void onCompletion(uint64_t ud, int res, unsigned flags) {
+    if (ud == kIgnore) return;
+    if (ud == kAccept) {
+      if (!(flags & IORING_CQE_F_MORE)) armAccept();
+      if (res >= 0) start(Fd(res));
+      return;
+    }
+    auto* c = reinterpret_cast<Conn*>(ud & ~uint64_t{7});
+    auto op = static_cast<Op>(ud & 7);
+    c->inflight--;
+    if (c->resetting) {
+      if (c->inflight == 0) closeAndFree(c);
+      return;
+    }
+    switch (op) {
+      case kConnect:
+        if (res < 0) return reset(c);
+        c->connected = true;
+        // The client's first recv has completed while connecting: its bytes (or EOF) wait.
+        if (!c->dir[0].reading) afterRecv(c, 0);
+        postRecv(c, 1);
+        return;
+      case kRecv0:
+      case kRecv1: {
+        int d = op == kRecv0 ? 0 : 1;
+        if (res < 0) return reset(c);
+        Direction& b = c->dir[d];
+        b.reading = false;
+        if (res == 0) {
+          b.eof = true;
+        } else {
+          b.start = 0;
+          b.end = static_cast<uint32_t>(res);
+        }
+        if (d == 0 && !c->connected) return;  // held until the upstream connection is up
+        return afterRecv(c, d);
+      }
+      case kSend0:
+      case kSend1: {
+        int d = op == kSend0 ? 0 : 1;
+        Direction& b = c->dir[d];
+        if (res <= 0) return reset(c);
+        b.start += static_cast<uint32_t>(res);
+        if (opt_.link) {
+          // MSG_WAITALL: anything short of all is an error, and the linked recv is cancelled.
+          if (b.start != b.end) return reset(c);
+          b.start = b.end = 0;
+          return;
+        }
+        if (b.start < b.end) return postSend(c, d, false);
+        b.start = b.end = 0;
+        return postRecv(c, d);
+      }
+    }
+  }
+
+  void start(Fd client) {
+    sockaddr_in dst{};
+    if (!proto::originalDst(client.get(), listenPortBe_, &dst)) {
+      proto::lingerZero(client.get());
+      return;
+    }
+    Fd up = proto::upstreamSocket(false);
+    if (!up.valid()) {
+      proto::lingerZero(client.get());
+      return;
+    }
+    auto* c = new Conn;
+    c->fd[0] = std::move(client);
+    c->fd[1] = std::move(up);
+    c->dst = dst;
+    if (opt_.fixedFiles) {
+      for (int side = 0; side < 2; side++) {
+        int fd = c->fd[side].get();
+        io_uring_sqe* s = sqe();
+        // fdValues_[fd] == fd, stable storage the kernel reads at submission.
+        io_uring_prep_files_update(s, &fdValues_[static_cast<size_t>(fd)], 1, fd);
+        io_uring_sqe_set_data64(s, kIgnore);
+      }
+    }
+    io_uring_sqe* s = sqe();
+    io_uring_prep_connect(s, c->fd[1].get(), reinterpret_cast<const sockaddr*>(&c->dst), sizeof c->dst);
+    useFile(s);
+    tag(s, c, kConnect);
+    postRecv(c, 0);
+  }
+
+  void tag(io_uring_sqe* s, Conn* c, Op op) {
+    io_uring_sqe_set_data64(s, reinterpret_cast<uint64_t>(c) | op);
+    c->inflight++;
+  }
+
+  void postRecv(Conn* c, int d) {
+    io_uring_sqe* s = sqe();
+    io_uring_prep_recv(s, c->fd[d].get(), c->dir[d].buf, kBufferBytes, 0);
+    c->dir[d].reading = true;
+    useFile(s);
+    tag(s, c, d == 0 ? kRecv0 : kRecv1);
+  }
+
+  /** Sends what direction `d` holds; `linkRecv`: the next recv goes with it, linked. */
+  void postSend(Conn* c, int d, bool linkRecv) {
+    Direction& b = c->dir[d];
+    io_uring_sqe* s = sqe();
+    io_uring_prep_send(s, c->fd[1 - d].get(), b.buf + b.start, b.end - b.start, MSG_NOSIGNAL | (linkRecv ? MSG_WAITALL : 0));
+    useFile(s);
+    if (linkRecv) s->flags |= IOSQE_IO_LINK;
+    tag(s, c, d == 0 ? kSend0 : kSend1);
+    if (linkRecv) postRecv(c, d);
+  }
+
+  /** Direction `d` holds what its last recv returned (bytes, or EOF): pass it on. */
+  void afterRecv(Conn* c, int d) {
+    Direction& b = c->dir[d];
+    if (b.start < b.end) return postSend(c, d, opt_.link);
+    if (!b.eof || b.passed) return;
+    // Both directions at EOF: close both, which sends this FIN (both sockets were read to EOF).
+    if (c->dir[1 - d].passed) {
+      if (c->inflight == 0) return closeAndFree(c);
+      return reset(c);  // cannot happen: nothing else is in flight once both sides sent EOF
+    }
+    io_uring_sqe* s = sqe();
+    io_uring_prep_shutdown(s, c->fd[1 - d].get(), SHUT_WR);
+    useFile(s);
+    io_uring_sqe_set_data64(s, kIgnore);
+    b.passed = true;
+  }
+
+  void reset(Conn* c) {
+    c->resetting = true;
+    for (Fd& fd : c->fd) {
+      proto::lingerZero(fd.get());
+      if (c->inflight > 0) {
+        io_uring_sqe* s = sqe();
+        io_uring_prep_cancel_fd(s, fd.get(), IORING_ASYNC_CANCEL_ALL);
+        io_uring_sqe_set_data64(s, kIgnore);
+      }
+    }
+    if (c->inflight == 0) closeAndFree(c);
+  }
+
+  /** Nothing is in flight on `c`: close both sockets in the ring's next batch and free it. */
+  void closeAndFree(Conn* c) {
+    for (Fd& fd : c->fd) {
+      int n = fd.release();
+      if (opt_.fixedFiles) {
+        io_uring_sqe* u = sqe();
+        io_uring_prep_files_update(u, &kNoFile, 1, n);  // drop the table's reference first
+        io_uring_sqe_set_data64(u, kIgnore);
+      }
+      io_uring_sqe* s = sqe();
+      io_uring_prep_close(s, n);
+      io_uring_sqe_set_data64(s, kIgnore);
+    }
+    delete c;
+  }
+
+  static int kNoFile;
+  uint16_t listenPortBe_;
+  Fd listener_;
+  Options opt_;
+  io_uring ring_{};
+  std::vector<int> fdValues_;
+};
+
+int Relay::kNoFile = -1;
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s LISTEN_ADDR:PORT [--setup defer|coop|plain] [--fixed-files] [--link]\n", argv[0]);
+    return 2;
+  }
+  Options o;
+  for (int i = 2; i < argc; i++) {
+    std::string a = argv[i];
+    if (a == "--fixed-files") {
+      o.fixedFiles = true;
+    } else if (a == "--link") {
+      o.link = true;
+    } else if (a == "--setup" && i + 1 < argc) {
+      std::string v = argv[++i];
+      if (v == "defer") {
+        o.setupFlags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+      } else if (v == "coop") {
+        o.setupFlags = IORING_SETUP_COOP_TASKRUN;
+      } else if (v == "plain") {
+        o.setupFlags = 0;
+      } else {
+        std::fprintf(stderr, "--setup: defer, coop or plain\n");
+        return 2;
+      }
+      o.setupName = argv[i];
+    } else {
+      std::fprintf(stderr, "unknown argument %s\n", argv[i]);
+      return 2;
+    }
+  }
+  sockaddr_in addr = proto::parseAddress(argv[1]);
+  Relay relay(addr, o);
+  std::string how = std::string("io_uring setup=") + o.setupName + (o.fixedFiles ? " fixed-files" : "") + (o.link ? " link" : "");
+  proto::announceReady(addr, how.c_str());
+  relay.run();
+}
