@@ -13,7 +13,8 @@
 //   send is sent again from where it stopped), on the send's completion the next recv;
 //   `--link`: the send carries MSG_WAITALL (io_uring retries it until all is sent) and is linked
 //   to the next recv, so both go in the same submission (one round trip fewer per message);
-// - shutdown(SHUT_WR) and close as IORING_OP_SHUTDOWN / IORING_OP_CLOSE in the same batch;
+// - close as IORING_OP_CLOSE in the next batch; shutdown(SHUT_WR) stays a syscall (the kernel
+//   runs IORING_OP_SHUTDOWN on an io-wq worker thread, out of order with the close);
 // - reset: SO_LINGER 0, then IORING_OP_ASYNC_CANCEL of whatever is still in flight on the two
 //   sockets; they are closed (RST) and the connection freed when its last operation completes;
 // - one io_uring_submit_and_wait(1) per loop iteration, then every CQE that is there.
@@ -254,10 +255,10 @@ class Relay {
       if (c->inflight == 0) return closeAndFree(c);
       return reset(c);  // cannot happen: nothing else is in flight once both sides sent EOF
     }
-    io_uring_sqe* s = sqe();
-    io_uring_prep_shutdown(s, c->fd[1 - d].get(), SHUT_WR);
-    useFile(s);
-    io_uring_sqe_set_data64(s, kIgnore);
+    // shutdown(2), not IORING_OP_SHUTDOWN: the kernel always punts that op to an io-wq worker
+    // thread (it never runs inline), where it could run after this fd's IORING_OP_CLOSE and hit a
+    // socket that reused the number (seen as truncated responses in the first lab run).
+    if (::shutdown(c->fd[1 - d].get(), SHUT_WR) != 0) return reset(c);
     b.passed = true;
   }
 
