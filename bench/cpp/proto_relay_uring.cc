@@ -5,6 +5,7 @@
 // (getsockopt SO_ORIGINAL_DST, socket, setsockopt TCP_NODELAY).
 //
 //   proto_relay_uring LISTEN_ADDR:PORT [--setup defer|coop|plain] [--fixed-files] [--link]
+//                     [--no-poll-first]
 //
 // - accept: one multishot IORING_OP_ACCEPT (re-armed if the kernel ends it);
 // - connect: IORING_OP_CONNECT; the client's first recv is posted at the same time and its bytes
@@ -17,6 +18,9 @@
 //   runs IORING_OP_SHUTDOWN on an io-wq worker thread, out of order with the close);
 // - reset: SO_LINGER 0, then IORING_OP_ASYNC_CANCEL of whatever is still in flight on the two
 //   sockets; they are closed (RST) and the connection freed when its last operation completes;
+// - a recv after a short one (the socket was drained, as the epoll relay also concludes) carries
+//   IORING_RECVSEND_POLL_FIRST: the kernel waits for data instead of first trying a recv that
+//   would fail (--no-poll-first: always try first);
 // - one io_uring_submit_and_wait(1) per loop iteration, then every CQE that is there.
 // --setup: defer = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN (default: completions
 // are run only when this thread enters the ring to wait), coop = IORING_SETUP_COOP_TASKRUN,
@@ -51,6 +55,7 @@ struct Direction {
   bool eof = false;
   bool passed = false;
   bool reading = false;  // a recv into buf is in flight
+  bool drained = false;  // the last recv was short: its socket was empty right after it
 };
 
 struct alignas(8) Conn {
@@ -67,6 +72,7 @@ struct Options {
   const char* setupName = "defer";
   bool fixedFiles = false;
   bool link = false;
+  bool pollFirst = true;
 };
 
 
@@ -167,6 +173,7 @@ class Relay {
         } else {
           b.start = 0;
           b.end = static_cast<uint32_t>(res);
+          b.drained = static_cast<size_t>(res) < kBufferBytes;
         }
         if (d == 0 && !c->connected) return;  // held until the upstream connection is up
         return afterRecv(c, d);
@@ -205,6 +212,7 @@ class Relay {
     c->fd[0] = std::move(client);
     c->fd[1] = std::move(up);
     c->dst = dst;
+    c->dir[1].drained = true;  // nothing can come from the upstream before it gets the request
     if (opt_.fixedFiles) {
       for (int side = 0; side < 2; side++) {
         int fd = c->fd[side].get();
@@ -229,6 +237,9 @@ class Relay {
   void postRecv(Conn* c, int d) {
     io_uring_sqe* s = sqe();
     io_uring_prep_recv(s, c->fd[d].get(), c->dir[d].buf, kBufferBytes, 0);
+    // A short recv proves the socket drained (as in the epoll relay): wait for data instead of
+    // trying a recv that would fail.
+    if (opt_.pollFirst && c->dir[d].drained) s->ioprio |= IORING_RECVSEND_POLL_FIRST;
     c->dir[d].reading = true;
     useFile(s);
     tag(s, c, d == 0 ? kRecv0 : kRecv1);
@@ -305,7 +316,7 @@ int Relay::kNoFile = -1;
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s LISTEN_ADDR:PORT [--setup defer|coop|plain] [--fixed-files] [--link]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s LISTEN_ADDR:PORT [--setup defer|coop|plain] [--fixed-files] [--link] [--no-poll-first]\n", argv[0]);
     return 2;
   }
   Options o;
@@ -313,6 +324,8 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--fixed-files") {
       o.fixedFiles = true;
+    } else if (a == "--no-poll-first") {
+      o.pollFirst = false;
     } else if (a == "--link") {
       o.link = true;
     } else if (a == "--setup" && i + 1 < argc) {
@@ -335,7 +348,7 @@ int main(int argc, char** argv) {
   }
   sockaddr_in addr = proto::parseAddress(argv[1]);
   Relay relay(addr, o);
-  std::string how = std::string("io_uring setup=") + o.setupName + (o.fixedFiles ? " fixed-files" : "") + (o.link ? " link" : "");
+  std::string how = std::string("io_uring setup=") + o.setupName + (o.fixedFiles ? " fixed-files" : "") + (o.link ? " link" : "") + (o.pollFirst ? "" : " no-poll-first");
   proto::announceReady(addr, how.c_str());
   relay.run();
 }
