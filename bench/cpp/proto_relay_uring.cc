@@ -5,7 +5,7 @@
 // (getsockopt SO_ORIGINAL_DST, socket, setsockopt TCP_NODELAY).
 //
 //   proto_relay_uring LISTEN_ADDR:PORT [--setup defer|coop|plain] [--fixed-files] [--link]
-//                     [--no-poll-first]
+//                     [--no-poll-first] [--multishot [--pool-buffers N]]
 //
 // - accept: one multishot IORING_OP_ACCEPT (re-armed if the kernel ends it);
 // - connect: IORING_OP_CONNECT; the client's first recv is posted at the same time and its bytes
@@ -22,6 +22,12 @@
 //   IORING_RECVSEND_POLL_FIRST: the kernel waits for data instead of first trying a recv that
 //   would fail (--no-poll-first: always try first);
 // - one io_uring_submit_and_wait(1) per loop iteration, then every CQE that is there.
+// --multishot (a different buffer scheme, for comparison): per direction one multishot recv
+// (IORING_RECV_MULTISHOT) that picks its buffers from a ring of 1024 x 16 KiB provided buffers
+// shared by all connections (IORING_REGISTER_PBUF_RING); the received buffers queue per direction
+// and are sent one at a time, in order, each returned to the ring once sent. It never re-posts a
+// recv; a direction that ran out of buffers (-ENOBUFS) is re-armed when buffers come back.
+// (--link applies to the single-shot recv only.)
 // --setup: defer = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN (default: completions
 // are run only when this thread enters the ring to wait), coop = IORING_SETUP_COOP_TASKRUN,
 // plain = no flag. --fixed-files: both sockets of a connection are put in a registered file table
@@ -35,6 +41,9 @@
 #include <liburing.h>
 #include <sys/resource.h>
 
+#include <algorithm>
+#include <deque>
+#include <utility>
 #include <vector>
 
 #include "proto_relay_common.h"
@@ -56,6 +65,16 @@ struct Direction {
   bool passed = false;
   bool reading = false;  // a recv into buf is in flight
   bool drained = false;  // the last recv was short: its socket was empty right after it
+  // --multishot: the received buffers (from the shared buffer ring) waiting to be sent, in order.
+  struct Chunk {
+    uint16_t bid;
+    uint32_t len;
+    uint32_t off;
+  };
+  std::deque<Chunk> queue;
+  bool sending = false;  // a send of queue.front() is in flight
+  bool armed = false;    // the multishot recv is active
+  bool starved = false;  // it ended for lack of buffers: re-armed when some come back
 };
 
 struct alignas(8) Conn {
@@ -73,6 +92,8 @@ struct Options {
   bool fixedFiles = false;
   bool link = false;
   bool pollFirst = true;
+  bool multishot = false;
+  unsigned poolBuffers = 1024;  // --multishot: 1024 x 16 KiB shared by every connection
 };
 
 
@@ -99,6 +120,7 @@ class Relay {
       fdValues_.resize(kFileSlots);
       for (unsigned i = 0; i < kFileSlots; i++) fdValues_[i] = static_cast<int>(i);
     }
+    if (opt_.multishot) setUpBufferRing();
     armAccept();
   }
 
@@ -117,6 +139,8 @@ class Relay {
         onCompletion(cqe->user_data, cqe->res, cqe->flags);
       }
       io_uring_cq_advance(&ring_, seen);
+      if (returned_ && !starved_.empty()) rearmStarved();
+      returned_ = false;
     }
   }
 
@@ -149,15 +173,22 @@ class Relay {
     }
     auto* c = reinterpret_cast<Conn*>(ud & ~uint64_t{7});
     auto op = static_cast<Op>(ud & 7);
-    c->inflight--;
+    if (!(flags & IORING_CQE_F_MORE)) c->inflight--;  // a multishot recv goes on while MORE is set
     if (c->resetting) {
+      if (flags & IORING_CQE_F_BUFFER) returnBuffer(static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT));
       if (c->inflight == 0) closeAndFree(c);
       return;
     }
+    if (opt_.multishot && op != kConnect) return onMultishot(c, op, res, flags);
     switch (op) {
       case kConnect:
         if (res < 0) return reset(c);
         c->connected = true;
+        if (opt_.multishot) {
+          sendNext(c, 0);
+          afterQueue(c, 0);
+          return arm(c, 1);
+        }
         // The client's first recv has completed while connecting: its bytes (or EOF) wait.
         if (!c->dir[0].reading) afterRecv(c, 0);
         postRecv(c, 1);
@@ -226,7 +257,118 @@ class Relay {
     io_uring_prep_connect(s, c->fd[1].get(), reinterpret_cast<const sockaddr*>(&c->dst), sizeof c->dst);
     useFile(s);
     tag(s, c, kConnect);
+    if (opt_.multishot) return arm(c, 0);
     postRecv(c, 0);
+  }
+
+  // ---- --multishot: one multishot recv per direction into the shared buffer ring ----
+
+  void setUpBufferRing() {
+    void* mem = nullptr;
+    if (posix_memalign(&mem, 4096, opt_.poolBuffers * sizeof(io_uring_buf)) != 0) proto::die("posix_memalign");
+    br_ = static_cast<io_uring_buf_ring*>(mem);
+    io_uring_buf_ring_init(br_);
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<uint64_t>(br_);
+    reg.ring_entries = opt_.poolBuffers;
+    reg.bgid = 0;
+    int rc = io_uring_register_buf_ring(&ring_, &reg, 0);
+    if (rc < 0) {
+      errno = -rc;
+      proto::die("io_uring_register_buf_ring");
+    }
+    pool_.resize(static_cast<size_t>(opt_.poolBuffers) * kBufferBytes);
+    for (unsigned i = 0; i < opt_.poolBuffers; i++) {
+      io_uring_buf_ring_add(br_, buffer(static_cast<uint16_t>(i)), kBufferBytes, static_cast<uint16_t>(i), io_uring_buf_ring_mask(opt_.poolBuffers), static_cast<int>(i));
+    }
+    io_uring_buf_ring_advance(br_, static_cast<int>(opt_.poolBuffers));
+  }
+
+  char* buffer(uint16_t bid) { return pool_.data() + static_cast<size_t>(bid) * kBufferBytes; }
+
+  void returnBuffer(uint16_t bid) {
+    io_uring_buf_ring_add(br_, buffer(bid), kBufferBytes, bid, io_uring_buf_ring_mask(opt_.poolBuffers), 0);
+    io_uring_buf_ring_advance(br_, 1);
+    returned_ = true;
+  }
+
+  void arm(Conn* c, int d) {
+    io_uring_sqe* s = sqe();
+    io_uring_prep_recv_multishot(s, c->fd[d].get(), nullptr, 0, 0);
+    s->flags |= IOSQE_BUFFER_SELECT;
+    s->buf_group = 0;
+    useFile(s);
+    tag(s, c, d == 0 ? kRecv0 : kRecv1);
+    c->dir[d].armed = true;
+  }
+
+  void rearmStarved() {
+    std::vector<std::pair<Conn*, int>> list;
+    list.swap(starved_);
+    for (auto& [c, d] : list) {
+      c->dir[d].starved = false;
+      if (!c->resetting && !c->dir[d].armed && !c->dir[d].eof) arm(c, d);
+    }
+  }
+
+  void onMultishot(Conn* c, Op op, int res, unsigned flags) {
+    if (op == kRecv0 || op == kRecv1) {
+      int d = op == kRecv0 ? 0 : 1;
+      Direction& b = c->dir[d];
+      if (!(flags & IORING_CQE_F_MORE)) b.armed = false;
+      if (res > 0) {
+        b.queue.push_back({static_cast<uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT), static_cast<uint32_t>(res), 0});
+        sendNext(c, d);
+        if (!b.armed) arm(c, d);  // the kernel ended it without an error (e.g. CQ overflow)
+        return;
+      }
+      if (res == 0) {
+        b.eof = true;
+        return afterQueue(c, d);
+      }
+      if (res == -ENOBUFS) {  // every pooled buffer is queued somewhere: wait for returns
+        b.starved = true;
+        starved_.emplace_back(c, d);
+        return;
+      }
+      return reset(c);
+    }
+    int d = op == kSend0 ? 0 : 1;
+    Direction& b = c->dir[d];
+    b.sending = false;
+    if (res <= 0) return reset(c);
+    Direction::Chunk& ch = b.queue.front();
+    ch.off += static_cast<uint32_t>(res);
+    if (ch.off == ch.len) {
+      returnBuffer(ch.bid);
+      b.queue.pop_front();
+    }
+    sendNext(c, d);
+    afterQueue(c, d);
+  }
+
+  /** Sends the oldest queued buffer of direction `d`, unless a send is in flight. */
+  void sendNext(Conn* c, int d) {
+    Direction& b = c->dir[d];
+    if (b.sending || b.queue.empty() || (d == 0 && !c->connected)) return;
+    const Direction::Chunk& ch = b.queue.front();
+    io_uring_sqe* s = sqe();
+    io_uring_prep_send(s, c->fd[1 - d].get(), buffer(ch.bid) + ch.off, ch.len - ch.off, MSG_NOSIGNAL);
+    useFile(s);
+    tag(s, c, d == 0 ? kSend0 : kSend1);
+    b.sending = true;
+  }
+
+  /** Direction `d` after its queue moved: pass EOF on once everything before it was sent. */
+  void afterQueue(Conn* c, int d) {
+    Direction& b = c->dir[d];
+    if (!b.eof || b.passed || b.sending || !b.queue.empty() || (d == 0 && !c->connected)) return;
+    if (c->dir[1 - d].passed) {
+      if (c->inflight == 0) return closeAndFree(c);
+      return reset(c);  // cannot happen: nothing else is in flight once both sides sent EOF
+    }
+    if (::shutdown(c->fd[1 - d].get(), SHUT_WR) != 0) return reset(c);
+    b.passed = true;
   }
 
   void tag(io_uring_sqe* s, Conn* c, Op op) {
@@ -288,6 +430,11 @@ class Relay {
 
   /** Nothing is in flight on `c`: close both sockets in the ring's next batch and free it. */
   void closeAndFree(Conn* c) {
+    for (Direction& b : c->dir) {
+      for (const Direction::Chunk& ch : b.queue) returnBuffer(ch.bid);
+    }
+    // A starved direction must not be re-armed after this: forget `c` there.
+    starved_.erase(std::remove_if(starved_.begin(), starved_.end(), [c](const std::pair<Conn*, int>& e) { return e.first == c; }), starved_.end());
     for (Fd& fd : c->fd) {
       int n = fd.release();
       if (opt_.fixedFiles) {
@@ -308,6 +455,11 @@ class Relay {
   Options opt_;
   io_uring ring_{};
   std::vector<int> fdValues_;
+  // --multishot
+  io_uring_buf_ring* br_ = nullptr;
+  std::vector<char> pool_;
+  bool returned_ = false;
+  std::vector<std::pair<Conn*, int>> starved_;
 };
 
 int Relay::kNoFile = -1;
@@ -316,7 +468,7 @@ int Relay::kNoFile = -1;
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s LISTEN_ADDR:PORT [--setup defer|coop|plain] [--fixed-files] [--link] [--no-poll-first]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s LISTEN_ADDR:PORT [--setup defer|coop|plain] [--fixed-files] [--link] [--no-poll-first] [--multishot [--pool-buffers N]]\n", argv[0]);
     return 2;
   }
   Options o;
@@ -324,6 +476,15 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--fixed-files") {
       o.fixedFiles = true;
+    } else if (a == "--multishot") {
+      o.multishot = true;
+    } else if (a == "--pool-buffers" && i + 1 < argc) {
+      // A power of two; small values exercise the -ENOBUFS path.
+      o.poolBuffers = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
+      if (o.poolBuffers == 0 || (o.poolBuffers & (o.poolBuffers - 1)) != 0 || o.poolBuffers > 32768) {
+        std::fprintf(stderr, "--pool-buffers: a power of two up to 32768\n");
+        return 2;
+      }
     } else if (a == "--no-poll-first") {
       o.pollFirst = false;
     } else if (a == "--link") {
@@ -348,7 +509,7 @@ int main(int argc, char** argv) {
   }
   sockaddr_in addr = proto::parseAddress(argv[1]);
   Relay relay(addr, o);
-  std::string how = std::string("io_uring setup=") + o.setupName + (o.fixedFiles ? " fixed-files" : "") + (o.link ? " link" : "") + (o.pollFirst ? "" : " no-poll-first");
+  std::string how = std::string("io_uring setup=") + o.setupName + (o.fixedFiles ? " fixed-files" : "") + (o.link ? " link" : "") + (o.pollFirst ? "" : " no-poll-first") + (o.multishot ? " multishot" : "");
   proto::announceReady(addr, how.c_str());
   relay.run();
 }
