@@ -1,0 +1,594 @@
+// `npm run bench:profile`: where each proxy's CPU goes, per request, by perf with software events.
+// Same lab as bench/syscalls.ts (proxy pinned to CPU 1, wrk and the servers on CPU 0). Each proxy
+// is held to the per-core quota (bench/lib/cgroup.ts) so that it, not wrk, is the bottleneck, and
+// for each workload and proxy, wrk runs for N seconds while
+//   perf record -e cpu-clock -F 999 -C <proxy cpu> -g
+// samples everything that runs on the proxy's CPU (its threads, the softirq work that lands in
+// them, ksoftirqd, kworkers, others). perf starts with its events disabled and is switched on and
+// off through its control pipe right around the wrk run, so the window is the load's. The samples
+// are attributed by bench/lib/perf-attribution.ts and divided by wrk's request count.
+// Writes <out>/<name>.{json,md} (default bench/results/profile.*).
+//
+//   node dist/bench/profile.js [--only splicegate,haproxy] [--workloads wrk-ka,wrk-close]
+//        [--quota 0.5] [--seconds 5] [--reps 1] [--freq 999] [--sg-tuning K=V,...]
+//        [--out DIR] [--name NAME] [--keep-script DIR]
+
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { ADDR, Lab } from '../test/lab/lab';
+import { sleep } from '../test/lab/util';
+import { CpuCgroups, type CpuStat, cpuStatDelta } from './lib/cgroup';
+import { ALL_CONTENDERS, type BenchEnv, type Contender, type ContenderId, HAPROXY_VARIANTS, makeContender, pinned } from './lib/contenders';
+import { prepareLab, setRedirect } from './lib/lab-setup';
+import { type Attribution, attribute, KERNEL_PARTS, parsePerfScript, type ProxyIdentity, SYSCALL_GROUPS, usPerRequest } from './lib/perf-attribution';
+import { processCpuSeconds } from './lib/proc';
+import { Servers } from './lib/servers';
+import { median } from './lib/stats';
+import { allWorkloads, type Durations, type Workload } from './lib/workloads';
+
+const USAGE = `node dist/bench/profile.js [options]   (npm run bench:profile -- [options])
+  --only IDS         contenders (default: splicegate and the HAProxy variants; known: ${ALL_CONTENDERS.filter((c) => c !== 'direct').join(', ')})
+  --workloads IDS    wrk workloads of npm run bench (default wrk-ka,wrk-close; also wrk-1m)
+  --quota CORES      CPU quota of each proxy (cgroup v1 cpu; default 0.5)
+  --seconds N        wrk duration = perf window per run (default 5)
+  --reps N           repetitions, medians reported (default 1)
+  --freq HZ          perf sampling frequency (default 999)
+  --sg-tuning K=V,.. extra splicegate tuning keys
+  --out DIR          results directory (default bench/results)
+  --name NAME        results file name (default profile)
+  --keep-script DIR  also keep each run's perf script text there (for fixtures)`;
+
+interface Options {
+  only: ContenderId[];
+  workloads: string[];
+  quota: number;
+  seconds: number;
+  reps: number;
+  freq: number;
+  sgTuning: Record<string, string | number | boolean>;
+  out: string;
+  name: string;
+  keepScript: string | null;
+}
+
+interface Run {
+  rep: number;
+  workload: string;
+  contender: ContenderId;
+  requests: number;
+  rps: number;
+  errors: number;
+  /** The proxy's CPU time over the perf window by /proc/<pid>/stat (cross-check of perf's sum). */
+  procCpuS: number | null;
+  throttle: CpuStat;
+  /** Set when the measurement does not count (not throttled, errors, proxy gone). */
+  invalid?: string;
+  attribution: Attribution;
+  /** µs per request per bucket (flat keys, see buckets()). */
+  usPerReq: Record<string, number>;
+}
+
+function log(msg: string): void {
+  process.stderr.write(`[profile ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+function parseOptions(argv: string[], repoRoot: string): Options | null {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      only: { type: 'string' },
+      workloads: { type: 'string' },
+      quota: { type: 'string' },
+      seconds: { type: 'string' },
+      reps: { type: 'string' },
+      freq: { type: 'string' },
+      'sg-tuning': { type: 'string' },
+      out: { type: 'string' },
+      name: { type: 'string' },
+      'keep-script': { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return null;
+  }
+  const list = (v: string | undefined): string[] | null => (v === undefined ? null : v.split(',').map((x) => x.trim()).filter(Boolean));
+  const known = ALL_CONTENDERS.filter((c) => c !== 'direct');
+  const only = (list(values.only) ?? ['splicegate', ...HAPROXY_VARIANTS]).flatMap((t) => known.filter((id) => id === t || id.startsWith(`${t}-`)));
+  if (only.length === 0) throw new Error(`--only selects nothing; known: ${known.join(', ')}`);
+  const int = (v: string | undefined, dflt: number, what: string): number => {
+    const n = v === undefined ? dflt : Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${what}: expected an integer >= 1, got ${v}`);
+    return n;
+  };
+  const quota = values.quota === undefined ? 0.5 : Number(values.quota);
+  if (!(quota > 0 && quota <= 64)) throw new Error(`--quota: expected a number of cores > 0, got ${values.quota}`);
+  const sgTuning: Record<string, string | number | boolean> = {};
+  for (const kv of list(values['sg-tuning']) ?? []) {
+    const m = /^([a-z_]+)=(.+)$/.exec(kv);
+    if (!m || m[1] === undefined || m[2] === undefined) throw new Error(`--sg-tuning: expected key=value, got ${kv}`);
+    sgTuning[m[1]] = /^\d+$/.test(m[2]) ? Number(m[2]) : m[2] === 'true' || m[2] === 'false' ? m[2] === 'true' : m[2];
+  }
+  const name = values.name ?? 'profile';
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new Error(`--name: expected a plain file name, got ${name}`);
+  return {
+    only: [...new Set(only)],
+    workloads: list(values.workloads) ?? ['wrk-ka', 'wrk-close'],
+    quota,
+    seconds: int(values.seconds, 5, '--seconds'),
+    reps: int(values.reps, 1, '--reps'),
+    freq: int(values.freq, 999, '--freq'),
+    sgTuning,
+    out: path.resolve(values.out ?? path.join(repoRoot, 'bench', 'results')),
+    name,
+    keepScript: values['keep-script'] === undefined ? null : path.resolve(values['keep-script']),
+  };
+}
+
+/** The wrk workloads of `npm run bench` (bench/lib/workloads.ts) selected by id. */
+function selectWorkloads(ids: readonly string[]): Workload[] {
+  const all = allWorkloads([]);
+  return ids.map((id) => {
+    const w = all.find((x) => x.id === id);
+    if (!w || !id.startsWith('wrk-')) throw new Error(`--workloads: ${id} is not a wrk workload; known: ${all.filter((x) => x.id.startsWith('wrk-')).map((x) => x.id).join(', ')}`);
+    return w;
+  });
+}
+
+/** `pid` and every process descended from it (a proxy that forks workers). */
+function processTree(pid: number): Set<number> {
+  const parent = new Map<number, number>();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const t = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(t.slice(t.lastIndexOf(')') + 2).split(' ')[1]);
+      parent.set(Number(e), ppid);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const tree = new Set([pid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [p, pp] of parent) {
+      if (!tree.has(p) && tree.has(pp)) {
+        tree.add(p);
+        grew = true;
+      }
+    }
+  }
+  return tree;
+}
+
+const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const NEVER = /(?!)/;
+
+/** What counts as the proxy's own code: a node process's native addons, else its executable. */
+function identity(pid: number): ProxyIdentity {
+  const exe = fs.readlinkSync(`/proc/${pid}/exe`);
+  const node = path.basename(exe) === 'node';
+  return {
+    pids: processTree(pid),
+    own: node ? /\.node$/ : new RegExp(`^${escapeRe(exe)}$`),
+    runtime: node ? new RegExp(`^${escapeRe(exe)}$`) : NEVER,
+  };
+}
+
+/** A `perf record` on the proxy CPU, started with its events off and switched by its control fd. */
+class PerfRecording {
+  private readonly proc;
+  private readonly ctl: Writable;
+  private readonly acks: string[] = [];
+  private ackWaiter: (() => void) | null = null;
+  private stderr = '';
+  private readonly exited: Promise<number | null>;
+
+  constructor(
+    env: BenchEnv,
+    readonly file: string,
+    freq: number,
+  ) {
+    // perf itself runs on the load CPU: on the proxy CPU only its sampling interrupt remains.
+    this.proc = spawn('taskset', ['-c', env.loadCpus, 'perf', 'record', '-e', 'cpu-clock', '-F', String(freq), '-C', env.proxyCpus, '-g', '-D', '-1', '--control', 'fd:3,4', '-o', file, '-q'], {
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
+    });
+    this.ctl = this.proc.stdio[3] as Writable;
+    const ack = this.proc.stdio[4] as Readable;
+    ack.setEncoding('utf8');
+    ack.on('data', (d: string) => {
+      // perf writes "ack\n" with its terminating NUL.
+      for (const line of d.split(/[\n\0]/).filter(Boolean)) this.acks.push(line);
+      this.ackWaiter?.();
+    });
+    this.proc.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.exited = new Promise((resolve) => this.proc.on('exit', (code) => resolve(code)));
+  }
+
+  /** Sends a control command and waits (bounded: a liveness limit) for perf's "ack". */
+  private async command(cmd: 'enable' | 'disable'): Promise<void> {
+    this.ctl.write(`${cmd}\n`);
+    const deadline = Date.now() + 15000;
+    while (this.acks.length === 0) {
+      if (this.proc.exitCode !== null) throw new Error(`perf record exited (${this.proc.exitCode}) before acknowledging ${cmd}: ${this.stderr.trim()}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`perf record did not acknowledge ${cmd} within 15 s: ${this.stderr.trim()}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(left, 200));
+        this.ackWaiter = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.ackWaiter = null;
+    }
+    const a = this.acks.shift();
+    if (a !== 'ack') throw new Error(`perf record answered ${JSON.stringify(a)} to ${cmd}`);
+  }
+
+  /** Samples while `body` runs; returns its result once perf has written its file. */
+  async around<T>(body: () => Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      await this.command('enable');
+      try {
+        result = await body();
+      } finally {
+        await this.command('disable');
+      }
+    } finally {
+      this.proc.kill('SIGINT');
+      const code = await Promise.race([this.exited, sleep(20000).then(() => 'timeout' as const)]);
+      if (code === 'timeout') {
+        this.proc.kill('SIGKILL');
+        throw new Error('perf record did not finish within 20 s of SIGINT');
+      }
+    }
+    if (!fs.existsSync(this.file)) throw new Error(`perf record wrote no ${this.file}: ${this.stderr.trim()}`);
+    return result;
+  }
+}
+
+/** `perf script` of a recording: the fields perf-attribution.ts parses. */
+async function perfScript(file: string): Promise<string> {
+  const p = spawn('perf', ['script', '-i', file, '-F', 'comm,pid,tid,cpu,time,period,event,ip,sym,dso', '--no-inline'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const out: Buffer[] = [];
+  let err = '';
+  p.stdout.on('data', (d: Buffer) => out.push(d));
+  p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await Promise.race([new Promise<number | null>((resolve) => p.on('exit', (c) => resolve(c))), sleep(120000).then(() => 'timeout' as const)]);
+  if (code === 'timeout') {
+    p.kill('SIGKILL');
+    throw new Error('perf script took more than 120 s');
+  }
+  // Let the pipes drain after exit.
+  await new Promise<void>((resolve) => (p.stdout.readableEnded ? resolve() : p.stdout.on('end', () => resolve())));
+  if (code !== 0) throw new Error(`perf script exited ${code}: ${err.trim().slice(0, 2000)}`);
+  return Buffer.concat(out).toString('utf8');
+}
+
+/** Flat µs-per-request map of one run: the keys the report's rows read. */
+function buckets(a: Attribution, requests: number, procCpuS: number | null): Record<string, number> {
+  const r: Record<string, number> = {};
+  const put = (k: string, ns: number): void => {
+    r[k] = usPerRequest(ns, requests);
+  };
+  put('cpu', a.totalNs);
+  put('proxy', a.proxyNs);
+  if (procCpuS !== null) put('proc', procCpuS * 1e9);
+  let userNs = 0;
+  for (const [k, v] of Object.entries(a.user)) {
+    put(`user.${k}`, v);
+    userNs += v;
+  }
+  put('user', userNs);
+  put('kernel', a.proxyNs - userNs);
+  for (const [k, v] of Object.entries(a.kernel)) put(`ctx.${k}`, v);
+  for (const [k, v] of Object.entries(a.parts)) put(`part.${k}`, v);
+  for (const [ctx, row] of Object.entries(a.matrix)) for (const [p, v] of Object.entries(row)) put(`m.${ctx}.${p}`, v);
+  for (const [k, v] of Object.entries(a.syscalls)) put(`sys.${k}`, v);
+  // Threads by rank (busiest first): tids differ from run to run, ranks can be compared.
+  Object.values(a.threads)
+    .sort((x, y) => y.ns - x.ns)
+    .forEach((t, i) => put(`thread.${i + 1}`, t.ns));
+  for (const [k, v] of Object.entries(a.others)) put(`other.${k}`, v);
+  return r;
+}
+
+/** Median over the valid runs of (workload, contender), key by key (missing key = 0 in that run). */
+function medians(runs: readonly Run[]): Record<string, number> {
+  const keys = new Set(runs.flatMap((r) => Object.keys(r.usPerReq)));
+  const m: Record<string, number> = {};
+  for (const k of keys) m[k] = median(runs.map((r) => r.usPerReq[k] ?? 0));
+  m['rps'] = median(runs.map((r) => r.rps));
+  return m;
+}
+
+interface Summary {
+  workload: string;
+  title: string;
+  contender: ContenderId;
+  valid: number;
+  /** µs per request (and rps) medians. */
+  m: Record<string, number>;
+  userShare: number;
+  /** Proxy CPU per request over the best (lowest) HAProxy variant's. */
+  vsBestHaproxy: number | null;
+  /** Best HAProxy's proxy µs/req over this proxy's kernel-only µs/req: a zero-user-space bound. */
+  zeroUserBound: number | null;
+}
+
+function summarise(runs: readonly Run[], workloads: readonly Workload[], only: readonly ContenderId[]): Summary[] {
+  const out: Summary[] = [];
+  for (const w of workloads) {
+    const rows = only.map((c) => {
+      const valid = runs.filter((r) => r.workload === w.id && r.contender === c && r.invalid === undefined);
+      return { c, valid, m: valid.length > 0 ? medians(valid) : {} };
+    });
+    const hap = rows.filter((r) => HAPROXY_VARIANTS.includes(r.c) && r.m['proxy'] !== undefined).map((r) => r.m['proxy'] as number);
+    const best = hap.length > 0 ? Math.min(...hap) : null;
+    for (const r of rows) {
+      const proxy = r.m['proxy'];
+      const kernel = r.m['kernel'];
+      out.push({
+        workload: w.id,
+        title: w.title,
+        contender: r.c,
+        valid: r.valid.length,
+        m: r.m,
+        userShare: proxy !== undefined && proxy > 0 ? (r.m['user'] ?? 0) / proxy : Number.NaN,
+        vsBestHaproxy: best !== null && proxy !== undefined ? proxy / best : null,
+        zeroUserBound: best !== null && kernel !== undefined && kernel > 0 ? best / kernel : null,
+      });
+    }
+  }
+  return out;
+}
+
+const CONTEXT_LABEL: Record<string, string> = {
+  'syscall:send': 'syscalls: sendto / sendmsg / write',
+  'syscall:recv': 'syscalls: recvfrom / recvmsg / read',
+  'syscall:epoll_wait': 'syscalls: epoll_wait',
+  'syscall:epoll_ctl': 'syscalls: epoll_ctl',
+  'syscall:splice': 'syscalls: splice',
+  'syscall:io_uring_enter': 'syscalls: io_uring_enter',
+  'syscall:accept': 'syscalls: accept4',
+  'syscall:connect': 'syscalls: connect',
+  'syscall:close': 'syscalls: close / shutdown',
+  'syscall:sockopt': 'syscalls: setsockopt / getsockopt',
+  'syscall:other': 'syscalls: others',
+  page_fault: 'page faults (from user space)',
+  interrupt: 'interrupts arriving in user space',
+  other: 'other kernel (return to user, …)',
+};
+const PART_LABEL: Record<string, string> = {
+  softirq_rx: 'softirq RX run inline (net_rx_action)',
+  rps_ipi: 'RPS IPIs sent (net_rps_send_ipi)',
+  netfilter: 'netfilter / conntrack (nf_hook_slow)',
+  scheduler: 'scheduler (schedule, finish_task_switch)',
+  wake_up: 'waking other tasks (try_to_wake_up)',
+  ipi_rx: 'IPIs received (RPS kicks from the load CPU)',
+  irq: 'other interrupt work',
+  page_fault: 'page faults',
+  rest: 'the rest (TCP/IP, copies, epoll, syscall entry)',
+};
+
+function renderMarkdown(sums: readonly Summary[], runs: readonly Run[], workloads: readonly Workload[], o: Options, startedAt: string, commit: string): string {
+  const f = (v: number | undefined | null, d = 1): string => (v === undefined || v === null || !Number.isFinite(v) ? '–' : v.toFixed(d));
+  const pct = (v: number): string => (Number.isFinite(v) ? `${Math.round(v * 100)} %` : '–');
+  const L: string[] = [];
+  L.push(`# Where the CPU goes, per request (perf) — ${startedAt.slice(0, 16).replace('T', ' ')} UTC`);
+  L.push('');
+  L.push(
+    `Commit ${commit}. Each proxy pinned to CPU 1 and held to ${o.quota} core (cgroup v1 cpu quota, the per-core mode of \`npm run bench\`); wrk and nginx on CPU 0. ` +
+      `For each workload and proxy, wrk runs ${o.seconds} s while \`perf record -e cpu-clock -F ${o.freq} -C 1 -g\` samples everything on CPU 1 (switched on and off through perf's control fd around the wrk run). ` +
+      `Every sample is attributed by bench/lib/perf-attribution.ts: the proxy process or another task; the proxy's user space by the DSO of the sampled instruction; its kernel time by the outermost frame (which syscall, page fault, interrupt) and, across all of them, by the innermost marker frame (softirq RX run inline, RPS IPIs, netfilter, scheduler, …). ` +
+      `Figures are CPU µs per request (sample periods / wrk's requests), medians of ${o.reps} repetition(s). Reproduce: \`npm run bench:profile\`${Object.keys(o.sgTuning).length ? ` (splicegate tuning: ${JSON.stringify(o.sgTuning)})` : ''}.`,
+  );
+  L.push('');
+  const invalid = runs.filter((r) => r.invalid !== undefined);
+  if (invalid.length > 0) {
+    L.push(`Not counted (${invalid.length}): ${invalid.map((r) => `${r.workload} ${r.contender} rep ${r.rep + 1}: ${r.invalid}`).join('; ')}.`);
+    L.push('');
+  }
+  for (const w of workloads) {
+    const ss = sums.filter((s) => s.workload === w.id);
+    const cols = ss.map((s) => s.contender);
+    L.push(`## ${w.title} (${w.id})`);
+    L.push('');
+    L.push(`| CPU µs per request | ${cols.join(' | ')} |`);
+    L.push(`|---|${cols.map(() => '---:').join('|')}|`);
+    const row = (label: string, get: (s: Summary) => string, always = false): void => {
+      const cells = ss.map(get);
+      if (always || cells.some((c) => c !== '–' && c !== '0.0' && c !== '0 %')) L.push(`| ${label} | ${cells.join(' | ')} |`);
+    };
+    const key = (k: string, d = 1) => (s: Summary) => f(s.m[k] ?? (s.valid > 0 ? 0 : undefined), d);
+    row(`${w.unit} at ${o.quota} core (wrk, while sampled)`, (s) => (s.m['rps'] === undefined ? '–' : Math.round(s.m['rps']).toLocaleString('en-US')), true);
+    row('everything on the proxy CPU', key('cpu'), true);
+    row('**the proxy process**', (s) => `**${key('proxy')(s)}**`, true);
+    row('&nbsp;&nbsp;cross-check: the proxy by /proc/pid/stat', key('proc'), true);
+    row('**user space**', (s) => `**${key('user')(s)}**`, true);
+    row('&nbsp;&nbsp;own code (splicegate.node / haproxy binary)', key('user.own'), true);
+    row('&nbsp;&nbsp;libc, C++ runtime, vDSO', key('user.libc'));
+    row('&nbsp;&nbsp;node, V8, JIT code', key('user.runtime'));
+    row('&nbsp;&nbsp;other libraries', key('user.other'));
+    row('**kernel**', (s) => `**${key('kernel')(s)}**`, true);
+    for (const [ctx, label] of Object.entries(CONTEXT_LABEL)) row(`&nbsp;&nbsp;${label}`, key(`ctx.${ctx}`));
+    row('*kernel time by innermost marker (all contexts):*', () => '', true);
+    for (const p of KERNEL_PARTS) row(`&nbsp;&nbsp;${PART_LABEL[p] ?? p}`, key(`part.${p}`));
+    row('*other tasks on the proxy CPU:*', () => '', true);
+    row('&nbsp;&nbsp;ksoftirqd', key('other.ksoftirqd'));
+    row('&nbsp;&nbsp;kworkers', key('other.kworker'));
+    row('&nbsp;&nbsp;idle (swapper)', key('other.idle'));
+    row('&nbsp;&nbsp;other processes', key('other.other'));
+    row('**user-space share of the proxy**', (s) => `**${pct(s.userShare)}**`, true);
+    row('proxy CPU per request / best HAProxy', (s) => (s.vsBestHaproxy === null ? '–' : `${f(s.vsBestHaproxy, 2)}x`), true);
+    row('bound with zero user space: best HAProxy / this kernel time', (s) => (s.zeroUserBound === null ? '–' : `${f(s.zeroUserBound, 2)}x`), true);
+    L.push('');
+    // Sub-shares inside the syscalls that matter.
+    const ctxs = ['syscall:send', 'syscall:recv', 'syscall:epoll_wait', 'syscall:splice', 'syscall:accept', 'syscall:connect', 'syscall:close'];
+    const sub: string[] = [];
+    for (const ctx of ctxs) {
+      for (const p of KERNEL_PARTS) {
+        const cells = ss.map((s) => f(s.m[`m.${ctx}.${p}`] ?? (s.valid > 0 ? 0 : undefined)));
+        if (cells.some((c) => c !== '–' && Number(c) >= 0.5)) sub.push(`| ${ctx.slice(8)}: ${PART_LABEL[p] ?? p} | ${cells.join(' | ')} |`);
+      }
+    }
+    if (sub.length > 0) {
+      L.push(`Inside the syscalls (µs per request, rows ≥ 0.5 µs for some proxy):`);
+      L.push('');
+      L.push(`| syscall: part | ${cols.join(' | ')} |`);
+      L.push(`|---|${cols.map(() => '---:').join('|')}|`);
+      L.push(...sub);
+      L.push('');
+    }
+    for (const s of ss) {
+      const proxy = s.m['proxy'];
+      if (proxy === undefined || !(proxy > 0)) continue;
+      const th = Object.entries(s.m)
+        .filter(([k]) => k.startsWith('thread.'))
+        .map(([k, v]) => [k.slice(7), v / proxy] as const)
+        .filter(([, v]) => v >= 0.005)
+        .sort((a, b) => Number(a[0]) - Number(b[0]));
+      if (th.length > 1) L.push(`- ${s.contender}: the proxy's CPU by thread, busiest first: ${th.map(([, v]) => pct(v)).join(', ')} (threads with ≥ 0.5 %)`);
+    }
+    L.push('');
+  }
+  L.push(...explain(sums));
+  return L.join('\n');
+}
+
+/** The sentences under the tables: what share is the proxies' own code, and what that bounds. */
+function explain(sums: readonly Summary[]): string[] {
+  const L: string[] = ['## What it says', ''];
+  const pct = (v: number | undefined): string => (v === undefined || !Number.isFinite(v) ? '–' : `${Math.round(v * 100)} %`);
+  for (const w of [...new Set(sums.map((s) => s.workload))]) {
+    const ss = sums.filter((s) => s.workload === w && s.m['proxy'] !== undefined);
+    const sg = ss.find((s) => s.contender === 'splicegate');
+    const hap = ss.filter((s) => HAPROXY_VARIANTS.includes(s.contender));
+    if (ss.length === 0) continue;
+    const best = hap.length > 0 ? hap.reduce((a, b) => ((a.m['proxy'] ?? Infinity) <= (b.m['proxy'] ?? Infinity) ? a : b)) : null;
+    const parts: string[] = [];
+    for (const s of ss) {
+      const own = s.m['user.own'] ?? 0;
+      const proxy = s.m['proxy'] ?? Number.NaN;
+      parts.push(`${s.contender} ${(s.m['proxy'] ?? 0).toFixed(1)} µs per request, of which user space ${pct(s.userShare)} and its own code ${pct(own / proxy)}`);
+    }
+    L.push(`- **${w}**: ${parts.join('; ')}.`);
+    if (sg && best) {
+      const sgKernel = sg.m['kernel'] ?? Number.NaN;
+      const bestProxy = best.m['proxy'] ?? Number.NaN;
+      const bestKernel = best.m['kernel'] ?? Number.NaN;
+      L.push(
+        `  The best HAProxy variant here (${best.contender}) spends ${bestProxy.toFixed(1)} µs, ${(bestKernel).toFixed(1)} of them in the kernel; splicegate's kernel time alone is ${sgKernel.toFixed(1)} µs. ` +
+          `A proxy with splicegate's kernel work and zero user-space cost would carry at most ${(bestProxy / sgKernel).toFixed(2)}x the best HAProxy's ${w === 'wrk-close' ? 'connections' : 'requests'} per core in this lab ` +
+          `(splicegate now: ${sg.vsBestHaproxy === null ? '–' : (1 / sg.vsBestHaproxy).toFixed(2)}x by CPU per request); one with HAProxy's own kernel work and zero user space: ${(bestProxy / bestKernel).toFixed(2)}x.`,
+      );
+    }
+  }
+  L.push('');
+  return L;
+}
+
+async function main(): Promise<number> {
+  const repoRoot = path.resolve(__dirname, '..', '..');
+  const o = parseOptions(process.argv.slice(2), repoRoot);
+  if (o === null) return 0;
+  if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces, cgroups, perf on every process of a CPU)');
+  const workloads = selectWorkloads(o.workloads);
+  const startedAt = new Date().toISOString();
+  const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'splicegate-profile-'));
+  process.on('exit', () => fs.rmSync(tmpDir, { recursive: true, force: true }));
+  if (o.keepScript !== null) fs.mkdirSync(o.keepScript, { recursive: true });
+  const lab = await Lab.create({ name: 'prof' });
+  const env: BenchEnv = { lab, tmpDir, repoRoot, proxyCpus: '1', loadCpus: '0', threads: 1, nofile: 20000, serverAddr: ADDR.server4, sgTuning: o.sgTuning, nice: -10 };
+  const d: Durations = { iperf: o.seconds, wrk: o.seconds, sweep: o.seconds, idleConns: 0, pacedGbit: 1 };
+  const contenders: Contender[] = o.only.map(makeContender);
+  const servers = new Servers(env);
+  let quota: CpuCgroups | null = null;
+  const runs: Run[] = [];
+  try {
+    for (const w of await prepareLab(lab, env.proxyCpus, env.loadCpus)) log(w);
+    await servers.start();
+    for (const c of contenders) await c.start(env);
+    for (const c of contenders) {
+      await setRedirect(env, c, true);
+      const warm = pinned(env, env.loadCpus, 'wrk', ['-t1', '-c8', '-d1s', `http://${env.serverAddr}/small`]);
+      await lab.exec('cli', warm.cmd, warm.args, { timeoutMs: 30000, nofile: env.nofile });
+    }
+    quota = CpuCgroups.create(o.quota);
+    log(`each proxy in its own cpu cgroup: ${o.quota} core (${quota.base})`);
+    for (let rep = 0; rep < o.reps; rep++) {
+      for (const [wi, w] of workloads.entries()) {
+        // Rotate the order so that no contender always runs first (or right after the same one).
+        const order = contenders.map((_, i) => contenders[(i + rep + wi) % contenders.length] as Contender);
+        for (const c of order) {
+          const pid = c.pid();
+          if (pid === null) throw new Error(`${c.id} is not running:\n${c.diagnostics()}`);
+          await setRedirect(env, c);
+          quota.attach(c.id, pid);
+          if (!quota.holds(c.id, pid)) throw new Error(`${c.id} (pid ${pid}) is not entirely in its cpu cgroup`);
+          const who = identity(pid);
+          const file = path.join(tmpDir, `perf-${c.id}-${w.id}-${rep}.data`);
+          const q0 = quota.stat(c.id);
+          const cpu0 = processCpuSeconds(pid);
+          const out = await new PerfRecording(env, file, o.freq).around(() => w.run(env, c, d));
+          const cpu1 = processCpuSeconds(pid);
+          const throttle = cpuStatDelta(q0, quota.stat(c.id));
+          const text = await perfScript(file);
+          fs.rmSync(file, { force: true });
+          if (o.keepScript !== null) fs.writeFileSync(path.join(o.keepScript, `${c.id}-${w.id}-${rep}.txt`), text);
+          const a = attribute(parsePerfScript(text), who);
+          const requests = out.metrics['requests'] ?? 0;
+          const procCpuS = cpu0 !== null && cpu1 !== null ? cpu1 - cpu0 : null;
+          const run: Run = { rep, workload: w.id, contender: c.id, requests, rps: out.metrics['rps'] ?? 0, errors: out.errors, procCpuS, throttle, attribution: a, usPerReq: buckets(a, requests, procCpuS) };
+          if (throttle.nrThrottled <= 0) run.invalid = `not throttled (nr_throttled +0 over ${throttle.nrPeriods} periods): the proxy was not the bottleneck`;
+          else if (out.errors > 0) run.invalid = `wrk errors: ${out.detail ?? out.errors}`;
+          else if (!c.running()) run.invalid = `the proxy exited:\n${c.diagnostics()}`;
+          else if (requests <= 0 || a.proxyNs <= 0) run.invalid = 'no requests or no proxy samples';
+          runs.push(run);
+          const u = run.usPerReq;
+          log(
+            `${w.id} ${c.id} rep ${rep + 1}: ${Math.round(run.rps)} ${w.unit}, proxy ${f1(u['proxy'])} µs/req (/proc ${f1(u['proc'])}), user ${f1(u['user'])}, own ${f1(u['user.own'])}, ` +
+              `${a.samples} samples, throttled ${throttle.nrThrottled}/${throttle.nrPeriods}${run.invalid ? `, NOT COUNTED: ${run.invalid.split('\n')[0]}` : ''}`,
+          );
+          await sleep(200);
+        }
+      }
+    }
+  } finally {
+    quota?.destroy();
+    for (const c of contenders) await c.stop().catch(() => undefined);
+    await lab.destroy();
+  }
+  const commit = spawnSync('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
+  const sums = summarise(runs, workloads, o.only);
+  fs.mkdirSync(o.out, { recursive: true });
+  const md = renderMarkdown(sums, runs, workloads, o, startedAt, commit);
+  const perf = spawnSync('perf', ['--version'], { encoding: 'utf8' }).stdout.trim();
+  fs.writeFileSync(
+    path.join(o.out, `${o.name}.json`),
+    JSON.stringify({ startedAt, commit, kernel: os.release(), perf, options: o, syscallGroups: SYSCALL_GROUPS, summary: sums, runs }, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n',
+  );
+  fs.writeFileSync(path.join(o.out, `${o.name}.md`), md);
+  process.stdout.write(md);
+  return 0;
+}
+
+function f1(v: number | undefined): string {
+  return v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(1);
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    log(`failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    process.exit(1);
+  },
+);
