@@ -25,7 +25,7 @@ import { CpuCgroups, type CpuStat, cpuStatDelta } from './lib/cgroup';
 import { ALL_CONTENDERS, type BenchEnv, type Contender, type ContenderId, HAPROXY_VARIANTS, makeContender, pinned } from './lib/contenders';
 import { prepareLab, setRedirect } from './lib/lab-setup';
 import { type Attribution, attribute, KERNEL_PARTS, parsePerfScript, type ProxyIdentity, SYSCALL_GROUPS, usPerRequest } from './lib/perf-attribution';
-import { processCpuSeconds } from './lib/proc';
+import { CLK_TCK, processCpuSeconds } from './lib/proc';
 import { Servers } from './lib/servers';
 import { median } from './lib/stats';
 import { allWorkloads, type Durations, type Workload } from './lib/workloads';
@@ -61,9 +61,15 @@ interface Run {
   contender: ContenderId;
   requests: number;
   rps: number;
+  /** The workload's headline metric from wrk (req/s, conn/s or Gbit/s) under the quota. */
+  rate: number;
   errors: number;
   /** The proxy's CPU time over the perf window by /proc/<pid>/stat (cross-check of perf's sum). */
   procCpuS: number | null;
+  /** Time the hypervisor ran something else on the proxy's vCPU meanwhile (/proc/stat steal). */
+  stealS: number | null;
+  /** The proxy's pids (the process and its children) as attributed. */
+  pids: number[];
   throttle: CpuStat;
   /** Set when the measurement does not count (not throttled, errors, proxy gone). */
   invalid?: string;
@@ -139,6 +145,13 @@ function selectWorkloads(ids: readonly string[]): Workload[] {
     if (!w || !id.startsWith('wrk-')) throw new Error(`--workloads: ${id} is not a wrk workload; known: ${all.filter((x) => x.id.startsWith('wrk-')).map((x) => x.id).join(', ')}`);
     return w;
   });
+}
+
+/** Steal time of one CPU so far, seconds (/proc/stat, field 8 of its cpuN line); null if absent. */
+function stealSeconds(cpu: string): number | null {
+  const m = new RegExp(`^cpu${escapeRe(cpu)}\\s+(.*)$`, 'm').exec(fs.readFileSync('/proc/stat', 'utf8'));
+  const v = m?.[1]?.split(/\s+/).map(Number)[7];
+  return v === undefined || !Number.isFinite(v) ? null : v / CLK_TCK;
 }
 
 /** `pid` and every process descended from it (a proxy that forks workers). */
@@ -274,7 +287,7 @@ async function perfScript(file: string): Promise<string> {
 }
 
 /** Flat µs-per-request map of one run: the keys the report's rows read. */
-function buckets(a: Attribution, requests: number, procCpuS: number | null): Record<string, number> {
+function buckets(a: Attribution, requests: number, procCpuS: number | null, stealS: number | null): Record<string, number> {
   const r: Record<string, number> = {};
   const put = (k: string, ns: number): void => {
     r[k] = usPerRequest(ns, requests);
@@ -282,6 +295,7 @@ function buckets(a: Attribution, requests: number, procCpuS: number | null): Rec
   put('cpu', a.totalNs);
   put('proxy', a.proxyNs);
   if (procCpuS !== null) put('proc', procCpuS * 1e9);
+  if (stealS !== null) put('steal', stealS * 1e9);
   let userNs = 0;
   for (const [k, v] of Object.entries(a.user)) {
     put(`user.${k}`, v);
@@ -307,6 +321,7 @@ function medians(runs: readonly Run[]): Record<string, number> {
   const m: Record<string, number> = {};
   for (const k of keys) m[k] = median(runs.map((r) => r.usPerReq[k] ?? 0));
   m['rps'] = median(runs.map((r) => r.rps));
+  m['rate'] = median(runs.map((r) => r.rate));
   return m;
 }
 
@@ -320,6 +335,8 @@ interface Summary {
   userShare: number;
   /** Proxy CPU per request over the best (lowest) HAProxy variant's. */
   vsBestHaproxy: number | null;
+  /** The measured rate under the quota over the best HAProxy variant's (the per-core ratio of this run). */
+  rateVsBestHaproxy: number | null;
   /** Best HAProxy's proxy µs/req over this proxy's kernel-only µs/req: a zero-user-space bound. */
   zeroUserBound: number | null;
 }
@@ -333,6 +350,8 @@ function summarise(runs: readonly Run[], workloads: readonly Workload[], only: r
     });
     const hap = rows.filter((r) => HAPROXY_VARIANTS.includes(r.c) && r.m['proxy'] !== undefined).map((r) => r.m['proxy'] as number);
     const best = hap.length > 0 ? Math.min(...hap) : null;
+    const rates = rows.filter((r) => HAPROXY_VARIANTS.includes(r.c) && r.m['rate'] !== undefined).map((r) => r.m['rate'] as number);
+    const bestRate = rates.length > 0 ? Math.max(...rates) : null;
     for (const r of rows) {
       const proxy = r.m['proxy'];
       const kernel = r.m['kernel'];
@@ -344,6 +363,7 @@ function summarise(runs: readonly Run[], workloads: readonly Workload[], only: r
         m: r.m,
         userShare: proxy !== undefined && proxy > 0 ? (r.m['user'] ?? 0) / proxy : Number.NaN,
         vsBestHaproxy: best !== null && proxy !== undefined ? proxy / best : null,
+        rateVsBestHaproxy: bestRate !== null && bestRate > 0 && r.m['rate'] !== undefined ? r.m['rate'] / bestRate : null,
         zeroUserBound: best !== null && kernel !== undefined && kernel > 0 ? best / kernel : null,
       });
     }
@@ -392,6 +412,13 @@ function renderMarkdown(sums: readonly Summary[], runs: readonly Run[], workload
       `Figures are CPU µs per request (sample periods / wrk's requests), medians of ${o.reps} repetition(s). Reproduce: \`npm run bench:profile\`${Object.keys(o.sgTuning).length ? ` (splicegate tuning: ${JSON.stringify(o.sgTuning)})` : ''}.`,
   );
   L.push('');
+  L.push(
+    'Reading notes: on this kernel cpu-clock does not sample an idle CPU, so the idle time of CPU 1 is absent (not zero). ' +
+      "The /proc row is the proxy's utime+stime over the same window; perf's sum can be lower because a sample due while interrupts are off (VM exits for IPIs) is taken late and the next one is timed from then, so compare shares within a column rather than perf's absolute sum with /proc. " +
+      '"Other processes" are tasks outside the lab that other users of this machine ran on CPU 1 meanwhile; they are not in the proxy\'s figures. ' +
+      'The RPS IPI rows are a property of the lab: the gateway namespace processes its receive path on CPU 1 and the client and server namespaces theirs on CPU 0 (bench/lib/lab-setup.ts), so what the proxy sends is queued to CPU 0 with an IPI (one per softirq round), which in a VM costs an exit; every proxy pays it alike.',
+  );
+  L.push('');
   const invalid = runs.filter((r) => r.invalid !== undefined);
   if (invalid.length > 0) {
     L.push(`Not counted (${invalid.length}): ${invalid.map((r) => `${r.workload} ${r.contender} rep ${r.rep + 1}: ${r.invalid}`).join('; ')}.`);
@@ -409,10 +436,13 @@ function renderMarkdown(sums: readonly Summary[], runs: readonly Run[], workload
       if (always || cells.some((c) => c !== '–' && c !== '0.0' && c !== '0 %')) L.push(`| ${label} | ${cells.join(' | ')} |`);
     };
     const key = (k: string, d = 1) => (s: Summary) => f(s.m[k] ?? (s.valid > 0 ? 0 : undefined), d);
-    row(`${w.unit} at ${o.quota} core (wrk, while sampled)`, (s) => (s.m['rps'] === undefined ? '–' : Math.round(s.m['rps']).toLocaleString('en-US')), true);
+    row(`${w.unit} at ${o.quota} core (wrk, while sampled)`, (s) => (s.m['rate'] === undefined ? '–' : w.unit === 'Gbit/s' ? f(s.m['rate'], 2) : Math.round(s.m['rate']).toLocaleString('en-US')), true);
+    row(`&nbsp;&nbsp;/ best HAProxy's (this run's per-core ratio)`, (s) => (s.rateVsBestHaproxy === null ? '–' : `${f(s.rateVsBestHaproxy, 2)}x`), true);
+    if (w.unit === 'Gbit/s') row('requests per second (each one 1 MiB: µs below are per MiB)', (s) => (s.m['rps'] === undefined ? '–' : f(s.m['rps'], 0)), true);
     row('everything on the proxy CPU', key('cpu'), true);
     row('**the proxy process**', (s) => `**${key('proxy')(s)}**`, true);
     row('&nbsp;&nbsp;cross-check: the proxy by /proc/pid/stat', key('proc'), true);
+    row('&nbsp;&nbsp;hypervisor steal on the proxy CPU meanwhile', key('steal'), true);
     row('**user space**', (s) => `**${key('user')(s)}**`, true);
     row('&nbsp;&nbsp;own code (splicegate.node / haproxy binary)', key('user.own'), true);
     row('&nbsp;&nbsp;libc, C++ runtime, vDSO', key('user.libc'));
@@ -487,8 +517,8 @@ function explain(sums: readonly Summary[]): string[] {
       const bestKernel = best.m['kernel'] ?? Number.NaN;
       L.push(
         `  The best HAProxy variant here (${best.contender}) spends ${bestProxy.toFixed(1)} µs, ${(bestKernel).toFixed(1)} of them in the kernel; splicegate's kernel time alone is ${sgKernel.toFixed(1)} µs. ` +
-          `A proxy with splicegate's kernel work and zero user-space cost would carry at most ${(bestProxy / sgKernel).toFixed(2)}x the best HAProxy's ${w === 'wrk-close' ? 'connections' : 'requests'} per core in this lab ` +
-          `(splicegate now: ${sg.vsBestHaproxy === null ? '–' : (1 / sg.vsBestHaproxy).toFixed(2)}x by CPU per request); one with HAProxy's own kernel work and zero user space: ${(bestProxy / bestKernel).toFixed(2)}x.`,
+          `A proxy with splicegate's kernel work and zero user-space cost would carry at most ${(bestProxy / sgKernel).toFixed(2)}x the best HAProxy's ${w === 'wrk-close' ? 'connections' : w === 'wrk-1m' ? 'bytes' : 'requests'} per core in this lab ` +
+          `(splicegate now: ${sg.vsBestHaproxy === null ? '–' : (1 / sg.vsBestHaproxy).toFixed(2)}x by CPU per request, ${sg.rateVsBestHaproxy === null ? '–' : sg.rateVsBestHaproxy.toFixed(2)}x by the rate wrk measured); one with HAProxy's own kernel work and zero user space: ${(bestProxy / bestKernel).toFixed(2)}x.`,
       );
     }
   }
@@ -506,8 +536,14 @@ async function main(): Promise<number> {
   const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'splicegate-profile-'));
   process.on('exit', () => fs.rmSync(tmpDir, { recursive: true, force: true }));
   if (o.keepScript !== null) fs.mkdirSync(o.keepScript, { recursive: true });
+  // This runner (and perf script, which it spawns) stays off the proxy CPU: whatever runs there is
+  // in the samples. The proxies are pinned explicitly, so they are not affected.
+  const proxyCpus = '1';
+  const loadCpus = '0';
+  const pin = spawnSync('taskset', ['-a', '-p', '-c', loadCpus, String(process.pid)], { encoding: 'utf8' });
+  if (pin.status !== 0) log(`could not pin the runner to CPU ${loadCpus}: ${pin.stderr.trim()}`);
   const lab = await Lab.create({ name: 'prof' });
-  const env: BenchEnv = { lab, tmpDir, repoRoot, proxyCpus: '1', loadCpus: '0', threads: 1, nofile: 20000, serverAddr: ADDR.server4, sgTuning: o.sgTuning, nice: -10 };
+  const env: BenchEnv = { lab, tmpDir, repoRoot, proxyCpus, loadCpus, threads: 1, nofile: 20000, serverAddr: ADDR.server4, sgTuning: o.sgTuning, nice: -10 };
   const d: Durations = { iperf: o.seconds, wrk: o.seconds, sweep: o.seconds, idleConns: 0, pacedGbit: 1 };
   const contenders: Contender[] = o.only.map(makeContender);
   const servers = new Servers(env);
@@ -538,7 +574,9 @@ async function main(): Promise<number> {
           const file = path.join(tmpDir, `perf-${c.id}-${w.id}-${rep}.data`);
           const q0 = quota.stat(c.id);
           const cpu0 = processCpuSeconds(pid);
+          const steal0 = stealSeconds(env.proxyCpus);
           const out = await new PerfRecording(env, file, o.freq).around(() => w.run(env, c, d));
+          const steal1 = stealSeconds(env.proxyCpus);
           const cpu1 = processCpuSeconds(pid);
           const throttle = cpuStatDelta(q0, quota.stat(c.id));
           const text = await perfScript(file);
@@ -547,7 +585,22 @@ async function main(): Promise<number> {
           const a = attribute(parsePerfScript(text), who);
           const requests = out.metrics['requests'] ?? 0;
           const procCpuS = cpu0 !== null && cpu1 !== null ? cpu1 - cpu0 : null;
-          const run: Run = { rep, workload: w.id, contender: c.id, requests, rps: out.metrics['rps'] ?? 0, errors: out.errors, procCpuS, throttle, attribution: a, usPerReq: buckets(a, requests, procCpuS) };
+          const stealS = steal0 !== null && steal1 !== null ? steal1 - steal0 : null;
+          const run: Run = {
+            rep,
+            workload: w.id,
+            contender: c.id,
+            requests,
+            rps: out.metrics['rps'] ?? 0,
+            rate: out.metrics[w.metric] ?? 0,
+            errors: out.errors,
+            procCpuS,
+            stealS,
+            pids: [...who.pids],
+            throttle,
+            attribution: a,
+            usPerReq: buckets(a, requests, procCpuS, stealS),
+          };
           if (throttle.nrThrottled <= 0) run.invalid = `not throttled (nr_throttled +0 over ${throttle.nrPeriods} periods): the proxy was not the bottleneck`;
           else if (out.errors > 0) run.invalid = `wrk errors: ${out.detail ?? out.errors}`;
           else if (!c.running()) run.invalid = `the proxy exited:\n${c.diagnostics()}`;
@@ -555,7 +608,7 @@ async function main(): Promise<number> {
           runs.push(run);
           const u = run.usPerReq;
           log(
-            `${w.id} ${c.id} rep ${rep + 1}: ${Math.round(run.rps)} ${w.unit}, proxy ${f1(u['proxy'])} µs/req (/proc ${f1(u['proc'])}), user ${f1(u['user'])}, own ${f1(u['user.own'])}, ` +
+            `${w.id} ${c.id} rep ${rep + 1}: ${w.unit === 'Gbit/s' ? run.rate.toFixed(2) : Math.round(run.rate)} ${w.unit}, proxy ${f1(u['proxy'])} µs/req (/proc ${f1(u['proc'])}), user ${f1(u['user'])}, own ${f1(u['user.own'])}, ` +
               `${a.samples} samples, throttled ${throttle.nrThrottled}/${throttle.nrPeriods}${run.invalid ? `, NOT COUNTED: ${run.invalid.split('\n')[0]}` : ''}`,
           );
           await sleep(200);
