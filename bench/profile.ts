@@ -12,6 +12,7 @@
 //   node dist/bench/profile.js [--only splicegate,haproxy] [--workloads wrk-ka,wrk-close]
 //        [--quota 0.5] [--seconds 5] [--reps 1] [--freq 999] [--sg-tuning K=V,...]
 //        [--out DIR] [--name NAME] [--keep-script DIR]
+//   node dist/bench/profile.js --render bench/results/profile.json   (rewrite its .md and summary, no lab)
 
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -40,7 +41,8 @@ const USAGE = `node dist/bench/profile.js [options]   (npm run bench:profile -- 
   --sg-tuning K=V,.. extra splicegate tuning keys
   --out DIR          results directory (default bench/results)
   --name NAME        results file name (default profile)
-  --keep-script DIR  also keep each run's perf script text there (for fixtures)`;
+  --keep-script DIR  also keep each run's perf script text there (for fixtures)
+  --render FILE      no measurement: recompute the summary and the .md beside FILE from its runs`;
 
 interface Options {
   only: ContenderId[];
@@ -53,6 +55,8 @@ interface Options {
   out: string;
   name: string;
   keepScript: string | null;
+  /** A results JSON to re-render instead of measuring. */
+  render: string | null;
 }
 
 interface Run {
@@ -96,6 +100,7 @@ function parseOptions(argv: string[], repoRoot: string): Options | null {
       out: { type: 'string' },
       name: { type: 'string' },
       'keep-script': { type: 'string' },
+      render: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -134,6 +139,7 @@ function parseOptions(argv: string[], repoRoot: string): Options | null {
     out: path.resolve(values.out ?? path.join(repoRoot, 'bench', 'results')),
     name,
     keepScript: values['keep-script'] === undefined ? null : path.resolve(values['keep-script']),
+    render: values.render === undefined ? null : path.resolve(values.render),
   };
 }
 
@@ -332,6 +338,8 @@ interface Summary {
   valid: number;
   /** µs per request (and rps) medians. */
   m: Record<string, number>;
+  /** Lowest and highest proxy µs per request over the valid repetitions. */
+  proxyRange: [number, number] | null;
   userShare: number;
   /** Proxy CPU per request over the best (lowest) HAProxy variant's. */
   vsBestHaproxy: number | null;
@@ -361,6 +369,7 @@ function summarise(runs: readonly Run[], workloads: readonly Workload[], only: r
         contender: r.c,
         valid: r.valid.length,
         m: r.m,
+        proxyRange: r.valid.length > 0 ? [Math.min(...r.valid.map((x) => x.usPerReq['proxy'] ?? 0)), Math.max(...r.valid.map((x) => x.usPerReq['proxy'] ?? 0))] : null,
         userShare: proxy !== undefined && proxy > 0 ? (r.m['user'] ?? 0) / proxy : Number.NaN,
         vsBestHaproxy: best !== null && proxy !== undefined ? proxy / best : null,
         rateVsBestHaproxy: bestRate !== null && bestRate > 0 && r.m['rate'] !== undefined ? r.m['rate'] / bestRate : null,
@@ -414,7 +423,9 @@ function renderMarkdown(sums: readonly Summary[], runs: readonly Run[], workload
   L.push('');
   L.push(
     'Reading notes: on this kernel cpu-clock does not sample an idle CPU, so the idle time of CPU 1 is absent (not zero). ' +
-      "The /proc row is the proxy's utime+stime over the same window; perf's sum can be lower because a sample due while interrupts are off (VM exits for IPIs) is taken late and the next one is timed from then, so compare shares within a column rather than perf's absolute sum with /proc. " +
+      `The /proc row is the proxy's utime+stime over the same window; perf's sum is ${coverage(sums)} of it. ` +
+      'Where the gap is larger (keep-alive), the proxy goes idle, blocked in epoll_wait, far more often, and a timer-driven sampler that skips idle CPUs under-samples the time right after idle (our reading). Shares within a column are therefore what to compare. ' +
+      'Each row is a median of its own over the repetitions, so rows need not add up exactly; the proxy row gives the range. ' +
       '"Other processes" are tasks outside the lab that other users of this machine ran on CPU 1 meanwhile; they are not in the proxy\'s figures. ' +
       'The RPS IPI rows are a property of the lab: the gateway namespace processes its receive path on CPU 1 and the client and server namespaces theirs on CPU 0 (bench/lib/lab-setup.ts), so what the proxy sends is queued to CPU 0 with an IPI (one per softirq round), which in a VM costs an exit; every proxy pays it alike.',
   );
@@ -440,7 +451,7 @@ function renderMarkdown(sums: readonly Summary[], runs: readonly Run[], workload
     row(`&nbsp;&nbsp;/ best HAProxy's (this run's per-core ratio)`, (s) => (s.rateVsBestHaproxy === null ? '–' : `${f(s.rateVsBestHaproxy, 2)}x`), true);
     if (w.unit === 'Gbit/s') row('requests per second (each one 1 MiB: µs below are per MiB)', (s) => (s.m['rps'] === undefined ? '–' : f(s.m['rps'], 0)), true);
     row('everything on the proxy CPU', key('cpu'), true);
-    row('**the proxy process**', (s) => `**${key('proxy')(s)}**`, true);
+    row('**the proxy process**', (s) => `**${key('proxy')(s)}**${s.proxyRange && s.valid > 1 ? ` (${f(s.proxyRange[0])}–${f(s.proxyRange[1])})` : ''}`, true);
     row('&nbsp;&nbsp;cross-check: the proxy by /proc/pid/stat', key('proc'), true);
     row('&nbsp;&nbsp;hypervisor steal on the proxy CPU meanwhile', key('steal'), true);
     row('**user space**', (s) => `**${key('user')(s)}**`, true);
@@ -494,6 +505,16 @@ function renderMarkdown(sums: readonly Summary[], runs: readonly Run[], workload
   return L.join('\n');
 }
 
+/** "84-88 % (wrk-ka), 97-100 % (wrk-close)": perf's proxy sum over /proc's, range over contenders. */
+function coverage(sums: readonly Summary[]): string {
+  const parts: string[] = [];
+  for (const w of [...new Set(sums.map((s) => s.workload))]) {
+    const r = sums.filter((s) => s.workload === w && (s.m['proc'] ?? 0) > 0 && s.m['proxy'] !== undefined).map((s) => (s.m['proxy'] as number) / (s.m['proc'] as number));
+    if (r.length > 0) parts.push(`${Math.round(Math.min(...r) * 100)}-${Math.round(Math.max(...r) * 100)} % (${w})`);
+  }
+  return parts.join(', ') || '–';
+}
+
 /** The sentences under the tables: what share is the proxies' own code, and what that bounds. */
 function explain(sums: readonly Summary[]): string[] {
   const L: string[] = ['## What it says', ''];
@@ -526,10 +547,38 @@ function explain(sums: readonly Summary[]): string[] {
   return L;
 }
 
+interface Results {
+  startedAt: string;
+  commit: string;
+  kernel: string;
+  perf: string;
+  options: Options;
+  runs: Run[];
+}
+
+/** Writes <dir>/<name>.json (the runs and their summary) and .md; returns the markdown. */
+function writeResults(r: Results, dir: string, name: string): string {
+  const workloads = selectWorkloads(r.options.workloads);
+  const sums = summarise(r.runs, workloads, r.options.only);
+  const md = renderMarkdown(sums, r.runs, workloads, r.options, r.startedAt, r.commit);
+  // Three decimals are more than the sampling resolves; non-finite numbers become null.
+  const round = (_k: string, v: unknown): unknown => (typeof v !== 'number' ? v : !Number.isFinite(v) ? null : Number.isInteger(v) ? v : Math.round(v * 1000) / 1000);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, `${name}.json`), JSON.stringify({ ...r, syscallGroups: SYSCALL_GROUPS, summary: sums }, round, 2) + '\n');
+  fs.writeFileSync(path.join(dir, `${name}.md`), md);
+  return md;
+}
+
 async function main(): Promise<number> {
   const repoRoot = path.resolve(__dirname, '..', '..');
   const o = parseOptions(process.argv.slice(2), repoRoot);
   if (o === null) return 0;
+  if (o.render !== null) {
+    const r = JSON.parse(fs.readFileSync(o.render, 'utf8')) as Results;
+    const md = writeResults(r, path.dirname(o.render), path.basename(o.render, '.json'));
+    process.stdout.write(md);
+    return 0;
+  }
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces, cgroups, perf on every process of a CPU)');
   const workloads = selectWorkloads(o.workloads);
   const startedAt = new Date().toISOString();
@@ -621,15 +670,8 @@ async function main(): Promise<number> {
     await lab.destroy();
   }
   const commit = spawnSync('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim();
-  const sums = summarise(runs, workloads, o.only);
-  fs.mkdirSync(o.out, { recursive: true });
-  const md = renderMarkdown(sums, runs, workloads, o, startedAt, commit);
   const perf = spawnSync('perf', ['--version'], { encoding: 'utf8' }).stdout.trim();
-  fs.writeFileSync(
-    path.join(o.out, `${o.name}.json`),
-    JSON.stringify({ startedAt, commit, kernel: os.release(), perf, options: o, syscallGroups: SYSCALL_GROUPS, summary: sums, runs }, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n',
-  );
-  fs.writeFileSync(path.join(o.out, `${o.name}.md`), md);
+  const md = writeResults({ startedAt, commit, kernel: os.release(), perf, options: o, runs }, o.out, o.name);
   process.stdout.write(md);
   return 0;
 }
