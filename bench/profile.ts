@@ -424,7 +424,7 @@ function renderMarkdown(sums: readonly Summary[], runs: readonly Run[], workload
   L.push(
     'Reading notes: on this kernel cpu-clock does not sample an idle CPU, so the idle time of CPU 1 is absent (not zero). ' +
       `The /proc row is the proxy's utime+stime over the same window; perf's sum is ${coverage(sums)} of it. ` +
-      'Where the gap is larger (keep-alive), the proxy goes idle, blocked in epoll_wait, far more often, and a timer-driven sampler that skips idle CPUs under-samples the time right after idle (our reading). Shares within a column are therefore what to compare. ' +
+      'Where the gap is larger (keep-alive), the proxy goes idle, blocked in epoll_wait, far more often, and a timer-driven sampler that skips idle CPUs under-samples short bursts after idle: on this machine a spinner pinned to CPU 1 was sampled at 100 % of its CPU time when it ran continuously or in 200 µs bursts between 200 µs sleeps, and at 65 % in 50 µs bursts between 100 µs sleeps. Shares within a column are therefore what to compare. ' +
       'Each row is a median of its own over the repetitions, so rows need not add up exactly; the proxy row gives the range. ' +
       '"Other processes" are tasks outside the lab that other users of this machine ran on CPU 1 meanwhile; they are not in the proxy\'s figures. ' +
       'The RPS IPI rows are a property of the lab: the gateway namespace processes its receive path on CPU 1 and the client and server namespaces theirs on CPU 0 (bench/lib/lab-setup.ts), so what the proxy sends is queued to CPU 0 with an IPI (one per softirq round), which in a VM costs an exit; every proxy pays it alike.',
