@@ -26,18 +26,22 @@ import { CpuCgroups, type CpuStat, cpuStatDelta } from './lib/cgroup';
 import { ALL_CONTENDERS, type BenchEnv, type Contender, type ContenderId, HAPROXY_VARIANTS, makeContender, pinned } from './lib/contenders';
 import { prepareLab, setRedirect } from './lib/lab-setup';
 import { type Attribution, attribute, KERNEL_PARTS, parsePerfScript, type ProxyIdentity, SYSCALL_GROUPS, usPerRequest } from './lib/perf-attribution';
-import { CLK_TCK, processCpuSeconds } from './lib/proc';
+import { CLK_TCK } from './lib/proc';
+import { processUserSystem } from './lib/syscall-count';
 import { Servers } from './lib/servers';
 import { median } from './lib/stats';
 import { allWorkloads, type Durations, type Workload } from './lib/workloads';
 
+/** Defaults of the options, in one place (the usage text and the report's "Reproduce" read them). */
+const DEFAULTS = { workloads: ['wrk-ka', 'wrk-close'], quota: 0.5, seconds: 5, reps: 1, freq: 999 } as const;
+
 const USAGE = `node dist/bench/profile.js [options]   (npm run bench:profile -- [options])
   --only IDS         contenders (default: splicegate and the HAProxy variants; known: ${ALL_CONTENDERS.filter((c) => c !== 'direct').join(', ')})
-  --workloads IDS    wrk workloads of npm run bench (default wrk-ka,wrk-close; also wrk-1m)
-  --quota CORES      CPU quota of each proxy (cgroup v1 cpu; default 0.5)
-  --seconds N        wrk duration = perf window per run (default 5)
-  --reps N           repetitions, medians reported (default 1)
-  --freq HZ          perf sampling frequency (default 999)
+  --workloads IDS    wrk workloads of npm run bench (default ${DEFAULTS.workloads.join(',')}; also wrk-1m)
+  --quota CORES      CPU quota of each proxy (cgroup v1 cpu; default ${DEFAULTS.quota})
+  --seconds N        wrk duration = perf window per run (default ${DEFAULTS.seconds})
+  --reps N           repetitions, medians reported (default ${DEFAULTS.reps})
+  --freq HZ          perf sampling frequency (default ${DEFAULTS.freq})
   --sg-tuning K=V,.. extra splicegate tuning keys
   --out DIR          results directory (default bench/results)
   --name NAME        results file name (default profile)
@@ -70,6 +74,8 @@ interface Run {
   errors: number;
   /** The proxy's CPU time over the perf window by /proc/<pid>/stat (cross-check of perf's sum). */
   procCpuS: number | null;
+  /** Of which user time by /proc (tick-sampled: which mode the scheduler tick interrupted). */
+  procUserS: number | null;
   /** Time the hypervisor ran something else on the proxy's vCPU meanwhile (/proc/stat steal). */
   stealS: number | null;
   /** The proxy's pids (the process and its children) as attributed. */
@@ -118,7 +124,7 @@ function parseOptions(argv: string[], repoRoot: string): Options | null {
     if (!Number.isInteger(n) || n < 1) throw new Error(`${what}: expected an integer >= 1, got ${v}`);
     return n;
   };
-  const quota = values.quota === undefined ? 0.5 : Number(values.quota);
+  const quota = values.quota === undefined ? DEFAULTS.quota : Number(values.quota);
   if (!(quota > 0 && quota <= 64)) throw new Error(`--quota: expected a number of cores > 0, got ${values.quota}`);
   const sgTuning: Record<string, string | number | boolean> = {};
   for (const kv of list(values['sg-tuning']) ?? []) {
@@ -130,11 +136,11 @@ function parseOptions(argv: string[], repoRoot: string): Options | null {
   if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new Error(`--name: expected a plain file name, got ${name}`);
   return {
     only: [...new Set(only)],
-    workloads: list(values.workloads) ?? ['wrk-ka', 'wrk-close'],
+    workloads: list(values.workloads) ?? [...DEFAULTS.workloads],
     quota,
-    seconds: int(values.seconds, 5, '--seconds'),
-    reps: int(values.reps, 1, '--reps'),
-    freq: int(values.freq, 999, '--freq'),
+    seconds: int(values.seconds, DEFAULTS.seconds, '--seconds'),
+    reps: int(values.reps, DEFAULTS.reps, '--reps'),
+    freq: int(values.freq, DEFAULTS.freq, '--freq'),
     sgTuning,
     out: path.resolve(values.out ?? path.join(repoRoot, 'bench', 'results')),
     name,
@@ -293,7 +299,7 @@ async function perfScript(file: string): Promise<string> {
 }
 
 /** Flat µs-per-request map of one run: the keys the report's rows read. */
-function buckets(a: Attribution, requests: number, procCpuS: number | null, stealS: number | null): Record<string, number> {
+function buckets(a: Attribution, requests: number, procCpuS: number | null, procUserS: number | null, stealS: number | null): Record<string, number> {
   const r: Record<string, number> = {};
   const put = (k: string, ns: number): void => {
     r[k] = usPerRequest(ns, requests);
@@ -301,6 +307,7 @@ function buckets(a: Attribution, requests: number, procCpuS: number | null, stea
   put('cpu', a.totalNs);
   put('proxy', a.proxyNs);
   if (procCpuS !== null) put('proc', procCpuS * 1e9);
+  if (procUserS !== null) put('proc.user', procUserS * 1e9);
   if (stealS !== null) put('steal', stealS * 1e9);
   let userNs = 0;
   for (const [k, v] of Object.entries(a.user)) {
@@ -418,7 +425,7 @@ function renderMarkdown(sums: readonly Summary[], runs: readonly Run[], workload
     `Commit ${commit}. Each proxy pinned to CPU 1 and held to ${o.quota} core (cgroup v1 cpu quota, the per-core mode of \`npm run bench\`); wrk and nginx on CPU 0. ` +
       `For each workload and proxy, wrk runs ${o.seconds} s while \`perf record -e cpu-clock -F ${o.freq} -C 1 -g\` samples everything on CPU 1 (switched on and off through perf's control fd around the wrk run). ` +
       `Every sample is attributed by bench/lib/perf-attribution.ts: the proxy process or another task; the proxy's user space by the DSO of the sampled instruction; its kernel time by the outermost frame (which syscall, page fault, interrupt) and, across all of them, by the innermost marker frame (softirq RX run inline, RPS IPIs, netfilter, scheduler, …). ` +
-      `Figures are CPU µs per request (sample periods / wrk's requests), medians of ${o.reps} repetition(s). Reproduce: \`npm run bench:profile\`${Object.keys(o.sgTuning).length ? ` (splicegate tuning: ${JSON.stringify(o.sgTuning)})` : ''}.`,
+      `Figures are CPU µs per request (sample periods / wrk's requests), medians of ${o.reps} repetition(s). Reproduce: \`npm run bench:profile${reproduceArgs(o)}\`.`,
   );
   L.push('');
   L.push(
@@ -469,6 +476,7 @@ function renderMarkdown(sums: readonly Summary[], runs: readonly Run[], workload
     row('&nbsp;&nbsp;idle (swapper)', key('other.idle'));
     row('&nbsp;&nbsp;other processes', key('other.other'));
     row('**user-space share of the proxy**', (s) => `**${pct(s.userShare)}**`, true);
+    row('&nbsp;&nbsp;cross-check: utime share by /proc (tick-sampled)', (s) => (s.m['proc.user'] !== undefined && (s.m['proc'] ?? 0) > 0 ? pct((s.m['proc.user'] as number) / (s.m['proc'] as number)) : '–'));
     row('proxy CPU per request / best HAProxy', (s) => (s.vsBestHaproxy === null ? '–' : `${f(s.vsBestHaproxy, 2)}x`), true);
     row('bound with zero user space: best HAProxy / this kernel time', (s) => (s.zeroUserBound === null ? '–' : `${f(s.zeroUserBound, 2)}x`), true);
     L.push('');
@@ -503,6 +511,20 @@ function renderMarkdown(sums: readonly Summary[], runs: readonly Run[], workload
   }
   L.push(...explain(sums));
   return L.join('\n');
+}
+
+/** The command-line options of a run that differ from the defaults (for the report's "Reproduce"). */
+function reproduceArgs(o: Options): string {
+  const a: string[] = [];
+  if (o.only.join(',') !== ['splicegate', ...HAPROXY_VARIANTS].join(',')) a.push(`--only ${o.only.join(',')}`);
+  if (o.workloads.join(',') !== DEFAULTS.workloads.join(',')) a.push(`--workloads ${o.workloads.join(',')}`);
+  if (o.quota !== DEFAULTS.quota) a.push(`--quota ${o.quota}`);
+  if (o.seconds !== DEFAULTS.seconds) a.push(`--seconds ${o.seconds}`);
+  if (o.reps !== DEFAULTS.reps) a.push(`--reps ${o.reps}`);
+  if (o.freq !== DEFAULTS.freq) a.push(`--freq ${o.freq}`);
+  const t = Object.entries(o.sgTuning).map(([k, v]) => `${k}=${String(v)}`);
+  if (t.length > 0) a.push(`--sg-tuning ${t.join(',')}`);
+  return a.length > 0 ? ` -- ${a.join(' ')}` : '';
 }
 
 /** "84-88 % (wrk-ka), 97-100 % (wrk-close)": perf's proxy sum over /proc's, range over contenders. */
@@ -622,18 +644,19 @@ async function main(): Promise<number> {
           const who = identity(pid);
           const file = path.join(tmpDir, `perf-${c.id}-${w.id}-${rep}.data`);
           const q0 = quota.stat(c.id);
-          const cpu0 = processCpuSeconds(pid);
+          const cpu0 = processUserSystem(pid);
           const steal0 = stealSeconds(env.proxyCpus);
           const out = await new PerfRecording(env, file, o.freq).around(() => w.run(env, c, d));
           const steal1 = stealSeconds(env.proxyCpus);
-          const cpu1 = processCpuSeconds(pid);
+          const cpu1 = processUserSystem(pid);
           const throttle = cpuStatDelta(q0, quota.stat(c.id));
           const text = await perfScript(file);
           fs.rmSync(file, { force: true });
           if (o.keepScript !== null) fs.writeFileSync(path.join(o.keepScript, `${c.id}-${w.id}-${rep}.txt`), text);
           const a = attribute(parsePerfScript(text), who);
           const requests = out.metrics['requests'] ?? 0;
-          const procCpuS = cpu0 !== null && cpu1 !== null ? cpu1 - cpu0 : null;
+          const procCpuS = cpu0 !== null && cpu1 !== null ? cpu1.user + cpu1.system - cpu0.user - cpu0.system : null;
+          const procUserS = cpu0 !== null && cpu1 !== null ? cpu1.user - cpu0.user : null;
           const stealS = steal0 !== null && steal1 !== null ? steal1 - steal0 : null;
           const run: Run = {
             rep,
@@ -644,11 +667,12 @@ async function main(): Promise<number> {
             rate: out.metrics[w.metric] ?? 0,
             errors: out.errors,
             procCpuS,
+            procUserS,
             stealS,
             pids: [...who.pids],
             throttle,
             attribution: a,
-            usPerReq: buckets(a, requests, procCpuS, stealS),
+            usPerReq: buckets(a, requests, procCpuS, procUserS, stealS),
           };
           if (throttle.nrThrottled <= 0) run.invalid = `not throttled (nr_throttled +0 over ${throttle.nrPeriods} periods): the proxy was not the bottleneck`;
           else if (out.errors > 0) run.invalid = `wrk errors: ${out.detail ?? out.errors}`;
