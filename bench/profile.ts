@@ -5,7 +5,7 @@
 //   perf record -e cpu-clock -F 999 -C <proxy cpu> -g
 // samples everything that runs on the proxy's CPU (its threads, the softirq work that lands in
 // them, ksoftirqd, kworkers, others). perf starts with its events disabled and is switched on and
-// off through its control pipe right around the wrk run, so the window is the load's. The samples
+// off through its control fd right around the wrk run, so the window is the load's. The samples
 // are attributed by bench/lib/perf-attribution.ts and divided by wrk's request count.
 // Writes <out>/<name>.{json,md} (default bench/results/profile.*).
 //
@@ -14,11 +14,10 @@
 //        [--out DIR] [--name NAME] [--keep-script DIR]
 //   node dist/bench/profile.js --render bench/results/profile.json   (rewrite its .md and summary, no lab)
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Readable, Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { ADDR, Lab } from '../test/lab/lab';
 import { sleep } from '../test/lab/util';
@@ -26,6 +25,7 @@ import { CpuCgroups, type CpuStat, cpuStatDelta } from './lib/cgroup';
 import { ALL_CONTENDERS, type BenchEnv, type Contender, type ContenderId, HAPROXY_VARIANTS, makeContender, pinned } from './lib/contenders';
 import { prepareLab, setRedirect } from './lib/lab-setup';
 import { type Attribution, attribute, KERNEL_PARTS, parsePerfScript, type ProxyIdentity, SYSCALL_GROUPS, usPerRequest } from './lib/perf-attribution';
+import { PerfRecording, perfScript } from './lib/perf-record';
 import { CLK_TCK } from './lib/proc';
 import { processUserSystem } from './lib/syscall-count';
 import { Servers } from './lib/servers';
@@ -204,98 +204,6 @@ function identity(pid: number): ProxyIdentity {
     own: node ? /\.node$/ : new RegExp(`^${escapeRe(exe)}$`),
     runtime: node ? new RegExp(`^${escapeRe(exe)}$`) : NEVER,
   };
-}
-
-/** A `perf record` on the proxy CPU, started with its events off and switched by its control fd. */
-class PerfRecording {
-  private readonly proc;
-  private readonly ctl: Writable;
-  private readonly acks: string[] = [];
-  private ackWaiter: (() => void) | null = null;
-  private stderr = '';
-  private readonly exited: Promise<number | null>;
-
-  constructor(
-    env: BenchEnv,
-    readonly file: string,
-    freq: number,
-  ) {
-    // perf itself runs on the load CPU: on the proxy CPU only its sampling interrupt remains.
-    this.proc = spawn('taskset', ['-c', env.loadCpus, 'perf', 'record', '-e', 'cpu-clock', '-F', String(freq), '-C', env.proxyCpus, '-g', '-D', '-1', '--control', 'fd:3,4', '-o', file, '-q'], {
-      stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
-    });
-    this.ctl = this.proc.stdio[3] as Writable;
-    const ack = this.proc.stdio[4] as Readable;
-    ack.setEncoding('utf8');
-    ack.on('data', (d: string) => {
-      // perf writes "ack\n" with its terminating NUL.
-      for (const line of d.split(/[\n\0]/).filter(Boolean)) this.acks.push(line);
-      this.ackWaiter?.();
-    });
-    this.proc.stderr?.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    this.exited = new Promise((resolve) => this.proc.on('exit', (code) => resolve(code)));
-  }
-
-  /** Sends a control command and waits (bounded: a liveness limit) for perf's "ack". */
-  private async command(cmd: 'enable' | 'disable'): Promise<void> {
-    this.ctl.write(`${cmd}\n`);
-    const deadline = Date.now() + 15000;
-    while (this.acks.length === 0) {
-      if (this.proc.exitCode !== null) throw new Error(`perf record exited (${this.proc.exitCode}) before acknowledging ${cmd}: ${this.stderr.trim()}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`perf record did not acknowledge ${cmd} within 15 s: ${this.stderr.trim()}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 200));
-        this.ackWaiter = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.ackWaiter = null;
-    }
-    const a = this.acks.shift();
-    if (a !== 'ack') throw new Error(`perf record answered ${JSON.stringify(a)} to ${cmd}`);
-  }
-
-  /** Samples while `body` runs; returns its result once perf has written its file. */
-  async around<T>(body: () => Promise<T>): Promise<T> {
-    let result: T;
-    try {
-      await this.command('enable');
-      try {
-        result = await body();
-      } finally {
-        await this.command('disable');
-      }
-    } finally {
-      this.proc.kill('SIGINT');
-      const code = await Promise.race([this.exited, sleep(20000).then(() => 'timeout' as const)]);
-      if (code === 'timeout') {
-        this.proc.kill('SIGKILL');
-        throw new Error('perf record did not finish within 20 s of SIGINT');
-      }
-    }
-    if (!fs.existsSync(this.file)) throw new Error(`perf record wrote no ${this.file}: ${this.stderr.trim()}`);
-    return result;
-  }
-}
-
-/** `perf script` of a recording: the fields perf-attribution.ts parses. */
-async function perfScript(file: string): Promise<string> {
-  const p = spawn('perf', ['script', '-i', file, '-F', 'comm,pid,tid,cpu,time,period,event,ip,sym,dso', '--no-inline'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const out: Buffer[] = [];
-  let err = '';
-  p.stdout.on('data', (d: Buffer) => out.push(d));
-  p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const code = await Promise.race([new Promise<number | null>((resolve) => p.on('exit', (c) => resolve(c))), sleep(120000).then(() => 'timeout' as const)]);
-  if (code === 'timeout') {
-    p.kill('SIGKILL');
-    throw new Error('perf script took more than 120 s');
-  }
-  // Let the pipes drain after exit.
-  await new Promise<void>((resolve) => (p.stdout.readableEnded ? resolve() : p.stdout.on('end', () => resolve())));
-  if (code !== 0) throw new Error(`perf script exited ${code}: ${err.trim().slice(0, 2000)}`);
-  return Buffer.concat(out).toString('utf8');
 }
 
 /** Flat µs-per-request map of one run: the keys the report's rows read. */
@@ -646,7 +554,7 @@ async function main(): Promise<number> {
           const q0 = quota.stat(c.id);
           const cpu0 = processUserSystem(pid);
           const steal0 = stealSeconds(env.proxyCpus);
-          const out = await new PerfRecording(env, file, o.freq).around(() => w.run(env, c, d));
+          const out = await new PerfRecording(env.proxyCpus, env.loadCpus, file, o.freq).around(() => w.run(env, c, d));
           const steal1 = stealSeconds(env.proxyCpus);
           const cpu1 = processUserSystem(pid);
           const throttle = cpuStatDelta(q0, quota.stat(c.id));
