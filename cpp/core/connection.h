@@ -126,8 +126,8 @@ class Connection final : private RelayOwner {
  private:
   // One socket of the pair; registered in epoll once, edge-triggered, for both directions.
   struct Side final : EventHandler, RelayEndpoint {
+    bool upstream = false;  // first: it fits in RelayEndpoint's tail padding (a Side is 24 bytes, not 32)
     Connection* owner = nullptr;
-    bool upstream = false;
     void onEvents(uint32_t events) override;
   };
 

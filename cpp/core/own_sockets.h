@@ -34,13 +34,23 @@ namespace splicegate {
 
 class OwnSockets {
  public:
+  // One entry exists per upstream socket, so the key is compact: family, IP bytes and port of both
+  // ends (38 bytes, not two 128-byte sockaddr_storage). Equality is SocketAddress's: same family,
+  // IP and port.
   struct Key {
-    SocketAddress local;   // our upstream socket's own address (the looped connection's peer)
-    SocketAddress remote;  // what it connected to (the looped connection's original destination)
-    bool operator==(const Key& o) const { return local == o.local && remote == o.remote; }
+    Key() = default;
+    Key(const SocketAddress& local, const SocketAddress& remote);
+    uint8_t localFamily = 0;
+    uint8_t remoteFamily = 0;
+    uint16_t localPort = 0;
+    uint16_t remotePort = 0;
+    uint8_t localIp[16] = {};
+    uint8_t remoteIp[16] = {};
+    bool operator==(const Key& o) const;
   };
 
-  // Removes its entry when destroyed or reset: owned beside the upstream fd it describes.
+  // Removes its entry when destroyed or reset: owned beside the upstream fd it describes. Holds
+  // only a pointer to the entry's key (map nodes do not move), 16 bytes in every connection.
   class Registration {
    public:
     Registration() = default;
@@ -54,9 +64,9 @@ class OwnSockets {
 
    private:
     friend class OwnSockets;
-    Registration(OwnSockets* owner, const Key& key) : owner_(owner), key_(key) {}
+    Registration(OwnSockets* owner, const Key* key) : owner_(owner), key_(key) {}
     OwnSockets* owner_ = nullptr;
-    Key key_;
+    const Key* key_ = nullptr;  // the key inside the map's entry, alive while its count is > 0
   };
 
   // Held by a thread from just before connect() until its socket is recorded (or not connecting).
@@ -93,7 +103,8 @@ class OwnSockets {
 
  private:
   struct KeyHash {
-    size_t operator()(const Key& k) const { return k.local.hash() * 31 + k.remote.hash(); }
+    // noexcept: the map then keeps no hash in each node (8 bytes per upstream socket).
+    size_t operator()(const Key& k) const noexcept;
   };
   struct Shard {
     mutable std::mutex mutex;
@@ -103,7 +114,7 @@ class OwnSockets {
   };
   static constexpr size_t kShards = 16;
 
-  Shard& shardFor(const SocketAddress& local) const { return shards_[local.port() % kShards]; }
+  Shard& shardFor(uint16_t localPort) const { return shards_[localPort % kShards]; }
   void remove(const Key& key);
 
   mutable Shard shards_[kShards];

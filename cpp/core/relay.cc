@@ -16,17 +16,9 @@ constexpr uint8_t kSmallSplicesBeforeCopy = 4;
 
 }  // namespace
 
-Relay::Relay(RelayServices services, RelayOwner& owner, RelayEndpoint& client, RelayEndpoint& upstream)
-    : services_(services), owner_(owner) {
-  toUpstream_.src = &client;
-  toUpstream_.dst = &upstream;
+Relay::Relay(const RelayServices& services, RelayOwner& owner, RelayEndpoint& client, RelayEndpoint& upstream)
+    : services_(services), owner_(owner), client_(client), upstream_(upstream) {
   toUpstream_.toUpstream = true;
-  toUpstream_.readStat = Stat::bytes_received;
-  toUpstream_.writeStat = Stat::upstream_cx_tx_bytes_total;
-  toClient_.src = &upstream;
-  toClient_.dst = &client;
-  toClient_.readStat = Stat::upstream_cx_rx_bytes_total;
-  toClient_.writeStat = Stat::bytes_sent;
 }
 
 Relay::~Relay() { releaseHolders(); }
@@ -47,7 +39,7 @@ void Relay::holderAvailable() {
   for (Direction* d : {&toUpstream_, &toClient_}) {
     if (!d->waitingForHolder) continue;
     d->waitingForHolder = false;
-    d->src->readable = true;
+    src(*d).readable = true;
   }
 }
 
@@ -59,16 +51,16 @@ void Relay::releaseHolders() {
 Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
   for (;;) {
     bool progressed = false;
-    if (d.pending() > 0 && d.dst->writable) {
+    if (d.pending() > 0 && dst(d).writable) {
       const ssize_t n = flush(d);
       if (n > 0) {
         progressed = true;
         d.bytes += static_cast<uint64_t>(n);
-        services_.stats.add(d.writeStat, static_cast<uint64_t>(n));
+        services_.stats.add(writeStat(d), static_cast<uint64_t>(n));
         owner_.relayDelivered(d.toUpstream, static_cast<uint64_t>(n));
         budget -= std::min(budget, static_cast<size_t>(n));
       } else if (errno == EAGAIN) {
-        d.dst->writable = false;
+        dst(d).writable = false;
       } else {
         failedUpstream_ = d.toUpstream;  // the write to dst failed
         return PumpResult::kError;
@@ -84,17 +76,17 @@ Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
           // it (every byte of that socket was read to EOF, so close sends FIN, not RST): one
           // syscall fewer per connection.
           const Direction& other = d.toUpstream ? toClient_ : toUpstream_;
-          if (!other.done()) ::shutdown(d.dst->fd.get(), SHUT_WR);
+          if (!other.done()) ::shutdown(dst(d).fd.get(), SHUT_WR);
           d.dstShut = true;
         }
         return PumpResult::kIdle;
       }
     }
-    if (!d.srcEof && d.src->readable) {
+    if (!d.srcEof && src(d).readable) {
       const ssize_t n = fill(d);
       if (n > 0) {
         progressed = true;
-        services_.stats.add(d.readStat, static_cast<uint64_t>(n));
+        services_.stats.add(readStat(d), static_cast<uint64_t>(n));
       } else if (n == 0) {
         d.srcEof = true;
         progressed = true;
@@ -102,7 +94,7 @@ Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
         // With bytes still in the pipe, EAGAIN may mean "pipe full" rather than "socket empty":
         // keep the socket marked readable and read again once the pipe has drained.
         if (d.pending() == 0) {
-          d.src->readable = false;
+          src(d).readable = false;
           releaseHolders(d);
         }
       } else {
@@ -138,7 +130,7 @@ ssize_t Relay::fill(Direction& d) {
     }
     d.waitingForHolder = false;
   }
-  const int src = d.src->fd.get();
+  const int srcFd = src(d).fd.get();
   ssize_t n;
   if (d.pipe) {
     const size_t capacity = services_.pipes.capacityBytes();
@@ -147,7 +139,7 @@ ssize_t Relay::fill(Direction& d) {
       return -1;
     }
     do {
-      n = ::splice(src, nullptr, d.pipe->writeEnd.get(), nullptr, capacity - d.pipe->bytes, kSpliceFlags);
+      n = ::splice(srcFd, nullptr, d.pipe->writeEnd.get(), nullptr, capacity - d.pipe->bytes, kSpliceFlags);
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
       d.pipe->bytes += static_cast<size_t>(n);
@@ -171,7 +163,7 @@ ssize_t Relay::fill(Direction& d) {
   }
   const size_t size = services_.buffers.bufferSize();
   do {
-    n = ::recv(src, buf.data.get(), size, 0);
+    n = ::recv(srcFd, buf.data.get(), size, 0);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     buf.offset = 0;
@@ -180,34 +172,34 @@ ssize_t Relay::fill(Direction& d) {
     if (static_cast<size_t>(n) == size) {
       d.bulk = true;  // a full buffer: more is likely waiting, splice the rest
       d.smallSplices = 0;
-    } else if (!d.src->peerClosing) {
+    } else if (!src(d).peerClosing) {
       // A short read from a stream socket took everything queued; anything later raises a new
       // edge. Not when the peer is closing: its FIN may already be queued behind this data.
-      d.src->readable = false;
+      src(d).readable = false;
     }
   }
   return n;
 }
 
 ssize_t Relay::flush(Direction& d) {
-  const int dst = d.dst->fd.get();
+  const int dstFd = dst(d).fd.get();
   ssize_t n;
   if (d.pipe) {
     do {
-      n = ::splice(d.pipe->readEnd.get(), nullptr, dst, nullptr, d.pipe->bytes, kSpliceFlags);
+      n = ::splice(d.pipe->readEnd.get(), nullptr, dstFd, nullptr, d.pipe->bytes, kSpliceFlags);
     } while (n < 0 && errno == EINTR);
     if (n > 0) d.pipe->bytes -= static_cast<size_t>(n);
     return n;
   }
   Buffer& buf = *d.buffer;
   do {
-    n = ::send(dst, buf.data.get() + buf.offset, buf.length, MSG_NOSIGNAL | MSG_DONTWAIT);
+    n = ::send(dstFd, buf.data.get() + buf.offset, buf.length, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     buf.offset += static_cast<size_t>(n);
     buf.length -= static_cast<size_t>(n);
     // A short send means the socket buffer filled and the kernel flagged it: EPOLLOUT will come.
-    if (buf.length > 0) d.dst->writable = false;
+    if (buf.length > 0) dst(d).writable = false;
   }
   return n;
 }

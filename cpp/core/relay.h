@@ -62,7 +62,8 @@ class Relay {
     kError,  // a read or write failed; failedUpstream() says on which side
   };
 
-  Relay(RelayServices services, RelayOwner& owner, RelayEndpoint& client, RelayEndpoint& upstream);
+  // services: outlives the relay (the worker's).
+  Relay(const RelayServices& services, RelayOwner& owner, RelayEndpoint& client, RelayEndpoint& upstream);
   ~Relay();
   Relay(const Relay&) = delete;
   Relay& operator=(const Relay&) = delete;
@@ -80,9 +81,8 @@ class Relay {
 
  private:
   // Bytes flowing src -> dst. Holds a pipe (splice) or a copy buffer only while bytes are in flight.
+  // Kept small (one pair per relayed connection): the endpoints and counters follow from toUpstream.
   struct Direction {
-    RelayEndpoint* src = nullptr;
-    RelayEndpoint* dst = nullptr;
     std::unique_ptr<Pipe> pipe;
     std::unique_ptr<Buffer> buffer;
     bool srcEof = false;
@@ -92,12 +92,16 @@ class Relay {
     bool waitingForHolder = false;  // src had bytes but no buffer or pipe was free
     uint8_t smallSplices = 0;  // consecutive small splices (see fill())
     uint64_t bytes = 0;
-    Stat readStat;   // global counter for bytes read from src
-    Stat writeStat;  // global counter for bytes written to dst
     size_t pending() const { return pipe ? pipe->bytes : (buffer ? buffer->length : 0); }
     bool done() const { return srcEof && dstShut; }
   };
   enum class PumpResult : uint8_t { kIdle, kYield, kError };
+
+  RelayEndpoint& src(const Direction& d) const { return d.toUpstream ? client_ : upstream_; }
+  RelayEndpoint& dst(const Direction& d) const { return d.toUpstream ? upstream_ : client_; }
+  // Global counters for the bytes read from src and written to dst.
+  static Stat readStat(const Direction& d) { return d.toUpstream ? Stat::bytes_received : Stat::upstream_cx_rx_bytes_total; }
+  static Stat writeStat(const Direction& d) { return d.toUpstream ? Stat::upstream_cx_tx_bytes_total : Stat::bytes_sent; }
 
   PumpResult pump(Direction& d, size_t& budget);
   // Each returns bytes moved, 0 for EOF (fill only), or -1 with errno set (EAGAIN included).
@@ -105,8 +109,10 @@ class Relay {
   ssize_t flush(Direction& d);
   void releaseHolders(Direction& d);
 
-  RelayServices services_;
+  const RelayServices& services_;
   RelayOwner& owner_;
+  RelayEndpoint& client_;
+  RelayEndpoint& upstream_;
   Direction toUpstream_;
   Direction toClient_;
   bool failedUpstream_ = false;

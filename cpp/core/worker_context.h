@@ -61,8 +61,9 @@ struct WorkerContext {
   const CoreOptions& options;
   ConnectionEvents& events;
 
-  // The part a Relay draws on.
-  RelayServices relayServices() const { return RelayServices{pipes, buffers, stats, options}; }
+  // The part a Relay draws on; every relay keeps a reference to this one (8 bytes, not four).
+  RelayServices relay{pipes, buffers, stats, options};
+  const RelayServices& relayServices() const { return relay; }
 };
 
 }  // namespace splicegate

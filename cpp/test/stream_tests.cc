@@ -270,19 +270,39 @@ void endTests() {
 void loopTests() {
   run("own-socket registry: an entry lives as long as its registration, duplicates are counted", [] {
     OwnSockets reg;
-    const OwnSockets::Key key{addr("10.0.0.1", 40000), addr("10.0.9.9", 80)};
-    CHECK(!reg.contains(key.local, key.remote));
+    const SocketAddress local = addr("10.0.0.1", 40000);
+    const SocketAddress remote = addr("10.0.9.9", 80);
+    const OwnSockets::Key key{local, remote};
+    CHECK(!reg.contains(local, remote));
     auto a = reg.add(key);
     auto b = reg.add(key);  // connect() may reuse a local port for another destination
-    CHECK(reg.contains(key.local, key.remote));
-    CHECK(!reg.contains(key.local, addr("10.0.9.9", 81)));   // same peer, other destination
-    CHECK(!reg.contains(addr("10.0.0.1", 40001), key.remote));  // other peer, same destination
+    CHECK(reg.contains(local, remote));
+    CHECK(!reg.contains(local, addr("10.0.9.9", 81)));   // same peer, other destination
+    CHECK(!reg.contains(addr("10.0.0.1", 40001), remote));  // other peer, same destination
+    CHECK(!reg.contains(addr("10.0.0.2", 40000), remote));  // other peer IP, same port
+    CHECK(!reg.contains(local, addr("10.0.9.8", 80)));      // other destination IP
     a.reset();
-    CHECK(reg.contains(key.local, key.remote));
+    CHECK(reg.contains(local, remote));
     OwnSockets::Registration moved = std::move(b);
-    CHECK(reg.contains(key.local, key.remote));
+    CHECK(reg.contains(local, remote));
     moved.reset();
-    CHECK(!reg.contains(key.local, key.remote));
+    CHECK(!reg.contains(local, remote));
+    CHECK_EQ(reg.size(), 0u);
+    // IPv6: all 16 bytes take part; the same port on another family is another entry.
+    const SocketAddress local6 = addr("fd00::1", 40000);
+    const SocketAddress remote6 = addr("fd00::9:9", 80);
+    auto c = reg.add(OwnSockets::Key{local6, remote6});
+    CHECK(reg.contains(local6, remote6));
+    CHECK(!reg.contains(addr("fd00::2", 40000), remote6));
+    CHECK(!reg.contains(local6, addr("fd00::9:8", 80)));
+    CHECK(!reg.contains(local, remote));
+    // Many entries (rehashing moves no key a registration points at): each leaves with its own.
+    std::vector<OwnSockets::Registration> many;
+    for (uint16_t port = 1; port <= 2000; ++port) many.push_back(reg.add(OwnSockets::Key{addr("10.0.0.1", port), remote}));
+    CHECK_EQ(reg.size(), 2001u);
+    many.clear();
+    CHECK(reg.contains(local6, remote6));
+    c.reset();
     CHECK_EQ(reg.size(), 0u);
   });
 
