@@ -35,6 +35,11 @@ if [ "${1:-}" = "--syscalls" ]; then
   command -v strace >/dev/null || { echo "missing strace (Debian: strace)" >&2; exit 1; }
   exec node dist/bench/syscalls.js "$@"
 fi
+if [ "${1:-}" = "--profile" ]; then
+  shift
+  command -v perf >/dev/null || { echo "missing perf (Debian: linux-perf)" >&2; exit 1; }
+  exec node dist/bench/profile.js "$@"
+fi
 if [ "${1:-}" = "--latency-cost" ]; then
   shift
   exec node dist/bench/latency-cost.js "$@"

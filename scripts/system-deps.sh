@@ -19,6 +19,7 @@ declare -A NEED=(
   [haproxy]=haproxy
   [nginx]=nginx-light
   [curl]=curl
+  [perf]=linux-perf     # npm run bench:profile (perf record -e cpu-clock)
   [chromium]=chromium   # renders `splicegate report --html` pages in the report test
   [clang++]=clang       # builds the fuzz targets (npm run fuzz)
 )
