@@ -3,6 +3,8 @@
 // measure, in the benchmark lab, what io_uring alone could win per core over epoll for a
 // transparent copy relay (issue 12 §3, bench/results/attempts.md attempt 8) before anyone builds
 // a third `tuning.driver` into the core. IPv4 only (the lab is IPv4), one thread, no config.
+// Contenders proto-epoll / proto-uring of `npm run bench -- --only ...`; what they measured:
+// bench/results/attempts.md, attempt 8.
 
 #pragma once
 

@@ -26,8 +26,9 @@
 // (IORING_RECV_MULTISHOT) that picks its buffers from a ring of 1024 x 16 KiB provided buffers
 // shared by all connections (IORING_REGISTER_PBUF_RING); the received buffers queue per direction
 // and are sent one at a time, in order, each returned to the ring once sent. It never re-posts a
-// recv; a direction that ran out of buffers (-ENOBUFS) is re-armed when buffers come back.
-// (--link applies to the single-shot recv only.)
+// recv; a direction that ran out of buffers (-ENOBUFS) is re-armed when buffers come back
+// (--pool-buffers N: a smaller ring, to exercise that). (--link applies to the single-shot recv
+// only.)
 // --setup: defer = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN (default: completions
 // are run only when this thread enters the ring to wait), coop = IORING_SETUP_COOP_TASKRUN,
 // plain = no flag. --fixed-files: both sockets of a connection are put in a registered file table
@@ -54,7 +55,7 @@ using proto::Fd;
 using proto::kBufferBytes;
 
 enum Op : uint64_t { kRecv0 = 0, kRecv1 = 1, kSend0 = 2, kSend1 = 3, kConnect = 4 };
-constexpr uint64_t kIgnore = 0;  // user_data of shutdown / close / cancel / files_update
+constexpr uint64_t kIgnore = 0;  // user_data of close / cancel / files_update: results unused
 constexpr uint64_t kAccept = 1;
 
 struct Direction {
