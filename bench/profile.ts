@@ -22,8 +22,8 @@ import { parseArgs } from 'node:util';
 import { ADDR, Lab } from '../test/lab/lab';
 import { sleep } from '../test/lab/util';
 import { CpuCgroups, type CpuStat, cpuStatDelta } from './lib/cgroup';
-import { ALL_CONTENDERS, type BenchEnv, type Contender, type ContenderId, HAPROXY_VARIANTS, makeContender, pinned } from './lib/contenders';
-import { prepareLab, setRedirect } from './lib/lab-setup';
+import { ALL_CONTENDERS, type BenchEnv, type Contender, type ContenderId, HAPROXY_VARIANTS, makeContender } from './lib/contenders';
+import { selectAndWarm, setRedirect, startLab } from './lib/lab-setup';
 import { type Attribution, attribute, KERNEL_PARTS, parsePerfScript, type ProxyIdentity, SYSCALL_GROUPS, usPerRequest } from './lib/perf-attribution';
 import { PerfRecording, perfScript } from './lib/perf-record';
 import { CLK_TCK } from './lib/proc';
@@ -529,14 +529,8 @@ async function main(): Promise<number> {
   let quota: CpuCgroups | null = null;
   const runs: Run[] = [];
   try {
-    for (const w of await prepareLab(lab, env.proxyCpus, env.loadCpus)) log(w);
-    await servers.start();
-    for (const c of contenders) await c.start(env);
-    for (const c of contenders) {
-      await setRedirect(env, c, true);
-      const warm = pinned(env, env.loadCpus, 'wrk', ['-t1', '-c8', '-d1s', `http://${env.serverAddr}/small`]);
-      await lab.exec('cli', warm.cmd, warm.args, { timeoutMs: 30000, nofile: env.nofile });
-    }
+    for (const w of await startLab(env, servers, contenders)) log(w);
+    for (const c of contenders) await selectAndWarm(env, c);
     quota = CpuCgroups.create(o.quota);
     log(`each proxy in its own cpu cgroup: ${o.quota} core (${quota.base})`);
     for (let rep = 0; rep < o.reps; rep++) {

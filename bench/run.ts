@@ -378,7 +378,7 @@ async function main(): Promise<number> {
       await lab.exec('cli', warm.cmd, warm.args, { timeoutMs: 30000, nofile: env.nofile });
     }
 
-    const planned = opts.reps * workloads.reduce((a, w) => a + contenders.filter((c) => w.applies(c)).length, 0);
+    const planned = workloads.reduce((a, w) => a + Math.min(opts.reps, w.maxReps ?? opts.reps) * contenders.filter((c) => w.applies(c)).length, 0);
     let retries = 0;
     let done = 0;
     const repsStart = Date.now();
@@ -400,6 +400,7 @@ async function main(): Promise<number> {
       }
       for (let rep = 0; rep < opts.reps; rep++) {
         for (const [wi, w] of phase.entries()) {
+          if (w.maxReps !== undefined && rep >= w.maxReps) continue;
           const order = rotate(
             contenders.filter((c) => w.applies(c)),
             rep + wi,

@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { ADDR, Lab } from '../test/lab/lab';
 import { sleep } from '../test/lab/util';
 import { type BenchEnv, type ContenderId, HAPROXY_VARIANTS, makeContender, pinned, PROTO_CONTENDERS, SERVER_PORTS } from './lib/contenders';
-import { prepareLab, setRedirect } from './lib/lab-setup';
+import { selectAndWarm, startLab } from './lib/lab-setup';
 import { parseWrk } from './lib/parse';
 import { processCpuSeconds } from './lib/proc';
 import { Servers } from './lib/servers';
@@ -238,13 +238,9 @@ async function main(): Promise<number> {
   const ms: Measurement[] = [];
   const idle: Idle[] = [];
   try {
-    for (const w of await prepareLab(lab, env.proxyCpus, env.loadCpus)) log(w);
-    await servers.start();
-    for (const c of contenders) await c.start(env);
+    for (const w of await startLab(env, servers, contenders)) log(w);
     for (const c of contenders) {
-      await setRedirect(env, c, true);
-      const warm = pinned(env, env.loadCpus, 'wrk', ['-t1', '-c8', '-d1s', `http://${env.serverAddr}/small`]);
-      await lab.exec('cli', warm.cmd, warm.args, { timeoutMs: 30000, nofile: env.nofile });
+      await selectAndWarm(env, c);
       for (const conns of o.conns) {
         const pid = c.pid();
         if (pid === null) throw new Error(`${c.id} is not running:\n${c.diagnostics()}`);

@@ -2,7 +2,8 @@
 // processing pinned per namespace, the gateway's BENCH nat chain, and switching it to a contender.
 
 import { ADDR, type Lab } from '../../test/lab/lab';
-import type { BenchEnv, Contender } from './contenders';
+import { type BenchEnv, type Contender, pinned } from './contenders';
+import type { Servers } from './servers';
 
 /** Replaces the gateway's BENCH chain with `c`'s REDIRECT rules (check: verify the rule count). */
 export async function setRedirect(env: BenchEnv, c: Contender, check = false): Promise<void> {
@@ -61,4 +62,22 @@ export async function prepareLab(lab: Lab, proxyCpus: string, loadCpus: string):
   const ct = await lab.exec('gw', 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_tcp_timeout_time_wait=5']);
   if (ct.code !== 0) warnings.push(`could not shorten conntrack TIME_WAIT in the gateway: ${ct.stderr.trim()}`);
   return warnings;
+}
+
+/**
+ * Readies the lab for the per-request tools (bench:syscalls, bench:profile): pinning and RPS,
+ * the servers, then every contender started. Returns prepareLab's warnings.
+ */
+export async function startLab(env: BenchEnv, servers: Servers, contenders: readonly Contender[]): Promise<string[]> {
+  const warnings = await prepareLab(env.lab, env.proxyCpus, env.loadCpus);
+  await servers.start();
+  for (const c of contenders) await c.start(env);
+  return warnings;
+}
+
+/** Points the gateway's redirect at `c` (checked) and warms it with one second of keep-alive wrk. */
+export async function selectAndWarm(env: BenchEnv, c: Contender): Promise<void> {
+  await setRedirect(env, c, true);
+  const warm = pinned(env, env.loadCpus, 'wrk', ['-t1', '-c8', '-d1s', `http://${env.serverAddr}/small`]);
+  await env.lab.exec('cli', warm.cmd, warm.args, { timeoutMs: 30000, nofile: env.nofile });
 }

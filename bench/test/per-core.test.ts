@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { test } from 'node:test';
 import { CpuCgroups, cpuStatDelta, parseCpuStat } from '../lib/cgroup';
+import { ALL_CONTENDERS, DEFAULT_CONTENDERS, PROTO_CONTENDERS } from '../lib/contenders';
 import { type BenchResults, buildReport, type RunRecord } from '../lib/report';
 import { parseStraceSummary } from '../lib/syscall-count';
 
@@ -50,7 +51,9 @@ function run(workload: string, contender: RunRecord['contender'], rps: number, t
   };
 }
 
-function results(runs: RunRecord[]): BenchResults {
+const DEFAULT_IDS: RunRecord['contender'][] = ['splicegate', 'haproxy', 'haproxy-splice'];
+
+function results(runs: RunRecord[], ids: RunRecord['contender'][] = DEFAULT_IDS): BenchResults {
   return {
     schema: 1,
     startedAt: '2026-11-27T18:00:00.000Z',
@@ -72,7 +75,7 @@ function results(runs: RunRecord[]): BenchResults {
       retries: 0,
       perCore: { quotaCores: 0.5, periodUs: 100000, workloads: ['core-wrk-ka'] },
     },
-    contenders: (['splicegate', 'haproxy', 'haproxy-splice'] as const).map((id) => ({ id, label: id, notes: '', config: '' })),
+    contenders: ids.map((id) => ({ id, label: id, notes: '', config: '' })),
     servers: { nginx: '' },
     workloads: [{ id: 'core-wrk-ka', title: 'wrk keep-alive (per core)', group: 'percore', metric: 'rps', unit: 'req/s', higherIsBetter: true }],
     verifications: [],
@@ -132,4 +135,30 @@ test('CpuCgroups throttles a busy process to its quota and removes everything af
   }
   assert.equal(fs.existsSync(g.mountPoint), false, 'mount point removed');
   assert.equal(fs.readFileSync('/proc/self/mounts', 'utf8').includes(g.mountPoint), false, 'hierarchy unmounted');
+});
+
+// The prototype relays (bench/cpp/proto_relay_*.cc): opt-in contenders whose per-core figures get
+// their own ratio column against the best HAProxy variant, without ever becoming that reference.
+test('the prototype relays run only when named: not in the default set', () => {
+  assert.deepEqual([...PROTO_CONTENDERS], ['proto-epoll', 'proto-uring']);
+  for (const id of PROTO_CONTENDERS) {
+    assert.ok(ALL_CONTENDERS.includes(id));
+    assert.ok(!DEFAULT_CONTENDERS.includes(id));
+  }
+  assert.deepEqual([...DEFAULT_CONTENDERS], ['direct', 'splicegate', 'haproxy', 'haproxy-splice-auto', 'haproxy-splice', 'node-pipe']);
+});
+
+test('per core: each prototype relay gets a ratio to the best HAProxy variant and is never the reference', () => {
+  const ids: RunRecord['contender'][] = ['splicegate', 'haproxy', 'proto-epoll', 'proto-uring'];
+  const r = buildReport(results([run('core-wrk-ka', 'splicegate', 12000, 10), run('core-wrk-ka', 'haproxy', 10000, 10), run('core-wrk-ka', 'proto-epoll', 13000, 10), run('core-wrk-ka', 'proto-uring', 15000, 10)], ids));
+  const t = r.targets.find((x) => x.id === 'core-wrk-ka');
+  assert.equal(t?.referenceContender, 'haproxy', 'the faster proto-uring is not the HAProxy reference');
+  assert.equal(t?.ratio, 1.2);
+  assert.match(r.markdown, /\| splicegate \/ best HAProxy \| proto-epoll \/ best HAProxy \| proto-uring \/ best HAProxy \|/);
+  assert.match(r.markdown, /\| 1\.20x \(haproxy\) \| 1\.30x \| 1\.50x \|/);
+
+  // Without them the table keeps its old shape.
+  const plain = buildReport(results([run('core-wrk-ka', 'splicegate', 12000, 10), run('core-wrk-ka', 'haproxy', 10000, 10)], ['splicegate', 'haproxy']));
+  assert.doesNotMatch(plain.markdown, /proto-/);
+  assert.match(plain.markdown, /\| splicegate \/ best HAProxy \|\n/);
 });
