@@ -167,6 +167,8 @@ class HttpSession final : private RelayOwner {
   void countWritten(const Side& side, uint64_t n);
   void countRead(const Side& side, uint64_t n);
 
+  // What the tunnel's relay works on (a private base is converted here, where it is accessible).
+  RelayIo relayIo() { return RelayIo{*this, down_, up_}; }
   // RelayOwner
   void relayNeedsHolder() override { owner_.waitForHolder(*this); }
   void relayDelivered(bool toUpstream, uint64_t n) override;

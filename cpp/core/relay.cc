@@ -16,30 +16,29 @@ constexpr uint8_t kSmallSplicesBeforeCopy = 4;
 
 }  // namespace
 
-Relay::Relay(const RelayServices& services, RelayOwner& owner, RelayEndpoint& client, RelayEndpoint& upstream)
-    : services_(services), owner_(owner), client_(client), upstream_(upstream) {
+Relay::Relay(const RelayServices& services) : services_(services) {
   toUpstream_.toUpstream = true;
 }
 
 Relay::~Relay() { releaseHolders(); }
 
-Relay::Result Relay::run(size_t budget, bool holdToUpstream) {
-  const PumpResult up = holdToUpstream ? PumpResult::kIdle : pump(toUpstream_, budget);
+Relay::Result Relay::run(const RelayIo& io, size_t budget, bool holdToUpstream) {
+  const PumpResult up = holdToUpstream ? PumpResult::kIdle : pump(io, toUpstream_, budget);
   if (up == PumpResult::kError) return Result::kError;
-  const PumpResult down = pump(toClient_, budget);
+  const PumpResult down = pump(io, toClient_, budget);
   if (down == PumpResult::kError) return Result::kError;
   if (toUpstream_.done() && toClient_.done()) return Result::kDone;
   if (up == PumpResult::kYield || down == PumpResult::kYield) return Result::kYield;
   return Result::kIdle;
 }
 
-void Relay::holderAvailable() {
+void Relay::holderAvailable(const RelayIo& io) {
   // pump() cleared `readable` when fill() found no holder (it cannot tell that EAGAIN from an
   // empty socket); the bytes are still queued and no new edge will come for them, so restore it.
   for (Direction* d : {&toUpstream_, &toClient_}) {
     if (!d->waitingForHolder) continue;
     d->waitingForHolder = false;
-    src(*d).readable = true;
+    src(io, *d).readable = true;
   }
 }
 
@@ -48,21 +47,20 @@ void Relay::releaseHolders() {
   releaseHolders(toClient_);
 }
 
-Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
+Relay::PumpResult Relay::pump(const RelayIo& io, Direction& d, size_t& budget) {
   for (;;) {
     bool progressed = false;
-    if (d.pending() > 0 && dst(d).writable) {
-      const ssize_t n = flush(d);
+    if (d.pending() > 0 && dst(io, d).writable) {
+      const ssize_t n = flush(io, d);
       if (n > 0) {
         progressed = true;
-        d.bytes += static_cast<uint64_t>(n);
         services_.stats.add(writeStat(d), static_cast<uint64_t>(n));
-        owner_.relayDelivered(d.toUpstream, static_cast<uint64_t>(n));
+        io.owner.relayDelivered(d.toUpstream, static_cast<uint64_t>(n));
         budget -= std::min(budget, static_cast<size_t>(n));
       } else if (errno == EAGAIN) {
-        dst(d).writable = false;
+        dst(io, d).writable = false;
       } else {
-        failedUpstream_ = d.toUpstream;  // the write to dst failed
+        toUpstream_.failedUpstream = d.toUpstream;  // the write to dst failed
         return PumpResult::kError;
       }
     }
@@ -76,14 +74,14 @@ Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
           // it (every byte of that socket was read to EOF, so close sends FIN, not RST): one
           // syscall fewer per connection.
           const Direction& other = d.toUpstream ? toClient_ : toUpstream_;
-          if (!other.done()) ::shutdown(dst(d).fd.get(), SHUT_WR);
+          if (!other.done()) ::shutdown(dst(io, d).fd.get(), SHUT_WR);
           d.dstShut = true;
         }
         return PumpResult::kIdle;
       }
     }
-    if (!d.srcEof && src(d).readable) {
-      const ssize_t n = fill(d);
+    if (!d.srcEof && src(io, d).readable) {
+      const ssize_t n = fill(io, d);
       if (n > 0) {
         progressed = true;
         services_.stats.add(readStat(d), static_cast<uint64_t>(n));
@@ -94,11 +92,11 @@ Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
         // With bytes still in the pipe, EAGAIN may mean "pipe full" rather than "socket empty":
         // keep the socket marked readable and read again once the pipe has drained.
         if (d.pending() == 0) {
-          src(d).readable = false;
+          src(io, d).readable = false;
           releaseHolders(d);
         }
       } else {
-        failedUpstream_ = !d.toUpstream;  // the read from src failed
+        toUpstream_.failedUpstream = !d.toUpstream;  // the read from src failed
         return PumpResult::kError;
       }
     }
@@ -107,7 +105,7 @@ Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
   }
 }
 
-ssize_t Relay::fill(Direction& d) {
+ssize_t Relay::fill(const RelayIo& io, Direction& d) {
   if (!d.pipe && !d.buffer) {
     const CoreOptions::RelayMode mode = services_.options.relayMode;
     const bool useSplice = mode == CoreOptions::RelayMode::kSplice ||
@@ -124,13 +122,13 @@ ssize_t Relay::fill(Direction& d) {
       // back (WorkerCore wakes waiters after the batch in which one was released).
       services_.stats.add(Stat::buffer_unavailable);
       d.waitingForHolder = true;
-      owner_.relayNeedsHolder();
+      io.owner.relayNeedsHolder();
       errno = EAGAIN;
       return -1;
     }
     d.waitingForHolder = false;
   }
-  const int srcFd = src(d).fd.get();
+  const int srcFd = src(io, d).fd.get();
   ssize_t n;
   if (d.pipe) {
     const size_t capacity = services_.pipes.capacityBytes();
@@ -172,17 +170,17 @@ ssize_t Relay::fill(Direction& d) {
     if (static_cast<size_t>(n) == size) {
       d.bulk = true;  // a full buffer: more is likely waiting, splice the rest
       d.smallSplices = 0;
-    } else if (!src(d).peerClosing) {
+    } else if (!src(io, d).peerClosing) {
       // A short read from a stream socket took everything queued; anything later raises a new
       // edge. Not when the peer is closing: its FIN may already be queued behind this data.
-      src(d).readable = false;
+      src(io, d).readable = false;
     }
   }
   return n;
 }
 
-ssize_t Relay::flush(Direction& d) {
-  const int dstFd = dst(d).fd.get();
+ssize_t Relay::flush(const RelayIo& io, Direction& d) {
+  const int dstFd = dst(io, d).fd.get();
   ssize_t n;
   if (d.pipe) {
     do {
@@ -199,7 +197,7 @@ ssize_t Relay::flush(Direction& d) {
     buf.offset += static_cast<size_t>(n);
     buf.length -= static_cast<size_t>(n);
     // A short send means the socket buffer filled and the kernel flagged it: EPOLLOUT will come.
-    if (buf.length > 0) dst(d).writable = false;
+    if (buf.length > 0) dst(io, d).writable = false;
   }
   return n;
 }

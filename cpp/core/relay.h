@@ -41,6 +41,17 @@ struct RelayServices {
 };
 
 // What a relay tells its owner.
+class RelayOwner;
+
+// The two sockets and the owner a relay works for, handed to each call rather than kept: a relay
+// lives inside its owner (one per relayed connection), and three references there would be 24 of
+// its bytes on every idle connection.
+struct RelayIo {
+  RelayOwner& owner;
+  RelayEndpoint& client;
+  RelayEndpoint& upstream;
+};
+
 class RelayOwner {
  public:
   // A direction found no copy buffer or pipe free: queue for one; holderAvailable() follows.
@@ -63,18 +74,19 @@ class Relay {
   };
 
   // services: outlives the relay (the worker's).
-  Relay(const RelayServices& services, RelayOwner& owner, RelayEndpoint& client, RelayEndpoint& upstream);
+  explicit Relay(const RelayServices& services);
   ~Relay();
   Relay(const Relay&) = delete;
   Relay& operator=(const Relay&) = delete;
 
   // Moves bytes both ways, at most `budget` bytes in all. holdToUpstream: leave the client's bytes
-  // where they are (its owner still has bytes of its own to send upstream first).
-  Result run(size_t budget, bool holdToUpstream = false);
-  bool failedUpstream() const { return failedUpstream_; }
+  // where they are (its owner still has bytes of its own to send upstream first). `io` is the same
+  // on every call.
+  Result run(const RelayIo& io, size_t budget, bool holdToUpstream = false);
+  bool failedUpstream() const { return toUpstream_.failedUpstream; }
 
   // A copy buffer or pipe came free: a direction that waited for one reads again.
-  void holderAvailable();
+  void holderAvailable(const RelayIo& io);
   bool waitingForHolder() const { return toUpstream_.waitingForHolder || toClient_.waitingForHolder; }
   // Returns every buffer and pipe to its pool (on close).
   void releaseHolders();
@@ -91,31 +103,27 @@ class Relay {
     bool bulk = false;  // last read filled a copy buffer: use splice for what follows
     bool waitingForHolder = false;  // src had bytes but no buffer or pipe was free
     uint8_t smallSplices = 0;  // consecutive small splices (see fill())
-    uint64_t bytes = 0;
+    bool failedUpstream = false;  // toUpstream_'s only: the relay's error was on the upstream socket
     size_t pending() const { return pipe ? pipe->bytes : (buffer ? buffer->length : 0); }
     bool done() const { return srcEof && dstShut; }
   };
   enum class PumpResult : uint8_t { kIdle, kYield, kError };
 
-  RelayEndpoint& src(const Direction& d) const { return d.toUpstream ? client_ : upstream_; }
-  RelayEndpoint& dst(const Direction& d) const { return d.toUpstream ? upstream_ : client_; }
+  static RelayEndpoint& src(const RelayIo& io, const Direction& d) { return d.toUpstream ? io.client : io.upstream; }
+  static RelayEndpoint& dst(const RelayIo& io, const Direction& d) { return d.toUpstream ? io.upstream : io.client; }
   // Global counters for the bytes read from src and written to dst.
   static Stat readStat(const Direction& d) { return d.toUpstream ? Stat::bytes_received : Stat::upstream_cx_rx_bytes_total; }
   static Stat writeStat(const Direction& d) { return d.toUpstream ? Stat::upstream_cx_tx_bytes_total : Stat::bytes_sent; }
 
-  PumpResult pump(Direction& d, size_t& budget);
+  PumpResult pump(const RelayIo& io, Direction& d, size_t& budget);
   // Each returns bytes moved, 0 for EOF (fill only), or -1 with errno set (EAGAIN included).
-  ssize_t fill(Direction& d);
-  ssize_t flush(Direction& d);
+  ssize_t fill(const RelayIo& io, Direction& d);
+  ssize_t flush(const RelayIo& io, Direction& d);
   void releaseHolders(Direction& d);
 
   const RelayServices& services_;
-  RelayOwner& owner_;
-  RelayEndpoint& client_;
-  RelayEndpoint& upstream_;
   Direction toUpstream_;
   Direction toClient_;
-  bool failedUpstream_ = false;
 };
 
 }  // namespace splicegate

@@ -601,7 +601,7 @@ bool WorkerCore::releaseSpareFd() {
 }
 
 void WorkerCore::waitForFd(Connection& c) {
-  if (!c.fdWaitNode.linked()) fdWaiters_.pushBack(&c);
+  if (!fdWaiters_.holds(c)) fdWaiters_.pushBack(&c);
   pauseAccepting();
 }
 
@@ -618,11 +618,11 @@ void WorkerCore::connectStarted(Connection& c) { connecting_.pushBack(&c); }
 void WorkerCore::connectFinished(Connection& c) { connecting_.remove(&c); }
 
 void WorkerCore::scheduleResume(Connection& c) {
-  if (!c.readyNode.linked()) ready_.pushBack(&c);
+  if (!ready_.holds(c)) ready_.pushBack(&c);
 }
 
 void WorkerCore::waitForHolder(Connection& c) {
-  if (!c.holderWaitNode.linked()) holderWaiters_.pushBack(&c);
+  if (!holderWaiters_.holds(c)) holderWaiters_.pushBack(&c);
 }
 
 void WorkerCore::wakeHolderWaiters() {
