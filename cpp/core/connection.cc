@@ -188,18 +188,16 @@ void Connection::start(const SocketAddress* source) {
     // in the backlog, for the next tick to find an fd, within connect_timeout (the connect FIFO
     // times it out as an unanswered connect).
     stats.add(Stat::upstream_cx_fd_wait);
-    if (source) waitSource_ = std::make_unique<SocketAddress>(*source);
     ctx_.events.connectStarted(*this);
-    ctx_.events.waitForFd(*this);
+    ctx_.events.waitForFd(*this, source);
     return;
   }
   continueStart(opened);
 }
 
-bool Connection::retryUpstreamSocket() {
-  const UpstreamOpen opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, waitSource_.get());
+bool Connection::retryUpstreamSocket(const SocketAddress* source) {
+  const UpstreamOpen opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, source);
   if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno)) return false;
-  waitSource_.reset();
   continueStart(opened);  // stays in the connect FIFO where it is: its connect_timeout runs on
   return true;
 }

@@ -39,7 +39,9 @@ namespace splicegate {
 // What the access log's record (access_log.h) says about a connection beyond its timings, filled
 // in along the accept path (WorkerCore) and by the relay: ~100 bytes, no allocation.
 struct AccessInfo {
-  uint32_t listener = UINT32_MAX;  // index into WorkerCore's listener names (kept for the core's life)
+  // Index into WorkerCore's listener names and counters (kept for the core's life); always set for
+  // a connection: its listener's counters are found by it.
+  uint32_t listener = UINT32_MAX;
   PackedAddress client;
   PackedAddress destination;
   PolicyDecision decision;
@@ -57,7 +59,7 @@ enum class ConnectionState : uint8_t { kHandshake, kConnecting, kRelaying, kClos
 // way, so no peer takes a broken or refused stream for a complete (possibly empty) one.
 void resetOnClose(int fd);
 
-class Connection final : private RelayOwner {
+class Connection final {
  public:
   // context: the worker's services and lifecycle calls (worker_context.h); outlives the connection.
   Connection(WorkerContext& context, UniqueFd downstream);
@@ -92,7 +94,8 @@ class Connection final : private RelayOwner {
   // The connection waits for an fd (start() found none for its upstream socket, even with the
   // worker's spare): try socket() again. False while there is still none; on any other outcome
   // the connection has left the wait (connecting, or closed).
-  bool retryUpstreamSocket();
+  // source: start()'s original source (the worker keeps it while the connection waits).
+  bool retryUpstreamSocket(const SocketAddress* source);
 
   // Continue relaying after a budget-limited wakeup.
   void resume();
@@ -108,10 +111,6 @@ class Connection final : private RelayOwner {
   uint64_t firstByteUs() const { return firstByteUs_; }
   uint64_t connectStartedUs() const { return sinceAccept(connectStartedOffset_); }
   uint64_t lastActivityUs() const { return lastActivityUs_; }
-
-  // The worker's counters for the listener that accepted it (they outlive the connection); set by
-  // the worker at accept.
-  ListenerStats* listenerStats = nullptr;
 
   // Membership in the worker's lists. Every connection is in the worker's set (allNode). The other
   // lists belong to phases and share two nodes (SharedNodeList; the tag names the list holding it):
@@ -160,15 +159,16 @@ class Connection final : private RelayOwner {
   void onSideEvent(Side& side, uint32_t events);
   void onConnectReady(uint32_t events);
   void relay();
-  // RelayOwner
-  void relayNeedsHolder() override;
-  void relayDelivered(bool toUpstream, uint64_t n) override;
+  // What the relay tells this connection (RelayIo).
+  void relayNeedsHolder();
+  void relayDelivered(bool toUpstream, uint64_t n);
   void abortWith(CloseReason reason, Side& failed);
   void finishConnectAttempt();
   void recordConnectStart();
   void recordFirstByte();
 
-  RelayIo relayIo() { return RelayIo{*this, down_, up_}; }
+  friend struct RelayIo;  // calls relayNeedsHolder and relayDelivered
+  RelayIo relayIo() { return RelayIo::of(*this, down_, up_); }
   // The early timings are kept as µs after acceptedUs_ in 32 bits (they fall within the protocol
   // stage's and the connect's timeouts; 71 minutes at most, saturated beyond): 0 = did not happen.
   uint32_t offsetNow() const;
@@ -187,8 +187,6 @@ class Connection final : private RelayOwner {
   uint8_t waitList = 0;   // which list holds waitNode
 
  private:
-  // start()'s original source, kept only while waiting for an fd (retryUpstreamSocket binds to it).
-  std::unique_ptr<SocketAddress> waitSource_;
   Side down_;
   Side up_;
   Relay relay_;

@@ -55,7 +55,7 @@ Relay::PumpResult Relay::pump(const RelayIo& io, Direction& d, size_t& budget) {
       if (n > 0) {
         progressed = true;
         services_.stats.add(writeStat(d), static_cast<uint64_t>(n));
-        io.owner.relayDelivered(d.toUpstream, static_cast<uint64_t>(n));
+        io.delivered(io.owner, d.toUpstream, static_cast<uint64_t>(n));
         budget -= std::min(budget, static_cast<size_t>(n));
       } else if (errno == EAGAIN) {
         dst(io, d).writable = false;
@@ -106,23 +106,23 @@ Relay::PumpResult Relay::pump(const RelayIo& io, Direction& d, size_t& budget) {
 }
 
 ssize_t Relay::fill(const RelayIo& io, Direction& d) {
-  if (!d.pipe && !d.buffer) {
+  if (!d.holder) {
     const CoreOptions::RelayMode mode = services_.options.relayMode;
     const bool useSplice = mode == CoreOptions::RelayMode::kSplice ||
                            (mode == CoreOptions::RelayMode::kAuto && d.bulk);
     if (useSplice) {
-      d.pipe = services_.pipes.acquire();
-      if (!d.pipe) services_.stats.add(Stat::pipe_unavailable);
+      d.holder.hold(services_.pipes.acquire());
+      if (!d.holder) services_.stats.add(Stat::pipe_unavailable);
     }
-    if (!d.pipe) d.buffer = services_.buffers.acquire();
+    if (!d.holder) d.holder.hold(services_.buffers.acquire());
     // Copy buffers all out: in auto mode a free pipe carries small reads just as well.
-    if (!d.pipe && !d.buffer && mode == CoreOptions::RelayMode::kAuto && !useSplice) d.pipe = services_.pipes.acquire();
-    if (!d.pipe && !d.buffer) {
+    if (!d.holder && mode == CoreOptions::RelayMode::kAuto && !useSplice) d.holder.hold(services_.pipes.acquire());
+    if (!d.holder) {
       // Back-pressure: leave the bytes in the socket and wait, in FIFO order, for a holder to come
       // back (WorkerCore wakes waiters after the batch in which one was released).
       services_.stats.add(Stat::buffer_unavailable);
       d.waitingForHolder = true;
-      io.owner.relayNeedsHolder();
+      io.needsHolder(io.owner);
       errno = EAGAIN;
       return -1;
     }
@@ -130,17 +130,17 @@ ssize_t Relay::fill(const RelayIo& io, Direction& d) {
   }
   const int srcFd = src(io, d).fd.get();
   ssize_t n;
-  if (d.pipe) {
+  if (Pipe* pipe = d.holder.pipe()) {
     const size_t capacity = services_.pipes.capacityBytes();
-    if (d.pipe->bytes >= capacity) {
+    if (pipe->bytes >= capacity) {
       errno = EAGAIN;
       return -1;
     }
     do {
-      n = ::splice(srcFd, nullptr, d.pipe->writeEnd.get(), nullptr, capacity - d.pipe->bytes, kSpliceFlags);
+      n = ::splice(srcFd, nullptr, pipe->writeEnd.get(), nullptr, capacity - pipe->bytes, kSpliceFlags);
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
-      d.pipe->bytes += static_cast<size_t>(n);
+      pipe->bytes += static_cast<size_t>(n);
       services_.stats.add(Stat::splice_bytes, static_cast<uint64_t>(n));
       // Small reads do better copied (one syscall each way, no pipe): drop back to the buffer
       // path once the pipe drains, but only after several in a row — a bulk stream that the
@@ -154,7 +154,7 @@ ssize_t Relay::fill(const RelayIo& io, Direction& d) {
     }
     return n;
   }
-  Buffer& buf = *d.buffer;
+  Buffer& buf = *d.holder.buffer();
   if (buf.length > 0) {  // the copy buffer is single-shot: read again only once it is sent
     errno = EAGAIN;
     return -1;
@@ -182,14 +182,14 @@ ssize_t Relay::fill(const RelayIo& io, Direction& d) {
 ssize_t Relay::flush(const RelayIo& io, Direction& d) {
   const int dstFd = dst(io, d).fd.get();
   ssize_t n;
-  if (d.pipe) {
+  if (Pipe* pipe = d.holder.pipe()) {
     do {
-      n = ::splice(d.pipe->readEnd.get(), nullptr, dstFd, nullptr, d.pipe->bytes, kSpliceFlags);
+      n = ::splice(pipe->readEnd.get(), nullptr, dstFd, nullptr, pipe->bytes, kSpliceFlags);
     } while (n < 0 && errno == EINTR);
-    if (n > 0) d.pipe->bytes -= static_cast<size_t>(n);
+    if (n > 0) pipe->bytes -= static_cast<size_t>(n);
     return n;
   }
-  Buffer& buf = *d.buffer;
+  Buffer& buf = *d.holder.buffer();
   do {
     n = ::send(dstFd, buf.data.get() + buf.offset, buf.length, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (n < 0 && errno == EINTR);
@@ -203,8 +203,8 @@ ssize_t Relay::flush(const RelayIo& io, Direction& d) {
 }
 
 void Relay::releaseHolders(Direction& d) {
-  if (d.pipe) services_.pipes.release(std::move(d.pipe));
-  if (d.buffer) services_.buffers.release(std::move(d.buffer));
+  if (d.holder.pipe()) services_.pipes.release(d.holder.takePipe());
+  else if (d.holder.buffer()) services_.buffers.release(d.holder.takeBuffer());
 }
 
 }  // namespace splicegate

@@ -40,27 +40,26 @@ struct RelayServices {
   const CoreOptions& options;
 };
 
-// What a relay tells its owner.
-class RelayOwner;
-
-// The two sockets and the owner a relay works for, handed to each call rather than kept: a relay
-// lives inside its owner (one per relayed connection), and three references there would be 24 of
-// its bytes on every idle connection.
+// What a relay works on and tells its owner: the two sockets and the owner's two callbacks, handed
+// to each call rather than kept. A relay lives inside its owner (one per relayed connection), where
+// three references and a virtual table pointer would be 32 of its bytes on every idle connection.
+// RelayIo::of(owner, client, upstream) binds an owner that has (privately, with RelayIo a friend):
+//   void relayNeedsHolder();  // a direction found no copy buffer or pipe free: queue for one;
+//                             // holderAvailable() follows
+//   void relayDelivered(bool toUpstream, uint64_t n);  // n bytes were written to the upstream
+//                                                      // (toUpstream) or to the client
 struct RelayIo {
-  RelayOwner& owner;
   RelayEndpoint& client;
   RelayEndpoint& upstream;
-};
+  void* owner;
+  void (*needsHolder)(void* owner);
+  void (*delivered)(void* owner, bool toUpstream, uint64_t n);
 
-class RelayOwner {
- public:
-  // A direction found no copy buffer or pipe free: queue for one; holderAvailable() follows.
-  virtual void relayNeedsHolder() = 0;
-  // n bytes were written to the upstream (toUpstream) or to the client.
-  virtual void relayDelivered(bool toUpstream, uint64_t n) = 0;
-
- protected:
-  ~RelayOwner() = default;
+  template <typename Owner>
+  static RelayIo of(Owner& owner, RelayEndpoint& client, RelayEndpoint& upstream) {
+    return RelayIo{client, upstream, &owner, [](void* o) { static_cast<Owner*>(o)->relayNeedsHolder(); },
+                   [](void* o, bool toUpstream, uint64_t n) { static_cast<Owner*>(o)->relayDelivered(toUpstream, n); }};
+  }
 };
 
 class Relay {
@@ -92,11 +91,51 @@ class Relay {
   void releaseHolders();
 
  private:
+  // What a direction holds while bytes are in flight: a pipe (splice) or a copy buffer, never both.
+  // One pointer whose low bit says which, not two unique_ptrs: 8 bytes less per direction on every
+  // idle connection. It owns what it holds (deleted with it); releaseHolders() hands it back to
+  // its pool first.
+  class Holder {
+   public:
+    Holder() = default;
+    ~Holder() { reset(); }
+    Holder(const Holder&) = delete;
+    Holder& operator=(const Holder&) = delete;
+    explicit operator bool() const { return bits_ != 0; }
+    Pipe* pipe() const { return (bits_ & kPipe) != 0 ? reinterpret_cast<Pipe*>(bits_ & ~kPipe) : nullptr; }
+    Buffer* buffer() const { return (bits_ & kPipe) == 0 ? reinterpret_cast<Buffer*>(bits_) : nullptr; }
+    void hold(std::unique_ptr<Pipe> p) {
+      reset();
+      if (p) bits_ = reinterpret_cast<uintptr_t>(p.release()) | kPipe;
+    }
+    void hold(std::unique_ptr<Buffer> b) {
+      reset();
+      bits_ = reinterpret_cast<uintptr_t>(b.release());
+    }
+    std::unique_ptr<Pipe> takePipe() { return std::unique_ptr<Pipe>(take(pipe())); }
+    std::unique_ptr<Buffer> takeBuffer() { return std::unique_ptr<Buffer>(take(buffer())); }
+
+   private:
+    static constexpr uintptr_t kPipe = 1;
+    static_assert(alignof(Pipe) > kPipe && alignof(Buffer) > kPipe, "the tag bit must be free");
+    template <typename T>
+    T* take(T* p) {
+      if (p) bits_ = 0;
+      return p;
+    }
+    void reset() {
+      delete pipe();
+      delete buffer();
+      bits_ = 0;
+    }
+    uintptr_t bits_ = 0;
+  };
+
   // Bytes flowing src -> dst. Holds a pipe (splice) or a copy buffer only while bytes are in flight.
-  // Kept small (one pair per relayed connection): the endpoints and counters follow from toUpstream.
+  // Kept small (one pair per relayed connection, 16 bytes each): the endpoints and counters follow
+  // from toUpstream.
   struct Direction {
-    std::unique_ptr<Pipe> pipe;
-    std::unique_ptr<Buffer> buffer;
+    Holder holder;
     bool srcEof = false;
     bool dstShut = false;
     bool toUpstream = false;
@@ -104,7 +143,11 @@ class Relay {
     bool waitingForHolder = false;  // src had bytes but no buffer or pipe was free
     uint8_t smallSplices = 0;  // consecutive small splices (see fill())
     bool failedUpstream = false;  // toUpstream_'s only: the relay's error was on the upstream socket
-    size_t pending() const { return pipe ? pipe->bytes : (buffer ? buffer->length : 0); }
+    size_t pending() const {
+      if (const Pipe* p = holder.pipe()) return p->bytes;
+      const Buffer* b = holder.buffer();
+      return b ? b->length : 0;
+    }
     bool done() const { return srcEof && dstShut; }
   };
   enum class PumpResult : uint8_t { kIdle, kYield, kError };
