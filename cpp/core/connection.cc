@@ -29,7 +29,7 @@ void resetOnClose(int fd) {
 // benchmark's memory per idle connection (README, Performance) follows this size. Grow it only
 // knowingly: a field needed for one phase (handshake, fd wait) belongs behind a pointer, and lists
 // of phases that never overlap share a node.
-static_assert(sizeof(Connection) <= 360, "Connection grew past 360 bytes: see the comment above");
+static_assert(sizeof(Connection) <= 296, "Connection grew past 296 bytes: see the comment above");
 
 Connection& Connection::Side::owner() {
   // The offset of the member this Side is, from a pointer-to-member (as IntrusiveList does).
@@ -47,7 +47,7 @@ Connection::Connection(WorkerContext& context, UniqueFd downstream)
     : ctx_(context), relay_(context.relayServices()) {
   down_.fd = std::move(downstream);
   up_.upstream = true;
-  lastActivityUs_ = ctx_.loop.nowUs();
+  lastActivityMs_ = msClock(ctx_.loop.nowUs());
   acceptedUs_ = EventLoop::monotonicUs();  // exact, not the batch's cached time: it feeds proxy_overhead
   recordLatency_ = ctx_.options.recordLatency;
 }
@@ -55,7 +55,7 @@ Connection::Connection(WorkerContext& context, UniqueFd downstream)
 void Connection::attachHost(Host& host) {
   host_ = &host;
   connectPending_ = true;
-  if (recordLatency_) latencyRef_ = ctx_.latency.attach(host.address);
+  if (recordLatency_) host.latencyRef = ctx_.latency.attach(host.address);
 }
 
 void Connection::sendFirst(const uint8_t* data, size_t length) {
@@ -70,7 +70,7 @@ void Connection::recordConnectStart() {
   connectStartedOffset_ = offsetNow();
   // Time spent waiting for the client's PROXY header is the client's, not the proxy's overhead.
   const uint32_t stageDone = stageDoneOffset_ == 0 ? 1 : stageDoneOffset_;
-  if (recordLatency_) ctx_.latency.record(latencyRef_, LatencyMetric::kProxyOverhead, connectStartedOffset_ - stageDone);
+  if (recordLatency_) ctx_.latency.record(host_->latencyRef, LatencyMetric::kProxyOverhead, connectStartedOffset_ - stageDone);
 }
 
 bool Connection::beginHandshake(const ListenerOptions& listener, bool trusted) {
@@ -155,7 +155,7 @@ void Connection::finishHandshake(const proxy_protocol::ParseResult& r) {
 void Connection::recordFirstByte() {
   firstByteSeen_ = true;
   firstByteUs_ = EventLoop::monotonicUs();
-  if (recordLatency_) ctx_.latency.record(latencyRef_, LatencyMetric::kTtfb, firstByteUs_ - establishedUs());
+  if (recordLatency_) ctx_.latency.record(host_->latencyRef, LatencyMetric::kTtfb, firstByteUs_ - establishedUs());
 }
 
 Connection::~Connection() = default;
@@ -288,7 +288,7 @@ void Connection::onConnectReady(uint32_t events) {
   if (!(events & EPOLLOUT)) return;
   finishConnectAttempt();
   establishedOffset_ = offsetNow();
-  if (recordLatency_) ctx_.latency.record(latencyRef_, LatencyMetric::kConnect, establishedOffset_ - connectStartedOffset_);
+  if (recordLatency_) ctx_.latency.record(host_->latencyRef, LatencyMetric::kConnect, establishedOffset_ - connectStartedOffset_);
   ctx_.events.connectFinished(*this);
   state_ = ConnectionState::kRelaying;
   relay();
@@ -352,7 +352,7 @@ void Connection::relay() {
     return relay_.failedUpstream() ? abortWith(CloseReason::kUpstreamError, up_)
                                    : abortWith(CloseReason::kDownstreamError, down_);
   }
-  lastActivityUs_ = ctx_.loop.nowUs();
+  lastActivityMs_ = msClock(ctx_.loop.nowUs());
   if (result == Relay::Result::kDone) return close(CloseReason::kCompleted);
   if (result == Relay::Result::kYield) ctx_.events.scheduleResume(*this);
 }
@@ -387,7 +387,7 @@ void Connection::close(CloseReason reason) {
   }
   down_.fd.reset();  // closing removes both from epoll: neither fd is ever duplicated
   if (recordLatency_ && host_) {
-    ctx_.latency.record(latencyRef_, LatencyMetric::kDuration, EventLoop::monotonicUs() - acceptedUs_);
+    ctx_.latency.record(host_->latencyRef, LatencyMetric::kDuration, EventLoop::monotonicUs() - acceptedUs_);
   }
   ctx_.events.connectionClosed(*this, reason);
 }

@@ -110,7 +110,10 @@ class Connection final {
   uint64_t establishedUs() const { return sinceAccept(establishedOffset_); }
   uint64_t firstByteUs() const { return firstByteUs_; }
   uint64_t connectStartedUs() const { return sinceAccept(connectStartedOffset_); }
-  uint64_t lastActivityUs() const { return lastActivityUs_; }
+  // Idle (no relayed bytes) for at least idleMs at nowUs: the idle-timeout sweep's question.
+  bool idleAtLeast(uint64_t nowUs, uint32_t idleMs) const {
+    return static_cast<uint32_t>(msClock(nowUs) - lastActivityMs_) >= idleMs;
+  }
 
   // Membership in the worker's lists. Every connection is in the worker's set (allNode). The other
   // lists belong to phases and share two nodes (SharedNodeList; the tag names the list holding it):
@@ -172,6 +175,7 @@ class Connection final {
   // The early timings are kept as µs after acceptedUs_ in 32 bits (they fall within the protocol
   // stage's and the connect's timeouts; 71 minutes at most, saturated beyond): 0 = did not happen.
   uint32_t offsetNow() const;
+  static uint32_t msClock(uint64_t us) { return static_cast<uint32_t>(us / 1000); }
   uint64_t sinceAccept(uint32_t offset) const { return offset == 0 ? 0 : acceptedUs_ + offset - 1; }
 
   WorkerContext& ctx_;
@@ -194,14 +198,16 @@ class Connection final {
   std::unique_ptr<Preamble> preamble_;
   // up_.fd's entry in the own-socket registry (loop detection); removed before up_.fd closes.
   OwnSockets::Registration upRegistration_;
-  HostRef latencyRef_;  // where this connection's per-host latency samples go
   uint64_t acceptedUs_ = 0;
   uint64_t firstByteUs_ = 0;
-  uint64_t lastActivityUs_ = 0;
   // End of the protocol stage (the accept without one: 0): proxy_overhead starts here.
   uint32_t stageDoneOffset_ = 0;
   uint32_t connectStartedOffset_ = 0;
   uint32_t establishedOffset_ = 0;
+  // The loop's clock at the last relayed bytes, in ms and 32 bits: only compared as a difference
+  // modulo 2^32 (idleAtLeast), which stays exact for any idle timeout (at most 2^32 - 1 ms) since
+  // the sweep looks every second.
+  uint32_t lastActivityMs_ = 0;
 };
 
 }  // namespace splicegate

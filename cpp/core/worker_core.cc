@@ -739,9 +739,9 @@ void WorkerCore::onTick() {
   });
   if (now - lastIdleSweepUs_ >= kIdleSweepUs) {
     lastIdleSweepUs_ = now;
-    const uint64_t idleUs = static_cast<uint64_t>(options_.idleTimeoutMs) * 1000;
+    const uint32_t idleMs = options_.idleTimeoutMs;
     connections_.forEachSafe([&](Connection* c) {
-      if (c->state() == ConnectionState::kRelaying && c->lastActivityUs() + idleUs <= now) {
+      if (c->state() == ConnectionState::kRelaying && c->idleAtLeast(now, idleMs)) {
         c->close(CloseReason::kIdleTimeout);
       }
     });
