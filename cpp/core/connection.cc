@@ -29,7 +29,7 @@ void resetOnClose(int fd) {
 // benchmark's memory per idle connection (README, Performance) follows this size. Grow it only
 // knowingly: a field needed for one phase (handshake, fd wait) belongs behind a pointer, and lists
 // of phases that never overlap share a node.
-static_assert(sizeof(Connection) <= 296, "Connection grew past 296 bytes: see the comment above");
+static_assert(sizeof(Connection) <= 288, "Connection grew past 288 bytes: see the comment above");
 
 Connection& Connection::Side::owner() {
   // The offset of the member this Side is, from a pointer-to-member (as IntrusiveList does).
@@ -44,7 +44,7 @@ uint32_t Connection::offsetNow() const {
 }
 
 Connection::Connection(WorkerContext& context, UniqueFd downstream)
-    : ctx_(context), relay_(context.relayServices()) {
+    : ctx_(context) {
   down_.fd = std::move(downstream);
   up_.upstream = true;
   lastActivityMs_ = msClock(ctx_.loop.nowUs());
@@ -379,7 +379,7 @@ void Connection::close(CloseReason reason) {
     ctx_.hosts.connectionClosed(*host_, ctx_.loop.nowUs());
   }
   preamble_.reset();
-  relay_.releaseHolders();
+  relay_.releaseHolders(ctx_.relayServices());
   upRegistration_.reset();
   if (up_.fd) {
     ctx_.stats.sub(Stat::upstream_cx_active);

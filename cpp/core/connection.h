@@ -171,7 +171,7 @@ class Connection final {
   void recordFirstByte();
 
   friend struct RelayIo;  // calls relayNeedsHolder and relayDelivered
-  RelayIo relayIo() { return RelayIo::of(*this, down_, up_); }
+  RelayIo relayIo() { return RelayIo::of(*this, ctx_.relayServices(), down_, up_); }
   // The early timings are kept as µs after acceptedUs_ in 32 bits (they fall within the protocol
   // stage's and the connect's timeouts; 71 minutes at most, saturated beyond): 0 = did not happen.
   uint32_t offsetNow() const;

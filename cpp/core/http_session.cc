@@ -851,7 +851,7 @@ void HttpSession::enterTunnel() {
   // The client's bytes that followed its request go up first, ahead of the relay.
   toUp_.insert(toUp_.end(), in_.begin(), in_.end());
   in_.clear();
-  relay_ = std::make_unique<Relay>(ctx_.relayServices());
+  relay_ = std::make_unique<Relay>();
   pumpTunnel();
 }
 
@@ -1050,7 +1050,7 @@ void HttpSession::close(CloseReason reason) {
   if (state_ == State::kClosed) return;
   closeRequestLog(reason);
   const bool reset = reason != CloseReason::kCompleted;
-  if (relay_) relay_->releaseHolders();
+  if (relay_) relay_->releaseHolders(ctx_.relayServices());
   if (down_.fd) {
     if (reset) resetOnClose(down_.fd.get());
     ctx_.loop.remove(down_.fd.get());

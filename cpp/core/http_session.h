@@ -169,7 +169,7 @@ class HttpSession final {
 
   // What the tunnel's relay works on, and tells this session.
   friend struct RelayIo;
-  RelayIo relayIo() { return RelayIo::of(*this, down_, up_); }
+  RelayIo relayIo() { return RelayIo::of(*this, ctx_.relayServices(), down_, up_); }
   void relayNeedsHolder() { owner_.waitForHolder(*this); }
   void relayDelivered(bool toUpstream, uint64_t n);
 

@@ -16,12 +16,6 @@ constexpr uint8_t kSmallSplicesBeforeCopy = 4;
 
 }  // namespace
 
-Relay::Relay(const RelayServices& services) : services_(services) {
-  toUpstream_.toUpstream = true;
-}
-
-Relay::~Relay() { releaseHolders(); }
-
 Relay::Result Relay::run(const RelayIo& io, size_t budget, bool holdToUpstream) {
   const PumpResult up = holdToUpstream ? PumpResult::kIdle : pump(io, toUpstream_, budget);
   if (up == PumpResult::kError) return Result::kError;
@@ -42,9 +36,9 @@ void Relay::holderAvailable(const RelayIo& io) {
   }
 }
 
-void Relay::releaseHolders() {
-  releaseHolders(toUpstream_);
-  releaseHolders(toClient_);
+void Relay::releaseHolders(const RelayServices& services) {
+  releaseHolders(services, toUpstream_);
+  releaseHolders(services, toClient_);
 }
 
 Relay::PumpResult Relay::pump(const RelayIo& io, Direction& d, size_t& budget) {
@@ -54,7 +48,7 @@ Relay::PumpResult Relay::pump(const RelayIo& io, Direction& d, size_t& budget) {
       const ssize_t n = flush(io, d);
       if (n > 0) {
         progressed = true;
-        services_.stats.add(writeStat(d), static_cast<uint64_t>(n));
+        io.services.stats.add(writeStat(d), static_cast<uint64_t>(n));
         io.delivered(io.owner, d.toUpstream, static_cast<uint64_t>(n));
         budget -= std::min(budget, static_cast<size_t>(n));
       } else if (errno == EAGAIN) {
@@ -65,7 +59,7 @@ Relay::PumpResult Relay::pump(const RelayIo& io, Direction& d, size_t& budget) {
       }
     }
     if (d.pending() == 0) {
-      releaseHolders(d);
+      releaseHolders(io.services, d);
       if (d.srcEof) {
         if (!d.dstShut) {
           // Half-close: the source finished and everything it sent is delivered, so pass the FIN
@@ -84,7 +78,7 @@ Relay::PumpResult Relay::pump(const RelayIo& io, Direction& d, size_t& budget) {
       const ssize_t n = fill(io, d);
       if (n > 0) {
         progressed = true;
-        services_.stats.add(readStat(d), static_cast<uint64_t>(n));
+        io.services.stats.add(readStat(d), static_cast<uint64_t>(n));
       } else if (n == 0) {
         d.srcEof = true;
         progressed = true;
@@ -93,7 +87,7 @@ Relay::PumpResult Relay::pump(const RelayIo& io, Direction& d, size_t& budget) {
         // keep the socket marked readable and read again once the pipe has drained.
         if (d.pending() == 0) {
           src(io, d).readable = false;
-          releaseHolders(d);
+          releaseHolders(io.services, d);
         }
       } else {
         toUpstream_.failedUpstream = !d.toUpstream;  // the read from src failed
@@ -107,20 +101,20 @@ Relay::PumpResult Relay::pump(const RelayIo& io, Direction& d, size_t& budget) {
 
 ssize_t Relay::fill(const RelayIo& io, Direction& d) {
   if (!d.holder) {
-    const CoreOptions::RelayMode mode = services_.options.relayMode;
+    const CoreOptions::RelayMode mode = io.services.options.relayMode;
     const bool useSplice = mode == CoreOptions::RelayMode::kSplice ||
                            (mode == CoreOptions::RelayMode::kAuto && d.bulk);
     if (useSplice) {
-      d.holder.hold(services_.pipes.acquire());
-      if (!d.holder) services_.stats.add(Stat::pipe_unavailable);
+      d.holder.hold(io.services.pipes.acquire());
+      if (!d.holder) io.services.stats.add(Stat::pipe_unavailable);
     }
-    if (!d.holder) d.holder.hold(services_.buffers.acquire());
+    if (!d.holder) d.holder.hold(io.services.buffers.acquire());
     // Copy buffers all out: in auto mode a free pipe carries small reads just as well.
-    if (!d.holder && mode == CoreOptions::RelayMode::kAuto && !useSplice) d.holder.hold(services_.pipes.acquire());
+    if (!d.holder && mode == CoreOptions::RelayMode::kAuto && !useSplice) d.holder.hold(io.services.pipes.acquire());
     if (!d.holder) {
       // Back-pressure: leave the bytes in the socket and wait, in FIFO order, for a holder to come
       // back (WorkerCore wakes waiters after the batch in which one was released).
-      services_.stats.add(Stat::buffer_unavailable);
+      io.services.stats.add(Stat::buffer_unavailable);
       d.waitingForHolder = true;
       io.needsHolder(io.owner);
       errno = EAGAIN;
@@ -131,7 +125,7 @@ ssize_t Relay::fill(const RelayIo& io, Direction& d) {
   const int srcFd = src(io, d).fd.get();
   ssize_t n;
   if (Pipe* pipe = d.holder.pipe()) {
-    const size_t capacity = services_.pipes.capacityBytes();
+    const size_t capacity = io.services.pipes.capacityBytes();
     if (pipe->bytes >= capacity) {
       errno = EAGAIN;
       return -1;
@@ -141,12 +135,12 @@ ssize_t Relay::fill(const RelayIo& io, Direction& d) {
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
       pipe->bytes += static_cast<size_t>(n);
-      services_.stats.add(Stat::splice_bytes, static_cast<uint64_t>(n));
+      io.services.stats.add(Stat::splice_bytes, static_cast<uint64_t>(n));
       // Small reads do better copied (one syscall each way, no pipe): drop back to the buffer
       // path once the pipe drains, but only after several in a row — a bulk stream that the
       // proxy keeps up with also sees an occasional small read, and flipping to copying then
       // costs a user-space copy for every byte until a read fills the buffer again.
-      if (static_cast<size_t>(n) < services_.buffers.bufferSize() / 2) {
+      if (static_cast<size_t>(n) < io.services.buffers.bufferSize() / 2) {
         if (++d.smallSplices >= kSmallSplicesBeforeCopy) d.bulk = false;
       } else {
         d.smallSplices = 0;
@@ -159,14 +153,14 @@ ssize_t Relay::fill(const RelayIo& io, Direction& d) {
     errno = EAGAIN;
     return -1;
   }
-  const size_t size = services_.buffers.bufferSize();
+  const size_t size = io.services.buffers.bufferSize();
   do {
     n = ::recv(srcFd, buf.data.get(), size, 0);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     buf.offset = 0;
     buf.length = static_cast<size_t>(n);
-    services_.stats.add(Stat::copy_bytes, static_cast<uint64_t>(n));
+    io.services.stats.add(Stat::copy_bytes, static_cast<uint64_t>(n));
     if (static_cast<size_t>(n) == size) {
       d.bulk = true;  // a full buffer: more is likely waiting, splice the rest
       d.smallSplices = 0;
@@ -202,9 +196,9 @@ ssize_t Relay::flush(const RelayIo& io, Direction& d) {
   return n;
 }
 
-void Relay::releaseHolders(Direction& d) {
-  if (d.holder.pipe()) services_.pipes.release(d.holder.takePipe());
-  else if (d.holder.buffer()) services_.buffers.release(d.holder.takeBuffer());
+void Relay::releaseHolders(const RelayServices& services, Direction& d) {
+  if (d.holder.pipe()) services.pipes.release(d.holder.takePipe());
+  else if (d.holder.buffer()) services.buffers.release(d.holder.takeBuffer());
 }
 
 }  // namespace splicegate

@@ -40,10 +40,12 @@ struct RelayServices {
   const CoreOptions& options;
 };
 
-// What a relay works on and tells its owner: the two sockets and the owner's two callbacks, handed
-// to each call rather than kept. A relay lives inside its owner (one per relayed connection), where
-// three references and a virtual table pointer would be 32 of its bytes on every idle connection.
-// RelayIo::of(owner, client, upstream) binds an owner that has (privately, with RelayIo a friend):
+// What a relay works on and tells its owner: the two sockets, the worker's services and the owner's
+// two callbacks, handed to each call rather than kept. A relay lives inside its owner (one per
+// relayed connection), where four references and a virtual table pointer would be 40 of its bytes
+// on every idle connection.
+// RelayIo::of(owner, services, client, upstream) binds an owner that has (privately, with RelayIo a
+// friend):
 //   void relayNeedsHolder();  // a direction found no copy buffer or pipe free: queue for one;
 //                             // holderAvailable() follows
 //   void relayDelivered(bool toUpstream, uint64_t n);  // n bytes were written to the upstream
@@ -51,13 +53,14 @@ struct RelayServices {
 struct RelayIo {
   RelayEndpoint& client;
   RelayEndpoint& upstream;
+  const RelayServices& services;
   void* owner;
   void (*needsHolder)(void* owner);
   void (*delivered)(void* owner, bool toUpstream, uint64_t n);
 
   template <typename Owner>
-  static RelayIo of(Owner& owner, RelayEndpoint& client, RelayEndpoint& upstream) {
-    return RelayIo{client, upstream, &owner, [](void* o) { static_cast<Owner*>(o)->relayNeedsHolder(); },
+  static RelayIo of(Owner& owner, const RelayServices& services, RelayEndpoint& client, RelayEndpoint& upstream) {
+    return RelayIo{client, upstream, services, &owner, [](void* o) { static_cast<Owner*>(o)->relayNeedsHolder(); },
                    [](void* o, bool toUpstream, uint64_t n) { static_cast<Owner*>(o)->relayDelivered(toUpstream, n); }};
   }
 };
@@ -72,9 +75,10 @@ class Relay {
     kError,  // a read or write failed; failedUpstream() says on which side
   };
 
-  // services: outlives the relay (the worker's).
-  explicit Relay(const RelayServices& services);
-  ~Relay();
+  Relay() { toUpstream_.toUpstream = true; }
+  // The owner returns the holders first (releaseHolders, on close); what a relay still holds when
+  // destroyed is freed, not pooled.
+  ~Relay() = default;
   Relay(const Relay&) = delete;
   Relay& operator=(const Relay&) = delete;
 
@@ -88,7 +92,7 @@ class Relay {
   void holderAvailable(const RelayIo& io);
   bool waitingForHolder() const { return toUpstream_.waitingForHolder || toClient_.waitingForHolder; }
   // Returns every buffer and pipe to its pool (on close).
-  void releaseHolders();
+  void releaseHolders(const RelayServices& services);
 
  private:
   // What a direction holds while bytes are in flight: a pipe (splice) or a copy buffer, never both.
@@ -162,9 +166,8 @@ class Relay {
   // Each returns bytes moved, 0 for EOF (fill only), or -1 with errno set (EAGAIN included).
   ssize_t fill(const RelayIo& io, Direction& d);
   ssize_t flush(const RelayIo& io, Direction& d);
-  void releaseHolders(Direction& d);
+  static void releaseHolders(const RelayServices& services, Direction& d);
 
-  const RelayServices& services_;
   Direction toUpstream_;
   Direction toClient_;
 };
