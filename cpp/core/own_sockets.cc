@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 namespace splicegate {
@@ -105,8 +106,14 @@ size_t OwnSockets::KeyHash::operator()(const Key& k) const noexcept {
   return static_cast<size_t>(h);
 }
 
+size_t OwnSockets::V4Hash::operator()(const V4Key& k) const noexcept {
+  const uint64_t ips = (static_cast<uint64_t>(k.localIp) << 32) | k.remoteIp;
+  const uint64_t ports = (static_cast<uint64_t>(k.localPort) << 16) | k.remotePort;
+  return static_cast<size_t>(mix64(ips ^ mix64(ports)));
+}
+
 bool OwnSockets::asV4(const Key& key, V4Key& out) {
-  if (key.localFamily != AF_INET || key.remoteFamily != AF_INET || key.localPort == 0) return false;
+  if (key.localFamily != AF_INET || key.remoteFamily != AF_INET) return false;
   std::memcpy(&out.localIp, key.localIp, 4);
   std::memcpy(&out.remoteIp, key.remoteIp, 4);
   out.localPort = key.localPort;
@@ -114,90 +121,102 @@ bool OwnSockets::asV4(const Key& key, V4Key& out) {
   return true;
 }
 
-// --- V4Table ------------------------------------------------------------------------------------
+// --- Table --------------------------------------------------------------------------------------
 
-size_t OwnSockets::V4Table::home(const V4Key& key) const {
-  const uint64_t ips = (static_cast<uint64_t>(key.localIp) << 32) | key.remoteIp;
-  const uint64_t ports = (static_cast<uint64_t>(key.localPort) << 16) | key.remotePort;
-  const uint32_t h = static_cast<uint32_t>(mix64(ips ^ mix64(ports)) >> 32);
-  // Multiply-shift onto [0, capacity): capacities need not be powers of two.
-  return static_cast<size_t>((static_cast<uint64_t>(h) * capacity_) >> 32);
+template <class K, class Hash>
+size_t OwnSockets::Table<K, Hash>::home(const K& key) const {
+  // The hash's high half, multiply-shifted onto [0, capacity): capacities need not be powers of
+  // two. (Within one shard every local port has the same low bits: both hashes mix all bits.)
+  const uint64_t h = static_cast<uint64_t>(Hash()(key)) >> 32;
+  return static_cast<size_t>((h * capacity_) >> 32);
 }
 
-size_t OwnSockets::V4Table::find(const V4Key& key) const {
-  if (size_ == 0) return capacity_;
+template <class K, class Hash>
+bool OwnSockets::Table<K, Hash>::contains(const K& key) const {
+  if (size_ == 0) return false;
   for (size_t i = home(key);; i = i + 1 == capacity_ ? 0 : i + 1) {
-    if (slots_[i].localPort == 0) return capacity_;  // the table is never full: this ends
-    if (slots_[i] == key) return i;
+    if (index_[i] == 0) return false;  // the index is never full: this ends
+    if (at(index_[i] - 1) == key) return true;
   }
 }
 
-bool OwnSockets::V4Table::contains(const V4Key& key) const { return find(key) != capacity_; }
+template <class K, class Hash>
+void OwnSockets::Table<K, Hash>::place(uint32_t entry) {
+  size_t i = home(at(entry));
+  while (index_[i] != 0) i = i + 1 == capacity_ ? 0 : i + 1;
+  index_[i] = entry + 1;
+}
 
-void OwnSockets::V4Table::insert(const V4Key& key) {
+template <class K, class Hash>
+uint32_t OwnSockets::Table<K, Hash>::insert(const K& key) {
+  static_assert(std::is_trivially_copyable<K>::value && sizeof(K) >= sizeof(uint32_t),
+                "a free entry holds the free list's next number in its bytes");
   if (capacity_ == 0 || overFull(size_ + 1, capacity_)) {
     const size_t grown = capacity_ + capacity_ / 2;
     resize(grown < kMinCapacity ? kMinCapacity : grown);
   }
-  size_t i = home(key);
-  while (slots_[i].localPort != 0) i = i + 1 == capacity_ ? 0 : i + 1;
-  slots_[i] = key;
+  uint32_t entry;
+  if (freeHead_ != kNoEntry) {
+    entry = freeHead_;
+    std::memcpy(&freeHead_, static_cast<const void*>(&at(entry)), sizeof freeHead_);  // a free entry holds the next one's number
+  } else {
+    entry = used_++;
+    if (entry / kBlock == blocks_.size()) blocks_.emplace_back(new K[kBlock]);
+  }
+  at(entry) = key;
+  place(entry);
   ++size_;
+  return entry;
 }
 
-bool OwnSockets::V4Table::remove(const V4Key& key) {
-  size_t hole = find(key);
-  if (hole == capacity_) return false;
-  // Backward-shift deletion (Knuth, Algorithm R): move back every later slot of the run that
-  // the hole now separates from its home, so a probe never stops early at the emptied slot.
+template <class K, class Hash>
+void OwnSockets::Table<K, Hash>::remove(uint32_t entry) {
+  size_t hole = home(at(entry));
+  while (index_[hole] != entry + 1) hole = hole + 1 == capacity_ ? 0 : hole + 1;  // it is there
+  // Backward-shift deletion (Knuth, Algorithm R): move back every later slot of the run that the
+  // hole now separates from its home, so a probe never stops early at the emptied slot.
   for (size_t j = hole;;) {
     j = j + 1 == capacity_ ? 0 : j + 1;
-    if (slots_[j].localPort == 0) break;
-    const size_t k = home(slots_[j]);
+    if (index_[j] == 0) break;
+    const size_t k = home(at(index_[j] - 1));
     const bool staysPut = hole <= j ? (hole < k && k <= j) : (hole < k || k <= j);
     if (staysPut) continue;
-    slots_[hole] = slots_[j];
+    index_[hole] = index_[j];
     hole = j;
   }
-  slots_[hole] = V4Key{};
-  --size_;
-  if (size_ == 0) {
-    slots_.reset();  // an idle registry holds no table
-    capacity_ = 0;
+  index_[hole] = 0;
+  at(entry) = K{};
+  std::memcpy(static_cast<void*>(&at(entry)), &freeHead_, sizeof freeHead_);
+  freeHead_ = entry;
+  if (--size_ == 0) {
+    clear();  // an idle shard holds no memory
   } else if (capacity_ > kMinCapacity && size_ * 4 < capacity_) {
     resize(capacity_ / 2 < kMinCapacity ? kMinCapacity : capacity_ / 2);
   }
-  return true;
 }
 
-void OwnSockets::V4Table::resize(size_t capacity) {
-  std::unique_ptr<V4Key[]> old = std::move(slots_);
+template <class K, class Hash>
+void OwnSockets::Table<K, Hash>::resize(size_t capacity) {
+  const std::unique_ptr<uint32_t[]> old = std::move(index_);
   const size_t oldCapacity = capacity_;
-  slots_.reset(new V4Key[capacity]);
+  index_.reset(new uint32_t[capacity]());
   capacity_ = static_cast<uint32_t>(capacity);
   for (size_t i = 0; i < oldCapacity; ++i) {
-    if (old[i].localPort == 0) continue;
-    size_t j = home(old[i]);
-    while (slots_[j].localPort != 0) j = j + 1 == capacity_ ? 0 : j + 1;
-    slots_[j] = old[i];
+    if (old[i] != 0) place(old[i] - 1);
   }
 }
 
+template <class K, class Hash>
+void OwnSockets::Table<K, Hash>::clear() {
+  blocks_.clear();
+  blocks_.shrink_to_fit();
+  index_.reset();
+  capacity_ = 0;
+  used_ = 0;
+  freeHead_ = kNoEntry;
+}
+
 // --- Registration -------------------------------------------------------------------------------
-
-OwnSockets::Registration::Registration(uint16_t registry, const V4Key& key) : registry_(registry), kind_(Kind::kV4) {
-  entry_.v4 = key;
-}
-
-OwnSockets::Registration::Registration(uint16_t registry, const Key* key) : registry_(registry), kind_(Kind::kOther) {
-  std::memcpy(entry_.other, &key, sizeof key);
-}
-
-const OwnSockets::Key* OwnSockets::Registration::otherKey() const {
-  const Key* key = nullptr;
-  std::memcpy(&key, entry_.other, sizeof key);
-  return key;
-}
 
 OwnSockets::Registration& OwnSockets::Registration::operator=(Registration&& o) noexcept {
   if (this != &o) {
@@ -211,13 +230,14 @@ OwnSockets::Registration& OwnSockets::Registration::operator=(Registration&& o) 
 
 void OwnSockets::Registration::reset() {
   if (kind_ == Kind::kNone) return;
-  OwnSockets& owner = registryAt(registry_);
-  if (kind_ == Kind::kV4) owner.remove(entry_.v4);
-  else owner.remove(*otherKey());
+  registryAt(registry_).remove(kind_, entry_);
   kind_ = Kind::kNone;
 }
 
 // --- OwnSockets ---------------------------------------------------------------------------------
+
+static_assert(OwnSockets::kMaxRegistries <= UINT16_MAX + 1, "a Registration names its registry in 2 bytes");
+static_assert(sizeof(OwnSockets::Registration) == 8, "a Registration is in every connection");
 
 OwnSockets::Registration OwnSockets::add(int fd, const SocketAddress& remote) {
   SocketAddress local;
@@ -227,44 +247,28 @@ OwnSockets::Registration OwnSockets::add(int fd, const SocketAddress& remote) {
 }
 
 OwnSockets::Registration OwnSockets::add(const Key& key) {
-  Shard& shard = shardFor(key.localPort);
+  // The shard in the entry's low 4 bits: kShards is 16.
+  static_assert(kShards == 16, "Registration::entry_ keeps the shard in 4 bits");
+  const size_t shardIndex = shardOf(key.localPort);
+  Shard& shard = shards_[shardIndex];
   V4Key v4;
-  if (asV4(key, v4)) {
-    {
-      std::lock_guard<std::mutex> lock(shard.mutex);
-      shard.v4.insert(v4);
-    }
-    size_.fetch_add(1, std::memory_order_relaxed);
-    return Registration(index_, v4);
-  }
-  const Key* stored = nullptr;
+  const bool isV4 = asV4(key, v4);
+  uint32_t entry;
   {
     std::lock_guard<std::mutex> lock(shard.mutex);
-    auto it = shard.counts.try_emplace(key, 0).first;
-    ++it->second;
-    stored = &it->first;
+    entry = isV4 ? shard.v4.insert(v4) : shard.other.insert(key);
   }
   size_.fetch_add(1, std::memory_order_relaxed);
-  return Registration(index_, stored);
+  return Registration(index_, isV4 ? Registration::Kind::kV4 : Registration::Kind::kOther,
+                      (entry << 4) | static_cast<uint32_t>(shardIndex));
 }
 
-void OwnSockets::remove(const V4Key& key) {
-  Shard& shard = shardFor(key.localPort);
+void OwnSockets::remove(Registration::Kind kind, uint32_t entry) {
+  Shard& shard = shards_[entry & (kShards - 1)];
   {
     std::lock_guard<std::mutex> lock(shard.mutex);
-    if (!shard.v4.remove(key)) return;
-  }
-  size_.fetch_sub(1, std::memory_order_relaxed);
-}
-
-void OwnSockets::remove(const Key& key) {
-  // key may be the entry's own key: it is read before the entry is erased, never after.
-  Shard& shard = shardFor(key.localPort);
-  {
-    std::lock_guard<std::mutex> lock(shard.mutex);
-    auto it = shard.counts.find(key);
-    if (it == shard.counts.end()) return;
-    if (--it->second == 0) shard.counts.erase(it);
+    if (kind == Registration::Kind::kV4) shard.v4.remove(entry >> 4);
+    else shard.other.remove(entry >> 4);
   }
   size_.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -272,14 +276,11 @@ void OwnSockets::remove(const Key& key) {
 bool OwnSockets::contains(const SocketAddress& peer, const SocketAddress& destination) const {
   if (size() == 0) return false;
   const Key key(peer, destination);
-  const Shard& shard = shardFor(key.localPort);
+  const Shard& shard = shards_[shardOf(key.localPort)];
   V4Key v4;
-  if (asV4(key, v4)) {
-    std::lock_guard<std::mutex> lock(shard.mutex);
-    return shard.v4.contains(v4);
-  }
+  const bool isV4 = asV4(key, v4);
   std::lock_guard<std::mutex> lock(shard.mutex);
-  return shard.counts.find(key) != shard.counts.end();
+  return isV4 ? shard.v4.contains(v4) : shard.other.contains(key);
 }
 
 }  // namespace splicegate

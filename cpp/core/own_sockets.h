@@ -13,20 +13,11 @@
 // listener's one socket). Sharded by local port so loop threads rarely meet on one mutex;
 // a lookup is a hash and one uncontended lock.
 //
-// Memory (one entry per upstream socket, so per relayed connection): an IPv4 socket, by far the
-// most common, is a 12-byte slot in a per-shard open-addressing table (no node, no bucket, no
-// malloc per connect; 15-24 bytes per entry at the table's load of 1/2 to 4/5), and its
-// Registration holds the 4-tuple itself, 16 bytes. Every other pair of families (IPv6, an IPv4
-// socket's IPv4-mapped forms, anything unusual) keeps a node-based map keyed by both ends' family,
-// IP and port; its Registration points at the key inside the node.
-//
-// Timing: the entry is recorded right after connect() returns, when the kernel has chosen the
-// local port. On loopback the looped handshake completes inside connect(), and the woken acceptor
-// (another worker, often scheduled onto the connecting thread's CPU ahead of it) may look before
-// the entry exists. Connects between connect() and their record are counted (ConnectInFlight),
-// so a missed lookup can give them a moment and look again (OriginalDstResolver does, bounded).
-// Should it still miss, the looped connection is relayed once more and its own upstream ends the
-// chain: a handful of extra connections at worst, never a storm.
+// Memory (one entry per upstream socket, so per relayed connection): each shard keeps its entries
+// in blocks that never move, found through an open-addressing index of 4-byte entry numbers (no
+// node, no malloc per connect). An IPv4 socket, by far the most common, is a 12-byte entry;
+// every other pair of families (IPv6, IPv4-mapped forms, anything unusual) a 38-byte one, in a
+// second table. A Registration is 8 bytes: the entry's number and the registry's index.
 #pragma once
 
 #include <atomic>
@@ -34,7 +25,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <unordered_map>
+#include <vector>
 
 #include "socket_address.h"
 
@@ -57,9 +48,7 @@ class OwnSockets {
     bool operator==(const Key& o) const;
   };
 
-  // An IPv4 4-tuple in 12 bytes (addresses in network order, ports in host order). Local port 0
-  // marks an empty table slot: connect() never leaves a socket on port 0, and a Key with local
-  // port 0 (only a test makes one) is kept in the node-based map instead.
+  // An IPv4 4-tuple in 12 bytes (addresses in network order, ports in host order).
   struct V4Key {
     uint32_t localIp = 0;
     uint32_t remoteIp = 0;
@@ -71,9 +60,9 @@ class OwnSockets {
   };
 
   // Removes its entry when destroyed or reset: owned beside the upstream fd it describes.
-  // 16 bytes in every connection: an IPv4 entry's 4-tuple itself (table slots move when a table
-  // grows or shrinks, so no pointer into one is kept), or a pointer to the key inside a map node
-  // (nodes do not move); and the registry as a 2-byte index (registryAt), not an 8-byte pointer.
+  // 8 bytes in every connection: the entry's shard and number (entries never move, however the
+  // index above them grows or shrinks), its table, and the registry as a 2-byte index
+  // (registryAt), not an 8-byte pointer.
   class Registration {
    public:
     Registration() = default;
@@ -90,18 +79,9 @@ class OwnSockets {
    private:
     friend class OwnSockets;
     enum class Kind : uint8_t { kNone, kV4, kOther };
-    union Entry {
-      V4Key v4;
-      // A `const Key*`, as bytes: a pointer member would align the union to 8 and make the
-      // Registration 24 bytes.
-      unsigned char other[sizeof(const Key*)];
-    };
-    static_assert(sizeof(V4Key) == 12 && alignof(V4Key) == 4, "an IPv4 entry is 12 bytes");
-    Registration(uint16_t registry, const V4Key& key);
-    Registration(uint16_t registry, const Key* key);
-    const Key* otherKey() const;
+    Registration(uint16_t registry, Kind kind, uint32_t entry) : entry_(entry), registry_(registry), kind_(kind) {}
 
-    Entry entry_{};
+    uint32_t entry_ = 0;  // shard in the low 4 bits, the entry's number in its table above them
     uint16_t registry_ = 0;
     Kind kind_ = Kind::kNone;
   };
@@ -147,42 +127,61 @@ class OwnSockets {
     size_t operator()(const Key& k) const noexcept;
   };
 
-  // IPv4 entries: linear probing over 12-byte slots, no tombstones (a removal shifts the slots
-  // after it back). A multiset: the same 4-tuple twice is two slots (see counts below).
-  class V4Table {
+  // A multiset of keys (the same key twice is two entries: see Shard). Entries live in blocks of
+  // kBlock, allocated as needed and never moved, so an entry's number stays valid until it is
+  // removed; a removed entry's place is reused (a free list through the entries themselves). The
+  // index is linear probing over entry numbers, no tombstones: a removal shifts the rest of its run
+  // back. It grows by half above 4/5 full and halves below 1/4 full; the blocks stay at the
+  // shard's peak until the table empties, when everything is freed.
+  template <class K, class Hash>
+  class Table {
    public:
-    void insert(const V4Key& key);
-    bool remove(const V4Key& key);  // false when absent
-    bool contains(const V4Key& key) const;
+    Table() = default;
+    Table(const Table&) = delete;
+    Table& operator=(const Table&) = delete;
+    uint32_t insert(const K& key);  // the new entry's number
+    void remove(uint32_t entry);
+    bool contains(const K& key) const;
     size_t size() const { return size_; }
-    size_t capacity() const { return capacity_; }
 
    private:
-    size_t home(const V4Key& key) const;
-    size_t find(const V4Key& key) const;  // capacity_ when absent
+    static constexpr uint32_t kBlock = 256;
+    static constexpr uint32_t kNoEntry = UINT32_MAX;
+    const K& at(uint32_t entry) const { return blocks_[entry / kBlock][entry % kBlock]; }
+    K& at(uint32_t entry) { return blocks_[entry / kBlock][entry % kBlock]; }
+    size_t home(const K& key) const;
+    void place(uint32_t entry);  // into the index, which has room
     void resize(size_t capacity);
-    std::unique_ptr<V4Key[]> slots_;
-    uint32_t capacity_ = 0;
-    uint32_t size_ = 0;
+    void clear();
+
+    std::vector<std::unique_ptr<K[]>> blocks_;
+    std::unique_ptr<uint32_t[]> index_;  // entry number + 1; 0 = empty slot
+    uint32_t capacity_ = 0;  // index slots
+    uint32_t size_ = 0;      // live entries
+    uint32_t used_ = 0;      // entries ever handed out since the table was last empty
+    uint32_t freeHead_ = kNoEntry;
+  };
+
+  struct V4Hash {
+    size_t operator()(const V4Key& k) const noexcept;
   };
 
   struct Shard {
     mutable std::mutex mutex;
-    V4Table v4;
-    // A count, not a set: connect() may give two sockets the same local address when they go to
+    // Multisets, not sets: connect() may give two sockets the same local address when they go to
     // different destinations, and an upstream_port_override can make remotes equal too.
-    std::unordered_map<Key, uint32_t, KeyHash> counts;
+    Table<V4Key, V4Hash> v4;
+    Table<Key, KeyHash> other;
   };
   static constexpr size_t kShards = 16;
 
   // The registry a Registration's 2-byte index names.
   static OwnSockets& registryAt(uint16_t index);
-  // The IPv4 form of key, when both ends are IPv4 and it can be a table slot.
+  // The IPv4 form of key, when both ends are IPv4.
   static bool asV4(const Key& key, V4Key& out);
 
-  Shard& shardFor(uint16_t localPort) const { return shards_[localPort % kShards]; }
-  void remove(const V4Key& key);
-  void remove(const Key& key);
+  static size_t shardOf(uint16_t localPort) { return localPort % kShards; }
+  void remove(Registration::Kind kind, uint32_t entry);
 
   mutable Shard shards_[kShards];
   std::atomic<size_t> size_{0};
