@@ -103,7 +103,7 @@ size_t OwnSockets::KeyHash::operator()(const Key& k) const noexcept {
   mix(&k.remotePort, 2);
   mix(k.localIp, k.localFamily == AF_INET ? 4 : 16);
   mix(k.remoteIp, k.remoteFamily == AF_INET ? 4 : 16);
-  return static_cast<size_t>(h);
+  return static_cast<size_t>(mix64(h));  // FNV's last bytes reach the high bits only weakly
 }
 
 size_t OwnSockets::V4Hash::operator()(const V4Key& k) const noexcept {
@@ -126,7 +126,7 @@ bool OwnSockets::asV4(const Key& key, V4Key& out) {
 template <class K, class Hash>
 size_t OwnSockets::Table<K, Hash>::home(const K& key) const {
   // The hash's high half, multiply-shifted onto [0, capacity): capacities need not be powers of
-  // two. (Within one shard every local port has the same low bits: both hashes mix all bits.)
+  // two.
   const uint64_t h = static_cast<uint64_t>(Hash()(key)) >> 32;
   return static_cast<size_t>((h * capacity_) >> 32);
 }

@@ -122,9 +122,12 @@ class OwnSockets {
   int connectsInFlight() const { return inFlight_.load(std::memory_order_acquire); }
 
  private:
+  // Both hashes mix every bit: within one shard all local ports share their low 4 bits.
   struct KeyHash {
-    // noexcept: the map then keeps no hash in each node (8 bytes per upstream socket).
     size_t operator()(const Key& k) const noexcept;
+  };
+  struct V4Hash {
+    size_t operator()(const V4Key& k) const noexcept;
   };
 
   // A multiset of keys (the same key twice is two entries: see Shard). Entries live in blocks of
@@ -139,13 +142,13 @@ class OwnSockets {
     Table() = default;
     Table(const Table&) = delete;
     Table& operator=(const Table&) = delete;
-    uint32_t insert(const K& key);  // the new entry's number
+    uint32_t insert(const K& key);  // the new entry's number (below 2^28: file descriptors are fewer)
     void remove(uint32_t entry);
     bool contains(const K& key) const;
     size_t size() const { return size_; }
 
    private:
-    static constexpr uint32_t kBlock = 256;
+    static constexpr uint32_t kBlock = 256;  // entries per block: 3 KB of IPv4 ones
     static constexpr uint32_t kNoEntry = UINT32_MAX;
     const K& at(uint32_t entry) const { return blocks_[entry / kBlock][entry % kBlock]; }
     K& at(uint32_t entry) { return blocks_[entry / kBlock][entry % kBlock]; }
@@ -160,10 +163,6 @@ class OwnSockets {
     uint32_t size_ = 0;      // live entries
     uint32_t used_ = 0;      // entries ever handed out since the table was last empty
     uint32_t freeHead_ = kNoEntry;
-  };
-
-  struct V4Hash {
-    size_t operator()(const V4Key& k) const noexcept;
   };
 
   struct Shard {
