@@ -25,27 +25,37 @@ void resetOnClose(int fd) {
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 }
 
-// Every idle relayed connection is one of these plus its own-socket registry entry (~70 B); the
+// Every idle relayed connection is one of these plus its own-socket registry entry; the
 // benchmark's memory per idle connection (README, Performance) follows this size. Grow it only
-// knowingly: a field needed for one phase (handshake, fd wait) belongs behind a pointer.
-static_assert(sizeof(Connection) <= 512, "Connection grew past 512 bytes: see the comment above");
+// knowingly: a field needed for one phase (handshake, fd wait) belongs behind a pointer, and lists
+// of phases that never overlap share a node.
+static_assert(sizeof(Connection) <= 288, "Connection grew past 288 bytes: see the comment above");
+
+Connection& Connection::Side::owner() {
+  // The offset of the member this Side is, from a pointer-to-member (as IntrusiveList does).
+  Side Connection::*const member = upstream ? &Connection::up_ : &Connection::down_;
+  const size_t offset = reinterpret_cast<size_t>(&(static_cast<Connection*>(nullptr)->*member));
+  return *reinterpret_cast<Connection*>(reinterpret_cast<char*>(this) - offset);
+}
+
+uint32_t Connection::offsetNow() const {
+  const uint64_t elapsed = EventLoop::monotonicUs() - acceptedUs_;
+  return static_cast<uint32_t>(std::min<uint64_t>(elapsed, UINT32_MAX - 1) + 1);
+}
 
 Connection::Connection(WorkerContext& context, UniqueFd downstream)
-    : ctx_(context), relay_(context.relayServices(), *this, down_, up_) {
-  down_.owner = this;
+    : ctx_(context) {
   down_.fd = std::move(downstream);
-  up_.owner = this;
   up_.upstream = true;
-  lastActivityUs_ = ctx_.loop.nowUs();
+  lastActivityMs_ = msClock(ctx_.loop.nowUs());
   acceptedUs_ = EventLoop::monotonicUs();  // exact, not the batch's cached time: it feeds proxy_overhead
-  stageDoneUs_ = acceptedUs_;
   recordLatency_ = ctx_.options.recordLatency;
 }
 
 void Connection::attachHost(Host& host) {
   host_ = &host;
   connectPending_ = true;
-  if (recordLatency_) latencyRef_ = ctx_.latency.attach(host.address);
+  if (recordLatency_) host.latencyRef = ctx_.latency.attach(host.address);
 }
 
 void Connection::sendFirst(const uint8_t* data, size_t length) {
@@ -57,17 +67,18 @@ void Connection::sendFirst(const uint8_t* data, size_t length) {
 }
 
 void Connection::recordConnectStart() {
-  connectStartedUs_ = EventLoop::monotonicUs();
+  connectStartedOffset_ = offsetNow();
   // Time spent waiting for the client's PROXY header is the client's, not the proxy's overhead.
-  if (recordLatency_) ctx_.latency.record(latencyRef_, LatencyMetric::kProxyOverhead, connectStartedUs_ - stageDoneUs_);
+  const uint32_t stageDone = stageDoneOffset_ == 0 ? 1 : stageDoneOffset_;
+  if (recordLatency_) ctx_.latency.record(host_->latencyRef, LatencyMetric::kProxyOverhead, connectStartedOffset_ - stageDone);
 }
 
 bool Connection::beginHandshake(const ListenerOptions& listener, bool trusted) {
-  listener_ = &listener;
   trusted_ = trusted;
   state_ = ConnectionState::kHandshake;
-  handshakeDeadlineUs_ = ctx_.loop.nowUs() + static_cast<uint64_t>(listener.proxyProtocol.timeoutMs) * 1000;
   preamble_ = std::make_unique<Preamble>();
+  preamble_->listener = &listener;
+  preamble_->deadlineUs = ctx_.loop.nowUs() + static_cast<uint64_t>(listener.proxyProtocol.timeoutMs) * 1000;
   if (ctx_.loop.add(down_.fd.get(), kSocketEvents, &down_)) {
     close(CloseReason::kResourceExhausted);
     return false;
@@ -112,7 +123,7 @@ void Connection::finishHandshake(const proxy_protocol::ParseResult& r) {
   SocketAddress destination;  // AF_UNSPEC: the socket's own original destination
   SocketAddress client;       // AF_UNSPEC: the socket's peer
   if (r.status == proxy_protocol::ParseStatus::error) {
-    if (r.error != proxy_protocol::ParseError::not_proxy || listener_->proxyProtocol.required) {
+    if (r.error != proxy_protocol::ParseError::not_proxy || p.listener->proxyProtocol.required) {
       stats.add(Stat::proxy_protocol_error);
       stats.add(proxyErrorStat(r.error));
       return close(CloseReason::kProtocolError);
@@ -137,14 +148,14 @@ void Connection::finishHandshake(const proxy_protocol::ParseResult& r) {
   // Bytes past what was read may still be queued, and no new edge comes for them.
   down_.readable = true;
   state_ = ConnectionState::kConnecting;
-  stageDoneUs_ = EventLoop::monotonicUs();
+  stageDoneOffset_ = offsetNow();
   ctx_.events.handshakeDone(*this, destination, client);
 }
 
 void Connection::recordFirstByte() {
   firstByteSeen_ = true;
   firstByteUs_ = EventLoop::monotonicUs();
-  if (recordLatency_) ctx_.latency.record(latencyRef_, LatencyMetric::kTtfb, firstByteUs_ - establishedUs_);
+  if (recordLatency_) ctx_.latency.record(host_->latencyRef, LatencyMetric::kTtfb, firstByteUs_ - establishedUs());
 }
 
 Connection::~Connection() = default;
@@ -177,18 +188,16 @@ void Connection::start(const SocketAddress* source) {
     // in the backlog, for the next tick to find an fd, within connect_timeout (the connect FIFO
     // times it out as an unanswered connect).
     stats.add(Stat::upstream_cx_fd_wait);
-    if (source) waitSource_ = std::make_unique<SocketAddress>(*source);
     ctx_.events.connectStarted(*this);
-    ctx_.events.waitForFd(*this);
+    ctx_.events.waitForFd(*this, source);
     return;
   }
   continueStart(opened);
 }
 
-bool Connection::retryUpstreamSocket() {
-  const UpstreamOpen opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, waitSource_.get());
+bool Connection::retryUpstreamSocket(const SocketAddress* source) {
+  const UpstreamOpen opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, source);
   if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno)) return false;
-  waitSource_.reset();
   continueStart(opened);  // stays in the connect FIFO where it is: its connect_timeout runs on
   return true;
 }
@@ -210,7 +219,7 @@ void Connection::continueStart(UpstreamOpen opened) {
     close(CloseReason::kResourceExhausted);
     return;
   }
-  if (!connectNode.linked()) ctx_.events.connectStarted(*this);
+  if (phaseList == 0) ctx_.events.connectStarted(*this);  // not yet in the connect FIFO
 }
 
 void Connection::startWithUpstream(RegisteredUpstream warm) {
@@ -234,7 +243,7 @@ void Connection::startWithUpstream(RegisteredUpstream warm) {
   up_.writable = true;
   // A warm socket skips the handshake: proxy_overhead is recorded, connect is not (none happened).
   recordConnectStart();
-  establishedUs_ = connectStartedUs_;
+  establishedOffset_ = connectStartedOffset_;
   finishConnectAttempt();
   ctx_.events.connectFinished(*this);
   state_ = ConnectionState::kRelaying;
@@ -242,11 +251,12 @@ void Connection::startWithUpstream(RegisteredUpstream warm) {
 }
 
 void Connection::Side::onEvents(uint32_t events) {
-  if (owner->state_ == ConnectionState::kClosed) return;  // stale event in this batch
+  Connection& connection = owner();
+  if (connection.state_ == ConnectionState::kClosed) return;  // stale event in this batch
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) readable = true;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) writable = true;
   if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) peerClosing = true;
-  owner->onSideEvent(*this, events);
+  connection.onSideEvent(*this, events);
 }
 
 void Connection::onSideEvent(Side& side, uint32_t events) {
@@ -277,8 +287,8 @@ void Connection::onConnectReady(uint32_t events) {
   }
   if (!(events & EPOLLOUT)) return;
   finishConnectAttempt();
-  establishedUs_ = EventLoop::monotonicUs();
-  if (recordLatency_) ctx_.latency.record(latencyRef_, LatencyMetric::kConnect, establishedUs_ - connectStartedUs_);
+  establishedOffset_ = offsetNow();
+  if (recordLatency_) ctx_.latency.record(host_->latencyRef, LatencyMetric::kConnect, establishedOffset_ - connectStartedOffset_);
   ctx_.events.connectFinished(*this);
   state_ = ConnectionState::kRelaying;
   relay();
@@ -295,7 +305,7 @@ void Connection::resume() {
 }
 
 void Connection::holderAvailable() {
-  relay_.holderAvailable();
+  relay_.holderAvailable(relayIo());
   ctx_.events.scheduleResume(*this);
 }
 
@@ -337,12 +347,12 @@ void Connection::relay() {
   // The preamble goes first; until it is out the client's bytes stay where they are (socket,
   // pipe), so nothing relayed can overtake it.
   if (preamble_ && !flushPreamble()) return abortWith(CloseReason::kUpstreamError, up_);
-  const Relay::Result result = relay_.run(budget, /*holdToUpstream=*/preamble_ != nullptr);
+  const Relay::Result result = relay_.run(relayIo(), budget, /*holdToUpstream=*/preamble_ != nullptr);
   if (result == Relay::Result::kError) {
     return relay_.failedUpstream() ? abortWith(CloseReason::kUpstreamError, up_)
                                    : abortWith(CloseReason::kDownstreamError, down_);
   }
-  lastActivityUs_ = ctx_.loop.nowUs();
+  lastActivityMs_ = msClock(ctx_.loop.nowUs());
   if (result == Relay::Result::kDone) return close(CloseReason::kCompleted);
   if (result == Relay::Result::kYield) ctx_.events.scheduleResume(*this);
 }
@@ -369,7 +379,7 @@ void Connection::close(CloseReason reason) {
     ctx_.hosts.connectionClosed(*host_, ctx_.loop.nowUs());
   }
   preamble_.reset();
-  relay_.releaseHolders();
+  relay_.releaseHolders(ctx_.relayServices());
   upRegistration_.reset();
   if (up_.fd) {
     ctx_.stats.sub(Stat::upstream_cx_active);
@@ -377,7 +387,7 @@ void Connection::close(CloseReason reason) {
   }
   down_.fd.reset();  // closing removes both from epoll: neither fd is ever duplicated
   if (recordLatency_ && host_) {
-    ctx_.latency.record(latencyRef_, LatencyMetric::kDuration, EventLoop::monotonicUs() - acceptedUs_);
+    ctx_.latency.record(host_->latencyRef, LatencyMetric::kDuration, EventLoop::monotonicUs() - acceptedUs_);
   }
   ctx_.events.connectionClosed(*this, reason);
 }

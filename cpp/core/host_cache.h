@@ -14,6 +14,7 @@
 #include <memory>
 #include <unordered_map>
 
+#include "host_latency.h"
 #include "intrusive_list.h"
 #include "socket_address.h"
 
@@ -51,6 +52,10 @@ struct Host {
   uint64_t stats[static_cast<size_t>(HostStat::kCount)] = {};
   uint64_t idleSinceUs = 0;  // valid while in the idle list
   ListNode idleNode;         // linked while cx_active == 0, oldest first
+  // Where its connections' per-host latency samples go (WorkerLatency); refreshed by each new
+  // connection's attach, so it is always the host's latest slot. Kept here, once per host, rather
+  // than in each of its connections.
+  HostRef latencyRef;
 
   uint64_t& stat(HostStat s) { return stats[static_cast<size_t>(s)]; }
   uint64_t active() const { return stats[static_cast<size_t>(HostStat::cx_active)]; }

@@ -851,8 +851,7 @@ void HttpSession::enterTunnel() {
   // The client's bytes that followed its request go up first, ahead of the relay.
   toUp_.insert(toUp_.end(), in_.begin(), in_.end());
   in_.clear();
-  RelayOwner& owner = *this;  // a private base: converted here, where it is accessible
-  relay_ = std::make_unique<Relay>(ctx_.relayServices(), owner, down_, up_);
+  relay_ = std::make_unique<Relay>();
   pumpTunnel();
 }
 
@@ -868,7 +867,7 @@ void HttpSession::pumpTunnel() {
   // Our own bytes for the client (the 200, what followed a 101) go before anything relayed.
   if (toDownOffset_ < toDown_.size()) return;
   const bool holdUp = toUpOffset_ < toUp_.size();
-  switch (relay_->run(ctx_.options.relayBudgetBytes, holdUp)) {
+  switch (relay_->run(relayIo(), ctx_.options.relayBudgetBytes, holdUp)) {
     case Relay::Result::kIdle:
       return;
     case Relay::Result::kYield:
@@ -893,7 +892,7 @@ void HttpSession::resume() {
 
 void HttpSession::holderAvailable() {
   if (state_ != State::kTunnel || !relay_) return;
-  relay_->holderAvailable();
+  relay_->holderAvailable(relayIo());
   pumpTunnel();
 }
 
@@ -1051,7 +1050,7 @@ void HttpSession::close(CloseReason reason) {
   if (state_ == State::kClosed) return;
   closeRequestLog(reason);
   const bool reset = reason != CloseReason::kCompleted;
-  if (relay_) relay_->releaseHolders();
+  if (relay_) relay_->releaseHolders(ctx_.relayServices());
   if (down_.fd) {
     if (reset) resetOnClose(down_.fd.get());
     ctx_.loop.remove(down_.fd.get());

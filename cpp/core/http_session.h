@@ -73,7 +73,7 @@ class HttpSessionOwner {
   ~HttpSessionOwner() = default;
 };
 
-class HttpSession final : private RelayOwner {
+class HttpSession final {
  public:
   // originalDst: the connection's original destination, AF_UNSPEC when it was not redirected.
   // ctx: the worker's services (worker_context.h); pool: its keep-alive pool; all outlive the session.
@@ -167,9 +167,11 @@ class HttpSession final : private RelayOwner {
   void countWritten(const Side& side, uint64_t n);
   void countRead(const Side& side, uint64_t n);
 
-  // RelayOwner
-  void relayNeedsHolder() override { owner_.waitForHolder(*this); }
-  void relayDelivered(bool toUpstream, uint64_t n) override;
+  // What the tunnel's relay works on, and tells this session.
+  friend struct RelayIo;
+  RelayIo relayIo() { return RelayIo::of(*this, ctx_.relayServices(), down_, up_); }
+  void relayNeedsHolder() { owner_.waitForHolder(*this); }
+  void relayDelivered(bool toUpstream, uint64_t n);
 
   WorkerContext& ctx_;
   HttpPool& pool_;

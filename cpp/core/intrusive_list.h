@@ -3,7 +3,10 @@
 // deadline order and the head is always the next to expire).
 #pragma once
 
+#include <cassert>
 #include <cstddef>
+#include <cstdint>
+#include <utility>
 
 namespace splicegate {
 
@@ -71,6 +74,44 @@ class IntrusiveList {
 
   ListNode head_;
   size_t size_ = 0;
+};
+
+// Lists that never hold the same item at once may share one node in it, to keep a small object
+// small: the item's `Tag` byte names the list that holds it (0: none), and each list touches the
+// node only while its own tag is there. Removing an item from a list that does not hold it is a
+// no-op, as with IntrusiveList, so a close path may remove from all of them.
+template <typename T, ListNode T::*Member, uint8_t T::*Tag, uint8_t kTag>
+class SharedNodeList {
+  static_assert(kTag != 0, "tag 0 means: in no list");
+
+ public:
+  bool empty() const { return list_.empty(); }
+  size_t size() const { return list_.size(); }
+  static bool holds(const T& item) { return item.*Tag == kTag; }
+
+  void pushBack(T* item) {
+    assert(item->*Tag == 0 && "the shared node is still in another list");
+    item->*Tag = kTag;
+    list_.pushBack(item);
+  }
+  void remove(T* item) {
+    if (item->*Tag != kTag) return;
+    list_.remove(item);
+    item->*Tag = 0;
+  }
+  T* front() const { return list_.front(); }
+  T* popFront() {
+    T* item = list_.popFront();
+    if (item) item->*Tag = 0;
+    return item;
+  }
+  template <typename F>
+  void forEachSafe(F&& fn) {
+    list_.forEachSafe(std::forward<F>(fn));
+  }
+
+ private:
+  IntrusiveList<T, Member> list_;
 };
 
 }  // namespace splicegate

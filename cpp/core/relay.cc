@@ -16,58 +16,50 @@ constexpr uint8_t kSmallSplicesBeforeCopy = 4;
 
 }  // namespace
 
-Relay::Relay(const RelayServices& services, RelayOwner& owner, RelayEndpoint& client, RelayEndpoint& upstream)
-    : services_(services), owner_(owner), client_(client), upstream_(upstream) {
-  toUpstream_.toUpstream = true;
-}
-
-Relay::~Relay() { releaseHolders(); }
-
-Relay::Result Relay::run(size_t budget, bool holdToUpstream) {
-  const PumpResult up = holdToUpstream ? PumpResult::kIdle : pump(toUpstream_, budget);
+Relay::Result Relay::run(const RelayIo& io, size_t budget, bool holdToUpstream) {
+  const PumpResult up = holdToUpstream ? PumpResult::kIdle : pump(io, toUpstream_, budget);
   if (up == PumpResult::kError) return Result::kError;
-  const PumpResult down = pump(toClient_, budget);
+  const PumpResult down = pump(io, toClient_, budget);
   if (down == PumpResult::kError) return Result::kError;
   if (toUpstream_.done() && toClient_.done()) return Result::kDone;
   if (up == PumpResult::kYield || down == PumpResult::kYield) return Result::kYield;
   return Result::kIdle;
 }
 
-void Relay::holderAvailable() {
+void Relay::holderAvailable(const RelayIo& io) {
   // pump() cleared `readable` when fill() found no holder (it cannot tell that EAGAIN from an
   // empty socket); the bytes are still queued and no new edge will come for them, so restore it.
   for (Direction* d : {&toUpstream_, &toClient_}) {
     if (!d->waitingForHolder) continue;
     d->waitingForHolder = false;
-    src(*d).readable = true;
+    src(io, *d).readable = true;
   }
 }
 
-void Relay::releaseHolders() {
-  releaseHolders(toUpstream_);
-  releaseHolders(toClient_);
+void Relay::releaseHolders(const RelayServices& services) {
+  releaseHolders(services, toUpstream_);
+  releaseHolders(services, toClient_);
 }
 
-Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
+Relay::PumpResult Relay::pump(const RelayIo& io, Direction& d, size_t& budget) {
   for (;;) {
     bool progressed = false;
-    if (d.pending() > 0 && dst(d).writable) {
-      const ssize_t n = flush(d);
+    if (d.pending() > 0 && dst(io, d).writable) {
+      const ssize_t n = flush(io, d);
       if (n > 0) {
         progressed = true;
-        d.bytes += static_cast<uint64_t>(n);
-        services_.stats.add(writeStat(d), static_cast<uint64_t>(n));
-        owner_.relayDelivered(d.toUpstream, static_cast<uint64_t>(n));
+        io.services.stats.add(writeStat(d), static_cast<uint64_t>(n));
+        io.delivered(io.owner, d.toUpstream, static_cast<uint64_t>(n));
         budget -= std::min(budget, static_cast<size_t>(n));
       } else if (errno == EAGAIN) {
-        dst(d).writable = false;
+        dst(io, d).writable = false;
       } else {
-        failedUpstream_ = d.toUpstream;  // the write to dst failed
+        toUpstream_.failedUpstream = d.toUpstream;  // the write to dst failed
         return PumpResult::kError;
       }
     }
     if (d.pending() == 0) {
-      releaseHolders(d);
+      releaseHolders(io.services, d);
       if (d.srcEof) {
         if (!d.dstShut) {
           // Half-close: the source finished and everything it sent is delivered, so pass the FIN
@@ -76,17 +68,17 @@ Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
           // it (every byte of that socket was read to EOF, so close sends FIN, not RST): one
           // syscall fewer per connection.
           const Direction& other = d.toUpstream ? toClient_ : toUpstream_;
-          if (!other.done()) ::shutdown(dst(d).fd.get(), SHUT_WR);
+          if (!other.done()) ::shutdown(dst(io, d).fd.get(), SHUT_WR);
           d.dstShut = true;
         }
         return PumpResult::kIdle;
       }
     }
-    if (!d.srcEof && src(d).readable) {
-      const ssize_t n = fill(d);
+    if (!d.srcEof && src(io, d).readable) {
+      const ssize_t n = fill(io, d);
       if (n > 0) {
         progressed = true;
-        services_.stats.add(readStat(d), static_cast<uint64_t>(n));
+        io.services.stats.add(readStat(d), static_cast<uint64_t>(n));
       } else if (n == 0) {
         d.srcEof = true;
         progressed = true;
@@ -94,11 +86,11 @@ Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
         // With bytes still in the pipe, EAGAIN may mean "pipe full" rather than "socket empty":
         // keep the socket marked readable and read again once the pipe has drained.
         if (d.pending() == 0) {
-          src(d).readable = false;
-          releaseHolders(d);
+          src(io, d).readable = false;
+          releaseHolders(io.services, d);
         }
       } else {
-        failedUpstream_ = !d.toUpstream;  // the read from src failed
+        toUpstream_.failedUpstream = !d.toUpstream;  // the read from src failed
         return PumpResult::kError;
       }
     }
@@ -107,48 +99,48 @@ Relay::PumpResult Relay::pump(Direction& d, size_t& budget) {
   }
 }
 
-ssize_t Relay::fill(Direction& d) {
-  if (!d.pipe && !d.buffer) {
-    const CoreOptions::RelayMode mode = services_.options.relayMode;
+ssize_t Relay::fill(const RelayIo& io, Direction& d) {
+  if (!d.holder) {
+    const CoreOptions::RelayMode mode = io.services.options.relayMode;
     const bool useSplice = mode == CoreOptions::RelayMode::kSplice ||
                            (mode == CoreOptions::RelayMode::kAuto && d.bulk);
     if (useSplice) {
-      d.pipe = services_.pipes.acquire();
-      if (!d.pipe) services_.stats.add(Stat::pipe_unavailable);
+      d.holder.hold(io.services.pipes.acquire());
+      if (!d.holder) io.services.stats.add(Stat::pipe_unavailable);
     }
-    if (!d.pipe) d.buffer = services_.buffers.acquire();
+    if (!d.holder) d.holder.hold(io.services.buffers.acquire());
     // Copy buffers all out: in auto mode a free pipe carries small reads just as well.
-    if (!d.pipe && !d.buffer && mode == CoreOptions::RelayMode::kAuto && !useSplice) d.pipe = services_.pipes.acquire();
-    if (!d.pipe && !d.buffer) {
+    if (!d.holder && mode == CoreOptions::RelayMode::kAuto && !useSplice) d.holder.hold(io.services.pipes.acquire());
+    if (!d.holder) {
       // Back-pressure: leave the bytes in the socket and wait, in FIFO order, for a holder to come
       // back (WorkerCore wakes waiters after the batch in which one was released).
-      services_.stats.add(Stat::buffer_unavailable);
+      io.services.stats.add(Stat::buffer_unavailable);
       d.waitingForHolder = true;
-      owner_.relayNeedsHolder();
+      io.needsHolder(io.owner);
       errno = EAGAIN;
       return -1;
     }
     d.waitingForHolder = false;
   }
-  const int srcFd = src(d).fd.get();
+  const int srcFd = src(io, d).fd.get();
   ssize_t n;
-  if (d.pipe) {
-    const size_t capacity = services_.pipes.capacityBytes();
-    if (d.pipe->bytes >= capacity) {
+  if (Pipe* pipe = d.holder.pipe()) {
+    const size_t capacity = io.services.pipes.capacityBytes();
+    if (pipe->bytes >= capacity) {
       errno = EAGAIN;
       return -1;
     }
     do {
-      n = ::splice(srcFd, nullptr, d.pipe->writeEnd.get(), nullptr, capacity - d.pipe->bytes, kSpliceFlags);
+      n = ::splice(srcFd, nullptr, pipe->writeEnd.get(), nullptr, capacity - pipe->bytes, kSpliceFlags);
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
-      d.pipe->bytes += static_cast<size_t>(n);
-      services_.stats.add(Stat::splice_bytes, static_cast<uint64_t>(n));
+      pipe->bytes += static_cast<size_t>(n);
+      io.services.stats.add(Stat::splice_bytes, static_cast<uint64_t>(n));
       // Small reads do better copied (one syscall each way, no pipe): drop back to the buffer
       // path once the pipe drains, but only after several in a row — a bulk stream that the
       // proxy keeps up with also sees an occasional small read, and flipping to copying then
       // costs a user-space copy for every byte until a read fills the buffer again.
-      if (static_cast<size_t>(n) < services_.buffers.bufferSize() / 2) {
+      if (static_cast<size_t>(n) < io.services.buffers.bufferSize() / 2) {
         if (++d.smallSplices >= kSmallSplicesBeforeCopy) d.bulk = false;
       } else {
         d.smallSplices = 0;
@@ -156,42 +148,42 @@ ssize_t Relay::fill(Direction& d) {
     }
     return n;
   }
-  Buffer& buf = *d.buffer;
+  Buffer& buf = *d.holder.buffer();
   if (buf.length > 0) {  // the copy buffer is single-shot: read again only once it is sent
     errno = EAGAIN;
     return -1;
   }
-  const size_t size = services_.buffers.bufferSize();
+  const size_t size = io.services.buffers.bufferSize();
   do {
     n = ::recv(srcFd, buf.data.get(), size, 0);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     buf.offset = 0;
     buf.length = static_cast<size_t>(n);
-    services_.stats.add(Stat::copy_bytes, static_cast<uint64_t>(n));
+    io.services.stats.add(Stat::copy_bytes, static_cast<uint64_t>(n));
     if (static_cast<size_t>(n) == size) {
       d.bulk = true;  // a full buffer: more is likely waiting, splice the rest
       d.smallSplices = 0;
-    } else if (!src(d).peerClosing) {
+    } else if (!src(io, d).peerClosing) {
       // A short read from a stream socket took everything queued; anything later raises a new
       // edge. Not when the peer is closing: its FIN may already be queued behind this data.
-      src(d).readable = false;
+      src(io, d).readable = false;
     }
   }
   return n;
 }
 
-ssize_t Relay::flush(Direction& d) {
-  const int dstFd = dst(d).fd.get();
+ssize_t Relay::flush(const RelayIo& io, Direction& d) {
+  const int dstFd = dst(io, d).fd.get();
   ssize_t n;
-  if (d.pipe) {
+  if (Pipe* pipe = d.holder.pipe()) {
     do {
-      n = ::splice(d.pipe->readEnd.get(), nullptr, dstFd, nullptr, d.pipe->bytes, kSpliceFlags);
+      n = ::splice(pipe->readEnd.get(), nullptr, dstFd, nullptr, pipe->bytes, kSpliceFlags);
     } while (n < 0 && errno == EINTR);
-    if (n > 0) d.pipe->bytes -= static_cast<size_t>(n);
+    if (n > 0) pipe->bytes -= static_cast<size_t>(n);
     return n;
   }
-  Buffer& buf = *d.buffer;
+  Buffer& buf = *d.holder.buffer();
   do {
     n = ::send(dstFd, buf.data.get() + buf.offset, buf.length, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (n < 0 && errno == EINTR);
@@ -199,14 +191,14 @@ ssize_t Relay::flush(Direction& d) {
     buf.offset += static_cast<size_t>(n);
     buf.length -= static_cast<size_t>(n);
     // A short send means the socket buffer filled and the kernel flagged it: EPOLLOUT will come.
-    if (buf.length > 0) dst(d).writable = false;
+    if (buf.length > 0) dst(io, d).writable = false;
   }
   return n;
 }
 
-void Relay::releaseHolders(Direction& d) {
-  if (d.pipe) services_.pipes.release(std::move(d.pipe));
-  if (d.buffer) services_.buffers.release(std::move(d.buffer));
+void Relay::releaseHolders(const RelayServices& services, Direction& d) {
+  if (d.holder.pipe()) services.pipes.release(d.holder.takePipe());
+  else if (d.holder.buffer()) services.buffers.release(d.holder.takeBuffer());
 }
 
 }  // namespace splicegate

@@ -38,8 +38,9 @@ class ConnectionEvents {
   virtual bool releaseSpareFd() = 0;
   // Even with the spare, socket() found no fd for c's upstream (another worker took it): c waits,
   // accepting stays paused, and each tick retries it (Connection::retryUpstreamSocket) before
-  // anything else may take an fd.
-  virtual void waitForFd(Connection& c) = 0;
+  // anything else may take an fd. source: the original source c's upstream socket binds to, or
+  // null; kept by the worker while c waits (a rare state: no room for it in every connection).
+  virtual void waitForFd(Connection& c, const SocketAddress* source) = 0;
   // The protocol stage of c is over. destination/client: what its PROXY header named, AF_UNSPEC
   // for "the socket's own" (LOCAL, UNKNOWN, or no header where optional). Continues with
   // destination -> policy -> admit -> connect, or closes c.

@@ -261,12 +261,11 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
   // client and destination. An untrusted one is reset at once when the header is required; when
   // it is optional the stage still reads its first bytes, and resets it if they are a header.
   const bool trusted = lo.proxyProtocol.enabled && cidrsContain(lo.proxyProtocol.trustedSources, peer);
-  // What the access log says about this connection; refusals below are logged from it.
+  // What the access log says about this connection; refusals below are logged from it. The
+  // listener is always named: a connection finds its listener's counters by it.
   AccessInfo access;
-  if (accessSampler_.enabled()) {
-    access.listener = listener.nameIndex;
-    access.client.set(peer);
-  }
+  access.listener = listener.nameIndex;
+  if (accessSampler_.enabled()) access.client.set(peer);
   if (lo.proxyProtocol.enabled && !trusted && lo.proxyProtocol.required) {
     stats_.add(Stat::proxy_protocol_untrusted);
     resetOnClose(fd.get());
@@ -286,7 +285,6 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
     ls.add(ListenerStat::downstream_cx_active);
     auto* c = new Connection(context_, std::move(fd));
     c->access = access;
-    c->listenerStats = &ls;
     connections_.pushBack(c);
     if (c->beginHandshake(lo, trusted)) handshaking_.pushBack(c);
     return;
@@ -332,7 +330,6 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
   ls.add(ListenerStat::downstream_cx_active);
   auto* c = new Connection(context_, std::move(fd));
   c->access = access;
-  c->listenerStats = &ls;
   connections_.pushBack(c);
   startUpstream(*c, *host, peer, dst.address);
 }
@@ -340,7 +337,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
 void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestination, const SocketAddress& headerClient) {
   handshaking_.remove(&c);
   const ListenerOptions& lo = *c.listener();
-  ListenerStats& ls = *c.listenerStats;
+  ListenerStats& ls = *listenerStats_[c.access.listener];
   SocketAddress destination = headerDestination;
   SocketAddress client = headerClient;
   if (client.family() == AF_UNSPEC) {
@@ -600,15 +597,20 @@ bool WorkerCore::releaseSpareFd() {
   return true;
 }
 
-void WorkerCore::waitForFd(Connection& c) {
-  if (!c.fdWaitNode.linked()) fdWaiters_.pushBack(&c);
+void WorkerCore::waitForFd(Connection& c, const SocketAddress* source) {
+  if (!fdWaiters_.holds(c)) fdWaiters_.pushBack(&c);
+  if (source) fdWaitSources_.insert_or_assign(&c, *source);
   pauseAccepting();
 }
 
 bool WorkerCore::retryFdWaiters() {
   while (Connection* c = fdWaiters_.front()) {
-    if (!c->retryUpstreamSocket()) return false;  // still none: the rest wait too
+    const auto source = fdWaitSources_.find(c);
+    if (!c->retryUpstreamSocket(source == fdWaitSources_.end() ? nullptr : &source->second)) {
+      return false;  // still none: the rest wait too
+    }
     fdWaiters_.remove(c);
+    fdWaitSources_.erase(c);
   }
   return true;
 }
@@ -618,11 +620,11 @@ void WorkerCore::connectStarted(Connection& c) { connecting_.pushBack(&c); }
 void WorkerCore::connectFinished(Connection& c) { connecting_.remove(&c); }
 
 void WorkerCore::scheduleResume(Connection& c) {
-  if (!c.readyNode.linked()) ready_.pushBack(&c);
+  if (!ready_.holds(c)) ready_.pushBack(&c);
 }
 
 void WorkerCore::waitForHolder(Connection& c) {
-  if (!c.holderWaitNode.linked()) holderWaiters_.pushBack(&c);
+  if (!holderWaiters_.holds(c)) holderWaiters_.pushBack(&c);
 }
 
 void WorkerCore::wakeHolderWaiters() {
@@ -654,9 +656,10 @@ void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
   holderWaiters_.remove(&c);
   handshaking_.remove(&c);
   fdWaiters_.remove(&c);
+  if (!fdWaitSources_.empty()) fdWaitSources_.erase(&c);
   connections_.remove(&c);
   stats_.sub(Stat::downstream_cx_active);
-  if (c.listenerStats) c.listenerStats->sub(ListenerStat::downstream_cx_active);
+  listenerStats_[c.access.listener]->sub(ListenerStat::downstream_cx_active);
   stats_.add(closeStat(reason));
   logClosed(c, reason);
   switch (reason) {
@@ -736,9 +739,9 @@ void WorkerCore::onTick() {
   });
   if (now - lastIdleSweepUs_ >= kIdleSweepUs) {
     lastIdleSweepUs_ = now;
-    const uint64_t idleUs = static_cast<uint64_t>(options_.idleTimeoutMs) * 1000;
+    const uint32_t idleMs = options_.idleTimeoutMs;
     connections_.forEachSafe([&](Connection* c) {
-      if (c->state() == ConnectionState::kRelaying && c->lastActivityUs() + idleUs <= now) {
+      if (c->state() == ConnectionState::kRelaying && c->idleAtLeast(now, idleMs)) {
         c->close(CloseReason::kIdleTimeout);
       }
     });

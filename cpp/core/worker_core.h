@@ -12,6 +12,7 @@
 
 #include <functional>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "access_log.h"
@@ -109,7 +110,7 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   void waitForHolder(Connection& c) override;
   void connectionClosed(Connection& c, CloseReason reason) override;
   bool releaseSpareFd() override;
-  void waitForFd(Connection& c) override;
+  void waitForFd(Connection& c, const SocketAddress* source) override;
   // Tick: the connections waiting for an fd get one first, oldest first. True when none waits.
   bool retryFdWaiters();
   void handshakeDone(Connection& c, const SocketAddress& destination, const SocketAddress& client) override;
@@ -193,11 +194,14 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   // Every listener's counters, by Listener::nameIndex, kept for the core's life like the names.
   std::vector<std::unique_ptr<ListenerStats>> listenerStats_;
   IntrusiveList<Connection, &Connection::allNode> connections_;
-  IntrusiveList<Connection, &Connection::connectNode> connecting_;
-  IntrusiveList<Connection, &Connection::readyNode> ready_;
-  IntrusiveList<Connection, &Connection::holderWaitNode> holderWaiters_;
-  IntrusiveList<Connection, &Connection::handshakeNode> handshaking_;  // waiting for a PROXY header
-  IntrusiveList<Connection, &Connection::fdWaitNode> fdWaiters_;  // accepted, no upstream fd yet
+  // A connection's phases (handshake, connecting, relaying) never overlap, so the lists of
+  // different phases share its two nodes (connection.h); the last argument tags each list.
+  SharedNodeList<Connection, &Connection::phaseNode, &Connection::phaseList, 1> connecting_;
+  SharedNodeList<Connection, &Connection::phaseNode, &Connection::phaseList, 2> ready_;
+  SharedNodeList<Connection, &Connection::waitNode, &Connection::waitList, 1> handshaking_;  // waiting for a PROXY header
+  SharedNodeList<Connection, &Connection::waitNode, &Connection::waitList, 2> fdWaiters_;  // accepted, no upstream fd yet
+  std::unordered_map<const Connection*, SocketAddress> fdWaitSources_;  // their original sources, if any
+  SharedNodeList<Connection, &Connection::waitNode, &Connection::waitList, 3> holderWaiters_;
   std::vector<Connection*> closed_;  // freed after the batch: a later event may still name them
   IntrusiveList<HttpSession, &HttpSession::node> sessions_;  // HTTP listener connections
   IntrusiveList<HttpSession, &HttpSession::readyNode> readySessions_;
