@@ -38,9 +38,10 @@ uint64_t mix64(uint64_t h) {
   return h;
 }
 
-// Table sizes: grown by half when more than 4/5 full, halved when less than 1/4 full (never
-// below kMinCapacity), so a table stays between 1/2 and 4/5 full once it has grown, and a burst
-// of connections gives its memory back when they close.
+// Index sizes: grown by half when more than 4/5 full, halved when less than 1/4 full (never
+// below kMinCapacity), so an index is 1/4 to 4/5 full (1/2 to 4/5 while connections only grow),
+// and a burst of connections gives its index back as they close (its entries' blocks once the
+// shard is empty).
 constexpr uint32_t kMinCapacity = 8;
 bool overFull(size_t size, size_t capacity) { return size * 5 > capacity * 4; }
 
