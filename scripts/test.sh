@@ -34,9 +34,9 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ctest --test-dir build/asan --output-on-failure --no-tests=error --timeout 300
 echo "== C++ core unit tests under ThreadSanitizer (build/tsan)"
 # The tests with threads: the loop thread, posters and stat readers (core_tests); workers sharing
-# the process-wide own-socket registry (stream_tests); HTTP sessions on a loop thread polled by
+# the process-wide own-socket registry (stream_tests, own_sockets_tests); HTTP sessions on a loop thread polled by
 # the test thread (http_tests); orphaned loops and their reaper (orphan_tests).
-tsan_tests=(core_tests stream_tests http_tests orphan_tests)
+tsan_tests=(core_tests stream_tests own_sockets_tests http_tests orphan_tests)
 sanitizer_build build/tsan thread --target "${tsan_tests[@]}"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   ctest --test-dir build/tsan --output-on-failure --no-tests=error --timeout 300 -R "^($(IFS='|'; echo "${tsan_tests[*]}"))\$"

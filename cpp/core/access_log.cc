@@ -46,14 +46,33 @@ const char* closeReasonName(CloseReason reason) {
 }
 
 void PackedAddress::set(const SocketAddress& address) {
-  const socklen_t n = address.family() == AF_INET || address.family() == AF_INET6 ? address.length() : 0;
-  sa = sockaddr_in6{};
-  if (n > 0 && n <= sizeof sa) std::memcpy(&sa, address.sockaddrPtr(), n);
+  *this = PackedAddress{};
+  if (address.family() == AF_INET) {
+    std::memcpy(ip, &reinterpret_cast<const sockaddr_in*>(address.sockaddrPtr())->sin_addr, 4);
+  } else if (address.family() == AF_INET6) {
+    std::memcpy(ip, &reinterpret_cast<const sockaddr_in6*>(address.sockaddrPtr())->sin6_addr, 16);
+  } else {
+    return;
+  }
+  family = static_cast<uint8_t>(address.family());
+  port = address.port();
 }
 
 SocketAddress PackedAddress::get() const {
-  if (sa.sin6_family == AF_INET) return SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&sa), sizeof(sockaddr_in));
-  if (sa.sin6_family == AF_INET6) return SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
+  if (family == AF_INET) {
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    std::memcpy(&sin.sin_addr, ip, 4);
+    sin.sin_port = htons(port);
+    return SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&sin), sizeof sin);
+  }
+  if (family == AF_INET6) {
+    sockaddr_in6 sin6{};
+    sin6.sin6_family = AF_INET6;
+    std::memcpy(&sin6.sin6_addr, ip, 16);
+    sin6.sin6_port = htons(port);
+    return SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&sin6), sizeof sin6);
+  }
   return SocketAddress();
 }
 
@@ -130,23 +149,20 @@ void appendAddress(std::string& out, const PackedAddress& a) {
     return;
   }
   out += '"';
-  if (a.sa.sin6_family == AF_INET) {
-    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a.sa);
-    const auto* b = reinterpret_cast<const uint8_t*>(&v4->sin_addr);
+  if (a.family == AF_INET) {
     for (int i = 0; i < 4; ++i) {
       if (i > 0) out += '.';
-      appendUint(out, b[i]);
+      appendUint(out, a.ip[i]);
     }
     out += ':';
-    appendUint(out, ntohs(v4->sin_port));
   } else {
     char ip[INET6_ADDRSTRLEN];
-    ::inet_ntop(AF_INET6, &a.sa.sin6_addr, ip, sizeof ip);
+    ::inet_ntop(AF_INET6, a.ip, ip, sizeof ip);
     out += '[';
     out += ip;
     out += "]:";
-    appendUint(out, ntohs(a.sa.sin6_port));
   }
+  appendUint(out, a.port);
   out += '"';
 }
 

@@ -68,14 +68,18 @@ const char* destinationSourceName(DestinationSource source);
 const char* refusalName(Refusal refusal);
 const char* closeReasonName(CloseReason reason);
 
-// An IPv4 or IPv6 address in 28 bytes (sockaddr_storage is 128): the family is AF_UNSPEC when
-// unknown.
+// An IPv4 or IPv6 address in 20 bytes (a sockaddr_in6 is 28, sockaddr_storage 128): in every
+// connection twice. Family, IP and port, what the line prints; an IPv6 scope id and flow label are
+// not kept. The family is AF_UNSPEC when unknown.
 struct PackedAddress {
-  sockaddr_in6 sa{};
+  uint8_t ip[16] = {};  // IPv4: the first 4 bytes; network order
+  uint16_t port = 0;    // host order
+  uint8_t family = AF_UNSPEC;
   void set(const SocketAddress& address);
-  bool known() const { return sa.sin6_family == AF_INET || sa.sin6_family == AF_INET6; }
+  bool known() const { return family == AF_INET || family == AF_INET6; }
   SocketAddress get() const;
 };
+static_assert(sizeof(PackedAddress) == 20, "PackedAddress is in every connection twice");
 
 struct AccessRecord {
   static constexpr size_t kNameCapacity = 65;  // listener names are at most 64 characters

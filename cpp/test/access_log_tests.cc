@@ -3,6 +3,8 @@
 // counted, swapOut hands over a batch), and the records a WorkerCore writes on loopback: a relayed
 // connection, a policy refusal at accept, a full buffer, and a core destroyed with a connection
 // open after its listener was detached.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -264,6 +266,59 @@ int main() {
     CHECK(line.find("\"client\":null,\"destination\":null,\"destination_source\":null,\"policy\":null,\"rule\":null") !=
           std::string::npos);
     CHECK(line.find("\"refusal\":\"no_original_dst\"") != std::string::npos);
+  });
+
+  run("addresses round-trip through the 20-byte PackedAddress into the line", [] {
+    static_assert(sizeof(PackedAddress) == 20, "in every connection twice");
+    struct Case {
+      const char* ip;
+      uint16_t port;
+      const char* printed;
+    };
+    const Case cases[] = {
+        {"10.0.0.7", 40000, "\"10.0.0.7:40000\""},
+        {"0.0.0.0", 0, "\"0.0.0.0:0\""},
+        {"255.255.255.255", 65535, "\"255.255.255.255:65535\""},
+        {"::1", 5555, "\"[::1]:5555\""},
+        {"::", 1, "\"[::]:1\""},
+        {"2001:db8:1:2:3:4:5:6", 443, "\"[2001:db8:1:2:3:4:5:6]:443\""},
+        {"::ffff:10.0.0.1", 80, "\"[::ffff:10.0.0.1]:80\""},  // IPv4-mapped stays IPv6
+        {"fe80::1", 8080, "\"[fe80::1]:8080\""},
+    };
+    for (const Case& c : cases) {
+      const SocketAddress original = addr(c.ip, c.port);
+      AccessRecord r = relayed();
+      r.client.set(original);
+      r.destination.set(original);
+      CHECK(r.client.known());
+      CHECK(r.client.get() == original);
+      CHECK(r.client.get().family() == original.family());
+      std::string line;
+      appendAccessLine(r, AccessLogNames(), 0, line);
+      const std::string want = std::string("\"client\":") + c.printed + ",\"destination\":" + c.printed + ",";
+      if (line.find(want) == std::string::npos) std::fprintf(stderr, "  got  %s  want %s\n", line.c_str(), want.c_str());
+      CHECK(line.find(want) != std::string::npos);
+    }
+    // A scope id is not part of what is kept or printed; family, IP and port are.
+    sockaddr_in6 scoped{};
+    scoped.sin6_family = AF_INET6;
+    scoped.sin6_port = htons(80);
+    scoped.sin6_scope_id = 2;
+    scoped.sin6_addr.s6_addr[0] = 0xfe;
+    scoped.sin6_addr.s6_addr[1] = 0x80;
+    scoped.sin6_addr.s6_addr[15] = 1;
+    PackedAddress p;
+    p.set(SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&scoped), sizeof scoped));
+    CHECK(p.get() == addr("fe80::1", 80));
+    // An unknown address clears what was there, and prints null.
+    p.set(SocketAddress());
+    CHECK(!p.known());
+    CHECK(p.get().family() == AF_UNSPEC);
+    AccessRecord r = relayed();
+    r.destination = p;
+    std::string line;
+    appendAccessLine(r, AccessLogNames(), 0, line);
+    CHECK(line.find("\"client\":\"10.0.0.7:40000\",\"destination\":null,") != std::string::npos);
   });
 
   run("names are JSON-escaped and truncated to the record's capacity", [] {
