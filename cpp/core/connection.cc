@@ -29,7 +29,7 @@ void resetOnClose(int fd) {
 // benchmark's memory per idle connection (README, Performance) follows this size. Grow it only
 // knowingly: a field needed for one phase (handshake, fd wait) belongs behind a pointer, and lists
 // of phases that never overlap share a node.
-static_assert(sizeof(Connection) <= 288, "Connection grew past 288 bytes: see the comment above");
+static_assert(sizeof(Connection) <= 264, "Connection grew past 264 bytes: see the comment above");
 
 Connection& Connection::Side::owner() {
   // The offset of the member this Side is, from a pointer-to-member (as IntrusiveList does).
