@@ -27,13 +27,7 @@ size_t heapInUse() {
   return m.uordblks + m.hblkhd;
 }
 
-SocketAddress v4(uint32_t ip, uint16_t port) {
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(ip);
-  sin.sin_port = htons(port);
-  return SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&sin), sizeof sin);
-}
+SocketAddress v4(uint32_t ip, uint16_t port) { return SocketAddress::fromIpv4(ip, port); }
 
 SocketAddress v6(uint32_t low, uint16_t port) {
   sockaddr_in6 sin6{};

@@ -24,6 +24,14 @@ std::optional<SocketAddress> SocketAddress::fromIp(const std::string& host, uint
   return std::nullopt;
 }
 
+SocketAddress SocketAddress::fromIpv4(uint32_t ip, uint16_t port) {
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(ip);
+  sin.sin_port = htons(port);
+  return fromSockaddr(reinterpret_cast<const sockaddr*>(&sin), sizeof sin);
+}
+
 SocketAddress SocketAddress::fromSockaddr(const sockaddr* sa, socklen_t len) {
   SocketAddress out;
   if (len > sizeof(out.storage_)) len = sizeof(out.storage_);

@@ -18,6 +18,9 @@ class SocketAddress {
   // host is a literal IP ("10.0.0.1", "::1"); no name resolution ever happens in the core.
   static std::optional<SocketAddress> fromIp(const std::string& host, uint16_t port);
   static SocketAddress fromSockaddr(const sockaddr* sa, socklen_t len);
+  // An IPv4 address from its number (host byte order, 10.0.0.1 = 0x0a000001), for tables and tests
+  // that generate addresses.
+  static SocketAddress fromIpv4(uint32_t ip, uint16_t port);
 
   int family() const { return storage_.ss_family; }
   uint16_t port() const;

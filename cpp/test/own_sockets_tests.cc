@@ -38,13 +38,7 @@ constexpr bool kSanitizedHeap = false;
 constexpr bool kSanitizedHeap = false;
 #endif
 
-SocketAddress v4(uint32_t ip, uint16_t port) {
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(ip);
-  sin.sin_port = htons(port);
-  return SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&sin), sizeof sin);
-}
+SocketAddress v4(uint32_t ip, uint16_t port) { return SocketAddress::fromIpv4(ip, port); }
 
 size_t heapInUse() {
   const struct mallinfo2 m = ::mallinfo2();
