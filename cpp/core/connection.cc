@@ -32,10 +32,7 @@ void resetOnClose(int fd) {
 static_assert(sizeof(Connection) <= 264, "Connection grew past 264 bytes: see the comment above");
 
 Connection& Connection::Side::owner() {
-  // The offset of the member this Side is, from a pointer-to-member (as IntrusiveList does).
-  Side Connection::*const member = upstream ? &Connection::up_ : &Connection::down_;
-  const size_t offset = reinterpret_cast<size_t>(&(static_cast<Connection*>(nullptr)->*member));
-  return *reinterpret_cast<Connection*>(reinterpret_cast<char*>(this) - offset);
+  return *containerOf(this, upstream ? &Connection::up_ : &Connection::down_);
 }
 
 uint32_t Connection::offsetNow() const {
@@ -69,8 +66,7 @@ void Connection::sendFirst(const uint8_t* data, size_t length) {
 void Connection::recordConnectStart() {
   connectStartedOffset_ = offsetNow();
   // Time spent waiting for the client's PROXY header is the client's, not the proxy's overhead.
-  const uint32_t stageDone = stageDoneOffset_ == 0 ? 1 : stageDoneOffset_;
-  if (recordLatency_) ctx_.latency.record(host_->latencyRef, LatencyMetric::kProxyOverhead, connectStartedOffset_ - stageDone);
+  if (recordLatency_) ctx_.latency.record(host_->latencyRef, LatencyMetric::kProxyOverhead, connectStartedOffset_ - stageDoneOffset_);
 }
 
 bool Connection::beginHandshake(const ListenerOptions& listener, bool trusted) {
@@ -153,7 +149,6 @@ void Connection::finishHandshake(const proxy_protocol::ParseResult& r) {
 }
 
 void Connection::recordFirstByte() {
-  firstByteSeen_ = true;
   firstByteUs_ = EventLoop::monotonicUs();
   if (recordLatency_) ctx_.latency.record(host_->latencyRef, LatencyMetric::kTtfb, firstByteUs_ - establishedUs());
 }
@@ -314,7 +309,7 @@ void Connection::relayNeedsHolder() { ctx_.events.waitForHolder(*this); }
 void Connection::relayDelivered(bool toUpstream, uint64_t n) {
   host_->stat(toUpstream ? HostStat::tx_bytes : HostStat::rx_bytes) += n;
   (toUpstream ? access.bytesSent : access.bytesReceived) += n;
-  if (!firstByteSeen_ && !toUpstream) recordFirstByte();
+  if (firstByteUs_ == 0 && !toUpstream) recordFirstByte();
 }
 
 bool Connection::flushPreamble() {

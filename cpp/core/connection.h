@@ -183,7 +183,6 @@ class Connection final {
   bool downRegistered_ = false;  // down_.fd is in epoll (the handshake registers it early)
   bool trusted_ = false;         // the handshake's peer may send a header
   bool connectPending_ = false;  // host's pending slot still held
-  bool firstByteSeen_ = false;   // time to first upstream byte recorded
   bool recordLatency_ = true;
 
  public:
@@ -199,9 +198,10 @@ class Connection final {
   // up_.fd's entry in the own-socket registry (loop detection); removed before up_.fd closes.
   OwnSockets::Registration upRegistration_;
   uint64_t acceptedUs_ = 0;
-  uint64_t firstByteUs_ = 0;
-  // End of the protocol stage (the accept without one: 0): proxy_overhead starts here.
-  uint32_t stageDoneOffset_ = 0;
+  uint64_t firstByteUs_ = 0;  // 0 until the first upstream byte reached the client
+  // End of the protocol stage (without one, the accept: offset 0, stored as 1); proxy_overhead
+  // starts here.
+  uint32_t stageDoneOffset_ = 1;
   uint32_t connectStartedOffset_ = 0;
   uint32_t establishedOffset_ = 0;
   // The loop's clock at the last relayed bytes, in ms and 32 bits: only compared as a difference

@@ -10,6 +10,14 @@
 
 namespace splicegate {
 
+// The object whose field `field` is at `member`: the offset is read from the pointer-to-member,
+// since offsetof is not defined for classes that are not standard-layout.
+template <typename T, typename M>
+T* containerOf(M* member, M T::*field) {
+  const size_t offset = reinterpret_cast<size_t>(&(static_cast<T*>(nullptr)->*field));
+  return reinterpret_cast<T*>(reinterpret_cast<char*>(member) - offset);
+}
+
 struct ListNode {
   ListNode* prev = nullptr;
   ListNode* next = nullptr;
@@ -66,11 +74,7 @@ class IntrusiveList {
   }
 
  private:
-  static T* fromNode(ListNode* node) {
-    // offsetof on a pointer-to-member: compute the member's offset from a null-based object.
-    const size_t offset = reinterpret_cast<size_t>(&(static_cast<T*>(nullptr)->*Member));
-    return reinterpret_cast<T*>(reinterpret_cast<char*>(node) - offset);
-  }
+  static T* fromNode(ListNode* node) { return containerOf(node, Member); }
 
   ListNode head_;
   size_t size_ = 0;
