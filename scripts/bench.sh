@@ -21,7 +21,7 @@ npx --no-install tsc -p tsconfig.json >&2
 if [[ " $* " == *proto* ]]; then
   [ -f /usr/include/liburing.h ] || { echo "missing liburing (Debian: liburing-dev), needed by the proto-uring contender" >&2; exit 1; }
   cmake -S . -B build/bench-protos -DSPLICEGATE_BENCH_PROTOS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build/bench-protos -j2 --target proto_relay_epoll proto_relay_uring >/dev/null
+  cmake --build build/bench-protos -j2 --target proto_relay_epoll proto_relay_uring proto_relay_hybrid >/dev/null
 fi
 
 # Every process of the benchmark inherits this (8,000 idle connections through a proxy = 16,000 fds).
