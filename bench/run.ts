@@ -68,8 +68,8 @@ const HELP = `usage: npm run bench -- [options]     (or: node dist/bench/run.js 
   --only LIST           contenders, comma-separated; a name also selects its variants
                         ("haproxy" = haproxy, haproxy-splice-auto, haproxy-splice). direct is
                         always included (every ratio needs it). All: ${ALL_CONTENDERS.join(', ')}
-                        (proto-epoll and proto-uring, the prototype relays of bench/cpp/, run
-                        only when named here; "proto" selects both)
+                        (proto-epoll, proto-uring and proto-hybrid, the prototype relays of
+                        bench/cpp/, run only when named here; "proto" selects all three)
   --workloads LIST      workload ids or prefixes (iperf, wrk-ka, wrk-close, wrk-1m, http, sweep, idle);
                         "--workloads http" runs the HTTP listener's header-routing workloads alone
                         (http-ka: 1 KiB keep-alive, http-1m: 1 MiB downloads, http-24k: 24 KiB

@@ -17,7 +17,7 @@ echo "== build" >&2
 npx --no-install cmake-js compile --release --log-level warn >&2
 npx --no-install tsc -p tsconfig.json >&2
 # The prototype relays (bench/cpp/proto_relay_*.cc) are built only when a run names them
-# (`--only proto-epoll,proto-uring`, or "proto"), in their own Release build directory.
+# (`--only proto-epoll,proto-uring,proto-hybrid`, or "proto"), in their own Release build directory.
 if [[ " $* " == *proto* ]]; then
   [ -f /usr/include/liburing.h ] || { echo "missing liburing (Debian: liburing-dev), needed by the proto-uring contender" >&2; exit 1; }
   cmake -S . -B build/bench-protos -DSPLICEGATE_BENCH_PROTOS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null

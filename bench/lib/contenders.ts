@@ -10,15 +10,15 @@ import { ADDR, type Lab } from '../../test/lab/lab';
 import type { LabProcess } from '../../test/lab/process';
 import { sleep } from '../../test/lab/util';
 
-export type ContenderId = 'direct' | 'splicegate' | 'haproxy' | 'haproxy-splice-auto' | 'haproxy-splice' | 'node-pipe' | 'proto-epoll' | 'proto-uring';
+export type ContenderId = 'direct' | 'splicegate' | 'haproxy' | 'haproxy-splice-auto' | 'haproxy-splice' | 'node-pipe' | 'proto-epoll' | 'proto-uring' | 'proto-hybrid';
 
-export const ALL_CONTENDERS: readonly ContenderId[] = ['direct', 'splicegate', 'haproxy', 'haproxy-splice-auto', 'haproxy-splice', 'node-pipe', 'proto-epoll', 'proto-uring'];
+export const ALL_CONTENDERS: readonly ContenderId[] = ['direct', 'splicegate', 'haproxy', 'haproxy-splice-auto', 'haproxy-splice', 'node-pipe', 'proto-epoll', 'proto-uring', 'proto-hybrid'];
 
 /**
  * The prototype relays (bench/cpp/proto_relay_*.cc): measuring instruments for the I/O interface,
  * not peers, so they run only when --only names them (scripts/bench.sh then builds them).
  */
-export const PROTO_CONTENDERS: readonly ContenderId[] = ['proto-epoll', 'proto-uring'];
+export const PROTO_CONTENDERS: readonly ContenderId[] = ['proto-epoll', 'proto-uring', 'proto-hybrid'];
 
 /** What runs when --only is not given. */
 export const DEFAULT_CONTENDERS: readonly ContenderId[] = ALL_CONTENDERS.filter((id) => !PROTO_CONTENDERS.includes(id));
@@ -108,6 +108,7 @@ const LISTEN = {
   haproxyHttp: 15032,
   'proto-epoll': 15041,
   'proto-uring': 15042,
+  'proto-hybrid': 15043,
 } as const;
 
 function headerEntry(port: number, serverAddr: string): HttpEntry {
@@ -400,10 +401,33 @@ class NodePipeContender extends ProcessContender {
 /** Where scripts/bench.sh builds the prototype relays (CMake option SPLICEGATE_BENCH_PROTOS). */
 export const PROTO_BUILD_DIR = path.join('build', 'bench-protos');
 
+type ProtoId = 'proto-epoll' | 'proto-uring' | 'proto-hybrid';
+
+const PROTO_BINARY: Record<ProtoId, string> = {
+  'proto-epoll': 'proto_relay_epoll',
+  'proto-uring': 'proto_relay_uring',
+  'proto-hybrid': 'proto_relay_hybrid',
+};
+
+const PROTO_NOTES: Record<ProtoId, string> = {
+  'proto-epoll':
+    'Benchmark prototype (bench/cpp/proto_relay_epoll.cc), not a product: a minimal single-threaded copy relay on edge-triggered epoll, REDIRECT + SO_ORIGINAL_DST, one 16 KiB buffer per direction, recv/send. The control for proto-uring and proto-hybrid.',
+  'proto-uring':
+    'Benchmark prototype (bench/cpp/proto_relay_uring.cc), not a product: proto-epoll with io_uring as its I/O interface (multishot accept, IORING_OP_CONNECT, recv/send SQEs, one io_uring_submit_and_wait per loop iteration).',
+  'proto-hybrid':
+    'Benchmark prototype (bench/cpp/proto_relay_hybrid.cc), not a product: proto-epoll for established streams, with accept (multishot), connect and close batched through an io_uring whose fd sits in the epoll set.',
+};
+
+/** Extra arguments per prototype, for experiments (their variants: see the sources' headers). */
+const PROTO_ARGS_ENV: Partial<Record<ProtoId, string>> = {
+  'proto-uring': 'SPLICEGATE_PROTO_URING_ARGS',
+  'proto-hybrid': 'SPLICEGATE_PROTO_HYBRID_ARGS',
+};
+
 /**
- * A prototype relay (bench/cpp/proto_relay_{epoll,uring}.cc): REDIRECT + SO_ORIGINAL_DST like
- * splicegate, copy only, one thread. Extra arguments for the io_uring one (its --setup,
- * --fixed-files, --link variants) come from SPLICEGATE_PROTO_URING_ARGS, for experiments.
+ * A prototype relay (bench/cpp/proto_relay_{epoll,uring,hybrid}.cc): REDIRECT + SO_ORIGINAL_DST
+ * like splicegate, copy only, one thread. Extra arguments for the io_uring ones (their --setup and
+ * other variants) come from SPLICEGATE_PROTO_URING_ARGS / SPLICEGATE_PROTO_HYBRID_ARGS.
  */
 class ProtoRelayContender extends ProcessContender {
   readonly honoursOriginalDst = true;
@@ -412,14 +436,11 @@ class ProtoRelayContender extends ProcessContender {
   readonly notes: string;
   private readonly port: number;
 
-  constructor(readonly id: 'proto-epoll' | 'proto-uring') {
+  constructor(readonly id: ProtoId) {
     super();
     this.label = id;
     this.port = LISTEN[id];
-    this.notes =
-      id === 'proto-epoll'
-        ? 'Benchmark prototype (bench/cpp/proto_relay_epoll.cc), not a product: a minimal single-threaded copy relay on edge-triggered epoll, REDIRECT + SO_ORIGINAL_DST, one 16 KiB buffer per direction, recv/send. The control for proto-uring.'
-        : 'Benchmark prototype (bench/cpp/proto_relay_uring.cc), not a product: proto-epoll with io_uring as its I/O interface (multishot accept, IORING_OP_CONNECT, recv/send SQEs, one io_uring_submit_and_wait per loop iteration).';
+    this.notes = PROTO_NOTES[id];
   }
 
   redirectRules(): string[] {
@@ -427,11 +448,12 @@ class ProtoRelayContender extends ProcessContender {
   }
 
   async start(env: BenchEnv): Promise<void> {
-    const binary = path.join(env.repoRoot, PROTO_BUILD_DIR, this.id === 'proto-epoll' ? 'proto_relay_epoll' : 'proto_relay_uring');
+    const binary = path.join(env.repoRoot, PROTO_BUILD_DIR, PROTO_BINARY[this.id]);
     if (!fs.existsSync(binary)) {
       throw new Error(`${binary} is missing: \`npm run bench -- --only ${this.id} ...\` builds it (scripts/bench.sh; needs liburing-dev)`);
     }
-    const extra = this.id === 'proto-uring' ? (process.env['SPLICEGATE_PROTO_URING_ARGS'] ?? '').split(/\s+/).filter((a) => a.length > 0) : [];
+    const envName = PROTO_ARGS_ENV[this.id];
+    const extra = envName ? (process.env[envName] ?? '').split(/\s+/).filter((a) => a.length > 0) : [];
     const args = [`0.0.0.0:${this.port}`, ...extra];
     this.config = `${path.relative(env.repoRoot, binary)} ${args.join(' ')}`;
     this.proc = startPinned(env, this.id, binary, args);
@@ -455,6 +477,7 @@ export function makeContender(id: ContenderId): Contender {
       return new NodePipeContender();
     case 'proto-epoll':
     case 'proto-uring':
+    case 'proto-hybrid':
       return new ProtoRelayContender(id);
   }
 }

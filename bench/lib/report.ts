@@ -600,6 +600,7 @@ const COLORS: Record<string, string> = {
   'node-pipe': '#2ca02c',
   'proto-epoll': '#9467bd',
   'proto-uring': '#8c564b',
+  'proto-hybrid': '#e377c2',
 };
 
 function esc(t: string): string {

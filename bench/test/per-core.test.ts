@@ -140,7 +140,7 @@ test('CpuCgroups throttles a busy process to its quota and removes everything af
 // The prototype relays (bench/cpp/proto_relay_*.cc): opt-in contenders whose per-core figures get
 // their own ratio column against the best HAProxy variant, without ever becoming that reference.
 test('the prototype relays run only when named: not in the default set', () => {
-  assert.deepEqual([...PROTO_CONTENDERS], ['proto-epoll', 'proto-uring']);
+  assert.deepEqual([...PROTO_CONTENDERS], ['proto-epoll', 'proto-uring', 'proto-hybrid']);
   for (const id of PROTO_CONTENDERS) {
     assert.ok(ALL_CONTENDERS.includes(id));
     assert.ok(!DEFAULT_CONTENDERS.includes(id));
@@ -149,13 +149,15 @@ test('the prototype relays run only when named: not in the default set', () => {
 });
 
 test('per core: each prototype relay gets a ratio to the best HAProxy variant and is never the reference', () => {
-  const ids: RunRecord['contender'][] = ['splicegate', 'haproxy', 'proto-epoll', 'proto-uring'];
-  const r = buildReport(results([run('core-wrk-ka', 'splicegate', 12000, 10), run('core-wrk-ka', 'haproxy', 10000, 10), run('core-wrk-ka', 'proto-epoll', 13000, 10), run('core-wrk-ka', 'proto-uring', 15000, 10)], ids));
+  const ids: RunRecord['contender'][] = ['splicegate', 'haproxy', 'proto-epoll', 'proto-uring', 'proto-hybrid'];
+  const r = buildReport(
+    results([run('core-wrk-ka', 'splicegate', 12000, 10), run('core-wrk-ka', 'haproxy', 10000, 10), run('core-wrk-ka', 'proto-epoll', 13000, 10), run('core-wrk-ka', 'proto-uring', 15000, 10), run('core-wrk-ka', 'proto-hybrid', 14000, 10)], ids),
+  );
   const t = r.targets.find((x) => x.id === 'core-wrk-ka');
-  assert.equal(t?.referenceContender, 'haproxy', 'the faster proto-uring is not the HAProxy reference');
+  assert.equal(t?.referenceContender, 'haproxy', 'the faster proto-uring and proto-hybrid are not the HAProxy reference');
   assert.equal(t?.ratio, 1.2);
-  assert.match(r.markdown, /\| splicegate \/ best HAProxy \| proto-epoll \/ best HAProxy \| proto-uring \/ best HAProxy \|/);
-  assert.match(r.markdown, /\| 1\.20x \(haproxy\) \| 1\.30x \| 1\.50x \|/);
+  assert.match(r.markdown, /\| splicegate \/ best HAProxy \| proto-epoll \/ best HAProxy \| proto-uring \/ best HAProxy \| proto-hybrid \/ best HAProxy \|/);
+  assert.match(r.markdown, /\| 1\.20x \(haproxy\) \| 1\.30x \| 1\.50x \| 1\.40x \|/);
 
   // Without them the table keeps its old shape.
   const plain = buildReport(results([run('core-wrk-ka', 'splicegate', 12000, 10), run('core-wrk-ka', 'haproxy', 10000, 10)], ['splicegate', 'haproxy']));
