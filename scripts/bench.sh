@@ -19,7 +19,7 @@ npx --no-install tsc -p tsconfig.json >&2
 # The prototype relays (bench/cpp/proto_relay_*.cc) are built only when a run names them
 # (`--only proto-epoll,proto-uring,proto-hybrid`, or "proto"), in their own Release build directory.
 if [[ " $* " == *proto* ]]; then
-  [ -f /usr/include/liburing.h ] || { echo "missing liburing (Debian: liburing-dev), needed by the proto-uring contender" >&2; exit 1; }
+  [ -f /usr/include/liburing.h ] || { echo "missing liburing (Debian: liburing-dev), needed by the proto-uring and proto-hybrid contenders" >&2; exit 1; }
   cmake -S . -B build/bench-protos -DSPLICEGATE_BENCH_PROTOS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build build/bench-protos -j2 --target proto_relay_epoll proto_relay_uring proto_relay_hybrid >/dev/null
 fi

@@ -7,6 +7,7 @@
 // close, any error -> both reset (SO_LINGER 0, close).
 //
 //   proto_relay_hybrid LISTEN_ADDR:PORT [--setup defer|coop|plain] [--ring-ctl] [--ring-socket]
+//                      [--defer-ring-fd]
 //
 // What goes through the ring instead of syscalls:
 // - accept: one multishot IORING_OP_ACCEPT on the listener (re-armed if the kernel ends it): no
@@ -89,6 +90,7 @@ struct Options {
   const char* setupName = "plain";
   bool ringCtl = false;
   bool ringSocket = false;
+  bool deferRingFd = false;  // defer with the ring fd in the epoll set instead of the eventfd
 };
 
 class Relay {
@@ -106,7 +108,7 @@ class Relay {
     }
     epoll_event ev{};
     ev.data.u64 = kRingTag;
-    if (o.setup == Setup::kDefer) {
+    if (o.setup == Setup::kDefer && !o.deferRingFd) {
       evfd_ = Fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
       if (!evfd_.valid()) proto::die("eventfd");
       rc = io_uring_register_eventfd(&ring_, evfd_.get());
@@ -387,7 +389,7 @@ class Relay {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s LISTEN_ADDR:PORT [--setup defer|coop|plain] [--ring-ctl] [--ring-socket]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s LISTEN_ADDR:PORT [--setup defer|coop|plain] [--ring-ctl] [--ring-socket] [--defer-ring-fd]\n", argv[0]);
     return 2;
   }
   Options o;
@@ -395,6 +397,8 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--ring-ctl") {
       o.ringCtl = true;
+    } else if (a == "--defer-ring-fd") {
+      o.deferRingFd = true;  // an experiment: shows that the ring fd alone does not wake epoll
     } else if (a == "--ring-socket") {
       o.ringSocket = true;
     } else if (a == "--setup" && i + 1 < argc) {
@@ -417,7 +421,7 @@ int main(int argc, char** argv) {
   }
   sockaddr_in addr = proto::parseAddress(argv[1]);
   Relay relay(addr, o);
-  std::string how = std::string("hybrid epoll+io_uring setup=") + o.setupName + (o.ringCtl ? " ring-ctl" : "") + (o.ringSocket ? " ring-socket" : "");
+  std::string how = std::string("hybrid epoll+io_uring setup=") + o.setupName + (o.ringCtl ? " ring-ctl" : "") + (o.ringSocket ? " ring-socket" : "") + (o.deferRingFd ? " defer-ring-fd" : "");
   proto::announceReady(addr, how.c_str());
   relay.run();
 }
