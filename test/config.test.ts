@@ -13,6 +13,7 @@ import { defaultConfig } from '../src/config/default';
 import { MAX_DURATION_MS, parseDuration } from '../src/config/duration';
 import { ConfigError, formatProblems, loadConfigFile, MAX_CONFIG_BYTES, parseConfigText } from '../src/config/load';
 import { problemAt, problemsOf } from './config-problems';
+import { MAX_YAML_DEPTH } from '../src/config/yaml-document';
 import type { SplicegateConfig } from '../src/config/types';
 import { loadBinding } from '../src/native/binding';
 import { ListenSockets } from '../src/proxy/listen-sockets';
@@ -515,6 +516,34 @@ test('field types and ranges: mode, transparent, backlog, upstream_mark, name', 
 test('empty file and non-mapping root are root-level problems', () => {
   problemAt(problemsOf(''), '(root)', 'empty');
   problemAt(problemsOf('- 1\n'), '(root)', 'expected a mapping');
+});
+
+// A 40 KB file of brackets overflowed the stack in yaml's composer; V8 then aborted the process on
+// the next parse (FATAL ERROR: RegExpCompiler Allocation failed), so a second bad reload killed a
+// running proxy. Every shape of deep nesting is refused by its depth, as often as it comes.
+test('YAML nested too deeply is refused at its line, every time, without a stack overflow', () => {
+  const deep = [
+    '['.repeat(20_000) + ']'.repeat(20_000),
+    `listeners: ${'{a: '.repeat(20_000)}1${'}'.repeat(20_000)}\n`,
+    `${'- '.repeat(20_000)}x\n`,
+    Array.from({ length: 1000 }, (_, i) => `${' '.repeat(i)}a:`).join('\n') + ' 1\n',
+  ];
+  for (let round = 0; round < 3; round++) {
+    for (const text of deep) {
+      const problems = problemsOf(text);
+      assert.equal(problems.length, 1, JSON.stringify(problems));
+      const problem = problemAt(problems, '(root)', `nested more than ${MAX_YAML_DEPTH} levels deep`);
+      assert.equal(typeof problem.line, 'number');
+    }
+  }
+  // Just within the bound, the schema judges the value as usual.
+  problemAt(problemsOf(`${ONE_LISTENER}workers: ${'['.repeat(90)}${']'.repeat(90)}\n`), 'workers', 'expected "auto" or an integer');
+});
+
+test('YAML alias bombs are refused by the alias limit', () => {
+  const laughs = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]'];
+  for (let i = 1; i < 10; i++) laughs.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);
+  problemAt(problemsOf(`${laughs.join('\n')}\n${ONE_LISTENER}`), '(root)', 'YAML error');
 });
 
 test('unreadable file: message names the path and the errno code', () => {

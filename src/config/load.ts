@@ -2,20 +2,26 @@
 // is a ConfigError listing all problems, each tied to a path and, where possible, a line.
 
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { isMap, isNode, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
+import { isMap, isNode, isScalar, LineCounter, type Document } from 'yaml';
 import { ConfigError, formatPath, ROOT_PATH, type ConfigProblem } from './problems';
 import { validateConfigValue } from './schema';
 import { describeErrno } from './syserr';
 import type { SplicegateConfig } from './types';
+import { parseYamlDocument, tooDeepMessage } from './yaml-document';
 
 export { ConfigError, formatProblems, type ConfigProblem } from './problems';
 
 /** Parse and validate config text; `source` names it in messages (usually the file path). */
 export function parseConfigText(text: string, source: string): SplicegateConfig {
   const lineCounter = new LineCounter();
-  // uniqueKeys: a key given twice is an error, not "last one wins". prettyErrors off: we format
-  // positions ourselves, one line per problem.
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  // A key given twice is an error, not "last one wins" (uniqueKeys); positions are formatted
+  // here, one line per problem. A document nested too deeply is refused before it is composed.
+  const parsed = parseYamlDocument(text, lineCounter);
+  if (!parsed.ok) {
+    const pos = lineCounter.linePos(parsed.tooDeepAt);
+    throw new ConfigError(source, [{ path: ROOT_PATH, message: tooDeepMessage(), line: pos.line, column: pos.col }]);
+  }
+  const doc = parsed.doc;
 
   const yamlProblems: ConfigProblem[] = [...doc.errors, ...doc.warnings].map((e) => {
     const pos = lineCounter.linePos(e.pos[0]);
