@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { createServer } from 'node:net';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { parseSocketAddress } from '../src/config/address';
 import { defaultConfig } from '../src/config/default';
@@ -552,6 +552,22 @@ test('unreadable file: message names the path and the errno code', () => {
   assert.equal(err.source, missing);
   assert.equal(formatProblems(err), `${missing}: (root): cannot read config file: ENOENT (no such file or directory)`);
   problemAt(caught(() => loadConfigFile(FIXTURES)).problems, '(root)', 'EISDIR');
+});
+
+// Opening a FIFO waits for a writer: a reload froze the main thread (admin, signals) until one came.
+test('a FIFO as the config file is refused at once, not waited on', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'splicegate-fifo-'));
+  try {
+    const fifo = join(dir, 'config.yaml');
+    execFileSync('mkfifo', [fifo]);
+    // In a child: before the fix the open never returned, and a blocked thread runs no test timeout.
+    const load = `try { require(${JSON.stringify(join(__dirname, '..', 'src', 'config', 'load.js'))}).loadConfigFile(${JSON.stringify(fifo)}) } catch (e) { console.log(e.message) }`;
+    const r = spawnSync(process.execPath, ['-e', load], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.signal, null, 'the load did not return (killed by the 30 s liveness limit)');
+    assert.equal(r.stdout.trim(), `${fifo}: (root): cannot read config file: it is a FIFO; expected a regular file`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('formatProblems: one "<source>: <path>: <message>" line per problem', () => {

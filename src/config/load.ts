@@ -1,7 +1,7 @@
 // Reading a config: file -> YAML document -> schema validation -> SplicegateConfig. Every failure
 // is a ConfigError listing all problems, each tied to a path and, where possible, a line.
 
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
 import { isMap, isNode, isScalar, LineCounter, type Document } from 'yaml';
 import { ConfigError, formatPath, ROOT_PATH, type ConfigProblem } from './problems';
 import { validateConfigValue } from './schema';
@@ -79,9 +79,16 @@ const tooLarge = (path: string, size: string): ConfigError =>
  * whose stat size says nothing (a pipe, /proc) or that grows meanwhile is refused the same way.
  */
 function readBounded(path: string, max: number): string {
-  const fd = openSync(path, 'r');
+  // O_NONBLOCK: opening a FIFO for reading waits for a writer, and reading it for data; on a reload
+  // that froze the main thread (admin, signals, drain) until someone wrote to it. Such files are
+  // refused instead; for regular files and devices the flag changes nothing.
+  const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   try {
-    const size = fstatSync(fd).size;
+    const st = fstatSync(fd);
+    if (st.isFIFO() || st.isSocket()) {
+      throw new ConfigError(path, [{ path: ROOT_PATH, message: `cannot read config file: it is a ${st.isFIFO() ? 'FIFO' : 'socket'}; expected a regular file` }]);
+    }
+    const size = st.size;
     if (size > max) throw tooLarge(path, `${size} bytes`);
     const buffer = Buffer.alloc(max + 1);
     let length = 0;
