@@ -12,7 +12,7 @@ import { loopWarningRule } from './loop-warning';
 import { watchCounters } from '../stats/counter-watch';
 import { DenyLog } from './deny-log';
 import { AccessLogHolder } from './access-log-holder';
-import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog } from '../latency/interval-log';
+import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog, type LatencyLog } from '../latency/interval-log';
 import { closeLatencyPool } from '../latency/merge-pool';
 import { ListenSocketPool } from './listen-sockets';
 import { ProxyRuntime } from './runtime';
@@ -133,6 +133,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   const reopenLogs = (): boolean => accessLog.reopen();
   control.logsOpen(reopenLogs);
   let admin: AdminServer | undefined;
+  let latencyLog: LatencyLog | undefined;
   try {
     const first = await runtime.startGeneration(config, options.configSource);
     runtime.activate(first);
@@ -159,8 +160,15 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
       },
       log,
     );
+    // Before ready, like a listener: a log that cannot be opened stops the start with its path
+    // (opened after ready, the failure left workers and admin running and the process deaf to signals).
+    if (options.latencyLogPath) {
+      latencyLog = await startLatencyLog(options.latencyLogPath, options.latencyLogIntervalMs ?? DEFAULT_LATENCY_LOG_INTERVAL_MS, runtime, { log });
+    }
   } catch (err) {
+    await admin?.close().catch(() => undefined);
     await runtime.stop().catch(() => undefined);
+    await closeLatencyPool().catch(() => undefined);
     throw err;
   }
   // Reloads only once the first generation serves; one asked for meanwhile runs now.
@@ -169,9 +177,6 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   const watch = watchCounters(() => runtime.counters(), [loopWarningRule(() => runtime.active.config, log)], COUNTER_WATCH_MS, (err) =>
     log.debug('counter watch: read failed', { error: err instanceof Error ? err.message : String(err) }),
   );
-  const latencyLog = options.latencyLogPath
-    ? await startLatencyLog(options.latencyLogPath, options.latencyLogIntervalMs ?? DEFAULT_LATENCY_LOG_INTERVAL_MS, runtime, { log })
-    : undefined;
 
   const signal = await signals.first;
   log.info('draining', { signal, drain_timeout_ms: runtime.active.config.drainTimeoutMs });
