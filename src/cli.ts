@@ -447,6 +447,8 @@ interface SystemErrorShape {
   port?: number;
   /** The native core's errors: what the call was for, e.g. "egress 0.0.0.0:15001". */
   context?: string;
+  /** Node's fs errors: the file the call was for. */
+  path?: string;
 }
 
 function isSystemError(err: unknown): err is Error & SystemErrorShape {
@@ -470,6 +472,8 @@ export function formatSystemError(err: SystemErrorShape): string {
     target = typeof err.port === 'number' ? `${host}:${err.port}` : host;
   } else if (typeof err.context === 'string' && err.context !== '') {
     target = err.context;
+  } else if (typeof err.path === 'string') {
+    target = err.path;
   }
   // Opening a listener is one operation to the user, whichever call failed; and Node reports a
   // failed bind() as syscall "listen" (libuv defers the error), so name the step "bind".

@@ -209,6 +209,15 @@ test('native core errors (context instead of address) format the same way', () =
   );
 });
 
+// `report --log /missing` said only "open: open failed: ENOENT": which file?
+test('file errors name the file', () => {
+  assert.equal(formatSystemError({ code: 'ENOENT', syscall: 'open', path: '/nonexistent.hlog' }), 'open /nonexistent.hlog: open failed: ENOENT (no such file or directory)');
+  const missing = join(tmpdir(), `splicegate-missing-${process.pid}.hlog`);
+  const run = splicegate('report', '--log', missing);
+  assert.equal(run.status, 1);
+  assert.equal(run.stderr, `splicegate: open ${missing}: open failed: ENOENT (no such file or directory)\n`);
+});
+
 function listen(server: Server, port: number): Promise<Server> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);

@@ -6,13 +6,14 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { createServer } from 'node:net';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { parseSocketAddress } from '../src/config/address';
 import { defaultConfig } from '../src/config/default';
 import { MAX_DURATION_MS, parseDuration } from '../src/config/duration';
 import { ConfigError, formatProblems, loadConfigFile, MAX_CONFIG_BYTES, parseConfigText } from '../src/config/load';
 import { problemAt, problemsOf } from './config-problems';
+import { MAX_YAML_DEPTH } from '../src/config/yaml-document';
 import type { SplicegateConfig } from '../src/config/types';
 import { loadBinding } from '../src/native/binding';
 import { ListenSockets } from '../src/proxy/listen-sockets';
@@ -517,12 +518,56 @@ test('empty file and non-mapping root are root-level problems', () => {
   problemAt(problemsOf('- 1\n'), '(root)', 'expected a mapping');
 });
 
+// A 40 KB file of brackets overflowed the stack in yaml's composer; V8 then aborted the process on
+// the next parse (FATAL ERROR: RegExpCompiler Allocation failed), so a second bad reload killed a
+// running proxy. Every shape of deep nesting is refused by its depth, as often as it comes.
+test('YAML nested too deeply is refused at its line, every time, without a stack overflow', () => {
+  const deep = [
+    '['.repeat(20_000) + ']'.repeat(20_000),
+    `listeners: ${'{a: '.repeat(20_000)}1${'}'.repeat(20_000)}\n`,
+    `${'- '.repeat(20_000)}x\n`,
+    Array.from({ length: 1000 }, (_, i) => `${' '.repeat(i)}a:`).join('\n') + ' 1\n',
+  ];
+  for (let round = 0; round < 3; round++) {
+    for (const text of deep) {
+      const problems = problemsOf(text);
+      assert.equal(problems.length, 1, JSON.stringify(problems));
+      const problem = problemAt(problems, '(root)', `nested more than ${MAX_YAML_DEPTH} levels deep`);
+      assert.equal(typeof problem.line, 'number');
+    }
+  }
+  // Just within the bound, the schema judges the value as usual.
+  problemAt(problemsOf(`${ONE_LISTENER}workers: ${'['.repeat(90)}${']'.repeat(90)}\n`), 'workers', 'expected "auto" or an integer');
+});
+
+test('YAML alias bombs are refused by the alias limit', () => {
+  const laughs = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]'];
+  for (let i = 1; i < 10; i++) laughs.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);
+  problemAt(problemsOf(`${laughs.join('\n')}\n${ONE_LISTENER}`), '(root)', 'YAML error');
+});
+
 test('unreadable file: message names the path and the errno code', () => {
   const missing = join(FIXTURES, 'does-not-exist.yaml');
   const err = caught(() => loadConfigFile(missing));
   assert.equal(err.source, missing);
   assert.equal(formatProblems(err), `${missing}: (root): cannot read config file: ENOENT (no such file or directory)`);
   problemAt(caught(() => loadConfigFile(FIXTURES)).problems, '(root)', 'EISDIR');
+});
+
+// Opening a FIFO waits for a writer: a reload froze the main thread (admin, signals) until one came.
+test('a FIFO as the config file is refused at once, not waited on', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'splicegate-fifo-'));
+  try {
+    const fifo = join(dir, 'config.yaml');
+    execFileSync('mkfifo', [fifo]);
+    // In a child: before the fix the open never returned, and a blocked thread runs no test timeout.
+    const load = `try { require(${JSON.stringify(join(__dirname, '..', 'src', 'config', 'load.js'))}).loadConfigFile(${JSON.stringify(fifo)}) } catch (e) { console.log(e.message) }`;
+    const r = spawnSync(process.execPath, ['-e', load], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.signal, null, 'the load did not return (killed by the 30 s liveness limit)');
+    assert.equal(r.stdout.trim(), `${fifo}: (root): cannot read config file: it is a FIFO; expected a regular file`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('formatProblems: one "<source>: <path>: <message>" line per problem', () => {

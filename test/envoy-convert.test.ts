@@ -245,6 +245,15 @@ test('a YAML that is not an Envoy bootstrap says so', () => {
   assert.throws(() => convertEnvoyText('- just\n- a list\n', 'x.yaml', false), (err: unknown) => err instanceof ConfigError && /not an Envoy bootstrap/.test(err.message));
 });
 
+test('an Envoy file nested too deeply is refused by its depth, not by a stack overflow', () => {
+  for (let round = 0; round < 3; round++) {
+    assert.throws(
+      () => convertEnvoyText(`static_resources: ${'['.repeat(20_000)}${']'.repeat(20_000)}\n`, 'deep.yaml', false),
+      (err: unknown) => err instanceof ConfigError && /^deep\.yaml: \(root\): YAML nested more than \d+ levels deep.*\(line 1, column \d+\)$/.test(err.message),
+    );
+  }
+});
+
 test('what splicegate itself refuses after the mapping is reported against the converted config', () => {
   const c = cluster({ original_dst_lb_config: { upstream_port_override: 9000 } });
   const lines = refused(bootstrap([tcpListener()], [c]));

@@ -1,5 +1,7 @@
 #include "loop_thread.h"
 
+#include <pthread.h>
+
 #include <csignal>
 
 #include "event_loop.h"
@@ -39,13 +41,15 @@ void LoopThread::run() {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  // Named so that top -H, perf and /proc tell the relay threads from Node's own.
+  pthread_setname_np(pthread_self(), "splicegate-loop");
   core_->setWakeHandler([this] { runPosted(); });
   for (;;) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stopRequested_) break;
     }
-    core_->runOnce(-1);  // the core's 50 ms tick bounds the wait, so an orphan's deadline is seen
+    core_->runOnce(-1);  // the core's tick bounds the wait (50 ms for an orphan), so its deadline is seen
     if (orphaned_ && orphanAfterBatch_) orphanAfterBatch_(*core_, false);
     if (orphaned_ && orphanDone()) {
       runPosted();
@@ -63,6 +67,7 @@ void LoopThread::orphan(uint64_t deadlineUs, std::function<void(WorkerCore&, boo
   post([this, deadlineUs, afterBatch = std::move(afterBatch), ended = std::move(ended)](WorkerCore& core) mutable {
     // Detached the way stopAccepting always is: safe inside the batch this runs in.
     core.stopAccepting();
+    core.keepTicking();  // the deadline and the access-log hand-over are seen on the busy tick
     orphaned_ = true;
     orphanDeadlineUs_ = deadlineUs;
     orphanAfterBatch_ = std::move(afterBatch);

@@ -51,6 +51,8 @@ class WarmPool {
   RegisteredUpstream take(const Host& host);
   // Drops sockets older than the ttl.
   void expire(uint64_t nowUs);
+  // No warm socket is kept (none to expire).
+  bool empty() const { return age_.empty(); }
   // The host leaves the cache: its warm sockets go with it.
   void dropHost(const Host& host);
   // Frees dropped and taken sockets' shells; called after each event batch (a later event of the

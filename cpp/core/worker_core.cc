@@ -19,6 +19,9 @@ namespace {
 
 // Housekeeping period: connect-timeout resolution, paused-accept retry, gauges.
 constexpr long kTickNs = 50L * 1000 * 1000;
+// The tick's period at rest (canRest): the idle sweep's period, so resting changes no deadline
+// that relayed connections, the host cache or the policy refresh have.
+constexpr time_t kRestTickSeconds = 1;
 constexpr uint64_t kIdleSweepUs = 1000 * 1000;
 // How often the per-host latency table re-picks its busiest hosts.
 constexpr uint64_t kLatencyRebalanceUs = 5 * 1000 * 1000;
@@ -108,6 +111,7 @@ SysError WorkerCore::init() {
   spec.it_interval.tv_nsec = kTickNs;
   spec.it_value.tv_nsec = kTickNs;
   if (::timerfd_settime(tick_.fd.get(), 0, &spec, nullptr) < 0) return SysError::fromErrno("timerfd_settime");
+  resting_ = false;
   if (SysError e = loop_->add(tick_.fd.get(), EPOLLIN, &tick_)) return e;
 
   kick_.core = this;
@@ -186,6 +190,37 @@ void WorkerCore::runOnce(int timeoutMs) {
   kickIfReady();
   dispatching_ = false;
   disposeClosed();
+  // Whatever this batch started (a connect, a PROXY handshake, an HTTP request) gets the busy
+  // tick before its deadline could pass unseen.
+  if (resting_ && !canRest()) setTickPeriod(false);
+}
+
+bool WorkerCore::canRest() const {
+  if (!restAllowed_ || !spareFd_) return false;
+  if (!connecting_.empty() || !handshaking_.empty() || !fdWaiters_.empty() || !holderWaiters_.empty()) return false;
+  if (!ready_.empty() || !sessions_.empty() || !readySessions_.empty() || !holderWaitingSessions_.empty()) return false;
+  if (!warm_.empty() || httpPool_.idleCount() != 0 || udp_.sessionCount() != 0) return false;
+  for (const auto& listener : listeners_) {
+    if (listener->paused()) return false;
+  }
+  return true;
+}
+
+void WorkerCore::setTickPeriod(bool rest) {
+  itimerspec spec{};
+  if (rest) {
+    spec.it_interval.tv_sec = kRestTickSeconds;
+    spec.it_value.tv_sec = kRestTickSeconds;
+  } else {
+    spec.it_interval.tv_nsec = kTickNs;
+    spec.it_value.tv_nsec = kTickNs;
+  }
+  if (::timerfd_settime(tick_.fd.get(), 0, &spec, nullptr) == 0) resting_ = rest;
+}
+
+void WorkerCore::keepTicking() {
+  restAllowed_ = false;
+  if (resting_) setTickPeriod(false);
 }
 
 void WorkerCore::acceptFrom(Listener& listener) {
@@ -737,7 +772,9 @@ void WorkerCore::onTick() {
     stats_.add(Stat::proxy_protocol_timeout);
     c->close(CloseReason::kProtocolTimeout);
   });
-  if (now - lastIdleSweepUs_ >= kIdleSweepUs) {
+  // At rest every tick is a sweep: the rest period is the sweep's, and timer jitter must not
+  // make one tick fall a few microseconds short and skip a second.
+  if (resting_ || now - lastIdleSweepUs_ >= kIdleSweepUs) {
     lastIdleSweepUs_ = now;
     const uint32_t idleMs = options_.idleTimeoutMs;
     connections_.forEachSafe([&](Connection* c) {
@@ -765,6 +802,7 @@ void WorkerCore::onTick() {
     for (auto& listener : listeners_) listener->resumeIfPaused();
   }
   refreshGauges();
+  if (!resting_ && canRest()) setTickPeriod(true);
 }
 
 void WorkerCore::refreshGauges() {

@@ -92,6 +92,11 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   WorkerContext& context() { return context_; }
   // Listener: its socket is readable.
   void acceptFrom(Listener& listener);
+  // The tick stays at its busy period from now on, resting or not: an orphaned loop watches its
+  // drain deadline and hands over its access-log records on every tick (loop_thread.h).
+  void keepTicking();
+  // True while the tick runs at its rest period (canRest()); for tests.
+  bool resting() const { return resting_; }
 
  private:
   // The housekeeping timer and the "more work queued" kick share this small handler type.
@@ -117,6 +122,12 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
 
   SysError init();
   void onTick();
+  // The tick runs every 50 ms while anything waits on a deadline finer than a second, and every
+  // second at rest, so an idle proxy wakes twice a second per worker, not 40 times. True when
+  // nothing needs the finer tick: relayed connections only need the idle sweep, once a second.
+  bool canRest() const;
+  // Arms the tick at its rest or busy period; on failure the period is left as it was.
+  void setTickPeriod(bool rest);
   void onKick();
   void runReadyQueue();
   void wakeHolderWaiters();
@@ -208,6 +219,8 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   IntrusiveList<HttpSession, &HttpSession::holderWaitNode> holderWaitingSessions_;
   std::vector<HttpSession*> closedSessions_;  // freed after the batch, like closed_
   FdHandler tick_;
+  bool resting_ = false;  // the tick runs at its rest period
+  bool restAllowed_ = true;  // false once keepTicking() was called
   FdHandler kick_;
   bool kicked_ = false;
   bool dispatching_ = false;  // inside runOnce's batch: disposeClosed() must wait

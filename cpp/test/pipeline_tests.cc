@@ -263,6 +263,43 @@ void stageTests() {
     CHECK(stage.core->activeConnections() == 0);
   });
 
+  run("at rest the tick slows; an awaited header brings the 50 ms tick back before its timeout", [] {
+    TwoServers s;
+    Stage stage(s.fakeAddr, trusting("127.0.0.1/32", true, /*timeoutMs=*/200));
+    CHECK(runUntil(*stage.core, [&] { return stage.core->resting(); }));
+    UniqueFd client = connectTo(stage.listenAddr);
+    sendAll(client.get(), "PROXY TCP4 ");
+    CHECK(runUntil(*stage.core, [&] { return stage.core->activeConnections() == 1; }));
+    const auto accepted = std::chrono::steady_clock::now();
+    CHECK(!stage.core->resting());
+    CHECK(runUntil(*stage.core, [&] { return stage.stat(Stat::proxy_protocol_timeout) == 1; }));
+    // Had the tick stayed at its 1 s rest period, the deadline would be seen 1 s after the rest
+    // began at the earliest, i.e. at least 800 ms after the accept.
+    CHECK(std::chrono::steady_clock::now() - accepted < std::chrono::milliseconds(800));
+    // Nothing waits any more: the tick rests again.
+    CHECK(runUntil(*stage.core, [&] { return stage.core->resting(); }));
+  });
+
+  run("an idle relayed connection lets the tick rest, and the idle timeout still ends it", [] {
+    TwoServers s;
+    CoreOptions options;
+    options.idleTimeoutMs = 300;
+    Stage stage(s.fakeAddr, trusting("10.0.0.0/8", /*required=*/false), options);
+    UniqueFd client = connectTo(stage.listenAddr);
+    sendAll(client.get(), "plain");
+    UniqueFd up;
+    CHECK(acceptWhileRunning(*stage.core, s.fake.get(), up));
+    CHECK(runUntil(*stage.core, [&] { return stage.core->resting(); }));
+    CHECK(stage.core->activeConnections() == 1);
+    std::string got;
+    End end = End::kTimeout;
+    std::thread reader([&] { end = readToEnd(client.get(), got); });
+    CHECK(runUntil(*stage.core, [&] { return stage.stat(Stat::cx_idle_timeout) == 1; }));
+    reader.join();
+    CHECK(end == End::kReset);
+    CHECK(stage.core->activeConnections() == 0);
+  });
+
   run("drain while a header is awaited: the connection is reset and counted as drained", [] {
     TwoServers s;
     Stage stage(s.fakeAddr, trusting("127.0.0.1/32"));

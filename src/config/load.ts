@@ -1,21 +1,27 @@
 // Reading a config: file -> YAML document -> schema validation -> SplicegateConfig. Every failure
 // is a ConfigError listing all problems, each tied to a path and, where possible, a line.
 
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { isMap, isNode, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
+import { isMap, isNode, isScalar, LineCounter, type Document } from 'yaml';
 import { ConfigError, formatPath, ROOT_PATH, type ConfigProblem } from './problems';
 import { validateConfigValue } from './schema';
 import { describeErrno } from './syserr';
 import type { SplicegateConfig } from './types';
+import { parseYamlDocument, tooDeepMessage } from './yaml-document';
 
 export { ConfigError, formatProblems, type ConfigProblem } from './problems';
 
 /** Parse and validate config text; `source` names it in messages (usually the file path). */
 export function parseConfigText(text: string, source: string): SplicegateConfig {
   const lineCounter = new LineCounter();
-  // uniqueKeys: a key given twice is an error, not "last one wins". prettyErrors off: we format
-  // positions ourselves, one line per problem.
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  // A key given twice is an error, not "last one wins" (uniqueKeys); positions are formatted
+  // here, one line per problem. A document nested too deeply is refused before it is composed.
+  const parsed = parseYamlDocument(text, lineCounter);
+  if (!parsed.ok) {
+    const pos = lineCounter.linePos(parsed.tooDeepAt);
+    throw new ConfigError(source, [{ path: ROOT_PATH, message: tooDeepMessage(), line: pos.line, column: pos.col }]);
+  }
+  const doc = parsed.doc;
 
   const yamlProblems: ConfigProblem[] = [...doc.errors, ...doc.warnings].map((e) => {
     const pos = lineCounter.linePos(e.pos[0]);
@@ -73,9 +79,16 @@ const tooLarge = (path: string, size: string): ConfigError =>
  * whose stat size says nothing (a pipe, /proc) or that grows meanwhile is refused the same way.
  */
 function readBounded(path: string, max: number): string {
-  const fd = openSync(path, 'r');
+  // O_NONBLOCK: opening a FIFO for reading waits for a writer, and reading it for data; on a reload
+  // that froze the main thread (admin, signals, drain) until someone wrote to it. Such files are
+  // refused instead; for regular files and devices the flag changes nothing.
+  const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   try {
-    const size = fstatSync(fd).size;
+    const st = fstatSync(fd);
+    if (st.isFIFO() || st.isSocket()) {
+      throw new ConfigError(path, [{ path: ROOT_PATH, message: `cannot read config file: it is a ${st.isFIFO() ? 'FIFO' : 'socket'}; expected a regular file` }]);
+    }
+    const size = st.size;
     if (size > max) throw tooLarge(path, `${size} bytes`);
     const buffer = Buffer.alloc(max + 1);
     let length = 0;

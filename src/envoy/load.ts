@@ -1,11 +1,12 @@
 // `--envoy FILE`: read an Envoy bootstrap, convert it (convert.ts), and validate the result with
 // splicegate's own schema, so `run --envoy` starts exactly what `convert --envoy` prints.
 
-import { isNode, LineCounter, parseDocument, stringify, type Document } from 'yaml';
+import { isNode, LineCounter, stringify, type Document } from 'yaml';
 import { ConfigError, readConfigFileText, type ConfigProblem } from '../config/load';
 import { formatPath } from '../config/problems';
 import { validateConfigValue } from '../config/schema';
 import type { SplicegateConfig } from '../config/types';
+import { parseYamlDocument, tooDeepMessage } from '../config/yaml-document';
 import { convertEnvoyBootstrap } from './convert';
 import type { EnvoyFinding, Segment } from './findings';
 
@@ -20,7 +21,12 @@ export interface EnvoyLoad {
 /** Convert Envoy YAML text; a ConfigError (never a stack trace) lists every problem with its Envoy path. */
 export function convertEnvoyText(text: string, source: string, lenient: boolean): EnvoyLoad {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  const parsed = parseYamlDocument(text, lineCounter);
+  if (!parsed.ok) {
+    const pos = lineCounter.linePos(parsed.tooDeepAt);
+    throw new ConfigError(source, [{ path: '(root)', message: tooDeepMessage(), line: pos.line, column: pos.col }]);
+  }
+  const doc = parsed.doc;
   if (doc.errors.length > 0) {
     throw new ConfigError(
       source,

@@ -12,7 +12,7 @@ import { loopWarningRule } from './loop-warning';
 import { watchCounters } from '../stats/counter-watch';
 import { DenyLog } from './deny-log';
 import { AccessLogHolder } from './access-log-holder';
-import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog } from '../latency/interval-log';
+import { DEFAULT_LATENCY_LOG_INTERVAL_MS, startLatencyLog, type LatencyLog } from '../latency/interval-log';
 import { closeLatencyPool } from '../latency/merge-pool';
 import { ListenSocketPool } from './listen-sockets';
 import { ProxyRuntime } from './runtime';
@@ -56,16 +56,43 @@ function waitForSignal(log: Logger): { first: Promise<string>; second: Promise<v
   return { first, second };
 }
 
-/** SIGHUP re-reads the config (reload.ts); the outcome is logged there. */
-function reloadOnHangup(reloader: Reloader, log: Logger): void {
+/**
+ * SIGHUP re-reads the config (reload.ts; the outcome is logged there) and SIGUSR1 reopens the access
+ * log. Both are handled from the first moment of runProxy, because their default actions end the
+ * process (SIGHUP: `systemctl reload` right after `start`, with Type=exec, killed it while its
+ * workers started) or open the inspector port (SIGUSR1). A SIGHUP that arrives before the first
+ * generation serves is applied once it does; it may mean the file changed after it was read.
+ */
+function controlSignals(log: Logger): { logsOpen(reopenLogs: () => boolean): void; serve(reloader: Reloader): void } {
+  let reload: (() => void) | undefined;
+  let heldHangup = false;
+  let reopen: (() => boolean) | undefined;
   process.on('SIGHUP', () => {
-    reloader.reload('SIGHUP').catch((err: unknown) => log.error('reload failed', { error: err instanceof Error ? err.message : String(err) }));
+    if (reload !== undefined) return reload();
+    heldHangup = true;
+    log.info('SIGHUP during start-up: the config is re-read once ready');
   });
+  process.on('SIGUSR1', () => {
+    if (reopen === undefined) log.info('SIGUSR1 during start-up: the access log is being opened, nothing to reopen');
+    else if (!reopen()) log.info('SIGUSR1: no access log to reopen');
+  });
+  return {
+    logsOpen(reopenLogs) {
+      reopen = reopenLogs;
+    },
+    serve(reloader) {
+      reload = () => {
+        reloader.reload('SIGHUP').catch((err: unknown) => log.error('reload failed', { error: err instanceof Error ? err.message : String(err) }));
+      };
+      if (heldHangup) reload();
+    },
+  };
 }
 
 export async function runProxy(config: SplicegateConfig, options: RunProxyOptions): Promise<number> {
   const startedAtMs = Date.now();
   const log = createLogger(process.env.SPLICEGATE_DEBUG ? 'debug' : 'info');
+  const control = controlSignals(log);
   const binding = loadBinding();
   const limits = binding.raiseFdLimit();
   log.info('starting', {
@@ -103,12 +130,10 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
     prepare: (next) => accessLog.prepare(next.accessLog),
     ...(options.loadConfig === undefined ? {} : { load: options.loadConfig }),
   });
-  // Always handled: Node's default for SIGUSR1 would open the inspector port.
   const reopenLogs = (): boolean => accessLog.reopen();
-  process.on('SIGUSR1', () => {
-    if (!reopenLogs()) log.info('SIGUSR1: no access log to reopen');
-  });
+  control.logsOpen(reopenLogs);
   let admin: AdminServer | undefined;
+  let latencyLog: LatencyLog | undefined;
   try {
     const first = await runtime.startGeneration(config, options.configSource);
     runtime.activate(first);
@@ -135,19 +160,23 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
       },
       log,
     );
+    // Before ready, like a listener: a log that cannot be opened stops the start with its path
+    // (opened after ready, the failure left workers and admin running and the process deaf to signals).
+    if (options.latencyLogPath) {
+      latencyLog = await startLatencyLog(options.latencyLogPath, options.latencyLogIntervalMs ?? DEFAULT_LATENCY_LOG_INTERVAL_MS, runtime, { log });
+    }
   } catch (err) {
+    await admin?.close().catch(() => undefined);
     await runtime.stop().catch(() => undefined);
+    await closeLatencyPool().catch(() => undefined);
     throw err;
   }
-  // Installed once the first generation serves: a SIGHUP before that keeps its default (exit).
-  reloadOnHangup(reloader, log);
+  // Reloads only once the first generation serves; one asked for meanwhile runs now.
+  control.serve(reloader);
   log.info('ready', { admin: admin.address, config_generation: runtime.active.number });
   const watch = watchCounters(() => runtime.counters(), [loopWarningRule(() => runtime.active.config, log)], COUNTER_WATCH_MS, (err) =>
     log.debug('counter watch: read failed', { error: err instanceof Error ? err.message : String(err) }),
   );
-  const latencyLog = options.latencyLogPath
-    ? await startLatencyLog(options.latencyLogPath, options.latencyLogIntervalMs ?? DEFAULT_LATENCY_LOG_INTERVAL_MS, runtime, { log })
-    : undefined;
 
   const signal = await signals.first;
   log.info('draining', { signal, drain_timeout_ms: runtime.active.config.drainTimeoutMs });

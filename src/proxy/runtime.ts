@@ -55,14 +55,30 @@ export class ProxyRuntime implements LatencySource {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly reloadStats = { config_reloads: 0, config_reload_failures: 0 };
 
-  /** Writes orphans' access-log lines while the access log is on. */
-  private readonly orphanAccessLog: NodeJS.Timeout | undefined;
+  /** Takes orphans' access-log lines while any orphan lives (see watchOrphanAccessLog). */
+  private orphanAccessLog: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: RuntimeOptions) {
     this.aggregator = new CounterAggregator(options.binding.statNames);
-    // A dead worker's loop goes on closing connections (orphans): their records come through the
-    // addon's queue, not a worker's port. One cheap native call per interval when there are none.
-    this.orphanAccessLog = options.onAccessLog ? setInterval(() => this.writeOrphanAccessLog(), ORPHAN_ACCESS_LOG_MS).unref() : undefined;
+  }
+
+  /**
+   * A dead worker's loop goes on closing connections (an orphan): their records come through the
+   * addon's queue, not a worker's port. They are taken every ORPHAN_ACCESS_LOG_MS from the worker
+   * exit that left an orphan until no orphan is left and its last records are written; a process
+   * with no orphan runs no timer for them (an idle proxy should not wake for nothing).
+   */
+  private watchOrphanAccessLog(): void {
+    if (!this.options.onAccessLog || this.orphanAccessLog) return;
+    this.orphanAccessLog = setInterval(() => {
+      // Read before the take: an orphan that ends queues its last records before it stops counting.
+      const none = this.options.binding.orphans().count === 0;
+      this.writeOrphanAccessLog();
+      if (none) {
+        clearInterval(this.orphanAccessLog);
+        this.orphanAccessLog = undefined;
+      }
+    }, ORPHAN_ACCESS_LOG_MS).unref();
   }
 
   private writeOrphanAccessLog(): void {
@@ -129,6 +145,8 @@ export class ProxyRuntime implements LatencySource {
     }
     this.nextNumber += 1;
     generation.supervisor.on('worker-exit', (id, lastStats, lastLatency) => {
+      // A retired generation's worker cut at its drain deadline may leave an orphan too.
+      if (binding.orphans().count > 0) this.watchOrphanAccessLog();
       // Only while the generation is live: a retired generation's totals were taken at retirement.
       if (!this.live.includes(generation)) return;
       // The counters the worker last reported; what its loop counts after them (if it relays on
@@ -309,6 +327,7 @@ export class ProxyRuntime implements LatencySource {
     // A worker the pool had to terminate (it did not close in time) leaves an orphan too.
     await this.endOrphans();
     clearInterval(this.orphanAccessLog);
+    this.orphanAccessLog = undefined;
     this.writeOrphanAccessLog();  // the last records, the ended orphans' included
   }
 }

@@ -4,7 +4,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Lab } from '../lab/lab';
@@ -78,6 +78,19 @@ describe('latency histograms', () => {
       assert.match(text.body, /ttfb/);
       const prom = await sg.adminGet('/stats/prometheus');
       assert.match(prom.body, /_bucket\{le="\+Inf"\} 40\b/);
+    }),
+  );
+
+  it('a --latency-log that cannot be opened stops the start: exit 1 naming the path, nothing left running', { timeout: 60000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      // Its own listener and admin ports, so the running instance is not what makes it fail.
+      const file = join(lab.tmpDir(), 'bad-latency-log.yaml');
+      writeFileSync(file, Splicegate.buildConfig({ listeners: [{ name: 'other', address: '0.0.0.0:15009' }], admin: '127.0.0.1:9909' }));
+      const missing = join(lab.tmpDir(), 'no-such-dir', 'x.hlog');
+      const bad = lab.start('gw', process.execPath, [cliPath, 'run', '--config', file, '--latency-log', missing], { stdin: 'ignore', label: 'splicegate with a bad --latency-log' });
+      const exit = await bad.waitExit(30000);
+      assert.deepEqual(exit, { code: 1, signal: null }, bad.diagnostics());
+      assert.ok(bad.stderr.includes(missing) && bad.stderr.includes('ENOENT'), bad.stderr);
     }),
   );
 

@@ -69,6 +69,8 @@ export interface SplicegateOptions {
   envoyFile?: string;
   /** A command that execs `node cli.js run ...` (its argv follows), e.g. systemd-socket-activate -l ADDR. */
   launcher?: string[];
+  /** Runs once the process is spawned, before start() waits for GET /ready (signals during start-up). */
+  beforeReady?: (sg: Splicegate) => Promise<void>;
 }
 
 export const STAT_NAMES = [
@@ -230,6 +232,7 @@ export class Splicegate {
       ...(o.env ? { env: { ...process.env, ...o.env } } : {}),
     });
     const sg = new Splicegate(lab, proc, configPath, configText, o.admin ?? '127.0.0.1:9901', tmpDir);
+    await o.beforeReady?.(sg);
     await sg.waitReady(o.readyTimeoutMs ?? 15000);
     return sg;
   }

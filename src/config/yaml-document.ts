@@ -1,0 +1,55 @@
+// YAML text -> Document for config files (splicegate's and Envoy's), with the nesting bounded.
+//
+// yaml's composer, toJS and the schema walk recurse once per nesting level. A small file of
+// brackets ("[[[[...", 20,000 of them is 40 KB) overflows the stack inside yaml's composer, and
+// after such an overflow V8 aborted the whole process on the next parse ("FATAL ERROR:
+// RegExpCompiler Allocation failed"): a second bad reload killed a running proxy. So the text goes
+// through yaml's lexer and CST parser (iterative, they keep the nesting in an array) one token at a
+// time, and a document nested deeper than MAX_YAML_DEPTH is refused before anything recurses.
+
+import { Composer, Lexer, Parser, YAMLParseError, type CST, type Document, type LineCounter } from 'yaml';
+
+/**
+ * Deepest CST nesting accepted (document, collections and their items each count one). The
+ * examples need at most 6 (Envoy bootstraps 17); the composer's stack overflowed at a few thousand.
+ */
+export const MAX_YAML_DEPTH = 100;
+
+export type ParsedYaml = { ok: true; doc: Document } | { ok: false; tooDeepAt: number };
+
+/** parseDocument(text, { lineCounter, uniqueKeys: true }), refusing documents nested too deeply. */
+export function parseYamlDocument(text: string, lineCounter: LineCounter): ParsedYaml {
+  const parser = new Parser(lineCounter.addNewLine);
+  let tooDeepAt: number | undefined;
+  function* tokens(): Generator<CST.Token, void> {
+    lineCounter.addNewLine(0);
+    for (const lexeme of new Lexer().lex(text)) {
+      yield* parser.next(lexeme);
+      if (parser.stack.length > MAX_YAML_DEPTH) {
+        tooDeepAt = parser.offset;
+        return;
+      }
+    }
+    yield* parser.end();
+  }
+  const composer = new Composer({ uniqueKeys: true });
+  // As parseDocument: the first document, and an error if the stream holds more.
+  let doc: Document | undefined;
+  for (const next of composer.compose(tokens(), true, text.length)) {
+    if (doc === undefined) {
+      doc = next;
+    } else {
+      doc.errors.push(new YAMLParseError([next.range[0], next.range[1]], 'MULTIPLE_DOCS', 'Source contains multiple documents; please use YAML.parseAllDocuments()'));
+      break;
+    }
+  }
+  if (tooDeepAt !== undefined) return { ok: false, tooDeepAt };
+  // compose(..., forceDoc = true) always ends with a document, even for empty text.
+  if (doc === undefined) throw new Error('yaml composer produced no document');
+  return { ok: true, doc };
+}
+
+/** The problem message for a document refused by its nesting. */
+export function tooDeepMessage(): string {
+  return `YAML nested more than ${MAX_YAML_DEPTH} levels deep; a config needs far fewer`;
+}
