@@ -1,10 +1,10 @@
-// Benchmark prototypes, NOT product code: what the two prototype relays (proto_relay_epoll.cc,
-// proto_relay_uring.cc) share, so that they differ only in the I/O interface. They exist to
-// measure, in the benchmark lab, what io_uring alone could win per core over epoll for a
-// transparent copy relay (issue 12 §3, bench/results/attempts.md attempt 8) before anyone builds
-// a third `tuning.driver` into the core. IPv4 only (the lab is IPv4), one thread, no config.
-// Contenders proto-epoll / proto-uring of `npm run bench -- --only ...`; what they measured:
-// bench/results/attempts.md, attempt 8.
+// Benchmark prototypes, NOT product code: what the prototype relays (proto_relay_epoll.cc,
+// proto_relay_uring.cc, proto_relay_hybrid.cc) share, so that they differ only in the I/O
+// interface. They exist to measure, in the benchmark lab, what io_uring could win per core over
+// epoll for a transparent copy relay (issue 12 §3, bench/results/attempts.md attempts 8 and 9)
+// before anyone builds a third `tuning.driver` into the core. IPv4 only (the lab is IPv4), one
+// thread, no config. Contenders proto-epoll / proto-uring / proto-hybrid of
+// `npm run bench -- --only ...`; what they measured: bench/results/attempts.md, attempts 8 and 9.
 
 #pragma once
 
@@ -133,6 +133,78 @@ inline void announceReady(const sockaddr_in& addr, const char* how) {
   inet_ntop(AF_INET, &addr.sin_addr, ip, sizeof ip);
   std::printf("READY %s:%u %s\n", ip, ntohs(addr.sin_port), how);
   std::fflush(stdout);
+}
+
+
+/** One direction of the epoll relays' copy path (proto_relay_epoll.cc, proto_relay_hybrid.cc). */
+struct Direction {
+  char buf[kBufferBytes];
+  uint32_t start = 0;
+  uint32_t end = 0;
+  bool eof = false;     // its source returned 0
+  bool passed = false;  // EOF passed on to its destination (shutdown, or the final close)
+};
+
+enum class Step { kOk, kDone, kError };
+
+/**
+ * Moves direction `d` of `c` (0: client -> upstream, 1: upstream -> client) as far as readiness
+ * allows: send what is buffered, pass EOF on once flushed, else recv; a short recv proves the
+ * socket drained (splicegate's rule). Shared by the two epoll relays so they differ only in how
+ * connections are set up and torn down. Conn has fd[2], readable/writable/rdhup[2] and dir[2].
+ */
+template <class Conn>
+inline Step pump(Conn* c, int d) {
+  Direction& b = c->dir[d];
+  const int src = d;
+  const int dst = 1 - d;
+  for (;;) {
+    if (b.start < b.end) {
+      if (!c->writable[dst]) return Step::kOk;
+      ssize_t n = ::send(c->fd[dst].get(), b.buf + b.start, b.end - b.start, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {
+          c->writable[dst] = false;
+          return Step::kOk;
+        }
+        return Step::kError;
+      }
+      b.start += static_cast<uint32_t>(n);
+      if (b.start < b.end) {
+        c->writable[dst] = false;  // the socket buffer is full: wait for EPOLLOUT
+        return Step::kOk;
+      }
+      b.start = b.end = 0;
+      continue;
+    }
+    if (b.eof) {
+      if (b.passed) return Step::kOk;
+      // Both directions at EOF: the caller closes both, and that close sends this FIN.
+      if (c->dir[1 - d].passed) return Step::kDone;
+      if (::shutdown(c->fd[dst].get(), SHUT_WR) != 0) return Step::kError;
+      b.passed = true;
+      return Step::kOk;
+    }
+    if (!c->readable[src]) return Step::kOk;
+    ssize_t n = ::recv(c->fd[src].get(), b.buf, kBufferBytes, 0);
+    if (n > 0) {
+      b.end = static_cast<uint32_t>(n);
+      if (static_cast<size_t>(n) < kBufferBytes && !c->rdhup[src]) c->readable[src] = false;
+      continue;
+    }
+    if (n == 0) {
+      b.eof = true;
+      c->readable[src] = false;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      c->readable[src] = false;
+      return Step::kOk;
+    }
+    return Step::kError;
+  }
 }
 
 }  // namespace proto

@@ -30,13 +30,8 @@ namespace {
 using proto::Fd;
 using proto::kBufferBytes;
 
-struct Direction {
-  char buf[kBufferBytes];
-  uint32_t start = 0;
-  uint32_t end = 0;
-  bool eof = false;     // its source returned 0
-  bool passed = false;  // EOF passed on to its destination (shutdown, or the final close)
-};
+using proto::Direction;
+using proto::Step;
 
 struct Conn {
   Fd fd[2];  // 0: client, 1: upstream
@@ -48,7 +43,6 @@ struct Conn {
   Direction dir[2];  // 0: client -> upstream, 1: upstream -> client
 };
 
-enum class Step { kOk, kDone, kError };
 
 class Relay {
  public:
@@ -142,7 +136,7 @@ class Relay {
     if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->rdhup[side] = true;
     if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->writable[side] = true;
     for (int d = 0; d < 2; d++) {
-      Step s = pump(c, d);
+      Step s = proto::pump(c, d);
       if (s == Step::kError) {
         reset(c);
         return;
@@ -151,60 +145,6 @@ class Relay {
         finish(c);
         return;
       }
-    }
-  }
-
-  /** Moves direction `d` as far as readiness allows. */
-  Step pump(Conn* c, int d) {
-    Direction& b = c->dir[d];
-    const int src = d;
-    const int dst = 1 - d;
-    for (;;) {
-      if (b.start < b.end) {
-        if (!c->writable[dst]) return Step::kOk;
-        ssize_t n = ::send(c->fd[dst].get(), b.buf + b.start, b.end - b.start, MSG_NOSIGNAL);
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          if (errno == EAGAIN) {
-            c->writable[dst] = false;
-            return Step::kOk;
-          }
-          return Step::kError;
-        }
-        b.start += static_cast<uint32_t>(n);
-        if (b.start < b.end) {
-          c->writable[dst] = false;  // the socket buffer is full: wait for EPOLLOUT
-          return Step::kOk;
-        }
-        b.start = b.end = 0;
-        continue;
-      }
-      if (b.eof) {
-        if (b.passed) return Step::kOk;
-        // Both directions at EOF: the caller closes both, and that close sends this FIN.
-        if (c->dir[1 - d].passed) return Step::kDone;
-        if (::shutdown(c->fd[dst].get(), SHUT_WR) != 0) return Step::kError;
-        b.passed = true;
-        return Step::kOk;
-      }
-      if (!c->readable[src]) return Step::kOk;
-      ssize_t n = ::recv(c->fd[src].get(), b.buf, kBufferBytes, 0);
-      if (n > 0) {
-        b.end = static_cast<uint32_t>(n);
-        if (static_cast<size_t>(n) < kBufferBytes && !c->rdhup[src]) c->readable[src] = false;
-        continue;
-      }
-      if (n == 0) {
-        b.eof = true;
-        c->readable[src] = false;
-        continue;
-      }
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) {
-        c->readable[src] = false;
-        return Step::kOk;
-      }
-      return Step::kError;
     }
   }
 
