@@ -107,11 +107,7 @@ SysError WorkerCore::init() {
   tick_.handle = &WorkerCore::onTick;
   tick_.fd.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
   if (!tick_.fd) return SysError::fromErrno("timerfd_create");
-  itimerspec spec{};
-  spec.it_interval.tv_nsec = kTickNs;
-  spec.it_value.tv_nsec = kTickNs;
-  if (::timerfd_settime(tick_.fd.get(), 0, &spec, nullptr) < 0) return SysError::fromErrno("timerfd_settime");
-  resting_ = false;
+  if (!setTickPeriod(false)) return SysError::fromErrno("timerfd_settime");
   if (SysError e = loop_->add(tick_.fd.get(), EPOLLIN, &tick_)) return e;
 
   kick_.core = this;
@@ -206,7 +202,7 @@ bool WorkerCore::canRest() const {
   return true;
 }
 
-void WorkerCore::setTickPeriod(bool rest) {
+bool WorkerCore::setTickPeriod(bool rest) {
   itimerspec spec{};
   if (rest) {
     spec.it_interval.tv_sec = kRestTickSeconds;
@@ -215,7 +211,9 @@ void WorkerCore::setTickPeriod(bool rest) {
     spec.it_interval.tv_nsec = kTickNs;
     spec.it_value.tv_nsec = kTickNs;
   }
-  if (::timerfd_settime(tick_.fd.get(), 0, &spec, nullptr) == 0) resting_ = rest;
+  if (::timerfd_settime(tick_.fd.get(), 0, &spec, nullptr) != 0) return false;
+  resting_ = rest;
+  return true;
 }
 
 void WorkerCore::keepTicking() {

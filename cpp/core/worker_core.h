@@ -123,11 +123,12 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   SysError init();
   void onTick();
   // The tick runs every 50 ms while anything waits on a deadline finer than a second, and every
-  // second at rest, so an idle proxy wakes twice a second per worker, not 40 times. True when
-  // nothing needs the finer tick: relayed connections only need the idle sweep, once a second.
+  // second at rest, so an idle worker's loop wakes about twice a second (the rest tick and the
+  // event drain), not 21 times. True when nothing needs the finer tick: relayed connections only
+  // need the idle sweep, once a second.
   bool canRest() const;
-  // Arms the tick at its rest or busy period; on failure the period is left as it was.
-  void setTickPeriod(bool rest);
+  // Arms the tick at its rest or busy period; false (errno set, period unchanged) on failure.
+  bool setTickPeriod(bool rest);
   void onKick();
   void runReadyQueue();
   void wakeHolderWaiters();

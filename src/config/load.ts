@@ -7,7 +7,7 @@ import { ConfigError, formatPath, ROOT_PATH, type ConfigProblem } from './proble
 import { validateConfigValue } from './schema';
 import { describeErrno } from './syserr';
 import type { SplicegateConfig } from './types';
-import { parseYamlDocument, tooDeepMessage } from './yaml-document';
+import { parseYamlDocument } from './yaml-document';
 
 export { ConfigError, formatProblems, type ConfigProblem } from './problems';
 
@@ -16,12 +16,7 @@ export function parseConfigText(text: string, source: string): SplicegateConfig 
   const lineCounter = new LineCounter();
   // A key given twice is an error, not "last one wins" (uniqueKeys); positions are formatted
   // here, one line per problem. A document nested too deeply is refused before it is composed.
-  const parsed = parseYamlDocument(text, lineCounter);
-  if (!parsed.ok) {
-    const pos = lineCounter.linePos(parsed.tooDeepAt);
-    throw new ConfigError(source, [{ path: ROOT_PATH, message: tooDeepMessage(), line: pos.line, column: pos.col }]);
-  }
-  const doc = parsed.doc;
+  const doc = parseYamlDocument(text, lineCounter, source);
 
   const yamlProblems: ConfigProblem[] = [...doc.errors, ...doc.warnings].map((e) => {
     const pos = lineCounter.linePos(e.pos[0]);

@@ -8,6 +8,7 @@
 // time, and a document nested deeper than MAX_YAML_DEPTH is refused before anything recurses.
 
 import { Composer, Lexer, Parser, YAMLParseError, type CST, type Document, type LineCounter } from 'yaml';
+import { ConfigError, ROOT_PATH } from './problems';
 
 /**
  * Deepest CST nesting accepted (document, collections and their items each count one). The
@@ -15,10 +16,11 @@ import { Composer, Lexer, Parser, YAMLParseError, type CST, type Document, type 
  */
 export const MAX_YAML_DEPTH = 100;
 
-export type ParsedYaml = { ok: true; doc: Document } | { ok: false; tooDeepAt: number };
-
-/** parseDocument(text, { lineCounter, uniqueKeys: true }), refusing documents nested too deeply. */
-export function parseYamlDocument(text: string, lineCounter: LineCounter): ParsedYaml {
+/**
+ * parseDocument(text, { lineCounter, uniqueKeys: true }); a document nested too deeply throws a
+ * ConfigError naming `source` and the line where the nesting passed the limit.
+ */
+export function parseYamlDocument(text: string, lineCounter: LineCounter, source: string): Document {
   const parser = new Parser(lineCounter.addNewLine);
   let tooDeepAt: number | undefined;
   function* tokens(): Generator<CST.Token, void> {
@@ -43,13 +45,12 @@ export function parseYamlDocument(text: string, lineCounter: LineCounter): Parse
       break;
     }
   }
-  if (tooDeepAt !== undefined) return { ok: false, tooDeepAt };
+  if (tooDeepAt !== undefined) {
+    const pos = lineCounter.linePos(tooDeepAt);
+    const message = `YAML nested more than ${MAX_YAML_DEPTH} levels deep; a config needs far fewer`;
+    throw new ConfigError(source, [{ path: ROOT_PATH, message, line: pos.line, column: pos.col }]);
+  }
   // compose(..., forceDoc = true) always ends with a document, even for empty text.
   if (doc === undefined) throw new Error('yaml composer produced no document');
-  return { ok: true, doc };
-}
-
-/** The problem message for a document refused by its nesting. */
-export function tooDeepMessage(): string {
-  return `YAML nested more than ${MAX_YAML_DEPTH} levels deep; a config needs far fewer`;
+  return doc;
 }

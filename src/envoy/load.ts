@@ -6,7 +6,7 @@ import { ConfigError, readConfigFileText, type ConfigProblem } from '../config/l
 import { formatPath } from '../config/problems';
 import { validateConfigValue } from '../config/schema';
 import type { SplicegateConfig } from '../config/types';
-import { parseYamlDocument, tooDeepMessage } from '../config/yaml-document';
+import { parseYamlDocument } from '../config/yaml-document';
 import { convertEnvoyBootstrap } from './convert';
 import type { EnvoyFinding, Segment } from './findings';
 
@@ -21,12 +21,7 @@ export interface EnvoyLoad {
 /** Convert Envoy YAML text; a ConfigError (never a stack trace) lists every problem with its Envoy path. */
 export function convertEnvoyText(text: string, source: string, lenient: boolean): EnvoyLoad {
   const lineCounter = new LineCounter();
-  const parsed = parseYamlDocument(text, lineCounter);
-  if (!parsed.ok) {
-    const pos = lineCounter.linePos(parsed.tooDeepAt);
-    throw new ConfigError(source, [{ path: '(root)', message: tooDeepMessage(), line: pos.line, column: pos.col }]);
-  }
-  const doc = parsed.doc;
+  const doc = parseYamlDocument(text, lineCounter, source);
   if (doc.errors.length > 0) {
     throw new ConfigError(
       source,
