@@ -302,12 +302,14 @@ const llhttp_settings_t& ResponseParser::settings() {
   return s;
 }
 
-ResponseParser::ResponseParser() { start(false); }
+ResponseParser::ResponseParser() { start(false, false); }
 
-void ResponseParser::start(bool headRequest) {
+void ResponseParser::start(bool headRequest, bool upgradeRequested) {
   llhttp_init(&parser_, HTTP_RESPONSE, &settings());
   parser_.data = this;
   headRequest_ = headRequest;
+  upgradeRequested_ = upgradeRequested;
+  unaskedUpgrade_ = false;
   headSeen_ = false;
   inBody_ = false;
   body_ = Body::kNone;
@@ -323,6 +325,12 @@ int ResponseParser::onHeadersComplete(llhttp_t* p) {
   ResponseParser& r = self<ResponseParser>(p);
   r.status_ = p->status_code;
   if (r.status_ >= 100 && r.status_ < 200 && r.status_ != 101) return 0;  // interim: llhttp knows it has no body
+  if (r.status_ == 101 && !r.upgradeRequested_) {
+    // Not framable as HTTP and not a tunnel the client asked for: relayed raw, it would carry
+    // the client's next requests to this server unrouted and unjudged by the policy.
+    r.unaskedUpgrade_ = true;
+    return -1;
+  }
   r.headSeen_ = true;
   // The final head: its framing, decided as llhttp__after_headers_complete would, except that
   // 204 and 304 never have a body (llhttp 8 would read a Content-Length after them).
@@ -379,7 +387,7 @@ Progress ResponseParser::feed(const uint8_t* data, size_t size) {
     out.consumed += head;
     return out;
   }
-  reason_ = llhttp_get_error_reason(&parser_);
+  reason_ = unaskedUpgrade_ ? "101 to a request without Upgrade" : llhttp_get_error_reason(&parser_);
   if (reason_ == nullptr) reason_ = llhttp_errno_name(e);
   out.error = true;
   return out;

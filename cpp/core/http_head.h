@@ -155,8 +155,9 @@ class ResponseParser {
   ResponseParser(const ResponseParser&) = delete;
   ResponseParser& operator=(const ResponseParser&) = delete;
 
-  // A new response, to a request with this method (HEAD: no body whatever the headers say).
-  void start(bool headRequest);
+  // A new response, to a request with this method (HEAD: no body whatever the headers say) that
+  // did or did not ask for an Upgrade (a 101 to one that did not is an error, RFC 9110 15.2.2).
+  void start(bool headRequest, bool upgradeRequested);
   // Bytes from the upstream, in order. consumed < size only when the response completed: what
   // follows is not part of it.
   Progress feed(const uint8_t* data, size_t size);
@@ -190,6 +191,8 @@ class ResponseParser {
 
   llhttp_t parser_;
   bool headRequest_ = false;
+  bool upgradeRequested_ = false;  // the request carried Upgrade (and Connection: upgrade)
+  bool unaskedUpgrade_ = false;    // the error: a 101 all the same
   bool headSeen_ = false;  // the final head was parsed (llhttp paused at its end)
   bool inBody_ = false;    // ... and feed() went past that pause
   Body body_ = Body::kNone;

@@ -446,6 +446,7 @@ void HttpSession::startRequest() {
   destination_ = dst;
   connect_ = h.isConnect();
   headRequest_ = h.isHead();
+  upgradeRequested_ = h.upgrade;
   keepClient_ = h.keepAlive;
   const bool hasBody = h.chunked || h.contentLength > 0;
   // The head leaves in_ (stripped of the routing header, unless strip_header is off); a CONNECT
@@ -477,7 +478,7 @@ void HttpSession::startRequest() {
   reused_ = false;
   retried_ = false;
   firstByteSeen_ = false;
-  response_.start(headRequest_);
+  response_.start(headRequest_, upgradeRequested_);
   if (!connect_) {
     HttpPool::Taken taken = pool_.take(destination_);
     if (taken) {
@@ -778,7 +779,7 @@ void HttpSession::upstreamFailed() {
     ctx_.stats.add(Stat::upstream_rq_retry);
     toUp_ = sentHead_;
     toUpOffset_ = 0;
-    response_.start(headRequest_);
+    response_.start(headRequest_, upgradeRequested_);
     requestDone_ = true;
     connectUpstream();
     return;

@@ -210,6 +210,7 @@ class HttpSession final {
   bool connectPending_ = false;
   bool connect_ = false;       // this request is a CONNECT
   bool headRequest_ = false;   // HEAD: the response has no body
+  bool upgradeRequested_ = false;  // Upgrade asked for: a 101 switches to a tunnel (else it is an error)
   bool keepClient_ = false;    // the client allows another request (version, Connection)
   bool closeClientAfter_ = false;  // the response ended with the upstream's close
   uint64_t requests_ = 0;      // requests completed on this connection

@@ -302,7 +302,7 @@ void responseTests() {
   run("responses end at Content-Length, after the last chunk, or at close", [] {
     for (size_t step : {size_t(1), size_t(7), size_t(4096)}) {
       ResponseParser r;
-      r.start(false);
+      r.start(false, false);
       const Bytes cl = bytes("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1");
       size_t used = 0;
       Progress p = feedResponse(r, cl, step, &used);
@@ -311,13 +311,13 @@ void responseTests() {
       CHECK_EQ(r.status(), 200);
       CHECK(r.keepAlive());
 
-      r.start(false);
+      r.start(false, false);
       const Bytes ch = bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
       p = feedResponse(r, ch, step, &used);
       CHECK(p.complete);
       CHECK_EQ(used, ch.size());
 
-      r.start(false);
+      r.start(false, false);
       const Bytes eof = bytes("HTTP/1.1 200 OK\r\n\r\nall of it");
       p = feedResponse(r, eof, step, &used);
       CHECK(!p.complete);
@@ -329,7 +329,7 @@ void responseTests() {
 
   run("HEAD, 204, 304 and Content-Length: 0 responses end with their head, in one read or in pieces", [] {
     ResponseParser r;
-    r.start(true);
+    r.start(true, false);
     const Bytes head = bytes("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
     size_t used = 0;
     CHECK(feedResponse(r, head, 4096, &used).complete);
@@ -337,7 +337,7 @@ void responseTests() {
     for (const char* s : {"HTTP/1.1 204 No Content\r\n\r\n", "HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\n\r\n",
                           "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"}) {
       for (size_t step : {size_t(1), size_t(4096)}) {
-        r.start(false);
+        r.start(false, false);
         const Bytes b = bytes(s);
         CHECK(feedResponse(r, b, step, &used).complete);
         CHECK_EQ(used, b.size());
@@ -348,31 +348,38 @@ void responseTests() {
 
   run("interim 1xx responses pass through to the final response; 101 is an upgrade", [] {
     ResponseParser r;
-    r.start(false);
+    r.start(false, false);
     const Bytes b = bytes("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok");
     size_t used = 0;
     CHECK(feedResponse(r, b, 3, &used).complete);
     CHECK_EQ(used, b.size());
     CHECK_EQ(r.status(), 201);
     CHECK(!r.upgraded());
-    r.start(false);
+    r.start(false, true);
     const Bytes u = bytes("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x02hi");
     CHECK(feedResponse(r, u, 4096, &used).complete);
     CHECK_EQ(used, u.size() - 4);
     CHECK(r.upgraded());
+    // RFC 9110 15.2.2: a server switches only to a protocol the request's Upgrade named. A 101
+    // to a request that named none is not HTTP we can frame: an error, never a tunnel.
+    r.start(false, false);
+    const Progress bad = feedResponse(r, u, 4096, &used);
+    CHECK(bad.error);
+    CHECK(!r.upgraded());
+    CHECK(std::string(r.errorReason()).find("101") != std::string::npos);
   });
 
   run("a malformed or cut-short response is an error", [] {
     ResponseParser r;
-    r.start(false);
+    r.start(false, false);
     size_t used = 0;
     CHECK(feedResponse(r, bytes("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), 4096, &used).error);
-    r.start(false);
+    r.start(false, false);
     CHECK(feedResponse(r, bytes("SSH-2.0-OpenSSH\r\n"), 4096, &used).error);
-    r.start(false);
+    r.start(false, false);
     CHECK(!feedResponse(r, bytes("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"), 4096, &used).complete);
     CHECK(r.finish().error);
-    r.start(false);
+    r.start(false, false);
     CHECK(r.finish().error);  // nothing at all
   });
 }
@@ -421,7 +428,7 @@ void bodyCountingTests() {
 
   run("a response body: Content-Length counted (fed or moved), close-delimited open-ended, chunked parsed", [] {
     ResponseParser r;
-    r.start(false);
+    r.start(false, false);
     const Bytes head = bytes("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabcd");
     Progress p = r.feed(head.data(), head.size());
     CHECK(!p.complete);
@@ -437,7 +444,7 @@ void bodyCountingTests() {
     CHECK_EQ(p.consumed, 6u);
     CHECK(r.keepAlive());
 
-    r.start(false);
+    r.start(false, false);
     const Bytes eof = bytes("HTTP/1.1 200 OK\r\n\r\nxy");
     p = r.feed(eof.data(), eof.size());
     CHECK_EQ(p.body, 2u);
@@ -447,13 +454,13 @@ void bodyCountingTests() {
     CHECK(r.finish().complete);
     CHECK(!r.keepAlive());
 
-    r.start(false);
+    r.start(false, false);
     const Bytes te = bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzz");
     r.feed(te.data(), te.size());
     CHECK(r.bodyRemaining() == kUntilClose);  // a response coding that is not chunked: read to close
     CHECK(!r.keepAlive());
 
-    r.start(false);
+    r.start(false, false);
     const Bytes ch = bytes("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
     p = r.feed(ch.data(), ch.size());
     CHECK(!p.complete);
@@ -463,7 +470,7 @@ void bodyCountingTests() {
     CHECK(p.complete);
     CHECK_EQ(p.consumed, last.size() - 4);
 
-    r.start(false);
+    r.start(false, false);
     const Bytes cut = bytes("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
     r.feed(cut.data(), cut.size());
     r.bodyMoved(99);
@@ -473,7 +480,7 @@ void bodyCountingTests() {
   run("a 304 or 204 ends at its head even with a Content-Length and bytes behind it", [] {
     for (const char* s : {"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"}) {
       ResponseParser r;
-      r.start(false);
+      r.start(false, false);
       const Bytes b = bytes(std::string(s) + "HTTP/");
       const Progress p = r.feed(b.data(), b.size());
       CHECK(p.complete);
@@ -1197,6 +1204,33 @@ void sessionTests() {
     ::shutdown(client.get(), SHUT_WR);
     std::string rest;
     CHECK(readToEnd(client.get(), rest) == End::kEof);
+  });
+
+  run("a 101 to a request without Upgrade is a 502, never a tunnel: the next request is routed, not relayed raw", [] {
+    // The server switches protocols nobody asked for, then echoes; as a tunnel it would carry the
+    // client's next request (meant for `other`, judged by the policy) raw to this server.
+    Origin rogue([](Origin&, int fd, int) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+      const std::string resp = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+      writeAll(fd, resp.data(), resp.size());
+      char b[4096];
+      for (;;) {
+        const ssize_t n = ::recv(fd, b, sizeof b, 0);
+        if (n <= 0) return;
+        if (!writeAll(fd, b, static_cast<size_t>(n))) return;
+      }
+    });
+    Origin other(keepAliveServer());
+    HttpStage stage(rogue.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string req = get("/plain") + get("/next", routeTo(other.address));
+    const std::string resp = exchange(client.get(), req);
+    expectError(client.get(), resp, "502", "upstream_reset");
+    CHECK_EQ(stage.stat(Stat::http_tunnel_total), 0u);
+    CHECK_EQ(stage.stat(Stat::http_rq_upstream_error), 1u);
+    CHECK(other.seen().empty());
   });
 }
 
