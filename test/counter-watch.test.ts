@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigText } from '../src/config/load';
+import { fdWarningRule } from '../src/proxy/fd-warning';
 import { loopWarningRule } from '../src/proxy/loop-warning';
 import { watchCounters } from '../src/stats/counter-watch';
 import { createLogger } from '../src/util/logger';
@@ -69,4 +70,28 @@ test('a failing read is reported, not thrown, and the next reading still works',
   watch.stop();
   assert.equal(errors.length, 1);
   assert.equal(lines.length, 1);
+});
+
+test('downstream_cx_accept_paused: one out-of-fds warning on the first rise, naming the limit and the fix', async () => {
+  const { lines, log } = capture();
+  const readings = [0, 5, 5000, 90000];
+  let i = 0;
+  const watch = watchCounters(
+    async () => ({ downstream_cx_accept_paused: readings[Math.min(i++, readings.length - 1)] ?? 0 }),
+    [fdWarningRule(parseConfigText(CONFIG, 't'), 256, log)],
+    3_600_000,
+  );
+  try {
+    await watch.check();
+    assert.equal(lines.length, 0, 'no warning while nothing paused');
+    for (let n = 0; n < 3; n++) await watch.check();
+    assert.equal(lines.length, 1, 'one line however often accepting pauses');
+  } finally {
+    watch.stop();
+  }
+  const line = lines[0] ?? '';
+  assert.match(line, / warn out of file descriptors: /);
+  assert.match(line, /downstream_cx_accept_paused=5 /);
+  assert.match(line, /nofile=256 /);
+  assert.match(line, /LimitNOFILE/);
 });

@@ -8,6 +8,7 @@ import type { SplicegateConfig } from '../config/types';
 import { configWarnings } from '../config/warnings';
 import { startAdminServer, type AdminServer } from '../admin/admin-server';
 import { loadBinding } from '../native/binding';
+import { fdWarningRule } from './fd-warning';
 import { loopWarningRule } from './loop-warning';
 import { watchCounters } from '../stats/counter-watch';
 import { DenyLog } from './deny-log';
@@ -36,7 +37,7 @@ export interface RunProxyOptions {
   latencyLogIntervalMs?: number;
 }
 
-/** How often counters are read for once-only warnings (loop_rejected). */
+/** How often counters are read for once-only warnings (loop_rejected, downstream_cx_accept_paused). */
 const COUNTER_WATCH_MS = 1000;
 
 function waitForSignal(log: Logger): { first: Promise<string>; second: Promise<void> } {
@@ -174,7 +175,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
   // Reloads only once the first generation serves; one asked for meanwhile runs now.
   control.serve(reloader);
   log.info('ready', { admin: admin.address, config_generation: runtime.active.number });
-  const watch = watchCounters(() => runtime.counters(), [loopWarningRule(() => runtime.active.config, log)], COUNTER_WATCH_MS, (err) =>
+  const watch = watchCounters(() => runtime.counters(), [loopWarningRule(() => runtime.active.config, log), fdWarningRule(() => runtime.active.config, limits.soft, log)], COUNTER_WATCH_MS, (err) =>
     log.debug('counter watch: read failed', { error: err instanceof Error ? err.message : String(err) }),
   );
 

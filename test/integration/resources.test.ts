@@ -174,6 +174,8 @@ function lastStatus(proc: LabProcess): Counts | undefined {
 }
 
 const count = (c: Counts | undefined, k: string): number => c?.[k] ?? 0;
+/** The proxy's out-of-fds warnings (src/proxy/fd-warning.ts): one per process, however often accepting pauses. */
+const fdWarnings = (proxy: Splicegate): string[] => proxy.stderr.split('\n').filter((l) => / warn out of file descriptors: /.test(l));
 
 /** fd count once it has stayed the same over two reads (the process is idle). */
 async function steadyFdCount(pid: number): Promise<number> {
@@ -296,6 +298,13 @@ describe('fd exhaustion', () => {
         t.diagnostic(`accepted clients that waited for an upstream fd: ${fdWaits}`);
         assert.ok(waiting <= backlog + fdWaits, `waiting ${waiting}: accept queue ${backlog} + waited for an fd ${fdWaits}`);
         assert.ok(stat(s2, 'downstream_cx_accept_paused') > stat(s0, 'downstream_cx_accept_paused'), `downstream_cx_accept_paused rose: ${stat(s0, 'downstream_cx_accept_paused')} -> ${stat(s2, 'downstream_cx_accept_paused')}`);
+        // Said once in the log (the counter watch reads every second), not once per pause.
+        await waitFor(() => (fdWarnings(proxy).length > 0 ? true : undefined), {
+          timeoutMs: 10000,
+          intervalMs: 200,
+          what: 'the out-of-fds warning in the log',
+          diagnostics: () => proxy.stderr.slice(-2000),
+        });
 
         client.write('release\n');
         await client.waitForLine((l) => parseJsonObject(l)?.['event'] === 'released', 30000, 'released');
@@ -314,6 +323,9 @@ describe('fd exhaustion', () => {
         const fdsFinal = await steadyFdCount(pid);
         t.diagnostic(`fds: baseline ${base}, exhausted ${fdsFull}, after release ${fdsAfter}, after 100 more connections ${fdsFinal}`);
         assert.ok(fdsFinal <= base, `no fd leaked: ${fdsFinal} > baseline ${base}`);
+        const warnings = fdWarnings(proxy);
+        assert.equal(warnings.length, 1, `one out-of-fds warning for ${stat(s2, 'downstream_cx_accept_paused') - stat(s0, 'downstream_cx_accept_paused')} pauses: ${warnings.join('\n')}`);
+        assert.match(warnings[0] ?? '', new RegExp(` nofile=${limit} `));
       }),
     );
   }
