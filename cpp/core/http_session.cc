@@ -861,13 +861,22 @@ void HttpSession::pumpTunnel() {
     close(CloseReason::kDownstreamError);
     return;
   }
-  if (toUpOffset_ < toUp_.size() && up_.writable && !flush(up_, toUp_, toUpOffset_)) {
+  // A request body the 101 overtook: what the pipe still holds goes up first (the relay knows
+  // nothing of this pipe; dropping it would lose those bytes silently), then toUp_, then the relay.
+  if (upPipe_ && up_.writable) {
+    uint64_t in = 0;
+    if (spliceBody(down_, up_, upPipe_, 0, in) == SpliceStep::kDstError) {
+      close(CloseReason::kUpstreamError);
+      return;
+    }
+  }
+  if (!upPipe_ && toUpOffset_ < toUp_.size() && up_.writable && !flush(up_, toUp_, toUpOffset_)) {
     close(CloseReason::kUpstreamError);
     return;
   }
   // Our own bytes for the client (the 200, what followed a 101) go before anything relayed.
   if (toDownOffset_ < toDown_.size()) return;
-  const bool holdUp = toUpOffset_ < toUp_.size();
+  const bool holdUp = upPipe_ || toUpOffset_ < toUp_.size();
   switch (relay_->run(relayIo(), ctx_.options.relayBudgetBytes, holdUp)) {
     case Relay::Result::kIdle:
       return;

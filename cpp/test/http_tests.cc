@@ -1555,6 +1555,50 @@ void bodyTests() {
     CHECK(bodyOf(r.at(0)) == body);
     CHECK(stage.stat(Stat::http_body_bytes_spliced) > body.size());
   });
+
+  run("a 101 that comes while the upgrade request's body is still spliced: the tunnel starts after its last byte, none lost", [] {
+    // The server reads the head and nothing more for a while (the body backs up through its socket
+    // buffers into the session's pipe), then answers 101. The tunnel must carry on from the body's
+    // last byte, not drop what the pipe holds.
+    std::atomic<bool> answered{false};
+    Origin server([&answered](Origin&, int fd, int) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) != End::kOpen) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the body backs up meanwhile
+      const std::string resp = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+      writeAll(fd, resp.data(), resp.size());
+      answered = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the session sees the 101 with its pipe full
+      const std::string early = buf.substr(buf.find("\r\n\r\n") + 4);
+      if (!writeAll(fd, early.data(), early.size())) return;
+      char b[65536];
+      for (;;) {
+        const ssize_t n = ::recv(fd, b, sizeof b, 0);
+        if (n <= 0) return;
+        if (!writeAll(fd, b, static_cast<size_t>(n))) return;
+      }
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string body = pattern(16 << 20, 11);  // more than the socket buffers on the way hold
+    const std::string after = "after-the-body";
+    const std::string req = "POST /up HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: echo\r\ncontent-length: " +
+                            std::to_string(body.size()) + "\r\n\r\n" + body + after;
+    std::thread writer([&] { CHECK(writeAll(client.get(), req.data(), req.size())); });
+    const std::string head = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+    std::string got;
+    const End e = readUntil(client.get(), got, [&](const std::string& b) { return b.size() >= head.size() + body.size() + after.size(); }, 20000);
+    writer.join();
+    if (e != End::kOpen || got != head + body + after) {
+      std::fprintf(stderr, "  end %d, %zu of %zu bytes\n", static_cast<int>(e), got.size(), head.size() + body.size() + after.size());
+    }
+    CHECK(e == End::kOpen);
+    CHECK(answered.load());
+    CHECK_EQ(got.size(), head.size() + body.size() + after.size());
+    CHECK(got == head + body + after);
+    CHECK_EQ(stage.stat(Stat::http_tunnel_total), 1u);
+  });
 }
 
 }  // namespace
