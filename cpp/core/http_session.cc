@@ -20,6 +20,16 @@ namespace {
 
 constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 constexpr size_t kReadChunk = 16384;
+
+// Bytes the peer sent that nobody read yet sit in the socket (closing it now would reset).
+bool unreadBytesWaiting(int fd) {
+  uint8_t byte;
+  ssize_t n;
+  do {
+    n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  return n > 0;  // 0: EOF (nothing unread); -1: nothing now, or an error the close meets anyway
+}
 // A client (or upstream) that sends faster than the other side reads is held back at this much.
 constexpr size_t kMaxPending = 256 * 1024;
 // After an error response: how long the client gets to read it and close before the socket goes.
@@ -800,6 +810,16 @@ void HttpSession::finishExchange() {
   releaseUpstream(reusable);
   const bool keepClient = keepClient_ && !closeClientAfter_ && requestDone_ && !down_.eof && !down_.peerClosing;
   if (!keepClient) {
+    if (!down_.eof && (!requestDone_ || unreadBytesWaiting(down_.fd.get()))) {
+      // close() with unread bytes in the socket (a request pipelined behind this one, the rest of
+      // a body the server did not wait for) makes the kernel reset, and a reset both says
+      // "truncated" and discards what of the response is still queued. So: FIN after the
+      // response, read and drop until the client's EOF, as after an error answer.
+      state_ = State::kLingering;
+      lingerUntilUs_ = ctx_.loop.nowUs() + kLingerUs;
+      down_.writable = down_.readable = true;  // EAGAIN says otherwise
+      return;
+    }
     close(CloseReason::kCompleted);
     return;
   }

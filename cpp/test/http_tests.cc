@@ -1599,6 +1599,40 @@ void bodyTests() {
     CHECK(got == head + body + after);
     CHECK_EQ(stage.stat(Stat::http_tunnel_total), 1u);
   });
+
+  run("a close-delimited response ends with FIN, whole, even when the client sent more behind its request", [] {
+    // The response's end is the upstream's close, so the client's only sign of a complete response
+    // is a clean FIN. Bytes the client pipelined behind its request (unread, in the socket) must
+    // not turn the close into a reset, which says "truncated" and can destroy the response's tail.
+    std::atomic<bool> pipelined{false};
+    const std::string body = pattern(200000, 21);
+    Origin server([&pipelined, &body](Origin& o, int fd, int) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+      o.record(buf);
+      const std::string head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n";
+      writeAll(fd, head.data(), head.size());
+      if (!waitFor([&] { return pipelined.load(); })) return;
+      writeAll(fd, body.data(), body.size());
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string first = get("/stream");
+    CHECK(writeAll(client.get(), first.data(), first.size()));
+    std::string got;
+    CHECK(readUntil(client.get(), got, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) ==
+          End::kOpen);
+    const std::string second = get("/next");
+    CHECK(writeAll(client.get(), second.data(), second.size()));
+    pipelined = true;
+    const End e = readToEnd(client.get(), got);
+    if (e != End::kEof) std::fprintf(stderr, "  end %s after %zu bytes\n", endName(e), got.size());
+    CHECK(e == End::kEof);
+    CHECK(bodyOf(got) == body);
+    CHECK_EQ(server.seen().size(), 1u);  // nothing behind a close-delimited response goes anywhere
+    CHECK_EQ(server.accepted.load(), 1);
+  });
 }
 
 }  // namespace
