@@ -1633,6 +1633,37 @@ void bodyTests() {
     CHECK_EQ(server.seen().size(), 1u);  // nothing behind a close-delimited response goes anywhere
     CHECK_EQ(server.accepted.load(), 1);
   });
+
+  run("a response that comes before the request body's end reaches the client whole, with FIN; the body's rest is dropped", [] {
+    // The server answers after the head (413) and reads nothing more. The client is still uploading:
+    // its bytes sit unread in the session's socket, and closing that would reset the client.
+    Origin server([](Origin& o, int fd, int) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) != End::kOpen) return;
+      o.record(buf.substr(0, buf.find("\r\n\r\n") + 4));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the body backs up to the session meanwhile
+      const std::string resp = "HTTP/1.1 413 Content Too Large\r\ncontent-length: 8\r\n\r\ntoo big!";
+      writeAll(fd, resp.data(), resp.size());
+      std::string rest;
+      readToEnd(fd, rest);
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string body = pattern(8 << 20, 5);
+    const std::string req = post("/upload", body);
+    std::thread writer([&] {
+      writeAll(client.get(), req.data(), req.size());  // may end early once the session closed
+      ::shutdown(client.get(), SHUT_WR);
+    });
+    std::string got;
+    const End e = readToEnd(client.get(), got);
+    writer.join();
+    if (e != End::kEof) std::fprintf(stderr, "  end %s after %zu bytes\n", endName(e), got.size());
+    CHECK(e == End::kEof);
+    CHECK(got.rfind("HTTP/1.1 413 ", 0) == 0);
+    CHECK(bodyOf(got) == "too big!");
+  });
 }
 
 }  // namespace
