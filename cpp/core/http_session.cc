@@ -808,7 +808,8 @@ void HttpSession::finishExchange() {
   const bool reusable = response_.keepAlive() && !upstreamDirty_ && requestDone_ && toUpOffset_ >= toUp_.size() &&
                         !upPipe_ && !up_.eof && !up_.peerClosing;
   releaseUpstream(reusable);
-  const bool keepClient = keepClient_ && !closeClientAfter_ && requestDone_ && !down_.eof && !down_.peerClosing;
+  const bool keepClient =
+      keepClient_ && !closeClientAfter_ && !draining_ && requestDone_ && !down_.eof && !down_.peerClosing;
   if (!keepClient) {
     if (!down_.eof && (!requestDone_ || unreadBytesWaiting(down_.fd.get()))) {
       // close() with unread bytes in the socket (a request pipelined behind this one, the rest of
@@ -998,6 +999,16 @@ void HttpSession::respondError(int status, const char* reason, Stat counter) {
   state_ = State::kLingering;
   lingerUntilUs_ = ctx_.loop.nowUs() + kLingerUs;
   down_.writable = true;  // try at once (the caller pumps); EAGAIN says otherwise
+}
+
+void HttpSession::drain() {
+  draining_ = true;
+  // Idle between requests, nothing of a next one here or in the socket: a FIN now is the ordinary
+  // end of a keep-alive connection (a client retries a request that crossed it), where holding it
+  // to drain_timeout would end it with a reset.
+  if (state_ == State::kHead && requests_ > 0 && in_.empty() && !unreadBytesWaiting(down_.fd.get())) {
+    close(CloseReason::kCompleted);
+  }
 }
 
 void HttpSession::onTick(uint64_t nowUs) {

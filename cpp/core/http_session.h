@@ -90,6 +90,10 @@ class HttpSession final {
   bool start();
   // Housekeeping: head, connect and idle timeouts; retries a relay that waited for a buffer.
   void onTick(uint64_t nowUs);
+  // The worker stopped accepting (SIGTERM, reload): no next request on this connection. Between
+  // requests it ends now with FIN; otherwise after the response in progress (or the one whose
+  // head has started).
+  void drain();
   // Ends the session: reset (abnormal) or FIN (complete).
   void close(CloseReason reason);
   bool closed() const { return state_ == State::kClosed; }
@@ -214,6 +218,7 @@ class HttpSession final {
   bool keepClient_ = false;    // the client allows another request (version, Connection)
   bool closeClientAfter_ = false;  // the response ended with the upstream's close
   uint64_t requests_ = 0;      // requests completed on this connection
+  bool draining_ = false;      // drain(): the connection ends after the current exchange
   bool reused_ = false;
   bool retried_ = false;
   bool requestDone_ = false;   // the whole request (head and body) is in toUp_ or sent

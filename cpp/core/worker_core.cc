@@ -166,6 +166,9 @@ void WorkerCore::stopAccepting() {
   listeners_.clear();
   udp_.stopListening();
   stats_.set(Stat::listeners_active, 0);
+  // HTTP connections end at a request boundary from now on (a relayed stream has none to use).
+  // close() inside the batch only unlinks: the session is freed after it (disposeClosed).
+  sessions_.forEachSafe([](HttpSession* s) { s->drain(); });
   // listenerAddresses_ stays: a late redirected connection to them is still a loop.
 }
 

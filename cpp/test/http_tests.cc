@@ -1206,6 +1206,39 @@ void sessionTests() {
     CHECK(readToEnd(client.get(), rest) == End::kEof);
   });
 
+  run("drain (stopAccepting): an idle keep-alive connection ends at once with FIN; one with a head under way gets its response, then FIN", [] {
+    Origin server(keepAliveServer());
+    HttpListenerOptions http;
+    http.requestHeadTimeoutMs = 60000;  // an idle connection is not ended by the head timeout here
+    HttpStage stage(server.address, "127.0.0.0/8", CoreOptions{}, http);
+    UniqueFd idle = connectTo(stage.listenAddr);
+    UniqueFd busy = connectTo(stage.listenAddr);
+    const std::string partial = "GET /b HTTP/1.1\r\n";
+    {
+      LoopRunner loop(*stage.core);
+      CHECK(exchange(idle.get(), get("/a")).find("\r\n\r\n1:/a") != std::string::npos);
+      CHECK(exchange(busy.get(), get("/a")).find(":/a") != std::string::npos);  // on the pooled upstream
+      CHECK(writeAll(busy.get(), partial.data(), partial.size()));
+      CHECK(waitFor([&] { return stage.stat(Stat::http_rq_total) == 2; }));
+    }
+    // The loop is stopped: this thread is the loop's now, as the posted call would be.
+    stage.core->stopAccepting();
+    LoopRunner loop(*stage.core);
+    std::string rest;
+    // Before drain(), the idle one stayed open until drain_timeout reset it (or the head timeout).
+    const End idleEnd = readToEnd(idle.get(), rest, 2000);
+    if (idleEnd != End::kEof) std::fprintf(stderr, "  idle connection: %s\n", endName(idleEnd));
+    CHECK(idleEnd == End::kEof);
+    CHECK(rest.empty());
+    const std::string more = "host: t\r\n\r\n";
+    CHECK(writeAll(busy.get(), more.data(), more.size()));
+    std::string resp;
+    const End busyEnd = readToEnd(busy.get(), resp, 2000);
+    CHECK(busyEnd == End::kEof);
+    CHECK(resp.find(":/b") != std::string::npos);
+    CHECK(waitFor([&] { return stage.core->activeConnections() == 0; }));
+  });
+
   run("a 101 to a request without Upgrade is a 502, never a tunnel: the next request is routed, not relayed raw", [] {
     // The server switches protocols nobody asked for, then echoes; as a tunnel it would carry the
     // client's next request (meant for `other`, judged by the policy) raw to this server.
