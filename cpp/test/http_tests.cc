@@ -1236,7 +1236,7 @@ void sessionTests() {
     const End busyEnd = readToEnd(busy.get(), resp, 2000);
     CHECK(busyEnd == End::kEof);
     CHECK(resp.find(":/b") != std::string::npos);
-    CHECK(waitFor([&] { return stage.core->activeConnections() == 0; }));
+    CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_active) == 0; }));  // both sessions ended
   });
 
   run("a 101 to a request without Upgrade is a 502, never a tunnel: the next request is routed, not relayed raw", [] {
