@@ -314,6 +314,60 @@ test('cli: an unconvertible file exits 2 with paths and lines, no stack trace; l
   }
 });
 
+test('review: nothing that changes where traffic goes is dropped silently (routes, CONNECT, address keys, booleans, circuit breaker 0)', () => {
+  // An HCM without any route: Envoy answers 404; the listener was silently left out before.
+  const noRoutes = httpListener({ route_config: { name: 'r', virtual_hosts: [{ name: 'all', domains: ['*'], routes: [] }] } });
+  assert.match(refused(bootstrap([tcpListener(), noRoutes]))[0] ?? '', /^static_resources\.listeners\[1\]\.filter_chains\[0\]\.filters\[0\]\.typed_config\.route_config: no route: not converted/);
+  const noVhosts = httpListener({ route_config: { name: 'r', virtual_hosts: [] } });
+  assert.match(refused(bootstrap([tcpListener(), noVhosts]))[0] ?? '', /route_config: no route: not converted/);
+
+  // Lenient: a listener with one route elsewhere is left out (docs/ENVOY.md), not sent all to the original destination.
+  const partial = httpListener({
+    route_config: {
+      virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'odc' } }, { match: { prefix: '/' }, route: { cluster: 'static' } }] }],
+    },
+  });
+  const lenient = convert(bootstrap([tcpListener(), partial], [cluster(), { name: 'static', type: 'STATIC' }]), true);
+  assert.deepEqual(lenient.config.listeners.map((l) => l.name), ['egress']);
+
+  // upgrade_configs enabled: false keeps CONNECT refused; upgrade filters are an error.
+  const off = convert(bootstrap([httpListener({ upgrade_configs: [{ upgrade_type: 'CONNECT', enabled: false }] })]));
+  assert.equal(off.config.listeners[0]?.http?.connect, false);
+  const wrapped = convert(bootstrap([httpListener({ upgrade_configs: [{ upgrade_type: 'CONNECT', enabled: { value: true } }] })]));
+  assert.equal(wrapped.config.listeners[0]?.http?.connect, true);
+  assert.match(
+    refused(bootstrap([httpListener({ upgrade_configs: [{ upgrade_type: 'websocket', filters: [] }] })]))[0] ?? '',
+    /upgrade_configs\[0\]\.filters: not supported/,
+  );
+
+  // socket_address keys that change where the socket is: ipv4_compat on "::", a network namespace.
+  const compat = tcpListener({ address: { socket_address: { address: '::', port_value: 9000, ipv4_compat: true } } });
+  assert.match(refused(bootstrap([compat]))[0] ?? '', /listeners\[0\]\.address: ipv4_compat is not supported/);
+  assert.equal(convert(bootstrap([tcpListener({ address: { socket_address: { address: '::', port_value: 9000, ipv4_compat: false } } })])).config.listeners[0]?.address.text, '[::]:9000');
+  const netns = tcpListener({ address: { socket_address: { address: '0.0.0.0', port_value: 9000, network_namespace_filepath: '/run/netns/x' } } });
+  assert.match(refused(bootstrap([netns]))[0] ?? '', /address: socket_address\.network_namespace_filepath: not supported/);
+
+  // A boolean Envoy would refuse is not read as false.
+  assert.match(refused(bootstrap([tcpListener({ transparent: 'true' })]))[0] ?? '', /listeners\[0\]\.transparent: expected true or false, got "true"/);
+  const tp = tcpListener({ transparent: { value: true } });
+  delete tp['listener_filters'];
+  assert.equal(convert(bootstrap([tp])).config.listeners[0]?.transparent, true);
+
+  // Envoy's max_connections 0 lets nothing through; splicegate's 0 is "no bound".
+  for (const breakers of [{ thresholds: [{ max_connections: 0 }] }, { thresholds: [{ max_pending_requests: '0' }] }, { per_host_thresholds: [{ max_connections: 0 }] }]) {
+    assert.match(refused(bootstrap([tcpListener()], [cluster({ circuit_breakers: breakers })]))[0] ?? '', /: 0 cannot be mapped: in Envoy it lets no connection through/);
+  }
+
+  // Two clusters of one name: Envoy refuses the file; the converter does not pick one.
+  const dup = refused(bootstrap([tcpListener()], [cluster(), cluster({ connect_timeout: '6s' })]));
+  assert.match(dup[0] ?? '', /^static_resources\.clusters\[1\]\.name: duplicate cluster name "odc" \(also static_resources\.clusters\[0\]\)/);
+
+  // A listener renamed to avoid a clash says so.
+  const clash = convert(bootstrap([tcpListener({ name: 'bad name' }), tcpListener({ name: 'listener_0', address: sock('0.0.0.0', 9002) })]));
+  assert.deepEqual(clash.config.listeners.map((l) => l.name), ['listener_0', 'listener_0-2']);
+  assert.ok(warningPaths(clash).includes('static_resources.listeners[1].name'), warningPaths(clash).join(', '));
+});
+
 test('no input throws anything but a ConfigError: every node of the example replaced by odd values', () => {
   const base: unknown = parse(readFileSync(EXAMPLE, 'utf8'));
   const odd: unknown[] = [null, -1.5, 'x', [null], {}, { '@type': 5, value: 'y' }];
