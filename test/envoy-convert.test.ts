@@ -368,6 +368,25 @@ test('review: nothing that changes where traffic goes is dropped silently (route
   assert.ok(warningPaths(clash).includes('static_resources.listeners[1].name'), warningPaths(clash).join(', '));
 });
 
+test('review: a key or @type from the file cannot add lines to the printed config or to the findings', () => {
+  // A top-level key is only a warning, so it reaches convert's YAML header; its newline used to
+  // start a line there, and the printed config (not the one run --envoy runs) listened on 0.0.0.0.
+  const doc = bootstrap([tcpListener()]);
+  delete doc['admin'];
+  doc['x\nadmin:\n  address: 0.0.0.0:9901 #'] = 1;
+  const rbac = tcpListener({ name: 'rbac', address: sock('0.0.0.0', 9002) });
+  rbac['filter_chains'][0].filters.unshift({ name: 'x', typed_config: { '@type': 'evil\nworkers: 1 #\u2028' } });
+  doc['static_resources'].listeners.push(rbac);
+  const r = convert(doc, true);
+  const printed: Obj = parse(r.yaml);
+  assert.equal(printed['admin'], undefined, r.yaml);
+  assert.equal(printed['workers'], undefined, r.yaml);
+  assert.equal(r.config.admin.address.text, '127.0.0.1:9901');
+  for (const w of r.warnings) assert.doesNotMatch(`${w.path}: ${w.message}`, /[\n\r\u2028]/);
+  assert.ok(warningPaths(r).includes('["x\\nadmin:\\n  address: 0.0.0.0:9901 #"]'), warningPaths(r).join(', '));
+  assert.ok(r.warnings.some((w) => w.message.includes('evil\\u000aworkers: 1 #\\u2028')), r.warnings.map((w) => w.message).join('\n'));
+});
+
 test('no input throws anything but a ConfigError: every node of the example replaced by odd values', () => {
   const base: unknown = parse(readFileSync(EXAMPLE, 'utf8'));
   const odd: unknown[] = [null, -1.5, 'x', [null], {}, { '@type': 5, value: 'y' }];
