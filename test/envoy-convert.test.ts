@@ -387,6 +387,26 @@ test('review: a key or @type from the file cannot add lines to the printed confi
   assert.ok(r.warnings.some((w) => w.message.includes('evil\\u000aworkers: 1 #\\u2028')), r.warnings.map((w) => w.message).join('\n'));
 });
 
+test('review: a JSON file converts like YAML; lowerCamelCase names (which Envoy reads) are refused, not dropped', () => {
+  const json = (doc: Obj): string[] => {
+    try {
+      convertEnvoyText(JSON.stringify(doc), 'envoy.json', false);
+    } catch (err) {
+      assert.ok(err instanceof ConfigError, String(err));
+      return err.problems.map((p) => `${p.path}: ${p.message}`);
+    }
+    return [];
+  };
+  assert.deepEqual(json(bootstrap([tcpListener()])), []);
+  // Envoy applies these limits; the converter used to drop them with an "ignored" warning.
+  const lines = json(bootstrap([tcpListener()], [cluster({ circuit_breakers: { thresholds: [{ maxConnections: 100 }], perHostThresholds: [{ max_connections: 5 }] } })]));
+  assert.match(lines[0] ?? '', /^static_resources\.clusters\[0\]\.circuit_breakers\.thresholds\[0\]\.maxConnections: a lowerCamelCase name .* write max_connections$/);
+  assert.match(lines[1] ?? '', /circuit_breakers\.perHostThresholds: a lowerCamelCase name .* write per_host_thresholds$/);
+  assert.match(json({ staticResources: {} })[0] ?? '', /^staticResources: protobuf JSON lowerCamelCase names are not read/);
+  // Keys the user names (metadata) are not Envoy fields: left alone.
+  assert.deepEqual(json(bootstrap([tcpListener({ metadata: { filter_metadata: { myApp: { someKey: 1 } } } })])), []);
+});
+
 test('no input throws anything but a ConfigError: every node of the example replaced by odd values', () => {
   const base: unknown = parse(readFileSync(EXAMPLE, 'utf8'));
   const odd: unknown[] = [null, -1.5, 'x', [null], {}, { '@type': 5, value: 'y' }];

@@ -68,6 +68,8 @@ export function convertEnvoyBootstrap(root: unknown, lenient: boolean): Conversi
   if (root['static_resources'] === undefined) {
     if (root['listeners'] !== undefined) {
       findings.fatal([], 'not an Envoy bootstrap: this looks like a splicegate config (top-level "listeners"); pass it with --config');
+    } else if (root['staticResources'] !== undefined) {
+      findings.fatal(['staticResources'], 'protobuf JSON lowerCamelCase names are not read: write the proto field names (static_resources, socket_address, port_value, ...)');
     } else if (root['dynamic_resources'] !== undefined) {
       findings.fatal(['dynamic_resources'], 'not supported: splicegate reads static_resources only (no xDS)');
     } else {
@@ -76,6 +78,7 @@ export function convertEnvoyBootstrap(root: unknown, lenient: boolean): Conversi
     return none();
   }
 
+  camelCaseKeys(root, [], findings);
   const cluster = new ClusterOut(findings);
   const out: Obj = {};
   for (const [key, value] of Object.entries(root)) {
@@ -105,6 +108,30 @@ export function convertEnvoyBootstrap(root: unknown, lenient: boolean): Conversi
   out['listeners'] = listeners;
   if (Object.keys(cluster.values).length > 0) out['cluster'] = cluster.values;
   return { config: out, findings };
+}
+
+/** Maps whose keys are names the user chose, not Envoy fields. */
+const FREE_FORM_KEYS = new Set(['metadata', 'typed_per_filter_config', 'per_filter_config']);
+
+// Envoy also reads protobuf JSON's lowerCamelCase field names (portValue, maxConnections). The
+// converter matches proto field names, so such a key would be unknown to it: an error in most
+// places, but only an "ignored" warning in a few where Envoy applies it (circuit-breaker
+// thresholds). Every one is reported as an error, with the name to write instead.
+function camelCaseKeys(node: unknown, path: Segment[], findings: Findings): void {
+  if (Array.isArray(node)) {
+    node.forEach((v: unknown, i) => camelCaseKeys(v, [...path, i], findings));
+    return;
+  }
+  if (!isRecord(node)) return;
+  for (const [key, v] of Object.entries(node)) {
+    if (FREE_FORM_KEYS.has(key)) continue;
+    if (/^[a-z][a-z0-9]*[A-Z]/.test(key)) {
+      const snake = key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+      findings.error([...path, key], `a lowerCamelCase name (protobuf JSON): the converter reads the proto field names; write ${snake}`);
+    } else {
+      camelCaseKeys(v, [...path, key], findings);
+    }
+  }
 }
 
 function mapAdmin(value: unknown, findings: Findings): Obj | undefined {
