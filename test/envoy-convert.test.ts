@@ -179,6 +179,12 @@ test('admin: the address maps, the access log is dropped with its path', () => {
   const r = convert(bootstrap([tcpListener()], [cluster()], { admin: { access_log_path: '/dev/null', address: sock('::1', 9911) } }));
   assert.equal(r.config.admin.address.text, '[::1]:9911');
   assert.ok(warningPaths(r).includes('admin.access_log_path'));
+  // Envoy without admin opens no admin port; the converted config has splicegate's default one.
+  const doc = bootstrap([tcpListener()]);
+  delete doc['admin'];
+  const none = convert(doc);
+  assert.equal(none.config.admin.address.text, '127.0.0.1:9901');
+  assert.match(none.warnings.find((w) => w.path === 'admin')?.message ?? '', /^absent: splicegate's admin endpoint listens on its default, 127\.0\.0\.1:9901$/);
 });
 
 test('routing/security settings are errors with their paths, all listed at once', () => {

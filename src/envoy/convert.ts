@@ -5,7 +5,7 @@
 import { Findings, type Segment } from './findings';
 import { isV2TypeUrl, NAME_ONLY, TYPE } from './type-urls';
 import { describe, envoyBool, envoyDurationMs, envoySocketAddress, envoyUint, isRecord, splicegateDuration } from './values';
-import { LISTENER_NAME_RE, MAX_REQUEST_HEAD_BYTES, MIN_REQUEST_HEAD_BYTES } from '../config/schema';
+import { DEFAULTS, LISTENER_NAME_RE, MAX_REQUEST_HEAD_BYTES, MIN_REQUEST_HEAD_BYTES } from '../config/schema';
 
 export const DEFAULT_ENVOY_HEADER = 'x-envoy-original-dst-host';
 /** Envoy honours the header from every client; so does the converted listener (with a warning). */
@@ -88,7 +88,11 @@ export function convertEnvoyBootstrap(root: unknown, lenient: boolean): Conversi
     else if (HARMLESS_BOOTSTRAP.has(key)) findings.warn([key], 'ignored');
     else findings.warn([key], 'ignored (not an Envoy bootstrap key splicegate knows)');
   }
-  if (out['admin'] === undefined) delete out['admin'];
+  if (out['admin'] === undefined) {
+    delete out['admin'];
+    // Envoy without admin opens no admin port; splicegate always has one: say where.
+    if (root['admin'] === undefined) findings.warn(['admin'], `absent: splicegate's admin endpoint listens on its default, ${DEFAULTS.adminAddress}`);
+  }
 
   const sr = root['static_resources'];
   const srPath: Segment[] = ['static_resources'];
