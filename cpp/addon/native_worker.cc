@@ -25,6 +25,8 @@ Napi::Function NativeWorker::define(Napi::Env env) {
                          InstanceMethod<&NativeWorker::latency>("latency"),
                          InstanceMethod<&NativeWorker::drainEvents>("drainEvents"),
                          InstanceMethod<&NativeWorker::drainAccessLog>("drainAccessLog"),
+                         InstanceMethod<&NativeWorker::holdsEvents>("holdsEvents"),
+                         InstanceMethod<&NativeWorker::holdsAccessRecords>("holdsAccessRecords"),
                          InstanceMethod<&NativeWorker::close>("close"),
                      });
 }
@@ -347,6 +349,18 @@ Napi::Value NativeWorker::drainEvents(const Napi::CallbackInfo& info) {
         out.Set("events", events);
         return out;
       });
+}
+
+Napi::Value NativeWorker::holdsEvents(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ensureOpen(env)) return env.Undefined();
+  return Napi::Boolean::New(env, loop_->core().holdsEvents());
+}
+
+Napi::Value NativeWorker::holdsAccessRecords(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!ensureOpen(env)) return env.Undefined();
+  return Napi::Boolean::New(env, loop_->core().holdsAccessRecords());
 }
 
 Napi::Value NativeWorker::drainAccessLog(const Napi::CallbackInfo& info) {

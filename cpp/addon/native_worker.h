@@ -58,6 +58,10 @@ class NativeWorker : public Napi::ObjectWrap<NativeWorker> {
   // (a swap, no copy) and formats them here on the JS thread: calls back with
   // { lines: string (JSON lines, access_log.h), count, dropped }.
   Napi::Value drainAccessLog(const Napi::CallbackInfo& info);
+  // holdsEvents() / holdsAccessRecords(): whether the drain above would find anything, read here
+  // without waking the loop thread, so the periodic drains leave a resting loop asleep.
+  Napi::Value holdsEvents(const Napi::CallbackInfo& info);
+  Napi::Value holdsAccessRecords(const Napi::CallbackInfo& info);
   template <typename T>
   Napi::Value snapshotOnLoop(const Napi::CallbackInfo& info, const char* name, T* (*build)(WorkerCore&),
                              Napi::Value (*toJs)(Napi::Env, const T&));

@@ -82,6 +82,9 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   // Loop thread only: hands over the buffered access-log records (access_log.h) without copying;
   // returns how many were dropped since the last call (also counted in access_log_dropped).
   uint64_t takeAccessRecords(std::vector<AccessRecord>& out) { return accessLog_.swapOut(out); }
+  // Any thread: whether a take above would find anything (worker_events.h, holding()).
+  bool holdsEvents() const { return events_.holding(); }
+  bool holdsAccessRecords() const { return accessLog_.holding(); }
 
   // For a same-thread driver and tests: dispatch events without the rest of runOnce.
   EventLoop& loop() { return *loop_; }

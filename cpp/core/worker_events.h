@@ -7,6 +7,7 @@
 // bounded buffer with their own fixed-size record type, drained more often.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -33,8 +34,10 @@ struct WorkerEvent {
   PolicyDecision decision;
 };
 
-// Single-threaded: only the worker's loop thread touches it (the addon drains it there). Holds the
-// deny events (WorkerEvent) and the access log's records (access_log.h), one buffer each.
+// Only the worker's loop thread touches the items (the addon drains them there). Holds the deny
+// events (WorkerEvent) and the access log's records (access_log.h), one buffer each. holding() is
+// the one thing another thread may ask: the control layer's periodic drains skip the loop thread,
+// and so leave it asleep, while there is nothing to take.
 template <typename T>
 class BoundedBuffer {
  public:
@@ -43,6 +46,8 @@ class BoundedBuffer {
   // A slot for one more item (fill it in before the next call), or nullptr when the buffer is full:
   // the item is then counted as dropped.
   T* append() {
+    // A load first: under a stream of appends the flag stays set and its cache line unwritten.
+    if (!holding_.load(std::memory_order_relaxed)) holding_.store(true, std::memory_order_relaxed);
     if (items_.size() >= capacity_) {
       ++dropped_;
       return nullptr;
@@ -64,17 +69,22 @@ class BoundedBuffer {
     out.clear();
     out.reserve(capacity_);
     items_.swap(out);
+    holding_.store(false, std::memory_order_relaxed);
     const uint64_t dropped = dropped_;
     dropped_ = 0;
     return dropped;
   }
 
+  // Any thread: whether an item or a drop has arrived since the last take. Advisory only (no item
+  // is read through it): a false that turns true right after is seen by the next drain.
+  bool holding() const { return holding_.load(std::memory_order_relaxed); }
   size_t size() const { return items_.size(); }
   size_t capacity() const { return capacity_; }
 
  private:
   uint64_t clear() {
     items_.clear();
+    holding_.store(false, std::memory_order_relaxed);
     const uint64_t dropped = dropped_;
     dropped_ = 0;
     return dropped;
@@ -83,6 +93,7 @@ class BoundedBuffer {
   size_t capacity_;
   std::vector<T> items_;
   uint64_t dropped_ = 0;
+  std::atomic<bool> holding_{false};
 };
 
 using WorkerEventBuffer = BoundedBuffer<WorkerEvent>;

@@ -371,5 +371,27 @@ int main() {
     CHECK_EQ(buffer.swapOut(out), 1u);
   });
 
+  run("the buffer tells another thread whether a take would find anything, a drop included", [] {
+    BoundedBuffer<AccessRecord> buffer(1);
+    CHECK(!buffer.holding());
+    CHECK(buffer.append() != nullptr);
+    CHECK(buffer.holding());
+    std::vector<AccessRecord> out;
+    buffer.swapOut(out);
+    CHECK(!buffer.holding());  // taken: the periodic drain may skip the loop thread again
+    CHECK(buffer.append() != nullptr);
+    CHECK(buffer.append() == nullptr);  // dropped: the count still has to reach the control layer
+    buffer.swapOut(out);
+    CHECK(!buffer.holding());
+    CHECK(buffer.append() != nullptr);
+    CHECK_EQ(buffer.take(out), 0u);
+    CHECK(!buffer.holding());
+    BoundedBuffer<AccessRecord> full(0);  // the access log off: every append is a drop
+    CHECK(full.append() == nullptr);
+    CHECK(full.holding());
+    CHECK_EQ(full.swapOut(out), 1u);
+    CHECK(!full.holding());
+  });
+
   return splicegate::testing::finish();
 }

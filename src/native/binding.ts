@@ -140,6 +140,10 @@ export interface NativeWorker {
   drainEvents(callback: (batch: NativeEventBatch) => void): void;
   /** Takes the buffered access-log records (on the loop thread) and formats them as JSON lines here. */
   drainAccessLog(workerId: number, callback: (batch: NativeAccessLogBatch) => void): void;
+  /** Whether `drainEvents` would find an event or a drop; read without waking the loop thread. */
+  holdsEvents(): boolean;
+  /** Whether `drainAccessLog` would find a record or a drop; read without waking the loop thread. */
+  holdsAccessRecords(): boolean;
   close(): void;
 }
 

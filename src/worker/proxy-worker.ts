@@ -56,7 +56,10 @@ export default async function runProxyWorker(task: WorkerTask): Promise<number> 
   const { worker } = opened;
   send(port, { type: 'listening', addresses: opened.addresses });
   // The main thread logs them (rate-limited); nothing is sent when there is nothing to report.
+  // Each drain is a task on the loop thread: a periodic one asks first, so that a resting loop
+  // (docs/ARCHITECTURE.md, "Thread model") is not woken to find nothing.
   const drain = setInterval(() => {
+    if (!worker.holdsEvents()) return;
     worker.drainEvents((batch) => {
       if (batch.events.length > 0 || batch.dropped > 0) send(port, { type: 'events', events: batch.events, dropped: batch.dropped });
     });
@@ -68,7 +71,11 @@ export default async function runProxyWorker(task: WorkerTask): Promise<number> 
       if (batch.count > 0 || batch.dropped > 0) send(port, { type: 'access-log', lines: batch.lines, count: batch.count, dropped: batch.dropped });
       then?.();
     });
-  const accessDrain = accessLogOn ? setInterval(() => drainAccessLog(), ACCESS_LOG_DRAIN_MS) : undefined;
+  const accessDrain = accessLogOn
+    ? setInterval(() => {
+        if (worker.holdsAccessRecords()) drainAccessLog();
+      }, ACCESS_LOG_DRAIN_MS)
+    : undefined;
 
   return new Promise<number>((resolve) => {
     port.on('message', (message: SupervisorToWorker) => {

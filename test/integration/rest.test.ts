@@ -1,20 +1,23 @@
 // At rest: an idle splicegate's loop threads (named splicegate-loop) wake about once a second while
 // they hold idle relayed connections, not on the 50 ms tick that deadlines need (the tick's rest
-// period, docs/ARCHITECTURE.md "Thread model"); the held connections are relayed as before.
+// period, docs/ARCHITECTURE.md "Thread model"), nor on the access log's 100 ms drain while it has
+// nothing to take; the held connections are relayed as before and their access-log lines arrive.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Lab } from '../lab/lab';
 import { Splicegate } from '../lab/splicegate';
 import { HoldClient } from '../lab/clients';
 import { disposeLab, started, withDiagnostics } from '../lab/harness';
+import { waitFor } from '../lab/util';
 
 const WORKERS = 2;
 const HELD = 8;
 const WINDOW_MS = 4000;
-// The rest tick and the once-a-second event drain wake a loop thread about twice a second; the busy
-// 50 ms tick alone would wake it 80 times in the window.
+// The rest tick wakes a loop thread about once a second; the busy 50 ms tick alone would wake it 80
+// times in the window, and a drain that did not ask first 40 times (the access log's, every 100 ms).
 const MAX_WAKEUPS_PER_SECOND = 6;
 
 /** The process's relay threads: tid -> context switches so far (voluntary + involuntary). */
@@ -33,12 +36,18 @@ function loopThreadSwitches(pid: number): Map<string, number> {
 describe('at rest', () => {
   let lab: Lab;
   let sg: Splicegate | undefined;
+  let accessLog: string;
 
   before(async () => {
     lab = await Lab.create({ name: 'rest' });
     await lab.startServer('hold', ['--listen', '10.10.2.2:8081']);
     await lab.redirect({ dport: 8081, toPort: 15001, family: 4 });
-    sg = await Splicegate.start(lab, { workers: WORKERS, listeners: [{ name: 'egress', address: '0.0.0.0:15001' }] });
+    accessLog = path.join(fs.mkdtempSync(path.join(lab.tmpDir(), 'access-')), 'access.log');
+    sg = await Splicegate.start(lab, {
+      workers: WORKERS,
+      listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
+      extra: { access_log: { path: accessLog, format: 'json', sample: 1 } },
+    });
   });
 
   after(() => disposeLab(sg, lab));
@@ -62,6 +71,15 @@ describe('at rest', () => {
       const released = await hold.release(10000);
       assert.equal(released.droppedWhileHeld, 0, JSON.stringify(released));
       assert.equal(released.closed, HELD, JSON.stringify(released));
+      const lines = await waitFor(
+        () => {
+          const text = fs.existsSync(accessLog) ? fs.readFileSync(accessLog, 'utf8') : '';
+          const n = text.split('\n').filter((l) => l.length > 0);
+          return n.length >= HELD ? n : undefined;
+        },
+        { timeoutMs: 10000, what: `${HELD} access-log lines` },
+      );
+      assert.equal(lines.length, HELD, 'one line per held connection, after they closed');
     }),
   );
 });
