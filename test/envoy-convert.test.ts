@@ -346,6 +346,15 @@ test('review: nothing that changes where traffic goes is dropped silently (route
     /upgrade_configs\[0\]\.filters: not supported/,
   );
 
+  // A route that turns CONNECT off (or on) against the HCM's setting is refused; a websocket one is ignored.
+  const perRoute = (upgrade: Obj): Obj =>
+    httpListener({
+      upgrade_configs: [{ upgrade_type: 'CONNECT' }],
+      route_config: { virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { connect_matcher: {} }, route: { cluster: 'odc', upgrade_configs: [upgrade] } }] }] },
+    });
+  assert.match(refused(bootstrap([perRoute({ upgrade_type: 'CONNECT', enabled: false })]))[0] ?? '', /routes\[0\]\.route\.upgrade_configs: a per-route CONNECT setting is not supported/);
+  assert.equal(convert(bootstrap([perRoute({ upgrade_type: 'websocket', enabled: false })])).config.listeners[0]?.http?.connect, true);
+
   // socket_address keys that change where the socket is: ipv4_compat on "::", a network namespace.
   const compat = tcpListener({ address: { socket_address: { address: '::', port_value: 9000, ipv4_compat: true } } });
   assert.match(refused(bootstrap([compat]))[0] ?? '', /listeners\[0\]\.address: ipv4_compat is not supported/);

@@ -720,6 +720,10 @@ function mapUpgradeConfigs(value: unknown, path: Segment[], findings: Findings):
   return connect;
 }
 
+function mentionsConnect(value: unknown): boolean {
+  return Array.isArray(value) && value.some((u: unknown) => isRecord(u) && typeof u['upgrade_type'] === 'string' && u['upgrade_type'].toUpperCase() === 'CONNECT');
+}
+
 function mapHttpFilters(value: unknown, path: Segment[], findings: Findings): void {
   if (!Array.isArray(value)) {
     findings.error(path, `expected a list, got ${describe(value)}`);
@@ -813,7 +817,10 @@ function mapRoute(r: unknown, path: Segment[], clusters: Map<string, OriginalDst
       for (const [rk, rv] of Object.entries(v)) {
         const rp = [...kp, rk];
         if (rk === 'cluster') target = originalDstCluster(rv, rp, clusters, findings);
-        else if (HARMLESS_ROUTE_ACTION.has(rk)) findings.warn(rp, 'ignored');
+        else if (rk === 'upgrade_configs' && mentionsConnect(rv)) {
+          // A route can turn CONNECT on or off against the HCM's setting; splicegate has one per listener.
+          findings.error(rp, 'a per-route CONNECT setting is not supported: set upgrade_configs on the http_connection_manager');
+        } else if (HARMLESS_ROUTE_ACTION.has(rk)) findings.warn(rp, 'ignored');
         else findings.error(rp, 'not supported (rewrites, weighted or header-chosen clusters, mirrors change the request or its destination)');
       }
       if (v['cluster'] === undefined) findings.error(kp, 'only route.cluster naming the ORIGINAL_DST cluster maps');
