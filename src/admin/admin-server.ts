@@ -197,7 +197,6 @@ function clientErrorStatus(code: string | undefined): { status: number; text: st
   return { status: 400, text: 'Bad Request', stat: 'admin_rq_bad' };
 }
 
-/** Declared body length over the limit; chunked bodies are counted as they arrive instead. */
 /**
  * A POST sent by a web page: a page open in a browser on the host can send a "simple" POST to
  * 127.0.0.1:9901 without a preflight (or, by DNS rebinding, from a name that resolves there).
@@ -209,6 +208,7 @@ function fromWebPage(req: IncomingMessage): boolean {
   return req.headers['origin'] !== undefined || (site !== undefined && site !== 'none');
 }
 
+/** Declared body length over the limit; chunked bodies are counted as they arrive instead. */
 function declaredBodyTooLarge(req: IncomingMessage, max: number): boolean {
   const length = req.headers['content-length'];
   return length !== undefined && Number(length) > max;
