@@ -223,3 +223,48 @@ describe('admin server: POST /logs/reopen', () => {
     }
   });
 });
+
+describe('admin server: POSTs from web pages', () => {
+  let admin: AdminServer;
+  let reloads = 0;
+
+  before(async () => {
+    admin = await startAdminServer(
+      { host: '127.0.0.1', port: 0, family: 4, text: '127.0.0.1:0' },
+      {
+        readiness: () => ({ ready: true, detail: 'ready' }),
+        counters: async () => ({}),
+        hosts: async () => [],
+        latency: { collect: async () => [] },
+        reload: async () => {
+          reloads += 1;
+          return { status: 200, body: { ok: true } };
+        },
+      },
+      silent,
+    );
+  });
+
+  after(() => admin.close());
+
+  it('a POST with Origin or Sec-Fetch-Site (any page, even by DNS rebinding) is refused; curl-style POSTs and GETs are not', { timeout: 15000 }, async () => {
+    const post = (headers: Record<string, string>): Promise<Response> => fetch(`http://127.0.0.1:${admin.port}/reload`, { method: 'POST', headers });
+    const pages: Array<Record<string, string>> = [{ origin: 'http://evil.example' }, { origin: 'null' }, { origin: `http://127.0.0.1:${admin.port}` }, { 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'same-origin' }];
+    for (const headers of pages) {
+      const r = await post(headers);
+      assert.equal(r.status, 403, JSON.stringify(headers));
+      assert.match(await r.text(), /from a web page refused/);
+    }
+    assert.equal(reloads, 0, 'no refused POST reached the handler');
+    const ok = await post({});
+    assert.equal(ok.status, 200, await ok.text());
+    assert.equal(reloads, 1);
+    // The dashboard's own requests are GETs with Origin-free same-origin fetches: unaffected.
+    const stats = await fetch(`http://127.0.0.1:${admin.port}/stats?format=json`, { headers: { 'sec-fetch-site': 'same-origin' } });
+    assert.equal(stats.status, 200);
+    // Answers that echo the request stay text to a browser.
+    const echo = await fetch(`http://127.0.0.1:${admin.port}/stats?format=%3Cscript%3E`);
+    assert.equal(echo.status, 400);
+    assert.equal(echo.headers.get('x-content-type-options'), 'nosniff');
+  });
+});

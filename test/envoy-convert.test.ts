@@ -179,6 +179,12 @@ test('admin: the address maps, the access log is dropped with its path', () => {
   const r = convert(bootstrap([tcpListener()], [cluster()], { admin: { access_log_path: '/dev/null', address: sock('::1', 9911) } }));
   assert.equal(r.config.admin.address.text, '[::1]:9911');
   assert.ok(warningPaths(r).includes('admin.access_log_path'));
+  // Envoy without admin opens no admin port; the converted config has splicegate's default one.
+  const doc = bootstrap([tcpListener()]);
+  delete doc['admin'];
+  const none = convert(doc);
+  assert.equal(none.config.admin.address.text, '127.0.0.1:9901');
+  assert.match(none.warnings.find((w) => w.path === 'admin')?.message ?? '', /^absent: splicegate's admin endpoint listens on its default, 127\.0\.0\.1:9901$/);
 });
 
 test('routing/security settings are errors with their paths, all listed at once', () => {
@@ -312,6 +318,108 @@ test('cli: an unconvertible file exits 2 with paths and lines, no stack trace; l
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('review: nothing that changes where traffic goes is dropped silently (routes, CONNECT, address keys, booleans, circuit breaker 0)', () => {
+  // An HCM without any route: Envoy answers 404; the listener was silently left out before.
+  const noRoutes = httpListener({ route_config: { name: 'r', virtual_hosts: [{ name: 'all', domains: ['*'], routes: [] }] } });
+  assert.match(refused(bootstrap([tcpListener(), noRoutes]))[0] ?? '', /^static_resources\.listeners\[1\]\.filter_chains\[0\]\.filters\[0\]\.typed_config\.route_config: no route: not converted/);
+  const noVhosts = httpListener({ route_config: { name: 'r', virtual_hosts: [] } });
+  assert.match(refused(bootstrap([tcpListener(), noVhosts]))[0] ?? '', /route_config: no route: not converted/);
+
+  // Lenient: a listener with one route elsewhere is left out (docs/ENVOY.md), not sent all to the original destination.
+  const partial = httpListener({
+    route_config: {
+      virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'odc' } }, { match: { prefix: '/' }, route: { cluster: 'static' } }] }],
+    },
+  });
+  const lenient = convert(bootstrap([tcpListener(), partial], [cluster(), { name: 'static', type: 'STATIC' }]), true);
+  assert.deepEqual(lenient.config.listeners.map((l) => l.name), ['egress']);
+
+  // upgrade_configs enabled: false keeps CONNECT refused; upgrade filters are an error.
+  const off = convert(bootstrap([httpListener({ upgrade_configs: [{ upgrade_type: 'CONNECT', enabled: false }] })]));
+  assert.equal(off.config.listeners[0]?.http?.connect, false);
+  const wrapped = convert(bootstrap([httpListener({ upgrade_configs: [{ upgrade_type: 'CONNECT', enabled: { value: true } }] })]));
+  assert.equal(wrapped.config.listeners[0]?.http?.connect, true);
+  assert.match(
+    refused(bootstrap([httpListener({ upgrade_configs: [{ upgrade_type: 'websocket', filters: [] }] })]))[0] ?? '',
+    /upgrade_configs\[0\]\.filters: not supported/,
+  );
+
+  // A route that turns CONNECT off (or on) against the HCM's setting is refused; a websocket one is ignored.
+  const perRoute = (upgrade: Obj): Obj =>
+    httpListener({
+      upgrade_configs: [{ upgrade_type: 'CONNECT' }],
+      route_config: { virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { connect_matcher: {} }, route: { cluster: 'odc', upgrade_configs: [upgrade] } }] }] },
+    });
+  assert.match(refused(bootstrap([perRoute({ upgrade_type: 'CONNECT', enabled: false })]))[0] ?? '', /routes\[0\]\.route\.upgrade_configs: a per-route CONNECT setting is not supported/);
+  assert.equal(convert(bootstrap([perRoute({ upgrade_type: 'websocket', enabled: false })])).config.listeners[0]?.http?.connect, true);
+
+  // socket_address keys that change where the socket is: ipv4_compat on "::", a network namespace.
+  const compat = tcpListener({ address: { socket_address: { address: '::', port_value: 9000, ipv4_compat: true } } });
+  assert.match(refused(bootstrap([compat]))[0] ?? '', /listeners\[0\]\.address: ipv4_compat is not supported/);
+  assert.equal(convert(bootstrap([tcpListener({ address: { socket_address: { address: '::', port_value: 9000, ipv4_compat: false } } })])).config.listeners[0]?.address.text, '[::]:9000');
+  const netns = tcpListener({ address: { socket_address: { address: '0.0.0.0', port_value: 9000, network_namespace_filepath: '/run/netns/x' } } });
+  assert.match(refused(bootstrap([netns]))[0] ?? '', /address: socket_address\.network_namespace_filepath: not supported/);
+
+  // A boolean Envoy would refuse is not read as false.
+  assert.match(refused(bootstrap([tcpListener({ transparent: 'true' })]))[0] ?? '', /listeners\[0\]\.transparent: expected true or false, got "true"/);
+  const tp = tcpListener({ transparent: { value: true } });
+  delete tp['listener_filters'];
+  assert.equal(convert(bootstrap([tp])).config.listeners[0]?.transparent, true);
+
+  // Envoy's max_connections 0 lets nothing through; splicegate's 0 is "no bound".
+  for (const breakers of [{ thresholds: [{ max_connections: 0 }] }, { thresholds: [{ max_pending_requests: '0' }] }, { per_host_thresholds: [{ max_connections: 0 }] }]) {
+    assert.match(refused(bootstrap([tcpListener()], [cluster({ circuit_breakers: breakers })]))[0] ?? '', /: 0 cannot be mapped: in Envoy it lets no connection through/);
+  }
+
+  // Two clusters of one name: Envoy refuses the file; the converter does not pick one.
+  const dup = refused(bootstrap([tcpListener()], [cluster(), cluster({ connect_timeout: '6s' })]));
+  assert.match(dup[0] ?? '', /^static_resources\.clusters\[1\]\.name: duplicate cluster name "odc" \(also static_resources\.clusters\[0\]\)/);
+
+  // A listener renamed to avoid a clash says so.
+  const clash = convert(bootstrap([tcpListener({ name: 'bad name' }), tcpListener({ name: 'listener_0', address: sock('0.0.0.0', 9002) })]));
+  assert.deepEqual(clash.config.listeners.map((l) => l.name), ['listener_0', 'listener_0-2']);
+  assert.ok(warningPaths(clash).includes('static_resources.listeners[1].name'), warningPaths(clash).join(', '));
+});
+
+test('review: a key or @type from the file cannot add lines to the printed config or to the findings', () => {
+  // A top-level key is only a warning, so it reaches convert's YAML header; its newline used to
+  // start a line there, and the printed config (not the one run --envoy runs) listened on 0.0.0.0.
+  const doc = bootstrap([tcpListener()]);
+  delete doc['admin'];
+  doc['x\nadmin:\n  address: 0.0.0.0:9901 #'] = 1;
+  const rbac = tcpListener({ name: 'rbac', address: sock('0.0.0.0', 9002) });
+  rbac['filter_chains'][0].filters.unshift({ name: 'x', typed_config: { '@type': 'evil\nworkers: 1 #\u2028' } });
+  doc['static_resources'].listeners.push(rbac);
+  const r = convert(doc, true);
+  const printed: Obj = parse(r.yaml);
+  assert.equal(printed['admin'], undefined, r.yaml);
+  assert.equal(printed['workers'], undefined, r.yaml);
+  assert.equal(r.config.admin.address.text, '127.0.0.1:9901');
+  for (const w of r.warnings) assert.doesNotMatch(`${w.path}: ${w.message}`, /[\n\r\u2028]/);
+  assert.ok(warningPaths(r).includes('["x\\nadmin:\\n  address: 0.0.0.0:9901 #"]'), warningPaths(r).join(', '));
+  assert.ok(r.warnings.some((w) => w.message.includes('evil\\u000aworkers: 1 #\\u2028')), r.warnings.map((w) => w.message).join('\n'));
+});
+
+test('review: a JSON file converts like YAML; lowerCamelCase names (which Envoy reads) are refused, not dropped', () => {
+  const json = (doc: Obj): string[] => {
+    try {
+      convertEnvoyText(JSON.stringify(doc), 'envoy.json', false);
+    } catch (err) {
+      assert.ok(err instanceof ConfigError, String(err));
+      return err.problems.map((p) => `${p.path}: ${p.message}`);
+    }
+    return [];
+  };
+  assert.deepEqual(json(bootstrap([tcpListener()])), []);
+  // Envoy applies these limits; the converter used to drop them with an "ignored" warning.
+  const lines = json(bootstrap([tcpListener()], [cluster({ circuit_breakers: { thresholds: [{ maxConnections: 100 }], perHostThresholds: [{ max_connections: 5 }] } })]));
+  assert.match(lines[0] ?? '', /^static_resources\.clusters\[0\]\.circuit_breakers\.thresholds\[0\]\.maxConnections: a lowerCamelCase name .* write max_connections$/);
+  assert.match(lines[1] ?? '', /circuit_breakers\.perHostThresholds: a lowerCamelCase name .* write per_host_thresholds$/);
+  assert.match(json({ staticResources: {} })[0] ?? '', /^staticResources: protobuf JSON lowerCamelCase names are not read/);
+  // Keys the user names (metadata) are not Envoy fields: left alone.
+  assert.deepEqual(json(bootstrap([tcpListener({ metadata: { filter_metadata: { myApp: { someKey: 1 } } } })])), []);
 });
 
 test('no input throws anything but a ConfigError: every node of the example replaced by odd values', () => {

@@ -171,6 +171,38 @@ for (const { file, docs } of manifests()) {
   });
 }
 
+/** A Kubernetes memory quantity ("512Mi", "1Gi", "300M") in MiB. */
+function mebibytes(q: string): number {
+  const m = /^(\d+)(Mi|Gi|M|G)$/.exec(q);
+  if (m === null) throw new Error(`unexpected memory quantity ${q}`);
+  const n = Number(m[1]);
+  return m[2] === 'Gi' ? n * 1024 : m[2] === 'Mi' ? n : m[2] === 'G' ? (n * 1e9) / 2 ** 20 : (n * 1e6) / 2 ** 20;
+}
+
+// Measured (review, Node 20): 90 MB RSS with one idle worker, +12 MB per further worker; under load
+// each worker may add its copy buffers (at most 64 MiB, docs/ARCHITECTURE.md). `workers: auto`
+// counts the node's CPUs (os.availableParallelism: affinity only, no cgroup quota in Node 20's libuv), so with a
+// memory limit the count must be fixed, or a big node OOM-kills the pod at start (64 CPUs: ~850 MB idle).
+const BASE_MIB = 96;
+const PER_WORKER_MIB = 12 + 64;
+
+for (const { file, docs } of manifests()) {
+  test(`examples/kubernetes/${file}: a memory limit comes with a fixed workers count that fits in it`, () => {
+    const configMap = docs.find((d) => d['kind'] === 'ConfigMap');
+    const config = parseAllDocuments(String(obj(configMap?.['data'], 'data')['splicegate.yaml']))[0]?.toJSON() as Json;
+    const workload = docs.find((d) => d['kind'] !== 'ConfigMap');
+    if (workload === undefined) throw new Error('no workload');
+    const proxy = list(podSpecOf(workload)['containers']).find((c) => list(c['args']).map(String)[0] === 'run');
+    if (proxy === undefined) throw new Error('no container running splicegate run');
+    const limit = (proxy['resources'] as Json | undefined)?.['limits'] as Json | undefined;
+    if (limit?.['memory'] === undefined) return;
+    const workers = config['workers'];
+    assert.equal(typeof workers, 'number', `${file}: workers is ${JSON.stringify(workers)} under a memory limit`);
+    const need = BASE_MIB + Number(workers) * PER_WORKER_MIB;
+    assert.ok(need <= mebibytes(String(limit['memory'])), `${file}: ${String(workers)} workers need about ${need} MiB, the limit is ${String(limit['memory'])}`);
+  });
+}
+
 test('systemd units pass systemd-analyze verify', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sg-units-'));
   try {

@@ -51,7 +51,8 @@ type Handler = (req: IncomingMessage, res: ServerResponse, query: URLSearchParam
 function reply(res: ServerResponse, status: number, body: string, contentType = 'text/plain; charset=utf-8'): void {
   // Already answered (e.g. 413 while a handler was still awaiting its data): the first answer stands.
   if (res.headersSent) return;
-  res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store' });
+  // nosniff: some answers echo the request (a path, a format) and must stay text to a browser.
+  res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
   res.end(body);
 }
 
@@ -196,6 +197,17 @@ function clientErrorStatus(code: string | undefined): { status: number; text: st
   return { status: 400, text: 'Bad Request', stat: 'admin_rq_bad' };
 }
 
+/**
+ * A POST sent by a web page: a page open in a browser on the host can send a "simple" POST to
+ * 127.0.0.1:9901 without a preflight (or, by DNS rebinding, from a name that resolves there).
+ * Browsers mark every such request with Origin or Sec-Fetch-Site; curl, systemd's ExecReload and
+ * logrotate send neither, and the dashboard only GETs. So a POST carrying them is refused.
+ */
+function fromWebPage(req: IncomingMessage): boolean {
+  const site = req.headers['sec-fetch-site'];
+  return req.headers['origin'] !== undefined || (site !== undefined && site !== 'none');
+}
+
 /** Declared body length over the limit; chunked bodies are counted as they arrive instead. */
 function declaredBodyTooLarge(req: IncomingMessage, max: number): boolean {
   const length = req.headers['content-length'];
@@ -252,6 +264,9 @@ export function startAdminServer(
     if (req.method !== entry.method && !(entry.method === 'GET' && req.method === 'HEAD')) {
       res.setHeader('allow', entry.method);
       return reply(res, 405, `method ${req.method} not allowed on ${url.pathname}\n`);
+    }
+    if (entry.method === 'POST' && fromWebPage(req)) {
+      return reply(res, 403, `POST ${url.pathname} from a web page refused (Origin / Sec-Fetch-Site): it is for curl, systemctl and logrotate\n`);
     }
     Promise.resolve()
       .then(() => entry.handler(req, res, url.searchParams))

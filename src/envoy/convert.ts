@@ -4,8 +4,8 @@
 
 import { Findings, type Segment } from './findings';
 import { isV2TypeUrl, NAME_ONLY, TYPE } from './type-urls';
-import { describe, envoyDurationMs, envoySocketAddress, envoyUint, isRecord, splicegateDuration } from './values';
-import { LISTENER_NAME_RE, MAX_REQUEST_HEAD_BYTES, MIN_REQUEST_HEAD_BYTES } from '../config/schema';
+import { describe, envoyBool, envoyDurationMs, envoySocketAddress, envoyUint, isRecord, splicegateDuration } from './values';
+import { DEFAULTS, LISTENER_NAME_RE, MAX_REQUEST_HEAD_BYTES, MIN_REQUEST_HEAD_BYTES } from '../config/schema';
 
 export const DEFAULT_ENVOY_HEADER = 'x-envoy-original-dst-host';
 /** Envoy honours the header from every client; so does the converted listener (with a warning). */
@@ -68,6 +68,8 @@ export function convertEnvoyBootstrap(root: unknown, lenient: boolean): Conversi
   if (root['static_resources'] === undefined) {
     if (root['listeners'] !== undefined) {
       findings.fatal([], 'not an Envoy bootstrap: this looks like a splicegate config (top-level "listeners"); pass it with --config');
+    } else if (root['staticResources'] !== undefined) {
+      findings.fatal(['staticResources'], 'protobuf JSON lowerCamelCase names are not read: write the proto field names (static_resources, socket_address, port_value, ...)');
     } else if (root['dynamic_resources'] !== undefined) {
       findings.fatal(['dynamic_resources'], 'not supported: splicegate reads static_resources only (no xDS)');
     } else {
@@ -76,6 +78,7 @@ export function convertEnvoyBootstrap(root: unknown, lenient: boolean): Conversi
     return none();
   }
 
+  camelCaseKeys(root, [], findings);
   const cluster = new ClusterOut(findings);
   const out: Obj = {};
   for (const [key, value] of Object.entries(root)) {
@@ -85,7 +88,11 @@ export function convertEnvoyBootstrap(root: unknown, lenient: boolean): Conversi
     else if (HARMLESS_BOOTSTRAP.has(key)) findings.warn([key], 'ignored');
     else findings.warn([key], 'ignored (not an Envoy bootstrap key splicegate knows)');
   }
-  if (out['admin'] === undefined) delete out['admin'];
+  if (out['admin'] === undefined) {
+    delete out['admin'];
+    // Envoy without admin opens no admin port; splicegate always has one: say where.
+    if (root['admin'] === undefined) findings.warn(['admin'], `absent: splicegate's admin endpoint listens on its default, ${DEFAULTS.adminAddress}`);
+  }
 
   const sr = root['static_resources'];
   const srPath: Segment[] = ['static_resources'];
@@ -105,6 +112,30 @@ export function convertEnvoyBootstrap(root: unknown, lenient: boolean): Conversi
   out['listeners'] = listeners;
   if (Object.keys(cluster.values).length > 0) out['cluster'] = cluster.values;
   return { config: out, findings };
+}
+
+/** Maps whose keys are names the user chose, not Envoy fields. */
+const FREE_FORM_KEYS = new Set(['metadata', 'typed_per_filter_config', 'per_filter_config']);
+
+// Envoy also reads protobuf JSON's lowerCamelCase field names (portValue, maxConnections). The
+// converter matches proto field names, so such a key would be unknown to it: an error in most
+// places, but only an "ignored" warning in a few where Envoy applies it (circuit-breaker
+// thresholds). Every one is reported as an error, with the name to write instead.
+function camelCaseKeys(node: unknown, path: Segment[], findings: Findings): void {
+  if (Array.isArray(node)) {
+    node.forEach((v: unknown, i) => camelCaseKeys(v, [...path, i], findings));
+    return;
+  }
+  if (!isRecord(node)) return;
+  for (const [key, v] of Object.entries(node)) {
+    if (FREE_FORM_KEYS.has(key)) continue;
+    if (/^[a-z][a-z0-9]*[A-Z]/.test(key)) {
+      const snake = key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+      findings.error([...path, key], `a lowerCamelCase name (protobuf JSON): the converter reads the proto field names; write ${snake}`);
+    } else {
+      camelCaseKeys(v, [...path, key], findings);
+    }
+  }
 }
 
 function mapAdmin(value: unknown, findings: Findings): Obj | undefined {
@@ -135,6 +166,7 @@ function mapClusters(value: unknown, path: Segment[], out: ClusterOut, findings:
     findings.error(path, `expected a list of clusters, got ${describe(value)}`);
     return result;
   }
+  const seen = new Map<string, number>();
   value.forEach((c: unknown, i) => {
     const cp = [...path, i];
     if (!isRecord(c)) {
@@ -146,6 +178,14 @@ function mapClusters(value: unknown, path: Segment[], out: ClusterOut, findings:
       findings.error([...cp, 'name'], 'a cluster needs a name');
       return;
     }
+    // Envoy refuses a second cluster of the same name; taking either would be a guess.
+    const first = seen.get(name);
+    if (first !== undefined) {
+      findings.error([...cp, 'name'], `duplicate cluster name ${JSON.stringify(name)} (also static_resources.clusters[${first}])`);
+      result.delete(name);
+      return;
+    }
+    seen.set(name, i);
     if (c['type'] !== 'ORIGINAL_DST') {
       const type = c['cluster_type'] !== undefined ? 'a custom cluster_type' : `type ${c['type'] === undefined ? 'STATIC (the default)' : describe(c['type'])}`;
       findings.error([...cp, c['cluster_type'] !== undefined ? 'cluster_type' : 'type'], `cluster ${JSON.stringify(name)} has ${type}: only ORIGINAL_DST clusters map onto splicegate; listeners routing to it are not converted`);
@@ -251,6 +291,9 @@ function mapCircuitBreakers(value: unknown, path: Segment[], out: ClusterOut, fi
           findings.warn(fp, 'ignored');
         } else if (typeof n === 'string' || n > 10_000_000) {
           findings.error(fp, typeof n === 'string' ? n : `must be at most 10000000, got ${n}`);
+        } else if (n === 0) {
+          // Envoy's 0 opens the circuit for every connection; splicegate's 0 means "no bound".
+          findings.error(fp, `0 cannot be mapped: in Envoy it lets no connection through, while splicegate's cluster.${target}: 0 means no bound`);
         } else {
           out.set(target, n, fp);
           if (target === 'max_pending') findings.warn(fp, 'mapped to cluster.max_pending, which splicegate counts per original host (Envoy counts pending requests over the whole cluster)');
@@ -311,6 +354,7 @@ function mapListeners(value: unknown, path: Segment[], clusters: Map<string, Ori
     if (converted === undefined) return;
     let name = String(converted['name']);
     for (let n = 2; names.has(name); n += 1) name = `${String(converted['name']).slice(0, 60)}-${n}`;
+    if (name !== converted['name']) findings.warn([...path, i, 'name'], `renamed to ${name}: ${String(converted['name'])} is taken by another listener`);
     names.add(name);
     result.push({ ...converted, name });
   });
@@ -352,11 +396,19 @@ function mapListener(l: unknown, lp: Segment[], index: number, clusters: Map<str
         break;
       }
       case 'transparent':
-        if (v === true) flags.transparent = true;
+      case 'use_original_dst': {
+        // Envoy refuses a non-boolean here; ignoring one would relay to a different destination.
+        const b = envoyBool(v);
+        if (b === undefined) {
+          findings.error(kp, `expected true or false, got ${describe(v)}`);
+          ok = false;
+        } else if (key === 'transparent') {
+          flags.transparent = b;
+        } else {
+          flags.originalDst = flags.originalDst || b;
+        }
         break;
-      case 'use_original_dst':
-        if (v === true || (isRecord(v) && v['value'] === true)) flags.originalDst = true;
-        break;
+      }
       case 'tcp_backlog_size': {
         const n = envoyUint(v);
         if (typeof n === 'number' && n >= 1 && n <= 65535) listener['backlog'] = n;
@@ -564,7 +616,7 @@ function mapTcpProxy(config: Obj, path: Segment[], clusters: Map<string, Origina
 
 function mapHcm(config: Obj, path: Segment[], clusters: Map<string, OriginalDstCluster>, findings: Findings): Chain | undefined {
   const http: Obj = {};
-  let targets: OriginalDstCluster[] = [];
+  let routes: Routes = { targets: [], count: 0, lost: false };
   let connect = false;
   for (const [key, v] of Object.entries(config)) {
     const kp = [...path, key];
@@ -575,7 +627,7 @@ function mapHcm(config: Obj, path: Segment[], clusters: Map<string, OriginalDstC
         if (v !== 'AUTO' && v !== 'HTTP1') findings.error(kp, `${describe(v)}: splicegate's HTTP listener speaks HTTP/1.1`);
         break;
       case 'route_config':
-        targets = mapRouteConfig(v, kp, clusters, findings);
+        routes = mapRouteConfig(v, kp, clusters, findings);
         break;
       case 'http_filters':
         mapHttpFilters(v, kp, findings);
@@ -610,7 +662,14 @@ function mapHcm(config: Obj, path: Segment[], clusters: Map<string, OriginalDstC
     }
   }
   if (config['route_config'] === undefined && config['rds'] === undefined) findings.error([...path, 'route_config'], 'required: routes to the ORIGINAL_DST cluster');
-  if (targets.length === 0) return undefined;
+  else if (isRecord(config['route_config']) && routes.count === 0) {
+    // Envoy answers every request with 404; a converted listener would relay them all.
+    findings.error([...path, 'route_config'], 'no route: not converted (splicegate sends every request to the ORIGINAL_DST cluster)');
+  }
+  // A route to anything but an ORIGINAL_DST cluster (reported where it is) leaves the listener out,
+  // lenient or not: its requests would otherwise go to the original destination instead.
+  const targets = routes.targets;
+  if (targets.length === 0 || routes.lost) return undefined;
   const first = targets[0] as OriginalDstCluster;
   for (const t of targets.slice(1)) {
     if (t.useHttpHeader !== first.useHttpHeader || t.headerName !== first.headerName) {
@@ -636,12 +695,33 @@ function mapUpgradeConfigs(value: unknown, path: Segment[], findings: Findings):
   }
   let connect = false;
   value.forEach((u: unknown, i) => {
+    const up = [...path, i];
     const type = isRecord(u) ? u['upgrade_type'] : undefined;
+    if (isRecord(u)) {
+      // enabled: false turns the upgrade off in Envoy; upgrade filters change what is relayed.
+      for (const key of Object.keys(u)) {
+        if (key !== 'upgrade_type' && key !== 'enabled') findings.error([...up, key], 'not supported (upgrade filters change what is relayed)');
+      }
+      const enabled = u['enabled'] === undefined ? true : envoyBool(u['enabled']);
+      if (enabled === undefined) {
+        findings.error([...up, 'enabled'], `expected true or false, got ${describe(u['enabled'])}`);
+        return;
+      }
+      if (!enabled) {
+        if (typeof type === 'string' && type.toUpperCase() === 'CONNECT') return; // CONNECT stays refused
+        findings.warn([...up, 'enabled'], `ignored: splicegate relays any upgrade the server accepts (${describe(type)})`);
+        return;
+      }
+    }
     if (typeof type === 'string' && type.toUpperCase() === 'CONNECT') connect = true;
     else if (typeof type === 'string' && type.toLowerCase() === 'websocket') return; // splicegate splices every 101 upgrade
     else findings.warn([...path, i], `ignored: splicegate relays any upgrade the server accepts (${describe(type)})`);
   });
   return connect;
+}
+
+function mentionsConnect(value: unknown): boolean {
+  return Array.isArray(value) && value.some((u: unknown) => isRecord(u) && typeof u['upgrade_type'] === 'string' && u['upgrade_type'].toUpperCase() === 'CONNECT');
 }
 
 function mapHttpFilters(value: unknown, path: Segment[], findings: Findings): void {
@@ -658,11 +738,19 @@ function mapHttpFilters(value: unknown, path: Segment[], findings: Findings): vo
   });
 }
 
-function mapRouteConfig(value: unknown, path: Segment[], clusters: Map<string, OriginalDstCluster>, findings: Findings): OriginalDstCluster[] {
-  const targets: OriginalDstCluster[] = [];
+/** The ORIGINAL_DST clusters a route config reaches; `lost` when a route goes elsewhere (or nowhere known). */
+interface Routes {
+  targets: OriginalDstCluster[];
+  /** Routes seen, whatever they match or reach. */
+  count: number;
+  lost: boolean;
+}
+
+function mapRouteConfig(value: unknown, path: Segment[], clusters: Map<string, OriginalDstCluster>, findings: Findings): Routes {
+  const routes: Routes = { targets: [], count: 0, lost: false };
   if (!isRecord(value)) {
     findings.error(path, `expected a mapping, got ${describe(value)}`);
-    return targets;
+    return routes;
   }
   for (const [key, v] of Object.entries(value)) {
     const kp = [...path, key];
@@ -675,12 +763,12 @@ function mapRouteConfig(value: unknown, path: Segment[], clusters: Map<string, O
       findings.error(kp, `expected a list, got ${describe(v)}`);
       continue;
     }
-    v.forEach((vh: unknown, i) => mapVirtualHost(vh, [...kp, i], clusters, findings, targets));
+    v.forEach((vh: unknown, i) => mapVirtualHost(vh, [...kp, i], clusters, findings, routes));
   }
-  return targets;
+  return routes;
 }
 
-function mapVirtualHost(vh: unknown, path: Segment[], clusters: Map<string, OriginalDstCluster>, findings: Findings, targets: OriginalDstCluster[]): void {
+function mapVirtualHost(vh: unknown, path: Segment[], clusters: Map<string, OriginalDstCluster>, findings: Findings, routes: Routes): void {
   if (!isRecord(vh)) {
     findings.error(path, `expected a mapping, got ${describe(vh)}`);
     return;
@@ -696,8 +784,10 @@ function mapVirtualHost(vh: unknown, path: Segment[], clusters: Map<string, Orig
         continue;
       }
       v.forEach((r: unknown, i) => {
+        routes.count += 1;
         const target = mapRoute(r, [...kp, i], clusters, findings);
-        if (target !== undefined && !targets.includes(target)) targets.push(target);
+        if (target === undefined) routes.lost = true;
+        else if (!routes.targets.includes(target)) routes.targets.push(target);
       });
     } else if (HARMLESS_VHOST.has(key)) {
       findings.warn(kp, 'ignored');
@@ -727,7 +817,10 @@ function mapRoute(r: unknown, path: Segment[], clusters: Map<string, OriginalDst
       for (const [rk, rv] of Object.entries(v)) {
         const rp = [...kp, rk];
         if (rk === 'cluster') target = originalDstCluster(rv, rp, clusters, findings);
-        else if (HARMLESS_ROUTE_ACTION.has(rk)) findings.warn(rp, 'ignored');
+        else if (rk === 'upgrade_configs' && mentionsConnect(rv)) {
+          // A route can turn CONNECT on or off against the HCM's setting; splicegate has one per listener.
+          findings.error(rp, 'a per-route CONNECT setting is not supported: set upgrade_configs on the http_connection_manager');
+        } else if (HARMLESS_ROUTE_ACTION.has(rk)) findings.warn(rp, 'ignored');
         else findings.error(rp, 'not supported (rewrites, weighted or header-chosen clusters, mirrors change the request or its destination)');
       }
       if (v['cluster'] === undefined) findings.error(kp, 'only route.cluster naming the ORIGINAL_DST cluster maps');

@@ -8,7 +8,7 @@ import { validateConfigValue } from '../config/schema';
 import type { SplicegateConfig } from '../config/types';
 import { parseYamlDocument } from '../config/yaml-document';
 import { convertEnvoyBootstrap } from './convert';
-import type { EnvoyFinding, Segment } from './findings';
+import { oneLine, type EnvoyFinding, type Segment } from './findings';
 
 export interface EnvoyLoad {
   config: SplicegateConfig;
@@ -52,7 +52,7 @@ export function convertEnvoyText(text: string, source: string, lenient: boolean)
     throw new ConfigError(`${source} (converted)`, result.problems.map((p) => ({ path: formatPath(p.segments), message: p.message })));
   }
   const header = [
-    `# Converted from the Envoy bootstrap ${source} by splicegate convert --envoy.`,
+    `# Converted from the Envoy bootstrap ${oneLine(source)} by splicegate convert --envoy.`,
     ...(warnings.length === 0 ? [] : ['# Converter notes (dropped, or mapped with a difference):', ...warnings.map((w) => `#   ${w.path}: ${w.message}`)]),
   ].join('\n');
   return { config: result.config, yaml: `${header}\n${stringify(config, { lineWidth: 0 })}`, warnings: warnings.map(({ path, message, severity }) => ({ path, message, severity })) };

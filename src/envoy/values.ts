@@ -46,6 +46,14 @@ export interface EnvoySocketAddress {
   port: number;
 }
 
+const SOCKET_ADDRESS_KEYS = new Set(['address', 'port_value', 'protocol', 'named_port', 'ipv4_compat']);
+
+/** A protobuf bool, plain or as a BoolValue wrapper ({value: b}); undefined for anything else. */
+export function envoyBool(value: unknown): boolean | undefined {
+  const inner = isRecord(value) ? value['value'] : value;
+  return typeof inner === 'boolean' ? inner : undefined;
+}
+
 /** address.socket_address -> "ip:port"; a message when it is not a TCP socket address with an IP literal. */
 export function envoySocketAddress(address: unknown): EnvoySocketAddress | string {
   if (!isRecord(address)) return `expected an address mapping, got ${describe(address)}`;
@@ -57,6 +65,14 @@ export function envoySocketAddress(address: unknown): EnvoySocketAddress | strin
   const port = sa['port_value'];
   if (sa['protocol'] !== undefined && sa['protocol'] !== 'TCP') return `protocol ${describe(sa['protocol'])}: splicegate listens on TCP only`;
   if (sa['named_port'] !== undefined) return 'named_port is not supported: give port_value';
+  // ipv4_compat makes an Envoy "::" listener take IPv4 too; a splicegate IPv6 listener is V6ONLY,
+  // so dropping it would refuse the IPv4 clients. Other keys (network_namespace_filepath: the
+  // listener lives in another namespace) change where the socket is: never dropped silently.
+  if (sa['ipv4_compat'] !== undefined && sa['ipv4_compat'] !== false && typeof sa['address'] === 'string' && isIPv6(sa['address'])) {
+    return 'ipv4_compat is not supported: splicegate IPv6 listeners take IPv6 only (add a listener on 0.0.0.0 for IPv4)';
+  }
+  const unknown = Object.keys(sa).filter((k) => !SOCKET_ADDRESS_KEYS.has(k));
+  if (unknown.length > 0) return `socket_address.${unknown.join(', socket_address.')}: not supported (it changes where or how the socket is bound)`;
   if (typeof host !== 'string' || !(isIPv4(host) || isIPv6(host))) return `expected socket_address.address to be an IP literal, got ${describe(host)}`;
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) return `expected socket_address.port_value from 1 to 65535, got ${describe(port)}`;
   return { text: isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`, port };
