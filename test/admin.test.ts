@@ -268,3 +268,35 @@ describe('admin server: POSTs from web pages', () => {
     assert.equal(echo.headers.get('x-content-type-options'), 'nosniff');
   });
 });
+
+describe('admin server: a client that half-closes right after its request', () => {
+  let admin: AdminServer;
+
+  before(async () => {
+    // Handlers that answer later, as the real ones do (they ask every worker first).
+    const later = <T>(value: T): Promise<T> => new Promise((resolve) => setTimeout(() => resolve(value), 50));
+    admin = await startAdminServer(
+      { host: '127.0.0.1', port: 0, family: 4, text: '127.0.0.1:0' },
+      {
+        readiness: () => ({ ready: true, detail: 'ready' }),
+        counters: () => later({ downstream_cx_total: 3 }),
+        hosts: () => later([]),
+        latency: { collect: () => later([]) },
+        reload: () => later({ status: 200, body: { ok: true } }),
+      },
+      silent,
+    );
+  });
+
+  after(() => admin.close());
+
+  it('still gets the answer of every route, those that await included, then the server closes', { timeout: 15000 }, async () => {
+    // raw() ends its side after the request (nc -N, socat): the FIN arrives before the answer.
+    for (const [method, path] of [['GET', '/stats'], ['GET', '/clusters'], ['GET', '/ready'], ['POST', '/reload']] as const) {
+      const r = await raw(admin.port, `${method} ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n`);
+      assert.equal(r.status, 200, `${method} ${path}: ${JSON.stringify(r.text)}`);
+    }
+    const stats = await raw(admin.port, 'GET /stats HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.match(stats.text, /downstream_cx_total: 3/);
+  });
+});

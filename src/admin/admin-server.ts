@@ -294,6 +294,13 @@ export function startAdminServer(
     },
   );
   server.maxConnections = limits.maxConnections;
+  // A client may half-close right after its request (`nc -N`, socat, some health checkers): legal
+  // HTTP/1.1, and it still reads the answer. By default Node's HTTP server answers that FIN by
+  // aborting the request and ending the socket, so every route that awaits the workers (/stats,
+  // /clusters, /latency, /reload) lost its answer. With this flag Node sends the pending answer and
+  // then ends the socket (lib/_http_server.js socketOnEnd). It has no documented equivalent in
+  // Node 20; the headers/request timeouts still bound a client that never finishes its request.
+  (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   server.on('drop', () => stats.inc('admin_cx_overflow'));
   server.on('connection', (socket: Socket) => {
     stats.inc('admin_cx_active');
