@@ -4,6 +4,7 @@
 
 import { readFile } from 'node:fs/promises';
 import { HistogramLogReader, type Histogram } from 'hdr-histogram-js';
+import { httpGet, type HttpGetResult } from '../util/http-get';
 import { decodeHdrExport, type DecodedSet } from './hdr-export';
 import { parseTag } from './interval-lines';
 import { LATENCY_METRICS, type LatencyMetricName } from './metrics';
@@ -38,15 +39,20 @@ export function rankHosts(hosts: Array<{ address: string; set: DecodedSet }>): A
 
 export async function loadReportFromAdmin(baseUrl: string, timeoutMs = 10_000): Promise<LatencyReport> {
   const url = new URL('/latency?format=hdr', baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`);
-  let response: Response;
+  let response: HttpGetResult;
   try {
-    response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    response = await httpGet(url, timeoutMs);
   } catch (err) {
-    const cause = err instanceof Error && err.cause instanceof Error ? err.cause.message : err instanceof Error ? err.message : String(err);
-    throw new Error(`cannot reach the admin endpoint at ${url.origin}: ${cause}`);
+    throw new Error(`cannot reach the admin endpoint at ${url.origin}: ${err instanceof Error ? err.message : String(err)}`);
   }
-  if (!response.ok) throw new Error(`${url.href}: HTTP ${response.status} ${(await response.text()).trim()}`);
-  const decoded = decodeHdrExport(await response.json());
+  if (response.status < 200 || response.status > 299) throw new Error(`${url.href}: HTTP ${response.status} ${response.body.trim()}`);
+  let json: unknown;
+  try {
+    json = JSON.parse(response.body);
+  } catch (err) {
+    throw new Error(`${url.href}: the answer is not JSON (${err instanceof Error ? err.message : String(err)})`);
+  }
+  const decoded = decodeHdrExport(json);
   return {
     source: url.origin,
     description: `live, merged over ${decoded.workers} worker${decoded.workers === 1 ? '' : 's'}, ${new Date().toISOString()}`,

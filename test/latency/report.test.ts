@@ -76,7 +76,8 @@ test('report --log prints the percentile distribution of every metric and the bu
   assert.match(run.stdout, /^10\.0\.0\.7:443 +2000 /m);
 });
 
-test('report --admin reads GET /latency?format=hdr from a live endpoint', async () => {
+/** Serves the test's histograms on GET /latency like the admin server; listens on the first of ports it can bind. */
+async function liveEndpoint(ports: readonly number[]): Promise<{ server: Server; port: number }> {
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
     void latencyResponse(source, url.searchParams.get('format')).then((r) => {
@@ -84,21 +85,39 @@ test('report --admin reads GET /latency?format=hdr from a live endpoint', async 
       res.end(r.body);
     });
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
+  for (const want of ports) {
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(want, '127.0.0.1', () => resolve(true));
+    });
+    if (bound) return { server, port: (server.address() as AddressInfo).port };
+  }
+  throw new Error(`none of the ports ${ports.join(', ')} could be bound`);
+}
+
+async function reportFrom(ports: readonly number[]): Promise<void> {
+  const { server, port } = await liveEndpoint(ports);
   try {
     const child = spawn(process.execPath, [CLI, 'report', '--admin', `http://127.0.0.1:${port}`]);
     let stdout = '';
+    let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const status = await new Promise<number | null>((r) => child.on('exit', r));
-    assert.equal(status, 0);
+    assert.equal(status, 0, stderr);
     assert.match(stdout, new RegExp(`^splicegate latency report: http://127\\.0\\.0\\.1:${port}\nlive, merged over 2 workers`));
     assert.match(stdout, /^#\[Max {5}= +[\d.]+, Total count {4}= +40000\]$/m);
     assert.match(stdout, /^\[2001:db8::1\]:8443 +700 /m);
   } finally {
     server.close();
   }
-});
+}
+
+test('report --admin reads GET /latency?format=hdr from a live endpoint', () => reportFrom([0]));
+
+// fetch() refuses these ports (the fetch standard's "bad ports": "fetch failed ... bad port"); an
+// admin server may listen on any port.
+test('report --admin reads an admin endpoint on a port that browsers block (10080, 6665-6669)', () => reportFrom([10080, 6665, 6666, 6667, 6668, 6669]));
 
 test('report: usage errors exit 2, an unreachable admin endpoint exits 1', async () => {
   const both = splicegate('report', '--admin', 'http://127.0.0.1:9901', '--log', logPath);
