@@ -540,6 +540,40 @@ test('YAML nested too deeply is refused at its line, every time, without a stack
   problemAt(problemsOf(`${ONE_LISTENER}workers: ${'['.repeat(90)}${']'.repeat(90)}\n`), 'workers', 'expected "auto" or an integer');
 });
 
+// yaml turned such a key into its text with a Node warning on stderr ("Keys with collection values
+// will be stringified"), which then met the schema as an odd unknown key, or none where any key goes.
+test('a list or mapping as a mapping key is refused at its line, with no Node warning', () => {
+  const warnings: string[] = [];
+  const onWarning = (w: Error): void => void warnings.push(w.message);
+  process.on('warning', onWarning);
+  try {
+    const cases: Array<[string, string, number]> = [
+      [`${ONE_LISTENER}    ? [a, b]\n    : 1\n`, 'not a list', 4],
+      ['listeners:\n  - {name: egress, address: "0.0.0.0:1", [1]: x}\n', 'not a list', 2],
+      [`? {a: 1}\n: x\n${ONE_LISTENER}`, 'not a mapping', 1],
+    ];
+    for (const [text, message, line] of cases) {
+      const problems = problemsOf(text);
+      assert.equal(problems.length, 1, JSON.stringify(problems));
+      const problem = problemAt(problems, '(root)', `a mapping key must be a plain value, ${message}`);
+      assert.equal(problem.line, line, JSON.stringify(problem));
+    }
+  } finally {
+    process.off('warning', onWarning);
+  }
+  assert.deepEqual(warnings, []);
+});
+
+test("values of YAML's own types are named as what they are, not as a mapping", () => {
+  const named = (value: string): string => {
+    const problems = problemsOf(`listeners:\n  - name: ${value}\n    address: "0.0.0.0:15001"\n`);
+    return problemAt(problems, 'listeners[0].name', 'expected a string').message;
+  };
+  assert.match(named('!!binary aGVsbG8='), /got binary data \(!!binary\)/);
+  assert.match(named('!!set {a, b}'), /got a set \(!!set\)/);
+  assert.match(named('!!timestamp 2001-12-14'), /got a timestamp/);
+});
+
 test('YAML alias bombs are refused by the alias limit', () => {
   const laughs = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]'];
   for (let i = 1; i < 10; i++) laughs.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);

@@ -260,6 +260,21 @@ test('an Envoy file nested too deeply is refused by its depth, not by a stack ov
   }
 });
 
+test('an Envoy file with a list as a mapping key is refused at its line, with no Node warning', () => {
+  const warnings: string[] = [];
+  const onWarning = (w: Error): void => void warnings.push(w.message);
+  process.on('warning', onWarning);
+  try {
+    assert.throws(
+      () => convertEnvoyText('static_resources:\n  ? [listeners]\n  : []\n', 'keys.yaml', false),
+      (err: unknown) => err instanceof ConfigError && /^keys\.yaml: \(root\): a mapping key must be a plain value, not a list \(line 2, column 5\)$/.test(err.message),
+    );
+  } finally {
+    process.off('warning', onWarning);
+  }
+  assert.deepEqual(warnings, []);
+});
+
 test('what splicegate itself refuses after the mapping is reported against the converted config', () => {
   const c = cluster({ original_dst_lb_config: { upstream_port_override: 9000 } });
   const lines = refused(bootstrap([tcpListener()], [c]));

@@ -10,6 +10,12 @@ export function showValue(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
   if (typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);
   if (Array.isArray(value)) return 'a list';
+  // What YAML's own tags make (!!binary, !!set, !!omap, !!timestamp): name them, not "a mapping".
+  if (value instanceof Uint8Array) return 'binary data (!!binary)';
+  if (value instanceof Set) return 'a set (!!set)';
+  if (value instanceof Map) return 'an ordered mapping (!!omap)';
+  if (value instanceof Date) return 'a timestamp';
+  if (typeof value === 'bigint') return 'a number';
   if (typeof value === 'object') return 'a mapping';
   return typeof value;
 }

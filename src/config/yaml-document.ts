@@ -7,8 +7,8 @@
 // through yaml's lexer and CST parser (iterative, they keep the nesting in an array) one token at a
 // time, and a document nested deeper than MAX_YAML_DEPTH is refused before anything recurses.
 
-import { Composer, Lexer, Parser, YAMLParseError, type CST, type Document, type LineCounter } from 'yaml';
-import { ConfigError, ROOT_PATH } from './problems';
+import { Composer, isCollection, isSeq, Lexer, Parser, visit, YAMLParseError, type CST, type Document, type LineCounter } from 'yaml';
+import { ConfigError, ROOT_PATH, type ConfigProblem } from './problems';
 
 /**
  * Deepest CST nesting accepted (document, collections and their items each count one). The
@@ -17,8 +17,8 @@ import { ConfigError, ROOT_PATH } from './problems';
 export const MAX_YAML_DEPTH = 100;
 
 /**
- * parseDocument(text, { lineCounter, uniqueKeys: true }); a document nested too deeply throws a
- * ConfigError naming `source` and the line where the nesting passed the limit.
+ * parseDocument(text, { lineCounter, uniqueKeys: true }); a document nested too deeply, or with a
+ * list or mapping as a mapping key, throws a ConfigError naming `source` and the line.
  */
 export function parseYamlDocument(text: string, lineCounter: LineCounter, source: string): Document {
   const parser = new Parser(lineCounter.addNewLine);
@@ -52,5 +52,26 @@ export function parseYamlDocument(text: string, lineCounter: LineCounter, source
   }
   // compose(..., forceDoc = true) always ends with a document, even for empty text.
   if (doc === undefined) throw new Error('yaml composer produced no document');
+  // The loaders report syntax errors themselves (all of them, with positions).
+  if (doc.errors.length === 0) refuseCollectionKeys(doc, lineCounter, source);
   return doc;
+}
+
+/**
+ * A mapping key that is itself a list or a mapping (`? [a, b]`, `{[1]: x}`) has no meaning in a
+ * config, and toJS would turn it into its text with a Node warning on stderr; refused here, with
+ * its position, before anything converts the document.
+ */
+function refuseCollectionKeys(doc: Document, lineCounter: LineCounter, source: string): void {
+  const problems: ConfigProblem[] = [];
+  visit(doc, {
+    Pair(_, pair) {
+      if (!isCollection(pair.key)) return undefined;
+      const pos = lineCounter.linePos(pair.key.range?.[0] ?? 0);
+      const kind = isSeq(pair.key) ? 'a list' : 'a mapping';
+      problems.push({ path: ROOT_PATH, message: `a mapping key must be a plain value, not ${kind}`, line: pos.line, column: pos.col });
+      return visit.SKIP;
+    },
+  });
+  if (problems.length > 0) throw new ConfigError(source, problems);
 }
