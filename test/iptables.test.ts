@@ -43,7 +43,13 @@ test('print: tproxy gateway for both families adds the ip rule and local route p
     ['iptables', '4', '0.0.0.0/0'],
     ['ip6tables', '6', '::/0'],
   ] as const) {
-    assert.ok(r.stdout.includes(`${tool} -w -t mangle -A SPLICEGATE-PREROUTING -m mark --mark 0x100 -j RETURN\n`), r.stdout);
+    // Exclusions first: the proxy's own marked connects, then whatever is addressed to this host.
+    assert.ok(
+      r.stdout.includes(
+        `${tool} -w -t mangle -A SPLICEGATE-PREROUTING -m mark --mark 0x100 -j RETURN\n${tool} -w -t mangle -A SPLICEGATE-PREROUTING -m addrtype --dst-type LOCAL -j RETURN\n${tool} -w -t mangle -A SPLICEGATE-PREROUTING -p tcp`,
+      ),
+      r.stdout,
+    );
     assert.ok(
       r.stdout.includes(`${tool} -w -t mangle -A SPLICEGATE-PREROUTING -p tcp -i eth1 -m multiport --dports 80,443,8000:8100 -j TPROXY --on-port 15002 --tproxy-mark 0x1/0x1\n`),
       r.stdout,
@@ -53,8 +59,8 @@ test('print: tproxy gateway for both families adds the ip rule and local route p
   }
   // The jump comes after the chain is filled, for each family.
   const lines = r.stdout.trimEnd().split('\n');
-  assert.match(lines[6] ?? '', /^iptables .* -A PREROUTING -p tcp -j SPLICEGATE-PREROUTING$/);
-  assert.match(lines[13] ?? '', /^ip6tables .* -A PREROUTING -p tcp -j SPLICEGATE-PREROUTING$/);
+  assert.match(lines[7] ?? '', /^iptables .* -A PREROUTING -p tcp -j SPLICEGATE-PREROUTING$/);
+  assert.match(lines[15] ?? '', /^ip6tables .* -A PREROUTING -p tcp -j SPLICEGATE-PREROUTING$/);
 });
 
 test('print --uninstall: removes every splicegate jump and chain, and the tproxy rule and route', () => {
@@ -189,6 +195,7 @@ test('print --protocol udp: tproxy for UDP in a chain of its own, the port from 
         'iptables -w -t mangle -n -L SPLICEGATE-UDP >/dev/null 2>&1 || iptables -w -t mangle -N SPLICEGATE-UDP',
         'iptables -w -t mangle -F SPLICEGATE-UDP',
         'iptables -w -t mangle -A SPLICEGATE-UDP -m mark --mark 0x100 -j RETURN',
+        'iptables -w -t mangle -A SPLICEGATE-UDP -m addrtype --dst-type LOCAL -j RETURN',
         'iptables -w -t mangle -A SPLICEGATE-UDP -p udp -i eth1 -m multiport --dports 53,443 -j TPROXY --on-port 15053 --tproxy-mark 0x1/0x1',
         '[ -n "$(ip -4 rule show fwmark 0x1/0x1 lookup 100 2>/dev/null)" ] || ip -4 rule add fwmark 0x1/0x1 lookup 100',
         'ip -4 route replace local 0.0.0.0/0 dev lo table 100',

@@ -85,6 +85,11 @@ function chainRules(o: RuleOptions, family: 4 | 6): string[][] {
     if (o.excludeUid !== undefined) rules.push(['-m', 'owner', '--uid-owner', o.excludeUid, '-j', 'RETURN']);
     // Connects to this host's loopback are not egress (the admin port, the listener itself).
     rules.push(['-d', family === 6 ? '::1/128' : '127.0.0.0/8', '-j', 'RETURN']);
+  } else {
+    // A gateway intercepts what it forwards; connections to the host itself (ssh, kubelet, a
+    // local server) are not egress, also when --interface is not given or names the interface
+    // those arrive on.
+    rules.push(['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', 'RETURN']);
   }
   const iface = o.iface === undefined ? [] : [o.topology === 'sidecar' ? '-o' : '-i', o.iface];
   const owner = o.onlyUid === undefined ? [] : ['-m', 'owner', '--uid-owner', o.onlyUid];

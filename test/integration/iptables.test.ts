@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ExecResult, Lab, ServerHandle } from '../lab/lab';
+import { ADDR, ExecResult, Lab, ServerHandle } from '../lab/lab';
 import { cliPath } from '../lab/paths';
 import { Splicegate } from '../lab/splicegate';
 import { connectMany } from '../lab/clients';
@@ -89,6 +89,9 @@ describe('iptables install: gateway, redirect, IPv4 and IPv6', () => {
     lab = await Lab.create({ name: 'iptgw' });
     await lab.startServer('identity', ['--listen', '10.10.2.2:8080', '--id', 'A']);
     await lab.startServer('identity', ['--listen', '[fd00:2::2]:8080', '--id', 'A6']);
+    // A server on the gateway itself, on a caught port: connections to it are not egress.
+    await lab.startServer('identity', ['--listen', `${ADDR.gwCli4}:8080`, '--id', 'GW'], { ns: 'gw' });
+    await lab.startServer('identity', ['--listen', `[${ADDR.gwCli6}]:8080`, '--id', 'GW6'], { ns: 'gw' });
     await seedExistingRules(lab);
     // Nothing from the client is plainly forwarded: a connection that arrives went through splicegate.
     for (const family of [4, 6] as const) await lab.iptables('gw', family, ['-A', 'FORWARD', '-i', 'cli0', '-p', 'tcp', '-j', 'DROP']);
@@ -112,6 +115,15 @@ describe('iptables install: gateway, redirect, IPv4 and IPv6', () => {
       const installed = await installTwice(lab, args);
       assert.match(installed, /-A PREROUTING -p tcp -j SPLICEGATE-PREROUTING/);
       assert.match(installed, /-A SPLICEGATE-PREROUTING -i cli0 -p tcp -m tcp --dport 8080 -j REDIRECT --to-ports 15001/);
+      // Addressed to the gateway itself (on the caught interface and port): served there directly.
+      const local0 = await sg.stats();
+      const [l4, l6] = await Promise.all([
+        connectMany(lab, { target: `${ADDR.gwCli4}:8080`, n: 3, expectId: 'GW' }),
+        connectMany(lab, { target: `[${ADDR.gwCli6}]:8080`, n: 3, expectId: 'GW6' }),
+      ]);
+      assert.equal(l4.ok, 3, JSON.stringify(l4));
+      assert.equal(l6.ok, 3, JSON.stringify(l6));
+      assert.equal(delta(await sg.stats(), local0, 'downstream_cx_total'), 0, 'a connection to the gateway itself went through splicegate');
       const s0 = await sg.stats();
       const [r4, r6] = await Promise.all([
         connectMany(lab, { target: '10.10.2.2:8080', n: 5, expectId: 'A' }),
