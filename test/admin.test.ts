@@ -5,11 +5,23 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
-import { ADMIN_LIMITS, startAdminServer, type AdminServer } from '../src/admin/admin-server';
+import { ADMIN_LIMITS, startAdminServer, type AdminServer, type AdminState } from '../src/admin/admin-server';
 import { AdminStats } from '../src/admin/admin-stats';
 import { createLogger } from '../src/util/logger';
 
 const silent = createLogger('error', () => undefined);
+const ANY_PORT = { host: '127.0.0.1', port: 0, family: 4, text: '127.0.0.1:0' } as const;
+
+/** An admin state that is ready and has nothing to report, but for what `over` replaces. */
+function quiet(over: Partial<AdminState> = {}): AdminState {
+  return {
+    readiness: () => ({ ready: true, detail: 'ready' }),
+    counters: async () => ({}),
+    hosts: async () => [],
+    latency: { collect: async () => [] },
+    ...over,
+  };
+}
 
 /** Send raw bytes, read until the server closes (or `untilStatus` sees a full status line). */
 async function raw(port: number, bytes: string | Buffer, opts: { end?: boolean } = {}): Promise<{ status: number; text: string }> {
@@ -37,13 +49,10 @@ describe('admin server: malformed input', () => {
 
   before(async () => {
     admin = await startAdminServer(
-      { host: '127.0.0.1', port: 0, family: 4, text: '127.0.0.1:0' },
-      {
-        readiness: () => ({ ready: true, detail: 'ready' }),
+      ANY_PORT,
+      quiet({
         counters: async () => ({ downstream_cx_total: 7 }),
-        hosts: async () => [],
-        latency: { collect: async () => [] },
-      },
+      }),
       silent,
       stats,
     );
@@ -130,13 +139,8 @@ describe('admin server: bounds', () => {
 
   before(async () => {
     admin = await startAdminServer(
-      { host: '127.0.0.1', port: 0, family: 4, text: '127.0.0.1:0' },
-      {
-        readiness: () => ({ ready: true, detail: 'ready' }),
-        counters: async () => ({}),
-        hosts: async () => [],
-        latency: { collect: async () => [] },
-      },
+      ANY_PORT,
+      quiet(),
       silent,
       stats,
       limits,
@@ -192,17 +196,13 @@ describe('admin server: POST /logs/reopen', () => {
     let reopened = 0;
     let configured = true;
     const admin = await startAdminServer(
-      { host: '127.0.0.1', port: 0, family: 4, text: '127.0.0.1:0' },
-      {
-        readiness: () => ({ ready: true, detail: 'ready' }),
-        counters: async () => ({}),
-        hosts: async () => [],
-        latency: { collect: async () => [] },
+      ANY_PORT,
+      quiet({
         reopenLogs: () => {
           if (configured) reopened += 1;
           return configured;
         },
-      },
+      }),
       silent,
     );
     try {
@@ -230,17 +230,13 @@ describe('admin server: POSTs from web pages', () => {
 
   before(async () => {
     admin = await startAdminServer(
-      { host: '127.0.0.1', port: 0, family: 4, text: '127.0.0.1:0' },
-      {
-        readiness: () => ({ ready: true, detail: 'ready' }),
-        counters: async () => ({}),
-        hosts: async () => [],
-        latency: { collect: async () => [] },
+      ANY_PORT,
+      quiet({
         reload: async () => {
           reloads += 1;
           return { status: 200, body: { ok: true } };
         },
-      },
+      }),
       silent,
     );
   });
@@ -276,14 +272,13 @@ describe('admin server: a client that half-closes right after its request', () =
     // Handlers that answer later, as the real ones do (they ask every worker first).
     const later = <T>(value: T): Promise<T> => new Promise((resolve) => setTimeout(() => resolve(value), 50));
     admin = await startAdminServer(
-      { host: '127.0.0.1', port: 0, family: 4, text: '127.0.0.1:0' },
-      {
-        readiness: () => ({ ready: true, detail: 'ready' }),
+      ANY_PORT,
+      quiet({
         counters: () => later({ downstream_cx_total: 3 }),
         hosts: () => later([]),
         latency: { collect: () => later([]) },
         reload: () => later({ status: 200, body: { ok: true } }),
-      },
+      }),
       silent,
     );
   });

@@ -625,6 +625,22 @@ struct Origin {
 
 // Keep-alive origin: answers each request with "<n>:<target>" (n counts requests on this
 // connection) until the client closes; closeAfter > 0 closes after that many responses.
+// Reads one request head, answers 101 (upgrade: echo) followed by `after`, then echoes what comes.
+std::function<void(Origin&, int, int)> switchingEchoServer(std::string after) {
+  return [after](Origin&, int fd, int) {
+    std::string buf;
+    if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+    const std::string resp = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n" + after;
+    writeAll(fd, resp.data(), resp.size());
+    char b[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd, b, sizeof b, 0);
+      if (n <= 0) return;
+      if (!writeAll(fd, b, static_cast<size_t>(n))) return;
+    }
+  };
+}
+
 std::function<void(Origin&, int, int)> keepAliveServer(int closeAfter = 0) {
   return [closeAfter](Origin& o, int fd, int) {
     std::string buf;
@@ -1178,18 +1194,7 @@ void sessionTests() {
   });
 
   run("Upgrade: after the server's 101 both directions are relayed", [] {
-    Origin ws([](Origin&, int fd, int) {
-      std::string buf;
-      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
-      const std::string resp = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\nhi";
-      writeAll(fd, resp.data(), resp.size());
-      char b[4096];
-      for (;;) {
-        const ssize_t n = ::recv(fd, b, sizeof b, 0);
-        if (n <= 0) return;
-        if (!writeAll(fd, b, static_cast<size_t>(n))) return;
-      }
-    });
+    Origin ws(switchingEchoServer("hi"));
     HttpStage stage(ws.address);
     LoopRunner loop(*stage.core);
     UniqueFd client = connectTo(stage.listenAddr);
@@ -1242,18 +1247,7 @@ void sessionTests() {
   run("a 101 to a request without Upgrade is a 502, never a tunnel: the next request is routed, not relayed raw", [] {
     // The server switches protocols nobody asked for, then echoes; as a tunnel it would carry the
     // client's next request (meant for `other`, judged by the policy) raw to this server.
-    Origin rogue([](Origin&, int fd, int) {
-      std::string buf;
-      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
-      const std::string resp = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
-      writeAll(fd, resp.data(), resp.size());
-      char b[4096];
-      for (;;) {
-        const ssize_t n = ::recv(fd, b, sizeof b, 0);
-        if (n <= 0) return;
-        if (!writeAll(fd, b, static_cast<size_t>(n))) return;
-      }
-    });
+    Origin rogue(switchingEchoServer(""));
     Origin other(keepAliveServer());
     HttpStage stage(rogue.address);
     LoopRunner loop(*stage.core);
