@@ -25,7 +25,9 @@ export function httpGet(url: URL, timeoutMs: number): Promise<HttpGetResult> {
   const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {
     const fail = (why: string): void => reject(new Error(why));
-    const req = request(url, { method: 'GET', timeout: timeoutMs }, (res: IncomingMessage) => {
+    // agent: false, a connection of its own: the global agent keeps sockets alive between requests,
+    // and a pooled one the server has since closed fails the next request with "socket hang up".
+    const req = request(url, { method: 'GET', agent: false }, (res: IncomingMessage) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (chunk: Buffer) => {
@@ -40,9 +42,12 @@ export function httpGet(url: URL, timeoutMs: number): Promise<HttpGetResult> {
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
       res.on('error', (err) => fail(err.message));
     });
-    // The socket's idle timeout; the deadline below bounds a server that trickles bytes.
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    const deadline = setTimeout(() => req.destroy(new Error(`no complete answer within ${timeoutMs} ms`)), timeoutMs);
+    // One deadline for the whole exchange: it also bounds a server that trickles bytes.
+    // Rejected first: once the answer has begun, destroying the request reports only "aborted".
+    const deadline = setTimeout(() => {
+      fail(`no complete answer within ${timeoutMs} ms`);
+      req.destroy();
+    }, timeoutMs);
     req.on('close', () => clearTimeout(deadline));
     req.on('error', (err) => fail(err.message));
     req.end();
