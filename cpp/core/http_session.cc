@@ -21,6 +21,12 @@ namespace {
 constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 constexpr size_t kReadChunk = 16384;
 
+// A client (or upstream) that sends faster than the other side reads is held back at this much.
+constexpr size_t kMaxPending = 256 * 1024;
+// After an error response: how long the client gets to read it and close before the socket goes.
+constexpr uint64_t kLingerUs = 2'000'000;
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+
 // Bytes the peer sent that nobody read yet sit in the socket (closing it now would reset).
 bool unreadBytesWaiting(int fd) {
   uint8_t byte;
@@ -30,11 +36,6 @@ bool unreadBytesWaiting(int fd) {
   } while (n < 0 && errno == EINTR);
   return n > 0;  // 0: EOF (nothing unread); -1: nothing now, or an error the close meets anyway
 }
-// A client (or upstream) that sends faster than the other side reads is held back at this much.
-constexpr size_t kMaxPending = 256 * 1024;
-// After an error response: how long the client gets to read it and close before the socket goes.
-constexpr uint64_t kLingerUs = 2'000'000;
-constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
 const char* statusText(int status) {
   switch (status) {
@@ -816,9 +817,8 @@ void HttpSession::finishExchange() {
       // a body the server did not wait for) makes the kernel reset, and a reset both says
       // "truncated" and discards what of the response is still queued. So: FIN after the
       // response, read and drop until the client's EOF, as after an error answer.
-      state_ = State::kLingering;
-      lingerUntilUs_ = ctx_.loop.nowUs() + kLingerUs;
-      down_.writable = down_.readable = true;  // EAGAIN says otherwise
+      linger();
+      down_.readable = true;  // those bytes may have come with an edge already consumed
       return;
     }
     close(CloseReason::kCompleted);
@@ -996,6 +996,10 @@ void HttpSession::respondError(int status, const char* reason, Stat counter) {
   access_.bytesReceived += toDown_.size();  // the answer, queued for the client now
   closeRequestLog(outcome);
   access_.bytesReceived = 0;  // not counted again as it is flushed
+  linger();
+}
+
+void HttpSession::linger() {
   state_ = State::kLingering;
   lingerUntilUs_ = ctx_.loop.nowUs() + kLingerUs;
   down_.writable = true;  // try at once (the caller pumps); EAGAIN says otherwise

@@ -149,6 +149,9 @@ class HttpSession final {
   // An HTTP error response (status, reason for x-splicegate-error), then a graceful close; or a
   // reset when response bytes already went out.
   void respondError(int status, const char* reason, Stat counter);
+  // The graceful end: flush toDown_, FIN, then read and drop what the client still sends until its
+  // EOF or kLingerUs, so closing with unread bytes cannot reset away the answer.
+  void linger();
   // The access log: a request begins (its head was read, or it is answered before that), and
   // ends with its record (once; a no-op when none is open or the log is off).
   void openRequestLog(uint8_t method);
