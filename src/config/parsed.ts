@@ -15,7 +15,6 @@ export function showValue(value: unknown): string {
   if (value instanceof Set) return 'a set (!!set)';
   if (value instanceof Map) return 'an ordered mapping (!!omap)';
   if (value instanceof Date) return 'a timestamp';
-  if (typeof value === 'bigint') return 'a number';
   if (typeof value === 'object') return 'a mapping';
   return typeof value;
 }

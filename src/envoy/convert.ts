@@ -708,20 +708,25 @@ function mapUpgradeConfigs(value: unknown, path: Segment[], findings: Findings):
         return;
       }
       if (!enabled) {
-        if (typeof type === 'string' && type.toUpperCase() === 'CONNECT') return; // CONNECT stays refused
+        if (isConnectType(type)) return; // CONNECT stays refused
         findings.warn([...up, 'enabled'], `ignored: splicegate relays any upgrade the server accepts (${describe(type)})`);
         return;
       }
     }
-    if (typeof type === 'string' && type.toUpperCase() === 'CONNECT') connect = true;
+    if (isConnectType(type)) connect = true;
     else if (typeof type === 'string' && type.toLowerCase() === 'websocket') return; // splicegate splices every 101 upgrade
     else findings.warn([...path, i], `ignored: splicegate relays any upgrade the server accepts (${describe(type)})`);
   });
   return connect;
 }
 
+/** An upgrade_type naming CONNECT (Envoy compares it case-insensitively). */
+function isConnectType(type: unknown): boolean {
+  return typeof type === 'string' && type.toUpperCase() === 'CONNECT';
+}
+
 function mentionsConnect(value: unknown): boolean {
-  return Array.isArray(value) && value.some((u: unknown) => isRecord(u) && typeof u['upgrade_type'] === 'string' && u['upgrade_type'].toUpperCase() === 'CONNECT');
+  return Array.isArray(value) && value.some((u: unknown) => isRecord(u) && isConnectType(u['upgrade_type']));
 }
 
 function mapHttpFilters(value: unknown, path: Segment[], findings: Findings): void {
