@@ -89,3 +89,12 @@ test('an http listener and cluster.http_pool reach the addon (pool split per wor
   // An original_dst listener carries no http block.
   assert.equal(nativeListenerOptions({ ...listener, mode: 'original_dst' }, 0).http, undefined);
 });
+
+test('per-host limits go to every worker whole: the core counts them process-wide, not per worker', () => {
+  // ceil(3 / 2) = 2 per worker allowed 4 connections to a host with max_connections: 3.
+  const options = nativeOptionsFor(config('cluster: { max_connections: 3, max_pending: 5 }\n'), 1024);
+  assert.equal(options.maxConnectionsPerHost, 3);
+  assert.equal(options.maxPendingPerHost, 5);
+  const unbounded = nativeOptionsFor(config(), 1024);
+  assert.equal(unbounded.maxConnectionsPerHost, Number.MAX_SAFE_INTEGER);
+});

@@ -50,8 +50,11 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): Nat
   const usableFds = Math.max(0, fdLimit - RESERVED_FDS);
   // Limits are enforced per worker (lock-free host caches), so each worker gets its share.
   const share = (total: number): number => shareOf(total, workers);
-  // 0 means "no per-host bound": only max_downstream_connections (and the fd limit) apply.
-  const perHost = (total: number): number => (total > 0 ? share(total) : Number.MAX_SAFE_INTEGER);
+  // Per-host bounds are not split: every worker counts in the process's shared per-host counts
+  // (cpp/core/shared_host_counts.h), so the whole value bounds the process, across workers, config
+  // generations and orphaned loops. 0 means "no per-host bound": only max_downstream_connections
+  // (and the fd limit) apply.
+  const perHost = (total: number): number => (total > 0 ? total : Number.MAX_SAFE_INTEGER);
   // Each relayed connection holds two sockets.
   const maxDownstream = cluster.maxDownstreamConnections > 0 ? cluster.maxDownstreamConnections : Math.floor(usableFds / 2);
   return {

@@ -57,6 +57,7 @@ describe('original-destination host cache', () => {
       // 5 s: long enough that a host used by one step is still cached when the step's next admin request
       // looks, even on a loaded machine (1 s was not).
       cluster: { cleanup_interval: '5s', max_hosts: 2, max_connections: 2 },
+      env: { SPLICEGATE_TEST_HOOKS: '1' },  // /debug/crash-worker
     });
   });
 
@@ -126,6 +127,37 @@ describe('original-destination host cache', () => {
       const host = (await clusters(sg)).hosts.find((h) => h.address === '10.10.2.2:8081');
       assert.ok(host && host.stats.cx_overflow >= 1 && host.stats.cx_active === 2, JSON.stringify(host));
       await hold.release(10000);
+    }),
+  );
+
+  it('per-host max_connections holds across a reload and a worker death: connections the old generation or an orphaned loop still relays take their places', { timeout: 60000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const refused = async (what: string): Promise<void> => {
+        const p = await probe(lab, { target: '10.10.2.2:8081', send: 'x', waitMs: 3000 });
+        const seen = JSON.stringify({ closeKind: p.closeKind, bytes: p.bytes, closedAfterMs: p.closedAfterMs });
+        assert.equal(p.closeKind, 'reset', `${what}: a third connection to the host was not refused: ${seen}`);
+        assert.equal(p.bytes, 0, what);
+      };
+      // Reload: the new generation's workers start with empty host caches, the old one relays the two.
+      const first = new HoldClient(lab, { target: '10.10.2.2:8081', n: 2 });
+      assert.equal((await first.waitHeld(15000)).ok, 2);
+      const r = await sg.adminPost('/reload');
+      assert.equal(r.status, 200, r.body);
+      await refused('after a reload');
+      await first.release(10000);
+      // Worker death: its loop relays the two on as an orphan while a replacement with an empty cache accepts.
+      const second = new HoldClient(lab, { target: '10.10.2.2:8081', n: 2 });
+      assert.equal((await second.waitHeld(15000)).ok, 2);
+      const crash = await sg.adminPost('/debug/crash-worker?id=0');
+      assert.equal(crash.status, 202, crash.body);
+      await sg.waitStats((s) => s.raw['workers_orphaned'] === 1 && s.raw['workers_orphaned_total'] === 1, 10000, 'the orphan');
+      await sg.waitReady(10000);
+      await refused('after a worker death');
+      await second.release(10000);
+      // Nothing leaked: once they closed, the host takes connections again.
+      const ok = await probe(lab, { target: '10.10.2.2:8081', send: 'x\n', waitMs: 5000, untilLine: true });
+      assert.ok(ok.bytes > 0, `the host refuses after all closed: ${JSON.stringify({ closeKind: ok.closeKind, bytes: ok.bytes })}`);
     }),
   );
 
