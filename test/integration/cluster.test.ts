@@ -240,3 +240,39 @@ describe('upstream_port_override', () => {
     }),
   );
 });
+
+describe('max_downstream_connections', () => {
+  let lab: Lab;
+  let sg: Splicegate | undefined;
+
+  before(async () => {
+    lab = await Lab.create({ name: 'maxdown' });
+    await lab.startServer('hold', ['--listen', '10.10.2.2:8081']);
+    await lab.redirect({ dport: 8081, toPort: 15001, family: 4 });
+    // 3 over 2 workers: parts 2 and 1 (ceil gave each 2, so 4 could be relayed).
+    sg = await Splicegate.start(lab, {
+      workers: 2,
+      listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
+      cluster: { max_downstream_connections: 3 },
+    });
+  });
+
+  after(async () => {
+    await sg?.dispose();
+    await lab?.destroy();
+  });
+
+  it('is exact when it does not divide by the worker count: 3 over 2 workers relays 3, the 4th waits in the backlog', { timeout: 30000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const hold = new HoldClient(lab, { target: '10.10.2.2:8081', n: 4, timeoutMs: 3000 });
+      const held = await hold.waitHeld(15000);
+      assert.equal(held.ok, 3, JSON.stringify(held));
+      const s = await sg.stats();
+      assert.equal(s.raw['downstream_cx_active'], 3);
+      assert.ok(Number(s.raw['downstream_cx_overflow'] ?? 0) >= 1, 'a full worker stepped out of the rotation');
+      await hold.release(10000);
+      await sg.waitStats((x) => x.raw['downstream_cx_active'] === 0, 10000, 'every connection closed');
+    }),
+  );
+});
