@@ -48,7 +48,9 @@ describe('reload dynamics', () => {
         assert.equal((await hold.waitHeld(15000)).ok, 4);
         // Back to back: signals may coalesce and reloads queue; whatever runs last reads the last file.
         for (let i = 0; i < 8; i++) {
-          fs.writeFileSync(sg.configPath, Splicegate.buildConfig(options({ workers: 1 + (i % 3), deny: i % 2 === 1 })));
+          // Written aside and renamed, as a config manager should: a reload never reads half a file.
+          fs.writeFileSync(`${sg.configPath}.new`, Splicegate.buildConfig(options({ workers: 1 + (i % 3), deny: i % 2 === 1 })));
+          fs.renameSync(`${sg.configPath}.new`, sg.configPath);
           sg.proc.signal('SIGHUP');
         }
         // The last file (i = 7) has 2 workers and denies the held destination.
