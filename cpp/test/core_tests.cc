@@ -659,22 +659,6 @@ void policyTests() {
 
 // --- out of fds ---------------------------------------------------------------------------------
 
-// Dups fd 0 until no number below the newest dup is free; the newest (highest) is last.
-std::vector<UniqueFd> fillFdHoles() {
-  std::vector<UniqueFd> fillers;
-  for (;;) {
-    UniqueFd f(::fcntl(0, F_DUPFD_CLOEXEC, 0));
-    CHECK(f);
-    const int n = f.get();
-    fillers.push_back(std::move(f));
-    bool holes = false;
-    for (int i = 0; i < n; ++i) {
-      if (::fcntl(i, F_GETFD) < 0) holes = true;
-    }
-    if (!holes) return fillers;
-  }
-}
-
 void fdExhaustionTests() {
   run("upstream socket() out of fds even after the spare (another worker took it): the client waits for an fd, then is relayed; past connect_timeout it is reset", [] {
     SocketAddress serverAddr;

@@ -3,6 +3,7 @@
 // holds (the bound is a liveness limit, never a performance claim).
 #pragma once
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "test_harness.h"
 #include "../core/original_dst.h"
@@ -110,6 +112,22 @@ inline bool runUntil(WorkerCore& core, const std::function<bool()>& pred, int ti
     core.runOnce(10);
   }
   return true;
+}
+
+// Dups fd 0 until no number below the newest dup is free; the newest (highest) is last.
+inline std::vector<UniqueFd> fillFdHoles() {
+  std::vector<UniqueFd> fillers;
+  for (;;) {
+    UniqueFd f(::fcntl(0, F_DUPFD_CLOEXEC, 0));
+    CHECK(f);
+    const int n = f.get();
+    fillers.push_back(std::move(f));
+    bool holes = false;
+    for (int i = 0; i < n; ++i) {
+      if (::fcntl(i, F_GETFD) < 0) holes = true;
+    }
+    if (!holes) return fillers;
+  }
 }
 
 }  // namespace splicegate::testing
