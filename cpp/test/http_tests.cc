@@ -6,7 +6,6 @@
 
 #include <dirent.h>
 #include <poll.h>
-#include <sys/resource.h>
 
 #include <atomic>
 #include <chrono>
@@ -961,11 +960,7 @@ void sessionTests() {
     std::vector<UniqueFd> fillers = fillFdHoles();
     const int highest = fillers.back().get();
     fillers.pop_back();  // the single fd number left under the limit below
-    rlimit saved{};
-    CHECK(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
-    rlimit low = saved;
-    low.rlim_cur = static_cast<rlim_t>(highest + 1);
-    CHECK(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    NofileLimit limit(static_cast<rlim_t>(highest + 1));
     // accept4 takes the last fd; the request's upstream socket() then fails with EMFILE.
     const bool connected = ::connect(client.get(), stage.listenAddr.sockaddrPtr(), stage.listenAddr.length()) == 0;
     const std::string request = get("/fd");
@@ -973,7 +968,7 @@ void sessionTests() {
     const bool opened = waitFor([&] { return stage.stat(Stat::upstream_cx_total) + stage.stat(Stat::http_rq_connect_fail) >= 1; });
     const uint64_t paused = stage.stat(Stat::downstream_cx_accept_paused);
     const uint64_t failed = stage.stat(Stat::http_rq_connect_fail);
-    CHECK(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+    limit.restore();
     fillers.clear();
     CHECK(sent);
     CHECK(opened);

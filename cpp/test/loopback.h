@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -129,5 +130,29 @@ inline std::vector<UniqueFd> fillFdHoles() {
     if (!holes) return fillers;
   }
 }
+
+// Lowers the soft open-files limit to `soft` (no fd numbered `soft` or above can be opened) until
+// restore() or the end of the scope.
+class NofileLimit {
+ public:
+  explicit NofileLimit(rlim_t soft) {
+    CHECK(::getrlimit(RLIMIT_NOFILE, &saved_) == 0);
+    rlimit low = saved_;
+    low.rlim_cur = soft;
+    CHECK(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+  }
+  NofileLimit(const NofileLimit&) = delete;
+  NofileLimit& operator=(const NofileLimit&) = delete;
+  ~NofileLimit() { restore(); }
+  void restore() {
+    if (!lowered_) return;
+    lowered_ = false;
+    CHECK(::setrlimit(RLIMIT_NOFILE, &saved_) == 0);
+  }
+
+ private:
+  rlimit saved_{};
+  bool lowered_ = true;
+};
 
 }  // namespace splicegate::testing
