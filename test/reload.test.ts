@@ -270,6 +270,7 @@ describe('Reloader', () => {
         counters: async () => ({}),
         hosts: async () => [],
         latency: { collect: async () => [] },
+        allowedHosts: () => ['localhost'],
       },
       silent,
     );
