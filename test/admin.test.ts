@@ -19,6 +19,7 @@ function quiet(over: Partial<AdminState> = {}): AdminState {
     counters: async () => ({}),
     hosts: async () => [],
     latency: { collect: async () => [] },
+    allowedHosts: () => ['localhost'],
     ...over,
   };
 }
@@ -62,7 +63,7 @@ describe('admin server: malformed input', () => {
 
   it('the request line "GET http://[ HTTP/1.1" gets 400, is counted, and the server keeps answering', { timeout: 15000 }, async () => {
     const before = stats.snapshot();
-    const r = await raw(admin.port, 'GET http://[ HTTP/1.1\r\nHost: x\r\n\r\n');
+    const r = await raw(admin.port, 'GET http://[ HTTP/1.1\r\nHost: localhost\r\n\r\n');
     assert.equal(r.status, 400, r.text);
     const after = stats.snapshot();
     assert.equal(after.admin_rq_bad - before.admin_rq_bad, 1);
@@ -75,7 +76,7 @@ describe('admin server: malformed input', () => {
     const before = stats.snapshot();
     const connectReq = await raw(admin.port, 'CONNECT 10.0.0.1:443 HTTP/1.1\r\nHost: 10.0.0.1:443\r\n\r\n');
     assert.equal(connectReq.status, 405, connectReq.text);
-    const upgrade = await raw(admin.port, 'GET /stats HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+    const upgrade = await raw(admin.port, 'GET /stats HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
     assert.equal(upgrade.status, 405, upgrade.text);
     assert.equal(stats.snapshot().admin_rq_bad - before.admin_rq_bad, 2);
     assert.equal((await get(admin.port, '/ready')).status, 200);
@@ -85,7 +86,7 @@ describe('admin server: malformed input', () => {
     const r = await get(admin.port, '/stats?format=json');
     const values = JSON.parse(r.body) as Record<string, number>;
     assert.equal(values['downstream_cx_total'], 7);
-    for (const name of ['admin_rq_total', 'admin_rq_bad', 'admin_rq_too_large', 'admin_rq_timeout', 'admin_cx_overflow', 'admin_cx_active']) {
+    for (const name of ['admin_rq_total', 'admin_rq_bad', 'admin_rq_too_large', 'admin_rq_refused', 'admin_rq_timeout', 'admin_cx_overflow', 'admin_cx_active']) {
       assert.equal(typeof values[name], 'number', `${name} in ${r.body}`);
     }
     assert.equal(values['admin_rq_total'], stats.snapshot().admin_rq_total - 0, 'the snapshot the reply was built from');
@@ -99,10 +100,10 @@ describe('admin server: malformed input', () => {
       '\x00\x01\x02 junk\r\n\r\n',
       'GET  HTTP/1.1\r\n\r\n',
       'GET / HTTP/1.1\r\nHost x\r\n\r\n',
-      'GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n',
-      'GET / HTTP/9.9\r\nHost: x\r\n\r\n',
-      'GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n',
-      'GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n',
+      'GET http://[::1 HTTP/1.1\r\nHost: localhost\r\n\r\n',
+      'GET / HTTP/9.9\r\nHost: localhost\r\n\r\n',
+      'GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: -1\r\n\r\n',
+      'GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n',
     ];
     for (const input of inputs) {
       const before = stats.snapshot().admin_rq_bad;
@@ -115,17 +116,17 @@ describe('admin server: malformed input', () => {
 
   it('oversized headers get 431, oversized bodies 413 (declared or chunked), each counted', { timeout: 15000 }, async () => {
     const before = stats.snapshot().admin_rq_too_large;
-    const bigHeader = await raw(admin.port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(ADMIN_LIMITS.maxHeaderBytes + 10)}\r\n\r\n`);
+    const bigHeader = await raw(admin.port, `GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: ${'a'.repeat(ADMIN_LIMITS.maxHeaderBytes + 10)}\r\n\r\n`);
     assert.equal(bigHeader.status, 431, bigHeader.text);
-    const declared = await raw(admin.port, `POST /ready HTTP/1.1\r\nHost: x\r\nContent-Length: ${ADMIN_LIMITS.maxBodyBytes + 1}\r\n\r\n`);
+    const declared = await raw(admin.port, `POST /ready HTTP/1.1\r\nHost: localhost\r\nContent-Length: ${ADMIN_LIMITS.maxBodyBytes + 1}\r\n\r\n`);
     assert.equal(declared.status, 413, declared.text);
     const chunk = 'b'.repeat(ADMIN_LIMITS.maxBodyBytes + 100);
     const chunked = await raw(
       admin.port,
-      `POST /nowhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.length.toString(16)}\r\n${chunk}\r\n0\r\n\r\n`,
+      `POST /nowhere HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.length.toString(16)}\r\n${chunk}\r\n0\r\n\r\n`,
     );
     assert.equal(chunked.status, 413, chunked.text);
-    const small = await raw(admin.port, 'GET /ready HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n');
+    const small = await raw(admin.port, 'GET /ready HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n');
     assert.equal(small.status, 200, 'a body under the limit is read and ignored');
     assert.equal(stats.snapshot().admin_rq_too_large - before, 3);
     assert.equal((await get(admin.port, '/ready')).status, 200);
@@ -157,7 +158,7 @@ describe('admin server: bounds', () => {
       s.on('error', () => undefined);
       s.resume(); // a paused socket never sees the server's FIN
       closed.push(new Promise((r) => s.on('close', r)));
-      s.write('GET /ready HTTP/1.1\r\nHost: x\r\n');
+      s.write('GET /ready HTTP/1.1\r\nHost: localhost\r\n');
       sockets.push(s);
     }
     // Condition, not a sleep: every connection was either held or dropped.
@@ -265,6 +266,74 @@ describe('admin server: POSTs from web pages', () => {
   });
 });
 
+describe('admin server: the Host a request names (DNS rebinding)', () => {
+  let admin: AdminServer;
+  const stats = new AdminStats();
+  let allowed: string[] = ['localhost'];
+  let reloads = 0;
+
+  before(async () => {
+    admin = await startAdminServer(
+      ANY_PORT,
+      quiet({
+        counters: async () => ({ downstream_cx_total: 5 }),
+        allowedHosts: () => allowed,
+        reload: async () => {
+          reloads += 1;
+          return { status: 200, body: { ok: true } };
+        },
+      }),
+      silent,
+      stats,
+    );
+  });
+
+  after(() => admin.close());
+
+  const request = (host: string | null, path = '/stats', method = 'GET', version = '1.1'): Promise<{ status: number; text: string }> =>
+    raw(admin.port, `${method} ${path} HTTP/${version}\r\n${host === null ? '' : `Host: ${host}\r\n`}Content-Length: 0\r\nConnection: close\r\n\r\n`);
+
+  it('a name outside admin.allowed_hosts gets 403 on every route, counted, and reaches no handler', { timeout: 15000 }, async () => {
+    const before = stats.snapshot().admin_rq_refused;
+    for (const [host, path, method] of [
+      [`rebind.example:${admin.port}`, '/stats', 'GET'],
+      ['rebind.example', '/server_info', 'GET'],
+      ['localhost.rebind.example', '/', 'GET'],
+      ['rebind.example', '/reload', 'POST'],
+      ['', '/stats', 'GET'],
+    ] as const) {
+      const r = await request(host, path, method);
+      assert.equal(r.status, 403, `${method} ${path} Host ${host}: ${r.text}`);
+      assert.ok(r.text.includes(`host "${host.replace(/:\d+$/, '')}" is not in admin.allowed_hosts`), r.text);
+      assert.doesNotMatch(r.text, /downstream_cx_total/);
+    }
+    assert.equal(stats.snapshot().admin_rq_refused - before, 5);
+    assert.equal(reloads, 0, 'the refused POST reached no handler');
+  });
+
+  it('IP literals, the listed names in any case or with a trailing dot, and HTTP/1.0 without Host are answered', { timeout: 15000 }, async () => {
+    for (const host of [`127.0.0.1:${admin.port}`, '10.1.2.3', `[::1]:${admin.port}`, '[2001:db8::7]', 'localhost', `LocalHost.:${admin.port}`]) {
+      const r = await request(host);
+      assert.equal(r.status, 200, `Host ${host}: ${r.text}`);
+      assert.match(r.text, /downstream_cx_total: 5/);
+    }
+    const bare = await request(null, '/stats', 'GET', '1.0');
+    assert.equal(bare.status, 200, bare.text);
+  });
+
+  it('the list in force is read per request (a reload changes it), and "*" answers every name', { timeout: 15000 }, async () => {
+    assert.equal((await request('gw.corp.example')).status, 403);
+    allowed = ['localhost', 'gw.corp.example'];
+    assert.equal((await request('GW.corp.example:9901')).status, 200);
+    assert.equal((await request('other.corp.example')).status, 403);
+    allowed = ['*'];
+    assert.equal((await request('other.corp.example')).status, 200);
+    allowed = [];
+    assert.equal((await request('localhost')).status, 403, 'an empty list answers IP addresses only');
+    assert.equal((await request('127.0.0.1')).status, 200);
+  });
+});
+
 describe('admin server: a client that half-closes right after its request', () => {
   let admin: AdminServer;
 
@@ -288,10 +357,10 @@ describe('admin server: a client that half-closes right after its request', () =
   it('still gets the answer of every route, those that await included, then the server closes', { timeout: 15000 }, async () => {
     // raw() ends its side after the request (nc -N, socat): the FIN arrives before the answer.
     for (const [method, path] of [['GET', '/stats'], ['GET', '/clusters'], ['GET', '/ready'], ['POST', '/reload']] as const) {
-      const r = await raw(admin.port, `${method} ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n`);
+      const r = await raw(admin.port, `${method} ${path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n`);
       assert.equal(r.status, 200, `${method} ${path}: ${JSON.stringify(r.text)}`);
     }
-    const stats = await raw(admin.port, 'GET /stats HTTP/1.1\r\nHost: x\r\n\r\n');
+    const stats = await raw(admin.port, 'GET /stats HTTP/1.1\r\nHost: localhost\r\n\r\n');
     assert.match(stats.text, /downstream_cx_total: 3/);
   });
 });

@@ -47,7 +47,7 @@ function freePort(): Promise<number> {
 test('full config parses to the exact typed values', () => {
   const expected: SplicegateConfig = {
     workers: 4,
-    admin: { address: { host: '::1', port: 9901, family: 6, text: '[::1]:9901' } },
+    admin: { address: { host: '::1', port: 9901, family: 6, text: '[::1]:9901' }, allowedHosts: ['localhost', 'gateway.example', '*'] },
     listeners: [
       {
         name: 'egress',
@@ -154,6 +154,7 @@ test('minimal config gets every default, "auto" workers = available CPUs', () =>
   const config = loadConfigFile(join(FIXTURES, 'good-minimal.yaml'));
   assert.equal(config.workers, Math.min(availableParallelism(), 256));
   assert.deepEqual(config.admin.address, { host: '127.0.0.1', port: 9901, family: 4, text: '127.0.0.1:9901' });
+  assert.deepEqual(config.admin.allowedHosts, ['localhost']);
   assert.deepEqual(config.listeners[0], {
     name: 'egress',
     address: { host: '0.0.0.0', port: 15001, family: 4, text: '0.0.0.0:15001' },
@@ -415,6 +416,17 @@ test('validate = run for listener addresses: what validate accepts binds, what i
     if (accepted) assert.equal(bindError, undefined, `validate accepted ${a} beside ${b}, but run could not bind them: ${String(bindError)}`);
     else assert.equal((bindError as NodeJS.ErrnoException | undefined)?.code, 'EADDRINUSE', `validate refused ${a} beside ${b}, but they bound: ${String(bindError)}`);
   }
+});
+
+test('admin.allowed_hosts takes host names and "*"; IP addresses and other shapes are refused by name', () => {
+  assert.deepEqual(parseConfigText(`admin: { allowed_hosts: [] }\n${ONE_LISTENER}`, 't').admin.allowedHosts, []);
+  assert.deepEqual(parseConfigText(`admin: { allowed_hosts: ["GW-1.corp.", "*"] }\n${ONE_LISTENER}`, 't').admin.allowedHosts, ['gw-1.corp', '*']);
+  problemAt(problemsOf(`admin: { allowed_hosts: ["10.0.0.1"] }\n${ONE_LISTENER}`), 'admin.allowed_hosts[0]', 'always answered');
+  problemAt(problemsOf(`admin: { allowed_hosts: ["::1"] }\n${ONE_LISTENER}`), 'admin.allowed_hosts[0]', 'always answered');
+  problemAt(problemsOf(`admin: { allowed_hosts: ["ok", "gw.corp:9901"] }\n${ONE_LISTENER}`), 'admin.allowed_hosts[1]', 'expected a host name');
+  problemAt(problemsOf(`admin: { allowed_hosts: ["-bad"] }\n${ONE_LISTENER}`), 'admin.allowed_hosts[0]', 'expected a host name');
+  problemAt(problemsOf(`admin: { allowed_hosts: [7] }\n${ONE_LISTENER}`), 'admin.allowed_hosts[0]', 'expected a host name as a string');
+  problemAt(problemsOf(`admin: { allowed_hosts: localhost }\n${ONE_LISTENER}`), 'admin.allowed_hosts', '');
 });
 
 test('admin may not share an address with a listener', () => {

@@ -135,6 +135,7 @@ describe('admin routes behind the dashboard', () => {
         counters: async () => ({ downstream_cx_total: 3 }),
         hosts: async () => [],
         latency: source,
+        allowedHosts: () => config.admin.allowedHosts,
         serverInfo: () =>
           serverInfo({
             version: '1.2.3',

@@ -247,6 +247,7 @@ describe('Reloader', () => {
         counters: async () => ({}),
         hosts: async () => [],
         latency: { collect: async () => [] },
+        allowedHosts: () => ['localhost'],
       },
       silent,
     );

@@ -15,6 +15,7 @@ import type { Logger } from '../util/logger';
 import { acceptsHtml } from './dashboard/negotiate';
 import { sendDashboard } from './dashboard/page';
 import type { ServerInfo } from './server-info';
+import { checkHost } from './host-check';
 
 /** The config generation serving, as /ready shows it (docs/OPERATIONS.md, reload). */
 export interface AdminGeneration {
@@ -35,6 +36,8 @@ export interface AdminState {
   reopenLogs?: () => boolean;
   /** GET /server_info (the dashboard's header and listeners); the route exists when this does. */
   serverInfo?: () => ServerInfo;
+  /** `admin.allowed_hosts` of the config in force (a reload changes it): src/admin/host-check.ts. */
+  allowedHosts(): readonly string[];
   /** Present only when test hooks are enabled. */
   crashWorker?: (id: number) => boolean;
 }
@@ -259,6 +262,16 @@ export function startAdminServer(
     });
   };
   const route = (req: IncomingMessage, res: ServerResponse, url: URL): void => {
+    const host = checkHost(req.headers.host, state.allowedHosts());
+    if (!host.allowed) {
+      stats.inc('admin_rq_refused');
+      return reply(
+        res,
+        403,
+        `host "${host.name}" is not in admin.allowed_hosts: this endpoint answers IP addresses and the names listed there ` +
+          `(a web page could otherwise read it through DNS rebinding)\n`,
+      );
+    }
     const entry = table.get(url.pathname);
     if (!entry) return reply(res, 404, `not found: ${url.pathname}\n`);
     if (req.method !== entry.method && !(entry.method === 'GET' && req.method === 'HEAD')) {
@@ -266,6 +279,7 @@ export function startAdminServer(
       return reply(res, 405, `method ${req.method} not allowed on ${url.pathname}\n`);
     }
     if (entry.method === 'POST' && fromWebPage(req)) {
+      stats.inc('admin_rq_refused');
       return reply(res, 403, `POST ${url.pathname} from a web page refused (Origin / Sec-Fetch-Site): it is for curl, systemctl and logrotate\n`);
     }
     Promise.resolve()

@@ -8,6 +8,8 @@ export const ADMIN_STAT_NAMES = [
   'admin_rq_bad',
   /** Requests refused 413 (body over the limit) or 431 (headers over the limit). */
   'admin_rq_too_large',
+  /** Requests refused 403: a Host name not in admin.allowed_hosts, or a POST sent by a web page. */
+  'admin_rq_refused',
   /** Connections closed because the headers or the whole request took too long (408). */
   'admin_rq_timeout',
   /** Connections refused because admin connections were at their maximum. */

@@ -5,11 +5,13 @@
 // "idle_timout" would otherwise silently fall back to the default.
 
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { addressKey, parseSocketAddress } from './address';
 import { parseCidr } from './cidr';
+import { ANY_HOST, canonicalHostName, HOST_NAME_RE } from './host-name';
 import { bareNumberMessage, parseDuration } from './duration';
 import { Parsed, showValue } from './parsed';
 import { policySchema, toPolicyConfig } from './policy-schema';
@@ -26,6 +28,7 @@ export const LISTENER_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 export const DEFAULTS = {
   workers: 'auto',
   adminAddress: '127.0.0.1:9901',
+  adminAllowedHosts: ['localhost'],
   mode: 'original_dst',
   transparent: false,
   backlog: 4096,
@@ -101,6 +104,22 @@ const cidr = parsedString(
   parseCidr,
   (input) => `expected a CIDR string like "10.0.0.0/8" or "2001:db8::/32", got ${showValue(input)}`,
 );
+
+// A name the admin endpoint answers to besides IP literals (src/admin/host-check.ts), or "*".
+const adminHostName = z
+  .string({ error: (issue) => `expected a host name as a string, got ${showValue(issue.input)}` })
+  .transform((text, ctx) => {
+    if (text === ANY_HOST) return text;
+    if (isIP(text) !== 0) {
+      ctx.addIssue({ code: 'custom', message: `${text} is an IP address: those are always answered, list names only`, input: text });
+      return z.NEVER;
+    }
+    if (!HOST_NAME_RE.test(text)) {
+      ctx.addIssue({ code: 'custom', message: `expected a host name (letters, digits, "-" and ".") or "*", got ${showValue(text)}`, input: text });
+      return z.NEVER;
+    }
+    return canonicalHostName(text);
+  });
 
 // Accepting a header lets the sender choose the client address and the original destination, so
 // the trusted senders are always named: no default, no empty list (trust everyone only by
@@ -370,7 +389,12 @@ function countField(min: number, max: number) {
 export const configFileSchema = z
   .strictObject({
     workers: workers.default(DEFAULTS.workers),
-    admin: z.strictObject({ address: address.prefault(DEFAULTS.adminAddress) }).prefault({}),
+    admin: z
+      .strictObject({
+        address: address.prefault(DEFAULTS.adminAddress),
+        allowed_hosts: z.array(adminHostName).default([...DEFAULTS.adminAllowedHosts]),
+      })
+      .prefault({}),
     listeners: z
       .array(listener, { error: (issue) => (issue.input === undefined ? 'required: at least one listener' : undefined) })
       .min(1, { error: 'at least one listener is required' })
@@ -467,7 +491,7 @@ export function validateConfigValue(value: unknown): Validated {
 export function toSplicegateConfig(file: ConfigFile): SplicegateConfig {
   return {
     workers: file.workers === 'auto' ? autoWorkers() : file.workers,
-    admin: { address: file.admin.address },
+    admin: { address: file.admin.address, allowedHosts: file.admin.allowed_hosts },
     listeners: file.listeners.map((l) => ({
       name: l.name,
       address: l.address,

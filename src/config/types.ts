@@ -119,6 +119,8 @@ export interface TuningConfig {
 
 export interface AdminConfig {
   address: SocketAddress;
+  /** Host names answered besides IP literals (lower case, no trailing dot); "*" = any. */
+  allowedHosts: string[];
 }
 
 /** One JSON line per connection (docs/CONFIG.md "access_log"). */

@@ -142,6 +142,7 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
       config.admin.address,
       {
         readiness: () => runtime.readiness(),
+        allowedHosts: () => runtime.active.config.admin.allowedHosts,
         reload: async () => reloadResponse(await reloader.reload('POST /reload')),
         counters: async () => accessLog.withCounters(await runtime.counters()),
         reopenLogs,

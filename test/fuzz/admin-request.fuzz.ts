@@ -29,6 +29,8 @@ const state: AdminState = {
   hosts: () => Promise.resolve([{ address: '10.0.0.7:443', stats: { cx_total: 3 }, state: 'active' as const }]),
   latency: { collect: () => Promise.resolve([]) },
   crashWorker: (id: number) => id === 0,
+  // Every name answered, so that the fuzzer's requests reach the routes behind the Host check.
+  allowedHosts: () => ['*'],
 };
 const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 

@@ -4,7 +4,8 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { ADDR, Lab } from '../lab/lab';
 import { Splicegate } from '../lab/splicegate';
 import { connectMany, probe } from '../lab/clients';
@@ -47,7 +48,7 @@ describe('admin port: hostile input never stops the proxy', () => {
     withDiagnostics(lab, sg, async () => {
       if (!sg) throw new Error('no splicegate');
       const before = (await sg.stats()).raw as Record<string, number>;
-      const inputs = ['GET http://[ HTTP/1.1\r\nHost: x\r\n\r\n', '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n', 'GET / HTTP/1.1\r\nHost x\r\n\r\n'];
+      const inputs = ['GET http://[ HTTP/1.1\r\nHost: localhost\r\n\r\n', '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n', 'GET / HTTP/1.1\r\nHost x\r\n\r\n'];
       for (const input of inputs) {
         const r = await rawAdmin(input);
         assert.equal(r.status, 400, `${JSON.stringify(input)} -> ${JSON.stringify(r)}`);
@@ -66,7 +67,7 @@ describe('admin port: hostile input never stops the proxy', () => {
       if (!sg) throw new Error('no splicegate');
       const pid = sg.proc.pid;
       const baseline = fdCount(pid);
-      const flood = lab.startClient('admin-raw', ['--target', ADMIN, '--flood', String(FLOOD), '--send-b64', b64('GET /stats HTTP/1.1\r\nHost: x\r\n')], {
+      const flood = lab.startClient('admin-raw', ['--target', ADMIN, '--flood', String(FLOOD), '--send-b64', b64('GET /stats HTTP/1.1\r\nHost: localhost\r\n')], {
         ns: 'gw',
         nofile: FLOOD + 512,
       });
@@ -99,6 +100,26 @@ describe('admin port: hostile input never stops the proxy', () => {
       const s = (await sg.stats()).raw as Record<string, number>;
       assert.ok(s['admin_cx_overflow']! >= FLOOD - ADMIN_MAX_CONNECTIONS, `admin_cx_overflow ${s['admin_cx_overflow']}`);
       process.stdout.write(`# admin flood: fds baseline ${baseline}, peak ${peak}, admin_cx_overflow ${s['admin_cx_overflow']}\n`);
+    }),
+  );
+
+  it('a Host name outside admin.allowed_hosts gets 403 from the running proxy; a reload that lists it lets it in', { timeout: 60000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const byName = 'GET /stats HTTP/1.1\r\nHost: gw.lab.test:9901\r\nConnection: close\r\n\r\n';
+      const refused = await rawAdmin(byName);
+      assert.equal(refused.status, 403, JSON.stringify(refused));
+      assert.match(refused.text, /host "gw\.lab\.test" is not in admin\.allowed_hosts/);
+      assert.doesNotMatch(refused.text, /downstream_cx_total/);
+      const config = parseYaml(readFileSync(sg.configPath, 'utf8')) as { admin: Record<string, unknown> };
+      config.admin['allowed_hosts'] = ['localhost', 'gw.lab.test'];
+      writeFileSync(sg.configPath, stringifyYaml(config));
+      const reload = await sg.adminPost('/reload');
+      assert.equal(reload.status, 200, reload.body);
+      const answered = await rawAdmin(byName);
+      assert.equal(answered.status, 200, JSON.stringify(answered));
+      assert.match(answered.text, /downstream_cx_total: \d+/);
+      assert.ok(((await sg.stats()).raw as Record<string, number>)['admin_rq_refused']! >= 1);
     }),
   );
 
