@@ -5,6 +5,7 @@
 // set of global histograms, at most maxHosts hosts of their own, the rest folded into "other
 // hosts" (a sample is never lost, only its attribution, as in the core's host table).
 
+import { hostConnections } from './merge';
 import { decodeLatencySets, encodeLatencySets, forEachPair, type HistogramBlock, type HistogramSet } from './native-format';
 import type { WorkerLatencyExport } from './source';
 
@@ -61,7 +62,7 @@ export class RetiredLatency {
 }
 
 function connections(set: HistogramSet): number {
-  return set.connect?.totalCount ?? set.duration?.totalCount ?? 0;
+  return hostConnections(set.connect?.totalCount ?? 0, set.duration?.totalCount ?? 0);
 }
 
 function addSetInto(target: HistogramSet, set: HistogramSet): void {
