@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigText } from '../src/config/load';
 import { loadBinding } from '../src/native/binding';
-import { NATIVE_RANGES, nativeOptionsFor, RESERVED_FDS } from '../src/proxy/native-options';
+import { NATIVE_RANGES, nativeOptionsFor, RESERVED_FDS, workerPart } from '../src/proxy/native-options';
 import { nativeListenerOptions } from '../src/proxy/listen-sockets';
 
 const INFINITY_NOFILE = 1_073_741_816; // what systemd's LimitNOFILE=infinity gives
@@ -88,4 +88,26 @@ test('an http listener and cluster.http_pool reach the addon (pool split per wor
   worker.close();
   // An original_dst listener carries no http block.
   assert.equal(nativeListenerOptions({ ...listener, mode: 'original_dst' }, 0).http, undefined);
+});
+
+test('per-host limits go to every worker whole: the core counts them process-wide, not per worker', () => {
+  // ceil(3 / 2) = 2 per worker allowed 4 connections to a host with max_connections: 3.
+  const options = nativeOptionsFor(config('cluster: { max_connections: 3, max_pending: 5 }\n'), 1024);
+  assert.equal(options.maxConnectionsPerHost, 3);
+  assert.equal(options.maxPendingPerHost, 5);
+  const unbounded = nativeOptionsFor(config(), 1024);
+  assert.equal(unbounded.maxConnectionsPerHost, Number.MAX_SAFE_INTEGER);
+});
+
+test('max_downstream_connections: the workers\' parts add up to the bound exactly', () => {
+  // ceil(50 / 3) = 17 each allowed 51; ceil(3 / 2) = 2 each allowed 4.
+  for (const [total, workers] of [[50, 3], [3, 2], [7, 4], [100, 2], [5, 5]] as const) {
+    const parts = Array.from({ length: workers }, (_, id) => workerPart(total, workers, id));
+    assert.equal(parts.reduce((a, b) => a + b, 0), total, `${total} over ${workers}: ${parts.join('+')}`);
+    assert.ok(Math.max(...parts) - Math.min(...parts) <= 1, `${total} over ${workers}: ${parts.join('+')}`);
+  }
+  const text = 'cluster: { max_downstream_connections: 3 }\n';
+  assert.deepEqual([0, 1].map((id) => nativeOptionsFor(config(text), 1024, id).maxDownstreamConnections), [2, 1]);
+  // Fewer than workers: each keeps 1 (a worker with 0 could never accept).
+  assert.equal(workerPart(1, 2, 1), 1);
 });

@@ -224,6 +224,7 @@ describe('Reloader', () => {
     write(`workers: 3\n${listeners('{ name: a, address: "0.0.0.0:15001" }', '{ name: b, address: "0.0.0.0:15002" }')}`);
     const reloader = new Reloader({ runtime: fake.runtime, pool: pool(), configPath: file, log: silent });
     const first = reloader.reload('one');
+    await new Promise((r) => setImmediate(r));  // the first is applying (its workers start)
     const second = reloader.reload('two');
     await new Promise((r) => setImmediate(r));
     assert.deepEqual(fake.started, ['start 3'], 'the second reload waits for the first');
@@ -236,6 +237,28 @@ describe('Reloader', () => {
     assert.deepEqual(a.listeners, { added: ['0.0.0.0:15002'], removed: [], kept: ['0.0.0.0:15001'] });
     assert.deepEqual(a.workers, { before: 1, after: 3 });
     assert.equal(reloadResponse(a).status, 200);
+  });
+
+  it('a storm: requests that arrive while a reload waits its turn join it (one generation, one outcome for all)', async () => {
+    write(ONE);
+    let open: () => void = () => undefined;
+    const fake = fakeRuntime(loadConfigFile(file), new Promise<void>((r) => (open = r)));
+    const reloader = new Reloader({ runtime: fake.runtime, pool: pool(), configPath: file, log: silent });
+    const first = reloader.reload('one');
+    await new Promise((r) => setImmediate(r));  // applying: it has read the file
+    write(`workers: 2\n${listeners('{ name: a, address: "0.0.0.0:15001" }')}`);
+    const storm = Array.from({ length: 20 }, (_, i) => reloader.reload(`storm ${i}`));
+    open();
+    const outcomes = await Promise.all([first, ...storm]);
+    assert.deepEqual(fake.started, ['start 1', 'activate 2', 'retire 1', 'start 2', 'activate 3', 'retire 2']);
+    assert.ok(storm.every((p) => p === storm[0]), 'every request of the storm got the one reload');
+    assert.equal(outcomes[0]?.ok && outcomes[0].generation.number, 2);
+    assert.equal(outcomes[1]?.ok && outcomes[1].generation.number, 3, 'the storm read the file as written after the first began');
+    // Once that reload has begun, a new request gets a reload of its own.
+    const later = reloader.reload('later');
+    assert.notEqual(later, storm[0]);
+    assert.equal((await later).ok, true);
+    assert.equal(fake.started.length, 9);
   });
 
   it('admin: POST /reload answers with the outcome; /ready names the generation (text and JSON)', async () => {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../core/loop_thread.h"
+#include "../core/shared_host_counts.h"
 #include "../core/latency_export.h"
 #include "../core/stats.h"
 #include "uv_poll_driver.h"
@@ -39,6 +40,8 @@ NativeWorker::NativeWorker(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
   }
   CoreOptions options;
   if (!readCoreOptions(info[0].As<Napi::Object>(), options)) return;  // a TypeError is pending
+  // Per-host limits hold for the process: every worker, generation and orphan counts in one place.
+  options.sharedHostCounts = &SharedHostCounts::process();
   accessNames_ = std::make_shared<const AccessLogNames>(options.policies);
   accessLogOn_ = options.accessLogSample > 0;
   SysError err;

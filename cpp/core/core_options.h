@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "policy_rules.h"
+#include "shared_host_counts.h"
 #include "socket_address.h"
 
 namespace splicegate {
@@ -27,10 +28,15 @@ struct CoreOptions {
   uint32_t upstreamMark = 0;  // SO_MARK on upstream sockets; 0 = leave unset
   uint32_t cleanupIntervalMs = 5000;  // unused hosts leave the cache after this long
   uint16_t upstreamPortOverride = 0;  // Envoy's upstream_port_override; 0 = keep the original port
-  // Per-worker shares of the configured limits (the control layer divides by the worker count).
+  // Per-worker shares of the configured limits (the control layer divides by the worker count),
+  // except the per-host ones: with sharedHostCounts they bound the process (all workers, config
+  // generations and orphaned loops that share it) and are passed whole.
   size_t maxHosts = 10000;
   uint64_t maxConnectionsPerHost = 1024;
   uint64_t maxPendingPerHost = 1024;
+  // Where the per-host connection counts are kept across workers (host_cache.h); the addon passes
+  // SharedHostCounts::process(). Null: per-host limits bound this worker only (core tests).
+  SharedHostCounts* sharedHostCounts = nullptr;
   uint64_t maxDownstreamConnections = 1 << 20;
   // Preconnect: warm sockets per used host, for these destination ports only; 0 = off.
   std::vector<uint16_t> preconnectPorts;

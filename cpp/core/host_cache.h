@@ -3,10 +3,12 @@
 // active connection for cleanup_interval. Bounded by maxHosts: when full, the least recently used
 // idle host is evicted; when no host is idle, a new destination is refused (host_overflow).
 //
-// Per worker, not shared: each worker's map needs no lock and the relay path never leaves its
-// thread. The price is that limits are per worker (the control layer divides the configured
-// totals by the worker count) and that a destination used by two workers has two entries, which
-// the admin layer merges by address.
+// Per worker: each worker's map needs no lock and the relay path never leaves its thread, and a
+// destination used by two workers has two entries, which the admin layer merges by address. The
+// per-host limits are the exception: with a SharedHostCounts (the addon passes the process's),
+// each entry reserves its connections in the process-wide slot for its address, so
+// maxConnectionsPerHost and maxPendingPerHost bound the whole process (every worker, every config
+// generation, orphaned loops), not one worker. Without one (core tests) they bound this cache.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,7 @@
 
 #include "host_latency.h"
 #include "intrusive_list.h"
+#include "shared_host_counts.h"
 #include "socket_address.h"
 
 namespace splicegate {
@@ -56,6 +59,9 @@ struct Host {
   // connection's attach, so it is always the host's latest slot. Kept here, once per host, rather
   // than in each of its connections.
   HostRef latencyRef;
+  // The process-wide counts for this address (HostCache with SharedHostCounts), else null. This
+  // entry's own cx_active / cx_pending are exactly what it has reserved there.
+  SharedHostCounts::Slot* shared = nullptr;
 
   uint64_t& stat(HostStat s) { return stats[static_cast<size_t>(s)]; }
   uint64_t active() const { return stats[static_cast<size_t>(HostStat::cx_active)]; }
@@ -70,7 +76,9 @@ struct HostLimits {
 
 class HostCache {
  public:
-  explicit HostCache(HostLimits limits) : limits_(limits) { map_.reserve(64); }
+  explicit HostCache(HostLimits limits, SharedHostCounts* shared = nullptr) : limits_(limits), shared_(shared) {
+    map_.reserve(64);
+  }
   // Called just before a host is removed (evicted or swept), e.g. to close its warm sockets.
   void setEraseHook(std::function<void(const Host&)> hook) { eraseHook_ = std::move(hook); }
   ~HostCache();
@@ -101,8 +109,11 @@ class HostCache {
 
  private:
   void erase(Host& host);
+  // Gives back what the host still has reserved in the shared counts and lets go of its slot.
+  void releaseShared(Host& host);
 
   HostLimits limits_;
+  SharedHostCounts* shared_;
   std::function<void(const Host&)> eraseHook_;
   std::unordered_map<SocketAddress, std::unique_ptr<Host>, SocketAddressHash> map_;
   IntrusiveList<Host, &Host::idleNode> idle_;

@@ -75,7 +75,7 @@ WorkerCore::WorkerCore(const CoreOptions& options, std::unique_ptr<EventLoop> lo
       resolver_(*dstOps_),
       pipes_(options.maxPipes, options.maxIdlePipes, options.pipeSize),
       buffers_(options.copyBufferSize, copyBufferCap(options), kMaxIdleBuffers),
-      hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}),
+      hosts_(HostLimits{options.maxHosts, options.maxConnectionsPerHost, options.maxPendingPerHost}, options.sharedHostCounts),
       context_{*loop_, stats_, pipes_, buffers_, hosts_, latency_, options_, *this},
       warm_(context_),
       httpPool_(options.httpPoolMaxIdlePerHost, static_cast<uint64_t>(options.httpPoolIdleTimeoutMs) * 1000, hosts_, stats_),

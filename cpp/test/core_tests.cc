@@ -28,6 +28,7 @@
 #include "test_harness.h"
 #include "../core/loop_thread.h"
 #include "../core/host_cache.h"
+#include "../core/shared_host_counts.h"
 #include "../core/original_dst.h"
 #include "../core/pipe_pool.h"
 #include "../core/policy_set.h"
@@ -265,6 +266,100 @@ void hostCacheTests() {
     cache.connectDone(*h);
     CHECK(cache.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kConnectionOverflow);
     CHECK(h->stat(HostStat::cx_overflow) == 2);
+  });
+  run("shared per-host counts: the limit bounds every cache sharing them, a closed cache gives its count back", [] {
+    // Two caches are two workers, or an old and a new config generation, or an orphan and its
+    // worker's replacement: together never more than the limit.
+    SharedHostCounts counts;
+    Host* h = nullptr;
+    {
+      HostCache a(HostLimits{10, 3, 100}, &counts);
+      HostCache b(HostLimits{10, 3, 100}, &counts);
+      Host* ha = nullptr;
+      Host* hb = nullptr;
+      CHECK(a.admit(addr("10.0.0.1", 80), 0, &ha) == HostCache::Admit::kOk);
+      CHECK(a.admit(addr("10.0.0.1", 80), 0, &ha) == HostCache::Admit::kOk);
+      CHECK(b.admit(addr("10.0.0.1", 80), 0, &hb) == HostCache::Admit::kOk);
+      CHECK(b.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kConnectionOverflow);
+      CHECK(a.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kConnectionOverflow);
+      CHECK(b.admit(addr("10.0.0.2", 80), 0, &h) == HostCache::Admit::kOk);  // another host: its own count
+      CHECK(counts.size() == 2);
+      // A reload lowered the limit to 1 while 3 are open: the new cache refuses until they close.
+      HostCache lowered(HostLimits{10, 1, 100}, &counts);
+      CHECK(lowered.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kConnectionOverflow);
+      a.connectDone(*ha);
+      a.connectionClosed(*ha, 1);
+      CHECK(lowered.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kConnectionOverflow);  // 2 open
+      // b goes away with its connection still counted (a worker core closed with connections open).
+    }
+    CHECK(counts.size() == 0);  // every reservation was given back with its cache: nothing leaks
+    HostCache c(HostLimits{10, 3, 100}, &counts);
+    for (int i = 0; i < 3; ++i) CHECK(c.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kOk);
+    CHECK(c.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kPendingOverflow ||
+          c.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kConnectionOverflow);
+  });
+  run("shared per-host counts: max_pending too, and a swept host releases its slot", [] {
+    SharedHostCounts counts;
+    HostCache a(HostLimits{10, 100, 1}, &counts);
+    HostCache b(HostLimits{10, 100, 1}, &counts);
+    Host* ha = nullptr;
+    Host* hb = nullptr;
+    CHECK(a.admit(addr("10.0.0.1", 80), 0, &ha) == HostCache::Admit::kOk);
+    CHECK(b.admit(addr("10.0.0.1", 80), 0, &hb) == HostCache::Admit::kPendingOverflow);
+    a.connectDone(*ha);
+    CHECK(b.admit(addr("10.0.0.1", 80), 0, &hb) == HostCache::Admit::kOk);
+    b.connectDone(*hb);
+    a.connectionClosed(*ha, 10);
+    b.connectionClosed(*hb, 10);
+    CHECK(a.sweep(20, 5) == 1 && counts.size() == 1);
+    CHECK(b.sweep(20, 5) == 1 && counts.size() == 0);
+  });
+  run("shared per-host counts: 4 threads racing for 50 places never hold more than 50", [] {
+    SharedHostCounts counts;
+    std::atomic<int> open{0};
+    std::atomic<int> highest{0};
+    std::atomic<int> admitted{0};
+    std::atomic<int> refused{0};
+    std::atomic<int> ready{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&] {
+        HostCache cache(HostLimits{10, 50, 1000}, &counts);
+        std::vector<Host*> held;
+        ready.fetch_add(1);
+        while (ready.load() < 4) std::this_thread::yield();  // all four race from here
+        for (int round = 0; round < 20000; ++round) {
+          Host* h = nullptr;
+          if (cache.admit(addr("10.0.0.1", 80), 0, &h) == HostCache::Admit::kOk) {
+            const int now = open.fetch_add(1) + 1;
+            int seen = highest.load();
+            while (now > seen && !highest.compare_exchange_weak(seen, now)) {
+            }
+            admitted.fetch_add(1);
+            cache.connectDone(*h);
+            held.push_back(h);
+          } else {
+            refused.fetch_add(1);
+          }
+          // Each thread holds up to 30: alone it never reaches the limit, together they do.
+          if (held.size() >= 30 || (round % 3 == 0 && !held.empty())) {
+            open.fetch_sub(1);
+            cache.connectionClosed(*held.back(), 1);
+            held.pop_back();
+          }
+        }
+        while (!held.empty()) {
+          open.fetch_sub(1);
+          cache.connectionClosed(*held.back(), 1);
+          held.pop_back();
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(highest.load() <= 50);
+    CHECK(refused.load() > 0);  // the threads did contend for the limit
+    CHECK(admitted.load() > 1000);
+    CHECK(counts.size() == 0);
   });
   run("a scan over 100,000 destinations stays within max_hosts", [] {
     HostCache cache(HostLimits{1000, 100, 100});

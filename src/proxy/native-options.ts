@@ -39,19 +39,32 @@ function shareOf(total: number, workers: number): number {
 }
 
 /**
+ * Worker `workerId`'s part of a bound that must hold exactly: the parts of all workers add up to
+ * `total` (the first `total % workers` workers get one more), where ceil(total / workers) each
+ * allowed up to workers - 1 more. At least 1, so with fewer than `workers` the bound is `workers`.
+ */
+export function workerPart(total: number, workers: number, workerId: number): number {
+  return Math.max(1, Math.floor(total / workers) + (workerId < total % workers ? 1 : 0));
+}
+
+/**
  * Access-log records one worker keeps between drains (every ACCESS_LOG_DRAIN_MS): room for ~80,000
  * closes per second per worker at a 100 ms drain, ~3 MiB reserved per worker (200-byte records).
  */
 export const ACCESS_LOG_CAPACITY = 8192;
 
-export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): NativeWorkerOptions {
+/** The options of worker `workerId` (they differ only in its part of max_downstream_connections). */
+export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number, workerId = 0): NativeWorkerOptions {
   const { cluster, workers } = config;
   // A limit below the reserve still starts (with the smallest bounds), it does not go negative.
   const usableFds = Math.max(0, fdLimit - RESERVED_FDS);
   // Limits are enforced per worker (lock-free host caches), so each worker gets its share.
   const share = (total: number): number => shareOf(total, workers);
-  // 0 means "no per-host bound": only max_downstream_connections (and the fd limit) apply.
-  const perHost = (total: number): number => (total > 0 ? share(total) : Number.MAX_SAFE_INTEGER);
+  // Per-host bounds are not split: every worker counts in the process's shared per-host counts
+  // (cpp/core/shared_host_counts.h), so the whole value bounds the process, across workers, config
+  // generations and orphaned loops. 0 means "no per-host bound": only max_downstream_connections
+  // (and the fd limit) apply.
+  const perHost = (total: number): number => (total > 0 ? total : Number.MAX_SAFE_INTEGER);
   // Each relayed connection holds two sockets.
   const maxDownstream = cluster.maxDownstreamConnections > 0 ? cluster.maxDownstreamConnections : Math.floor(usableFds / 2);
   return {
@@ -63,7 +76,8 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number): Nat
     maxHosts: clamp('maxHosts', share(cluster.maxHosts)),
     maxConnectionsPerHost: clamp('maxConnectionsPerHost', perHost(cluster.maxConnectionsPerHost)),
     maxPendingPerHost: clamp('maxPendingPerHost', perHost(cluster.maxPendingPerHost)),
-    maxDownstreamConnections: clamp('maxDownstreamConnections', share(maxDownstream)),
+    // Each worker stops accepting at its part; the parts add up to the configured bound exactly.
+    maxDownstreamConnections: clamp('maxDownstreamConnections', workerPart(maxDownstream, workers, workerId)),
     // Off is said explicitly too (no ports, none per host): the core's own defaults are for its
     // unit tests only (cpp/core/core_options.h), never what a configured proxy runs with.
     preconnectPorts: cluster.preconnect ? cluster.preconnect.ports : [],

@@ -84,6 +84,12 @@ export function generationJson(g: GenerationInfo): { number: number; file: strin
 
 export class Reloader {
   private readonly load: (path: string) => SplicegateConfig;
+  /**
+   * A reload that waits its turn and has not read the file yet. Requests arriving meanwhile join
+   * it: it will read the file as it is when it runs, which is all each of them asks for, so a storm
+   * of SIGHUPs or POST /reload starts one generation instead of one per request.
+   */
+  private waiting: Promise<ReloadOutcome> | undefined;
 
   constructor(private readonly options: ReloaderOptions) {
     this.load = options.load ?? loadConfigFile;
@@ -93,8 +99,14 @@ export class Reloader {
   reload(trigger: string): Promise<ReloadOutcome> {
     const { runtime, log } = this.options;
     if (runtime.isDraining) return Promise.resolve(this.refuse('refused', 'draining: a reload is not applied during shutdown'));
+    if (this.waiting) {
+      log.info('reload requested; joins the reload waiting to run', { trigger });
+      return this.waiting;
+    }
     log.info('reload requested', { trigger });
-    return runtime.exclusive(async () => {
+    const run = runtime.exclusive(async () => {
+      // From here on the file is read: a request arriving now needs a reload of its own.
+      this.waiting = undefined;
       const outcome = await this.apply();
       runtime.countReload(outcome.ok);
       if (outcome.ok) {
@@ -118,6 +130,8 @@ export class Reloader {
       }
       return outcome;
     });
+    this.waiting = run;
+    return run;
   }
 
   private async apply(): Promise<ReloadOutcome> {

@@ -124,7 +124,7 @@ export class ProxyRuntime implements LatencySource {
         number: this.nextNumber,
         source,
         config,
-        nativeOptions,
+        nativeOptions: (id) => nativeOptionsFor(config, fdLimit, id),
         sockets,
         // A worker's counter block: the core's stats, its policy counters, then its listeners'
         // counters in the order the workers attach them (the handoffs'); all summed by name. UDP

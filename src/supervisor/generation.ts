@@ -28,7 +28,8 @@ export interface GenerationOptions {
   number: number;
   source: string;
   config: SplicegateConfig;
-  nativeOptions: NativeWorkerOptions;
+  /** Worker `id`'s core options. */
+  nativeOptions: (id: number) => NativeWorkerOptions;
   sockets: ListenSockets;
   /** Names of each worker's counter slots (the core's stats, then this config's policy counters). */
   counterNames: readonly string[];

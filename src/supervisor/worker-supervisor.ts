@@ -42,7 +42,8 @@ const EXITED_MESSAGE_WAIT_MS = 2000;
 
 export interface SupervisorOptions {
   config: SplicegateConfig;
-  nativeOptions: NativeWorkerOptions;
+  /** Worker `id`'s core options (its part of max_downstream_connections differs). */
+  nativeOptions: (id: number) => NativeWorkerOptions;
   /** The process's listening sockets (kept open by the caller); every worker attaches to all. */
   listeners: ListenerHandoff[];
   log: Logger;
@@ -299,7 +300,7 @@ export class WorkerSupervisor extends EventEmitter {
       workerId: id,
       generation,
       config: this.options.config,
-      nativeOptions: this.options.nativeOptions,
+      nativeOptions: this.options.nativeOptions(id),
       listeners: this.options.listeners,
       port: channel.port2,
     };

@@ -57,6 +57,7 @@ describe('original-destination host cache', () => {
       // 5 s: long enough that a host used by one step is still cached when the step's next admin request
       // looks, even on a loaded machine (1 s was not).
       cluster: { cleanup_interval: '5s', max_hosts: 2, max_connections: 2 },
+      env: { SPLICEGATE_TEST_HOOKS: '1' },  // /debug/crash-worker
     });
   });
 
@@ -126,6 +127,37 @@ describe('original-destination host cache', () => {
       const host = (await clusters(sg)).hosts.find((h) => h.address === '10.10.2.2:8081');
       assert.ok(host && host.stats.cx_overflow >= 1 && host.stats.cx_active === 2, JSON.stringify(host));
       await hold.release(10000);
+    }),
+  );
+
+  it('per-host max_connections holds across a reload and a worker death: connections the old generation or an orphaned loop still relays take their places', { timeout: 60000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const refused = async (what: string): Promise<void> => {
+        const p = await probe(lab, { target: '10.10.2.2:8081', send: 'x', waitMs: 3000 });
+        const seen = JSON.stringify({ closeKind: p.closeKind, bytes: p.bytes, closedAfterMs: p.closedAfterMs });
+        assert.equal(p.closeKind, 'reset', `${what}: a third connection to the host was not refused: ${seen}`);
+        assert.equal(p.bytes, 0, what);
+      };
+      // Reload: the new generation's workers start with empty host caches, the old one relays the two.
+      const first = new HoldClient(lab, { target: '10.10.2.2:8081', n: 2 });
+      assert.equal((await first.waitHeld(15000)).ok, 2);
+      const r = await sg.adminPost('/reload');
+      assert.equal(r.status, 200, r.body);
+      await refused('after a reload');
+      await first.release(10000);
+      // Worker death: its loop relays the two on as an orphan while a replacement with an empty cache accepts.
+      const second = new HoldClient(lab, { target: '10.10.2.2:8081', n: 2 });
+      assert.equal((await second.waitHeld(15000)).ok, 2);
+      const crash = await sg.adminPost('/debug/crash-worker?id=0');
+      assert.equal(crash.status, 202, crash.body);
+      await sg.waitStats((s) => s.raw['workers_orphaned'] === 1 && s.raw['workers_orphaned_total'] === 1, 10000, 'the orphan');
+      await sg.waitReady(10000);
+      await refused('after a worker death');
+      await second.release(10000);
+      // Nothing leaked: once they closed, the host takes connections again.
+      const ok = await probe(lab, { target: '10.10.2.2:8081', send: 'x\n', waitMs: 5000, untilLine: true });
+      assert.ok(ok.bytes > 0, `the host refuses after all closed: ${JSON.stringify({ closeKind: ok.closeKind, bytes: ok.bytes })}`);
     }),
   );
 
@@ -205,6 +237,42 @@ describe('upstream_port_override', () => {
       assert.equal(r.ok, 2, JSON.stringify(r.errors));
       const hosts = (await clusters(sg)).hosts.map((h) => h.address);
       assert.deepEqual(hosts, ['10.10.2.2:9443']);
+    }),
+  );
+});
+
+describe('max_downstream_connections', () => {
+  let lab: Lab;
+  let sg: Splicegate | undefined;
+
+  before(async () => {
+    lab = await Lab.create({ name: 'maxdown' });
+    await lab.startServer('hold', ['--listen', '10.10.2.2:8081']);
+    await lab.redirect({ dport: 8081, toPort: 15001, family: 4 });
+    // 3 over 2 workers: parts 2 and 1 (ceil gave each 2, so 4 could be relayed).
+    sg = await Splicegate.start(lab, {
+      workers: 2,
+      listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
+      cluster: { max_downstream_connections: 3 },
+    });
+  });
+
+  after(async () => {
+    await sg?.dispose();
+    await lab?.destroy();
+  });
+
+  it('is exact when it does not divide by the worker count: 3 over 2 workers relays 3, the 4th waits in the backlog', { timeout: 30000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const hold = new HoldClient(lab, { target: '10.10.2.2:8081', n: 4, timeoutMs: 3000 });
+      const held = await hold.waitHeld(15000);
+      assert.equal(held.ok, 3, JSON.stringify(held));
+      const s = await sg.stats();
+      assert.equal(s.raw['downstream_cx_active'], 3);
+      assert.ok(Number(s.raw['downstream_cx_overflow'] ?? 0) >= 1, 'a full worker stepped out of the rotation');
+      await hold.release(10000);
+      await sg.waitStats((x) => x.raw['downstream_cx_active'] === 0, 10000, 'every connection closed');
     }),
   );
 });
