@@ -942,9 +942,32 @@ void sessionTests() {
     expectError(a.get(), exchange(a.get(), get("/", routeTo(server.address))), "403", "policy_denied");
     UniqueFd b = connectTo(stage.listenAddr);
     expectError(b.get(), exchange(b.get(), get("/", routeTo(closedAddr))), "503", "connect_failed");
+    // Other spellings of the denied address: 0.0.0.0 (Linux connects it to 127.0.0.1), its
+    // IPv4-mapped form and the mapped loopback address are judged as 127.0.0.1.
+    const std::string port = std::to_string(server.address.port());
+    for (const std::string& host : {"0.0.0.0:" + port, "[::ffff:0.0.0.0]:" + port, "[::ffff:127.0.0.1]:" + port}) {
+      UniqueFd c = connectTo(stage.listenAddr);
+      expectError(c.get(), exchange(c.get(), get("/", "x-envoy-original-dst-host: " + host + "\r\n")), "403",
+                  "policy_denied");
+    }
     CHECK(server.seen().empty());
-    CHECK_EQ(stage.stat(Stat::http_rq_policy_denied), 1u);
+    CHECK_EQ(stage.stat(Stat::http_rq_policy_denied), 4u);
     CHECK_EQ(stage.stat(Stat::http_rq_connect_fail), 1u);
+  });
+
+  run("keep-alive: every request is judged, also after an allowed one on the same connection", [] {
+    Origin allowed(keepAliveServer());
+    Origin server(keepAliveServer());
+    CoreOptions options;
+    options.policies = {denyLoopbackPort("no_server", server.address.port())};
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8", options);
+    LoopRunner loop(*stage.core);
+    UniqueFd a = connectTo(stage.listenAddr);
+    CHECK(exchange(a.get(), get("/ok", routeTo(allowed.address))).find("\r\n\r\n1:/ok") != std::string::npos);
+    expectError(a.get(), exchange(a.get(), get("/no", routeTo(server.address))), "403", "policy_denied");
+    CHECK(server.seen().empty());
+    CHECK_EQ(allowed.seen().size(), 1u);
+    CHECK_EQ(stage.stat(Stat::http_rq_policy_denied), 1u);
   });
 
   run("a Content-Length body and a pipelined request behind it are framed exactly on one connection", [] {
