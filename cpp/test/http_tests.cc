@@ -842,6 +842,37 @@ void sessionTests() {
     CHECK_EQ(core->stats().get(Stat::upstream_cx_total), 0u);
     CHECK_EQ(core->stats().get(Stat::http_rq_total), 1u);
     CHECK(fallback.seen().empty());
+    // The listener's address in IPv4-mapped form (an IPv6 socket connects it over IPv4): a loop too.
+    UniqueFd third = connectTo(listenAddr);
+    // (v1 takes hex groups only: ::ffff:7f00:1 is ::ffff:127.0.0.1, the listener's address.)
+    const std::string pp6 = "PROXY TCP6 ::ffff:7f00:1 ::ffff:7f00:1 40002 " + std::to_string(listenAddr.port()) + "\r\n";
+    CHECK(writeAll(third.get(), (pp6 + get("/pp6")).data(), pp6.size() + get("/pp6").size()));
+    got.clear();
+    CHECK(readToEnd(third.get(), got) == End::kReset);
+    CHECK(got.empty());
+    CHECK_EQ(core->stats().get(Stat::loop_rejected), 3u);
+    CHECK_EQ(core->stats().get(Stat::upstream_cx_total), 0u);
+    CHECK(fallback.seen().empty());
+  });
+
+  run("a routing header or CONNECT target naming the listener as ::ffff:IP or 0.0.0.0 is a loop too", [] {
+    // Linux connects ::ffff:127.0.0.1 over IPv4 and 0.0.0.0 to 127.0.0.1: both reach the listener.
+    Origin fallback(keepAliveServer());
+    HttpListenerOptions http;
+    http.connect = true;
+    HttpStage stage(fallback.address, "127.0.0.0/8", CoreOptions{}, http);
+    LoopRunner loop(*stage.core);
+    const std::string port = std::to_string(stage.listenAddr.port());
+    for (const std::string& host : {"[::ffff:127.0.0.1]:" + port, "0.0.0.0:" + port, "[::ffff:0.0.0.0]:" + port}) {
+      UniqueFd c = connectTo(stage.listenAddr);
+      expectError(c.get(), exchange(c.get(), get("/", "x-envoy-original-dst-host: " + host + "\r\n")), "508",
+                  "loop_rejected");
+      UniqueFd t = connectTo(stage.listenAddr);
+      expectError(t.get(), exchange(t.get(), "CONNECT " + host + " HTTP/1.1\r\n\r\n"), "508", "loop_rejected");
+    }
+    CHECK_EQ(stage.stat(Stat::loop_rejected), 6u);
+    CHECK_EQ(stage.stat(Stat::upstream_cx_total), 0u);
+    CHECK(fallback.seen().empty());
   });
 
   run("keep-alive: requests on one client connection share one pooled upstream connection", [] {
