@@ -502,7 +502,11 @@ void addressTests() {
     const char* invalid[] = {"", "10.1.2.3", "10.1.2.3:", "10.1.2.3:0", "10.1.2.3:65536", "10.1.2.3:080",
                              "10.1.2.3:80x", "example.com:80", "010.1.2.3:80", "10.1.2:80", "2001:db8::1:443",
                              "[2001:db8::1]", "[2001:db8::1]443", "[fe80::1%eth0]:80", "[10.1.2.3]:80",
-                             " 10.1.2.3:80", "10.1.2.3:+80", "[]:80", "10.1.2.3:80, 10.1.2.4:80"};
+                             " 10.1.2.3:80", "10.1.2.3:+80", "[]:80", "10.1.2.3:80, 10.1.2.4:80",
+                             // Other spellings of 127.0.0.1 that inet_aton or a URL parser would take:
+                             // short, decimal, hex, octal, trailing dot, percent-encoded, zone id.
+                             "127.1:80", "2130706433:80", "0x7f000001:80", "0x7f.0.0.1:80", "0177.0.0.1:80",
+                             "127.0.0.1.:80", "127%2e0.0.1:80", "[::1%25lo]:80", "[::1]:80 ", "127.0.0.1 :80"};
     for (const char* s : invalid) {
       if (parseHostPort(s, std::strlen(s)).has_value()) std::fprintf(stderr, "  accepted: '%s'\n", s);
       CHECK(!parseHostPort(s, std::strlen(s)).has_value());
