@@ -155,10 +155,6 @@ void Connection::recordFirstByte() {
 
 Connection::~Connection() = default;
 
-namespace {
-bool isOutOfFds(int err) { return err == EMFILE || err == ENFILE; }
-}  // namespace
-
 void Connection::start(const SocketAddress* source) {
   EventLoop& loop = ctx_.loop;
   Stats& stats = ctx_.stats;

@@ -525,7 +525,12 @@ void HttpSession::connectUpstream() {
   ctx_.stats.add(Stat::upstream_cx_total);
   connectStartUs_ = ctx_.loop.nowUs();
   connectStartExactUs_ = EventLoop::monotonicUs();
-  const UpstreamOpen opened = openUpstream(destination_, ctx_.options.upstreamMark, up_.fd, &upRegistration_);
+  UpstreamOpen opened = openUpstream(destination_, ctx_.options.upstreamMark, up_.fd, &upRegistration_);
+  if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno) && owner_.releaseSpareFd()) {
+    // As on an original_dst listener: the worker's spare fd serves the client already accepted,
+    // and accepting pauses until fds free up. Still none (another worker took it): 503 below.
+    opened = openUpstream(destination_, ctx_.options.upstreamMark, up_.fd, &upRegistration_);
+  }
   if (up_.fd) ctx_.stats.add(Stat::upstream_cx_active);
   if (opened != UpstreamOpen::kInProgress) {
     ctx_.stats.add(Stat::upstream_cx_connect_fail);

@@ -5,6 +5,7 @@
 // Shared by relayed connections and the preconnect pool; both register their sockets.
 #pragma once
 
+#include <cerrno>
 #include <cstdint>
 
 #include "own_sockets.h"
@@ -38,6 +39,9 @@ struct RegisteredUpstream {
 // has chosen the local address (kInProgress only). It must live exactly as long as `out` is open.
 UpstreamOpen openUpstream(const SocketAddress& destination, uint32_t mark, UniqueFd& out,
                           OwnSockets::Registration* registration = nullptr, const SocketAddress* source = nullptr);
+
+// socket() failed for want of an fd (the process's or the system's limit), not for a bad request.
+inline bool isOutOfFds(int err) { return err == EMFILE || err == ENFILE; }
 
 // Sets IP_TRANSPARENT (IPv4) or IPV6_TRANSPARENT (IPv6) on fd; false with errno on failure.
 bool setTransparent(int fd, int family);

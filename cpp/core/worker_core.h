@@ -117,7 +117,7 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   void scheduleResume(Connection& c) override;
   void waitForHolder(Connection& c) override;
   void connectionClosed(Connection& c, CloseReason reason) override;
-  bool releaseSpareFd() override;
+  bool releaseSpareFd() override;  // ConnectionEvents and HttpSessionOwner alike
   void waitForFd(Connection& c, const SocketAddress* source) override;
   // Tick: the connections waiting for an fd get one first, oldest first. True when none waits.
   bool retryFdWaiters();

@@ -659,22 +659,6 @@ void policyTests() {
 
 // --- out of fds ---------------------------------------------------------------------------------
 
-// Dups fd 0 until no number below the newest dup is free; the newest (highest) is last.
-std::vector<UniqueFd> fillFdHoles() {
-  std::vector<UniqueFd> fillers;
-  for (;;) {
-    UniqueFd f(::fcntl(0, F_DUPFD_CLOEXEC, 0));
-    CHECK(f);
-    const int n = f.get();
-    fillers.push_back(std::move(f));
-    bool holes = false;
-    for (int i = 0; i < n; ++i) {
-      if (::fcntl(i, F_GETFD) < 0) holes = true;
-    }
-    if (!holes) return fillers;
-  }
-}
-
 void fdExhaustionTests() {
   run("upstream socket() out of fds even after the spare (another worker took it): the client waits for an fd, then is relayed; past connect_timeout it is reset", [] {
     SocketAddress serverAddr;
@@ -692,11 +676,7 @@ void fdExhaustionTests() {
     Proxy proxy(serverAddr, options);
     const int hole = fillers.back().get();
     fillers.pop_back();
-    rlimit saved{};
-    CHECK(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
-    rlimit low = saved;
-    low.rlim_cur = static_cast<rlim_t>(hole + 1);
-    CHECK(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    NofileLimit limit(static_cast<rlim_t>(hole + 1));
     CHECK(::connect(waiter.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
     const bool waited = proxy.waitStat(Stat::upstream_cx_fd_wait, 1);
     CHECK(::connect(queued.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
@@ -705,7 +685,7 @@ void fdExhaustionTests() {
     const uint64_t acceptedWhileOut = proxy.stat(Stat::downstream_cx_total);
     const uint64_t failed = proxy.stat(Stat::upstream_cx_connect_fail) + proxy.stat(Stat::upstream_cx_connect_timeout);
     const uint64_t active = proxy.stat(Stat::upstream_cx_active);
-    CHECK(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+    limit.restore();
     fillers.clear();
     CHECK(waited);
     CHECK(acceptedWhileOut == 1);
@@ -729,11 +709,10 @@ void fdExhaustionTests() {
     Proxy impatient(serverAddr, quick);
     const int hole2 = moreFillers.back().get();
     moreFillers.pop_back();
-    low.rlim_cur = static_cast<rlim_t>(hole2 + 1);
-    CHECK(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    NofileLimit limit2(static_cast<rlim_t>(hole2 + 1));
     CHECK(::connect(late.get(), impatient.listenAddr.sockaddrPtr(), impatient.listenAddr.length()) == 0);
     const bool timedOut = impatient.waitStat(Stat::upstream_cx_connect_timeout, 1);
-    CHECK(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+    limit2.restore();
     moreFillers.clear();
     CHECK(timedOut);
     CHECK(impatient.stat(Stat::upstream_cx_fd_wait) == 1);
@@ -752,11 +731,7 @@ void fdExhaustionTests() {
     std::vector<UniqueFd> fillers = fillFdHoles();
     const int highest = fillers.back().get();
     fillers.pop_back();  // frees the highest number: the single fd left
-    rlimit saved{};
-    CHECK(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
-    rlimit low = saved;
-    low.rlim_cur = static_cast<rlim_t>(highest + 1);
-    CHECK(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    NofileLimit limit(static_cast<rlim_t>(highest + 1));
     // accept4 takes the last fd; socket() then fails with EMFILE and the spare fd stands in.
     CHECK(::connect(first.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
     const bool connecting = proxy.waitStat(Stat::upstream_cx_total, 1);
@@ -766,7 +741,7 @@ void fdExhaustionTests() {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     const uint64_t acceptedWhileOut = proxy.stat(Stat::downstream_cx_total);
     const uint64_t failed = proxy.stat(Stat::upstream_cx_connect_fail);
-    CHECK(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+    limit.restore();
     fillers.clear();
     CHECK(paused);
     CHECK(connecting);
@@ -1200,18 +1175,6 @@ int lowestFreeFd() {
   ::close(fd);
   return fd;
 }
-
-struct NofileLimit {
-  rlimit saved{};
-  explicit NofileLimit(rlim_t soft) {
-    ::getrlimit(RLIMIT_NOFILE, &saved);
-    rlimit lim = saved;
-    lim.rlim_cur = soft;
-    CHECK(::setrlimit(RLIMIT_NOFILE, &lim) == 0);
-  }
-  ~NofileLimit() { restore(); }
-  void restore() { ::setrlimit(RLIMIT_NOFILE, &saved); }
-};
 
 void listenerTests() {
   run("a second listen socket on a bound address fails with EADDRINUSE naming it", [] {

@@ -1005,6 +1005,46 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::http_rq_policy_denied), 1u);
   });
 
+  run("upstream socket() out of fds: the spare fd serves the request already accepted and accepting pauses", [] {
+    // A bare listening socket, accepted from only once fds are back (an Origin's acceptor thread
+    // would need an fd of this same process while none is left).
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    HttpStage stage(serverAddr);
+    LoopRunner loop(*stage.core);
+    // Made now, so that connecting it later takes no fd of this process.
+    UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    CHECK(client);
+    std::vector<UniqueFd> fillers = fillFdHoles();
+    const int highest = fillers.back().get();
+    fillers.pop_back();  // the single fd number left under the limit below
+    NofileLimit limit(static_cast<rlim_t>(highest + 1));
+    // accept4 takes the last fd; the request's upstream socket() then fails with EMFILE.
+    const bool connected = ::connect(client.get(), stage.listenAddr.sockaddrPtr(), stage.listenAddr.length()) == 0;
+    const std::string request = get("/fd");
+    const bool sent = connected && writeAll(client.get(), request.data(), request.size());
+    const bool opened = waitFor([&] { return stage.stat(Stat::upstream_cx_total) + stage.stat(Stat::http_rq_connect_fail) >= 1; });
+    const uint64_t paused = stage.stat(Stat::downstream_cx_accept_paused);
+    const uint64_t failed = stage.stat(Stat::http_rq_connect_fail);
+    limit.restore();
+    fillers.clear();
+    CHECK(sent);
+    CHECK(opened);
+    CHECK_EQ(failed, 0u);  // was: 503 connect_failed for a client already accepted
+    CHECK(paused >= 1u);
+    UniqueFd up(::accept(server.get(), nullptr, nullptr));
+    CHECK(up);
+    std::string head;
+    CHECK(readUntil(up.get(), head, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+    CHECK(head.rfind("GET /fd HTTP/1.1\r\n", 0) == 0);
+    const std::string answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    CHECK(writeAll(up.get(), answer.data(), answer.size()));
+    std::string resp;
+    CHECK(readUntil(client.get(), resp, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+    CHECK(resp.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    CHECK(resp.find("\r\n\r\nok") != std::string::npos);
+  });
+
   run("a Content-Length body and a pipelined request behind it are framed exactly on one connection", [] {
     Origin server(keepAliveServer());
     HttpStage stage(server.address);

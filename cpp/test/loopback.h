@@ -3,7 +3,9 @@
 // holds (the bound is a liveness limit, never a performance claim).
 #pragma once
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "test_harness.h"
 #include "../core/original_dst.h"
@@ -111,5 +114,45 @@ inline bool runUntil(WorkerCore& core, const std::function<bool()>& pred, int ti
   }
   return true;
 }
+
+// Dups fd 0 until no number below the newest dup is free; the newest (highest) is last.
+inline std::vector<UniqueFd> fillFdHoles() {
+  std::vector<UniqueFd> fillers;
+  for (;;) {
+    UniqueFd f(::fcntl(0, F_DUPFD_CLOEXEC, 0));
+    CHECK(f);
+    const int n = f.get();
+    fillers.push_back(std::move(f));
+    bool holes = false;
+    for (int i = 0; i < n; ++i) {
+      if (::fcntl(i, F_GETFD) < 0) holes = true;
+    }
+    if (!holes) return fillers;
+  }
+}
+
+// Lowers the soft open-files limit to `soft` (no fd numbered `soft` or above can be opened) until
+// restore() or the end of the scope.
+class NofileLimit {
+ public:
+  explicit NofileLimit(rlim_t soft) {
+    CHECK(::getrlimit(RLIMIT_NOFILE, &saved_) == 0);
+    rlimit low = saved_;
+    low.rlim_cur = soft;
+    CHECK(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+  }
+  NofileLimit(const NofileLimit&) = delete;
+  NofileLimit& operator=(const NofileLimit&) = delete;
+  ~NofileLimit() { restore(); }
+  void restore() {
+    if (!lowered_) return;
+    lowered_ = false;
+    CHECK(::setrlimit(RLIMIT_NOFILE, &saved_) == 0);
+  }
+
+ private:
+  rlimit saved_{};
+  bool lowered_ = true;
+};
 
 }  // namespace splicegate::testing

@@ -350,12 +350,8 @@ void loopTests() {
     KernelOriginalDstOps ops;
     CHECK(ops.isLocalIp(addr("127.0.0.1", 0)) == LocalIp::kYes);
     CHECK(ops.isLocalIp(addr("192.0.2.1", 0)) == LocalIp::kNo);  // TEST-NET-1: never assigned here
-    rlimit saved{};
-    CHECK(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
     std::vector<UniqueFd> hog;
-    rlimit low = saved;
-    low.rlim_cur = 256;
-    CHECK(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+    NofileLimit limit(256);
     for (;;) {  // take every fd below the limit
       UniqueFd fd(::dup(0));
       if (!fd) break;
@@ -363,7 +359,7 @@ void loopTests() {
     }
     const LocalIp answer = ops.isLocalIp(addr("192.0.2.1", 0));
     hog.clear();
-    CHECK(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+    limit.restore();
     CHECK(answer == LocalIp::kUnknown);
   });
 
