@@ -122,7 +122,8 @@ SysError WorkerCore::init() {
     // Told of every address added or removed on this host (netlink), so the "this host" list is
     // re-read before a connection to a new address can be judged: the kernel queues the notice
     // when the address is added, ahead of any connection to it, and the loop takes events in
-    // order. Opened before the first read, so no change between the two is missed. The periodic
+    // order (only an accept burst already under way can judge one first: docs/POLICY.md).
+    // Opened before the first read, so no change between the two is missed. The periodic
     // re-read stays as the fallback should notices be lost (ENOBUFS) or netlink be unavailable.
     addressWatch_.core = this;
     addressWatch_.handle = &WorkerCore::onAddressChange;
