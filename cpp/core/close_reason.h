@@ -20,7 +20,7 @@ namespace splicegate {
   X(ResourceExhausted, resource_exhausted) /* no fd, epoll slot or memory */                    \
   X(ProtocolError, protocol_error)         /* PROXY header malformed, oversized or cut short */ \
   X(ProtocolTimeout, protocol_timeout)     /* PROXY header not complete within its timeout */   \
-  X(Refused, refused)                      /* destination refused after the protocol stage */
+  X(Refused, refused)                      /* refused: at accept, or after the protocol stage */
 
 enum class CloseReason : uint8_t {
 #define SPLICEGATE_CLOSE_ENUM(Name, name) k##Name,

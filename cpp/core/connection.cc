@@ -302,10 +302,17 @@ void Connection::holderAvailable() {
 
 void Connection::relayNeedsHolder() { ctx_.events.waitForHolder(*this); }
 
+// A host's tx_bytes count what was written to it, its rx_bytes what was read from it: the same
+// points as upstream_cx_tx_bytes_total and upstream_cx_rx_bytes_total, so the hosts sum to those
+// even when a stream ends with bytes still in flight (read from the upstream, never delivered).
 void Connection::relayDelivered(bool toUpstream, uint64_t n) {
-  host_->stat(toUpstream ? HostStat::tx_bytes : HostStat::rx_bytes) += n;
+  if (toUpstream) host_->stat(HostStat::tx_bytes) += n;
   (toUpstream ? access.bytesSent : access.bytesReceived) += n;
   if (firstByteUs_ == 0 && !toUpstream) recordFirstByte();
+}
+
+void Connection::relayReceived(bool toUpstream, uint64_t n) {
+  if (!toUpstream) host_->stat(HostStat::rx_bytes) += n;
 }
 
 bool Connection::flushPreamble() {

@@ -165,12 +165,13 @@ class Connection final {
   // What the relay tells this connection (RelayIo).
   void relayNeedsHolder();
   void relayDelivered(bool toUpstream, uint64_t n);
+  void relayReceived(bool toUpstream, uint64_t n);
   void abortWith(CloseReason reason, Side& failed);
   void finishConnectAttempt();
   void recordConnectStart();
   void recordFirstByte();
 
-  friend struct RelayIo;  // calls relayNeedsHolder and relayDelivered
+  friend struct RelayIo;  // calls relayNeedsHolder, relayDelivered and relayReceived
   RelayIo relayIo() { return RelayIo::of(*this, ctx_.relayServices(), down_, up_); }
   // The early timings are kept as µs after acceptedUs_ in 32 bits (they fall within the protocol
   // stage's and the connect's timeouts; 71 minutes at most, saturated beyond): 0 = did not happen.

@@ -932,9 +932,14 @@ void HttpSession::holderAvailable() {
   pumpTunnel();
 }
 
+void HttpSession::relayReceived(bool toUpstream, uint64_t n) {
+  if (host_ && !toUpstream) host_->stat(HostStat::rx_bytes) += n;
+}
+
 void HttpSession::relayDelivered(bool toUpstream, uint64_t n) {
   lastActivityUs_ = ctx_.loop.nowUs();
-  if (host_) host_->stat(toUpstream ? HostStat::tx_bytes : HostStat::rx_bytes) += n;
+  // Host bytes as countRead / countWritten count them: tx when written, rx when read.
+  if (host_ && toUpstream) host_->stat(HostStat::tx_bytes) += n;
   if (toUpstream) {
     access_.bytesSent += n;
   } else {

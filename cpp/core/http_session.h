@@ -182,6 +182,7 @@ class HttpSession final {
   RelayIo relayIo() { return RelayIo::of(*this, ctx_.relayServices(), down_, up_); }
   void relayNeedsHolder() { owner_.waitForHolder(*this); }
   void relayDelivered(bool toUpstream, uint64_t n);
+  void relayReceived(bool toUpstream, uint64_t n);
 
   WorkerContext& ctx_;
   HttpPool& pool_;

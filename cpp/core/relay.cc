@@ -79,6 +79,7 @@ Relay::PumpResult Relay::pump(const RelayIo& io, Direction& d, size_t& budget) {
       if (n > 0) {
         progressed = true;
         io.services.stats.add(readStat(d), static_cast<uint64_t>(n));
+        io.received(io.owner, d.toUpstream, static_cast<uint64_t>(n));
       } else if (n == 0) {
         d.srcEof = true;
         progressed = true;

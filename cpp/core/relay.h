@@ -50,6 +50,8 @@ struct RelayServices {
 //                             // holderAvailable() follows
 //   void relayDelivered(bool toUpstream, uint64_t n);  // n bytes were written to the upstream
 //                                                      // (toUpstream) or to the client
+//   void relayReceived(bool toUpstream, uint64_t n);   // n bytes were read from the client
+//                                                      // (toUpstream) or from the upstream
 struct RelayIo {
   RelayEndpoint& client;
   RelayEndpoint& upstream;
@@ -57,11 +59,13 @@ struct RelayIo {
   void* owner;
   void (*needsHolder)(void* owner);
   void (*delivered)(void* owner, bool toUpstream, uint64_t n);
+  void (*received)(void* owner, bool toUpstream, uint64_t n);
 
   template <typename Owner>
   static RelayIo of(Owner& owner, const RelayServices& services, RelayEndpoint& client, RelayEndpoint& upstream) {
     return RelayIo{client, upstream, services, &owner, [](void* o) { static_cast<Owner*>(o)->relayNeedsHolder(); },
-                   [](void* o, bool toUpstream, uint64_t n) { static_cast<Owner*>(o)->relayDelivered(toUpstream, n); }};
+                   [](void* o, bool toUpstream, uint64_t n) { static_cast<Owner*>(o)->relayDelivered(toUpstream, n); },
+                   [](void* o, bool toUpstream, uint64_t n) { static_cast<Owner*>(o)->relayReceived(toUpstream, n); }};
   }
 };
 

@@ -596,6 +596,10 @@ void WorkerCore::fillAccessRecord(AccessRecord& r, const AccessInfo& access) con
 }
 
 void WorkerCore::logRefused(const AccessInfo& access) {
+  // A connection refused at accept ends here (no Connection was made): it counts under its close
+  // reason like every other, so the cx_close_* counters sum to the connections that have ended
+  // and match the access log's close_reason.
+  stats_.add(closeStat(CloseReason::kRefused));
   AccessRecord* r = newAccessRecord();
   if (!r) return;
   fillAccessRecord(*r, access);

@@ -153,6 +153,8 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   // before one existed, if sampled; written into accessLog_ without allocating.
   AccessRecord* newAccessRecord();
   void fillAccessRecord(AccessRecord& r, const AccessInfo& access) const;
+  // A connection refused at accept (before a Connection existed) has ended: counts it in
+  // cx_close_refused and logs it if sampled.
   void logRefused(const AccessInfo& access);
   void logClosed(const Connection& c, CloseReason reason);
   // connect: the PROXY header for the upstream (send_proxy_protocol), then a warm socket or a new

@@ -213,6 +213,22 @@ void stageTests() {
     CHECK(stage.stat(Stat::upstream_cx_total) == 0);
   });
 
+  run("a refusal at accept ends with one close reason, refused, like a refusal after the header", [] {
+    TwoServers s;
+    Stage stage(s.fakeAddr, trusting("10.0.0.0/8"));
+    UniqueFd client = connectTo(stage.listenAddr);
+    std::string got;
+    CHECK(runUntil(*stage.core, [&] { return stage.stat(Stat::proxy_protocol_untrusted) == 1; }));
+    CHECK(readToEnd(client.get(), got) == End::kReset);
+    CHECK(stage.stat(Stat::cx_close_refused) == 1);
+    // Every accepted connection is counted under exactly one reason once it has ended.
+    uint64_t closed = 0;
+    for (size_t i = 0; i < Stats::size(); ++i) {
+      if (std::strncmp(kStatNames[i], "cx_close_", 9) == 0) closed += stage.stat(static_cast<Stat>(i));
+    }
+    CHECK(closed == stage.stat(Stat::downstream_cx_total));
+  });
+
   run("untrusted sender with an optional header: a header is reset, not honoured nor passed on", [] {
     TwoServers s;
     Stage stage(s.fakeAddr, trusting("10.0.0.0/8", /*required=*/false));

@@ -30,7 +30,7 @@ export interface IntervalInput {
   /** Seconds since the log's base time. */
   startSec: number;
   endSec: number;
-  /** Hosts (busiest in this interval by connections) whose histograms are logged too. */
+  /** Hosts (busiest in this interval by connections, then by samples) whose histograms are logged too. */
   topHosts: number;
 }
 
@@ -107,10 +107,18 @@ export function intervalLines(input: IntervalInput): IntervalOutput {
     const { host } = parseTag(tag);
     if (host !== undefined) hosts.add(host);
   }
+  // A host is logged in every interval with any sample of its own, not only in those with new
+  // connects: a long connection's ttfb and duration land intervals after its connect (and a failed
+  // connect records only a duration), and would otherwise never reach the log.
+  const inInterval = (host: string, metric: string): number => total(deltas.get(hostTag(metric, host)) ?? new Map());
   const busiest = [...hosts]
-    .map((host) => ({ host, connections: total(deltas.get(hostTag('connect', host)) ?? new Map()) }))
-    .filter((h) => h.connections > 0)
-    .sort((a, b) => b.connections - a.connections || a.host.localeCompare(b.host))
+    .map((host) => ({
+      host,
+      connections: inInterval(host, 'connect'),
+      samples: HOST_LATENCY_METRICS.reduce((n, metric) => n + inInterval(host, metric), 0),
+    }))
+    .filter((h) => h.samples > 0)
+    .sort((a, b) => b.connections - a.connections || b.samples - a.samples || a.host.localeCompare(b.host))
     .slice(0, input.topHosts);
   for (const { host } of busiest) {
     for (const metric of HOST_LATENCY_METRICS) if (state.has(hostTag(metric, host))) tags.push(hostTag(metric, host));

@@ -85,6 +85,15 @@ export function mergeExports(workerExports: readonly WorkerLatencyExport[]): Mer
   return { workers: workerExports.length, global, hosts: ranked, otherHosts };
 }
 
+/**
+ * Connections to a host: its connects; for a host whose connects all failed (no connect sample, but
+ * a duration for each), its closed connections. A host's sets always hold a connect block, so
+ * the fallback has to test for 0, not for a missing block.
+ */
+export function hostConnections(connects: number, durations: number): number {
+  return connects > 0 ? connects : durations;
+}
+
 function connections(set: MergedSet): number {
-  return set.connect?.histogram.totalCount ?? set.duration?.histogram.totalCount ?? 0;
+  return hostConnections(set.connect?.histogram.totalCount ?? 0, set.duration?.histogram.totalCount ?? 0);
 }

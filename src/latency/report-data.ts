@@ -7,6 +7,7 @@ import { HistogramLogReader, type Histogram } from 'hdr-histogram-js';
 import { httpGet, type HttpGetResult } from '../util/http-get';
 import { decodeHdrExport, type DecodedSet } from './hdr-export';
 import { parseTag } from './interval-lines';
+import { hostConnections } from './merge';
 import { LATENCY_METRICS, type LatencyMetricName } from './metrics';
 import { TimelineBuilder, type LatencyTimeline } from './report-timeline';
 
@@ -29,8 +30,8 @@ function isMetric(name: string): name is LatencyMetricName {
   return (LATENCY_METRICS as readonly string[]).includes(name);
 }
 
-function connections(set: DecodedSet): number {
-  return set.connect?.totalCount ?? set.duration?.totalCount ?? 0;
+export function connections(set: DecodedSet): number {
+  return hostConnections(set.connect?.totalCount ?? 0, set.duration?.totalCount ?? 0);
 }
 
 export function rankHosts(hosts: Array<{ address: string; set: DecodedSet }>): Array<{ address: string; set: DecodedSet }> {

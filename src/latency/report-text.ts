@@ -3,7 +3,7 @@
 
 import type { Histogram } from 'hdr-histogram-js';
 import { HOST_LATENCY_METRICS, LATENCY_METRICS, METRIC_INFO } from './metrics';
-import type { LatencyReport } from './report-data';
+import { connections, type LatencyReport } from './report-data';
 
 /** Microseconds -> milliseconds in every printed value. */
 export const MS_RATIO = 1000;
@@ -24,7 +24,7 @@ function hostsTable(report: LatencyReport, topHosts: number): string[] {
   const header = ['host', 'connections', ...HOST_LATENCY_METRICS.flatMap((m) => [`${m} p50`, `${m} p99`])];
   const rows = hosts.map(({ address, set }) => [
     address,
-    String(set.connect?.totalCount ?? 0),
+    String(connections(set)),
     ...HOST_LATENCY_METRICS.flatMap((m) => percentiles(set[m])),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));

@@ -6,6 +6,7 @@
 
 import type { SplicegateConfig } from '../config/types';
 import type { NativeBinding, NativeWorkerEvent } from '../native/binding';
+import { RetiredLatency } from '../latency/retired';
 import type { LatencySource, WorkerLatencyExport } from '../latency/source';
 import { CounterAggregator, type CounterBlock, type CounterValues } from '../stats/counters';
 import { mergeHosts, type HostView } from '../stats/hosts';
@@ -15,8 +16,6 @@ import type { Logger } from '../util/logger';
 import { nativeOptionsFor } from './native-options';
 import type { ListenSocketPool } from './listen-sockets';
 
-/** Latency exports kept from workers that exited, so merged histograms do not lose their samples. */
-const MAX_RETIRED_LATENCY = 16;
 /** How often the drain reads the orphans' count while they finish their connections. */
 const ORPHAN_POLL_MS = 100;
 /** After endOrphans(), how long to wait for the orphaned loops to be joined before going on anyway. */
@@ -50,7 +49,8 @@ export class ProxyRuntime implements LatencySource {
   private nextNumber = 1;
   private draining = false;
   private readonly aggregator: CounterAggregator;
-  private readonly retiredLatency: WorkerLatencyExport[] = [];
+  /** Histograms of workers that exited, folded: merged totals keep their samples. */
+  private readonly retiredLatency = new RetiredLatency();
   /** Reload and drain run one at a time, in the order they were asked for. */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly reloadStats = { config_reloads: 0, config_reload_failures: 0 };
@@ -152,7 +152,7 @@ export class ProxyRuntime implements LatencySource {
       // The counters the worker last reported; what its loop counts after them (if it relays on
       // as an orphan) comes from binding.orphans() (see counters()).
       if (lastStats) this.aggregator.retire(lastStats, generation.counterNames);
-      if (lastLatency) this.keepLatency([lastLatency]);
+      if (lastLatency) this.retiredLatency.add([lastLatency]);
       const orphans = binding.orphans();
       if (orphans.count > 0) {
         log.info('orphaned worker loops relay what they had, accepting nothing new', {
@@ -209,21 +209,15 @@ export class ProxyRuntime implements LatencySource {
     // Synchronous from here: no counters() call can see these blocks both live and retired.
     this.live.splice(at, 1);
     for (const block of generation.currentBlocks()) this.aggregator.retire(block.values, block.names);
-    this.keepLatency(generation.currentLatency());
+    this.retiredLatency.add(generation.currentLatency());
     await generation.stop();
-  }
-
-  private keepLatency(exports: WorkerLatencyExport[]): void {
-    this.retiredLatency.push(...exports);
-    // Bounded: after many worker deaths the oldest retired histograms are let go.
-    while (this.retiredLatency.length > MAX_RETIRED_LATENCY) this.retiredLatency.shift();
   }
 
   /** LatencySource: live workers' histograms plus those of workers that exited. */
   async collect(): Promise<WorkerLatencyExport[]> {
     const live = [...this.live];
     await Promise.all(live.map((g) => g.supervisor.collectLatency()));
-    return [...this.retiredLatency, ...this.live.flatMap((g) => g.currentLatency())];
+    return [...this.retiredLatency.exports(), ...this.live.flatMap((g) => g.currentLatency())];
   }
 
   readiness(): Readiness {

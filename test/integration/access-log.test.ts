@@ -127,6 +127,10 @@ describe('access log', () => {
       const s = await proxy().stats();
       assert.equal(stat(s, 'access_log_dropped'), 0);
       assert.equal(stat(s, 'access_log_lines'), lines.length);
+      // Each line's close_reason is counted in cx_close_<reason>: the log and the counters agree.
+      const byReason = new Map<string, number>();
+      for (const l of lines) byReason.set(l.close_reason, (byReason.get(l.close_reason) ?? 0) + 1);
+      for (const [reason, n] of byReason) assert.equal(stat(s, `cx_close_${reason}`), n, `cx_close_${reason}`);
     }),
   );
 

@@ -105,3 +105,58 @@ describe('latency histograms', () => {
     }),
   );
 });
+
+// A reload retires a generation's workers: their histograms must stay in every total, however
+// many reloads follow (the counters' rule: nothing ever goes backwards, or Prometheus sees a reset).
+describe('latency across reloads', () => {
+  let lab: Lab;
+  let sg: Splicegate | undefined;
+  const WORKERS = 8;
+  const RELOADS = 3;
+
+  before(async () => {
+    lab = await Lab.create({ name: 'latreload' });
+    await lab.startServer('identity', ['--listen', '10.10.2.2:8080', '--id', 'I', '--quiet']);
+    await lab.redirect({ dport: 8080, toPort: 15001, family: 4 });
+    sg = await Splicegate.start(lab, { workers: WORKERS, listeners: [{ name: 'egress', address: '0.0.0.0:15001' }] });
+  });
+
+  after(async () => {
+    await sg?.dispose();
+    await lab?.destroy();
+  });
+
+  it(`${RELOADS} reloads of ${WORKERS} workers: /latency counts and the Prometheus histogram _count stay what was recorded`, { timeout: 60000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const proxy = sg;
+      const N = 12;
+      const r = await connectMany(lab, { target: '10.10.2.2:8080', n: N, concurrency: 4, expectId: 'I' });
+      assert.equal(r.ok, N, JSON.stringify(r.errors));
+      const counts = async (): Promise<{ connect: number; duration: number; host: number; prom: number }> => {
+        const latency = JSON.parse((await proxy.adminGet('/latency?format=json')).body) as LatencyJson;
+        const prom = /splicegate_connect_duration_seconds_count (\d+)/.exec((await proxy.adminGet('/stats/prometheus')).body);
+        return {
+          connect: latency.global.connect.count,
+          duration: latency.global.duration.count,
+          host: latency.hosts['10.10.2.2:8080']?.connect.count ?? 0,
+          prom: Number(prom?.[1] ?? -1),
+        };
+      };
+      // duration is recorded at close: wait until every connection has closed.
+      await proxy.waitStats((s) => s.downstream_cx_active === 0, 10000, 'connections closed');
+      const want = { connect: N, duration: N, host: N, prom: N };
+      assert.deepEqual(await counts(), want, 'before any reload');
+      for (let i = 1; i <= RELOADS; i++) {
+        const res = await proxy.adminPost('/reload');
+        assert.equal(res.status, 200, res.body);
+        await proxy.waitStats(
+          (s) => s.raw['config_generation'] === i + 1 && s.raw['config_generations_live'] === 1,
+          20000,
+          `generation ${i} retired`,
+        );
+        assert.deepEqual(await counts(), want, `after reload ${i}`);
+      }
+    }),
+  );
+});

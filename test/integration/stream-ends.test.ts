@@ -76,6 +76,42 @@ describe('abnormal ends reach the client as a reset', () => {
     }),
   );
 
+  it('client reset with bytes in flight: counted once, and the host\'s rx/tx bytes in /clusters move exactly as upstream_cx_rx/tx_bytes_total', { timeout: 30000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      if (!sg) throw new Error('no splicegate');
+      const proxy = sg;
+      const HOST = '10.10.2.2:8091';
+      const hostBytes = async (): Promise<{ rx: number; tx: number }> => {
+        const body = parseJsonObject((await proxy.adminGet('/clusters?format=json')).body);
+        const hosts = Array.isArray(body?.['hosts']) ? body['hosts'] : [];
+        const host = hosts.find((h) => h !== null && typeof h === 'object' && !Array.isArray(h) && h['address'] === HOST);
+        const stats = host !== undefined && host !== null && typeof host === 'object' && !Array.isArray(host) ? host['stats'] : undefined;
+        if (stats === undefined || stats === null || typeof stats !== 'object' || Array.isArray(stats)) return { rx: 0, tx: 0 };  // not cached (yet, or any more)
+        return { rx: Number(stats['rx_bytes']), tx: Number(stats['tx_bytes']) };
+      };
+      const s0 = await proxy.stats();
+      const h0 = await hostBytes();
+      // The client stops reading: the path backs up, and the proxy holds bytes it read from the
+      // server but cannot deliver. Then it dies with unread data: its kernel resets.
+      const client = lab.startClient('stall', ['--target', HOST, '--recv', String(64 << 20), '--pause-after', String(1 << 20)]);
+      await client.waitForLine((l) => parseJsonObject(l)?.['event'] === 'paused', 15000, 'client paused');
+      await proxy.waitStats(
+        (s) => raw(s, 'upstream_cx_rx_bytes_total') - raw(s0, 'upstream_cx_rx_bytes_total') > delta(s, s0, 'bytes_sent'),
+        5000,
+        'bytes held in the proxy',
+      );
+      await client.stop('SIGKILL', 3000);
+      const s1 = await proxy.waitStats((s) => s.downstream_cx_active === 0 && s.downstream_cx_total > s0.downstream_cx_total, 5000, 'connection closed');
+      const h1 = await hostBytes();
+      assert.equal(raw(s1, 'cx_close_downstream_error') - raw(s0, 'cx_close_downstream_error'), 1);
+      assert.equal(raw(s1, 'downstream_cx_destroy_remote') - raw(s0, 'downstream_cx_destroy_remote'), 1);
+      const rx = raw(s1, 'upstream_cx_rx_bytes_total') - raw(s0, 'upstream_cx_rx_bytes_total');
+      const tx = raw(s1, 'upstream_cx_tx_bytes_total') - raw(s0, 'upstream_cx_tx_bytes_total');
+      assert.ok(rx > delta(s1, s0, 'bytes_sent'), `some bytes read from the server never reached the client (read ${rx}, sent ${delta(s1, s0, 'bytes_sent')})`);
+      assert.deepEqual({ rx: h1.rx - h0.rx, tx: h1.tx - h0.tx }, { rx, tx }, 'the host counts what the proxy-wide counters count');
+    }),
+  );
+
   it('idle timeout: a connection with no traffic is reset once idle_timeout has passed', { timeout: 30000 }, () =>
     withDiagnostics(lab, sg, async () => {
       if (!sg) throw new Error('no splicegate');

@@ -84,3 +84,34 @@ test('a shrinking cumulative (restarted worker) gives an empty interval, not a n
   const counts = readAll(readFileSync(path, 'utf8')).filter((h) => h.tag === 'connect').map((h) => h.totalCount);
   assert.deepEqual(counts, [3, 0, 1]);
 });
+
+test('a host\'s ttfb and duration recorded after the interval of its connect are logged in their own interval', async () => {
+  const path = join(dir, 'late.hlog');
+  const host: Recorded = { connect: [], ttfb: [], duration: [] };
+  const refused: Recorded = { duration: [] };
+  const source = new StaticSource([]);
+  const update = (): void => {
+    source.workerExports = [workerExport({}, { '10.0.0.7:443': host, '10.0.0.9:80': refused })];
+  };
+  update();
+  const log = await startLatencyLog(path, 60_000, source);
+  host.connect?.push(150);  // a long connection opens in the first interval...
+  update();
+  await log.flush();
+  host.ttfb?.push(2_000);  // ...its first byte comes in the second...
+  refused.duration?.push(90);  // (a connection whose connect failed records only its duration)
+  update();
+  await log.flush();
+  host.duration?.push(30_000_000);  // ...and it closes in the third
+  update();
+  await log.close();
+  const histograms = readAll(readFileSync(path, 'utf8'));
+  const counts = (tag: string): number[] => histograms.filter((h) => h.tag === tag).map((h) => h.totalCount);
+  // Every sample of the host is in the log, in the interval it was recorded in.
+  const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+  assert.equal(sum(counts('connect@10.0.0.7:443')), 1);
+  assert.equal(sum(counts('ttfb@10.0.0.7:443')), 1);
+  assert.equal(sum(counts('duration@10.0.0.7:443')), 1);
+  assert.equal(sum(counts('duration@10.0.0.9:80')), 1);
+  assert.equal(counts('duration@10.0.0.7:443').at(-1), 1, 'the duration is in the last interval');
+});

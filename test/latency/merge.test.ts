@@ -7,6 +7,9 @@ import { build, encodeIntoCompressedBase64 } from 'hdr-histogram-js';
 import { formatLatencyText } from '../../src/latency/latency-text';
 import { latencyResponse, renderLatencyJson } from '../../src/latency/latency-views';
 import { mergeExports } from '../../src/latency/merge';
+import { decodeHdrExport, hdrExport } from '../../src/latency/hdr-export';
+import type { LatencyReport } from '../../src/latency/report-data';
+import { renderReportText } from '../../src/latency/report-text';
 import { closeLatencyPool, runOnMergePool } from '../../src/latency/merge-pool';
 import { summarizeLatency } from '../../src/latency/summary';
 import { latencies, StaticSource, workerExport } from './helpers';
@@ -117,4 +120,13 @@ test('latencyResponse serves text, json and hdr, and refuses other formats', asy
   assert.equal(typeof parsed.hosts['10.0.0.7:443'].connect, 'string');
   const bad = await latencyResponse(source, 'xml');
   assert.equal(bad.status, 400);
+});
+
+test('a host whose connects all failed counts its closed connections: ranked, and shown, by them', () => {
+  const w = workerExport({}, { '10.0.0.7:443': { connect: [100], duration: [500] }, '10.0.0.9:7777': { duration: [80, 90, 95] } });
+  const merged = mergeExports([w]);
+  assert.deepEqual(merged.hosts.map((h) => h.address), ['10.0.0.9:7777', '10.0.0.7:443']);
+  const report: LatencyReport = { source: 's', description: 'd', global: {}, hosts: decodeHdrExport(hdrExport(merged)).hosts, otherHosts: {} };
+  const row = renderReportText(report).split('\n').find((l) => l.startsWith('10.0.0.9:7777'));
+  assert.match(row ?? '', /^10\.0\.0\.9:7777\s+3\s/, 'connections column');
 });
