@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "unique_fd.h"
 
@@ -27,6 +28,30 @@ bool isLoopback(const SocketAddress& a) {
            (IN6_IS_ADDR_V4MAPPED(&ip) && ip.s6_addr[12] == 127);
   }
   return false;
+}
+
+// Where a connect() to dst arrives, as "is it one of our listeners" must see it: an IPv6 socket
+// connects an IPv4-mapped address (::ffff:a.b.c.d) over IPv4, and Linux connects the unspecified
+// address to loopback (0.0.0.0 to 127.0.0.1, :: to ::1). Without this a routing header, CONNECT
+// target or PROXY header could name a listener in another spelling and loop back in.
+SocketAddress arrivalAddress(const SocketAddress& dst) {
+  SocketAddress out = dst;
+  if (dst.family() == AF_INET6) {
+    const in6_addr& ip = reinterpret_cast<const sockaddr_in6*>(dst.sockaddrPtr())->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(&ip)) {
+      uint32_t v4 = 0;
+      std::memcpy(&v4, ip.s6_addr + 12, sizeof v4);
+      out = SocketAddress::fromIpv4(ntohl(v4), dst.port());
+    } else if (IN6_IS_ADDR_UNSPECIFIED(&ip)) {
+      sockaddr_in6 loop{};
+      loop.sin6_family = AF_INET6;
+      loop.sin6_addr = in6addr_loopback;
+      loop.sin6_port = htons(dst.port());
+      out = SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&loop), sizeof loop);
+    }
+  }
+  if (out.family() == AF_INET && out.isAnyAddress()) out = SocketAddress::fromIpv4(INADDR_LOOPBACK, out.port());
+  return out;
 }
 
 }  // namespace
@@ -89,7 +114,8 @@ OriginalDstResult OriginalDstResolver::resolve(int fd, int family, bool transpar
   return result;
 }
 
-bool OriginalDstResolver::pointsAtOwnListener(const SocketAddress& dst) const {
+bool OriginalDstResolver::pointsAtOwnListener(const SocketAddress& target) const {
+  const SocketAddress dst = arrivalAddress(target);
   for (const SocketAddress& listener : listeners_) {
     if (listener.family() != dst.family() || listener.port() != dst.port()) continue;
     if (!listener.isAnyAddress()) {

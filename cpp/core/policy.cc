@@ -102,6 +102,11 @@ DestKey keyOf(const SocketAddress& a) {
     out.isV4 = embeddedV4(out.v6, out.v4);
     out.valid = true;
   }
+  // Linux connects the unspecified address to loopback (0.0.0.0 to 127.0.0.1, :: to ::1, also
+  // ::ffff:0.0.0.0): judge where the connection goes, or `0.0.0.0:5432` would pass a rule that
+  // denies 127.0.0.1 on 5432.
+  if (out.valid && out.isV4 && out.v4 == 0) out.v4 = 0x7f000001u;
+  if (out.valid && !out.isV4 && out.v6 == 0) out.v6 = 1;
   return out;
 }
 

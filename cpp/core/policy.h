@@ -5,6 +5,8 @@
 // Order of judgement (docs/POLICY.md):
 //  1. IPv4-mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002::/16) destinations are
 //     judged as their embedded IPv4 address, so an IPv6 spelling cannot slip past an IPv4 rule.
+//     The unspecified address is judged as the loopback address Linux connects it to (0.0.0.0
+//     as 127.0.0.1, :: as ::1).
 //  2. deny_special: loopback, unspecified, link-local (incl. cloud metadata), multicast and every
 //     address of this host (any port) are denied, unless the first matching rule is an allow whose
 //     matching CIDR lies inside that special range (e.g. allow 169.254.169.254/32; a catch-all

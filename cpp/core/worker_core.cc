@@ -1,5 +1,7 @@
 #include "worker_core.h"
 
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -25,8 +27,8 @@ constexpr time_t kRestTickSeconds = 1;
 constexpr uint64_t kIdleSweepUs = 1000 * 1000;
 // How often the per-host latency table re-picks its busiest hosts.
 constexpr uint64_t kLatencyRebalanceUs = 5 * 1000 * 1000;
-// How often the policies re-read this host's addresses (getifaddrs): DHCP, VIPs and containers
-// come and go, but never per connection.
+// How often the policies re-read this host's addresses (getifaddrs) even without a netlink notice
+// (onAddressChange re-reads at once on every change; this covers notices lost to ENOBUFS).
 constexpr uint64_t kPolicyRefreshUs = 5 * 1000 * 1000;
 // Deny events kept between two drains (about a second apart); more are dropped and counted.
 constexpr size_t kEventCapacity = 256;
@@ -116,6 +118,25 @@ SysError WorkerCore::init() {
   if (!kick_.fd) return SysError::fromErrno("eventfd");
   if (SysError e = loop_->add(kick_.fd.get(), EPOLLIN, &kick_)) return e;
   lastIdleSweepUs_ = loop_->nowUs();
+  if (!policies_.empty()) {
+    // Told of every address added or removed on this host (netlink), so the "this host" list is
+    // re-read before a connection to a new address can be judged: the kernel queues the notice
+    // when the address is added, ahead of any connection to it, and the loop takes events in
+    // order (only an accept burst already under way can judge one first: docs/POLICY.md).
+    // Opened before the first read, so no change between the two is missed. The periodic
+    // re-read stays as the fallback should notices be lost (ENOBUFS) or netlink be unavailable.
+    addressWatch_.core = this;
+    addressWatch_.handle = &WorkerCore::onAddressChange;
+    addressWatch_.fd.reset(::socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE));
+    if (!addressWatch_.fd) return SysError::fromErrno("socket", "netlink address watch");
+    sockaddr_nl groups{};
+    groups.nl_family = AF_NETLINK;
+    groups.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+    if (::bind(addressWatch_.fd.get(), reinterpret_cast<const sockaddr*>(&groups), sizeof groups) < 0) {
+      return SysError::fromErrno("bind", "netlink address watch");
+    }
+    if (SysError e = loop_->add(addressWatch_.fd.get(), EPOLLIN, &addressWatch_)) return e;
+  }
   // Fail at start rather than run with an empty "this host" list: local services would be open.
   if (SysError e = policies_.refreshLocalAddresses()) return e;
   lastPolicyRefreshUs_ = loop_->nowUs();
@@ -754,6 +775,19 @@ void WorkerCore::onKick() {
   }
   kicked_ = false;
   if (wakeHandler_) wakeHandler_();
+}
+
+void WorkerCore::onAddressChange() {
+  // What changed does not matter (one getifaddrs re-reads all): drain the notices, then re-read.
+  // ENOBUFS (notices lost to a full socket buffer) means "something changed" too.
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::recv(addressWatch_.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0 || (n < 0 && (errno == EINTR || errno == ENOBUFS))) continue;
+    break;
+  }
+  policies_.refreshLocalAddresses();  // on failure the last snapshot stays; the tick tries again
+  lastPolicyRefreshUs_ = loop_->nowUs();
 }
 
 void WorkerCore::onTick() {

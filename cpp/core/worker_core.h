@@ -133,6 +133,9 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   // Arms the tick at its rest or busy period; false (errno set, period unchanged) on failure.
   bool setTickPeriod(bool rest);
   void onKick();
+  // This host's addresses changed (a netlink RTM_NEWADDR/RTM_DELADDR notice): re-read them now,
+  // so an address added after start is denied from its first connection, not up to 5 s later.
+  void onAddressChange();
   void runReadyQueue();
   void wakeHolderWaiters();
   void kickIfReady();
@@ -228,6 +231,7 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   bool resting_ = false;  // the tick runs at its rest period
   bool restAllowed_ = true;  // false once keepTicking() was called
   FdHandler kick_;
+  FdHandler addressWatch_;  // NETLINK_ROUTE, address groups; empty when no policy needs it
   bool kicked_ = false;
   bool dispatching_ = false;  // inside runOnce's batch: disposeClosed() must wait
   std::function<void()> wakeHandler_;

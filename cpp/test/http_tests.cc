@@ -502,7 +502,11 @@ void addressTests() {
     const char* invalid[] = {"", "10.1.2.3", "10.1.2.3:", "10.1.2.3:0", "10.1.2.3:65536", "10.1.2.3:080",
                              "10.1.2.3:80x", "example.com:80", "010.1.2.3:80", "10.1.2:80", "2001:db8::1:443",
                              "[2001:db8::1]", "[2001:db8::1]443", "[fe80::1%eth0]:80", "[10.1.2.3]:80",
-                             " 10.1.2.3:80", "10.1.2.3:+80", "[]:80", "10.1.2.3:80, 10.1.2.4:80"};
+                             " 10.1.2.3:80", "10.1.2.3:+80", "[]:80", "10.1.2.3:80, 10.1.2.4:80",
+                             // Other spellings of 127.0.0.1 that inet_aton or a URL parser would take:
+                             // short, decimal, hex, octal, trailing dot, percent-encoded, zone id.
+                             "127.1:80", "2130706433:80", "0x7f000001:80", "0x7f.0.0.1:80", "0177.0.0.1:80",
+                             "127.0.0.1.:80", "127%2e0.0.1:80", "[::1%25lo]:80", "[::1]:80 ", "127.0.0.1 :80"};
     for (const char* s : invalid) {
       if (parseHostPort(s, std::strlen(s)).has_value()) std::fprintf(stderr, "  accepted: '%s'\n", s);
       CHECK(!parseHostPort(s, std::strlen(s)).has_value());
@@ -842,6 +846,37 @@ void sessionTests() {
     CHECK_EQ(core->stats().get(Stat::upstream_cx_total), 0u);
     CHECK_EQ(core->stats().get(Stat::http_rq_total), 1u);
     CHECK(fallback.seen().empty());
+    // The listener's address in IPv4-mapped form (an IPv6 socket connects it over IPv4): a loop too.
+    UniqueFd third = connectTo(listenAddr);
+    // (v1 takes hex groups only: ::ffff:7f00:1 is ::ffff:127.0.0.1, the listener's address.)
+    const std::string pp6 = "PROXY TCP6 ::ffff:7f00:1 ::ffff:7f00:1 40002 " + std::to_string(listenAddr.port()) + "\r\n";
+    CHECK(writeAll(third.get(), (pp6 + get("/pp6")).data(), pp6.size() + get("/pp6").size()));
+    got.clear();
+    CHECK(readToEnd(third.get(), got) == End::kReset);
+    CHECK(got.empty());
+    CHECK_EQ(core->stats().get(Stat::loop_rejected), 3u);
+    CHECK_EQ(core->stats().get(Stat::upstream_cx_total), 0u);
+    CHECK(fallback.seen().empty());
+  });
+
+  run("a routing header or CONNECT target naming the listener as ::ffff:IP or 0.0.0.0 is a loop too", [] {
+    // Linux connects ::ffff:127.0.0.1 over IPv4 and 0.0.0.0 to 127.0.0.1: both reach the listener.
+    Origin fallback(keepAliveServer());
+    HttpListenerOptions http;
+    http.connect = true;
+    HttpStage stage(fallback.address, "127.0.0.0/8", CoreOptions{}, http);
+    LoopRunner loop(*stage.core);
+    const std::string port = std::to_string(stage.listenAddr.port());
+    for (const std::string& host : {"[::ffff:127.0.0.1]:" + port, "0.0.0.0:" + port, "[::ffff:0.0.0.0]:" + port}) {
+      UniqueFd c = connectTo(stage.listenAddr);
+      expectError(c.get(), exchange(c.get(), get("/", "x-envoy-original-dst-host: " + host + "\r\n")), "508",
+                  "loop_rejected");
+      UniqueFd t = connectTo(stage.listenAddr);
+      expectError(t.get(), exchange(t.get(), "CONNECT " + host + " HTTP/1.1\r\n\r\n"), "508", "loop_rejected");
+    }
+    CHECK_EQ(stage.stat(Stat::loop_rejected), 6u);
+    CHECK_EQ(stage.stat(Stat::upstream_cx_total), 0u);
+    CHECK(fallback.seen().empty());
   });
 
   run("keep-alive: requests on one client connection share one pooled upstream connection", [] {
@@ -942,9 +977,32 @@ void sessionTests() {
     expectError(a.get(), exchange(a.get(), get("/", routeTo(server.address))), "403", "policy_denied");
     UniqueFd b = connectTo(stage.listenAddr);
     expectError(b.get(), exchange(b.get(), get("/", routeTo(closedAddr))), "503", "connect_failed");
+    // Other spellings of the denied address: 0.0.0.0 (Linux connects it to 127.0.0.1), its
+    // IPv4-mapped form and the mapped loopback address are judged as 127.0.0.1.
+    const std::string port = std::to_string(server.address.port());
+    for (const std::string& host : {"0.0.0.0:" + port, "[::ffff:0.0.0.0]:" + port, "[::ffff:127.0.0.1]:" + port}) {
+      UniqueFd c = connectTo(stage.listenAddr);
+      expectError(c.get(), exchange(c.get(), get("/", "x-envoy-original-dst-host: " + host + "\r\n")), "403",
+                  "policy_denied");
+    }
     CHECK(server.seen().empty());
-    CHECK_EQ(stage.stat(Stat::http_rq_policy_denied), 1u);
+    CHECK_EQ(stage.stat(Stat::http_rq_policy_denied), 4u);
     CHECK_EQ(stage.stat(Stat::http_rq_connect_fail), 1u);
+  });
+
+  run("keep-alive: every request is judged, also after an allowed one on the same connection", [] {
+    Origin allowed(keepAliveServer());
+    Origin server(keepAliveServer());
+    CoreOptions options;
+    options.policies = {denyLoopbackPort("no_server", server.address.port())};
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8", options);
+    LoopRunner loop(*stage.core);
+    UniqueFd a = connectTo(stage.listenAddr);
+    CHECK(exchange(a.get(), get("/ok", routeTo(allowed.address))).find("\r\n\r\n1:/ok") != std::string::npos);
+    expectError(a.get(), exchange(a.get(), get("/no", routeTo(server.address))), "403", "policy_denied");
+    CHECK(server.seen().empty());
+    CHECK_EQ(allowed.seen().size(), 1u);
+    CHECK_EQ(stage.stat(Stat::http_rq_policy_denied), 1u);
   });
 
   run("upstream socket() out of fds: the spare fd serves the request already accepted and accepting pauses", [] {

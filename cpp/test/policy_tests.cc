@@ -227,6 +227,24 @@ void specialTests() {
     CHECK(special(d, "169.254.169.254", 80));
   });
 
+  run("the unspecified address is judged as the loopback address Linux connects it to", [] {
+    // connect() to 0.0.0.0 reaches 127.0.0.1, to :: reaches ::1: with deny_special off, a rule
+    // denying loopback on a port must not be passed by naming 0.0.0.0 (or ::, ::ffff:0.0.0.0).
+    DestinationPolicy p(rulesOf({rule("no-lo-db", false, {"127.0.0.1/32", "::1"}, {ports(5432, 5432)})}, true,
+                                /*denySpecial=*/false));
+    CHECK(deniedBy(p, "127.0.0.1", 5432, 0));
+    CHECK(deniedBy(p, "0.0.0.0", 5432, 0));
+    CHECK(deniedBy(p, "::ffff:0.0.0.0", 5432, 0));
+    CHECK(deniedBy(p, "::", 5432, 0));
+    CHECK(deniedBy(p, "::1", 5432, 0));
+    CHECK(byDefault(p, "0.0.0.0", 80, true));  // other ports: the default, as for 127.0.0.1
+    // With deny_special on, an allow naming loopback opens 0.0.0.0 only where it opens 127.0.0.1.
+    DestinationPolicy q(rulesOf({rule("lo-web", true, {"127.0.0.1/32"}, {ports(80, 80)})}));
+    CHECK(allowedBy(q, "0.0.0.0", 80, 0));
+    CHECK(special(q, "0.0.0.0", 5432));
+    CHECK(special(q, "::", 80));
+  });
+
   run("IPv4-mapped, NAT64 and 6to4 destinations are judged by their embedded IPv4 address", [] {
     DestinationPolicy p(rulesOf({rule("no-db", false, {"10.0.5.0/24"}, {ports(5432, 5432)}),
                                  rule("v6-allow", true, {"::/0"})}));

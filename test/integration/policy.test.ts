@@ -1,7 +1,8 @@
 // The destination policy on the accept path, in the namespace lab with real servers: built-in
 // denies (cloud metadata, the gateway's own services), a deny rule for one CIDR and port, an
 // explicit allow for a built-in range on a listener whose own policy replaces the top-level one,
-// NAT64 destinations judged as IPv4, and the rate-limited deny log.
+// NAT64 destinations judged as IPv4, an address the gateway gains after start, and the
+// rate-limited deny log.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +17,7 @@ const METADATA = '169.254.169.254';
 const OTHER = '10.10.2.3';
 const ADMIN = `${ADDR.gwSrv4}:9901`;
 const NAT64_SERVER = '64:ff9b::a0a:202'; // 10.10.2.2 inside the NAT64 prefix
+const NEW_GW_ADDRESS = '10.10.2.77'; // added to the gateway while splicegate runs
 
 describe('destination policy', () => {
   let lab: Lab;
@@ -171,6 +173,18 @@ describe('destination policy', () => {
       // Another port is allowed: the gateway tries to connect (and fails: it has no NAT64 route).
       await assertRefused(`[${NAT64_SERVER}]:8083`);
       await waitCounters(s0, { 'policy.nat64-v4.denied': 1, policy_denied: 1, upstream_cx_total: 1, upstream_cx_connect_fail: 1 }, 'allowed port tried upstream');
+    }),
+  );
+
+  it("an address added to the gateway after start is its own from the first connection (no 5 s refresh window)", { timeout: 30000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      const s0 = await proxy().stats();
+      // A new address of the gateway (as DHCP, a VIP or a container bridge would add it), dialled
+      // at once: the policy must see it as "this host" before that connection is judged.
+      await lab.execOk('gw', 'ip', ['addr', 'add', `${NEW_GW_ADDRESS}/32`, 'dev', 'lo']);
+      await assertRefused(`${NEW_GW_ADDRESS}:8080`);
+      const s1 = await waitCounters(s0, { 'policy.special.denied': 1, policy_denied: 1 }, 'the new own address denied as special');
+      assert.equal(s1.upstream_cx_total - s0.upstream_cx_total, 0, 'no upstream connect to the gateway itself was attempted');
     }),
   );
 
