@@ -130,6 +130,8 @@ export class Reloader {
       }
       return outcome;
     });
+    // exclusive() starts its function from a promise callback, never synchronously, so this is set
+    // before the run clears it.
     this.waiting = run;
     return run;
   }
