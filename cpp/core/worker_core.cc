@@ -327,7 +327,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
     stats_.add(Stat::proxy_protocol_untrusted);
     resetOnClose(fd.get());
     access.refusal = Refusal::kProxyProtocolUntrusted;
-    return logRefused(access);
+    return endRefusedAtAccept(access);
   }
   if (lo.proxyProtocol.enabled) {
     // Admitted as a connection at once (it holds a socket and a small buffer), bounded like any.
@@ -336,7 +336,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
       ls.add(ListenerStat::downstream_cx_overflow);
       resetOnClose(fd.get());
       access.refusal = Refusal::kDownstreamOverflow;
-      return logRefused(access);
+      return endRefusedAtAccept(access);
     }
     stats_.add(Stat::downstream_cx_active);
     ls.add(ListenerStat::downstream_cx_active);
@@ -355,7 +355,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
       ls.add(ListenerStat::no_original_dst);
       resetOnClose(fd.get());
       access.refusal = Refusal::kNoOriginalDst;
-      return logRefused(access);
+      return endRefusedAtAccept(access);
     case OriginalDstOutcome::kLoop:
       // Refused at once: the looped upstream connect behind it fails with this reset, and so does
       // the client connection that started it, instead of recursing until the fd limit.
@@ -363,7 +363,7 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
       ls.add(ListenerStat::loop_rejected);
       resetOnClose(fd.get());
       access.refusal = Refusal::kLoopRejected;
-      return logRefused(access);
+      return endRefusedAtAccept(access);
     case OriginalDstOutcome::kFound:
       break;
   }
@@ -376,12 +376,12 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
     resetOnClose(fd.get());
     access.refusal = Refusal::kDownstreamOverflow;
     access.destination.set(dst.address);
-    return logRefused(access);
+    return endRefusedAtAccept(access);
   }
   Host* host = admitDestination(lo, ls, dst.address, peer, access);
   if (!host) {
     resetOnClose(fd.get());
-    return logRefused(access);
+    return endRefusedAtAccept(access);
   }
   stats_.add(Stat::downstream_cx_active);
   ls.add(ListenerStat::downstream_cx_active);
@@ -453,7 +453,7 @@ void WorkerCore::acceptHttp(const Listener& listener, UniqueFd fd, const SocketA
     stats_.add(Stat::proxy_protocol_untrusted);
     resetOnClose(fd.get());
     access.refusal = Refusal::kProxyProtocolUntrusted;
-    return logRefused(access);
+    return endRefusedAtAccept(access);
   }
   // The original destination is the fallback for requests without a (trusted, valid) routing
   // header; a connection that was not redirected simply has none (503 no_destination per request).
@@ -463,14 +463,14 @@ void WorkerCore::acceptHttp(const Listener& listener, UniqueFd fd, const SocketA
     ls.add(ListenerStat::loop_rejected);
     resetOnClose(fd.get());
     access.refusal = Refusal::kLoopRejected;
-    return logRefused(access);
+    return endRefusedAtAccept(access);
   }
   if (connections_.size() + sessions_.size() >= options_.maxDownstreamConnections) {
     stats_.add(Stat::downstream_cx_overflow);
     ls.add(ListenerStat::downstream_cx_overflow);
     resetOnClose(fd.get());
     access.refusal = Refusal::kDownstreamOverflow;
-    return logRefused(access);
+    return endRefusedAtAccept(access);
   }
   const SocketAddress original = dst.outcome == OriginalDstOutcome::kFound ? dst.address : SocketAddress();
   stats_.add(Stat::downstream_cx_active);
@@ -595,7 +595,7 @@ void WorkerCore::fillAccessRecord(AccessRecord& r, const AccessInfo& access) con
   r.bytesReceived = access.bytesReceived;
 }
 
-void WorkerCore::logRefused(const AccessInfo& access) {
+void WorkerCore::endRefusedAtAccept(const AccessInfo& access) {
   // A connection refused at accept ends here (no Connection was made): it counts under its close
   // reason like every other, so the cx_close_* counters sum to the connections that have ended
   // and match the access log's close_reason.

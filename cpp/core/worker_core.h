@@ -155,7 +155,7 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   void fillAccessRecord(AccessRecord& r, const AccessInfo& access) const;
   // A connection refused at accept (before a Connection existed) has ended: counts it in
   // cx_close_refused and logs it if sampled.
-  void logRefused(const AccessInfo& access);
+  void endRefusedAtAccept(const AccessInfo& access);
   void logClosed(const Connection& c, CloseReason reason);
   // connect: the PROXY header for the upstream (send_proxy_protocol), then a warm socket or a new
   // connect (bound to the client's IP with original_source).

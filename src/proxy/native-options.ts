@@ -58,7 +58,8 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number, work
   const { cluster, workers } = config;
   // A limit below the reserve still starts (with the smallest bounds), it does not go negative.
   const usableFds = Math.max(0, fdLimit - RESERVED_FDS);
-  // Limits are enforced per worker (lock-free host caches), so each worker gets its share.
+  // max_hosts and the idle pool bound are per worker (each worker has its own host cache and pool),
+  // so each worker gets its share.
   const share = (total: number): number => shareOf(total, workers);
   // Per-host bounds are not split: every worker counts in the process's shared per-host counts
   // (cpp/core/shared_host_counts.h), so the whole value bounds the process, across workers, config
