@@ -115,7 +115,7 @@ void coreTests() {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
     LoggedCore lc(serverAddr, /*allowLoopback=*/true);
-    UniqueFd client = connectTo(lc.listenAddr);
+    UniqueFd client = connectClient(lc.listenAddr);
     sockaddr_storage local{};
     socklen_t localLen = sizeof local;
     ::getsockname(client.get(), reinterpret_cast<sockaddr*>(&local), &localLen);
@@ -160,7 +160,7 @@ void coreTests() {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
     LoggedCore lc(serverAddr, /*allowLoopback=*/false);
-    UniqueFd client = connectTo(lc.listenAddr);
+    UniqueFd client = connectClient(lc.listenAddr);
     CHECK(runUntil(*lc.core, [&] { return lc.core->stats().get(Stat::downstream_cx_total) == 1; }));
     std::vector<AccessRecord> records = lc.take();
     CHECK_EQ(records.size(), 1u);
@@ -180,7 +180,7 @@ void coreTests() {
     UniqueFd server = listenOn(serverAddr);
     LoggedCore lc(serverAddr, /*allowLoopback=*/false, /*capacity=*/2);
     std::vector<UniqueFd> clients;
-    for (int i = 0; i < 5; ++i) clients.push_back(connectTo(lc.listenAddr));
+    for (int i = 0; i < 5; ++i) clients.push_back(connectClient(lc.listenAddr));
     CHECK(runUntil(*lc.core, [&] { return lc.core->stats().get(Stat::downstream_cx_total) == 5; }));
     uint64_t dropped = 0;
     CHECK_EQ(lc.take(&dropped).size(), 2u);
@@ -193,7 +193,7 @@ void coreTests() {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
     auto lc = std::make_unique<LoggedCore>(serverAddr, /*allowLoopback=*/true);
-    UniqueFd client = connectTo(lc->listenAddr);
+    UniqueFd client = connectClient(lc->listenAddr);
     UniqueFd up;
     CHECK(acceptOn(*lc->core, server.get(), up));
     CHECK(runUntil(*lc->core, [&] { return lc->core->activeConnections() == 1; }));
@@ -208,7 +208,7 @@ void coreTests() {
     // The destructor closes what is still open after freeing its listeners: the record it writes
     // must not read a freed Listener (AddressSanitizer in `npm test` checks this path).
     auto lc2 = std::make_unique<LoggedCore>(serverAddr, /*allowLoopback=*/true);
-    UniqueFd client2 = connectTo(lc2->listenAddr);
+    UniqueFd client2 = connectClient(lc2->listenAddr);
     UniqueFd up2;
     CHECK(acceptOn(*lc2->core, server.get(), up2));
     CHECK(runUntil(*lc2->core, [&] { return lc2->core->activeConnections() == 1; }));

@@ -496,7 +496,7 @@ void relayTests(CoreOptions::RelayMode mode, const char* label) {
       readAll(c.get(), gotUp);
       w.join();
     });
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     std::thread w([&] { writeAll(client.get(), up.data(), up.size()); ::shutdown(client.get(), SHUT_WR); });
     CHECK(readAll(client.get(), gotDown));
     w.join();
@@ -515,7 +515,7 @@ void relayTests(CoreOptions::RelayMode mode, const char* label) {
       const std::string answer = "got " + std::to_string(req.size());
       writeAll(c.get(), answer.data(), answer.size());
     });
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     const std::string req = pattern(100000, 3);
     writeAll(client.get(), req.data(), req.size());
     ::shutdown(client.get(), SHUT_WR);
@@ -533,7 +533,7 @@ void relayTests(CoreOptions::RelayMode mode, const char* label) {
       UniqueFd c(::accept(server.get(), nullptr, nullptr));
       writeAll(c.get(), down.data(), down.size());
     });
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let every buffer fill up
     std::string got;
     CHECK(readAll(client.get(), got));
@@ -547,7 +547,7 @@ void failureTests() {
     SocketAddress closed;
     { UniqueFd tmp = listenOn(closed); }  // bound then closed: nothing listens there now
     Proxy proxy(closed);
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     std::string got;
     // A reset, not a FIN: a transparent client must not take the refusal for an empty answer.
     CHECK(readToEnd(client.get(), got) == End::kReset);
@@ -572,7 +572,7 @@ void failureTests() {
     options.connectTimeoutMs = 300;
     Proxy proxy(holeAddr, options);
     const auto start = std::chrono::steady_clock::now();
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     std::string got;
     const End end = readToEnd(client.get(), got);
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
@@ -586,7 +586,7 @@ void failureTests() {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
     Proxy proxy(serverAddr);
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
     writeAll(client.get(), "hello", 5);
     char buf[5];
@@ -706,7 +706,7 @@ void policyTests() {
     CoreOptions options;
     options.policies = {policyOf({}, true)};
     Proxy proxy(serverAddr, options);
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     CHECK(isReset(client.get()));
     WorkerCore& core = proxy.thread->core();
     CHECK(policyCounter(core, "policy.special.denied") == 1);
@@ -721,7 +721,7 @@ void policyTests() {
     CHECK(events.size() == 1);
     CHECK(events[0].kind == WorkerEventKind::kPolicyDenied);
     CHECK(events[0].destination == serverAddr);
-    CHECK(events[0].source.toString().rfind("127.0.0.1:", 0) == 0);
+    CHECK(events[0].source.toString().rfind("127.0.0.2:", 0) == 0);
     CHECK(std::string(events[0].listener) == "test");
     CHECK(events[0].decision.by == PolicyDecision::By::kSpecial);
     CHECK(events[0].wallTimeMs > 1600000000000ULL);
@@ -733,7 +733,7 @@ void policyTests() {
     std::vector<PortRange> otherPort = {{static_cast<uint16_t>(serverAddr.port() + 1), static_cast<uint16_t>(serverAddr.port() + 1)}};
     options.policies = {policyOf({ruleOf("other-port", false, "127.0.0.1/32", otherPort)}, false)};
     Proxy proxy(serverAddr, options);
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
     CHECK(upstream);  // deny_special off and the rule names another port: relayed
     CHECK(policyCounter(proxy.thread->core(), "policy_denied") == 0);
@@ -742,7 +742,7 @@ void policyTests() {
     std::vector<PortRange> thisPort = {{serverAddr.port(), serverAddr.port()}};
     denying.policies = {policyOf({ruleOf("this-port", false, "127.0.0.0/8", thisPort)}, false)};
     Proxy refusing(serverAddr, denying);
-    UniqueFd refused = connectTo(refusing.listenAddr);
+    UniqueFd refused = connectClient(refusing.listenAddr);
     CHECK(isReset(refused.get()));
     CHECK(policyCounter(refusing.thread->core(), "policy.this-port.denied") == 1);
     std::vector<WorkerEvent> events;
@@ -771,8 +771,10 @@ void fdExhaustionTests() {
     const int hole = fillers.back().get();
     fillers.pop_back();
     NofileLimit limit(static_cast<rlim_t>(hole + 1));
+    bindAsClient(waiter.get());
     CHECK(::connect(waiter.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
     const bool waited = proxy.waitStat(Stat::upstream_cx_fd_wait, 1);
+    bindAsClient(queued.get());
     CHECK(::connect(queued.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
     // Ticks pass (50 ms each) with still no fd: the waiter stays, the next client stays queued.
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -804,6 +806,7 @@ void fdExhaustionTests() {
     const int hole2 = moreFillers.back().get();
     moreFillers.pop_back();
     NofileLimit limit2(static_cast<rlim_t>(hole2 + 1));
+    bindAsClient(late.get());
     CHECK(::connect(late.get(), impatient.listenAddr.sockaddrPtr(), impatient.listenAddr.length()) == 0);
     const bool timedOut = impatient.waitStat(Stat::upstream_cx_connect_timeout, 1);
     limit2.restore();
@@ -827,9 +830,11 @@ void fdExhaustionTests() {
     fillers.pop_back();  // frees the highest number: the single fd left
     NofileLimit limit(static_cast<rlim_t>(highest + 1));
     // accept4 takes the last fd; socket() then fails with EMFILE and the spare fd stands in.
+    bindAsClient(first.get());
     CHECK(::connect(first.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
     const bool connecting = proxy.waitStat(Stat::upstream_cx_total, 1);
     const bool paused = proxy.stat(Stat::downstream_cx_accept_paused) >= 1;
+    bindAsClient(second.get());
     CHECK(::connect(second.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
     // Several ticks pass (50 ms each) with no fd to take back the spare: the second stays queued.
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -864,7 +869,7 @@ struct RelayedPair {
 
 RelayedPair relayedPair(const Proxy& proxy, int server) {
   RelayedPair p;
-  p.client = connectTo(proxy.listenAddr);
+  p.client = connectClient(proxy.listenAddr);
   p.upstream.reset(::accept(server, nullptr, nullptr));
   CHECK(p.upstream);
   char c;
@@ -919,7 +924,7 @@ void lifecycleTests() {
     options.preconnectPerHost = 1;
     options.preconnectTtlMs = 60000;
     Proxy proxy(serverAddr, options);
-    UniqueFd first = connectTo(proxy.listenAddr);
+    UniqueFd first = connectClient(proxy.listenAddr);
     UniqueFd a(::accept(server.get(), nullptr, nullptr));
     UniqueFd b(::accept(server.get(), nullptr, nullptr));
     CHECK(a && b);
@@ -931,7 +936,7 @@ void lifecycleTests() {
     UniqueFd second;
     {
       LoopGate gate(*proxy.thread);  // also: the warm socket's connect completion was handled
-      second = connectTo(proxy.listenAddr);
+      second = connectClient(proxy.listenAddr);
       CHECK(::send(warm.get(), "!", 1, MSG_OOB) == 1);
     }
     CHECK(proxy.waitStat(Stat::upstream_cx_preconnect_used, 1));
@@ -948,13 +953,13 @@ void lifecycleTests() {
     options.preconnectPerHost = 1;
     options.preconnectTtlMs = 300;
     Proxy proxy(serverAddr, options);
-    UniqueFd first = connectTo(proxy.listenAddr);
+    UniqueFd first = connectClient(proxy.listenAddr);
     UniqueFd a(::accept(server.get(), nullptr, nullptr));
     UniqueFd b(::accept(server.get(), nullptr, nullptr));  // the warm socket
     CHECK(a && b);
     { LoopGate sync(*proxy.thread); }  // its connect completion was handled: it can be handed out
     failEpollAdds = 1;  // the next registration (the second client's socket) fails
-    UniqueFd second = connectTo(proxy.listenAddr);
+    UniqueFd second = connectClient(proxy.listenAddr);
     std::string got;
     CHECK(readToEnd(second.get(), got) == End::kReset);  // out of resources: an abnormal end
     CHECK(failEpollAdds.load() == 0);
@@ -1052,6 +1057,7 @@ void bufferCapTests() {
       for (int i = 0; i < kConnections; ++i) {
         UniqueFd c(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
         setSmallWindow(c.get());
+        bindAsClient(c.get());
         CHECK(::connect(c.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
         clients.push_back(std::move(c));
       }
@@ -1098,9 +1104,9 @@ void holderWaitTests() {
     options.maxCopyBuffers = 1;
     Proxy proxy(serverAddr, options);
     // A's upstream never reads (until the end), so A keeps the only buffer once its path is full.
-    UniqueFd clientA = connectTo(proxy.listenAddr);
+    UniqueFd clientA = connectClient(proxy.listenAddr);
     UniqueFd upstreamA(::accept(server.get(), nullptr, nullptr));
-    UniqueFd clientB = connectTo(proxy.listenAddr);
+    UniqueFd clientB = connectClient(proxy.listenAddr);
     UniqueFd upstreamB(::accept(server.get(), nullptr, nullptr));
     CHECK(upstreamA && upstreamB);
     timeval bound{30, 0};
@@ -1238,7 +1244,7 @@ void threadSharingTests() {
         ++snapshots;
       }
     });
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     CHECK(writeAll(client.get(), up.data(), up.size()));
     ::shutdown(client.get(), SHUT_WR);
     srv.join();
@@ -1293,7 +1299,7 @@ void listenerTests() {
     CHECK(::listen(passed.get(), 8) == 0);
     socklen_t len = SocketAddress::capacity();
     CHECK(::getsockname(passed.get(), lo.address.sockaddrPtr(), &len) == 0);
-    UniqueFd client = connectTo(lo.address);  // queued before the takeover
+    UniqueFd client = connectClient(lo.address);  // queued before the takeover
     const int number = passed.get();
     SocketAddress bound;
     SysError err;
@@ -1371,7 +1377,7 @@ void listenerTests() {
     CHECK(!a->attachListener(loopbackListener(), shared.get(), nullptr));
     CHECK(!b->attachListener(loopbackListener(), shared.get(), nullptr));
     // Three connections complete their handshake into the one accept queue; nobody accepted yet.
-    UniqueFd c1 = connectTo(listenAddr), c2 = connectTo(listenAddr), c3 = connectTo(listenAddr);
+    UniqueFd c1 = connectClient(listenAddr), c2 = connectClient(listenAddr), c3 = connectClient(listenAddr);
     a->stopAccepting();
     a->runOnce(0);
     CHECK(a->stats().get(Stat::downstream_cx_total) == 0);
@@ -1396,15 +1402,15 @@ void listenerTests() {
         auto b = makeCore(serverAddr, roomy);
         CHECK(!a->attachListener(loopbackListener(), shared.get(), nullptr));
         CHECK(!b->attachListener(loopbackListener(), shared.get(), nullptr));
-        UniqueFd c1 = connectTo(listenAddr);
+        UniqueFd c1 = connectClient(listenAddr);
         CHECK(runUntil(*a, [&] { return a->activeConnections() == 1; }));
         CHECK(a->stats().get(Stat::downstream_cx_overflow) == 1);  // full: a left the socket
-        UniqueFd c2 = connectTo(listenAddr), c3 = connectTo(listenAddr), c4 = connectTo(listenAddr);
+        UniqueFd c2 = connectClient(listenAddr), c3 = connectClient(listenAddr), c4 = connectClient(listenAddr);
         for (int i = 0; i < 4; ++i) a->runOnce(60);  // ticks included: a full worker takes nothing
         CHECK(a->stats().get(Stat::downstream_cx_total) == 1);
         CHECK(runUntil(*b, [&] { return b->activeConnections() == 3; }));
         // Everyone full: the next client waits in the backlog, refused by no one...
-        UniqueFd c5 = connectTo(listenAddr);
+        UniqueFd c5 = connectClient(listenAddr);
         for (int i = 0; i < 4; ++i) {
           a->runOnce(60);
           b->runOnce(0);
@@ -1434,7 +1440,7 @@ void listenerTests() {
           raw->closeAllConnections(CloseReason::kDrained);
         });
         core->wake();                         // the kick is readied first...
-        UniqueFd client = connectTo(listenAddr);  // ...then the listener: later in the same batch
+        UniqueFd client = connectClient(listenAddr);  // ...then the listener: later in the same batch
         CHECK(core->loop().waitAndDispatch(0) >= 2);
         core->runOnce(0);  // end of batch: the detached listener is freed here
         CHECK(core->listenerCount() == 0);
@@ -1453,7 +1459,7 @@ void listenerTests() {
     CHECK(shared);
     auto core = makeCore(serverAddr);
     CHECK(!core->attachListener(loopbackListener(), shared.get(), nullptr));
-    UniqueFd client = connectTo(listenAddr);
+    UniqueFd client = connectClient(listenAddr);
     {
       NofileLimit limit(static_cast<rlim_t>(lowestFreeFd()));  // the next accept4 gets EMFILE
       core->loop().waitAndDispatch(0);
@@ -1532,7 +1538,7 @@ void listenerStatsTests() {
     CHECK(core->listenerStats().size() == 2);
 
     // Two clients of the denying listener: reset at once, counted there only.
-    UniqueFd d1 = connectTo(denying.address), d2 = connectTo(denying.address);
+    UniqueFd d1 = connectClient(denying.address), d2 = connectClient(denying.address);
     CHECK(runUntil(*core, [&] { return listenerStat(*core, "denying", ListenerStat::policy_denied) == 2; }));
     CHECK_EQ(listenerStat(*core, "denying", ListenerStat::downstream_cx_total), 2);
     CHECK_EQ(listenerStat(*core, "denying", ListenerStat::downstream_cx_active), 0);
@@ -1540,14 +1546,14 @@ void listenerStatsTests() {
 
     // Three relayed clients fill the worker (max 3): the relaying listener counts them and, as it
     // leaves the socket to other workers, the overflow.
-    UniqueFd r1 = connectTo(relaying.address), r2 = connectTo(relaying.address), r3 = connectTo(relaying.address);
+    UniqueFd r1 = connectClient(relaying.address), r2 = connectClient(relaying.address), r3 = connectClient(relaying.address);
     CHECK(runUntil(*core, [&] { return listenerStat(*core, "relaying", ListenerStat::downstream_cx_active) == 3; }));
     CHECK_EQ(listenerStat(*core, "relaying", ListenerStat::downstream_cx_total), 3);
     CHECK_EQ(listenerStat(*core, "relaying", ListenerStat::downstream_cx_overflow), 1);
     CHECK_EQ(listenerStat(*core, "relaying", ListenerStat::policy_denied), 0);
     // A third client of the denying listener finds the worker full: it waits in the backlog, and
     // the overflow is that listener's.
-    UniqueFd d3 = connectTo(denying.address);
+    UniqueFd d3 = connectClient(denying.address);
     CHECK(runUntil(*core, [&] { return listenerStat(*core, "denying", ListenerStat::downstream_cx_overflow) == 1; }));
     CHECK_EQ(listenerStat(*core, "denying", ListenerStat::downstream_cx_total), 2);
     checkListenerSums(*core);
@@ -1586,7 +1592,7 @@ void listenerStatsTests() {
     auto core = makeCore(firstAddr);
     CHECK(!core->attachListener(first, firstSocket.get(), nullptr));
     TestListener second(*core, "second", 0);
-    UniqueFd client = connectTo(second.address);
+    UniqueFd client = connectClient(second.address);
     CHECK(runUntil(*core, [&] { return listenerStat(*core, "second", ListenerStat::loop_rejected) == 1; }));
     CHECK(isReset(client.get()));
     CHECK_EQ(listenerStat(*core, "first", ListenerStat::loop_rejected), 0);
@@ -1599,7 +1605,7 @@ void listenerStatsTests() {
     auto plain = WorkerCore::create(CoreOptions{}, std::move(ops), err);
     CHECK(plain);
     TestListener a(*plain, "a", 0), b(*plain, "b", 0);
-    UniqueFd c1 = connectTo(b.address), c2 = connectTo(b.address), c3 = connectTo(a.address);
+    UniqueFd c1 = connectClient(b.address), c2 = connectClient(b.address), c3 = connectClient(a.address);
     CHECK(runUntil(*plain, [&] { return plain->stats().get(Stat::no_original_dst) == 3; }));
     CHECK_EQ(listenerStat(*plain, "a", ListenerStat::no_original_dst), 1);
     CHECK_EQ(listenerStat(*plain, "b", ListenerStat::no_original_dst), 2);

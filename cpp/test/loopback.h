@@ -56,6 +56,27 @@ inline UniqueFd connectTo(const SocketAddress& a) {
   return fd;
 }
 
+// A client of a proxy under test, bound to (connectClient: connected from) 127.0.0.2, not 127.0.0.1.
+// The tests' fake original destinations (FixedDestinationOps, stream_tests' LabOps) tell the proxy
+// that every client was redirected from the test server, which the kernel never would:
+// SO_ORIGINAL_DST is the address the client itself dialled, so a client's (address, original
+// destination) is its own 4-tuple, unique on the host. Linux lets connects to different
+// destinations share a local port, so a client from 127.0.0.1 can get the same port as one of the
+// proxy's upstream sockets (which leave from 127.0.0.1 for the server); claiming the server as its
+// destination, it then carries exactly the 4-tuple by which the proxy recognises its own upstream
+// looped back, and is refused as a loop (loop_rejected). From 127.0.0.2 it never can.
+inline void bindAsClient(int fd) {
+  const SocketAddress from = addr("127.0.0.2", 0);
+  CHECK(::bind(fd, from.sockaddrPtr(), from.length()) == 0);
+}
+
+inline UniqueFd connectClient(const SocketAddress& proxy) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  bindAsClient(fd.get());
+  CHECK(::connect(fd.get(), proxy.sockaddrPtr(), proxy.length()) == 0);
+  return fd;
+}
+
 inline bool writeAll(int fd, const char* p, size_t n) {
   while (n > 0) {
     const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);

@@ -57,7 +57,7 @@ struct RelayedPair {
     CHECK(!core->attachListener(lo, listenSocket.get(), nullptr));
     loop = std::make_unique<LoopThread>(std::move(core));
     loop->start();
-    client = connectTo(listenAddr);
+    client = connectClient(listenAddr);
     upstream = acceptWithin(server.get());
     CHECK(upstream);
   }
@@ -120,7 +120,7 @@ int main() {
     // It left the listener (the gauge is set as it detaches)...
     CHECK(waitFor([&] { return orphanStat(registry, Stat::listeners_active) == 0; }));
     // ...so a new connection waits in the shared socket's queue for another worker (here: us).
-    UniqueFd late = connectTo(r.listenAddr);
+    UniqueFd late = connectClient(r.listenAddr);
     UniqueFd taken = acceptWithin(r.listenSocket.get());
     CHECK(taken);
     // The connection it had goes on, both ways.
@@ -209,7 +209,7 @@ int main() {
     CHECK(waitFor([&] { return first.loop->stats().get(Stat::access_log_records) == 1; }));
     OrphanRegistry registry;
     // ...and the one still open at the death (the second client, on the same loop).
-    UniqueFd client2 = connectTo(first.listenAddr);
+    UniqueFd client2 = connectClient(first.listenAddr);
     UniqueFd upstream2 = acceptWithin(first.server.get());
     CHECK(upstream2);
     registry.adopt(std::move(first.loop), OrphanRegistry::Counters{}, 60000,

@@ -146,7 +146,7 @@ void endTests() {
     SocketAddress closed;
     { UniqueFd tmp = listenOn(closed); }  // bound then closed: nothing listens there now
     Proxy proxy(fixedOps(closed));
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     std::string got;
     CHECK_END(readToEnd(client.get(), got), End::kReset);
     CHECK(got.empty());
@@ -168,7 +168,7 @@ void endTests() {
     options.connectTimeoutMs = 300;
     Proxy proxy(fixedOps(holeAddr), options);
     const auto start = std::chrono::steady_clock::now();
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     std::string got;
     CHECK_END(readToEnd(client.get(), got), End::kReset);
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
@@ -184,7 +184,7 @@ void endTests() {
     options.idleTimeoutMs = 200;  // swept once a second
     Proxy proxy(fixedOps(serverAddr), options);
     const std::string body(8 << 20, 'x');  // far more than every buffer on the path holds
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
     CHECK(upstream);
     std::thread srv([&] { writeAll(upstream.get(), body.data(), body.size()); });
@@ -203,7 +203,7 @@ void endTests() {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
     Proxy proxy(fixedOps(serverAddr));
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
     CHECK(upstream);
     const std::string before = "before the cut\n";
@@ -222,7 +222,7 @@ void endTests() {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
     Proxy proxy(fixedOps(serverAddr));
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
     CHECK(writeAll(upstream.get(), "answer", 6));
     ::shutdown(upstream.get(), SHUT_WR);
@@ -237,7 +237,7 @@ void endTests() {
     auto ops = std::make_unique<LabOps>();
     ops->mode = LabOps::Mode::kNone;
     Proxy proxy(std::move(ops));
-    UniqueFd client = connectTo(proxy.listenAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
     std::string got;
     CHECK_END(readToEnd(client.get(), got), End::kReset);
     CHECK(proxy.waitStat(Stat::no_original_dst, 1));
@@ -256,9 +256,9 @@ void endTests() {
       fillers.push_back(std::move(f));
     }
     Proxy proxy(fixedOps(holeAddr), options);
-    UniqueFd first = connectTo(proxy.listenAddr);
+    UniqueFd first = connectClient(proxy.listenAddr);
     CHECK(proxy.waitStat(Stat::upstream_cx_total, 1));
-    UniqueFd second = connectTo(proxy.listenAddr);
+    UniqueFd second = connectClient(proxy.listenAddr);
     std::string got;
     CHECK_END(readToEnd(second.get(), got), End::kReset);
     CHECK(proxy.waitStat(Stat::upstream_cx_overflow, 1));
@@ -433,7 +433,7 @@ void loopTests() {
     options.preconnectPerHost = 1;
     options.preconnectTtlMs = 60000;
     Proxy proxy(fixedOps(serverAddr), options);
-    UniqueFd first = connectTo(proxy.listenAddr);
+    UniqueFd first = connectClient(proxy.listenAddr);
     UniqueFd a(::accept(server.get(), nullptr, nullptr));
     UniqueFd b(::accept(server.get(), nullptr, nullptr));
     CHECK(a && b);
@@ -445,7 +445,7 @@ void loopTests() {
     const SocketAddress warmLocal = peerOf(warm.get());
     CHECK(waitOwned(warmLocal, serverAddr, true));  // recorded while it waits in the pool
     // A second client takes it; the pool opens the next warm socket meanwhile.
-    UniqueFd second = connectTo(proxy.listenAddr);
+    UniqueFd second = connectClient(proxy.listenAddr);
     CHECK(proxy.waitStat(Stat::upstream_cx_preconnect_used, 1));
     CHECK(writeAll(second.get(), "hi", 2));
     char got[2];
