@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "socket_options.h"
 #include "upstream_socket.h"
 
 namespace splicegate {
@@ -265,6 +266,13 @@ void Connection::onSideEvent(Side& side, uint32_t events) {
       close(CloseReason::kDownstreamError);
     }
     return;
+  }
+  // A socket error (the peer's reset, a retransmission timeout) cuts the stream now. The relay
+  // would only meet it on its next read of that socket, and while the direction from it holds
+  // bytes the other peer is not taking, that read does not come: the other peer would wait for a
+  // stream that has already ended abnormally, and the connection would keep its holder.
+  if ((events & EPOLLERR) && getIntOption(side.fd.get(), SOL_SOCKET, SO_ERROR) != 0) {
+    return abortWith(side.upstream ? CloseReason::kUpstreamError : CloseReason::kDownstreamError, side);
   }
   relay();
 }

@@ -12,6 +12,7 @@
 
 #include "connection.h"  // resetOnClose
 #include "http_address.h"
+#include "socket_options.h"
 #include "proxy_protocol.h"
 
 namespace splicegate {
@@ -119,6 +120,11 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
     socklen_t sl = sizeof ss;
     if (!(events & EPOLLOUT) || ::getpeername(up_.fd.get(), reinterpret_cast<sockaddr*>(&ss), &sl) != 0) return;
     onConnected();
+  }
+  // A tunnel is a relayed stream: a socket error ends it at once (Connection::onSideEvent says why).
+  if (state_ == State::kTunnel && (events & EPOLLERR) && getIntOption(side.fd.get(), SOL_SOCKET, SO_ERROR) != 0) {
+    close(side.upstream ? CloseReason::kUpstreamError : CloseReason::kDownstreamError);
+    return;
   }
   pump();
 }

@@ -34,6 +34,7 @@
 #include "../core/policy_set.h"
 #include "../core/worker_events.h"
 #include "../core/socket_address.h"
+#include "../core/socket_options.h"
 #include "../core/worker_core.h"
 
 using namespace splicegate;
@@ -581,6 +582,44 @@ void failureTests() {
     CHECK(proxy.waitStat(Stat::upstream_cx_connect_timeout, 1));
     CHECK(proxy.stat(Stat::upstream_cx_connect_fail) == 0);  // it timed out; nothing refused it
     CHECK(ms >= 250);  // not before connect_timeout (300 ms)
+  });
+  run("upstream reset while the client is not reading reaches the client at once, in every relay mode", [] {
+    for (const CoreOptions::RelayMode mode : {CoreOptions::RelayMode::kCopy, CoreOptions::RelayMode::kSplice,
+                                              CoreOptions::RelayMode::kAuto}) {
+      SocketAddress serverAddr;
+      UniqueFd server = listenOn(serverAddr);
+      CoreOptions options;
+      options.relayMode = mode;
+      Proxy proxy(serverAddr, options);
+      // A client that does not read, with a small window: the proxy soon holds bytes for it that
+      // it cannot deliver, and so reads nothing more from the upstream.
+      UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      const int small = 4096;
+      ::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+      bindAsClient(client.get());
+      CHECK(::connect(client.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
+      UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
+      CHECK(upstream);
+      const std::string chunk(65536, 'y');
+      // Until the proxy holds bytes read from the upstream and the upstream can send no more.
+      bool full = false;
+      for (int i = 0; i < 1000 && !full; ++i) {
+        while (::send(upstream.get(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+        }
+        pollfd out{upstream.get(), POLLOUT, 0};
+        full = ::poll(&out, 1, 200) == 0 &&
+               proxy.stat(Stat::upstream_cx_rx_bytes_total) > proxy.stat(Stat::bytes_sent);
+      }
+      CHECK(full);
+      linger lg{1, 0};
+      ::setsockopt(upstream.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+      upstream.reset();  // RST
+      // The client has not read a byte; its socket reports the reset all the same.
+      pollfd p{client.get(), 0, 0};
+      CHECK(::poll(&p, 1, 5000) == 1 && (p.revents & POLLERR));
+      CHECK(getIntOption(client.get(), SOL_SOCKET, SO_ERROR) == ECONNRESET);
+      CHECK(proxy.waitStat(Stat::upstream_cx_destroy_remote, 1));
+    }
   });
   run("client reset mid-stream resets the upstream", [] {
     SocketAddress serverAddr;

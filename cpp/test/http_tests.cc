@@ -20,6 +20,7 @@
 #include "../core/http_address.h"
 #include "../core/http_head.h"
 #include "../core/listener.h"
+#include "../core/socket_options.h"
 #include "loopback.h"
 #include "test_harness.h"
 
@@ -1122,6 +1123,39 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::http_rq_upstream_error), 2u);
   });
 
+  run("a tunnel's upstream reset reaches a client that is not reading, at once", [] {
+    std::atomic<bool> reset{false};
+    Origin flood([&](Origin&, int fd, int) {
+      // Sends until the proxy takes no more (the client does not read), then resets.
+      const std::string chunk(65536, 'z');
+      for (int i = 0; i < 1000; ++i) {
+        while (::send(fd, chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+        }
+        pollfd out{fd, POLLOUT, 0};
+        if (::poll(&out, 1, 200) == 0) break;
+      }
+      linger lg{1, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+      reset = true;  // Origin closes fd when this returns: RST
+    });
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8");
+    LoopRunner loop(*stage.core);
+    UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const int small = 4096;
+    ::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    CHECK(::connect(client.get(), stage.listenAddr.sockaddrPtr(), stage.listenAddr.length()) == 0);
+    const std::string req = "CONNECT " + flood.address.toString() + " HTTP/1.1\r\n\r\n";
+    CHECK(writeAll(client.get(), req.data(), req.size()));
+    std::string got;
+    CHECK(readUntil(client.get(), got, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) ==
+          End::kOpen);
+    CHECK(got.rfind("HTTP/1.1 200", 0) == 0);
+    // From here the client reads nothing; its socket must still report the reset.
+    pollfd p{client.get(), 0, 0};
+    CHECK(::poll(&p, 1, 20000) == 1 && (p.revents & POLLERR));
+    CHECK(reset);
+    CHECK(getIntOption(client.get(), SOL_SOCKET, SO_ERROR) == ECONNRESET);
+  });
   run("CONNECT ip:port: 200, then bytes both ways through the relay; refused when connect is off", [] {
     Origin echo([](Origin&, int fd, int) {
       char buf[4096];
