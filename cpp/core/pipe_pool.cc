@@ -15,6 +15,7 @@ std::unique_ptr<Pipe> PipePool::acquire() {
   int fds[2];
   if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
     ++createFailures_;
+    createFailing_ = true;
     return nullptr;
   }
   auto pipe = std::make_unique<Pipe>();
@@ -27,6 +28,7 @@ std::unique_ptr<Pipe> PipePool::acquire() {
     pipeSize_ = got > 0 ? static_cast<size_t>(got) : 0;  // 0: stop asking, use the default
   }
   ++total_;
+  createFailing_ = false;
   return pipe;
 }
 
@@ -37,6 +39,7 @@ void PipePool::release(std::unique_ptr<Pipe> pipe) {
     return;
   }
   --total_;  // destroyed here: its fds close with it
+  createFailing_ = false;
 }
 
 }  // namespace splicegate

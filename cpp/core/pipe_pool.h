@@ -31,6 +31,11 @@ class PipePool {
 
   size_t inUse() const { return total_ - idle_.size(); }
   size_t idle() const { return idle_.size(); }
+  // Pipes an acquire() could hand out now: pooled ones, plus the ones the bound still allows to be
+  // created, unless creating one failed last time (out of fds): a direction woken for those would
+  // only fail again, and at once be woken again. A successful create or a destroyed pipe (its two
+  // fds are free again) counts them once more.
+  size_t available() const { return idle_.size() + (createFailing_ ? 0 : maxTotal_ - total_); }
   size_t capacityBytes() const { return pipeSize_ > 0 ? pipeSize_ : kDefaultPipeBytes; }
   static constexpr size_t kDefaultPipeBytes = 65536;
   uint64_t createFailures() const { return createFailures_; }
@@ -41,6 +46,7 @@ class PipePool {
   size_t pipeSize_;
   size_t total_ = 0;
   uint64_t createFailures_ = 0;
+  bool createFailing_ = false;
   std::vector<std::unique_ptr<Pipe>> idle_;
 };
 

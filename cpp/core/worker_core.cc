@@ -694,7 +694,9 @@ void WorkerCore::wakeHolderWaiters() {
   // connection before it resumes queues again at the back. Nobody is woken while nothing is free,
   // so waiting costs nothing (no retry loop), and a waiter is never left behind a free holder.
   size_t free = buffers_.available();
-  if (options_.relayMode != CoreOptions::RelayMode::kCopy) free += pipes_.idle();
+  // Pipes the bound still allows count too: a pipe destroyed with bytes in it (its connection
+  // reset) leaves no idle pipe behind, yet a waiter may create one in its place.
+  if (options_.relayMode != CoreOptions::RelayMode::kCopy) free += pipes_.available();
   while (free > 0) {
     Connection* c = holderWaiters_.popFront();
     if (!c) break;

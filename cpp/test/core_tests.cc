@@ -215,6 +215,28 @@ void pipePoolTests() {
     auto c = pool.acquire();
     CHECK(c && c->readEnd.get() == aRead);
   });
+  run("pipe pool: available() counts the place a destroyed pipe left, but not while creating fails", [] {
+    PipePool pool(2, 1, 0);
+    CHECK(pool.available() == 2);  // none created yet: both may be
+    auto a = pool.acquire();
+    auto b = pool.acquire();
+    CHECK(pool.available() == 0);
+    b->bytes = 10;  // its stream was reset with bytes in it: destroyed, not pooled
+    pool.release(std::move(b));
+    CHECK(pool.idle() == 0 && pool.available() == 1);  // a new pipe may take its place
+    {
+      const int lowest = ::dup(0);
+      ::close(lowest);
+      NofileLimit limit(static_cast<rlim_t>(lowest));  // pipe2 fails with EMFILE
+      CHECK(!pool.acquire());
+      CHECK(pool.available() == 0);  // a waiter woken for it would only fail again
+    }
+    pool.release(std::move(a));  // pooled: it counts, creating still does not
+    CHECK(pool.idle() == 1 && pool.available() == 1);
+    auto c = pool.acquire();
+    auto d = pool.acquire();  // created: fds are back, and so is the count
+    CHECK(c && d && pool.available() == 0);
+  });
 }
 
 // --- host cache ---------------------------------------------------------------------------------
@@ -1245,6 +1267,92 @@ void holderWaitTests() {
   });
 }
 
+// A pipe destroyed with bytes in it (its connection reset) leaves no idle pipe behind, yet the pool
+// may now create one: a direction waiting for a holder must be woken for it. Driven by hand so that
+// the test decides what each batch sees.
+void pipeReplacedTest() {
+  run("a pipe destroyed with its connection's bytes lets a waiting direction create a new one", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    setSmallWindow(server.get());  // the accepted upstreams advertise a small window and never read
+    SocketAddress listenAddr;
+    SysError err;
+    UniqueFd shared = openListenSocket(loopbackListener(), &listenAddr, err);
+    CHECK(shared);
+    CoreOptions options;
+    options.relayMode = CoreOptions::RelayMode::kSplice;
+    options.maxPipes = 1;
+    options.maxCopyBuffers = 1;
+    auto core = makeCore(serverAddr, options);
+    CHECK(!core->attachListener(loopbackListener(), shared.get(), nullptr));
+    auto stat = [&](Stat s) { return core->stats().get(s); };
+    const std::string chunk(65536, 'x');
+    // A relayed connection whose upstream never reads, fed until the proxy sits on bytes it cannot
+    // deliver: `held` (read from the client, not written to the upstream) says how many. A batch
+    // that moves nothing for a whole window (several delayed-ACK periods) shows the path is shut.
+    auto openStuck = [&](UniqueFd& client, UniqueFd& upstream, const std::function<bool(uint64_t held)>& holds) {
+      client = connectClient(listenAddr);
+      const uint64_t connected = stat(Stat::upstream_cx_total) + 1;
+      CHECK(runUntil(*core, [&] { return stat(Stat::upstream_cx_total) == connected; }));
+      upstream.reset(::accept(server.get(), nullptr, nullptr));
+      CHECK(upstream);
+      const uint64_t rx0 = stat(Stat::bytes_received), tx0 = stat(Stat::upstream_cx_tx_bytes_total);
+      int still = 0;
+      for (int batch = 0; batch < 2000 && still < 25; ++batch) {
+        while (::send(client.get(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+        }
+        const uint64_t rx = stat(Stat::bytes_received), tx = stat(Stat::upstream_cx_tx_bytes_total);
+        core->runOnce(20);
+        const bool moved = stat(Stat::bytes_received) != rx || stat(Stat::upstream_cx_tx_bytes_total) != tx;
+        still = moved ? 0 : still + 1;
+      }
+      CHECK(still >= 25);
+      CHECK(holds((stat(Stat::bytes_received) - rx0) - (stat(Stat::upstream_cx_tx_bytes_total) - tx0)));
+    };
+    // A first, alone: in splice mode it takes the only pipe, and keeps it full.
+    UniqueFd clientA, upstreamA;
+    openStuck(clientA, upstreamA, [](uint64_t held) { return held > 0; });
+    CHECK(stat(Stat::copy_bytes) == 0);  // A spliced: the pipe is A's
+    // Then C: no pipe left, so it copies, and keeps the only buffer.
+    UniqueFd clientC, upstreamC;
+    openStuck(clientC, upstreamC, [](uint64_t held) { return held > 0; });
+    CHECK(stat(Stat::pipe_unavailable) > 0 && stat(Stat::copy_bytes) > 0);
+    // B finds neither and waits.
+    UniqueFd clientB = connectClient(listenAddr);
+    const uint64_t connected = stat(Stat::upstream_cx_total) + 1;
+    CHECK(runUntil(*core, [&] { return stat(Stat::upstream_cx_total) == connected; }));
+    UniqueFd upstreamB(::accept(server.get(), nullptr, nullptr));
+    CHECK(upstreamB);
+    const uint64_t unavailable = stat(Stat::buffer_unavailable);
+    CHECK(writeAll(clientB.get(), "hello", 5));
+    CHECK(runUntil(*core, [&] { return stat(Stat::buffer_unavailable) > unavailable; }));
+    const uint64_t spliced = stat(Stat::splice_bytes), copied = stat(Stat::copy_bytes);
+    // A's client resets: A's pipe, still full, is destroyed rather than pooled. C still holds the
+    // buffer, so only a new pipe can serve B.
+    linger lg{1, 0};
+    ::setsockopt(clientA.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    clientA.reset();
+    std::string gotB;
+    CHECK(runUntil(*core, [&] {
+      char buf[16];
+      const ssize_t n = ::recv(upstreamB.get(), buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) gotB.append(buf, static_cast<size_t>(n));
+      return gotB.size() >= 5;
+    }));
+    CHECK(gotB == "hello");
+    // The client's reset reached A's upstream as a reset, though nothing was read from A since.
+    std::string sink(65536, '\0');
+    pollfd p{upstreamA.get(), POLLIN, 0};
+    CHECK(::poll(&p, 1, 5000) == 1);
+    ssize_t n;
+    while ((n = ::recv(upstreamA.get(), sink.data(), sink.size(), MSG_DONTWAIT)) > 0) {
+    }
+    CHECK(n < 0 && errno == ECONNRESET);
+    CHECK(stat(Stat::splice_bytes) == spliced + 5);  // through a new pipe...
+    CHECK(stat(Stat::copy_bytes) == copied);         // ...not C's buffer, which it still holds
+  });
+}
+
 // --- what the loop thread shares with other threads (ThreadSanitizer checks these) ------------
 
 void threadSharingTests() {
@@ -1666,6 +1774,7 @@ int main() {
   fdExhaustionTests();
   lifecycleTests();
   bufferCapTests();
+  pipeReplacedTest();
   holderWaitTests();
   threadSharingTests();
   listenerTests();
