@@ -267,14 +267,17 @@ void Connection::onSideEvent(Side& side, uint32_t events) {
     }
     return;
   }
-  // A socket error (the peer's reset, a retransmission timeout) cuts the stream now. The relay
-  // would only meet it on its next read of that socket, and while the direction from it holds
-  // bytes the other peer is not taking, that read does not come: the other peer would wait for a
-  // stream that has already ended abnormally, and the connection would keep its holder.
-  if ((events & EPOLLERR) && getIntOption(side.fd.get(), SOL_SOCKET, SO_ERROR) != 0) {
-    return abortWith(side.upstream ? CloseReason::kUpstreamError : CloseReason::kDownstreamError, side);
-  }
   relay();
+  // A socket error (the peer's reset, a retransmission timeout): the relay has moved what it could
+  // (a reset peer's last bytes are still readable) and meets the error on its next read of that
+  // socket. While the direction from it holds bytes the other peer is not taking, that read does
+  // not come: the other peer would wait for a stream that has already ended abnormally, and the
+  // connection would keep its holder. So a relay still open after this event ends here, with resets.
+  // (SO_ERROR is read only to be acted on: once read, a later recv would report EOF, not the error.)
+  if ((events & EPOLLERR) && state_ == ConnectionState::kRelaying &&
+      getIntOption(side.fd.get(), SOL_SOCKET, SO_ERROR) != 0) {
+    abortWith(side.upstream ? CloseReason::kUpstreamError : CloseReason::kDownstreamError, side);
+  }
 }
 
 void Connection::onConnectReady(uint32_t events) {

@@ -121,12 +121,12 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
     if (!(events & EPOLLOUT) || ::getpeername(up_.fd.get(), reinterpret_cast<sockaddr*>(&ss), &sl) != 0) return;
     onConnected();
   }
-  // A tunnel is a relayed stream: a socket error ends it at once (Connection::onSideEvent says why).
-  if (state_ == State::kTunnel && (events & EPOLLERR) && getIntOption(side.fd.get(), SOL_SOCKET, SO_ERROR) != 0) {
-    close(side.upstream ? CloseReason::kUpstreamError : CloseReason::kDownstreamError);
-    return;
-  }
   pump();
+  // A tunnel is a relayed stream: one still open after a socket error's event ends here, with
+  // resets (Connection::onSideEvent says why).
+  if ((events & EPOLLERR) && state_ == State::kTunnel && getIntOption(side.fd.get(), SOL_SOCKET, SO_ERROR) != 0) {
+    close(side.upstream ? CloseReason::kUpstreamError : CloseReason::kDownstreamError);
+  }
 }
 
 void HttpSession::pump() {

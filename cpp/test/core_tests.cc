@@ -643,6 +643,29 @@ void failureTests() {
       CHECK(proxy.waitStat(Stat::upstream_cx_destroy_remote, 1));
     }
   });
+  run("an upstream's last bytes before its reset reach the client, then the reset", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    Proxy proxy(serverAddr);
+    UniqueFd client = connectClient(proxy.listenAddr);
+    UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
+    CHECK(upstream);
+    char c;
+    CHECK(writeAll(client.get(), "?", 1));
+    CHECK(::recv(upstream.get(), &c, 1, MSG_WAITALL) == 1);  // relaying
+    const std::string last = pattern(1000, 3);
+    {
+      // The bytes and the reset land in one epoll batch: one event, EPOLLIN with EPOLLERR.
+      LoopGate gate(*proxy.thread);
+      CHECK(writeAll(upstream.get(), last.data(), last.size()));
+      linger lg{1, 0};
+      ::setsockopt(upstream.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+      upstream.reset();
+    }
+    std::string got;
+    CHECK(readToEnd(client.get(), got) == End::kReset);
+    CHECK(got == last);
+  });
   run("client reset mid-stream resets the upstream", [] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
