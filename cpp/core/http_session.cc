@@ -123,8 +123,12 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
   }
   pump();
   // A tunnel is a relayed stream: one still open after a socket error's event ends here, with
-  // resets (Connection::onSideEvent says why).
-  if ((events & EPOLLERR) && state_ == State::kTunnel && getIntOption(side.fd.get(), SOL_SOCKET, SO_ERROR) != 0) {
+  // resets (Connection::onSideEvent says why). So does an exchange whose client is gone: its
+  // request body may be waiting on an upstream that is not reading, which would otherwise wait in
+  // turn for the rest of a body that will never come. (An upstream's error in an exchange is met
+  // by the response's reads, which decide between a 502 and a reset.)
+  const bool relayed = state_ == State::kTunnel || (state_ == State::kExchange && !side.upstream);
+  if ((events & EPOLLERR) && relayed && getIntOption(side.fd.get(), SOL_SOCKET, SO_ERROR) != 0) {
     close(side.upstream ? CloseReason::kUpstreamError : CloseReason::kDownstreamError);
   }
 }

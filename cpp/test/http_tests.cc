@@ -1658,6 +1658,40 @@ void bodyTests() {
     CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_active) == 0; }));
   });
 
+  run("a client reset while its request body waits for a stalled upstream resets the upstream at once", [] {
+    std::atomic<int> serverEnd{-1};
+    Origin server([&](Origin&, int fd, int) {
+      // Reads nothing, so the body backs up in the proxy; only a reset from the proxy ends the wait.
+      pollfd p{fd, 0, 0};
+      const int n = ::poll(&p, 1, 20000);
+      serverEnd = n == 1 && (p.revents & POLLERR) ? static_cast<int>(End::kReset) : static_cast<int>(End::kTimeout);
+    });
+    const int small = 4096;  // inherited by the accepted socket: a small window, soon shut
+    ::setsockopt(server.listenFd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    ::setsockopt(client.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    const std::string req = post("/up", pattern(32 << 20, 4));
+    // Until the proxy takes no more of it.
+    size_t sent = 0;
+    for (int i = 0; i < 1000 && sent < req.size(); ++i) {
+      ssize_t n;
+      while (sent < req.size() && (n = ::send(client.get(), req.data() + sent, req.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL)) > 0) {
+        sent += static_cast<size_t>(n);
+      }
+      pollfd out{client.get(), POLLOUT, 0};
+      if (::poll(&out, 1, 200) == 0) break;
+    }
+    CHECK(sent < req.size());  // backed up, not all taken
+    linger lg{1, 0};
+    ::setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    client.reset();  // RST
+    CHECK(waitFor([&] { return serverEnd.load() != -1; }, 30000));
+    CHECK_EQ(serverEnd.load(), static_cast<int>(End::kReset));
+    CHECK_EQ(stage.core->httpPoolIdle(), 0u);
+  });
+
   run("pipelined requests: answered in order, one upstream exchange at a time; nothing after Connection: close is sent", [] {
     std::atomic<int> maxInFlight{0};
     Origin server([&](Origin& o, int fd, int) {
