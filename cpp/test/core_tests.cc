@@ -1401,7 +1401,7 @@ void threadSharingTests() {
     });
     std::atomic<bool> stop{false};
     bool monotonic = true;
-    uint64_t snapshots = 0;
+    std::atomic<uint64_t> snapshots{0};
     std::thread reader([&] {
       uint64_t last = 0;
       while (!stop.load()) {
@@ -1414,6 +1414,11 @@ void threadSharingTests() {
         ++snapshots;
       }
     });
+    // The reads must overlap the relay: on a loaded machine the reader may otherwise first run
+    // after it is over (and then never, once `stop` is set).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);  // liveness only
+    while (snapshots.load() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    CHECK(snapshots.load() > 0);
     UniqueFd client = connectClient(proxy.listenAddr);
     CHECK(writeAll(client.get(), up.data(), up.size()));
     ::shutdown(client.get(), SHUT_WR);
@@ -1426,7 +1431,6 @@ void threadSharingTests() {
     CHECK(got == up);
     CHECK(proxy.stat(Stat::bytes_received) == up.size());
     CHECK(monotonic);
-    CHECK(snapshots > 0);
   });
 }
 
