@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <utility>
 
 namespace splicegate {
@@ -79,6 +80,40 @@ bool inRanges(Key key, const std::vector<std::pair<Key, uint8_t>>& ranges) {
     if ((key & maskFor<Key>(prefix)) == network) return true;
   }
   return false;
+}
+
+// Sorts intervals and merges overlapping or adjacent ones, so that at most one contains a key.
+template <typename Key>
+void normalise(std::vector<std::pair<Key, Key>>& v) {
+  std::sort(v.begin(), v.end());
+  size_t kept = 0;
+  for (const auto& iv : v) {
+    if (kept > 0 && (v[kept - 1].second == static_cast<Key>(~Key{0}) || iv.first <= v[kept - 1].second + 1)) {
+      v[kept - 1].second = std::max(v[kept - 1].second, iv.second);
+    } else {
+      v[kept++] = iv;
+    }
+  }
+  v.resize(kept);
+}
+
+template <typename Key>
+bool inIntervals(Key key, const std::vector<std::pair<Key, Key>>& v) {
+  auto it = std::upper_bound(v.begin(), v.end(), key, [](Key k, const std::pair<Key, Key>& iv) { return k < iv.first; });
+  return it != v.begin() && key <= std::prev(it)->second;
+}
+
+LocalRoute hostRoute(const SocketAddress& a) {
+  LocalRoute r;
+  r.family = static_cast<uint8_t>(a.family());
+  if (a.family() == AF_INET) {
+    std::memcpy(r.address, &reinterpret_cast<const sockaddr_in*>(a.sockaddrPtr())->sin_addr, 4);
+    r.length = 32;
+  } else if (a.family() == AF_INET6) {
+    std::memcpy(r.address, &reinterpret_cast<const sockaddr_in6*>(a.sockaddrPtr())->sin6_addr, 16);
+    r.length = 128;
+  }
+  return r;
 }
 
 // A destination as a lookup key: IPv4 (including embedded forms) or plain IPv6.
@@ -312,14 +347,14 @@ PolicyDecision DestinationPolicy::check(const SocketAddress& destination) const 
   if (key.isV4) {
     match = v4_.lookup(key.v4, port);
     if (denySpecial_) {
-      special = inRanges(key.v4, specialV4()) || std::binary_search(localV4_.begin(), localV4_.end(), key.v4);
+      special = inRanges(key.v4, specialV4()) || inIntervals(key.v4, localV4_);
     }
   } else {
     const auto m = v6_.lookup(key.v6, port);
     match.rule = m.rule;
     match.namesSpecial = m.namesSpecial;
     if (denySpecial_) {
-      special = inRanges(key.v6, specialV6()) || std::binary_search(localV6_.begin(), localV6_.end(), key.v6);
+      special = inRanges(key.v6, specialV6()) || inIntervals(key.v6, localV6_);
     }
   }
   const bool matched = match.rule != kNoRule;
@@ -350,48 +385,60 @@ void DestinationPolicy::exportCounters(double* out) const {
   for (size_t i = 0; i < counterCount(); ++i) out[i] = static_cast<double>(load(i));
 }
 
-void DestinationPolicy::setLocalAddresses(const std::vector<SocketAddress>& addresses) {
-  std::vector<uint32_t> v4;
-  std::vector<Uint128> v6;
-  for (const SocketAddress& a : addresses) {
-    const DestKey key = keyOf(a);
-    if (!key.valid) continue;
-    if (key.isV4) v4.push_back(key.v4);
-    else v6.push_back(key.v6);
+void DestinationPolicy::setLocalRoutes(const std::vector<LocalRoute>& routes) {
+  std::vector<std::pair<uint32_t, uint32_t>> v4;
+  std::vector<std::pair<Uint128, Uint128>> v6;
+  for (const LocalRoute& r : routes) {
+    if (r.family == AF_INET && r.length <= 32) {
+      const uint32_t mask = maskFor<uint32_t>(r.length);
+      const uint32_t first = v4Key(r.address) & mask;
+      v4.emplace_back(first, first | ~mask);
+    } else if (r.family == AF_INET6 && r.length <= 128) {
+      const Uint128 mask = maskFor<Uint128>(r.length);
+      const Uint128 first = v6Key(r.address) & mask;
+      v6.emplace_back(first, first | static_cast<Uint128>(~mask));
+    }
   }
-  std::sort(v4.begin(), v4.end());
-  v4.erase(std::unique(v4.begin(), v4.end()), v4.end());
-  std::sort(v6.begin(), v6.end());
-  v6.erase(std::unique(v6.begin(), v6.end()), v6.end());
+  normalise(v4);
+  normalise(v6);
   localV4_ = std::move(v4);
   localV6_ = std::move(v6);
+}
+
+void DestinationPolicy::setLocalAddresses(const std::vector<SocketAddress>& addresses) {
+  std::vector<LocalRoute> routes;
+  for (const SocketAddress& a : addresses) routes.push_back(hostRoute(a));
+  setLocalRoutes(routes);
 }
 
 bool DestinationPolicy::isLocalAddress(const SocketAddress& address) const {
   const DestKey key = keyOf(address);
   if (!key.valid) return false;
-  return key.isV4 ? std::binary_search(localV4_.begin(), localV4_.end(), key.v4)
-                  : std::binary_search(localV6_.begin(), localV6_.end(), key.v6);
+  return key.isV4 ? inIntervals(key.v4, localV4_) : inIntervals(key.v6, localV6_);
 }
 
-SysError listHostAddresses(std::vector<SocketAddress>& out) {
+SysError listThisHost(std::vector<LocalRoute>& out) {
+  std::vector<LocalRoute> routes;
+  // Local routes first: an address on an interface that is down may have lost its local route,
+  // but getifaddrs still lists it, and denying it too is the safe side.
+  if (SysError e = dumpLocalRoutes(routes)) return e;
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) return SysError::fromErrno("getifaddrs");
-  out.clear();
   for (const ifaddrs* ifa = list; ifa != nullptr; ifa = ifa->ifa_next) {
     if (ifa->ifa_addr == nullptr) continue;
     const int family = ifa->ifa_addr->sa_family;
-    if (family == AF_INET) out.push_back(SocketAddress::fromSockaddr(ifa->ifa_addr, sizeof(sockaddr_in)));
-    if (family == AF_INET6) out.push_back(SocketAddress::fromSockaddr(ifa->ifa_addr, sizeof(sockaddr_in6)));
+    if (family == AF_INET) routes.push_back(hostRoute(SocketAddress::fromSockaddr(ifa->ifa_addr, sizeof(sockaddr_in))));
+    if (family == AF_INET6) routes.push_back(hostRoute(SocketAddress::fromSockaddr(ifa->ifa_addr, sizeof(sockaddr_in6))));
   }
   freeifaddrs(list);
+  out = std::move(routes);
   return {};
 }
 
 SysError DestinationPolicy::refreshLocalAddresses() {
-  std::vector<SocketAddress> addresses;
-  if (SysError e = listHostAddresses(addresses)) return e;  // keep the last snapshot
-  setLocalAddresses(addresses);
+  std::vector<LocalRoute> routes;
+  if (SysError e = listThisHost(routes)) return e;  // keep the last snapshot
+  setLocalRoutes(routes);
   return {};
 }
 

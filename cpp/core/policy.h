@@ -24,8 +24,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "local_routes.h"
 #include "policy_rules.h"
 #include "socket_address.h"
 #include "sys_error.h"
@@ -99,9 +101,11 @@ class PrefixTable {
   std::vector<Piece> pieces_;
 };
 
-// This host's addresses (getifaddrs): what refreshLocalAddresses() snapshots. Allocates and asks the
-// kernel, so owners with several policies call it once and hand the list to setLocalAddresses().
-SysError listHostAddresses(std::vector<SocketAddress>& out);
+// What "this host" is (refreshLocalAddresses() snapshots it): every interface address (getifaddrs)
+// as a host route, and every local route of the local routing table, AnyIP ranges included
+// (local_routes.h). Allocates and asks the kernel, so owners with several policies call it once
+// and hand the list to setLocalRoutes().
+SysError listThisHost(std::vector<LocalRoute>& out);
 
 class DestinationPolicy {
  public:
@@ -115,11 +119,13 @@ class DestinationPolicy {
   // Counts a deny in policy_denied and in its rule's (or the special) counter. Single writer.
   void countDenied(const PolicyDecision& decision);
 
-  // This host's addresses, for the "every address of this host" special: a getifaddrs snapshot.
-  // The owner calls it at start and then periodically (addresses come and go with DHCP, VIPs,
-  // containers); it allocates, so never on the per-connection path.
+  // This host's addresses and local ranges, for the "every address of this host" special: a
+  // listThisHost() snapshot. The owner calls it at start, on every address or local-route notice
+  // and periodically (addresses come and go with DHCP, VIPs, containers); it allocates, so never
+  // on the per-connection path.
   SysError refreshLocalAddresses();
-  // For tests, and for owners that learn addresses another way: replaces the snapshot.
+  // Replace the snapshot: with routes (any prefix length), or with single addresses (for tests).
+  void setLocalRoutes(const std::vector<LocalRoute>& routes);
   void setLocalAddresses(const std::vector<SocketAddress>& addresses);
   bool isLocalAddress(const SocketAddress& address) const;
   bool denySpecial() const { return denySpecial_; }
@@ -147,8 +153,10 @@ class DestinationPolicy {
   std::vector<uint8_t> ruleAllow_;
   PrefixTable<uint32_t> v4_;
   PrefixTable<Uint128> v6_;
-  std::vector<uint32_t> localV4_;  // sorted
-  std::vector<Uint128> localV6_;   // sorted
+  // This host as sorted, disjoint, non-adjacent [first, last] intervals (one per address, or one
+  // per AnyIP range); a lookup is one binary search.
+  std::vector<std::pair<uint32_t, uint32_t>> localV4_;
+  std::vector<std::pair<Uint128, Uint128>> localV6_;
   std::vector<std::string> counterNames_;
   std::unique_ptr<std::atomic<uint64_t>[]> counters_;
 };

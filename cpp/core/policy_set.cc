@@ -55,10 +55,10 @@ SysError PolicySet::refreshLocalAddresses() {
   bool needed = false;
   for (const auto& p : policies_) needed = needed || p->denySpecial();
   if (!needed) return {};
-  std::vector<SocketAddress> addresses;
-  if (SysError e = listHostAddresses(addresses)) return e;
+  std::vector<LocalRoute> routes;
+  if (SysError e = listThisHost(routes)) return e;
   for (const auto& p : policies_) {
-    if (p->denySpecial()) p->setLocalAddresses(addresses);
+    if (p->denySpecial()) p->setLocalRoutes(routes);
   }
   return {};
 }

@@ -32,7 +32,7 @@ class PolicySet {
   // nullptr when there is no such policy.
   DestinationPolicy* at(uint32_t index) { return index < policies_.size() ? policies_[index].get() : nullptr; }
 
-  // One getifaddrs for every policy that has deny_special on; keeps the last snapshot on failure.
+  // One listThisHost for every policy that has deny_special on; keeps the last snapshot on failure.
   // Allocates: at start and from the housekeeping timer only, never per connection.
   SysError refreshLocalAddresses();
 

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "local_routes.h"
 #include "proxy_protocol.h"
 #include "upstream_socket.h"
 
@@ -119,8 +120,9 @@ SysError WorkerCore::init() {
   if (SysError e = loop_->add(kick_.fd.get(), EPOLLIN, &kick_)) return e;
   lastIdleSweepUs_ = loop_->nowUs();
   if (!policies_.empty()) {
-    // Told of every address added or removed on this host (netlink), so the "this host" list is
-    // re-read before a connection to a new address can be judged: the kernel queues the notice
+    // Told of every address added or removed on this host and of every change to the local
+    // routing table (netlink), so the "this host" list is re-read before a connection to a new
+    // address or AnyIP range can be judged: the kernel queues the notice
     // when the address is added, ahead of any connection to it, and the loop takes events in
     // order (only an accept burst already under way can judge one first: docs/POLICY.md).
     // Opened before the first read, so no change between the two is missed. The periodic
@@ -131,7 +133,8 @@ SysError WorkerCore::init() {
     if (!addressWatch_.fd) return SysError::fromErrno("socket", "netlink address watch");
     sockaddr_nl groups{};
     groups.nl_family = AF_NETLINK;
-    groups.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+    // Route groups too: an AnyIP range comes and goes as a route in table local, not as an address.
+    groups.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
     if (::bind(addressWatch_.fd.get(), reinterpret_cast<const sockaddr*>(&groups), sizeof groups) < 0) {
       return SysError::fromErrno("bind", "netlink address watch");
     }
@@ -780,14 +783,22 @@ void WorkerCore::onKick() {
 }
 
 void WorkerCore::onAddressChange() {
-  // What changed does not matter (one getifaddrs re-reads all): drain the notices, then re-read.
-  // ENOBUFS (notices lost to a full socket buffer) means "something changed" too.
-  char buf[4096];
+  // Which address changed does not matter (one listThisHost re-reads all): drain the notices,
+  // then re-read once if any concerned this host. Route changes in other tables (a router may
+  // send thousands) do not. ENOBUFS (notices lost to a full socket buffer) concerns it too.
+  alignas(nlmsghdr) uint8_t buf[8192];
+  bool concerned = false;
   for (;;) {
     const ssize_t n = ::recv(addressWatch_.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
-    if (n > 0 || (n < 0 && (errno == EINTR || errno == ENOBUFS))) continue;
+    if (n > 0) {
+      concerned = concerned || noticesConcernThisHost(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == ENOBUFS) concerned = true;
+    if (n < 0 && (errno == EINTR || errno == ENOBUFS)) continue;
     break;
   }
+  if (!concerned) return;
   policies_.refreshLocalAddresses();  // on failure the last snapshot stays; the tick tries again
   lastPolicyRefreshUs_ = loop_->nowUs();
 }

@@ -231,7 +231,7 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   bool resting_ = false;  // the tick runs at its rest period
   bool restAllowed_ = true;  // false once keepTicking() was called
   FdHandler kick_;
-  FdHandler addressWatch_;  // NETLINK_ROUTE, address groups; empty when no policy needs it
+  FdHandler addressWatch_;  // NETLINK_ROUTE, address and route groups; empty when no policy needs it
   bool kicked_ = false;
   bool dispatching_ = false;  // inside runOnce's batch: disposeClosed() must wait
   std::function<void()> wakeHandler_;

@@ -1,6 +1,7 @@
 // Unit tests for the destination policy: rule matching (CIDRs, ports, first match, default), the
-// built-in special denies and their override, IPv4 embedded in IPv6, host addresses, counters, no
-// allocation per check, and a randomized comparison against a plain first-match reference.
+// built-in special denies and their override, IPv4 embedded in IPv6, host addresses and AnyIP
+// ranges, counters, no allocation per check, and a randomized comparison against a plain
+// first-match reference.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -33,6 +34,17 @@ SocketAddress dst(const char* ip, uint16_t port) {
     std::abort();
   }
   return *a;
+}
+
+LocalRoute route(uint8_t family, const char* network, uint8_t length) {
+  LocalRoute r;
+  r.family = family;
+  r.length = length;
+  if (inet_pton(family, network, r.address) != 1) {
+    std::fprintf(stderr, "bad test route %s\n", network);
+    std::abort();
+  }
+  return r;
 }
 
 PortRange ports(uint16_t first, uint16_t last) { return PortRange{first, last}; }
@@ -280,11 +292,45 @@ void specialTests() {
     CHECK(allowedBy(p, "10.9.9.9", 22, 0));  // the snapshot was replaced, not appended to
   });
 
-  run("refreshLocalAddresses takes this host's interface addresses (loopback at least)", [] {
+  run("a range routed as local (AnyIP) is this host on every address in it; its neighbours are not", [] {
+    DestinationPolicy p(rulesOf({rule("all", true, {"0.0.0.0/0", "::/0"})}));
+    p.setLocalRoutes({route(AF_INET, "192.0.2.0", 24), route(AF_INET, "198.51.100.7", 32), route(AF_INET6, "2001:db8:5::", 64),
+                      route(AF_INET, "198.51.100.8", 31), route(AF_INET, "198.51.100.0", 29)});  // overlapping, adjacent
+    for (const char* ip : {"192.0.2.0", "192.0.2.77", "192.0.2.255", "::ffff:192.0.2.9", "198.51.100.0", "198.51.100.9",
+                           "2001:db8:5::", "2001:db8:5:0:ffff:ffff:ffff:ffff"}) {
+      CHECK(special(p, ip, 8080));
+      CHECK(p.isLocalAddress(dst(ip, 0)));
+    }
+    for (const char* ip : {"192.0.1.255", "192.0.3.0", "198.51.100.10", "2001:db8:4:ffff:ffff:ffff:ffff:ffff", "2001:db8:5:1::"}) {
+      CHECK(allowedBy(p, ip, 8080, 0));
+    }
+    // Host bits in a route are ignored, as the kernel ignores them; an empty list clears.
+    p.setLocalRoutes({route(AF_INET, "203.0.113.77", 25)});
+    CHECK(special(p, "203.0.113.0", 1));
+    CHECK(special(p, "203.0.113.127", 1));
+    CHECK(allowedBy(p, "203.0.113.128", 1, 0));
+    CHECK(allowedBy(p, "192.0.2.77", 1, 0));
+    // A local default route (everything is this host) and the top of the address space.
+    p.setLocalRoutes({route(AF_INET, "0.0.0.0", 0), route(AF_INET6, "ffff:ffff::", 32)});
+    CHECK(special(p, "8.8.8.8", 53));
+    CHECK(special(p, "255.255.255.255", 53));
+    CHECK(special(p, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 53));
+    CHECK(allowedBy(p, "2001:db8::1", 53, 0));
+  });
+
+  run("a host-route allow inside an AnyIP range opens that one address; the range's own CIDR does not", [] {
+    DestinationPolicy p(rulesOf({rule("one", true, {"192.0.2.10/32"}), rule("range", true, {"192.0.2.0/24"})}));
+    p.setLocalRoutes({route(AF_INET, "192.0.2.0", 24)});
+    CHECK(allowedBy(p, "192.0.2.10", 80, 0));
+    CHECK(special(p, "192.0.2.11", 80));
+  });
+
+  run("refreshLocalAddresses takes this host's interface addresses and local routes (loopback at least)", [] {
     DestinationPolicy p(rulesOf({}, true, true));
     CHECK(!p.isLocalAddress(dst("127.0.0.1", 0)));
     CHECK(!p.refreshLocalAddresses());
     CHECK(p.isLocalAddress(dst("127.0.0.1", 0)));
+    CHECK(p.isLocalAddress(dst("127.1.2.3", 0)));  // the whole of 127.0.0.0/8 is routed as local
     CHECK(!p.isLocalAddress(dst("192.0.2.123", 0)));  // TEST-NET-1: on no real interface
   });
 }

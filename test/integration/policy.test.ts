@@ -1,8 +1,8 @@
 // The destination policy on the accept path, in the namespace lab with real servers: built-in
 // denies (cloud metadata, the gateway's own services), a deny rule for one CIDR and port, an
 // explicit allow for a built-in range on a listener whose own policy replaces the top-level one,
-// NAT64 destinations judged as IPv4, an address the gateway gains after start, and the
-// rate-limited deny log.
+// NAT64 destinations judged as IPv4, an address and an AnyIP range the gateway gains after start,
+// and the rate-limited deny log.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,6 +18,9 @@ const OTHER = '10.10.2.3';
 const ADMIN = `${ADDR.gwSrv4}:9901`;
 const NAT64_SERVER = '64:ff9b::a0a:202'; // 10.10.2.2 inside the NAT64 prefix
 const NEW_GW_ADDRESS = '10.10.2.77'; // added to the gateway while splicegate runs
+// Routed as local on the gateway while splicegate runs ("AnyIP": no interface has these addresses).
+const ANYIP_RANGE = '10.10.2.128/28';
+const ANYIP_SERVER = '10.10.2.130'; // also a server address, so it relays while the route is absent
 
 describe('destination policy', () => {
   let lab: Lab;
@@ -185,6 +188,28 @@ describe('destination policy', () => {
       await assertRefused(`${NEW_GW_ADDRESS}:8080`);
       const s1 = await waitCounters(s0, { 'policy.special.denied': 1, policy_denied: 1 }, 'the new own address denied as special');
       assert.equal(s1.upstream_cx_total - s0.upstream_cx_total, 0, 'no upstream connect to the gateway itself was attempted');
+    }),
+  );
+
+  it('a range routed as local on the gateway (AnyIP) is its own while the route exists, from the first connection on', { timeout: 30000 }, () =>
+    withDiagnostics(lab, sg, async () => {
+      await lab.addServerAddress(ANYIP_SERVER);
+      await assertRelayed(`${ANYIP_SERVER}:8080`, 8080); // before the route: an ordinary destination
+      const s0 = await proxy().stats();
+      // No address is added: the kernel answers the whole range itself, and only the local
+      // routing table says so.
+      await lab.execOk('gw', 'ip', ['route', 'add', 'local', ANYIP_RANGE, 'dev', 'lo']);
+      try {
+        await assertRefused(`${ANYIP_SERVER}:8080`);
+        await assertRefused('10.10.2.141:8081'); // another address of the range, another port
+        const s1 = await waitCounters(s0, { 'policy.special.denied': 2, policy_denied: 2 }, 'both AnyIP addresses denied as special');
+        assert.equal(s1.upstream_cx_total - s0.upstream_cx_total, 0, 'no upstream connect to the gateway itself was attempted');
+        await assertRelayed('10.10.2.3:8080', 8080); // the neighbours outside the range still relay
+      } finally {
+        await lab.execOk('gw', 'ip', ['route', 'del', 'local', ANYIP_RANGE, 'dev', 'lo']);
+      }
+      // The route's removal is noticed as promptly: the same address relays again at once.
+      await assertRelayed(`${ANYIP_SERVER}:8080`, 8080);
     }),
   );
 
