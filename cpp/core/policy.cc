@@ -419,8 +419,9 @@ bool DestinationPolicy::isLocalAddress(const SocketAddress& address) const {
 
 SysError listThisHost(std::vector<LocalRoute>& out) {
   std::vector<LocalRoute> routes;
-  // Local routes first: an address on an interface that is down may have lost its local route,
-  // but getifaddrs still lists it, and denying it too is the safe side.
+  // Both sources: getifaddrs lists every assigned address whether or not the kernel holds a
+  // local route for it at the moment (an interface going down, an IPv6 address still in
+  // duplicate address detection), and denying those too is the safe side.
   if (SysError e = dumpLocalRoutes(routes)) return e;
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) return SysError::fromErrno("getifaddrs");
