@@ -24,6 +24,9 @@ constexpr size_t kReadChunk = 16384;
 
 // A client (or upstream) that sends faster than the other side reads is held back at this much.
 constexpr size_t kMaxPending = 256 * 1024;
+// How long a client connection keeps the upstream of its last request while it sends no next one;
+// then the upstream goes back to the shared pool (and its max_idle_per_host bound).
+constexpr uint64_t kParkUs = 1'000'000;
 // After an error response: how long the client gets to read it and close before the socket goes.
 constexpr uint64_t kLingerUs = 2'000'000;
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
@@ -98,10 +101,16 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
   if (state_ == State::kClosed) return;
   // A stale event for an upstream socket this session already let go of (same batch): ignore.
   if (side.upstream && !up_.fd) return;
-  lastActivityUs_ = ctx_.loop.nowUs();
   if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) side.peerClosing = true;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) side.readable = true;
   if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) side.writable = true;
+  if (side.upstream && upParked_) {
+    // Between requests the server closed or sent something nobody asked for: drop it now, as the
+    // pool's check would at reuse. It is no activity of the client's.
+    if (!parkedUpstreamUsable()) dropParkedUpstream();
+    return;
+  }
+  lastActivityUs_ = ctx_.loop.nowUs();
   if (side.upstream && state_ == State::kConnecting) {
     int soError = 0;
     socklen_t len = sizeof soError;
@@ -197,6 +206,10 @@ int HttpSession::readInto(Side& side, std::vector<uint8_t>& buf, size_t max) {
   if (n > 0) {
     buf.resize(old + static_cast<size_t>(n));
     countRead(side, static_cast<uint64_t>(n));
+    // A short read took everything queued, and anything later raises a new edge, so the read
+    // that would only say EAGAIN is skipped (as in the relay). Not when the peer is closing: its
+    // FIN may already be queued behind these bytes, and its edge is spent.
+    if (static_cast<size_t>(n) < room && !side.peerClosing) side.readable = false;
     return 1;
   }
   buf.resize(old);
@@ -466,6 +479,16 @@ void HttpSession::startRequest() {
   }
   destination_ = dst;
   connect_ = h.isConnect();
+  // The upstream parked by the previous request serves this one only if it goes to the same
+  // destination (and is no CONNECT) and is still alive. Settled before this request's bytes are
+  // queued: handing the upstream over clears what was queued for it.
+  if (upParked_) {
+    if (connect_ || !(host_->address == destination_)) {
+      unparkUpstream();  // to the pool, or closed if the server is done with it
+    } else if (!parkedUpstreamUsable()) {
+      dropParkedUpstream();
+    }
+  }
   headRequest_ = h.isHead();
   upgradeRequested_ = h.upgrade;
   keepClient_ = h.keepAlive;
@@ -500,6 +523,17 @@ void HttpSession::startRequest() {
   retried_ = false;
   firstByteSeen_ = false;
   response_.start(headRequest_, upgradeRequested_);
+  if (upParked_) {  // still here: same destination, alive
+    upParked_ = false;
+    pool_.holdIdle(-1);
+    ctx_.stats.add(Stat::http_pool_hit);
+    reused_ = true;
+    up_.writable = true;  // idle: its last request went out whole
+    countReuse(*host_);
+    if (ctx_.options.recordLatency) latencyRef_ = ctx_.latency.attach(host_->address);
+    beginExchange();
+    return;
+  }
   if (!connect_) {
     HttpPool::Taken taken = pool_.take(destination_);
     if (taken) {
@@ -590,14 +624,51 @@ void HttpSession::useUpstream(RegisteredUpstream upstream, Host& host, bool reus
   }
   upRegistered_ = true;
   up_.writable = true;  // idle and connected; EAGAIN says otherwise
-  up_.readable = true;  // a read finds out (EAGAIN) rather than waiting for an edge already past
-  if (reused) {
-    rqConnectUs_ = 0;  // a pooled connection: no connect for this request
-    ctx_.stats.add(Stat::upstream_cx_reuse);
-    ++host.stat(HostStat::cx_reuse);
-  }
+  // Nothing to read until an event says so: EPOLL_CTL_ADD reports readiness already present (the
+  // kernel polls the socket when it is added), so no edge can have passed unseen, and a read now
+  // would only return EAGAIN (the pool's check found nothing queued a moment ago).
+  up_.readable = false;
+  if (reused) countReuse(host);
   if (ctx_.options.recordLatency) latencyRef_ = ctx_.latency.attach(host.address);
   beginExchange();
+}
+
+void HttpSession::countReuse(Host& host) {
+  rqConnectUs_ = 0;  // an idle connection: no connect for this request
+  ctx_.stats.add(Stat::upstream_cx_reuse);
+  ++host.stat(HostStat::cx_reuse);
+}
+
+void HttpSession::parkUpstream() {
+  // Still registered, still this session's: the next request to the same destination goes out on
+  // it with no epoll_ctl and no liveness check (events while parked say whether it is alive).
+  upParked_ = true;
+  parkedSinceUs_ = ctx_.loop.nowUs();
+  pool_.holdIdle(1);
+  toUp_.clear();
+  toUpOffset_ = 0;
+  if (upPipe_) ctx_.pipes.release(std::move(upPipe_));
+  if (downPipe_) ctx_.pipes.release(std::move(downPipe_));
+}
+
+bool HttpSession::parkedUpstreamUsable() {
+  if (up_.eof || up_.peerClosing) return false;
+  // No event since the last read drained it: nothing arrived. Otherwise look, as the pool does.
+  return !up_.readable || idleConnectionUsable(up_.fd.get());
+}
+
+void HttpSession::dropParkedUpstream() {
+  ctx_.stats.add(Stat::http_pool_discarded);
+  releaseUpstream(false);
+}
+
+void HttpSession::unparkUpstream() {
+  if (!upParked_) return;
+  if (!parkedUpstreamUsable()) {
+    dropParkedUpstream();
+    return;
+  }
+  releaseUpstream(true);  // to the shared pool
 }
 
 void HttpSession::beginExchange() {
@@ -823,9 +894,17 @@ void HttpSession::finishExchange() {
   closeRequestLog(CloseReason::kCompleted);
   const bool reusable = response_.keepAlive() && !upstreamDirty_ && requestDone_ && toUpOffset_ >= toUp_.size() &&
                         !upPipe_ && !up_.eof && !up_.peerClosing;
-  releaseUpstream(reusable);
   const bool keepClient =
       keepClient_ && !closeClientAfter_ && !draining_ && requestDone_ && !down_.eof && !down_.peerClosing;
+  // A client that stays keeps its upstream for its next request (as HAProxy keeps a server
+  // connection with its session): most next requests go to the same destination, and the pool's
+  // round trip (epoll_ctl out and in, a liveness recv) would cost as much as the request itself.
+  // One that leaves hands it to the pool.
+  if (reusable && keepClient && pool_.keepsIdle()) {
+    parkUpstream();
+  } else {
+    releaseUpstream(reusable);
+  }
   if (!keepClient) {
     if (!down_.eof && (!requestDone_ || unreadBytesWaiting(down_.fd.get()))) {
       // close() with unread bytes in the socket (a request pipelined behind this one, the rest of
@@ -847,6 +926,11 @@ void HttpSession::finishExchange() {
 }
 
 void HttpSession::releaseUpstream(bool reusable) {
+  const bool wasParked = upParked_;
+  if (upParked_) {
+    upParked_ = false;
+    pool_.holdIdle(-1);
+  }
   if (upRegistered_) {
     ctx_.loop.remove(up_.fd.get());
     upRegistered_ = false;
@@ -865,7 +949,8 @@ void HttpSession::releaseUpstream(bool reusable) {
   }
   if (up_.fd) {
     // Not reusable after an error: a reset tells the server the request was not completed.
-    if (!reusable && !(responseDone_ && requestDone_)) resetOnClose(up_.fd.get());
+    // A parked one completed its exchange: a plain close.
+    if (!reusable && !wasParked && !(responseDone_ && requestDone_)) resetOnClose(up_.fd.get());
     upRegistration_ = OwnSockets::Registration{};  // before the fd: the 4-tuple may be reused after
     up_.fd.reset();
     ctx_.stats.sub(Stat::upstream_cx_active);
@@ -960,7 +1045,11 @@ void HttpSession::relayDelivered(bool toUpstream, uint64_t n) {
 
 void HttpSession::respondError(int status, const char* reason, Stat counter) {
   ctx_.stats.add(counter);
-  releaseUpstream(false);
+  if (upParked_) {
+    unparkUpstream();  // the last request's upstream is fine: the pool may use it
+  } else {
+    releaseUpstream(false);
+  }
   openRequestLog(AccessRecord::kNoMethod);  // no-op when the head was read (it opened then)
   if (responseStarted_) {
     close(CloseReason::kUpstreamError);  // bytes of a response already went out: no fake end
@@ -1043,6 +1132,7 @@ void HttpSession::onTick(uint64_t nowUs) {
 void HttpSession::expire(uint64_t nowUs) {
   switch (state_) {
     case State::kHead: {
+      if (upParked_ && parkedSinceUs_ + kParkUs <= nowUs) unparkUpstream();
       const uint64_t timeoutUs = static_cast<uint64_t>(listener_.http.requestHeadTimeoutMs) * 1000;
       if (requestStartUs_ + timeoutUs > nowUs) return;
       // An idle keep-alive connection with nothing of a next request just ends; a started (or
@@ -1121,8 +1211,12 @@ void HttpSession::close(CloseReason reason) {
     ctx_.loop.remove(down_.fd.get());
     down_.fd.reset();
   }
-  if (up_.fd && reset) resetOnClose(up_.fd.get());
-  releaseUpstream(false);
+  if (upParked_) {
+    unparkUpstream();  // whatever ended the client, its last upstream completed its exchange
+  } else {
+    if (up_.fd && reset) resetOnClose(up_.fd.get());
+    releaseUpstream(false);
+  }
   state_ = State::kClosed;
   ctx_.stats.add(closeStat(reason));
   owner_.sessionClosed(*this);

@@ -12,8 +12,10 @@
 //                chunked bodies and the body bytes read along with a head are copied, the rest of
 //                a Content-Length (or close-delimited response) body is spliced through a pooled
 //                pipe, exactly its remaining length (docs/HTTP.md, "Bodies")
-//   next:        keep-alive: the upstream goes back to the pool if the response allows it, and the
-//                client's next request is read (Connection: close / HTTP/1.0 end the connection)
+//   next:        keep-alive: the upstream stays with the client connection if the response allows
+//                it (parked: its next request to the same destination goes out on it; after 1 s
+//                without one, or for another destination, it goes to the pool), and the client's
+//                next request is read (Connection: close / HTTP/1.0 end the connection)
 // CONNECT ip:port and a 101 answer to an Upgrade request hand both sockets to a Relay (relay.h).
 //
 // A PROXY header naming one of our own listeners resets the connection, and a request whose
@@ -139,6 +141,13 @@ class HttpSession final {
   void startRequest();
   bool chooseDestination(SocketAddress& out);
   void useUpstream(RegisteredUpstream upstream, Host& host, bool reused);
+  void countReuse(Host& host);
+  // Between requests the session keeps its upstream (registered, counted idle) for the client's
+  // next request; unpark hands it to the pool (or closes it when the server is done with it).
+  void parkUpstream();
+  bool parkedUpstreamUsable();
+  void dropParkedUpstream();
+  void unparkUpstream();
   void connectUpstream();
   void onConnected();
   void beginExchange();
@@ -196,6 +205,8 @@ class HttpSession final {
   Side down_;
   Side up_;
   bool upRegistered_ = false;
+  bool upParked_ = false;  // up_ is the last request's upstream, idle, kept for the next one
+  uint64_t parkedSinceUs_ = 0;
   OwnSockets::Registration upRegistration_;
   std::unique_ptr<Relay> relay_;  // tunnels only
 

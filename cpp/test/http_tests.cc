@@ -893,23 +893,29 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::upstream_cx_reuse), 4u);
     CHECK_EQ(stage.stat(Stat::http_pool_hit), 4u);
     CHECK_EQ(stage.stat(Stat::http_pool_miss), 1u);
-    // And across client connections.
+    // Between its requests the client connection kept the upstream (parked, counted idle); once
+    // the client leaves, the upstream goes to the pool and the next client's request uses it.
+    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 1 && stage.core->httpPoolIdle() == 1; }));
+    client.reset();
+    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 0 && stage.core->httpPoolIdle() == 1; }));
     UniqueFd second = connectTo(stage.listenAddr);
     CHECK(exchange(second.get(), get("/other")).find("\r\n\r\n6:/other") != std::string::npos);
     CHECK_EQ(server.accepted.load(), 1);
   });
 
   run("a pooled connection the server closed is never used for a request", [] {
-    // The server answers (keep-alive advertised), then closes once the connection sits in the pool.
+    // The server answers (keep-alive advertised), then closes once the connection sits idle; the
+    // second connection stays open to the end (its close would be one more discard).
     std::atomic<bool> gate{false};
-    Origin server([&gate](Origin& o, int fd, int index) {
+    std::atomic<bool> done{false};
+    Origin server([&gate, &done](Origin& o, int fd, int index) {
       std::string buf;
       if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
       o.record(buf);
       const std::string body = std::to_string(index);
       const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
       writeAll(fd, resp.data(), resp.size());
-      if (index == 0) waitFor([&gate] { return gate.load(); });
+      waitFor([&] { return index == 0 ? gate.load() : done.load(); });
     });
     HttpStage stage(server.address);
     LoopRunner loop(*stage.core);
@@ -924,7 +930,64 @@ void sessionTests() {
     CHECK(exchange(client.get(), get("/2")).find("\r\n\r\n1") != std::string::npos);
     CHECK_EQ(server.accepted.load(), 2);
     CHECK_EQ(server.seen().size(), 2u);
-    CHECK_EQ(stage.stat(Stat::http_pool_discarded) + stage.stat(Stat::upstream_rq_retry), 1u);
+    const uint64_t discardedOrRetried = stage.stat(Stat::http_pool_discarded) + stage.stat(Stat::upstream_rq_retry);
+    done = true;
+    CHECK_EQ(discardedOrRetried, 1u);
+  });
+
+  run("a client's request to another destination hands its parked upstream to the pool, where another client finds it", [] {
+    Origin a(keepAliveServer());
+    Origin b(keepAliveServer());
+    HttpStage stage(a.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    CHECK(exchange(client.get(), get("/a1", routeTo(a.address))).find(":/a1") != std::string::npos);
+    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 1; }));
+    const std::string b1 = exchange(client.get(), get("/b1", routeTo(b.address)));
+    CHECK(b1.find(":/b1") != std::string::npos);
+    // Now b's upstream is parked with the client and a's is in the pool: both idle, one parked.
+    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 1 && stage.core->httpPoolIdle() == 2; }));
+    UniqueFd other = connectTo(stage.listenAddr);
+    CHECK(exchange(other.get(), get("/a2", routeTo(a.address))).find(":/a2") != std::string::npos);
+    CHECK_EQ(a.accepted.load(), 1);  // the pooled one, not a new connection
+    CHECK_EQ(b.accepted.load(), 1);
+    CHECK_EQ(stage.stat(Stat::http_pool_hit), 1u);
+    CHECK_EQ(stage.stat(Stat::http_pool_miss), 2u);
+    CHECK_EQ(stage.stat(Stat::http_pool_discarded), 0u);
+  });
+
+  run("a parked upstream goes to the pool once its client sends nothing for a second, and serves another client", [] {
+    Origin server(keepAliveServer());
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd idle = connectTo(stage.listenAddr);
+    CHECK(exchange(idle.get(), get("/first")).find(":/first") != std::string::npos);
+    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 1; }));
+    // The client stays connected and quiet: the housekeeping tick hands its upstream over.
+    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 0 && stage.core->httpPoolIdle() == 1; }, 10000));
+    UniqueFd other = connectTo(stage.listenAddr);
+    CHECK(exchange(other.get(), get("/second")).find(":/second") != std::string::npos);
+    CHECK_EQ(server.accepted.load(), 1);
+    // The quiet client's next request opens a connection of its own (the other client holds the
+    // first one now) and is answered.
+    CHECK(exchange(idle.get(), get("/third")).find(":/third") != std::string::npos);
+    CHECK_EQ(server.accepted.load(), 2);
+  });
+
+  run("a parked upstream whose client ends is pooled, whatever ended the client (a reset too)", [] {
+    Origin server(keepAliveServer());
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    CHECK(exchange(client.get(), get("/one")).find(":/one") != std::string::npos);
+    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 1; }));
+    resetOnClose(client.get());
+    client.reset();
+    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 0 && stage.core->httpPoolIdle() == 1; }));
+    UniqueFd next = connectTo(stage.listenAddr);
+    CHECK(exchange(next.get(), get("/two")).find(":/two") != std::string::npos);
+    CHECK_EQ(server.accepted.load(), 1);
+    CHECK_EQ(stage.stat(Stat::upstream_cx_reuse), 1u);
   });
 
   run("smuggling vectors get 400 malformed and the connection ends", [] {
