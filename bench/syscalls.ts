@@ -8,7 +8,10 @@
 // Writes <out>/<name>.{json,md} (default bench/results/syscalls.*).
 //
 //   node dist/bench/syscalls.js [--only splicegate,haproxy] [--conns 1,64] [--seconds 3]
-//                               [--close] [--path /small|/1m] [--sg-tuning K=V,...] [--out DIR] [--name NAME]
+//                               [--close] [--path /small|/1m] [--http] [--sg-tuning K=V,...] [--out DIR] [--name NAME]
+// --http: the HTTP listeners instead (the http-ka workload of `npm run bench`: requests to the
+// gateway's own address routed by header; contenders without one, the splicing HAProxy variants,
+// are left out).
 
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -31,6 +34,8 @@ interface Options {
   close: boolean;
   /** What wrk fetches: /small (1 KiB) or /1m (1 MiB). */
   path: string;
+  /** Through each contender's HTTP listener (header routing) instead of the transparent path. */
+  http: boolean;
   sgTuning: Record<string, string | number | boolean>;
   out: string;
   name: string;
@@ -79,6 +84,7 @@ function parseOptions(argv: string[], repoRoot: string): Options {
       conns: { type: 'string' },
       seconds: { type: 'string' },
       close: { type: 'boolean', default: false },
+      http: { type: 'boolean', default: false },
       path: { type: 'string' },
       'sg-tuning': { type: 'string' },
       out: { type: 'string' },
@@ -110,16 +116,23 @@ function parseOptions(argv: string[], repoRoot: string): Options {
     seconds,
     close: values.close === true,
     path: values.path ?? '/small',
+    http: values.http === true,
     sgTuning,
     out: path.resolve(values.out ?? path.join(repoRoot, 'bench', 'results')),
     name,
   };
 }
 
-async function wrk(env: BenchEnv, conns: number, seconds: number, close: boolean, urlPath: string): Promise<ReturnType<typeof parseWrk>> {
+/** Where wrk sends its requests: the server through the transparent path, or an HTTP listener. */
+interface Target {
+  base: string;
+  headers: string[];
+}
+
+async function wrk(env: BenchEnv, target: Target, conns: number, seconds: number, close: boolean, urlPath: string): Promise<ReturnType<typeof parseWrk>> {
   const lua = path.join(env.repoRoot, 'bench', 'lib', 'wrk-report.lua');
-  const extra = close ? ['-H', 'Connection: close'] : [];
-  const p = pinned(env, env.loadCpus, 'wrk', ['-t1', `-c${conns}`, `-d${seconds}s`, '--timeout', '5s', '-s', lua, ...extra, `http://${env.serverAddr}:${SERVER_PORTS.http}${urlPath}`]);
+  const extra = [...(close ? ['-H', 'Connection: close'] : []), ...target.headers.flatMap((h) => ['-H', h])];
+  const p = pinned(env, env.loadCpus, 'wrk', ['-t1', `-c${conns}`, `-d${seconds}s`, '--timeout', '5s', '-s', lua, ...extra, `${target.base}${urlPath}`]);
   const r = await env.lab.exec('cli', p.cmd, p.args, { timeoutMs: (seconds + 30) * 1000, nofile: env.nofile });
   if (r.code !== 0) throw new Error(`wrk exited ${r.code}: ${r.stderr.trim()}`);
   return parseWrk(r.stdout);
@@ -179,9 +192,10 @@ function renderMarkdown(ms: Measurement[], idle: Idle[], o: Options, startedAt: 
   L.push('');
   L.push(
     `Commit ${commit}. wrk ${o.close ? 'new connection per request (`Connection: close`)' : 'keep-alive'}, ${o.path === '/1m' ? '1 MiB' : '1 KiB'} file from nginx, ${o.seconds} s per run, through the benchmark lab ` +
+      (o.http ? '(each proxy\'s HTTP listener: requests to the gateway\'s own address, routed by header, as the http-ka workload) ' : '') +
       `(proxy pinned to CPU 1, load on CPU 0). Wakeups = voluntary context switches of all the proxy's threads (a thread that blocks in epoll_wait and is woken again) per request, from an untraced run; ` +
       `syscalls per request from a second run under \`strace -c -f\` attached to every thread (strace slows the proxy, which changes how many events one epoll_wait returns: compare contenders, not absolute rates). ` +
-      `Per request = per HTTP request/response through the proxy (both directions, both sockets). Reproduce: \`npm run bench:syscalls\`${Object.keys(o.sgTuning).length ? ` (splicegate tuning: ${JSON.stringify(o.sgTuning)})` : ''}.`,
+      `Per request = per HTTP request/response through the proxy (both directions, both sockets). Reproduce: \`npm run bench:syscalls${o.http ? ' -- --http' : ''}\`${Object.keys(o.sgTuning).length ? ` (splicegate tuning: ${JSON.stringify(o.sgTuning)})` : ''}.`,
   );
   L.push('');
   const f = (v: number | null, d = 2): string => (v === null || !Number.isFinite(v) ? '–' : v.toFixed(d));
@@ -240,6 +254,11 @@ async function main(): Promise<number> {
   try {
     for (const w of await startLab(env, servers, contenders)) log(w);
     for (const c of contenders) {
+      const target: Target | null = o.http ? c.httpEntry(env.serverAddr) : { base: `http://${env.serverAddr}:${SERVER_PORTS.http}`, headers: [] };
+      if (target === null) {
+        log(`${c.id}: no HTTP listener, left out`);
+        continue;
+      }
       await selectAndWarm(env, c);
       for (const conns of o.conns) {
         const pid = c.pid();
@@ -247,7 +266,7 @@ async function main(): Promise<number> {
         const s0 = threadSwitches(pid);
         const cpu0 = processCpuSeconds(pid);
         const us0 = processUserSystem(pid);
-        const plain = await wrk(env, conns, o.seconds, o.close, o.path);
+        const plain = await wrk(env, target, conns, o.seconds, o.close, o.path);
         const cpu1 = processCpuSeconds(pid);
         const us1 = processUserSystem(pid);
         const s1 = threadSwitches(pid);
@@ -255,7 +274,7 @@ async function main(): Promise<number> {
         const sum = (xs: ThreadSwitches[], k: 'voluntary' | 'involuntary'): number => xs.reduce((a, t) => a + t[k], 0);
         let tracedReqs = 0;
         const rows = await underStrace(pid, tmpDir, async () => {
-          tracedReqs = (await wrk(env, conns, o.seconds, o.close, o.path)).requests;
+          tracedReqs = (await wrk(env, target, conns, o.seconds, o.close, o.path)).requests;
         });
         const t = Math.max(1, tracedReqs);
         const total = rows.find((r) => r.syscall === 'total');
