@@ -25,6 +25,9 @@ constexpr long kTickNs = 50L * 1000 * 1000;
 // The tick's period at rest (canRest): the idle sweep's period, so resting changes no deadline
 // that relayed connections, the host cache or the policy refresh have.
 constexpr time_t kRestTickSeconds = 1;
+// The shortest pool idle_timeout that still lets the tick rest while connections sit in the pool:
+// the rest tick's second is then at most a tenth of it.
+constexpr uint32_t kPoolRestMinMs = 10'000;
 constexpr uint64_t kIdleSweepUs = 1000 * 1000;
 // How often the per-host latency table re-picks its busiest hosts.
 constexpr uint64_t kLatencyRebalanceUs = 5 * 1000 * 1000;
@@ -222,7 +225,10 @@ bool WorkerCore::canRest() const {
   if (!restAllowed_ || !spareFd_) return false;
   if (!connecting_.empty() || !handshaking_.empty() || !fdWaiters_.empty() || !holderWaiters_.empty()) return false;
   if (!ready_.empty() || !sessions_.empty() || !readySessions_.empty() || !holderWaitingSessions_.empty()) return false;
-  if (!warm_.empty() || httpPool_.idleCount() != 0 || udp_.sessionCount() != 0) return false;
+  if (!warm_.empty() || udp_.sessionCount() != 0) return false;
+  // Pooled HTTP connections expire on the tick: at rest up to a second late, which only an
+  // idle_timeout under kPoolRestMinMs would feel (the default is 60 s).
+  if (httpPool_.idleCount() != 0 && options_.httpPoolIdleTimeoutMs < kPoolRestMinMs) return false;
   for (const auto& listener : listeners_) {
     if (listener->paused()) return false;
   }

@@ -990,6 +990,32 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::upstream_cx_reuse), 1u);
   });
 
+  run("idle pooled connections let the tick rest when idle_timeout is 10 s or more; a shorter one keeps the 50 ms tick", [] {
+    for (const uint32_t idleMs : {60000u, 5000u}) {
+      Origin server(keepAliveServer());
+      CoreOptions options;
+      options.httpPoolIdleTimeoutMs = idleMs;
+      HttpStage stage(server.address, "127.0.0.0/8", options);
+      {
+        LoopRunner loop(*stage.core);
+        UniqueFd client = connectTo(stage.listenAddr);
+        CHECK(exchange(client.get(), get("/rest")).find(":/rest") != std::string::npos);
+        client.reset();
+        CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_active) == 0 && stage.core->httpPoolIdle() == 1; }));
+      }
+      // The loop on this thread now (resting() is the loop thread's): a tick that may rest does
+      // so within a busy period or two; 1.5 s is many of them.
+      bool rested = false;
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+      while (!rested && std::chrono::steady_clock::now() < until) {
+        stage.core->runOnce(100);
+        rested = stage.core->resting();
+      }
+      CHECK_EQ(stage.core->httpPoolIdle(), 1u);  // still pooled: resting did not drop it
+      CHECK_EQ(rested, idleMs >= 10000);
+    }
+  });
+
   run("smuggling vectors get 400 malformed and the connection ends", [] {
     Origin server(keepAliveServer());
     HttpStage stage(server.address);
