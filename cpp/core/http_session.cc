@@ -572,13 +572,37 @@ void HttpSession::connectUpstream() {
   UpstreamOpen opened = openUpstream(destination_, ctx_.options.upstreamMark, up_.fd, &upRegistration_);
   if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno) && owner_.releaseSpareFd()) {
     // As on an original_dst listener: the worker's spare fd serves the client already accepted,
-    // and accepting pauses until fds free up. Still none (another worker took it): 503 below.
+    // and accepting pauses until fds free up.
     opened = openUpstream(destination_, ctx_.options.upstreamMark, up_.fd, &upRegistration_);
   }
+  state_ = State::kConnecting;  // connect_timeout runs from here, for a wait for an fd too
+  if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno)) {
+    // Still none: another worker of the process took the fd the spare freed (they share one fd
+    // table). The request was accepted and must not fail for that: it waits, as a relayed
+    // connection does, for a tick to find an fd, within connect_timeout (504 past it).
+    ctx_.stats.add(Stat::upstream_cx_fd_wait);
+    waitingForFd_ = true;
+    owner_.waitForFd(*this);
+    return;
+  }
+  continueConnect(opened);
+}
+
+bool HttpSession::retryUpstreamSocket() {
+  if (!waitingForFd_) return true;  // it timed out or ended meanwhile: nothing to retry
+  const UpstreamOpen opened = openUpstream(destination_, ctx_.options.upstreamMark, up_.fd, &upRegistration_);
+  if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno)) return false;
+  waitingForFd_ = false;
+  continueConnect(opened);
+  pump();  // an error answer to send, if the socket failed otherwise
+  return true;
+}
+
+void HttpSession::continueConnect(UpstreamOpen opened) {
   if (up_.fd) ctx_.stats.add(Stat::upstream_cx_active);
   if (opened != UpstreamOpen::kInProgress) {
     ctx_.stats.add(Stat::upstream_cx_connect_fail);
-    ++host->stat(HostStat::cx_connect_fail);
+    ++host_->stat(HostStat::cx_connect_fail);
     releaseUpstream(false);
     respondError(503, "connect_failed", Stat::http_rq_connect_fail);
     return;
@@ -589,7 +613,6 @@ void HttpSession::connectUpstream() {
     return;
   }
   upRegistered_ = true;
-  state_ = State::kConnecting;
 }
 
 void HttpSession::onConnected() {
@@ -1149,6 +1172,7 @@ void HttpSession::expire(uint64_t nowUs) {
       if (connectStartUs_ + timeoutUs > nowUs) return;
       ctx_.stats.add(Stat::upstream_cx_connect_timeout);
       if (host_) ++host_->stat(HostStat::cx_connect_timeout);
+      waitingForFd_ = false;  // the worker's list lets it go at its next retry
       releaseUpstream(false);
       respondError(504, "connect_timeout", Stat::http_rq_connect_timeout);
       return;

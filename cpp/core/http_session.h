@@ -73,6 +73,9 @@ class HttpSessionOwner {
   // The upstream socket() found no fd: the worker frees its spare fd and pauses accepting, as for
   // a relayed connection (ConnectionEvents::releaseSpareFd). True when the caller may retry once.
   virtual bool releaseSpareFd() = 0;
+  // Still no fd after that (another worker took it): s waits; the worker calls
+  // retryUpstreamSocket() on each tick, oldest first, until it returns true.
+  virtual void waitForFd(HttpSession& s) = 0;
 
  protected:
   ~HttpSessionOwner() = default;
@@ -106,6 +109,10 @@ class HttpSession final {
   void resume();
   void holderAvailable();
   bool waitingForHolder() const { return relay_ && relay_->waitingForHolder(); }
+  // The request's upstream socket waits for an fd (HttpSessionOwner::waitForFd). retry: true once
+  // it no longer waits (it got one, or timed out or ended meanwhile), false while none is free.
+  bool waitingForFd() const { return waitingForFd_; }
+  bool retryUpstreamSocket();
 
   // The worker's counters for the listener that accepted it (they outlive the session); set by the
   // worker at accept.
@@ -114,11 +121,12 @@ class HttpSession final {
   ListNode node;            // the worker's list of sessions
   ListNode readyNode;       // waiting to resume (tunnel budget used)
   ListNode holderWaitNode;  // waiting for a copy buffer or pipe
+  ListNode fdWaitNode;      // waiting for an fd for its upstream socket
 
  private:
   enum class State : uint8_t {
     kHead,        // reading a request head
-    kConnecting,  // upstream connect in flight
+    kConnecting,  // upstream connect in flight (or its socket waiting for an fd)
     kExchange,    // request out, response in
     kTunnel,      // CONNECT or upgrade: the Relay moves bytes both ways
     kLingering,   // an error response sent and the write side shut: waiting for the client's EOF
@@ -149,6 +157,8 @@ class HttpSession final {
   void dropParkedUpstream();
   void unparkUpstream();
   void connectUpstream();
+  // The rest of connectUpstream once socket() had an fd (or failed otherwise).
+  void continueConnect(UpstreamOpen opened);
   void onConnected();
   void beginExchange();
   bool pumpExchange();
@@ -230,6 +240,7 @@ class HttpSession final {
   HostRef latencyRef_;
   SocketAddress destination_;
   bool connectPending_ = false;
+  bool waitingForFd_ = false;
   bool connect_ = false;       // this request is a CONNECT
   bool headRequest_ = false;   // HEAD: the response has no body
   bool upgradeRequested_ = false;  // Upgrade asked for: a 101 switches to a tunnel (else it is an error)

@@ -533,6 +533,7 @@ void WorkerCore::sessionClosed(HttpSession& s) {
   sessions_.remove(&s);
   readySessions_.remove(&s);
   holderWaitingSessions_.remove(&s);
+  fdWaitingSessions_.remove(&s);
   stats_.sub(Stat::downstream_cx_active);
   if (s.listenerStats) s.listenerStats->sub(ListenerStat::downstream_cx_active);
   closedSessions_.push_back(&s);
@@ -673,6 +674,11 @@ void WorkerCore::waitForFd(Connection& c, const SocketAddress* source) {
   pauseAccepting();
 }
 
+void WorkerCore::waitForFd(HttpSession& s) {
+  fdWaitingSessions_.remove(&s);
+  fdWaitingSessions_.pushBack(&s);
+}
+
 bool WorkerCore::retryFdWaiters() {
   while (Connection* c = fdWaiters_.front()) {
     const auto source = fdWaitSources_.find(c);
@@ -681,6 +687,12 @@ bool WorkerCore::retryFdWaiters() {
     }
     fdWaiters_.remove(c);
     fdWaitSources_.erase(c);
+  }
+  // HTTP requests after the relayed connections, oldest first as well. One that ended meanwhile
+  // left the list (sessionClosed); one that timed out says it no longer waits.
+  while (HttpSession* s = fdWaitingSessions_.front()) {
+    if (!s->retryUpstreamSocket()) return false;
+    fdWaitingSessions_.remove(s);
   }
   return true;
 }

@@ -119,6 +119,7 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   void waitForHolder(Connection& c) override;
   void connectionClosed(Connection& c, CloseReason reason) override;
   bool releaseSpareFd() override;  // ConnectionEvents and HttpSessionOwner alike
+  void waitForFd(HttpSession& s) override;
   void waitForFd(Connection& c, const SocketAddress* source) override;
   // Tick: the connections waiting for an fd get one first, oldest first. True when none waits.
   bool retryFdWaiters();
@@ -227,6 +228,7 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   IntrusiveList<HttpSession, &HttpSession::node> sessions_;  // HTTP listener connections
   IntrusiveList<HttpSession, &HttpSession::readyNode> readySessions_;
   IntrusiveList<HttpSession, &HttpSession::holderWaitNode> holderWaitingSessions_;
+  IntrusiveList<HttpSession, &HttpSession::fdWaitNode> fdWaitingSessions_;  // requests, no upstream fd yet
   std::vector<HttpSession*> closedSessions_;  // freed after the batch, like closed_
   FdHandler tick_;
   bool resting_ = false;  // the tick runs at its rest period

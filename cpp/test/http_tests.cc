@@ -1095,6 +1095,76 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::http_rq_policy_denied), 1u);
   });
 
+  run("upstream socket() out of fds even after the spare (another worker took it): the request waits for an fd, then is answered; past connect_timeout it gets 504", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    UniqueFd waiter(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    UniqueFd late(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    CHECK(waiter && late);
+    // As in core_tests: the fillers take every low number first, so the stage's own fds (its
+    // spare among them) land above them; then one filler goes and the limit drops to just above
+    // it. accept4 gets that number, and freeing the spare gives socket() nothing under the limit,
+    // as when another worker of the process took the fd the spare released.
+    std::vector<UniqueFd> fillers = fillFdHoles();
+    CoreOptions patient;
+    patient.connectTimeoutMs = 30000;
+    HttpStage stage(serverAddr, "127.0.0.0/8", patient);
+    {
+      LoopRunner loop(*stage.core);
+      const int hole = fillers.back().get();
+      fillers.pop_back();
+      NofileLimit limit(static_cast<rlim_t>(hole + 1));
+      const bool connected = ::connect(waiter.get(), stage.listenAddr.sockaddrPtr(), stage.listenAddr.length()) == 0;
+      const std::string request = get("/wait");
+      const bool sent = connected && writeAll(waiter.get(), request.data(), request.size());
+      const bool waited = waitFor([&] { return stage.stat(Stat::upstream_cx_fd_wait) == 1; });
+      // Ticks pass (50 ms each) with still no fd: the request keeps waiting, unanswered.
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      const uint64_t failed = stage.stat(Stat::http_rq_connect_fail) + stage.stat(Stat::upstream_cx_connect_timeout);
+      const uint64_t active = stage.stat(Stat::upstream_cx_active);
+      limit.restore();
+      fillers.clear();
+      CHECK(sent);
+      CHECK(waited);
+      CHECK_EQ(failed, 0u);  // was: 503 connect_failed for a request already accepted
+      CHECK_EQ(active, 0u);
+      // Fds are back: the next tick gives the request its upstream.
+      UniqueFd up(::accept(server.get(), nullptr, nullptr));
+      CHECK(up);
+      std::string head;
+      CHECK(readUntil(up.get(), head, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+      CHECK(head.rfind("GET /wait HTTP/1.1\r\n", 0) == 0);
+      const std::string answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+      CHECK(writeAll(up.get(), answer.data(), answer.size()));
+      std::string resp;
+      CHECK(readUntil(waiter.get(), resp, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+      CHECK(resp.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+      CHECK_EQ(stage.stat(Stat::upstream_cx_fd_wait), 1u);
+    }
+
+    // A wait longer than connect_timeout ends as an unanswered connect would: 504 connect_timeout.
+    std::vector<UniqueFd> moreFillers = fillFdHoles();
+    CoreOptions quick;
+    quick.connectTimeoutMs = 200;
+    HttpStage impatient(serverAddr, "127.0.0.0/8", quick);
+    LoopRunner loop(*impatient.core);
+    const int hole = moreFillers.back().get();
+    moreFillers.pop_back();
+    NofileLimit limit(static_cast<rlim_t>(hole + 1));
+    const bool connected = ::connect(late.get(), impatient.listenAddr.sockaddrPtr(), impatient.listenAddr.length()) == 0;
+    const std::string request = get("/late");
+    const bool sent = connected && writeAll(late.get(), request.data(), request.size());
+    const bool timedOut = waitFor([&] { return impatient.stat(Stat::http_rq_connect_timeout) == 1; });
+    limit.restore();
+    moreFillers.clear();
+    CHECK(sent);
+    CHECK(timedOut);
+    CHECK_EQ(impatient.stat(Stat::upstream_cx_fd_wait), 1u);
+    std::string resp;
+    readUntil(late.get(), resp, [](const std::string& b) { return messageLength(b) > 0; });
+    expectError(late.get(), resp, "504", "connect_timeout");
+  });
+
   run("upstream socket() out of fds: the spare fd serves the request already accepted and accepting pauses", [] {
     // A bare listening socket, accepted from only once fds are back (an Origin's acceptor thread
     // would need an fd of this same process while none is left).
