@@ -97,10 +97,28 @@ void normalise(std::vector<std::pair<Key, Key>>& v) {
   v.resize(kept);
 }
 
+// The interval of v (sorted, disjoint) that contains key, or nullptr.
 template <typename Key>
-bool inIntervals(Key key, const std::vector<std::pair<Key, Key>>& v) {
+const std::pair<Key, Key>* intervalOf(Key key, const std::vector<std::pair<Key, Key>>& v) {
   auto it = std::upper_bound(v.begin(), v.end(), key, [](Key k, const std::pair<Key, Key>& iv) { return k < iv.first; });
-  return it != v.begin() && key <= std::prev(it)->second;
+  if (it == v.begin() || key > std::prev(it)->second) return nullptr;
+  return &*std::prev(it);
+}
+
+// Step 2 of policy.h for one family: key is special (a built-in range or this host) and the first
+// matching rule (m; allow: whether it is an allow) does not open it. A built-in range is opened only
+// by an allow whose CIDR lies inside a built-in range or names one address (namesSpecial, fixed
+// when the rules are compiled); this host's ranges, which change at run time, also by an allow
+// whose CIDR lies inside the local range that holds the key.
+template <typename Key>
+bool deniedAsSpecial(Key key, const typename PrefixTable<Key>::Match& m, bool allow,
+                     const std::vector<std::pair<Key, uint8_t>>& builtIn, const std::vector<std::pair<Key, Key>>& local) {
+  const bool opens = m.rule != PrefixTable<Key>::kNoRule && allow;
+  if (opens && m.namesSpecial) return false;
+  if (inRanges(key, builtIn)) return true;
+  const std::pair<Key, Key>* range = intervalOf(key, local);
+  if (range == nullptr) return false;
+  return !(opens && m.first >= range->first && m.last <= range->second);
 }
 
 LocalRoute hostRoute(const SocketAddress& a) {
@@ -295,6 +313,8 @@ typename PrefixTable<Key>::Match PrefixTable<Key>::lookup(Key key, uint16_t port
       if (p != begin && port <= (p - 1)->last && (p - 1)->rule < match.rule) {
         match.rule = (p - 1)->rule;
         match.namesSpecial = node.namesSpecial;
+        match.first = node.first;
+        match.last = node.last;
       }
     }
     n = node.parent;
@@ -343,30 +363,25 @@ PolicyDecision DestinationPolicy::check(const SocketAddress& destination) const 
   }
   const uint16_t port = destination.port();
   bool special = false;
-  PrefixTable<uint32_t>::Match match;
+  uint32_t rule = kNoRule;
   if (key.isV4) {
-    match = v4_.lookup(key.v4, port);
-    if (denySpecial_) {
-      special = inRanges(key.v4, specialV4()) || inIntervals(key.v4, localV4_);
-    }
+    const auto m = v4_.lookup(key.v4, port);
+    rule = m.rule;
+    special = denySpecial_ && deniedAsSpecial(key.v4, m, rule != kNoRule && ruleAllow_[rule], specialV4(), localV4_);
   } else {
     const auto m = v6_.lookup(key.v6, port);
-    match.rule = m.rule;
-    match.namesSpecial = m.namesSpecial;
-    if (denySpecial_) {
-      special = inRanges(key.v6, specialV6()) || inIntervals(key.v6, localV6_);
-    }
+    rule = m.rule;
+    special = denySpecial_ && deniedAsSpecial(key.v6, m, rule != kNoRule && ruleAllow_[rule], specialV6(), localV6_);
   }
-  const bool matched = match.rule != kNoRule;
-  if (special && !(matched && ruleAllow_[match.rule] && match.namesSpecial)) {
+  if (special) {
     out.allow = false;
     out.by = PolicyDecision::By::kSpecial;
     return out;
   }
-  if (matched) {
-    out.allow = ruleAllow_[match.rule] != 0;
+  if (rule != kNoRule) {
+    out.allow = ruleAllow_[rule] != 0;
     out.by = PolicyDecision::By::kRule;
-    out.rule = match.rule;
+    out.rule = rule;
     return out;
   }
   out.allow = defaultAllow_;
@@ -414,7 +429,7 @@ void DestinationPolicy::setLocalAddresses(const std::vector<SocketAddress>& addr
 bool DestinationPolicy::isLocalAddress(const SocketAddress& address) const {
   const DestKey key = keyOf(address);
   if (!key.valid) return false;
-  return key.isV4 ? inIntervals(key.v4, localV4_) : inIntervals(key.v6, localV6_);
+  return key.isV4 ? intervalOf(key.v4, localV4_) != nullptr : intervalOf(key.v6, localV6_) != nullptr;
 }
 
 SysError listThisHost(std::vector<LocalRoute>& out) {

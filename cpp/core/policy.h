@@ -8,9 +8,9 @@
 //     The unspecified address is judged as the loopback address Linux connects it to (0.0.0.0
 //     as 127.0.0.1, :: as ::1).
 //  2. deny_special: loopback, unspecified, link-local (incl. cloud metadata), multicast and every
-//     address of this host (any port) are denied, unless the first matching rule is an allow whose
-//     matching CIDR lies inside that special range (e.g. allow 169.254.169.254/32; a catch-all
-//     0.0.0.0/0 does not count).
+//     address of this host, AnyIP ranges included (any port) are denied, unless the first matching
+//     rule is an allow whose matching CIDR lies inside that special range (e.g. allow
+//     169.254.169.254/32, or an AnyIP range's own CIDR; a catch-all 0.0.0.0/0 does not count).
 //  3. The rules in order; the first whose CIDRs contain the address and whose ports contain the
 //     port decides.
 //  4. The default.
@@ -67,6 +67,10 @@ class PrefixTable {
     // The matching CIDR lies inside a built-in special range, or names exactly one address: an
     // allow through it overrides deny_special (policy.h, step 2).
     bool namesSpecial = false;
+    // The matching CIDR, as the first and last address it covers: whether it lies inside one of
+    // this host's local ranges is known only at check time (they change while the policy lives).
+    Key first = 0;
+    Key last = 0;
   };
 
   // entries: every (CIDR, rule) pair of this family; specials: the built-in ranges.

@@ -310,19 +310,42 @@ void specialTests() {
     CHECK(special(p, "203.0.113.127", 1));
     CHECK(allowedBy(p, "203.0.113.128", 1, 0));
     CHECK(allowedBy(p, "192.0.2.77", 1, 0));
-    // A local default route (everything is this host) and the top of the address space.
-    p.setLocalRoutes({route(AF_INET, "0.0.0.0", 0), route(AF_INET6, "ffff:ffff::", 32)});
-    CHECK(special(p, "8.8.8.8", 53));
-    CHECK(special(p, "255.255.255.255", 53));
-    CHECK(special(p, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 53));
-    CHECK(allowedBy(p, "2001:db8::1", 53, 0));
+    // A local default route (everything is this host) and the top of the address space. (Under
+    // p's catch-all allow, which lies inside a local /0, the first would be open: next test.)
+    DestinationPolicy q(rulesOf({}));
+    q.setLocalRoutes({route(AF_INET, "0.0.0.0", 0), route(AF_INET6, "ffff:ffff::", 32)});
+    CHECK(special(q, "8.8.8.8", 53));
+    CHECK(special(q, "255.255.255.255", 53));
+    CHECK(special(q, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 53));
+    CHECK(byDefault(q, "2001:db8::1", 53, true));
   });
 
-  run("a host-route allow inside an AnyIP range opens that one address; the range's own CIDR does not", [] {
-    DestinationPolicy p(rulesOf({rule("one", true, {"192.0.2.10/32"}), rule("range", true, {"192.0.2.0/24"})}));
-    p.setLocalRoutes({route(AF_INET, "192.0.2.0", 24)});
+  run("an allow whose CIDR lies inside an AnyIP range opens it (the range's own CIDR, a part, one address); a wider one does not", [] {
+    DestinationPolicy p(rulesOf({rule("one", true, {"192.0.2.10/32"}), rule("half", true, {"192.0.2.128/25"}, {ports(80, 80)}),
+                                 rule("wide", true, {"192.0.0.0/16", "2001:db8::/32"})}));
+    p.setLocalRoutes({route(AF_INET, "192.0.2.0", 24), route(AF_INET6, "2001:db8:5::", 64)});
     CHECK(allowedBy(p, "192.0.2.10", 80, 0));
+    CHECK(allowedBy(p, "192.0.2.200", 80, 1));
+    CHECK(special(p, "192.0.2.200", 81));  // "half" names port 80 only; "wide" is wider than the range
     CHECK(special(p, "192.0.2.11", 80));
+    CHECK(special(p, "2001:db8:5::1", 80));
+    CHECK(allowedBy(p, "192.0.3.1", 80, 2));  // outside the range: an ordinary destination
+    // The range's own CIDR, learnt after the rules were compiled, opens the whole range.
+    DestinationPolicy exact(rulesOf({rule("anyip", true, {"192.0.2.0/24", "2001:db8:5::/64"}, {ports(443, 443)})}));
+    exact.setLocalRoutes({route(AF_INET, "192.0.2.0", 24), route(AF_INET6, "2001:db8:5::", 64)});
+    CHECK(allowedBy(exact, "192.0.2.77", 443, 0));
+    CHECK(allowedBy(exact, "2001:db8:5::9", 443, 0));
+    CHECK(special(exact, "192.0.2.77", 22));
+    // Built-in ranges stay as they were: a CIDR inside this host's range is not one inside them.
+    DestinationPolicy loop(rulesOf({rule("lo", true, {"127.0.0.0/8"})}));
+    loop.setLocalRoutes({route(AF_INET, "127.0.0.0", 8)});
+    CHECK(allowedBy(loop, "127.0.0.5", 1, 0));
+    DestinationPolicy meta(rulesOf({rule("ll", true, {"169.254.0.0/17"})}));
+    meta.setLocalRoutes({route(AF_INET, "169.254.0.0", 17)});  // inside the link-local range
+    CHECK(allowedBy(meta, "169.254.3.3", 1, 0));  // names a CIDR inside a built-in range: opens
+    DestinationPolicy wider(rulesOf({rule("w", true, {"169.254.0.0/15"})}));
+    wider.setLocalRoutes({route(AF_INET, "169.254.0.0", 15)});
+    CHECK(special(wider, "169.254.3.3", 1));  // wider than the built-in range: the built-in deny holds
   });
 
   run("refreshLocalAddresses takes this host's interface addresses and local routes (loopback at least)", [] {
