@@ -527,18 +527,14 @@ void HttpSession::startRequest() {
     upParked_ = false;
     pool_.holdIdle(-1);
     ctx_.stats.add(Stat::http_pool_hit);
-    reused_ = true;
-    up_.writable = true;  // idle: its last request went out whole
-    countReuse(*host_);
-    if (ctx_.options.recordLatency) latencyRef_ = ctx_.latency.attach(host_->address);
-    beginExchange();
+    exchangeOnIdle(*host_);
     return;
   }
   if (!connect_) {
     HttpPool::Taken taken = pool_.take(destination_);
     if (taken) {
       ctx_.stats.add(Stat::http_pool_hit);
-      useUpstream(std::move(taken.upstream), *taken.host, true);
+      usePooledUpstream(std::move(taken.upstream), *taken.host);
       return;
     }
     ctx_.stats.add(Stat::http_pool_miss);
@@ -635,31 +631,31 @@ void HttpSession::onConnected() {
   beginExchange();
 }
 
-void HttpSession::useUpstream(RegisteredUpstream upstream, Host& host, bool reused) {
+void HttpSession::usePooledUpstream(RegisteredUpstream upstream, Host& host) {
   up_.fd = std::move(upstream.fd);
   upRegistration_ = std::move(upstream.registration);
   host_ = &host;
-  reused_ = reused;
   if (ctx_.loop.add(up_.fd.get(), kSocketEvents, &up_)) {
     releaseUpstream(false);
     respondError(503, "connect_failed", Stat::http_rq_connect_fail);
     return;
   }
   upRegistered_ = true;
-  up_.writable = true;  // idle and connected; EAGAIN says otherwise
   // Nothing to read until an event says so: EPOLL_CTL_ADD reports readiness already present (the
   // kernel polls the socket when it is added), so no edge can have passed unseen, and a read now
   // would only return EAGAIN (the pool's check found nothing queued a moment ago).
   up_.readable = false;
-  if (reused) countReuse(host);
-  if (ctx_.options.recordLatency) latencyRef_ = ctx_.latency.attach(host.address);
-  beginExchange();
+  exchangeOnIdle(host);
 }
 
-void HttpSession::countReuse(Host& host) {
-  rqConnectUs_ = 0;  // an idle connection: no connect for this request
+void HttpSession::exchangeOnIdle(Host& host) {
+  reused_ = true;
+  up_.writable = true;  // idle, its last request out whole; EAGAIN says otherwise
+  rqConnectUs_ = 0;     // no connect for this request
   ctx_.stats.add(Stat::upstream_cx_reuse);
   ++host.stat(HostStat::cx_reuse);
+  if (ctx_.options.recordLatency) latencyRef_ = ctx_.latency.attach(host.address);
+  beginExchange();
 }
 
 void HttpSession::parkUpstream() {

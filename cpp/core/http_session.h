@@ -148,8 +148,10 @@ class HttpSession final {
   bool readProxyHeader();
   void startRequest();
   bool chooseDestination(SocketAddress& out);
-  void useUpstream(RegisteredUpstream upstream, Host& host, bool reused);
-  void countReuse(Host& host);
+  // A request goes out on an idle connection: one taken from the pool (registered here first),
+  // or the one parked with this session.
+  void usePooledUpstream(RegisteredUpstream upstream, Host& host);
+  void exchangeOnIdle(Host& host);
   // Between requests the session keeps its upstream (registered, counted idle) for the client's
   // next request; unpark hands it to the pool (or closes it when the server is done with it).
   void parkUpstream();

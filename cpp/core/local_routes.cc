@@ -69,7 +69,7 @@ bool forEachMessage(const uint8_t* data, size_t size, Visit visit) {
   return true;
 }
 
-SysError dumpFamily(int fd, uint8_t family, uint32_t seq, std::vector<LocalRoute>& out) {
+SysError dumpFamily(int fd, uint8_t family, uint32_t seq, std::vector<uint8_t>& buffer, std::vector<LocalRoute>& out) {
   struct {
     nlmsghdr h;
     rtmsg r;
@@ -87,7 +87,6 @@ SysError dumpFamily(int fd, uint8_t family, uint32_t seq, std::vector<LocalRoute
   if (::sendto(fd, &request, sizeof request, 0, reinterpret_cast<const sockaddr*>(&kernel), sizeof kernel) < 0) {
     return SysError::fromErrno("sendto", "netlink route dump");
   }
-  std::vector<uint8_t> buffer(kReceiveBuffer);
   for (bool done = false; !done;) {
     // The kernel fills the next part of a dump before recv returns the previous one, so a dump
     // in progress always has data: MSG_DONTWAIT keeps the loop thread from ever blocking here.
@@ -182,8 +181,9 @@ SysError dumpLocalRoutes(std::vector<LocalRoute>& out) {
   // older ones ignore the filter and send every route, which the parser sorts out.
   setIntOption(fd.get(), SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1);
   std::vector<LocalRoute> routes;
-  if (SysError e = dumpFamily(fd.get(), AF_INET, 1, routes)) return e;
-  if (SysError e = dumpFamily(fd.get(), AF_INET6, 2, routes)) {
+  std::vector<uint8_t> buffer(kReceiveBuffer);  // one for both dumps
+  if (SysError e = dumpFamily(fd.get(), AF_INET, 1, buffer, routes)) return e;
+  if (SysError e = dumpFamily(fd.get(), AF_INET6, 2, buffer, routes)) {
     // A kernel without IPv6 has no IPv6 routes to dump.
     if (e.err != EAFNOSUPPORT && e.err != EOPNOTSUPP) return e;
   }

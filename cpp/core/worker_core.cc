@@ -675,8 +675,8 @@ void WorkerCore::waitForFd(Connection& c, const SocketAddress* source) {
 }
 
 void WorkerCore::waitForFd(HttpSession& s) {
-  fdWaitingSessions_.remove(&s);
-  fdWaitingSessions_.pushBack(&s);
+  if (!s.fdWaitNode.linked()) fdWaitingSessions_.pushBack(&s);
+  pauseAccepting();  // as for a relayed connection (releaseSpareFd has paused already)
 }
 
 bool WorkerCore::retryFdWaiters() {

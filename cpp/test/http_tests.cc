@@ -708,6 +708,19 @@ std::string get(const std::string& target, const std::string& extra = "") {
 
 std::string routeTo(const SocketAddress& a) { return "x-envoy-original-dst-host: " + a.toString() + "\r\n"; }
 
+// Connects fd (a socket made beforehand, so that this takes no new fd) to `to` and sends request.
+bool connectAndSend(int fd, const SocketAddress& to, const std::string& request) {
+  return ::connect(fd, to.sockaddrPtr(), to.length()) == 0 && writeAll(fd, request.data(), request.size());
+}
+
+// Frees the highest of fillers (fillFdHoles) and returns the limit that leaves exactly that one
+// number free: the next accept4 gets it, and nothing after.
+rlim_t limitAboveLastHole(std::vector<UniqueFd>& fillers) {
+  const int hole = fillers.back().get();
+  fillers.pop_back();
+  return static_cast<rlim_t>(hole + 1);
+}
+
 // The error response's status line and x-splicegate-error, and the connection ends with FIN.
 void expectError(int fd, const std::string& resp, const char* status, const char* reason) {
   if (resp.rfind(std::string("HTTP/1.1 ") + status, 0) != 0) std::fprintf(stderr, "  got: %s\n", resp.c_str());
@@ -1111,12 +1124,8 @@ void sessionTests() {
     HttpStage stage(serverAddr, "127.0.0.0/8", patient);
     {
       LoopRunner loop(*stage.core);
-      const int hole = fillers.back().get();
-      fillers.pop_back();
-      NofileLimit limit(static_cast<rlim_t>(hole + 1));
-      const bool connected = ::connect(waiter.get(), stage.listenAddr.sockaddrPtr(), stage.listenAddr.length()) == 0;
-      const std::string request = get("/wait");
-      const bool sent = connected && writeAll(waiter.get(), request.data(), request.size());
+      NofileLimit limit(limitAboveLastHole(fillers));
+      const bool sent = connectAndSend(waiter.get(), stage.listenAddr, get("/wait"));
       const bool waited = waitFor([&] { return stage.stat(Stat::upstream_cx_fd_wait) == 1; });
       // Ticks pass (50 ms each) with still no fd: the request keeps waiting, unanswered.
       std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -1148,12 +1157,8 @@ void sessionTests() {
     quick.connectTimeoutMs = 200;
     HttpStage impatient(serverAddr, "127.0.0.0/8", quick);
     LoopRunner loop(*impatient.core);
-    const int hole = moreFillers.back().get();
-    moreFillers.pop_back();
-    NofileLimit limit(static_cast<rlim_t>(hole + 1));
-    const bool connected = ::connect(late.get(), impatient.listenAddr.sockaddrPtr(), impatient.listenAddr.length()) == 0;
-    const std::string request = get("/late");
-    const bool sent = connected && writeAll(late.get(), request.data(), request.size());
+    NofileLimit limit(limitAboveLastHole(moreFillers));
+    const bool sent = connectAndSend(late.get(), impatient.listenAddr, get("/late"));
     const bool timedOut = waitFor([&] { return impatient.stat(Stat::http_rq_connect_timeout) == 1; });
     limit.restore();
     moreFillers.clear();
@@ -1176,13 +1181,9 @@ void sessionTests() {
     UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     CHECK(client);
     std::vector<UniqueFd> fillers = fillFdHoles();
-    const int highest = fillers.back().get();
-    fillers.pop_back();  // the single fd number left under the limit below
-    NofileLimit limit(static_cast<rlim_t>(highest + 1));
+    NofileLimit limit(limitAboveLastHole(fillers));
     // accept4 takes the last fd; the request's upstream socket() then fails with EMFILE.
-    const bool connected = ::connect(client.get(), stage.listenAddr.sockaddrPtr(), stage.listenAddr.length()) == 0;
-    const std::string request = get("/fd");
-    const bool sent = connected && writeAll(client.get(), request.data(), request.size());
+    const bool sent = connectAndSend(client.get(), stage.listenAddr, get("/fd"));
     const bool opened = waitFor([&] { return stage.stat(Stat::upstream_cx_total) + stage.stat(Stat::http_rq_connect_fail) >= 1; });
     const uint64_t paused = stage.stat(Stat::downstream_cx_accept_paused);
     const uint64_t failed = stage.stat(Stat::http_rq_connect_fail);
