@@ -5,6 +5,8 @@
 // Exit status: 0 success, 1 runtime failure, 2 usage or config error (so scripts and systemd can
 // tell "you asked wrong" from "it broke").
 
+// First, before the rest of the program loads: `run` holds SIGHUP and SIGUSR1 from here on.
+import './proxy/startup-signals';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { DEFAULT_CONFIG_SOURCE, DEFAULT_CONFIG_YAML, defaultConfig } from './config/default';
 import { parseDuration } from './config/duration';
@@ -107,6 +109,7 @@ const COMMANDS: Record<string, Command> = {
       const latencyLogPath = stringOption(values, 'latency-log');
       const latencyLogIntervalMs = latencyLogInterval(values);
       const config = source === undefined ? defaultConfig() : loadSource(source);
+      await slowStartTestHook();
       // Loaded lazily: the proxy pulls in the native splice(2) addon, and `validate`/`--help` must
       // work on machines (CI, a laptop) where that addon is not built.
       const { runProxy } = await import('./proxy/run.js');
@@ -306,6 +309,19 @@ async function main(argv: string[]): Promise<number> {
     return EXIT_OK;
   }
   return command.run(invocation);
+}
+
+/**
+ * Test hook (SPLICEGATE_TEST_HOOKS=1 with SPLICEGATE_TEST_SLOW_START_MS): stands in for a slow
+ * host's time between the program's first module and runProxy, so that the start-up signal test
+ * can aim a signal at that window.
+ */
+async function slowStartTestHook(): Promise<void> {
+  if (process.env['SPLICEGATE_TEST_HOOKS'] !== '1') return;
+  const ms = Number(process.env['SPLICEGATE_TEST_SLOW_START_MS'] ?? 0);
+  if (!(ms > 0)) return;
+  process.stderr.write(`test hook: start held for ${ms} ms before the proxy loads\n`);
+  await new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function lookupCommand(name: string): Command {

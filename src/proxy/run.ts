@@ -19,6 +19,7 @@ import { ListenSocketPool } from './listen-sockets';
 import { ProxyRuntime } from './runtime';
 import { Reloader, reloadResponse } from './reload';
 import { takeActivatedSockets } from './socket-activation';
+import { takeHeldStartupSignals } from './startup-signals';
 import { addressKey } from '../config/address';
 import { createLogger, type Logger } from '../util/logger';
 import { serverInfo } from '../admin/server-info';
@@ -73,10 +74,18 @@ function controlSignals(log: Logger): { logsOpen(reopenLogs: () => boolean): voi
     heldHangup = true;
     log.info('SIGHUP during start-up: the config is re-read once ready');
   });
-  process.on('SIGUSR1', () => {
+  const onUsr1 = (): void => {
     if (reopen === undefined) log.info('SIGUSR1 during start-up: the access log is being opened, nothing to reopen');
     else if (!reopen()) log.info('SIGUSR1: no access log to reopen');
-  });
+  };
+  process.on('SIGUSR1', onUsr1);
+  // Those that arrived while the program loaded (startup-signals.ts): in the same synchronous step.
+  const early = takeHeldStartupSignals();
+  if (early.has('SIGHUP')) {
+    heldHangup = true;
+    log.info('SIGHUP during start-up: the config is re-read once ready');
+  }
+  if (early.has('SIGUSR1')) onUsr1();
   return {
     logsOpen(reopenLogs) {
       reopen = reopenLogs;

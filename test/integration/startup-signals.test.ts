@@ -1,7 +1,8 @@
 // Signals while `splicegate run` starts: SIGHUP's default action ends a process and SIGUSR1's opens
 // the inspector, so until the first config generation served, `systemctl reload` right after
 // `systemctl start` (Type=exec: started as soon as exec'd) killed splicegate. Both are handled from
-// the start; a SIGHUP then is applied once the first generation serves.
+// the start; a SIGHUP then is applied once the first generation serves. "The start" is as soon as
+// the program's first module runs, before the rest of it loads: only Node's own bootstrap is left.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -41,6 +42,32 @@ describe('signals during start-up', () => {
         assert.ok(logIndex(sg, /SIGUSR1 during start-up|SIGUSR1: no access log to reopen/) >= 0, 'SIGUSR1 handled');
         assert.ok(sg.proc.running, 'still running');
         await sg.waitReady(10000);
+      });
+    } finally {
+      await sg.dispose();
+    }
+  });
+
+  it('while the program loads, before runProxy: SIGHUP is held, SIGUSR1 opens no inspector', { timeout: 60000 }, async () => {
+    const sg = await Splicegate.start(lab, {
+      workers: 2,
+      listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
+      // The hook holds the start between the config load and loading the proxy (a slow host).
+      env: { SPLICEGATE_TEST_HOOKS: '1', SPLICEGATE_TEST_SLOW_START_MS: '1500' },
+      readyTimeoutMs: 20000,
+      beforeReady: async (s) => {
+        await waitForLog(s, /test hook: start held/, 20000);
+        s.proc.signal('SIGUSR1');
+        s.proc.signal('SIGHUP');
+      },
+    });
+    try {
+      await withDiagnostics(lab, sg, async () => {
+        await waitForLog(sg, /config reloaded trigger=SIGHUP config_generation=2 previous_generation=1 /, 30000);
+        assert.ok(logIndex(sg, /SIGHUP during start-up/) < logIndex(sg, /config reloaded trigger=SIGHUP/));
+        assert.ok(logIndex(sg, /SIGUSR1 during start-up|SIGUSR1: no access log to reopen/) >= 0, 'SIGUSR1 handled');
+        assert.equal(logIndex(sg, /Debugger listening/), -1, 'no inspector opened');
+        assert.ok(sg.proc.running, 'still running');
       });
     } finally {
       await sg.dispose();
