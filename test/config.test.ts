@@ -576,14 +576,32 @@ test('a list or mapping as a mapping key is refused at its line, with no Node wa
   assert.deepEqual(warnings, []);
 });
 
-test("values of YAML's own types are named as what they are, not as a mapping", () => {
+test("values of YAML's own types are refused where they stand and named as what they are", () => {
   const named = (value: string): string => {
     const problems = problemsOf(`listeners:\n  - name: ${value}\n    address: "0.0.0.0:15001"\n`);
-    return problemAt(problems, 'listeners[0].name', 'expected a string').message;
+    assert.equal(problems.length, 1, JSON.stringify(problems));
+    return problemAt(problems, 'listeners[0].name', "YAML's own types have no meaning in a config").message;
   };
   assert.match(named('!!binary aGVsbG8='), /got binary data \(!!binary\)/);
   assert.match(named('!!set {a, b}'), /got a set \(!!set\)/);
   assert.match(named('!!timestamp 2001-12-14'), /got a timestamp/);
+});
+
+test('a mapping written as !!omap, !!set or a timestamp is refused, never read as an empty mapping (a deny policy was the default allow)', () => {
+  const refused = (section: string, value: string, shown: RegExp): void => {
+    const problems = problemsOf(`${ONE_LISTENER}${section}: ${value}\n`);
+    assert.equal(problems.length, 1, JSON.stringify(problems));
+    assert.match(problemAt(problems, section, "YAML's own types have no meaning in a config").message, shown);
+  };
+  refused('policy', '!!omap [{default: deny}]', /an ordered mapping \(!!omap\)/);
+  refused('cluster', '!!omap [{connect_timeout: 1s}, {bogus: 1}]', /an ordered mapping \(!!omap\)/);
+  refused('cluster', '!!set {bogus_key}', /a set \(!!set\)/);
+  refused('tuning', '!!set {a}', /a set \(!!set\)/);
+  refused('admin', '!!timestamp 2001-12-14', /a timestamp/);
+  refused('policy', '!!binary aGVsbG8=', /binary data \(!!binary\)/);
+  // Deeper too, and inside a list.
+  const problems = problemsOf(`listeners:\n  - name: a\n    address: "0.0.0.0:15001"\n    policy: !!omap [{default: deny}]\n`);
+  problemAt(problems, 'listeners[0].policy', 'an ordered mapping (!!omap)');
 });
 
 test('YAML alias bombs are refused by the alias limit', () => {

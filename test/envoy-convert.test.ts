@@ -275,6 +275,18 @@ test('an Envoy file with a list as a mapping key is refused at its line, with no
   assert.deepEqual(warnings, []);
 });
 
+test("an Envoy file with YAML's own types (!!omap, !!set) is refused at their paths, not read as empty mappings", () => {
+  const text = readFileSync(EXAMPLE, 'utf8').replace(/^admin:/m, 'admin: !!omap\n  - x: 1\nignored:');
+  assert.throws(
+    () => convertEnvoyText(text, 'typed.yaml', false),
+    (err: unknown) => err instanceof ConfigError && /^typed\.yaml: admin: got an ordered mapping \(!!omap\): YAML's own types have no meaning in a config.*\(line \d+, column \d+\)$/.test(err.message),
+  );
+  assert.throws(
+    () => convertEnvoyText('static_resources: !!set {listeners}\n', 'set.yaml', false),
+    (err: unknown) => err instanceof ConfigError && /^set\.yaml: static_resources: got a set \(!!set\)/.test(err.message),
+  );
+});
+
 test('what splicegate itself refuses after the mapping is reported against the converted config', () => {
   const c = cluster({ original_dst_lb_config: { upstream_port_override: 9000 } });
   const lines = refused(bootstrap([tcpListener()], [c]));

@@ -14,6 +14,7 @@ import { parseCidr } from './cidr';
 import { ANY_HOST, canonicalHostName, HOST_NAME_RE } from './host-name';
 import { bareNumberMessage, parseDuration } from './duration';
 import { Parsed, showValue } from './parsed';
+import { findYamlTypedValues, isAtOrBelow, yamlTypedMessage } from './yaml-types';
 import { policySchema, toPolicyConfig } from './policy-schema';
 import { closestMatch } from './suggest';
 import type { HttpListenerConfig, SocketAddress, SplicegateConfig } from './types';
@@ -482,9 +483,19 @@ export type Validated = { ok: true; config: SplicegateConfig } | { ok: false; pr
 
 /** Validate the plain-JS value of a config document; every problem is returned, not the first. */
 export function validateConfigValue(value: unknown): Validated {
+  const typed = findYamlTypedValues(value);
   const result = configFileSchema.safeParse(value, { error: genericMessage });
-  if (result.success) return { ok: true, config: toSplicegateConfig(result.data) };
-  return { ok: false, problems: result.error.issues.flatMap(toProblems) };
+  if (result.success && typed.length === 0) return { ok: true, config: toSplicegateConfig(result.data) };
+  // A YAML-typed value is one problem at its own path; what the schema made of it (nothing, or
+  // unknown keys "0", "1" for binary data) is left out.
+  const schemaProblems = result.success ? [] : result.error.issues.flatMap(toProblems);
+  return {
+    ok: false,
+    problems: [
+      ...typed.map((t): SchemaProblem => ({ segments: t.segments, message: yamlTypedMessage(t.shown) })),
+      ...schemaProblems.filter((p) => !typed.some((t) => isAtOrBelow(p.segments, t.segments))),
+    ],
+  };
 }
 
 /** snake_case file form -> camelCase typed config; "auto" workers resolved here. */

@@ -7,6 +7,7 @@ import { formatPath } from '../config/problems';
 import { validateConfigValue } from '../config/schema';
 import type { SplicegateConfig } from '../config/types';
 import { parseYamlDocument } from '../config/yaml-document';
+import { findYamlTypedValues, yamlTypedMessage } from '../config/yaml-types';
 import { convertEnvoyBootstrap } from './convert';
 import { oneLine, type EnvoyFinding, type Segment } from './findings';
 
@@ -36,6 +37,15 @@ export function convertEnvoyText(text: string, source: string, lenient: boolean)
     value = doc.toJS();
   } catch (err) {
     throw new ConfigError(source, [{ path: '(root)', message: `YAML error: ${err instanceof Error ? err.message : String(err)}` }]);
+  }
+  // Refused before converting: the converter, like the schema, would read a !!omap as a mapping
+  // with nothing in it (config/yaml-types.ts).
+  const typed = findYamlTypedValues(value);
+  if (typed.length > 0) {
+    throw new ConfigError(
+      source,
+      typed.map((t) => ({ path: formatPath(t.segments), message: yamlTypedMessage(t.shown), ...locate(doc, lineCounter, t.segments) })),
+    );
   }
   const { config, findings } = convertEnvoyBootstrap(value, lenient);
   const located = (f: EnvoyFinding & { segments: Segment[] }): ConfigProblem => ({ path: f.path, message: f.message, ...locate(doc, lineCounter, f.segments) });
