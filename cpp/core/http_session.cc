@@ -963,7 +963,10 @@ void HttpSession::releaseUpstream(bool reusable) {
     if (pool_.put(*host_, RegisteredUpstream{std::move(up_.fd), std::move(upRegistration_)}, ctx_.loop.nowUs())) {
       host_ = nullptr;  // the pool holds its cx_active now
     } else {
+      // The refused connection went with put()'s argument (a plain close: its exchange completed),
+      // so the close below does not see it.
       ctx_.stats.add(Stat::http_pool_discarded);
+      ctx_.stats.sub(Stat::upstream_cx_active);
     }
   }
   if (up_.fd) {

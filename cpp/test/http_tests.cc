@@ -1003,6 +1003,30 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::upstream_cx_reuse), 1u);
   });
 
+  run("an upstream the full pool refuses is closed and leaves upstream_cx_active (max_idle_per_host 1, and 0)", [] {
+    for (const uint32_t maxIdle : {1u, 0u}) {
+      Origin server(keepAliveServer());
+      CoreOptions options;
+      options.httpPoolMaxIdlePerHost = maxIdle;
+      HttpStage stage(server.address, "127.0.0.0/8", options);
+      LoopRunner loop(*stage.core);
+      // Three clients at once, each with its own upstream; then all end.
+      std::vector<UniqueFd> clients;
+      for (int i = 0; i < 3; ++i) clients.push_back(connectTo(stage.listenAddr));
+      for (UniqueFd& c : clients) CHECK(exchange(c.get(), get("/p")).find(":/p") != std::string::npos);
+      CHECK_EQ(server.accepted.load(), 3);
+      // Parked with their clients; with 0 nothing is parked or pooled: each closed after its answer.
+      CHECK(waitFor([&] { return stage.stat(Stat::upstream_cx_active) == (maxIdle > 0 ? 3u : 0u); }));
+      clients.clear();
+      CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_active) == 0 && stage.core->httpIdleParked() == 0; }));
+      CHECK(waitFor([&] { return server.closed.load() == static_cast<int>(3 - maxIdle); }));
+      CHECK_EQ(stage.core->httpPoolIdle(), maxIdle);
+      // The gauge counts the upstream connections that are open: the pooled ones.
+      CHECK_EQ(stage.stat(Stat::upstream_cx_active), static_cast<uint64_t>(maxIdle));
+      CHECK_EQ(stage.stat(Stat::http_pool_discarded), static_cast<uint64_t>(3 - maxIdle));
+    }
+  });
+
   run("idle pooled connections let the tick rest when idle_timeout is 10 s or more; a shorter one keeps the 50 ms tick", [] {
     for (const uint32_t idleMs : {60000u, 5000u}) {
       Origin server(keepAliveServer());
