@@ -27,6 +27,9 @@ constexpr size_t kMaxPending = 256 * 1024;
 // How long a client connection keeps the upstream of its last request while it sends no next one;
 // then the upstream goes back to the shared pool (and its max_idle_per_host bound).
 constexpr uint64_t kParkUs = 1'000'000;
+// Draining (a reload or shutdown): how long a keep-alive connection idle between requests is kept
+// for a next request that may already be on its way (docs/HTTP.md, "Drain").
+constexpr uint64_t kDrainIdleUs = 1'000'000;
 // After an error response: how long the client gets to read it and close before the socket goes.
 constexpr uint64_t kLingerUs = 2'000'000;
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
@@ -826,6 +829,7 @@ bool HttpSession::pumpExchange() {
             ctx_.latency.record(latencyRef_, LatencyMetric::kTtfb, EventLoop::monotonicUs() - sentUs_);
           }
         }
+        const bool headBefore = response_.headSeen();
         const http::Progress p = response_.feed(toDown_.data(), toDown_.size());
         if (p.error) {
           toDown_.clear();
@@ -842,6 +846,7 @@ bool HttpSession::pumpExchange() {
             upstreamDirty_ = true;
           }
         }
+        if (!headBefore && response_.headSeen()) announceCloseIfDraining(p.consumed - p.body);
         if (!toDown_.empty()) responseStarted_ = true;
       } else if (r == 0) {
         const http::Progress p = response_.finish();
@@ -1136,14 +1141,32 @@ void HttpSession::linger() {
   down_.writable = true;  // try at once (the caller pumps); EAGAIN says otherwise
 }
 
+void HttpSession::announceCloseIfDraining(size_t headEnd) {
+  // A draining connection ends after this response. Saying so in its head, as a server does when
+  // it stops, keeps a keep-alive client from sending its next request into the FIN that follows
+  // (where it would be lost, or reset if it arrived before the close). Only when the head's final
+  // CRLF is in this read (nearly always; a head split there goes out as it came).
+  if (!draining_ || !response_.keepAlive() || response_.upgraded()) return;
+  if (headEnd < 4 || headEnd > toDown_.size() || toDown_[headEnd - 2] != '\r' || toDown_[headEnd - 1] != '\n') return;
+  static constexpr char kClose[] = "connection: close\r\n";
+  toDown_.insert(toDown_.begin() + static_cast<std::ptrdiff_t>(headEnd - 2), kClose, kClose + sizeof kClose - 1);
+}
+
 void HttpSession::drain() {
   draining_ = true;
-  // Idle between requests, nothing of a next one here or in the socket: a FIN now is the ordinary
-  // end of a keep-alive connection (a client retries a request that crossed it), where holding it
-  // to drain_timeout would end it with a reset.
-  if (state_ == State::kHead && requests_ > 0 && in_.empty() && !unreadBytesWaiting(down_.fd.get())) {
-    close(CloseReason::kCompleted);
-  }
+  endIfIdleWhileDraining(ctx_.loop.nowUs());
+}
+
+bool HttpSession::endIfIdleWhileDraining(uint64_t nowUs) {
+  // Idle between requests for kDrainIdleUs, nothing of a next one here or in the socket: a FIN is
+  // the ordinary end of a keep-alive connection, where holding it to drain_timeout would end it
+  // with a reset. Not at once: a busy client's next request is usually on its way already (it
+  // sends it as soon as it has read a response), and would meet the FIN; within the grace it is
+  // answered, with connection: close.
+  if (!draining_ || state_ != State::kHead || requests_ == 0 || !in_.empty()) return false;
+  if (requestStartUs_ + kDrainIdleUs > nowUs || unreadBytesWaiting(down_.fd.get())) return false;
+  close(CloseReason::kCompleted);
+  return true;
 }
 
 void HttpSession::onTick(uint64_t nowUs) {
@@ -1155,6 +1178,7 @@ void HttpSession::expire(uint64_t nowUs) {
   switch (state_) {
     case State::kHead: {
       if (upParked_ && parkedSinceUs_ + kParkUs <= nowUs) unparkUpstream();
+      if (endIfIdleWhileDraining(nowUs)) return;
       const uint64_t timeoutUs = static_cast<uint64_t>(listener_.http.requestHeadTimeoutMs) * 1000;
       if (requestStartUs_ + timeoutUs > nowUs) return;
       // An idle keep-alive connection with nothing of a next request just ends; a started (or

@@ -98,9 +98,10 @@ class HttpSession final {
   bool start();
   // Housekeeping: head, connect and idle timeouts; retries a relay that waited for a buffer.
   void onTick(uint64_t nowUs);
-  // The worker stopped accepting (SIGTERM, reload): no next request on this connection. Between
-  // requests it ends now with FIN; otherwise after the response in progress (or the one whose
-  // head has started).
+  // The worker stopped accepting (SIGTERM, reload): this connection ends after the response in
+  // progress (or the one whose head has started, or a next request that comes within a second of
+  // the last response), a response whose head then says "connection: close"; idle longer between
+  // requests, it ends with FIN.
   void drain();
   // Ends the session: reset (abnormal) or FIN (complete).
   void close(CloseReason reason);
@@ -182,6 +183,10 @@ class HttpSession final {
   void closeRequestLog(CloseReason reason);
   // Reads from side into buf (appending, up to max bytes in buf); 1 read, 0 EOF, -1 EAGAIN, -2 error.
   int readInto(Side& side, std::vector<uint8_t>& buf, size_t max);
+  // The final response head ends at toDown_[headEnd): add "connection: close" to it when draining.
+  void announceCloseIfDraining(size_t headEnd);
+  // Ends the connection if it is draining and has been idle between requests long enough.
+  bool endIfIdleWhileDraining(uint64_t nowUs);
   // Writes from buf (front) to side; false on error.
   bool flush(Side& side, std::vector<uint8_t>& buf, size_t& offset);
   // Body splicing. spliceWanted: a body with `remaining` bytes still to read goes by splice

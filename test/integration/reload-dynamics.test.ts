@@ -1,17 +1,21 @@
 // Reload edge cases under held connections: a SIGHUP storm whose files flip the policy and the
-// worker count, and SIGTERM while a reload is still applying.
+// worker count, SIGTERM while a reload is still applying, and reloads under keep-alive load on the
+// HTTP listener (each connection's last response says so, so the client sends nothing into its end).
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { ADDR, Lab } from '../lab/lab';
-import { Splicegate, type SplicegateOptions } from '../lab/splicegate';
+import { counter, Splicegate, type SplicegateOptions } from '../lab/splicegate';
 import { HoldClient, probe } from '../lab/clients';
 import { withDiagnostics } from '../lab/harness';
 import { waitForLog } from '../lab/listen-sockets';
+import { startWrk, stopWrk } from '../lab/http-load';
 
 const PORT = 15001;
 const HOLD = `${ADDR.server4}:8081`;
+const ECHO = `${ADDR.server4}:8090`;
+const HTTP_LISTENER = `${ADDR.gwCli4}:9001`;
 
 function options(o: { workers?: number; deny?: boolean; drain?: string } = {}): SplicegateOptions {
   return {
@@ -33,6 +37,7 @@ describe('reload dynamics', () => {
   before(async () => {
     lab = await Lab.create({ name: 'reldyn' });
     await lab.startServer('hold', ['--listen', HOLD]);
+    await lab.startServer('http-echo', ['--listen', ECHO, '--id', 'E']);
     await lab.redirect({ dport: [8081], toPort: PORT, family: 4 });
   });
 
@@ -92,6 +97,34 @@ describe('reload dynamics', () => {
         assert.deepEqual(exit, { code: 0, signal: null }, sg.proc.diagnostics());
         const released = await hold.release(10000);
         assert.equal(released.droppedByReset, 2, JSON.stringify(released));
+      });
+    } finally {
+      await sg.dispose();
+    }
+  });
+
+  it('reloads under keep-alive load on the HTTP listener: no socket error, every response 2xx (the last response of a draining connection says connection: close)', { timeout: 120000 }, async (t) => {
+    const sg = await Splicegate.start(lab, {
+      workers: 2,
+      listeners: [{ name: 'http', address: HTTP_LISTENER, mode: 'http', http: { trusted_sources: [`${ADDR.client4}/32`] } }],
+      drain_timeout: '60s',
+    });
+    try {
+      await withDiagnostics(lab, sg, async () => {
+        const wrk = startWrk(lab, { url: `http://${HTTP_LISTENER}/r`, connections: 16, seconds: 600, headers: [`x-envoy-original-dst-host: ${ECHO}`] });
+        let last = await sg.waitStats((x) => counter(x, 'http_rq_total') >= 1000, 20000, 'wrk running through the listener');
+        for (let i = 0; i < 5; i++) {
+          const r = await lab.admin('/reload', { address: sg.adminAddress, method: 'POST', timeoutMs: 30000 });
+          assert.equal(r.status, 200, `reload ${i + 1}: ${r.status} ${r.body}`);
+          // Requests flow on the new generation before the next reload.
+          const floor = counter(last, 'http_rq_total') + 1000;
+          last = await sg.waitStats((x) => counter(x, 'http_rq_total') >= floor, 20000, `requests after reload ${i + 1}`);
+        }
+        const w = await stopWrk(wrk, 20000);
+        t.diagnostic(`${w.requests} requests over 16 connections across 5 reloads; errors ${JSON.stringify(w.errors)}`);
+        assert.ok(w.requests >= 5000, `wrk made only ${w.requests} requests`);
+        assert.deepEqual(w.errors, { connect: 0, read: 0, write: 0, status: 0, timeout: 0 });
+        assert.ok(sg.proc.running);
       });
     } finally {
       await sg.dispose();
