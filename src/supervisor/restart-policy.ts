@@ -20,7 +20,7 @@ export type RestartDecision =
 export const DEFAULT_RESTART_POLICY: RestartPolicyOptions = {
   maxFailures: 5,
   healthyAfterMs: 10_000,
-  backoffMs: [100, 250, 500, 1000, 2000, 5000],
+  backoffMs: [100, 250, 500, 1000],
 };
 
 export class RestartPolicy {
