@@ -604,6 +604,18 @@ test('a mapping written as !!omap, !!set or a timestamp is refused, never read a
   problemAt(problems, 'listeners[0].policy', 'an ordered mapping (!!omap)');
 });
 
+test('a number beyond the safe integers is one problem, not two; a second YAML document is named in plain words', () => {
+  const problems = problemsOf(`${ONE_LISTENER}cluster: {max_hosts: 123456789012345678901234567890, max_downstream_connections: 1e300}\n`);
+  assert.deepEqual(
+    problems.map((p) => p.path),
+    ['cluster.max_hosts', 'cluster.max_downstream_connections'],
+  );
+  const twoDocs = problemsOf(`${ONE_LISTENER}---\na: 1\n`);
+  assert.equal(twoDocs.length, 1, JSON.stringify(twoDocs));
+  assert.match(problemAt(twoDocs, '(root)').message, /more than one YAML document .* a config is one document/);
+  assert.doesNotMatch(twoDocs[0]?.message ?? '', /parseAllDocuments/);
+});
+
 test('YAML alias bombs are refused by the alias limit', () => {
   const laughs = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]'];
   for (let i = 1; i < 10; i++) laughs.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);

@@ -488,7 +488,7 @@ export function validateConfigValue(value: unknown): Validated {
   if (result.success && typed.length === 0) return { ok: true, config: toSplicegateConfig(result.data) };
   // A YAML-typed value is one problem at its own path; what the schema made of it (nothing, or
   // unknown keys "0", "1" for binary data) is left out.
-  const schemaProblems = result.success ? [] : result.error.issues.flatMap(toProblems);
+  const schemaProblems = result.success ? [] : withoutRepeats(result.error.issues.flatMap(toProblems));
   return {
     ok: false,
     problems: [
@@ -496,6 +496,20 @@ export function validateConfigValue(value: unknown): Validated {
       ...schemaProblems.filter((p) => !typed.some((t) => isAtOrBelow(p.segments, t.segments))),
     ],
   };
+}
+
+/**
+ * One problem per path and message: zod reports a number beyond the safe integers twice (the int
+ * check and the range check), in the same words.
+ */
+function withoutRepeats(problems: SchemaProblem[]): SchemaProblem[] {
+  const seen = new Set<string>();
+  return problems.filter((p) => {
+    const key = JSON.stringify([p.segments.map(String), p.message, p.atKey === true]);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 /** snake_case file form -> camelCase typed config; "auto" workers resolved here. */

@@ -41,7 +41,7 @@ export function parseYamlDocument(text: string, lineCounter: LineCounter, source
     if (doc === undefined) {
       doc = next;
     } else {
-      doc.errors.push(new YAMLParseError([next.range[0], next.range[1]], 'MULTIPLE_DOCS', 'Source contains multiple documents; please use YAML.parseAllDocuments()'));
+      doc.errors.push(new YAMLParseError([next.range[0], next.range[1]], 'MULTIPLE_DOCS', 'the file holds more than one YAML document (a "---" line starts the next); a config is one document'));
       break;
     }
   }
