@@ -44,19 +44,8 @@ class HttpPool {
   void expire(uint64_t nowUs);
   // Closes every idle connection (worker shutdown).
   void clear();
-  // Idle connections a client connection keeps for its next request (HttpSession parks them)
-  // count as idle too, though they are not here: +1 when parked, -1 when taken back.
-  void holdIdle(int delta) {
-    addIdle(delta);
-    held_.store(held_.load(std::memory_order_relaxed) + static_cast<size_t>(delta), std::memory_order_relaxed);
-  }
-  // Whether idle connections are kept at all (max_idle_per_host 0 = a connection per request).
-  bool keepsIdle() const { return maxIdlePerHost_ > 0; }
-  // Idle connections, pooled and parked. Safe to read from another thread (tests and stats poll
-  // it while the loop runs).
+  // Safe to read from another thread (tests and stats poll it while the loop runs).
   size_t idleCount() const { return idle_.load(std::memory_order_relaxed); }
-  // Of those, the ones parked with a client connection (tests tell the two apart).
-  size_t heldCount() const { return held_.load(std::memory_order_relaxed); }
 
  private:
   struct Idle {
@@ -73,7 +62,6 @@ class HttpPool {
   std::unordered_map<SocketAddress, std::vector<Idle>, SocketAddressHash> byHost_;
   // Written by the loop thread only (a relaxed load plus store, like Stats).
   std::atomic<size_t> idle_{0};
-  std::atomic<size_t> held_{0};
   void addIdle(int delta) { idle_.store(idle_.load(std::memory_order_relaxed) + static_cast<size_t>(delta), std::memory_order_relaxed); }
 };
 

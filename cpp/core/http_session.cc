@@ -24,9 +24,6 @@ constexpr size_t kReadChunk = 16384;
 
 // A client (or upstream) that sends faster than the other side reads is held back at this much.
 constexpr size_t kMaxPending = 256 * 1024;
-// How long a client connection keeps the upstream of its last request while it sends no next one;
-// then the upstream goes back to the shared pool (and its max_idle_per_host bound).
-constexpr uint64_t kParkUs = 1'000'000;
 // Draining (a reload or shutdown): how long a keep-alive connection idle between requests is kept
 // for a next request that may already be on its way (docs/HTTP.md, "Drain").
 constexpr uint64_t kDrainIdleUs = 1'000'000;
@@ -107,12 +104,6 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
   if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) side.peerClosing = true;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) side.readable = true;
   if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) side.writable = true;
-  if (side.upstream && upParked_) {
-    // Between requests the server closed or sent something nobody asked for: drop it now, as the
-    // pool's check would at reuse. It is no activity of the client's.
-    if (!parkedUpstreamUsable()) dropParkedUpstream();
-    return;
-  }
   lastActivityUs_ = ctx_.loop.nowUs();
   if (side.upstream && state_ == State::kConnecting) {
     int soError = 0;
@@ -482,16 +473,6 @@ void HttpSession::startRequest() {
   }
   destination_ = dst;
   connect_ = h.isConnect();
-  // The upstream parked by the previous request serves this one only if it goes to the same
-  // destination (and is no CONNECT) and is still alive. Settled before this request's bytes are
-  // queued: handing the upstream over clears what was queued for it.
-  if (upParked_) {
-    if (connect_ || !(host_->address == destination_)) {
-      unparkUpstream();  // to the pool, or closed if the server is done with it
-    } else if (!parkedUpstreamUsable()) {
-      dropParkedUpstream();
-    }
-  }
   headRequest_ = h.isHead();
   upgradeRequested_ = h.upgrade;
   keepClient_ = h.keepAlive;
@@ -526,13 +507,6 @@ void HttpSession::startRequest() {
   retried_ = false;
   firstByteSeen_ = false;
   response_.start(headRequest_, upgradeRequested_);
-  if (upParked_) {  // still here: same destination, alive
-    upParked_ = false;
-    pool_.holdIdle(-1);
-    ctx_.stats.add(Stat::http_pool_hit);
-    exchangeOnIdle(*host_);
-    return;
-  }
   if (!connect_) {
     HttpPool::Taken taken = pool_.take(destination_);
     if (taken) {
@@ -648,10 +622,6 @@ void HttpSession::usePooledUpstream(RegisteredUpstream upstream, Host& host) {
   // kernel polls the socket when it is added), so no edge can have passed unseen, and a read now
   // would only return EAGAIN (the pool's check found nothing queued a moment ago).
   up_.readable = false;
-  exchangeOnIdle(host);
-}
-
-void HttpSession::exchangeOnIdle(Host& host) {
   reused_ = true;
   up_.writable = true;  // idle, its last request out whole; EAGAIN says otherwise
   rqConnectUs_ = 0;     // no connect for this request
@@ -659,38 +629,6 @@ void HttpSession::exchangeOnIdle(Host& host) {
   ++host.stat(HostStat::cx_reuse);
   if (ctx_.options.recordLatency) latencyRef_ = ctx_.latency.attach(host.address);
   beginExchange();
-}
-
-void HttpSession::parkUpstream() {
-  // Still registered, still this session's: the next request to the same destination goes out on
-  // it with no epoll_ctl and no liveness check (events while parked say whether it is alive).
-  upParked_ = true;
-  parkedSinceUs_ = ctx_.loop.nowUs();
-  pool_.holdIdle(1);
-  toUp_.clear();
-  toUpOffset_ = 0;
-  if (upPipe_) ctx_.pipes.release(std::move(upPipe_));
-  if (downPipe_) ctx_.pipes.release(std::move(downPipe_));
-}
-
-bool HttpSession::parkedUpstreamUsable() {
-  if (up_.eof || up_.peerClosing) return false;
-  // No event since the last read drained it: nothing arrived. Otherwise look, as the pool does.
-  return !up_.readable || idleConnectionUsable(up_.fd.get());
-}
-
-void HttpSession::dropParkedUpstream() {
-  ctx_.stats.add(Stat::http_pool_discarded);
-  releaseUpstream(false);
-}
-
-void HttpSession::unparkUpstream() {
-  if (!upParked_) return;
-  if (!parkedUpstreamUsable()) {
-    dropParkedUpstream();
-    return;
-  }
-  releaseUpstream(true);  // to the shared pool
 }
 
 void HttpSession::beginExchange() {
@@ -918,17 +856,13 @@ void HttpSession::finishExchange() {
   closeRequestLog(CloseReason::kCompleted);
   const bool reusable = response_.keepAlive() && !upstreamDirty_ && requestDone_ && toUpOffset_ >= toUp_.size() &&
                         !upPipe_ && !up_.eof && !up_.peerClosing;
+  // To the shared pool, for whichever client next asks for this destination. (Keeping it with this
+  // client until its next request saved two epoll_ctl and a liveness recv per request, but an
+  // event of the batch that carried that request could then reach the wrong connection, and idle
+  // clients held connections that max_connections counts: bench/results/attempts.md, 13.)
+  releaseUpstream(reusable);
   const bool keepClient =
       keepClient_ && !closeClientAfter_ && !draining_ && requestDone_ && !down_.eof && !down_.peerClosing;
-  // A client that stays keeps its upstream for its next request (as HAProxy keeps a server
-  // connection with its session): most next requests go to the same destination, and the pool's
-  // round trip (epoll_ctl out and in, a liveness recv) would cost as much as the request itself.
-  // One that leaves hands it to the pool.
-  if (reusable && keepClient && pool_.keepsIdle()) {
-    parkUpstream();
-  } else {
-    releaseUpstream(reusable);
-  }
   if (!keepClient) {
     if (!down_.eof && (!requestDone_ || unreadBytesWaiting(down_.fd.get()))) {
       // close() with unread bytes in the socket (a request pipelined behind this one, the rest of
@@ -950,11 +884,6 @@ void HttpSession::finishExchange() {
 }
 
 void HttpSession::releaseUpstream(bool reusable) {
-  const bool wasParked = upParked_;
-  if (upParked_) {
-    upParked_ = false;
-    pool_.holdIdle(-1);
-  }
   if (upRegistered_) {
     ctx_.loop.remove(up_.fd.get());
     upRegistered_ = false;
@@ -976,8 +905,7 @@ void HttpSession::releaseUpstream(bool reusable) {
   }
   if (up_.fd) {
     // Not reusable after an error: a reset tells the server the request was not completed.
-    // A parked one completed its exchange: a plain close.
-    if (!reusable && !wasParked && !(responseDone_ && requestDone_)) resetOnClose(up_.fd.get());
+    if (!reusable && !(responseDone_ && requestDone_)) resetOnClose(up_.fd.get());
     upRegistration_ = OwnSockets::Registration{};  // before the fd: the 4-tuple may be reused after
     up_.fd.reset();
     ctx_.stats.sub(Stat::upstream_cx_active);
@@ -1072,11 +1000,7 @@ void HttpSession::relayDelivered(bool toUpstream, uint64_t n) {
 
 void HttpSession::respondError(int status, const char* reason, Stat counter) {
   ctx_.stats.add(counter);
-  if (upParked_) {
-    unparkUpstream();  // the last request's upstream is fine: the pool may use it
-  } else {
-    releaseUpstream(false);
-  }
+  releaseUpstream(false);
   openRequestLog(AccessRecord::kNoMethod);  // no-op when the head was read (it opened then)
   if (responseStarted_) {
     close(CloseReason::kUpstreamError);  // bytes of a response already went out: no fake end
@@ -1177,7 +1101,6 @@ void HttpSession::onTick(uint64_t nowUs) {
 void HttpSession::expire(uint64_t nowUs) {
   switch (state_) {
     case State::kHead: {
-      if (upParked_ && parkedSinceUs_ + kParkUs <= nowUs) unparkUpstream();
       if (endIfIdleWhileDraining(nowUs)) return;
       const uint64_t timeoutUs = static_cast<uint64_t>(listener_.http.requestHeadTimeoutMs) * 1000;
       if (requestStartUs_ + timeoutUs > nowUs) return;
@@ -1258,12 +1181,8 @@ void HttpSession::close(CloseReason reason) {
     ctx_.loop.remove(down_.fd.get());
     down_.fd.reset();
   }
-  if (upParked_) {
-    unparkUpstream();  // whatever ended the client, its last upstream completed its exchange
-  } else {
-    if (up_.fd && reset) resetOnClose(up_.fd.get());
-    releaseUpstream(false);
-  }
+  if (up_.fd && reset) resetOnClose(up_.fd.get());
+  releaseUpstream(false);
   state_ = State::kClosed;
   ctx_.stats.add(closeStat(reason));
   owner_.sessionClosed(*this);

@@ -12,10 +12,8 @@
 //                chunked bodies and the body bytes read along with a head are copied, the rest of
 //                a Content-Length (or close-delimited response) body is spliced through a pooled
 //                pipe, exactly its remaining length (docs/HTTP.md, "Bodies")
-//   next:        keep-alive: the upstream stays with the client connection if the response allows
-//                it (parked: its next request to the same destination goes out on it; after 1 s
-//                without one, or for another destination, it goes to the pool), and the client's
-//                next request is read (Connection: close / HTTP/1.0 end the connection)
+//   next:        keep-alive: the upstream goes back to the pool if the response allows it, and the
+//                client's next request is read (Connection: close / HTTP/1.0 end the connection)
 // CONNECT ip:port and a 101 answer to an Upgrade request hand both sockets to a Relay (relay.h).
 //
 // A PROXY header naming one of our own listeners resets the connection, and a request whose
@@ -149,16 +147,8 @@ class HttpSession final {
   bool readProxyHeader();
   void startRequest();
   bool chooseDestination(SocketAddress& out);
-  // A request goes out on an idle connection: one taken from the pool (registered here first),
-  // or the one parked with this session.
+  // A request goes out on an idle connection taken from the pool (registered here first).
   void usePooledUpstream(RegisteredUpstream upstream, Host& host);
-  void exchangeOnIdle(Host& host);
-  // Between requests the session keeps its upstream (registered, counted idle) for the client's
-  // next request; unpark hands it to the pool (or closes it when the server is done with it).
-  void parkUpstream();
-  bool parkedUpstreamUsable();
-  void dropParkedUpstream();
-  void unparkUpstream();
   void connectUpstream();
   // The rest of connectUpstream once socket() had an fd (or failed otherwise).
   void continueConnect(UpstreamOpen opened);
@@ -222,8 +212,6 @@ class HttpSession final {
   Side down_;
   Side up_;
   bool upRegistered_ = false;
-  bool upParked_ = false;  // up_ is the last request's upstream, idle, kept for the next one
-  uint64_t parkedSinceUs_ = 0;
   OwnSockets::Registration upRegistration_;
   std::unique_ptr<Relay> relay_;  // tunnels only
 

@@ -66,7 +66,6 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
 
   size_t activeConnections() const { return connections_.size() + sessions_.size(); }
   size_t httpPoolIdle() const { return httpPool_.idleCount(); }
-  size_t httpIdleParked() const { return httpPool_.heldCount(); }
   size_t listenerCount() const { return listeners_.size() + udp_.listenerCount(); }
   // UDP sessions (not connections: drain does not wait for them; closeAllConnections ends them).
   size_t udpSessions() const { return udp_.sessionCount(); }

@@ -906,11 +906,9 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::upstream_cx_reuse), 4u);
     CHECK_EQ(stage.stat(Stat::http_pool_hit), 4u);
     CHECK_EQ(stage.stat(Stat::http_pool_miss), 1u);
-    // Between its requests the client connection kept the upstream (parked, counted idle); once
-    // the client leaves, the upstream goes to the pool and the next client's request uses it.
-    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 1 && stage.core->httpPoolIdle() == 1; }));
+    // Between requests the upstream waits in the pool, where the next client's request finds it.
+    CHECK(waitFor([&] { return stage.core->httpPoolIdle() == 1; }));
     client.reset();
-    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 0 && stage.core->httpPoolIdle() == 1; }));
     UniqueFd second = connectTo(stage.listenAddr);
     CHECK(exchange(second.get(), get("/other")).find("\r\n\r\n6:/other") != std::string::npos);
     CHECK_EQ(server.accepted.load(), 1);
@@ -948,77 +946,33 @@ void sessionTests() {
     CHECK_EQ(discardedOrRetried, 1u);
   });
 
-  run("a client's request to another destination hands its parked upstream to the pool, where another client finds it", [] {
-    Origin a(keepAliveServer());
-    Origin b(keepAliveServer());
-    HttpStage stage(a.address);
-    LoopRunner loop(*stage.core);
-    UniqueFd client = connectTo(stage.listenAddr);
-    CHECK(exchange(client.get(), get("/a1", routeTo(a.address))).find(":/a1") != std::string::npos);
-    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 1; }));
-    const std::string b1 = exchange(client.get(), get("/b1", routeTo(b.address)));
-    CHECK(b1.find(":/b1") != std::string::npos);
-    // Now b's upstream is parked with the client and a's is in the pool: both idle, one parked.
-    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 1 && stage.core->httpPoolIdle() == 2; }));
-    UniqueFd other = connectTo(stage.listenAddr);
-    CHECK(exchange(other.get(), get("/a2", routeTo(a.address))).find(":/a2") != std::string::npos);
-    CHECK_EQ(a.accepted.load(), 1);  // the pooled one, not a new connection
-    CHECK_EQ(b.accepted.load(), 1);
-    CHECK_EQ(stage.stat(Stat::http_pool_hit), 1u);
-    CHECK_EQ(stage.stat(Stat::http_pool_miss), 2u);
-    CHECK_EQ(stage.stat(Stat::http_pool_discarded), 0u);
-  });
-
-  run("a parked upstream goes to the pool once its client sends nothing for a second, and serves another client", [] {
-    Origin server(keepAliveServer());
-    HttpStage stage(server.address);
-    LoopRunner loop(*stage.core);
-    UniqueFd idle = connectTo(stage.listenAddr);
-    CHECK(exchange(idle.get(), get("/first")).find(":/first") != std::string::npos);
-    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 1; }));
-    // The client stays connected and quiet: the housekeeping tick hands its upstream over.
-    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 0 && stage.core->httpPoolIdle() == 1; }, 10000));
-    UniqueFd other = connectTo(stage.listenAddr);
-    CHECK(exchange(other.get(), get("/second")).find(":/second") != std::string::npos);
-    CHECK_EQ(server.accepted.load(), 1);
-    // The quiet client's next request opens a connection of its own (the other client holds the
-    // first one now) and is answered.
-    CHECK(exchange(idle.get(), get("/third")).find(":/third") != std::string::npos);
-    CHECK_EQ(server.accepted.load(), 2);
-  });
-
-  run("a parked upstream whose client ends is pooled, whatever ended the client (a reset too)", [] {
-    Origin server(keepAliveServer());
-    HttpStage stage(server.address);
-    LoopRunner loop(*stage.core);
-    UniqueFd client = connectTo(stage.listenAddr);
-    CHECK(exchange(client.get(), get("/one")).find(":/one") != std::string::npos);
-    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 1; }));
-    resetOnClose(client.get());
-    client.reset();
-    CHECK(waitFor([&] { return stage.core->httpIdleParked() == 0 && stage.core->httpPoolIdle() == 1; }));
-    UniqueFd next = connectTo(stage.listenAddr);
-    CHECK(exchange(next.get(), get("/two")).find(":/two") != std::string::npos);
-    CHECK_EQ(server.accepted.load(), 1);
-    CHECK_EQ(stage.stat(Stat::upstream_cx_reuse), 1u);
-  });
-
   run("an upstream the full pool refuses is closed and leaves upstream_cx_active (max_idle_per_host 1, and 0)", [] {
     for (const uint32_t maxIdle : {1u, 0u}) {
-      Origin server(keepAliveServer());
+      Origin server([](Origin& o, int fd, int) {
+        std::string buf;
+        const auto headRead = [](const std::string& b) { return messageLength(b) > 0; };
+        if (readUntil(fd, buf, headRead) != End::kOpen) return;
+        waitFor([&] { return o.accepted.load() >= 3; });
+        const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        writeAll(fd, resp.data(), resp.size());
+        buf.clear();
+        readUntil(fd, buf, headRead);  // until the proxy closes it
+      });
       CoreOptions options;
       options.httpPoolMaxIdlePerHost = maxIdle;
       HttpStage stage(server.address, "127.0.0.0/8", options);
       LoopRunner loop(*stage.core);
-      // Three clients at once, each with its own upstream; then all end.
+      // Three requests at once, each on its own upstream (the server answers once all three are
+      // connected); each upstream is offered to the pool as its response ends.
       std::vector<UniqueFd> clients;
       for (int i = 0; i < 3; ++i) clients.push_back(connectTo(stage.listenAddr));
-      for (UniqueFd& c : clients) CHECK(exchange(c.get(), get("/p")).find(":/p") != std::string::npos);
+      for (UniqueFd& c : clients) CHECK(writeAll(c.get(), get("/p").data(), get("/p").size()));
+      for (UniqueFd& c : clients) {
+        std::string resp;
+        CHECK(readUntil(c.get(), resp, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+        CHECK(resp.find("\r\n\r\nok") != std::string::npos);
+      }
       CHECK_EQ(server.accepted.load(), 3);
-      // Parked with their clients; with 0 nothing is parked or pooled: each closed after its answer.
-      CHECK(waitFor([&] { return stage.stat(Stat::upstream_cx_active) == (maxIdle > 0 ? 3u : 0u); }));
-      clients.clear();
-      CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_active) == 0 && stage.core->httpIdleParked() == 0; }));
       CHECK(waitFor([&] { return server.closed.load() == static_cast<int>(3 - maxIdle); }));
       CHECK_EQ(stage.core->httpPoolIdle(), maxIdle);
       // The gauge counts the upstream connections that are open: the pooled ones.
@@ -2061,6 +2015,147 @@ void bodyTests() {
   });
 }
 
+// ---- The shared pool between a client's requests: what keeping an upstream with its client got wrong ----
+
+// Accepts one connection on a bare listening socket, reads one request head from it and answers
+// with `body` (keep-alive); returns the accepted fd.
+UniqueFd acceptAndAnswer(int listenFd, const std::string& body) {
+  UniqueFd up(::accept(listenFd, nullptr, nullptr));
+  CHECK(up);
+  std::string buf;
+  CHECK(readUntil(up.get(), buf, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+  const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  CHECK(writeAll(up.get(), resp.data(), resp.size()));
+  return up;
+}
+
+// One request answered on a fresh upstream from `listenFd`; returns the server's side of it, idle
+// in the pool afterwards.
+UniqueFd firstExchange(HttpStage& stage, int client, int listenFd, const std::string& request) {
+  LoopRunner loop(*stage.core);
+  CHECK(writeAll(client, request.data(), request.size()));
+  UniqueFd up = acceptAndAnswer(listenFd, "first");
+  std::string resp;
+  CHECK(readUntil(client, resp, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+  CHECK(bodyOf(resp) == "first");
+  CHECK(waitFor([&] { return stage.core->httpPoolIdle() == 1; }));
+  return up;
+}
+
+void sharedPoolTests() {
+  // The first three put the client's next request and an event of the idle upstream into one
+  // epoll batch, the client's first: the loop is stopped while both happen.
+  run("bytes a server sends on an idle upstream in the batch of the client's next request are never that request's response", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    HttpStage stage(serverAddr);
+    UniqueFd client = connectTo(stage.listenAddr);
+    UniqueFd up = firstExchange(stage, client.get(), server.get(), get("/1"));
+    CHECK(writeAll(client.get(), get("/2").data(), get("/2").size()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const std::string stale = "HTTP/1.1 408 Request Timeout\r\ncontent-length: 5\r\n\r\nSTALE";
+    CHECK(writeAll(up.get(), stale.data(), stale.size()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    LoopRunner loop(*stage.core);
+    // /2 goes out on a new connection (the idle one is spoiled), which answers it.
+    UniqueFd next = acceptAndAnswer(server.get(), "FRESH");
+    std::string resp;
+    CHECK(readUntil(client.get(), resp, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+    CHECK(bodyOf(resp) == "FRESH");
+    CHECK_EQ(stage.stat(Stat::http_pool_discarded), 1u);
+  });
+
+  run("a reset of an idle upstream in the batch of the client's request to another destination does not fail that request", [] {
+    SocketAddress aAddr;
+    UniqueFd aListen = listenOn(aAddr);
+    Origin b(keepAliveServer());
+    HttpStage stage(aAddr);
+    UniqueFd client = connectTo(stage.listenAddr);
+    UniqueFd upA = firstExchange(stage, client.get(), aListen.get(), get("/a1", routeTo(aAddr)));
+    const std::string toB = get("/b1", routeTo(b.address));
+    CHECK(writeAll(client.get(), toB.data(), toB.size()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    resetOnClose(upA.get());
+    upA.reset();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    LoopRunner loop(*stage.core);
+    std::string resp;
+    CHECK(readUntil(client.get(), resp, [](const std::string& x) { return messageLength(x) > 0; }) == End::kOpen);
+    CHECK(resp.find("\r\n\r\n1:/b1") != std::string::npos);  // b's answer, not a 503
+    CHECK_EQ(stage.stat(Stat::http_rq_connect_fail), 0u);
+  });
+
+  run("a FIN of an idle upstream in the batch of the client's request to another (pooled) destination leaves that destination's connection reusable", [] {
+    SocketAddress aAddr;
+    UniqueFd aListen = listenOn(aAddr);
+    Origin b(keepAliveServer());
+    HttpStage stage(aAddr);
+    UniqueFd client = connectTo(stage.listenAddr);
+    {
+      LoopRunner loop(*stage.core);
+      UniqueFd other = connectTo(stage.listenAddr);  // b's connection goes to the pool
+      CHECK(exchange(other.get(), get("/b0", routeTo(b.address))).find(":/b0") != std::string::npos);
+      CHECK(waitFor([&] { return stage.core->httpPoolIdle() == 1; }));
+    }
+    UniqueFd upA;
+    {
+      LoopRunner loop(*stage.core);
+      const std::string first = get("/a1", routeTo(aAddr));
+      CHECK(writeAll(client.get(), first.data(), first.size()));
+      upA = acceptAndAnswer(aListen.get(), "a1");
+      std::string resp;
+      CHECK(readUntil(client.get(), resp, [](const std::string& x) { return messageLength(x) > 0; }) == End::kOpen);
+      CHECK(waitFor([&] { return stage.core->httpPoolIdle() == 2; }));
+    }
+    const std::string toB = get("/b1", routeTo(b.address));
+    CHECK(writeAll(client.get(), toB.data(), toB.size()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ::shutdown(upA.get(), SHUT_WR);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    LoopRunner loop(*stage.core);
+    std::string resp;
+    CHECK(readUntil(client.get(), resp, [](const std::string& x) { return messageLength(x) > 0; }) == End::kOpen);
+    CHECK(resp.find(":/b1") != std::string::npos);
+    // b's connection went back to the pool and serves the next request to b.
+    CHECK(exchange(client.get(), get("/b2", routeTo(b.address))).find(":/b2") != std::string::npos);
+    CHECK_EQ(b.accepted.load(), 1);
+    CHECK_EQ(b.closed.load(), 0);
+  });
+
+  run("a client between requests does not lock other clients out of a host at max_connections: its idle upstream serves them", [] {
+    Origin server(keepAliveServer());
+    CoreOptions options;
+    options.maxConnectionsPerHost = 1;
+    HttpStage stage(server.address, "127.0.0.0/8", options);
+    LoopRunner loop(*stage.core);
+    UniqueFd first = connectTo(stage.listenAddr);
+    CHECK(exchange(first.get(), get("/1")).find(":/1") != std::string::npos);
+    for (int i = 0; i < 3; ++i) {
+      UniqueFd other = connectTo(stage.listenAddr);
+      CHECK(exchange(other.get(), get("/o")).find(":/o") != std::string::npos);
+      CHECK(exchange(first.get(), get("/f")).find(":/f") != std::string::npos);
+    }
+    CHECK_EQ(server.accepted.load(), 1);
+    CHECK_EQ(stage.stat(Stat::http_rq_overflow), 0u);
+  });
+
+  run("pipelined requests to a, b, a on one connection: answered in order; a's upstream comes back from the pool", [] {
+    Origin a(keepAliveServer());
+    Origin b(keepAliveServer());
+    HttpStage stage(a.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string reqs = get("/a1", routeTo(a.address)) + get("/b1", routeTo(b.address)) + get("/a2", routeTo(a.address));
+    CHECK(writeAll(client.get(), reqs.data(), reqs.size()));
+    const auto resps = readResponses(client.get(), 3);
+    CHECK_EQ(resps.size(), 3u);
+    CHECK(bodyOf(resps.at(0)) == "1:/a1");
+    CHECK(bodyOf(resps.at(1)) == "1:/b1");
+    CHECK(bodyOf(resps.at(2)) == "2:/a2");
+    CHECK_EQ(a.accepted.load(), 1);
+  });
+}
+
 }  // namespace
 
 int main() {
@@ -2071,5 +2166,6 @@ int main() {
   corpusTests();
   sessionTests();
   bodyTests();
+  sharedPoolTests();
   return splicegate::testing::finish();
 }
