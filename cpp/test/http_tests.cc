@@ -5,7 +5,11 @@
 // what each seed must parse to.
 
 #include <dirent.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 
 #include <atomic>
 #include <chrono>
@@ -2030,6 +2034,24 @@ UniqueFd acceptAndAnswer(int listenFd, const std::string& body) {
   return up;
 }
 
+// Everything written to fd has reached its peer's socket (acknowledged: nothing left in the send
+// queue); with the peer's loop stopped, it waits there for the next batch.
+bool deliveredToPeer(int fd) {
+  return waitFor([fd] {
+    int unsent = -1;
+    return ::ioctl(fd, SIOCOUTQ, &unsent) == 0 && unsent == 0;
+  });
+}
+
+// fd's FIN has reached its peer (acknowledged: this side is in FIN_WAIT2).
+bool finDelivered(int fd) {
+  return waitFor([fd] {
+    tcp_info info{};
+    socklen_t len = sizeof info;
+    return ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 && info.tcpi_state == TCP_FIN_WAIT2;
+  });
+}
+
 // One request answered on a fresh upstream from `listenFd`; returns the server's side of it, idle
 // in the pool afterwards.
 UniqueFd firstExchange(HttpStage& stage, int client, int listenFd, const std::string& request) {
@@ -2045,7 +2067,7 @@ UniqueFd firstExchange(HttpStage& stage, int client, int listenFd, const std::st
 
 void sharedPoolTests() {
   // The first three put the client's next request and an event of the idle upstream into one
-  // epoll batch, the client's first: the loop is stopped while both happen.
+  // epoll batch, the client's first: the loop is stopped while both reach the proxy's sockets.
   run("bytes a server sends on an idle upstream in the batch of the client's next request are never that request's response", [] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
@@ -2053,10 +2075,10 @@ void sharedPoolTests() {
     UniqueFd client = connectTo(stage.listenAddr);
     UniqueFd up = firstExchange(stage, client.get(), server.get(), get("/1"));
     CHECK(writeAll(client.get(), get("/2").data(), get("/2").size()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(deliveredToPeer(client.get()));
     const std::string stale = "HTTP/1.1 408 Request Timeout\r\ncontent-length: 5\r\n\r\nSTALE";
     CHECK(writeAll(up.get(), stale.data(), stale.size()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(deliveredToPeer(up.get()));
     LoopRunner loop(*stage.core);
     // /2 goes out on a new connection (the idle one is spoiled), which answers it.
     UniqueFd next = acceptAndAnswer(server.get(), "FRESH");
@@ -2075,10 +2097,9 @@ void sharedPoolTests() {
     UniqueFd upA = firstExchange(stage, client.get(), aListen.get(), get("/a1", routeTo(aAddr)));
     const std::string toB = get("/b1", routeTo(b.address));
     CHECK(writeAll(client.get(), toB.data(), toB.size()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(deliveredToPeer(client.get()));
     resetOnClose(upA.get());
-    upA.reset();
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    upA.reset();  // the RST leaves in close() itself
     LoopRunner loop(*stage.core);
     std::string resp;
     CHECK(readUntil(client.get(), resp, [](const std::string& x) { return messageLength(x) > 0; }) == End::kOpen);
@@ -2110,9 +2131,9 @@ void sharedPoolTests() {
     }
     const std::string toB = get("/b1", routeTo(b.address));
     CHECK(writeAll(client.get(), toB.data(), toB.size()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(deliveredToPeer(client.get()));
     ::shutdown(upA.get(), SHUT_WR);
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(finDelivered(upA.get()));
     LoopRunner loop(*stage.core);
     std::string resp;
     CHECK(readUntil(client.get(), resp, [](const std::string& x) { return messageLength(x) > 0; }) == End::kOpen);
