@@ -749,6 +749,19 @@ PolicyRules denyLoopbackPort(const char* name, uint16_t port) {
   return rules;
 }
 
+// Accepts one connection on a bare listening socket, reads one request from it (into *request when
+// given) and answers with `body` (keep-alive); returns the accepted fd.
+UniqueFd acceptAndAnswer(int listenFd, const std::string& body, std::string* request = nullptr) {
+  UniqueFd up(::accept(listenFd, nullptr, nullptr));
+  CHECK(up);
+  std::string buf;
+  CHECK(readUntil(up.get(), buf, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+  if (request != nullptr) *request = buf;
+  const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  CHECK(writeAll(up.get(), resp.data(), resp.size()));
+  return up;
+}
+
 void sessionTests() {
   run("a trusted client's header routes the request; the server never sees the header", [] {
     Origin named(keepAliveServer());
@@ -1121,13 +1134,9 @@ void sessionTests() {
       CHECK_EQ(failed, 0u);  // was: 503 connect_failed for a request already accepted
       CHECK_EQ(active, 0u);
       // Fds are back: the next tick gives the request its upstream.
-      UniqueFd up(::accept(server.get(), nullptr, nullptr));
-      CHECK(up);
       std::string head;
-      CHECK(readUntil(up.get(), head, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+      UniqueFd up = acceptAndAnswer(server.get(), "ok", &head);
       CHECK(head.rfind("GET /wait HTTP/1.1\r\n", 0) == 0);
-      const std::string answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-      CHECK(writeAll(up.get(), answer.data(), answer.size()));
       std::string resp;
       CHECK(readUntil(waiter.get(), resp, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
       CHECK(resp.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
@@ -1176,13 +1185,9 @@ void sessionTests() {
     CHECK(opened);
     CHECK_EQ(failed, 0u);  // was: 503 connect_failed for a client already accepted
     CHECK(paused >= 1u);
-    UniqueFd up(::accept(server.get(), nullptr, nullptr));
-    CHECK(up);
     std::string head;
-    CHECK(readUntil(up.get(), head, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+    UniqueFd up = acceptAndAnswer(server.get(), "ok", &head);
     CHECK(head.rfind("GET /fd HTTP/1.1\r\n", 0) == 0);
-    const std::string answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-    CHECK(writeAll(up.get(), answer.data(), answer.size()));
     std::string resp;
     CHECK(readUntil(client.get(), resp, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
     CHECK(resp.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
@@ -2021,18 +2026,6 @@ void bodyTests() {
 }
 
 // ---- The shared pool between a client's requests: what keeping an upstream with its client got wrong ----
-
-// Accepts one connection on a bare listening socket, reads one request head from it and answers
-// with `body` (keep-alive); returns the accepted fd.
-UniqueFd acceptAndAnswer(int listenFd, const std::string& body) {
-  UniqueFd up(::accept(listenFd, nullptr, nullptr));
-  CHECK(up);
-  std::string buf;
-  CHECK(readUntil(up.get(), buf, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
-  const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-  CHECK(writeAll(up.get(), resp.data(), resp.size()));
-  return up;
-}
 
 // Everything written to fd has reached its peer's socket (acknowledged: nothing left in the send
 // queue); with the peer's loop stopped, it waits there for the next batch.
