@@ -18,7 +18,7 @@ function isYamlTyped(value: unknown): boolean {
   return value instanceof Map || value instanceof Set || value instanceof Date || value instanceof Uint8Array;
 }
 
-/** Every such value in a toJS() result, outermost first (nothing inside one is listed). */
+/** Every such value in a toJS() result, in document order (nothing inside one is listed). */
 export function findYamlTypedValues(root: unknown): YamlTypedValue[] {
   const found: YamlTypedValue[] = [];
   // Iterative: the document's nesting is already bounded (MAX_YAML_DEPTH), but nothing here needs
