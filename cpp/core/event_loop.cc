@@ -23,6 +23,15 @@ SysError EventLoop::add(int fd, uint32_t events, EventHandler* handler) {
   return {};
 }
 
+SysError EventLoop::addTracked(int fd, uint32_t events, TrackedEventHandler* handler) {
+  static_assert(alignof(TrackedEventHandler) > kTrackedBit, "the tag needs a free low bit");
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = reinterpret_cast<uintptr_t>(handler) | kTrackedBit;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) < 0) return SysError::fromErrno("epoll_ctl");
+  return {};
+}
+
 SysError EventLoop::modify(int fd, uint32_t events, EventHandler* handler) {
   epoll_event ev{};
   ev.events = events;
@@ -43,8 +52,22 @@ int EventLoop::waitAndDispatch(int timeoutMs) {
     n = ::epoll_wait(epoll_.get(), events, kMaxEventsPerBatch, timeoutMs);
   } while (n < 0 && errno == EINTR);
   refreshNow();
+  // Every handler of the batch stays alive until the batch ends (nothing is freed before), so the
+  // tracked ones can all be marked first.
   for (int i = 0; i < n; ++i) {
-    static_cast<EventHandler*>(events[i].data.ptr)->onEvents(events[i].events);
+    if (events[i].data.u64 & kTrackedBit) trackedHandler(events[i].data.u64)->eventPending_ = true;
+  }
+  for (int i = 0; i < n; ++i) {
+    const uint64_t data = events[i].data.u64;
+    EventHandler* handler;
+    if (data & kTrackedBit) {
+      TrackedEventHandler* t = trackedHandler(data);
+      t->eventPending_ = false;
+      handler = t;
+    } else {
+      handler = static_cast<EventHandler*>(events[i].data.ptr);
+    }
+    handler->onEvents(events[i].events);
   }
   return n < 0 ? 0 : n;
 }

@@ -22,6 +22,22 @@ class EventHandler {
   ~EventHandler() = default;
 };
 
+// A handler that can tell whether an event for it is still waiting in the batch being dispatched:
+// a socket that changes hands within a batch asks whether something already happened to it.
+// Registered with addTracked. (A separate class, so that the handlers of relayed connections,
+// whose size is the memory per idle connection, carry no flag.)
+class TrackedEventHandler : public EventHandler {
+ public:
+  bool eventPending() const { return eventPending_; }
+
+ protected:
+  ~TrackedEventHandler() = default;
+
+ private:
+  friend class EventLoop;
+  bool eventPending_ = false;
+};
+
 class EventLoop {
  public:
   static constexpr int kMaxEventsPerBatch = 256;
@@ -30,6 +46,7 @@ class EventLoop {
 
   int fd() const { return epoll_.get(); }
   SysError add(int fd, uint32_t events, EventHandler* handler);
+  SysError addTracked(int fd, uint32_t events, TrackedEventHandler* handler);
   SysError modify(int fd, uint32_t events, EventHandler* handler);
   void remove(int fd);
 
@@ -42,6 +59,12 @@ class EventLoop {
   static uint64_t monotonicUs();
 
  private:
+  // epoll_event.data of a tracked handler: its address with this bit set (handlers are aligned).
+  static constexpr uint64_t kTrackedBit = 1;
+  static TrackedEventHandler* trackedHandler(uint64_t data) {
+    return reinterpret_cast<TrackedEventHandler*>(static_cast<uintptr_t>(data & ~kTrackedBit));
+  }
+
   explicit EventLoop(UniqueFd epoll) : epoll_(std::move(epoll)) { refreshNow(); }
   UniqueFd epoll_;
   uint64_t nowUs_ = 0;

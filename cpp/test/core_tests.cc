@@ -239,6 +239,45 @@ void pipePoolTests() {
   });
 }
 
+// --- event loop ---------------------------------------------------------------------------------
+
+void eventLoopTests() {
+  run("a tracked handler says whether its event is still waiting in the batch being dispatched", [] {
+    SysError err;
+    std::unique_ptr<EventLoop> loop = EventLoop::create(err);
+    CHECK(loop);
+    // Each handler records, when its event comes, what the other one's eventPending() says then.
+    struct Probe final : TrackedEventHandler {
+      const Probe* other = nullptr;
+      int calls = 0;
+      bool otherPending = false;
+      bool selfPending = true;
+      void onEvents(uint32_t) override {
+        ++calls;
+        otherPending = other->eventPending();
+        selfPending = eventPending();
+      }
+    };
+    Probe a, b;
+    a.other = &b;
+    b.other = &a;
+    int pa[2], pb[2];
+    CHECK(::pipe2(pa, O_NONBLOCK | O_CLOEXEC) == 0 && ::pipe2(pb, O_NONBLOCK | O_CLOEXEC) == 0);
+    UniqueFd aRead(pa[0]), aWrite(pa[1]), bRead(pb[0]), bWrite(pb[1]);
+    CHECK(!loop->addTracked(aRead.get(), EPOLLIN | EPOLLET, &a));
+    CHECK(!loop->addTracked(bRead.get(), EPOLLIN | EPOLLET, &b));
+    CHECK(::write(aWrite.get(), "x", 1) == 1 && ::write(bWrite.get(), "y", 1) == 1);
+    CHECK(!a.eventPending() && !b.eventPending());  // only a batch marks them
+    CHECK_EQ(loop->waitAndDispatch(1000), 2);
+    CHECK(a.calls == 1 && b.calls == 1);
+    CHECK(!a.selfPending && !b.selfPending);  // its own event is being handled: no longer waiting
+    // Whichever came first saw the other's event still waiting; the second saw it handled.
+    CHECK(a.otherPending != b.otherPending);
+    CHECK(!a.eventPending() && !b.eventPending());
+    CHECK_EQ(loop->waitAndDispatch(0), 0);  // edge-triggered, nothing new
+  });
+}
+
 // --- host cache ---------------------------------------------------------------------------------
 
 void hostCacheTests() {
@@ -1794,6 +1833,7 @@ int main() {
   std::signal(SIGPIPE, SIG_IGN);
   originalDstTests();
   pipePoolTests();
+  eventLoopTests();
   hostCacheTests();
   relayTests(CoreOptions::RelayMode::kAuto, "auto");
   relayTests(CoreOptions::RelayMode::kSplice, "splice");
