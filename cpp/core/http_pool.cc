@@ -1,10 +1,10 @@
 #include "http_pool.h"
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
-
-#include "event_loop.h"
 
 namespace splicegate {
 
@@ -14,7 +14,37 @@ bool idleConnectionUsable(int fd) {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-HttpPool::~HttpPool() { clear(); }
+void UpstreamLink::onEvents(uint32_t events) {
+  if (session_) {
+    session_->onEvents(events);
+  } else if (pooledFor_) {
+    pool_.idleEvent(*this, events);
+  }
+  // Neither: retired, its socket closed; the event was queued before that.
+}
+
+HttpPool::~HttpPool() {
+  clear();
+  disposeRetired();
+}
+
+UpstreamLink* HttpPool::newLink(EventHandler& holder) {
+  auto* link = new UpstreamLink(*this);
+  link->session_ = &holder;
+  return link;
+}
+
+void HttpPool::retire(UpstreamLink* link) {
+  if (!link) return;
+  link->session_ = nullptr;
+  link->pooledFor_ = nullptr;
+  retired_.push_back(link);
+}
+
+void HttpPool::disposeRetired() {
+  for (UpstreamLink* link : retired_) delete link;
+  retired_.clear();
+}
 
 void HttpPool::discard(Idle& entry) {
   stats_.add(Stat::http_pool_discarded);
@@ -22,11 +52,27 @@ void HttpPool::discard(Idle& entry) {
   // The registry entry goes before the fd closes (the kernel may reuse the 4-tuple after).
   entry.upstream.registration = OwnSockets::Registration{};
   entry.upstream.fd.reset();
+  retire(entry.link);
+  entry.link = nullptr;
   hosts_.connectionClosed(*entry.host, EventLoop::monotonicUs());
   addIdle(-1);
 }
 
-HttpPool::Taken HttpPool::take(const SocketAddress& destination) {
+void HttpPool::idleEvent(UpstreamLink& link, uint32_t events) {
+  // Writability is the tail of the last exchange (its request acknowledged); all else is the
+  // server's doing: a response nobody asked for (a 408 before its close, say), its FIN, a reset.
+  if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) return;
+  auto it = byHost_.find(link.pooledFor_->address);
+  if (it == byHost_.end()) return;
+  std::vector<Idle>& list = it->second;
+  auto entry = std::find_if(list.begin(), list.end(), [&link](const Idle& e) { return e.link == &link; });
+  if (entry == list.end()) return;
+  discard(*entry);
+  list.erase(entry);
+  if (list.empty()) byHost_.erase(it);
+}
+
+HttpPool::Taken HttpPool::take(const SocketAddress& destination, EventHandler& holder) {
   Taken out;
   auto it = byHost_.find(destination);
   if (it == byHost_.end()) return out;
@@ -34,12 +80,17 @@ HttpPool::Taken HttpPool::take(const SocketAddress& destination) {
   while (!list.empty()) {
     Idle entry = std::move(list.back());
     list.pop_back();
-    if (!idleConnectionUsable(entry.upstream.fd.get())) {
+    // Every event of an idle connection that an earlier batch reported was handled (idleEvent), so
+    // only one still waiting in this batch can say it is dead.
+    if (entry.link->eventPending() && !idleConnectionUsable(entry.upstream.fd.get())) {
       discard(entry);
       continue;
     }
     addIdle(-1);
+    entry.link->pooledFor_ = nullptr;
+    entry.link->session_ = &holder;
     out.upstream = std::move(entry.upstream);
+    out.link = entry.link;
     out.host = entry.host;
     break;
   }
@@ -47,11 +98,20 @@ HttpPool::Taken HttpPool::take(const SocketAddress& destination) {
   return out;
 }
 
-bool HttpPool::put(Host& host, RegisteredUpstream upstream, uint64_t nowUs) {
-  if (maxIdlePerHost_ == 0) return false;
-  std::vector<Idle>& list = byHost_[host.address];
-  if (list.size() >= maxIdlePerHost_) return false;
-  list.push_back(Idle{std::move(upstream), &host, nowUs});
+bool HttpPool::put(Host& host, RegisteredUpstream upstream, UpstreamLink* link, uint64_t nowUs) {
+  std::vector<Idle>* list = nullptr;
+  if (maxIdlePerHost_ != 0) {
+    list = &byHost_[host.address];
+    if (list->size() >= maxIdlePerHost_) list = nullptr;
+  }
+  if (!list) {
+    // Closed with upstream (registry entry first: RegisteredUpstream's member order).
+    retire(link);
+    return false;
+  }
+  link->session_ = nullptr;
+  link->pooledFor_ = &host;
+  list->push_back(Idle{std::move(upstream), link, &host, nowUs});
   addIdle(1);
   return true;
 }

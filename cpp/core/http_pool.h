@@ -2,11 +2,14 @@
 // host (ip:port), reused across requests and across client connections (Envoy's per-host
 // connection pool). A pooled connection still counts as one of its host's active connections
 // (cx_active, so max_connections bounds pooled plus busy, and the host is never swept while it has
-// one); it leaves the worker's epoll while idle.
+// one).
 //
-// A connection is checked before reuse (recv MSG_PEEK|MSG_DONTWAIT): EOF, data (a response nobody
-// asked for) or an error means the server is done with it, so it is closed and the next one is
-// tried. The housekeeping tick closes connections idle for longer than idle_timeout.
+// A connection stays in the worker's epoll from its connect to its close, registered through its
+// UpstreamLink: moving between a session and the pool costs no system call. While it is idle its
+// events come here, and anything but writability (data nobody asked for, EOF, an error) means the
+// server is done with it: it is closed at once. A connection taken in the very batch that carries
+// such an event, before the event was handled, is checked first (recv MSG_PEEK|MSG_DONTWAIT). The
+// housekeeping tick closes connections idle for longer than idle_timeout.
 #pragma once
 
 #include <atomic>
@@ -14,12 +17,32 @@
 #include <unordered_map>
 #include <vector>
 
+#include "event_loop.h"
 #include "host_cache.h"
 #include "socket_address.h"
 #include "stats.h"
 #include "upstream_socket.h"
 
 namespace splicegate {
+
+class HttpPool;
+
+// The epoll registration of one HTTP upstream connection. Its events go to whoever holds the
+// connection now: a session's side, or the pool while it is idle. So an event that was queued
+// before the connection changed hands reaches the new holder of this connection, never whatever
+// connection replaced it in the old holder. Made and freed by the pool; freed only after the
+// batch (HttpPool::disposeRetired), since an event of that batch may still name it.
+class UpstreamLink final : public TrackedEventHandler {
+ public:
+  void onEvents(uint32_t events) override;
+
+ private:
+  friend class HttpPool;
+  explicit UpstreamLink(HttpPool& pool) : pool_(pool) {}
+  HttpPool& pool_;
+  EventHandler* session_ = nullptr;  // the holding session's side; null while pooled or closed
+  Host* pooledFor_ = nullptr;        // the host whose idle list holds it; null otherwise
+};
 
 class HttpPool {
  public:
@@ -29,17 +52,27 @@ class HttpPool {
   HttpPool(const HttpPool&) = delete;
   HttpPool& operator=(const HttpPool&) = delete;
 
+  // A link for a new upstream connection whose events go to holder; the caller registers the
+  // socket with it (EventLoop::add) and retires it when the socket closes.
+  UpstreamLink* newLink(EventHandler& holder);
+  // The socket of link was closed (or never registered): its events are dropped from now on, and
+  // it is freed by disposeRetired().
+  void retire(UpstreamLink* link);
+  // Frees the retired links; only between batches.
+  void disposeRetired();
+
   struct Taken {
     RegisteredUpstream upstream;
+    UpstreamLink* link = nullptr;
     Host* host = nullptr;
     explicit operator bool() const { return static_cast<bool>(upstream); }
   };
-  // A live idle connection to destination (most recently used first), or an empty Taken. Closes
-  // the dead ones it finds on the way.
-  Taken take(const SocketAddress& destination);
-  // Keeps upstream (to host, idle from now) for reuse; false when the host already has
-  // max_idle_per_host idle (the caller closes it).
-  bool put(Host& host, RegisteredUpstream upstream, uint64_t nowUs);
+  // A live idle connection to destination (most recently used first), its events going to holder
+  // from now on, or an empty Taken. Closes the dead ones it finds on the way.
+  Taken take(const SocketAddress& destination, EventHandler& holder);
+  // Keeps upstream (to host, idle from now; its events come here) for reuse; false when the host
+  // already has max_idle_per_host idle (the connection is then closed and link retired).
+  bool put(Host& host, RegisteredUpstream upstream, UpstreamLink* link, uint64_t nowUs);
   // Closes connections idle for idle_timeout or longer.
   void expire(uint64_t nowUs);
   // Closes every idle connection (worker shutdown).
@@ -48,11 +81,15 @@ class HttpPool {
   size_t idleCount() const { return idle_.load(std::memory_order_relaxed); }
 
  private:
+  friend class UpstreamLink;
   struct Idle {
     RegisteredUpstream upstream;
+    UpstreamLink* link = nullptr;
     Host* host = nullptr;
     uint64_t sinceUs = 0;
   };
+  // An event of an idle connection: anything but writability ends it.
+  void idleEvent(UpstreamLink& link, uint32_t events);
   void discard(Idle& entry);
 
   uint32_t maxIdlePerHost_;
@@ -60,6 +97,7 @@ class HttpPool {
   HostCache& hosts_;
   Stats& stats_;
   std::unordered_map<SocketAddress, std::vector<Idle>, SocketAddressHash> byHost_;
+  std::vector<UpstreamLink*> retired_;
   // Written by the loop thread only (a relaxed load plus store, like Stats).
   std::atomic<size_t> idle_{0};
   void addIdle(int delta) { idle_.store(idle_.load(std::memory_order_relaxed) + static_cast<size_t>(delta), std::memory_order_relaxed); }

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "connection.h"  // resetOnClose
 #include "http_address.h"
@@ -99,7 +100,8 @@ bool HttpSession::start() {
 
 void HttpSession::onEvents(Side& side, uint32_t events) {
   if (state_ == State::kClosed) return;
-  // A stale event for an upstream socket this session already let go of (same batch): ignore.
+  // Events reach up_ only through the link of the socket it holds (http_pool.h): one for a socket
+  // it let go of goes to that socket's new holder, or nowhere. This only guards that rule.
   if (side.upstream && !up_.fd) return;
   if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) side.peerClosing = true;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) side.readable = true;
@@ -117,8 +119,8 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
       pump();
       return;
     }
-    // Only a connected socket has a peer: an event left from a socket this one replaced is not
-    // the end of this connect.
+    // Only a connected socket has a peer: an event that is not the handshake's end (no EPOLLOUT, or
+    // the connect still in flight) does not end the connect.
     sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (!(events & EPOLLOUT) || ::getpeername(up_.fd.get(), reinterpret_cast<sockaddr*>(&ss), &sl) != 0) return;
@@ -508,10 +510,10 @@ void HttpSession::startRequest() {
   firstByteSeen_ = false;
   response_.start(headRequest_, upgradeRequested_);
   if (!connect_) {
-    HttpPool::Taken taken = pool_.take(destination_);
+    HttpPool::Taken taken = pool_.take(destination_, up_);
     if (taken) {
       ctx_.stats.add(Stat::http_pool_hit);
-      usePooledUpstream(std::move(taken.upstream), *taken.host);
+      usePooledUpstream(std::move(taken));
       return;
     }
     ctx_.stats.add(Stat::http_pool_miss);
@@ -580,12 +582,12 @@ void HttpSession::continueConnect(UpstreamOpen opened) {
     respondError(503, "connect_failed", Stat::http_rq_connect_fail);
     return;
   }
-  if (ctx_.loop.add(up_.fd.get(), kSocketEvents, &up_)) {
+  upLink_ = pool_.newLink(up_);
+  if (ctx_.loop.addTracked(up_.fd.get(), kSocketEvents, upLink_)) {
     releaseUpstream(false);
     respondError(503, "connect_failed", Stat::http_rq_connect_fail);
     return;
   }
-  upRegistered_ = true;
 }
 
 void HttpSession::onConnected() {
@@ -608,19 +610,15 @@ void HttpSession::onConnected() {
   beginExchange();
 }
 
-void HttpSession::usePooledUpstream(RegisteredUpstream upstream, Host& host) {
-  up_.fd = std::move(upstream.fd);
-  upRegistration_ = std::move(upstream.registration);
+void HttpSession::usePooledUpstream(HttpPool::Taken taken) {
+  up_.fd = std::move(taken.upstream.fd);
+  upRegistration_ = std::move(taken.upstream.registration);
+  upLink_ = taken.link;
+  Host& host = *taken.host;
   host_ = &host;
-  if (ctx_.loop.add(up_.fd.get(), kSocketEvents, &up_)) {
-    releaseUpstream(false);
-    respondError(503, "connect_failed", Stat::http_rq_connect_fail);
-    return;
-  }
-  upRegistered_ = true;
-  // Nothing to read until an event says so: EPOLL_CTL_ADD reports readiness already present (the
-  // kernel polls the socket when it is added), so no edge can have passed unseen, and a read now
-  // would only return EAGAIN (the pool's check found nothing queued a moment ago).
+  // Nothing to read until an event says so: the connection stayed registered while idle, so every
+  // byte that came after its last read made an edge, which the pool handled (closing it), or which
+  // is still in this batch (take() checked the socket then), or which comes here next batch.
   up_.readable = false;
   reused_ = true;
   up_.writable = true;  // idle, its last request out whole; EAGAIN says otherwise
@@ -856,10 +854,10 @@ void HttpSession::finishExchange() {
   closeRequestLog(CloseReason::kCompleted);
   const bool reusable = response_.keepAlive() && !upstreamDirty_ && requestDone_ && toUpOffset_ >= toUp_.size() &&
                         !upPipe_ && !up_.eof && !up_.peerClosing;
-  // To the shared pool, for whichever client next asks for this destination. (Keeping it with this
-  // client until its next request saved two epoll_ctl and a liveness recv per request, but an
-  // event of the batch that carried that request could then reach the wrong connection, and idle
-  // clients held connections that max_connections counts: bench/results/attempts.md, 13.)
+  // To the shared pool, for whichever client next asks for this destination (no system call: the
+  // socket stays registered, its link now sends its events to the pool). Keeping it with this
+  // client instead let idle clients hold connections that max_connections counts
+  // (bench/results/attempts.md, 13).
   releaseUpstream(reusable);
   const bool keepClient =
       keepClient_ && !closeClientAfter_ && !draining_ && requestDone_ && !down_.eof && !down_.peerClosing;
@@ -884,17 +882,14 @@ void HttpSession::finishExchange() {
 }
 
 void HttpSession::releaseUpstream(bool reusable) {
-  if (upRegistered_) {
-    ctx_.loop.remove(up_.fd.get());
-    upRegistered_ = false;
-  }
   if (connectPending_ && host_) {
     ctx_.hosts.connectDone(*host_);
     connectPending_ = false;
   }
   const bool open = static_cast<bool>(up_.fd);
   if (open && reusable && host_) {
-    if (pool_.put(*host_, RegisteredUpstream{std::move(up_.fd), std::move(upRegistration_)}, ctx_.loop.nowUs())) {
+    UpstreamLink* link = std::exchange(upLink_, nullptr);  // the pool's now, kept or retired
+    if (pool_.put(*host_, RegisteredUpstream{std::move(up_.fd), std::move(upRegistration_)}, link, ctx_.loop.nowUs())) {
       host_ = nullptr;  // the pool holds its cx_active now
     } else {
       // The refused connection went with put()'s argument (a plain close: its exchange completed),
@@ -907,9 +902,10 @@ void HttpSession::releaseUpstream(bool reusable) {
     // Not reusable after an error: a reset tells the server the request was not completed.
     if (!reusable && !(responseDone_ && requestDone_)) resetOnClose(up_.fd.get());
     upRegistration_ = OwnSockets::Registration{};  // before the fd: the 4-tuple may be reused after
-    up_.fd.reset();
+    up_.fd.reset();  // which also leaves the epoll set
     ctx_.stats.sub(Stat::upstream_cx_active);
   }
+  pool_.retire(std::exchange(upLink_, nullptr));  // events still queued for the closed socket go nowhere
   if (host_) {
     ctx_.hosts.connectionClosed(*host_, ctx_.loop.nowUs());
     host_ = nullptr;

@@ -147,8 +147,8 @@ class HttpSession final {
   bool readProxyHeader();
   void startRequest();
   bool chooseDestination(SocketAddress& out);
-  // A request goes out on an idle connection taken from the pool (registered here first).
-  void usePooledUpstream(RegisteredUpstream upstream, Host& host);
+  // A request goes out on an idle connection taken from the pool (its events come here already).
+  void usePooledUpstream(HttpPool::Taken taken);
   void connectUpstream();
   // The rest of connectUpstream once socket() had an fd (or failed otherwise).
   void continueConnect(UpstreamOpen opened);
@@ -211,7 +211,7 @@ class HttpSession final {
   State state_ = State::kHead;
   Side down_;
   Side up_;
-  bool upRegistered_ = false;
+  UpstreamLink* upLink_ = nullptr;  // up_'s epoll registration (http_pool.h), while up_ has a socket
   OwnSockets::Registration upRegistration_;
   std::unique_ptr<Relay> relay_;  // tunnels only
 

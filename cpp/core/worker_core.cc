@@ -889,6 +889,7 @@ void WorkerCore::disposeClosed() {
   closed_.clear();
   for (HttpSession* s : closedSessions_) delete s;
   closedSessions_.clear();
+  httpPool_.disposeRetired();
   warm_.disposeDropped();
   udp_.disposeClosed();
 }
