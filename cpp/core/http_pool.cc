@@ -72,7 +72,7 @@ void HttpPool::idleEvent(UpstreamLink& link, uint32_t events) {
   if (list.empty()) byHost_.erase(it);
 }
 
-HttpPool::Taken HttpPool::take(const SocketAddress& destination, EventHandler& holder) {
+HttpPool::Taken HttpPool::take(const SocketAddress& destination, EventHandler& holder, bool verify) {
   Taken out;
   auto it = byHost_.find(destination);
   if (it == byHost_.end()) return out;
@@ -81,8 +81,9 @@ HttpPool::Taken HttpPool::take(const SocketAddress& destination, EventHandler& h
     Idle entry = std::move(list.back());
     list.pop_back();
     // Every event of an idle connection that an earlier batch reported was handled (idleEvent), so
-    // only one still waiting in this batch can say it is dead.
-    if (entry.link->eventPending() && !idleConnectionUsable(entry.upstream.fd.get())) {
+    // only one still waiting in this batch can say it is dead (or one after the batch's
+    // epoll_wait, which verify is for).
+    if ((verify || entry.link->eventPending()) && !idleConnectionUsable(entry.upstream.fd.get())) {
       discard(entry);
       continue;
     }

@@ -8,8 +8,9 @@
 // UpstreamLink: moving between a session and the pool costs no system call. While it is idle its
 // events come here, and anything but writability (data nobody asked for, EOF, an error) means the
 // server is done with it: it is closed at once. A connection taken in the very batch that carries
-// such an event, before the event was handled, is checked first (recv MSG_PEEK|MSG_DONTWAIT). The
-// housekeeping tick closes connections idle for longer than idle_timeout.
+// such an event, before the event was handled, is checked first (recv MSG_PEEK|MSG_DONTWAIT), and
+// so is one taken for a request that could not be retried. The housekeeping tick closes
+// connections idle for longer than idle_timeout.
 #pragma once
 
 #include <atomic>
@@ -68,10 +69,12 @@ class HttpPool {
     explicit operator bool() const { return static_cast<bool>(upstream); }
   };
   // A live idle connection to destination (most recently used first), its events going to holder
-  // from now on, or an empty Taken. Closes the dead ones it finds on the way.
-  Taken take(const SocketAddress& destination, EventHandler& holder);
+  // from now on, or an empty Taken. Closes the dead ones it finds on the way. verify: check the
+  // socket (recv MSG_PEEK) even when no event of this batch is pending for it.
+  Taken take(const SocketAddress& destination, EventHandler& holder, bool verify);
   // Keeps upstream (to host, idle from now; its events come here) for reuse; false when the host
-  // already has max_idle_per_host idle (the connection is then closed and link retired).
+  // already has max_idle_per_host idle (the connection is then closed and link retired). The
+  // caller has read it empty: bytes already queued raise no new edge for the pool to see.
   bool put(Host& host, RegisteredUpstream upstream, UpstreamLink* link, uint64_t nowUs);
   // Closes connections idle for idle_timeout or longer.
   void expire(uint64_t nowUs);

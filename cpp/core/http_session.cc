@@ -510,7 +510,9 @@ void HttpSession::startRequest() {
   firstByteSeen_ = false;
   response_.start(headRequest_, upgradeRequested_);
   if (!connect_) {
-    HttpPool::Taken taken = pool_.take(destination_, up_);
+    // A request that cannot be retried (a body, or not idempotent) checks its connection before
+    // use whatever the pool saw: a server's close may have come after the batch's epoll_wait.
+    HttpPool::Taken taken = pool_.take(destination_, up_, /*verify=*/sentHead_.empty());
     if (taken) {
       ctx_.stats.add(Stat::http_pool_hit);
       usePooledUpstream(std::move(taken));
@@ -616,9 +618,10 @@ void HttpSession::usePooledUpstream(HttpPool::Taken taken) {
   upLink_ = taken.link;
   Host& host = *taken.host;
   host_ = &host;
-  // Nothing to read until an event says so: the connection stayed registered while idle, so every
-  // byte that came after its last read made an edge, which the pool handled (closing it), or which
-  // is still in this batch (take() checked the socket then), or which comes here next batch.
+  // Nothing to read until an event says so: it entered the pool drained (its last read came up
+  // short, or finishExchange checked), and stayed registered while idle, so every byte since made
+  // an edge, which the pool handled (closing it), or which is still in this batch (take() checked
+  // the socket then), or which comes here next batch.
   up_.readable = false;
   reused_ = true;
   up_.writable = true;  // idle, its last request out whole; EAGAIN says otherwise
@@ -852,8 +855,15 @@ void HttpSession::upstreamFailed() {
 
 void HttpSession::finishExchange() {
   closeRequestLog(CloseReason::kCompleted);
-  const bool reusable = response_.keepAlive() && !upstreamDirty_ && requestDone_ && toUpOffset_ >= toUp_.size() &&
-                        !upPipe_ && !up_.eof && !up_.peerClosing;
+  bool reusable = response_.keepAlive() && !upstreamDirty_ && requestDone_ && toUpOffset_ >= toUp_.size() &&
+                  !upPipe_ && !up_.eof && !up_.peerClosing;
+  if (reusable && up_.readable && !idleConnectionUsable(up_.fd.get())) {
+    // The last read did not prove the socket empty (a splice of exactly the body's rest, a read
+    // that filled the buffer), so bytes may wait behind the response with their edge already
+    // spent: the pool would never hear of them, and they would answer the next request.
+    reusable = false;
+    ctx_.stats.add(Stat::http_pool_discarded);
+  }
   // To the shared pool, for whichever client next asks for this destination (no system call: the
   // socket stays registered, its link now sends its events to the pool). Keeping it with this
   // client instead let idle clients hold connections that max_connections counts

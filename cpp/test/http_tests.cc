@@ -23,6 +23,7 @@
 
 #include "../core/http_address.h"
 #include "../core/http_head.h"
+#include "../core/http_pool.h"
 #include "../core/listener.h"
 #include "../core/socket_options.h"
 #include "loopback.h"
@@ -1746,7 +1747,8 @@ void bodyTests() {
     CHECK(bodyOf(first.at(0)) == pattern(200000, 10));
     CHECK(stage.stat(Stat::http_body_bytes_spliced) > 100000);
     // The next request: the "extra" response waits in the first upstream connection, which the
-    // pool's check before reuse refuses; a new connection answers.
+    // check at the response's end (the splice read exactly the body) keeps out of the pool; a new
+    // connection answers.
     CHECK(writeAll(client.get(), get("/2").data(), get("/2").size()));
     std::string rest;
     End end = readUntil(client.get(), rest, [](const std::string& b) { return messageLength(b) > 0; });
@@ -2176,6 +2178,177 @@ void sharedPoolTests() {
   });
 }
 
+
+// ---- Bytes queued behind a response with their edge already spent (the pool would never hear of them) ----
+
+// After the client's next request: answers it on whichever upstream connection it came on, the
+// idle one `up` (then "WRONG") or a new one from listenFd ("FRESH"); returns what the client got.
+std::string answerNext(int client, int listenFd, int up) {
+  bool upOpen = true;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p[2] = {{listenFd, POLLIN, 0}, {up, upOpen ? static_cast<short>(POLLIN) : static_cast<short>(0), 0}};
+    if (::poll(p, 2, 100) <= 0) continue;
+    if (p[1].revents != 0) {
+      char c;
+      if (::recv(up, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
+        std::fprintf(stderr, "  the next request was sent into the idle connection that held unread bytes\n");
+        std::string req;
+        readUntil(up, req, [](const std::string& b) { return messageLength(b) > 0; });
+        const std::string answer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nWRONG";
+        writeAll(up, answer.data(), answer.size());
+        break;
+      }
+      upOpen = false;  // closed (FIN or reset) by the proxy: not reused
+    }
+    if (p[0].revents & POLLIN) {
+      UniqueFd next(::accept(listenFd, nullptr, nullptr));
+      std::string req;
+      CHECK(readUntil(next.get(), req, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+      const std::string answer = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nFRESH";
+      CHECK(writeAll(next.get(), answer.data(), answer.size()));
+      std::string r;
+      readUntil(client, r, [](const std::string& b) { return messageLength(b) > 0; });
+      return r;
+    }
+  }
+  std::string r;
+  readUntil(client, r, [](const std::string& b) { return messageLength(b) > 0; });
+  return r;
+}
+
+// The client's request /1, read by a new upstream connection from listenFd (returned) while the
+// loop runs; then the loop stops, so that the response the caller sends arrives whole before the
+// proxy reads any of it (one edge for all of it).
+UniqueFd requestOnStoppedLoop(HttpStage& stage, int client, int listenFd) {
+  LoopRunner loop(*stage.core);
+  CHECK(writeAll(client, get("/1").data(), get("/1").size()));
+  pollfd p{listenFd, POLLIN, 0};
+  UniqueFd up(::poll(&p, 1, 10000) == 1 ? ::accept(listenFd, nullptr, nullptr) : -1);
+  CHECK(up);
+  std::string req;
+  CHECK(readUntil(up.get(), req, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+  return up;
+}
+
+void queuedBehindResponseTests() {
+  run("bytes behind a spliced response body (read to its exact end, the socket not drained) keep the connection out of the pool", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    HttpStage stage(serverAddr);
+    UniqueFd client = connectTo(stage.listenAddr);
+    UniqueFd up = requestOnStoppedLoop(stage, client.get(), server.get());
+    const std::string body = pattern(60000, 21);
+    const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(body.size()) + "\r\n\r\n" + body +
+                             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nSTALE";
+    CHECK(writeAll(up.get(), resp.data(), resp.size()));
+    CHECK(deliveredToPeer(up.get()));
+    LoopRunner loop(*stage.core);
+    const auto first = readResponses(client.get(), 1);
+    CHECK(bodyOf(first.at(0)) == body);
+    CHECK(stage.stat(Stat::http_body_bytes_spliced) > 0);
+    CHECK(waitFor([&] { return stage.stat(Stat::upstream_cx_active) == 0; }));
+    CHECK_EQ(stage.core->httpPoolIdle(), 0u);
+    CHECK_EQ(stage.stat(Stat::http_pool_discarded), 1u);
+    // The next request goes on a new connection, never into the one that still holds "STALE".
+    CHECK(writeAll(client.get(), get("/2").data(), get("/2").size()));
+    const std::string r = answerNext(client.get(), server.get(), up.get());
+    if (r.find("\r\n\r\nFRESH") == std::string::npos) std::fprintf(stderr, "  the client got for /2: %s\n", r.c_str());
+    CHECK(r.find("\r\n\r\nFRESH") != std::string::npos);
+  });
+
+  run("bytes behind a chunked response that filled a copy read exactly keep the connection out of the pool", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    HttpStage stage(serverAddr);
+    UniqueFd client = connectTo(stage.listenAddr);
+    UniqueFd up = requestOnStoppedLoop(stage, client.get(), server.get());
+    // A chunked response of exactly one copy read (16384 bytes), a response nobody asked for behind it.
+    const std::string head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+    const std::string tail = "\r\n0\r\n\r\n";
+    const size_t dataLen = 16384 - head.size() - tail.size() - 6;  // "xxxx\r\n": 4 hex digits
+    char sizeLine[16];
+    std::snprintf(sizeLine, sizeof sizeLine, "%04zx\r\n", dataLen);
+    const std::string first = head + sizeLine + pattern(dataLen, 31) + tail;
+    CHECK_EQ(first.size(), 16384u);
+    const std::string resp = first + "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nSTALE";
+    CHECK(writeAll(up.get(), resp.data(), resp.size()));
+    CHECK(deliveredToPeer(up.get()));
+    LoopRunner loop(*stage.core);
+    std::string got;
+    CHECK(readUntil(client.get(), got, [](const std::string& b) { return b.size() >= 16384; }) == End::kOpen);
+    CHECK(got == first);
+    CHECK(waitFor([&] { return stage.stat(Stat::upstream_cx_active) == 0; }));
+    CHECK_EQ(stage.core->httpPoolIdle(), 0u);
+    CHECK(writeAll(client.get(), get("/2").data(), get("/2").size()));
+    const std::string r = answerNext(client.get(), server.get(), up.get());
+    if (r.find("\r\n\r\nFRESH") == std::string::npos) std::fprintf(stderr, "  the client got for /2: %s\n", r.c_str());
+    CHECK(r.find("\r\n\r\nFRESH") != std::string::npos);
+  });
+}
+
+// ---- The pool on its own ----
+
+void poolTests() {
+  run("take() checks a pooled connection before handing it out when asked to (a request it could not retry), else trusts the pool's events", [] {
+    Stats stats;
+    HostCache hosts(HostLimits{16, 16, 16}, nullptr);
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    Host* host = nullptr;
+    CHECK(hosts.admit(serverAddr, 0, &host) == HostCache::Admit::kOk);
+    CHECK(hosts.admit(serverAddr, 0, &host) == HostCache::Admit::kOk);
+    hosts.connectDone(*host);
+    hosts.connectDone(*host);
+    HttpPool pool(4, 60'000'000, hosts, stats);
+    struct Holder final : EventHandler {
+      void onEvents(uint32_t) override {}
+    } holder;
+    // Two connections to the server, pooled without an event loop: the pool hears nothing of them.
+    std::vector<UniqueFd> serverSides;
+    for (int i = 0; i < 2; ++i) {
+      UniqueFd c = connectTo(serverAddr);
+      serverSides.emplace_back(::accept(server.get(), nullptr, nullptr));
+      CHECK(pool.put(*host, RegisteredUpstream{std::move(c), {}}, pool.newLink(holder), 0));
+    }
+    CHECK_EQ(pool.idleCount(), 2u);
+    // The server closes both.
+    for (UniqueFd& s : serverSides) ::shutdown(s.get(), SHUT_WR);
+    CHECK(finDelivered(serverSides[0].get()) && finDelivered(serverSides[1].get()));
+    // verify: both are found closed and discarded, nothing is handed out.
+    HttpPool::Taken none = pool.take(serverAddr, holder, true);
+    CHECK(!none);
+    CHECK_EQ(pool.idleCount(), 0u);
+    CHECK_EQ(stats.get(Stat::http_pool_discarded), 2u);
+    pool.disposeRetired();
+  });
+
+  run("take() without verify hands out a connection whose news the pool has not had (no event): the loop's events are what it trusts", [] {
+    Stats stats;
+    HostCache hosts(HostLimits{16, 16, 16}, nullptr);
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    Host* host = nullptr;
+    CHECK(hosts.admit(serverAddr, 0, &host) == HostCache::Admit::kOk);
+    hosts.connectDone(*host);
+    HttpPool pool(4, 60'000'000, hosts, stats);
+    struct Holder final : EventHandler {
+      void onEvents(uint32_t) override {}
+    } holder;
+    UniqueFd c = connectTo(serverAddr);
+    UniqueFd serverSide(::accept(server.get(), nullptr, nullptr));
+    CHECK(pool.put(*host, RegisteredUpstream{std::move(c), {}}, pool.newLink(holder), 0));
+    ::shutdown(serverSide.get(), SHUT_WR);
+    CHECK(finDelivered(serverSide.get()));
+    HttpPool::Taken taken = pool.take(serverAddr, holder, false);
+    CHECK(taken);  // no syscall spent: a retryable request meets the close and goes again
+    CHECK_EQ(stats.get(Stat::http_pool_discarded), 0u);
+    taken.upstream.fd.reset();
+    pool.retire(taken.link);
+    pool.disposeRetired();
+  });
+}
+
 }  // namespace
 
 int main() {
@@ -2187,5 +2360,7 @@ int main() {
   sessionTests();
   bodyTests();
   sharedPoolTests();
+  queuedBehindResponseTests();
+  poolTests();
   return splicegate::testing::finish();
 }
