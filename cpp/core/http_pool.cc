@@ -60,13 +60,18 @@ void HttpPool::discard(Idle& entry) {
 
 void HttpPool::idleEvent(UpstreamLink& link, uint32_t events) {
   // Writability is the tail of the last exchange (its request acknowledged); all else is the
-  // server's doing: a response nobody asked for (a 408 before its close, say), its FIN, a reset.
-  if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) return;
+  // server's doing: a response nobody asked for (a 408 before its close, say), its FIN, a reset,
+  // urgent data.
+  if (!(events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) return;
   auto it = byHost_.find(link.pooledFor_->address);
   if (it == byHost_.end()) return;
   std::vector<Idle>& list = it->second;
   auto entry = std::find_if(list.begin(), list.end(), [&link](const Idle& e) { return e.link == &link; });
   if (entry == list.end()) return;
+  // Readable alone may be old news: the session that pooled it may have read those bytes (its
+  // response's last) earlier in this batch, and epoll filled in this event before either.
+  const bool readableOnly = !(events & (EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR));
+  if (readableOnly && idleConnectionUsable(entry->upstream.fd.get())) return;
   discard(*entry);
   list.erase(entry);
   if (list.empty()) byHost_.erase(it);

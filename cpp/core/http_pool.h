@@ -6,8 +6,9 @@
 //
 // A connection stays in the worker's epoll from its connect to its close, registered through its
 // UpstreamLink: moving between a session and the pool costs no system call. While it is idle its
-// events come here, and anything but writability (data nobody asked for, EOF, an error) means the
-// server is done with it: it is closed at once. A connection taken in the very batch that carries
+// events come here, and anything but writability (data nobody asked for, EOF, an error, urgent
+// data) means the server is done with it: it is closed at once (after a recv MSG_PEEK when the
+// event says only "readable", which may be bytes the session read earlier in the same batch). A connection taken in the very batch that carries
 // such an event, before the event was handled, is checked first (recv MSG_PEEK|MSG_DONTWAIT), and
 // so is one taken for a request that could not be retried. The housekeeping tick closes
 // connections idle for longer than idle_timeout.

@@ -2349,6 +2349,89 @@ void poolTests() {
   });
 }
 
+// ---- Events that reach the pool late, and reads that stop short with bytes still queued ----
+
+void edgeCaseTests() {
+  run("TCP urgent data behind a response (a read stops short at its mark, bytes still queued): the connection is not pooled, and the next request is not answered by those bytes", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    HttpStage stage(serverAddr);
+    UniqueFd client = connectTo(stage.listenAddr);
+    UniqueFd up = requestOnStoppedLoop(stage, client.get(), server.get());
+    const int one = 1;
+    ::setsockopt(up.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    // The response, then one urgent byte (TCP's urgent mark right after the response), then a
+    // response nobody asked for: recv(2) stops at the urgent mark, so the proxy's read of the
+    // response comes up short although "STALE" is already queued (no edge will follow for it).
+    const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    CHECK(writeAll(up.get(), resp.data(), resp.size()));
+    CHECK(::send(up.get(), "!", 1, MSG_OOB) == 1);
+    const std::string stale = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nSTALE";
+    CHECK(writeAll(up.get(), stale.data(), stale.size()));
+    CHECK(deliveredToPeer(up.get()));
+    LoopRunner loop(*stage.core);
+    const auto first = readResponses(client.get(), 1);
+    CHECK_EQ(first.size(), 1u);
+    if (!first.empty()) CHECK(bodyOf(first.at(0)) == "ok");
+    CHECK(writeAll(client.get(), get("/2").data(), get("/2").size()));
+    const std::string r = answerNext(client.get(), server.get(), up.get());
+    if (r.find("\r\n\r\nFRESH") == std::string::npos) std::fprintf(stderr, "  the client got for /2: %s\n", r.c_str());
+    CHECK(r.find("\r\n\r\nFRESH") != std::string::npos);
+  });
+
+  run("a response's last bytes read through the client's event, in the batch that also carries their upstream edge: that edge, stale when it reaches the pool, does not close the healthy connection", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    Origin b(keepAliveServer());
+    CoreOptions options;
+    options.relayMode = CoreOptions::RelayMode::kCopy;
+    options.relayBudgetBytes = 16384;  // one copy read and its flush per pump
+    HttpStage stage(serverAddr, "127.0.0.0/8", options);
+    UniqueFd client = connectTo(stage.listenAddr);
+    UniqueFd up = requestOnStoppedLoop(stage, client.get(), server.get());
+    const size_t total = 2 * 16384 + 5;
+    const std::string head0 = "HTTP/1.1 200 OK\r\ncontent-length: ";
+    const size_t bodyLen = total - head0.size() - 5 - 4;
+    const std::string head = head0 + std::to_string(bodyLen) + "\r\n\r\n";
+    CHECK_EQ(head.size() + bodyLen, total);
+    const std::string full = head + pattern(bodyLen, 7);
+    const std::string p1 = full.substr(0, 2 * 16384);
+    const std::string rest = full.substr(2 * 16384);
+    stage.core->runOnce(0);  // whatever was pending (the tick) goes before the response arrives
+    CHECK(writeAll(up.get(), p1.data(), p1.size()));
+    CHECK(deliveredToPeer(up.get()));
+    // One batch on this thread: the upstream's edge reads and forwards 16384 bytes (the budget),
+    // the ready queue the next 16384. Both reads were full: up_.readable stays true.
+    stage.core->runOnce(0);
+    CHECK(waitFor([&] {
+      int n = 0;
+      return ::ioctl(client.get(), FIONREAD, &n) == 0 && n == static_cast<int>(p1.size());
+    }, 2000));
+    // The client's next request (to another destination) and then the response's last 5 bytes:
+    // one batch, the client's event first. Its pump reads the 5 bytes (readable was still true),
+    // completes the response and pools the connection; then the upstream's edge for those same
+    // bytes reaches the pool.
+    const std::string toB = get("/b1", routeTo(b.address));
+    CHECK(writeAll(client.get(), toB.data(), toB.size()));
+    CHECK(deliveredToPeer(client.get()));
+    CHECK(writeAll(up.get(), rest.data(), rest.size()));
+    CHECK(deliveredToPeer(up.get()));
+    stage.core->runOnce(0);
+    CHECK_EQ(stage.stat(Stat::http_pool_discarded), 0u);
+    CHECK_EQ(stage.core->httpPoolIdle(), 1u);
+    char c;
+    const ssize_t peek = ::recv(up.get(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    CHECK(peek < 0 && errno == EAGAIN);  // the proxy did not close it
+    LoopRunner loop(*stage.core);
+    const auto resps = readResponses(client.get(), 2);
+    CHECK_EQ(resps.size(), 2u);
+    if (resps.size() == 2) {
+      CHECK(bodyOf(resps.at(0)) == full.substr(head.size()));
+      CHECK(bodyOf(resps.at(1)) == "1:/b1");
+    }
+  });
+}
+
 }  // namespace
 
 int main() {
@@ -2362,5 +2445,6 @@ int main() {
   sharedPoolTests();
   queuedBehindResponseTests();
   poolTests();
+  edgeCaseTests();
   return splicegate::testing::finish();
 }
