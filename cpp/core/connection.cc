@@ -17,7 +17,8 @@ namespace splicegate {
 
 namespace {
 
-constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+// EPOLLPRI: TCP urgent data, after which a read may stop short with bytes still queued (relay.h).
+constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
 }  // namespace
 
@@ -245,9 +246,9 @@ void Connection::startWithUpstream(RegisteredUpstream warm) {
 void Connection::Side::onEvents(uint32_t events) {
   Connection& connection = owner();
   if (connection.state_ == ConnectionState::kClosed) return;  // stale event in this batch
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) readable = true;
+  if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) readable = true;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) writable = true;
-  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) peerClosing = true;
+  if (events & (EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) peerClosing = true;
   connection.onSideEvent(*this, events);
 }
 

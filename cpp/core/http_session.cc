@@ -20,11 +20,10 @@ namespace splicegate {
 
 namespace {
 
-constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-// Upstream sockets also report TCP urgent data (EPOLLPRI): a read stops short at the urgent mark
-// with bytes still queued behind it, so a short read would no longer prove the socket empty. No
-// HTTP server sends it; a connection that did is never pooled (and one in the pool is closed).
-constexpr uint32_t kUpstreamEvents = kSocketEvents | EPOLLPRI;
+// EPOLLPRI: TCP urgent data. A read stops short at the urgent mark with bytes still queued behind
+// it, so after it a short read no longer proves the socket empty (peerClosing: read to EAGAIN). No
+// HTTP peer sends it; an upstream connection that did is never pooled (one in the pool is closed).
+constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 constexpr size_t kReadChunk = 16384;
 
 // A client (or upstream) that sends faster than the other side reads is held back at this much.
@@ -108,8 +107,8 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
   // it let go of goes to that socket's new holder, or nowhere. This only guards that rule.
   if (side.upstream && !up_.fd) return;
   if (side.upstream && (events & EPOLLPRI)) upstreamDirty_ = true;
-  if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) side.peerClosing = true;
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) side.readable = true;
+  if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP | EPOLLPRI)) side.peerClosing = true;
+  if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) side.readable = true;
   if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) side.writable = true;
   lastActivityUs_ = ctx_.loop.nowUs();
   if (side.upstream && state_ == State::kConnecting) {
@@ -590,7 +589,7 @@ void HttpSession::continueConnect(UpstreamOpen opened) {
     return;
   }
   upLink_ = pool_.newLink(up_);
-  if (ctx_.loop.addTracked(up_.fd.get(), kUpstreamEvents, upLink_)) {
+  if (ctx_.loop.addTracked(up_.fd.get(), kSocketEvents, upLink_)) {
     releaseUpstream(false);
     respondError(503, "connect_failed", Stat::http_rq_connect_fail);
     return;

@@ -11,6 +11,30 @@ namespace splicegate {
 
 namespace {
 
+// splice(2) from a TCP socket stops at the urgent mark and never passes it (EAGAIN with bytes still
+// queued behind it), where recv(2) steps over the urgent byte. So on the splice path, once a side
+// has seen urgent data (or its peer closing: the same "a read may stop short" state), an EAGAIN
+// into an empty pipe is checked with one recv into a bounce buffer, whose bytes go into the pipe.
+// (Only an empty pipe: one holding bytes may have all its slots taken by small splices, and a
+// write that found no room would lose what the recv took.) The urgent byte itself is dropped, as
+// on the copy path (no MSG_OOB is relayed).
+ssize_t copyPastUrgentMark(int srcFd, Pipe& pipe, size_t capacity) {
+  char bounce[4096];
+  const size_t want = std::min(sizeof bounce, capacity - pipe.bytes);
+  ssize_t n;
+  do {
+    n = ::recv(srcFd, bounce, want, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return n;  // EAGAIN: really nothing queued; 0: EOF; or the error
+  // The pipe is empty and at least a page big, so this write is whole.
+  const ssize_t w = ::write(pipe.writeEnd.get(), bounce, static_cast<size_t>(n));
+  if (w != n) {
+    errno = EIO;  // cannot happen with room in the pipe; fail the stream rather than lose bytes
+    return -1;
+  }
+  return n;
+}
+
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 constexpr uint8_t kSmallSplicesBeforeCopy = 4;
 
@@ -134,6 +158,9 @@ ssize_t Relay::fill(const RelayIo& io, Direction& d) {
     do {
       n = ::splice(srcFd, nullptr, pipe->writeEnd.get(), nullptr, capacity - pipe->bytes, kSpliceFlags);
     } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EAGAIN && pipe->bytes == 0 && src(io, d).peerClosing) {
+      n = copyPastUrgentMark(srcFd, *pipe, capacity);
+    }
     if (n > 0) {
       pipe->bytes += static_cast<size_t>(n);
       io.services.stats.add(Stat::splice_bytes, static_cast<uint64_t>(n));

@@ -29,7 +29,9 @@ struct RelayEndpoint {
   UniqueFd fd;
   bool readable = false;     // cleared only on EAGAIN from a read
   bool writable = false;     // cleared on EAGAIN or a short write
-  bool peerClosing = false;  // RDHUP/HUP/ERR seen: EOF may be queued behind the data
+  // RDHUP/HUP/ERR or TCP urgent data (PRI) seen: a read may stop short with more queued behind it
+  // (EOF behind the data, or the bytes behind the urgent mark), so reads go on until EAGAIN.
+  bool peerClosing = false;
 };
 
 // The per-worker services a relay draws on.

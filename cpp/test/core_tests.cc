@@ -566,6 +566,31 @@ void relayTests(CoreOptions::RelayMode mode, const char* label) {
     CHECK(gotUp == up);
     CHECK(gotDown == down);
   });
+  run((std::string("TCP urgent data does not stall a direction: the bytes behind its mark follow, without more traffic [") + label + "]").c_str(), [&] {
+    // A read (recv or splice) stops short at the urgent mark with bytes still queued behind it,
+    // and splice never gets past it: relayed like this, "defgh" would wait for an edge that never
+    // comes. (telnet's interrupt and FTP's ABOR are sent as urgent data.) The urgent byte itself
+    // is not relayed as urgent: like HAProxy, splicegate relays the stream, not TCP's out-of-band
+    // byte.
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    Proxy proxy(serverAddr, options);
+    UniqueFd client = connectClient(proxy.listenAddr);
+    UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
+    CHECK(upstream);
+    const int one = 1;
+    ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    CHECK(::send(client.get(), "abc", 3, 0) == 3);
+    CHECK(::send(client.get(), "!", 1, MSG_OOB) == 1);
+    CHECK(::send(client.get(), "defgh", 5, 0) == 5);
+    std::string got;
+    readUntil(upstream.get(), got, [](const std::string& b) { return b.size() >= 8; });
+    CHECK(got == "abcdefgh");
+    // The direction still works afterwards.
+    CHECK(::send(client.get(), "more", 4, 0) == 4);
+    readUntil(upstream.get(), got, [](const std::string& b) { return b.size() >= 12; });
+    CHECK(got == "abcdefghmore");
+  });
   run((std::string("answer after client EOF reaches the client [") + label + "]").c_str(), [&] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
