@@ -752,11 +752,17 @@ PolicyRules denyLoopbackPort(const char* name, uint16_t port) {
 
 // Accepts one connection on a bare listening socket, reads one request from it (into *request when
 // given) and answers with `body` (keep-alive); returns the accepted fd.
-UniqueFd acceptAndAnswer(int listenFd, const std::string& body, std::string* request = nullptr) {
-  // Within the tests' usual 10 s: a connection that never comes fails the test instead of hanging it.
+// The next connection on listenFd, within the tests' usual 10 s: one that never comes fails the
+// test (an empty UniqueFd) instead of hanging it.
+UniqueFd acceptWithin(int listenFd) {
   pollfd p{listenFd, POLLIN, 0};
   UniqueFd up(::poll(&p, 1, 10000) == 1 ? ::accept(listenFd, nullptr, nullptr) : -1);
   CHECK(up);
+  return up;
+}
+
+UniqueFd acceptAndAnswer(int listenFd, const std::string& body, std::string* request = nullptr) {
+  UniqueFd up = acceptWithin(listenFd);
   if (!up) return up;
   std::string buf;
   CHECK(readUntil(up.get(), buf, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
@@ -2223,9 +2229,7 @@ std::string answerNext(int client, int listenFd, int up) {
 UniqueFd requestOnStoppedLoop(HttpStage& stage, int client, int listenFd) {
   LoopRunner loop(*stage.core);
   CHECK(writeAll(client, get("/1").data(), get("/1").size()));
-  pollfd p{listenFd, POLLIN, 0};
-  UniqueFd up(::poll(&p, 1, 10000) == 1 ? ::accept(listenFd, nullptr, nullptr) : -1);
-  CHECK(up);
+  UniqueFd up = acceptWithin(listenFd);
   std::string req;
   CHECK(readUntil(up.get(), req, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
   return up;
