@@ -8,10 +8,10 @@
 // UpstreamLink: moving between a session and the pool costs no system call. While it is idle its
 // events come here, and anything but writability (data nobody asked for, EOF, an error, urgent
 // data) means the server is done with it: it is closed at once (after a recv MSG_PEEK when the
-// event says only "readable", which may be bytes the session read earlier in the same batch). A connection taken in the very batch that carries
-// such an event, before the event was handled, is checked first (recv MSG_PEEK|MSG_DONTWAIT), and
-// so is one taken for a request that could not be retried. The housekeeping tick closes
-// connections idle for longer than idle_timeout.
+// event says only "readable": the session may have read those bytes earlier in the same batch).
+// A connection taken in the very batch that carries such an event, before the event was handled,
+// is checked first (recv MSG_PEEK|MSG_DONTWAIT), and so is one taken for a request that could not
+// be retried. The housekeeping tick closes connections idle for longer than idle_timeout.
 #pragma once
 
 #include <atomic>
@@ -55,7 +55,7 @@ class HttpPool {
   HttpPool& operator=(const HttpPool&) = delete;
 
   // A link for a new upstream connection whose events go to holder; the caller registers the
-  // socket with it (EventLoop::add) and retires it when the socket closes.
+  // socket with it (EventLoop::addTracked) and retires it when the socket closes.
   UpstreamLink* newLink(EventHandler& holder);
   // The socket of link was closed (or never registered): its events are dropped from now on, and
   // it is freed by disposeRetired().
@@ -92,7 +92,8 @@ class HttpPool {
     Host* host = nullptr;
     uint64_t sinceUs = 0;
   };
-  // An event of an idle connection: anything but writability ends it.
+  // An event of an idle connection: anything but writability ends it (readable alone, once a
+  // recv MSG_PEEK has confirmed it).
   void idleEvent(UpstreamLink& link, uint32_t events);
   void discard(Idle& entry);
 

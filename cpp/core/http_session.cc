@@ -22,7 +22,8 @@ namespace {
 
 // EPOLLPRI: TCP urgent data. A read stops short at the urgent mark with bytes still queued behind
 // it, so after it a short read no longer proves the socket empty (peerClosing: read to EAGAIN). No
-// HTTP peer sends it; an upstream connection that did is never pooled (one in the pool is closed).
+// HTTP peer sends it; an upstream connection that did is never pooled (peerClosing, as after a
+// FIN), and one in the pool is closed.
 constexpr uint32_t kSocketEvents = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 constexpr size_t kReadChunk = 16384;
 
@@ -106,7 +107,6 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
   // Events reach up_ only through the link of the socket it holds (http_pool.h): one for a socket
   // it let go of goes to that socket's new holder, or nowhere. This only guards that rule.
   if (side.upstream && !up_.fd) return;
-  if (side.upstream && (events & EPOLLPRI)) upstreamDirty_ = true;
   if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP | EPOLLPRI)) side.peerClosing = true;
   if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) side.readable = true;
   if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) side.writable = true;
