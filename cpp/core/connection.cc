@@ -249,6 +249,7 @@ void Connection::Side::onEvents(uint32_t events) {
   if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) readable = true;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) writable = true;
   if (events & (EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) peerClosing = true;
+  if (events & EPOLLPRI) keepUrgentDataInline(fd.get());
   connection.onSideEvent(*this, events);
 }
 

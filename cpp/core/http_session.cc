@@ -108,6 +108,7 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
   // it let go of goes to that socket's new holder, or nowhere. This only guards that rule.
   if (side.upstream && !up_.fd) return;
   if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP | EPOLLPRI)) side.peerClosing = true;
+  if (events & EPOLLPRI) keepUrgentDataInline(side.fd.get());
   if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) side.readable = true;
   if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) side.writable = true;
   lastActivityUs_ = ctx_.loop.nowUs();

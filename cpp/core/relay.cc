@@ -16,8 +16,8 @@ namespace {
 // has seen urgent data (or its peer closing: the same "a read may stop short" state), an EAGAIN
 // into an empty pipe is checked with one recv into a bounce buffer, whose bytes go into the pipe.
 // (Only an empty pipe: one holding bytes may have all its slots taken by small splices, and a
-// write that found no room would lose what the recv took.) The urgent byte itself is dropped, as
-// on the copy path (no MSG_OOB is relayed).
+// write that found no room would lose what the recv took.) The urgent byte itself comes inline
+// (keepUrgentDataInline, relay.h), as on the copy path.
 ssize_t copyPastUrgentMark(int srcFd, Pipe& pipe, size_t capacity) {
   char bounce[4096];
   const size_t want = std::min(sizeof bounce, capacity - pipe.bytes);

@@ -18,6 +18,7 @@
 #include "buffer_pool.h"
 #include "core_options.h"
 #include "pipe_pool.h"
+#include "socket_options.h"
 #include "stats.h"
 #include "unique_fd.h"
 
@@ -25,6 +26,12 @@ namespace splicegate {
 
 // One socket as the relay sees it. The owner sets the flags from epoll events (edge-triggered);
 // the relay clears them when the socket says EAGAIN.
+// TCP urgent data (EPOLLPRI) arrived on fd: from now on its urgent bytes stay in the stream
+// (SO_OOBINLINE, which also covers the ones not yet read past), so the relay passes every byte
+// on and only their urgency is lost, as in any relay that sends no MSG_OOB itself. Set at the
+// first urgent byte, not on every socket: no syscall per connection for a rare case.
+inline void keepUrgentDataInline(int fd) { setIntOption(fd, SOL_SOCKET, SO_OOBINLINE, 1); }
+
 struct RelayEndpoint {
   UniqueFd fd;
   bool readable = false;     // cleared only on EAGAIN from a read

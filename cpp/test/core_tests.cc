@@ -566,12 +566,11 @@ void relayTests(CoreOptions::RelayMode mode, const char* label) {
     CHECK(gotUp == up);
     CHECK(gotDown == down);
   });
-  run((std::string("TCP urgent data does not stall a direction: the bytes behind its mark follow, without more traffic [") + label + "]").c_str(), [&] {
+  run((std::string("TCP urgent data does not stall a direction, and its byte stays in the stream: the bytes behind its mark follow, without more traffic [") + label + "]").c_str(), [&] {
     // A read (recv or splice) stops short at the urgent mark with bytes still queued behind it,
     // and splice never gets past it: relayed like this, "defgh" would wait for an edge that never
-    // comes. (telnet's interrupt and FTP's ABOR are sent as urgent data.) The urgent byte itself
-    // is not relayed as urgent: like HAProxy, splicegate relays the stream, not TCP's out-of-band
-    // byte.
+    // comes. (telnet's interrupt and FTP's ABOR are sent as urgent data.) The urgent byte arrives
+    // in the stream, where it was sent: every byte is relayed, only its urgency is not.
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
     Proxy proxy(serverAddr, options);
@@ -584,12 +583,14 @@ void relayTests(CoreOptions::RelayMode mode, const char* label) {
     CHECK(::send(client.get(), "!", 1, MSG_OOB) == 1);
     CHECK(::send(client.get(), "defgh", 5, 0) == 5);
     std::string got;
-    readUntil(upstream.get(), got, [](const std::string& b) { return b.size() >= 8; });
-    CHECK(got == "abcdefgh");
-    // The direction still works afterwards.
+    readUntil(upstream.get(), got, [](const std::string& b) { return b.size() >= 9; });
+    CHECK(got == "abc!defgh");
+    // The direction still works afterwards, urgent bytes included.
     CHECK(::send(client.get(), "more", 4, 0) == 4);
-    readUntil(upstream.get(), got, [](const std::string& b) { return b.size() >= 12; });
-    CHECK(got == "abcdefghmore");
+    CHECK(::send(client.get(), "?", 1, MSG_OOB) == 1);
+    CHECK(::send(client.get(), "end", 3, 0) == 3);
+    readUntil(upstream.get(), got, [](const std::string& b) { return b.size() >= 17; });
+    CHECK(got == "abc!defghmore?end");
   });
   run((std::string("answer after client EOF reaches the client [") + label + "]").c_str(), [&] {
     SocketAddress serverAddr;
