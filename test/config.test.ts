@@ -622,6 +622,23 @@ test('YAML alias bombs are refused by the alias limit', () => {
   problemAt(problemsOf(`${laughs.join('\n')}\n${ONE_LISTENER}`), '(root)', 'YAML error');
 });
 
+test('an alias inside the value its own anchor names is refused at its position, not expanded until memory runs out', () => {
+  // toJS makes such a value an object that contains itself, and walking it (the type check, the
+  // schema) ran until V8 aborted the process: a reload with this file killed a running proxy.
+  const cases: Array<[string, number, number]> = [
+    ['c: &c [1, *c]\n', 1, 11],
+    ['a:\n  b: &x {c: [1, {d: *x}]}\n', 2, 21],
+  ];
+  for (const [text, line, column] of cases) {
+    const problem = problemAt(problemsOf(`${text}${ONE_LISTENER}`), '(root)', 'would contain itself');
+    assert.equal(problem.line, line, text);
+    assert.equal(problem.column, column, text);
+  }
+  // An alias of a value defined before it and outside it is no such problem (the unknown keys are).
+  const plain = problemsOf(`x: &d {a: 1}\ny: [*d, *d]\n${ONE_LISTENER}`);
+  assert.deepEqual(plain.map((p) => p.path), ['x', 'y']);
+});
+
 test('unreadable file: message names the path and the errno code', () => {
   const missing = join(FIXTURES, 'does-not-exist.yaml');
   const err = caught(() => loadConfigFile(missing));

@@ -275,6 +275,13 @@ test('an Envoy file with a list as a mapping key is refused at its line, with no
   assert.deepEqual(warnings, []);
 });
 
+test('an Envoy file whose alias stands inside the value its own anchor names is refused, not expanded until memory runs out', () => {
+  assert.throws(
+    () => convertEnvoyText('static_resources: &s {listeners: [*s]}\n', 'cycle.yaml', false),
+    (err: unknown) => err instanceof ConfigError && /^cycle\.yaml: \(root\): the alias \*s stands inside the value its anchor &s names.*\(line 1, column 35\)$/.test(err.message),
+  );
+});
+
 test("an Envoy file with YAML's own types (!!omap, !!set) is refused at their paths, not read as empty mappings", () => {
   const text = readFileSync(EXAMPLE, 'utf8').replace(/^admin:/m, 'admin: !!omap\n  - x: 1\nignored:');
   assert.throws(

@@ -53,8 +53,40 @@ export function parseYamlDocument(text: string, lineCounter: LineCounter, source
   // compose(..., forceDoc = true) always ends with a document, even for empty text.
   if (doc === undefined) throw new Error('yaml composer produced no document');
   // The loaders report syntax errors themselves (all of them, with positions).
-  if (doc.errors.length === 0) refuseCollectionKeys(doc, lineCounter, source);
+  if (doc.errors.length === 0) {
+    refuseCollectionKeys(doc, lineCounter, source);
+    refuseSelfReferences(doc, lineCounter, source);
+  }
   return doc;
+}
+
+/**
+ * An alias inside the very node its anchor names (`c: &c [1, *c]`) makes a value that contains
+ * itself: toJS builds a cyclic object, and every walk of it (the type check, the schema) would run
+ * until memory ran out, killing a running proxy on reload. (An alias can only name an anchor
+ * defined before it, so containing itself is the only way to a cycle.) Refused here, with the
+ * alias's position, before anything converts the document.
+ */
+function refuseSelfReferences(doc: Document, lineCounter: LineCounter, source: string): void {
+  const problems: ConfigProblem[] = [];
+  visit(doc, {
+    Alias(_, alias) {
+      const targetRange = alias.resolve(doc)?.range;
+      const at = alias.range?.[0];
+      if (!targetRange || at === undefined) return undefined;
+      const [start, , end] = targetRange;
+      if (at < start || at >= end) return undefined;
+      const pos = lineCounter.linePos(at);
+      problems.push({
+        path: ROOT_PATH,
+        message: `the alias *${alias.source} stands inside the value its anchor &${alias.source} names, so that value would contain itself; a config cannot`,
+        line: pos.line,
+        column: pos.col,
+      });
+      return undefined;
+    },
+  });
+  if (problems.length > 0) throw new ConfigError(source, problems);
 }
 
 /**
