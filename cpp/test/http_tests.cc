@@ -2223,6 +2223,16 @@ std::string answerNext(int client, int listenFd, int up) {
   return r;
 }
 
+// The client sends /2; true when a new upstream connection answered it, never `up` (which holds
+// bytes it must not answer with), saying what the client got otherwise.
+bool nextAnsweredByNewConnection(int client, int listenFd, int up) {
+  if (!writeAll(client, get("/2").data(), get("/2").size())) return false;
+  const std::string r = answerNext(client, listenFd, up);
+  if (r.find("\r\n\r\nFRESH") != std::string::npos) return true;
+  std::fprintf(stderr, "  the client got for /2: %s\n", r.c_str());
+  return false;
+}
+
 // The client's request /1, read by a new upstream connection from listenFd (returned) while the
 // loop runs; then the loop stops, so that the response the caller sends arrives whole before the
 // proxy reads any of it (one edge for all of it).
@@ -2255,10 +2265,7 @@ void queuedBehindResponseTests() {
     CHECK_EQ(stage.core->httpPoolIdle(), 0u);
     CHECK_EQ(stage.stat(Stat::http_pool_discarded), 1u);
     // The next request goes on a new connection, never into the one that still holds "STALE".
-    CHECK(writeAll(client.get(), get("/2").data(), get("/2").size()));
-    const std::string r = answerNext(client.get(), server.get(), up.get());
-    if (r.find("\r\n\r\nFRESH") == std::string::npos) std::fprintf(stderr, "  the client got for /2: %s\n", r.c_str());
-    CHECK(r.find("\r\n\r\nFRESH") != std::string::npos);
+    CHECK(nextAnsweredByNewConnection(client.get(), server.get(), up.get()));
   });
 
   run("bytes behind a chunked response that filled a copy read exactly keep the connection out of the pool", [] {
@@ -2284,10 +2291,7 @@ void queuedBehindResponseTests() {
     CHECK(got == first);
     CHECK(waitFor([&] { return stage.stat(Stat::upstream_cx_active) == 0; }));
     CHECK_EQ(stage.core->httpPoolIdle(), 0u);
-    CHECK(writeAll(client.get(), get("/2").data(), get("/2").size()));
-    const std::string r = answerNext(client.get(), server.get(), up.get());
-    if (r.find("\r\n\r\nFRESH") == std::string::npos) std::fprintf(stderr, "  the client got for /2: %s\n", r.c_str());
-    CHECK(r.find("\r\n\r\nFRESH") != std::string::npos);
+    CHECK(nextAnsweredByNewConnection(client.get(), server.get(), up.get()));
   });
 }
 
@@ -2377,10 +2381,7 @@ void edgeCaseTests() {
     const auto first = readResponses(client.get(), 1);
     CHECK_EQ(first.size(), 1u);
     if (!first.empty()) CHECK(bodyOf(first.at(0)) == "ok");
-    CHECK(writeAll(client.get(), get("/2").data(), get("/2").size()));
-    const std::string r = answerNext(client.get(), server.get(), up.get());
-    if (r.find("\r\n\r\nFRESH") == std::string::npos) std::fprintf(stderr, "  the client got for /2: %s\n", r.c_str());
-    CHECK(r.find("\r\n\r\nFRESH") != std::string::npos);
+    CHECK(nextAnsweredByNewConnection(client.get(), server.get(), up.get()));
   });
 
   run("a response's last bytes read through the client's event, in the batch that also carries their upstream edge: that edge, stale when it reaches the pool, does not close the healthy connection", [] {
