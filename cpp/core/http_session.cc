@@ -124,11 +124,10 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
       pump();
       return;
     }
-    // Only a connected socket has a peer: an event that is not the handshake's end (no EPOLLOUT, or
-    // the connect still in flight) does not end the connect.
-    sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (!(events & EPOLLOUT) || ::getpeername(up_.fd.get(), reinterpret_cast<sockaddr*>(&ss), &sl) != 0) return;
+    // A connecting TCP socket is writable only once the handshake is done (an error was met
+    // above). Every event here is this socket's own: it reaches up_ through its link, so none can
+    // be left from a socket this one replaced (a retry), which a getpeername once had to rule out.
+    if (!(events & EPOLLOUT)) return;
     onConnected();
   }
   pump();
