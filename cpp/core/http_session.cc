@@ -316,6 +316,10 @@ HttpSession::SpliceStep HttpSession::spliceBody(Side& src, Side& dst, std::uniqu
     do {
       n = ::splice(src.fd.get(), nullptr, pipe->writeEnd.get(), nullptr, len, kSpliceFlags);
     } while (n < 0 && errno == EINTR);
+    // Stopped at an urgent mark? (relay.h; the same check as the relay's, within the body's rest)
+    if (n < 0 && errno == EAGAIN && pipe->bytes == 0 && src.peerClosing) {
+      n = copyPastUrgentMark(src.fd.get(), *pipe, len);
+    }
     if (n > 0) {
       pipe->bytes += static_cast<size_t>(n);
       in = static_cast<uint64_t>(n);

@@ -9,18 +9,9 @@
 
 namespace splicegate {
 
-namespace {
-
-// splice(2) from a TCP socket stops at the urgent mark and never passes it (EAGAIN with bytes still
-// queued behind it), where recv(2) steps over the urgent byte. So on the splice path, once a side
-// has seen urgent data (or its peer closing: the same "a read may stop short" state), an EAGAIN
-// into an empty pipe is checked with one recv into a bounce buffer, whose bytes go into the pipe.
-// (Only an empty pipe: one holding bytes may have all its slots taken by small splices, and a
-// write that found no room would lose what the recv took.) The urgent byte itself comes inline
-// (keepUrgentDataInline, relay.h), as on the copy path.
-ssize_t copyPastUrgentMark(int srcFd, Pipe& pipe, size_t capacity) {
+ssize_t copyPastUrgentMark(int srcFd, Pipe& pipe, size_t maxBytes) {
   char bounce[4096];
-  const size_t want = std::min(sizeof bounce, capacity - pipe.bytes);
+  const size_t want = std::min(sizeof bounce, maxBytes);
   ssize_t n;
   do {
     n = ::recv(srcFd, bounce, want, 0);
@@ -34,6 +25,8 @@ ssize_t copyPastUrgentMark(int srcFd, Pipe& pipe, size_t capacity) {
   }
   return n;
 }
+
+namespace {
 
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 constexpr uint8_t kSmallSplicesBeforeCopy = 4;
@@ -159,7 +152,7 @@ ssize_t Relay::fill(const RelayIo& io, Direction& d) {
       n = ::splice(srcFd, nullptr, pipe->writeEnd.get(), nullptr, capacity - pipe->bytes, kSpliceFlags);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && errno == EAGAIN && pipe->bytes == 0 && src(io, d).peerClosing) {
-      n = copyPastUrgentMark(srcFd, *pipe, capacity);
+      n = copyPastUrgentMark(srcFd, *pipe, capacity - pipe->bytes);
     }
     if (n > 0) {
       pipe->bytes += static_cast<size_t>(n);

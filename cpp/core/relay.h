@@ -11,6 +11,8 @@
 // resumes it.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -24,14 +26,24 @@
 
 namespace splicegate {
 
-// One socket as the relay sees it. The owner sets the flags from epoll events (edge-triggered);
-// the relay clears them when the socket says EAGAIN.
 // TCP urgent data (EPOLLPRI) arrived on fd: from now on its urgent bytes stay in the stream
 // (SO_OOBINLINE, which also covers the ones not yet read past), so the relay passes every byte
 // on and only their urgency is lost, as in any relay that sends no MSG_OOB itself. Set at the
 // first urgent byte, not on every socket: no syscall per connection for a rare case.
 inline void keepUrgentDataInline(int fd) { setIntOption(fd, SOL_SOCKET, SO_OOBINLINE, 1); }
 
+// splice(2) from a TCP socket stops at the urgent mark and never passes it (EAGAIN with bytes still
+// queued behind it), where recv(2) steps over the urgent byte. So on a splice path, once a side
+// has seen urgent data (or its peer closing: the same "a read may stop short" state), an EAGAIN
+// into an empty pipe is checked with this: one recv of at most min(4 KiB, maxBytes) into a bounce
+// buffer, whose bytes go into the pipe. Returns what recv returned (bytes, 0 at EOF, -1 with errno;
+// EIO if the pipe took less). Only for an empty pipe: one holding bytes may have all its slots
+// taken by small splices, and a write that found no room would lose what the recv took. Used by
+// the relay and by the HTTP listener's body splices.
+ssize_t copyPastUrgentMark(int srcFd, Pipe& pipe, size_t maxBytes);
+
+// One socket as the relay sees it. The owner sets the flags from epoll events (edge-triggered);
+// the relay clears them when the socket says EAGAIN.
 struct RelayEndpoint {
   UniqueFd fd;
   bool readable = false;     // cleared only on EAGAIN from a read

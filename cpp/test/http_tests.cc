@@ -2384,6 +2384,61 @@ void edgeCaseTests() {
     CHECK(nextAnsweredByNewConnection(client.get(), server.get(), up.get()));
   });
 
+  // splice(2) never gets past an urgent mark (relay.h, copyPastUrgentMark): without the check a
+  // spliced body would wait there for an edge that never comes, until a timeout reset the stream.
+  run("TCP urgent data inside a spliced response body: every byte reaches the client, the urgent one in its place, without more traffic", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    CoreOptions options;
+    options.relayMode = CoreOptions::RelayMode::kSplice;
+    HttpStage stage(serverAddr, "127.0.0.0/8", options);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    CHECK(writeAll(client.get(), get("/1").data(), get("/1").size()));
+    UniqueFd up = acceptWithin(server.get());
+    std::string req;
+    CHECK(readUntil(up.get(), req, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+    const int one = 1;
+    ::setsockopt(up.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    // The head alone first, so that the whole body goes by splice.
+    const std::string head = "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n";
+    CHECK(writeAll(up.get(), head.data(), head.size()));
+    std::string got;
+    CHECK(readUntil(client.get(), got, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) ==
+          End::kOpen);
+    CHECK(::send(up.get(), "abc", 3, 0) == 3);
+    CHECK(::send(up.get(), "!", 1, MSG_OOB) == 1);
+    CHECK(::send(up.get(), "defgh", 5, 0) == 5);
+    CHECK(readUntil(client.get(), got, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+    CHECK(got == head + "abc!defgh");
+    CHECK_EQ(stage.stat(Stat::http_body_bytes_spliced), 9u);
+  });
+
+  run("TCP urgent data inside a spliced request body: every byte reaches the server, the urgent one in its place, without more traffic", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    CoreOptions options;
+    options.relayMode = CoreOptions::RelayMode::kSplice;
+    HttpStage stage(serverAddr, "127.0.0.0/8", options);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const int one = 1;
+    ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    const std::string req = post("/u", "abc!defgh");
+    const std::string head = req.substr(0, req.size() - 9);
+    CHECK(writeAll(client.get(), head.data(), head.size()));  // the head alone first, as above
+    UniqueFd up = acceptWithin(server.get());
+    std::string got;
+    CHECK(readUntil(up.get(), got, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) ==
+          End::kOpen);
+    CHECK(::send(client.get(), "abc", 3, 0) == 3);
+    CHECK(::send(client.get(), "!", 1, MSG_OOB) == 1);
+    CHECK(::send(client.get(), "defgh", 5, 0) == 5);
+    CHECK(readUntil(up.get(), got, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+    CHECK(got == req);
+    CHECK_EQ(stage.stat(Stat::http_body_bytes_spliced), 9u);
+  });
+
   run("a response's last bytes read through the client's event, in the batch that also carries their upstream edge: that edge, stale when it reaches the pool, does not close the healthy connection", [] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
