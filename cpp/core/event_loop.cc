@@ -52,6 +52,7 @@ int EventLoop::waitAndDispatch(int timeoutMs) {
     n = ::epoll_wait(epoll_.get(), events, kMaxEventsPerBatch, timeoutMs);
   } while (n < 0 && errno == EINTR);
   refreshNow();
+  if (n > 0 && batchCollectedForTests_) batchCollectedForTests_();
   // Every handler of the batch stays alive until the batch ends (nothing is freed before), so the
   // tracked ones can all be marked first.
   for (int i = 0; i < n; ++i) {

@@ -7,6 +7,7 @@
 #include <sys/epoll.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "sys_error.h"
@@ -53,6 +54,11 @@ class EventLoop {
   // Waits up to timeoutMs (0 = just poll) and dispatches one batch. Returns the events handled.
   int waitAndDispatch(int timeoutMs);
 
+  // Tests only: runs after epoll_wait returned a batch and before it is dispatched, on the loop's
+  // thread. It stages what no test can time from outside: something that happens after the batch
+  // was collected (a server's close) and before its events are handled.
+  void setBatchCollectedHookForTests(std::function<void()> hook) { batchCollectedForTests_ = std::move(hook); }
+
   // Monotonic clock in microseconds, read once per batch so the hot path does not keep asking.
   uint64_t nowUs() const { return nowUs_; }
   void refreshNow();
@@ -68,6 +74,7 @@ class EventLoop {
   explicit EventLoop(UniqueFd epoll) : epoll_(std::move(epoll)) { refreshNow(); }
   UniqueFd epoll_;
   uint64_t nowUs_ = 0;
+  std::function<void()> batchCollectedForTests_;
 };
 
 }  // namespace splicegate

@@ -2490,6 +2490,41 @@ void edgeCaseTests() {
       CHECK(bodyOf(resps.at(1)) == "1:/b1");
     }
   });
+
+  run("a request that cannot be retried checks its pooled connection before use: a server's close that lands after the batch was collected sends it on a new connection, not into the closed one", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    HttpStage stage(serverAddr);
+    UniqueFd client = connectTo(stage.listenAddr);
+    UniqueFd idle = firstExchange(stage, client.get(), server.get(), get("/1"));
+    CHECK_EQ(stage.core->httpPoolIdle(), 1u);
+    // A POST (not retried if its connection fails) waits in the proxy's client socket: the next
+    // batch holds its event. The server closes the idle connection once that batch is collected,
+    // so the pool hears nothing of it before the POST takes the connection.
+    const std::string req = post("/p", "payload");
+    CHECK(writeAll(client.get(), req.data(), req.size()));
+    CHECK(deliveredToPeer(client.get()));
+    bool closed = false;
+    stage.core->loop().setBatchCollectedHookForTests([&] {
+      if (closed) return;
+      closed = true;
+      ::shutdown(idle.get(), SHUT_WR);
+      CHECK(finDelivered(idle.get()));
+      idle.reset();
+    });
+    stage.core->runOnce(0);
+    stage.core->loop().setBatchCollectedHookForTests(nullptr);
+    CHECK(closed);
+    LoopRunner loop(*stage.core);
+    std::string seen;
+    UniqueFd fresh = acceptAndAnswer(server.get(), "fresh", &seen);
+    CHECK(seen == req);
+    const auto resps = readResponses(client.get(), 1);
+    if (!resps.empty() && bodyOf(resps.at(0)) != "fresh") std::fprintf(stderr, "  the client got: %s\n", resps.at(0).c_str());
+    CHECK_EQ(resps.size(), 1u);
+    if (!resps.empty()) CHECK(bodyOf(resps.at(0)) == "fresh");
+    CHECK_EQ(stage.stat(Stat::http_pool_discarded), 1u);  // the check found it closed
+  });
 }
 
 }  // namespace
