@@ -84,7 +84,11 @@ void LoopThread::join() {
 }
 
 bool LoopThread::orphanDone() {
-  if (core_->activeConnections() == 0) return true;
+  if (core_->activeConnections() == 0) {
+    // Idle pooled upstreams close now, before the final counters are read (outside any batch).
+    core_->closeIdleUpstreams();
+    return true;
+  }
   if (EventLoop::monotonicUs() < orphanDeadlineUs_) return false;
   // Past the deadline: what is left is cut, each with a reset (counted in cx_drained). Outside
   // any batch here, so the connections are freed at once.

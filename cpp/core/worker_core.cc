@@ -203,6 +203,7 @@ void WorkerCore::closeAllConnections(CloseReason reason) {
   connections_.forEachSafe([reason](Connection* c) { c->close(reason); });
   sessions_.forEachSafe([reason](HttpSession* s) { s->close(reason); });
   udp_.closeAll();
+  closeIdleUpstreams();
   // Posted through LoopThread this runs inside a batch (the wake handler is an event of it), and
   // a later event of that batch may name one of these connections: disposeClosed() waits then.
   disposeClosed();

@@ -54,8 +54,12 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   // Leaves every listener: new connections go to the other workers; the sockets stay open in the
   // process. Safe inside an epoll batch: the Listener objects are freed after it.
   void stopAccepting();
-  // Closes every connection. Frees them at once outside a batch, after the batch inside one.
+  // Closes every connection, and the HTTP pool's idle upstream connections. Frees them at once
+  // outside a batch, after the batch inside one.
   void closeAllConnections(CloseReason reason);
+  // Closes the HTTP pool's idle upstream connections (counted in http_pool_discarded): an orphan
+  // with no connection left has nothing to reuse them for, and its counters are read as it ends.
+  void closeIdleUpstreams() { httpPool_.clear(); }
 
   // The fd the host waits on; readable whenever runOnce has work.
   int pollFd() const { return loop_->fd(); }

@@ -19,6 +19,7 @@
 #include "../core/listener.h"
 #include "../core/loop_thread.h"
 #include "../core/orphan_registry.h"
+#include "../core/policy_rules.h"
 #include "../core/worker_core.h"
 
 using namespace splicegate;
@@ -42,7 +43,9 @@ struct RelayedPair {
   UniqueFd client;
   UniqueFd upstream;  // the server's side of the relayed connection
 
-  explicit RelayedPair(CoreOptions options = {}) {
+  // http: an HTTP listener (docs/HTTP.md), which connects upstream only for a request, so
+  // `upstream` stays empty here.
+  explicit RelayedPair(CoreOptions options = {}, bool http = false) {
     server = listenOn(serverAddr);
     auto ops = std::make_unique<FixedDestinationOps>();
     ops->target = serverAddr;
@@ -52,12 +55,17 @@ struct RelayedPair {
     ListenerOptions lo;
     lo.name = "test";
     lo.address = addr("127.0.0.1", 0);
+    if (http) {
+      lo.http.enabled = true;
+      lo.http.trustedSources = {*parseCidr("127.0.0.0/8")};
+    }
     listenSocket = openListenSocket(lo, &listenAddr, err);
     CHECK(listenSocket);
     CHECK(!core->attachListener(lo, listenSocket.get(), nullptr));
     loop = std::make_unique<LoopThread>(std::move(core));
     loop->start();
     client = connectClient(listenAddr);
+    if (http) return;
     upstream = acceptWithin(server.get());
     CHECK(upstream);
   }
@@ -224,6 +232,32 @@ int main() {
     CHECK(n == 2);
     CHECK(registry.takeAccessLines(lines) == 0);  // taken once
     CHECK(orphanStat(registry, Stat::access_log_dropped) == 0);
+  });
+
+  run("an HTTP orphan closes its idle pooled upstream connections as it ends, and counts them before its counters are final", [] {
+    RelayedPair r(CoreOptions{}, /*http=*/true);
+    const std::string req = "GET /1 HTTP/1.1\r\nhost: test\r\n\r\n";
+    CHECK(writeAll(r.client.get(), req.data(), req.size()));
+    UniqueFd upstream = acceptWithin(r.server.get());
+    CHECK(upstream);
+    std::string got;
+    CHECK(readUntil(upstream.get(), got, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) ==
+          End::kOpen);
+    const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    CHECK(writeAll(upstream.get(), resp.data(), resp.size()));
+    got.clear();
+    CHECK(readUntil(r.client.get(), got, [&](const std::string& b) { return b.size() >= resp.size(); }) == End::kOpen);
+    CHECK(got == resp);
+    // The response's end pooled the upstream in the same pump that sent it; the adoption is posted
+    // to the loop after that. The client leaves: the orphan has no connection, only the idle upstream.
+    OrphanRegistry registry;
+    registry.adopt(std::move(r.loop), OrphanRegistry::Counters{}, 60000);
+    r.client.reset();
+    CHECK(registry.waitEmpty(10000));
+    std::string rest;
+    CHECK(readToEnd(upstream.get(), rest) == End::kEof);  // closed with FIN: its exchange was complete
+    CHECK(orphanStat(registry, Stat::http_pool_discarded) == 1);
+    CHECK(orphanStat(registry, Stat::cx_close_completed) == 1);
   });
 
   return finish();
