@@ -7,6 +7,7 @@ import { HistogramLogReader, type Histogram } from 'hdr-histogram-js';
 import { httpGet, type HttpGetResult } from '../util/http-get';
 import { decodeHdrExport, type DecodedSet } from './hdr-export';
 import { parseTag } from './interval-lines';
+import { intervalLogProblem } from './log-check';
 import { hostConnections } from './merge';
 import { LATENCY_METRICS, type LatencyMetricName } from './metrics';
 import { TimelineBuilder, type LatencyTimeline } from './report-timeline';
@@ -63,15 +64,30 @@ export async function loadReportFromAdmin(baseUrl: string, timeoutMs = 10_000): 
   };
 }
 
-/** Adds every interval of a log, per tag. Throws when the log holds no splicegate histogram. */
+/** The next interval of the log; a histogram the library refuses is an error naming its line. */
+function nextInterval(reader: HistogramLogReader, source: string): Histogram | null {
+  try {
+    return reader.nextIntervalHistogram();
+  } catch (err) {
+    // currentLineIndex has already moved past the line it was decoding: it is that line's number.
+    throw new Error(`${source}, line ${reader.currentLineIndex}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+/**
+ * Adds every interval of a log, per tag. Throws when the log holds no splicegate histogram, or a
+ * histogram line that does not decode (naming the line; log-check.ts says why it looks first).
+ */
 export function reportFromLogText(content: string, source: string): LatencyReport {
+  const problem = intervalLogProblem(content);
+  if (problem !== null) throw new Error(`${source}, ${problem}`);
   const reader = new HistogramLogReader(content, 64);
   const byTag = new Map<string, Histogram>();
   const timeline = new TimelineBuilder();
   const intervalStarts = new Set<number>();
   let firstMs = Number.POSITIVE_INFINITY;
   let lastMs = Number.NEGATIVE_INFINITY;
-  for (let h = reader.nextIntervalHistogram(); h !== null; h = reader.nextIntervalHistogram()) {
+  for (let h = nextInterval(reader, source); h !== null; h = nextInterval(reader, source)) {
     intervalStarts.add(h.startTimeStampMsec);
     firstMs = Math.min(firstMs, h.startTimeStampMsec);
     lastMs = Math.max(lastMs, h.endTimeStampMsec);
