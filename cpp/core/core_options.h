@@ -93,8 +93,9 @@ struct ProxyProtocolOptions {
   bool enabled = false;
   // The peer addresses (of the TCP connection) allowed to send a header.
   std::vector<IpCidr> trustedSources;
-  // true: a connection without a valid header from a trusted peer is reset. false: one whose first
-  // bytes are no PROXY signature, or whose peer is untrusted, is relayed as plain traffic.
+  // true: a connection without a valid header from a trusted peer is reset (one from an untrusted
+  // peer at accept). false: one whose first bytes are no PROXY signature is relayed as plain
+  // traffic; a header from an untrusted peer is still reset (proxy_protocol_untrusted).
   bool required = true;
   uint32_t timeoutMs = 3000;  // the whole header must arrive within this long after accept
 };
