@@ -36,12 +36,14 @@ done
 #  config-text: synchronous (parseConfigText is), and the YAML parser is instrumented too, so
 #  coverage guides the fuzzer through YAML syntax and not only through our schema checks.
 #  latency-log: synchronous too, and hdr-histogram-js (the log reader and decoder) is instrumented.
+#  envoy-text: synchronous; our converter only (config-text already steers the YAML parser).
 declare -A JAZZER_OPTS=(
   [config-text]="--sync -i /dist/src/ -i /node_modules/yaml/ -e /node_modules/yaml/node_modules/"
   [admin-request]="-i /dist/src/"
   [latency-log]="--sync -i /dist/src/ -i /node_modules/hdr-histogram-js/"
+  [envoy-text]="--sync -i /dist/src/"
 )
-declare -A MAX_LEN=([config-text]=8192 [latency-log]=16384)
+declare -A MAX_LEN=([config-text]=8192 [latency-log]=16384 [envoy-text]=8192)
 
 ts_targets=()
 for f in test/fuzz/*.fuzz.ts; do ts_targets+=("$(basename "$f" .fuzz.ts)"); done
