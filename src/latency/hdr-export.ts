@@ -3,6 +3,7 @@
 // --admin URL` and HdrHistogram's own tools can rebuild them exactly. Field names are a contract.
 
 import { decodeFromCompressedBase64, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js';
+import { encodedHistogramProblem } from './log-check';
 import { LATENCY_METRICS, type LatencyMetricName } from './metrics';
 import type { LatencySet, LatencySets, MergedLatency, MergedSet } from './merge';
 
@@ -54,18 +55,22 @@ export function decodeHdrExport(json: unknown): DecodedHdrExport {
   const hosts = isRecord(json['hosts']) ? json['hosts'] : {};
   return {
     workers: typeof json['workers'] === 'number' ? json['workers'] : 0,
-    global: decodeSet(json['global']),
-    hosts: Object.entries(hosts).map(([address, set]) => ({ address, set: decodeSet(set) })),
-    otherHosts: decodeSet(json['other_hosts']),
+    global: decodeSet(json['global'], 'global'),
+    hosts: Object.entries(hosts).map(([address, set]) => ({ address, set: decodeSet(set, `hosts["${address}"]`) })),
+    otherHosts: decodeSet(json['other_hosts'], 'other_hosts'),
   };
 }
 
-function decodeSet(value: unknown): DecodedSet {
+function decodeSet(value: unknown, where: string): DecodedSet {
   const out: DecodedSet = {};
   if (!isRecord(value)) return out;
   for (const metric of LATENCY_METRICS) {
     const encoded = value[metric];
-    if (typeof encoded === 'string') out[metric] = decodeFromCompressedBase64(encoded, 64);
+    if (typeof encoded !== 'string') continue;
+    // Checked first, as a log's lines are (log-check.ts): the endpoint may be anything the URL names.
+    const problem = encodedHistogramProblem(encoded);
+    if (problem !== null) throw new Error(`${where}.${metric}: ${problem}`);
+    out[metric] = decodeFromCompressedBase64(encoded, 64);
   }
   return out;
 }

@@ -54,7 +54,12 @@ export async function loadReportFromAdmin(baseUrl: string, timeoutMs = 10_000): 
   } catch (err) {
     throw new Error(`${url.href}: the answer is not JSON (${err instanceof Error ? err.message : String(err)})`);
   }
-  const decoded = decodeHdrExport(json);
+  let decoded;
+  try {
+    decoded = decodeHdrExport(json);
+  } catch (err) {
+    throw new Error(`${url.href}: ${err instanceof Error ? err.message : String(err)}`);
+  }
   return {
     source: url.origin,
     description: `live, merged over ${decoded.workers} worker${decoded.workers === 1 ? '' : 's'}, ${new Date().toISOString()}`,

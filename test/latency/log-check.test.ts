@@ -13,6 +13,7 @@ import { inflateSync, deflateSync } from 'node:zlib';
 import { build, HistogramLogWriter } from 'hdr-histogram-js';
 import { reportFromLogText } from '../../src/latency/report-data';
 import { encodedHistogramProblem, MAX_BUCKETS } from '../../src/latency/log-check';
+import { HDR_EXPORT_FORMAT } from '../../src/latency/hdr-export';
 
 /** A log of one interval with one ttfb histogram, as `run --latency-log` writes it. */
 function validLog(): { text: string; encoded: string } {
@@ -72,16 +73,21 @@ function leb128(value: number): Buffer {
  */
 const LIVENESS_MS = 60_000;
 async function reportError(text: string): Promise<string> {
+  return errorIn('report-data.js', 'reportFromLogText', [text, 'damaged.hlog']);
+}
+
+/** The error src/latency/<file>'s `fn` throws on `args`, run in a worker thread as above. */
+async function errorIn(file: string, fn: string, args: unknown[]): Promise<string> {
   const code = `
     const { parentPort, workerData } = require('node:worker_threads');
-    const { reportFromLogText } = require(workerData.module);
+    const fn = require(workerData.module)[workerData.fn];
     try {
-      reportFromLogText(workerData.text, 'damaged.hlog');
+      fn(...workerData.args);
       parentPort.postMessage({ read: true });
     } catch (err) {
       parentPort.postMessage({ message: err.message });
     }`;
-  const worker = new Worker(code, { eval: true, workerData: { text, module: join(__dirname, '../../src/latency/report-data.js') } });
+  const worker = new Worker(code, { eval: true, workerData: { fn, args, module: join(__dirname, '../../src/latency', file) } });
   try {
     const result = await Promise.race([
       once(worker, 'message').then(([m]) => m as { read?: true; message?: string }),
@@ -138,4 +144,10 @@ test('a histogram the library itself refuses (here: 6 significant digits) is an 
     return out;
   });
   assert.match(await reportError(text), /^damaged\.hlog, line 5: numberOfSignificantValueDigits/);
+});
+
+test('report --admin: a histogram in the endpoint\'s answer is checked the same way (the URL may name any server)', async () => {
+  const hostile = withPayload(leb128(2 ** 41 - 1)).trim().split('\n').pop()!.split(',').pop()!;
+  const answer = { format: HDR_EXPORT_FORMAT, workers: 1, global: {}, hosts: { '10.0.0.7:443': { ttfb: hostile } }, other_hosts: {} };
+  assert.equal(await errorIn('hdr-export.js', 'decodeHdrExport', [answer]), `hosts["10.0.0.7:443"].ttfb: its counts cover more than ${MAX_BUCKETS} buckets`);
 });
