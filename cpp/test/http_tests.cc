@@ -2359,6 +2359,25 @@ void poolTests() {
 
 // ---- Events that reach the pool late, and reads that stop short with bytes still queued ----
 
+CoreOptions alwaysSplice() {
+  CoreOptions options;
+  options.relayMode = CoreOptions::RelayMode::kSplice;
+  return options;
+}
+
+// Reads from fd into got until a head's end has arrived.
+bool headArrived(int fd, std::string& got) {
+  return readUntil(fd, got, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) == End::kOpen;
+}
+
+// A 9-byte body "abc!defgh" whose "!" is TCP urgent data (the mark inside the body), in three
+// segments (TCP_NODELAY).
+bool sendBodyWithUrgentByte(int fd) {
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return ::send(fd, "abc", 3, 0) == 3 && ::send(fd, "!", 1, MSG_OOB) == 1 && ::send(fd, "defgh", 5, 0) == 5;
+}
+
 void edgeCaseTests() {
   run("TCP urgent data behind a response (a read stops short at its mark, bytes still queued): the connection is not pooled, and the next request is not answered by those bytes", [] {
     SocketAddress serverAddr;
@@ -2386,29 +2405,22 @@ void edgeCaseTests() {
 
   // splice(2) never gets past an urgent mark (relay.h, copyPastUrgentMark): without the check a
   // spliced body would wait there for an edge that never comes, until a timeout reset the stream.
+  // In both tests the head goes alone first, so that the whole body goes by splice.
   run("TCP urgent data inside a spliced response body: every byte reaches the client, the urgent one in its place, without more traffic", [] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
-    CoreOptions options;
-    options.relayMode = CoreOptions::RelayMode::kSplice;
-    HttpStage stage(serverAddr, "127.0.0.0/8", options);
+    HttpStage stage(serverAddr, "127.0.0.0/8", alwaysSplice());
     LoopRunner loop(*stage.core);
     UniqueFd client = connectTo(stage.listenAddr);
     CHECK(writeAll(client.get(), get("/1").data(), get("/1").size()));
     UniqueFd up = acceptWithin(server.get());
     std::string req;
     CHECK(readUntil(up.get(), req, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
-    const int one = 1;
-    ::setsockopt(up.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    // The head alone first, so that the whole body goes by splice.
     const std::string head = "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n";
     CHECK(writeAll(up.get(), head.data(), head.size()));
     std::string got;
-    CHECK(readUntil(client.get(), got, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) ==
-          End::kOpen);
-    CHECK(::send(up.get(), "abc", 3, 0) == 3);
-    CHECK(::send(up.get(), "!", 1, MSG_OOB) == 1);
-    CHECK(::send(up.get(), "defgh", 5, 0) == 5);
+    CHECK(headArrived(client.get(), got));
+    CHECK(sendBodyWithUrgentByte(up.get()));
     CHECK(readUntil(client.get(), got, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
     CHECK(got == head + "abc!defgh");
     CHECK_EQ(stage.stat(Stat::http_body_bytes_spliced), 9u);
@@ -2417,23 +2429,16 @@ void edgeCaseTests() {
   run("TCP urgent data inside a spliced request body: every byte reaches the server, the urgent one in its place, without more traffic", [] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
-    CoreOptions options;
-    options.relayMode = CoreOptions::RelayMode::kSplice;
-    HttpStage stage(serverAddr, "127.0.0.0/8", options);
+    HttpStage stage(serverAddr, "127.0.0.0/8", alwaysSplice());
     LoopRunner loop(*stage.core);
     UniqueFd client = connectTo(stage.listenAddr);
-    const int one = 1;
-    ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     const std::string req = post("/u", "abc!defgh");
     const std::string head = req.substr(0, req.size() - 9);
-    CHECK(writeAll(client.get(), head.data(), head.size()));  // the head alone first, as above
+    CHECK(writeAll(client.get(), head.data(), head.size()));
     UniqueFd up = acceptWithin(server.get());
     std::string got;
-    CHECK(readUntil(up.get(), got, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) ==
-          End::kOpen);
-    CHECK(::send(client.get(), "abc", 3, 0) == 3);
-    CHECK(::send(client.get(), "!", 1, MSG_OOB) == 1);
-    CHECK(::send(client.get(), "defgh", 5, 0) == 5);
+    CHECK(headArrived(up.get(), got));
+    CHECK(sendBodyWithUrgentByte(client.get()));
     CHECK(readUntil(up.get(), got, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
     CHECK(got == req);
     CHECK_EQ(stage.stat(Stat::http_body_bytes_spliced), 9u);
