@@ -18,8 +18,9 @@ const COMPRESSED_COOKIE_BASE = 0x1c849304;
 const COOKIE_BASE = 0x1c849303;
 const HEADER_BYTES = 40;
 /**
- * Far above any histogram splicegate writes (its largest, 5 significant digits up to 2^63 µs, has
- * under 4 million buckets), and small enough that walking them takes milliseconds.
+ * Above any histogram HdrHistogram can lay out (5 significant digits up to 2^63: about 6.2 million
+ * buckets; splicegate's own, 3 digits up to an hour, have 23,552), and small enough that walking
+ * them takes milliseconds.
  */
 export const MAX_BUCKETS = 1 << 24;
 /** The inflated size of a histogram of MAX_BUCKETS buckets at most 9 bytes each, plus its header. */
