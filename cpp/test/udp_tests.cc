@@ -7,8 +7,13 @@
 #include <sys/socket.h>
 
 #include <fcntl.h>
+#include <poll.h>
+#include <net/if.h>
 
+#include <array>
+#include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "loopback.h"
@@ -47,6 +52,74 @@ ListenerOptions udpListener(const char* ip, uint16_t port) {
   o.udp = true;
   return o;
 }
+
+
+// A TPROXY stand-in on loopback, with no rule: the relay's datagrams reach it through `listener`,
+// whose original destination is its own address D = 127.0.0.1:P (IP_RECVORIGDSTADDR reports the
+// datagram's destination). The listener is attached before it is bound, so the relay recorded
+// 0.0.0.0:0 as its address and does not take D for itself; it is connected to `client`, so the
+// kernel gives it the client's datagrams (a connected socket outranks the others on D), while
+// `server`, also on D but bound to lo (SO_BINDTODEVICE outranks the relay's unconnected reply
+// socket on D), gets the relay's upstream datagrams. Everything shares D with SO_REUSEADDR.
+struct FakeTproxy {
+  UniqueFd server;    // the "original destination" D
+  UniqueFd listener;  // the process's socket; the worker attaches a dup
+  UniqueFd client;    // 127.0.0.2:c
+  SocketAddress destination;
+  SocketAddress clientAddr;
+
+  static void reuse(int fd) {
+    const int one = 1;
+    CHECK(::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0);
+  }
+
+  // Opens D (port 0: a new one) and the client; attach() then hands the listener to a core.
+  explicit FakeTproxy(uint16_t port = 0) {
+    server.reset(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    reuse(server.get());
+    CHECK(::setsockopt(server.get(), SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) == 0);
+    const SocketAddress d = addr("127.0.0.1", port);
+    CHECK(::bind(server.get(), d.sockaddrPtr(), d.length()) == 0);
+    socklen_t len = SocketAddress::capacity();
+    CHECK(::getsockname(server.get(), destination.sockaddrPtr(), &len) == 0);
+    client.reset(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    const SocketAddress c = addr("127.0.0.2", 0);
+    CHECK(::bind(client.get(), c.sockaddrPtr(), c.length()) == 0);
+    len = SocketAddress::capacity();
+    CHECK(::getsockname(client.get(), clientAddr.sockaddrPtr(), &len) == 0);
+    listener.reset(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    reuse(listener.get());
+    const int one = 1;
+    CHECK(::setsockopt(listener.get(), SOL_IP, IP_TRANSPARENT, &one, sizeof one) == 0);
+    CHECK(::setsockopt(listener.get(), SOL_IP, IP_RECVORIGDSTADDR, &one, sizeof one) == 0);
+  }
+
+  ListenerOptions options() const {
+    ListenerOptions o = udpListener("127.0.0.1", 0);  // port 0: the attach checks no port
+    return o;
+  }
+  // Attached unbound, then bound to D and connected to the client.
+  void attach(WorkerCore& core) {
+    CHECK(!core.attachListener(options(), listener.get(), nullptr));
+    CHECK(::bind(listener.get(), destination.sockaddrPtr(), destination.length()) == 0);
+    CHECK(::connect(listener.get(), clientAddr.sockaddrPtr(), clientAddr.length()) == 0);
+  }
+  void send(const std::string& data) const {
+    CHECK(::sendto(client.get(), data.data(), data.size(), 0, destination.sockaddrPtr(), destination.length()) ==
+          static_cast<ssize_t>(data.size()));
+  }
+  // One datagram on fd, if any: its data and source.
+  static bool receive(int fd, std::string& data, SocketAddress* from = nullptr) {
+    char buf[2048];
+    SocketAddress src;
+    socklen_t len = SocketAddress::capacity();
+    const ssize_t n = ::recvfrom(fd, buf, sizeof buf, MSG_DONTWAIT, src.sockaddrPtr(), &len);
+    if (n < 0) return false;
+    data.assign(buf, static_cast<size_t>(n));
+    if (from) *from = src;
+    return true;
+  }
+};
 
 void tableTests() {
   run("udp table: a flow's session is found again; another client or destination is another flow", [] {
@@ -148,6 +221,31 @@ void socketTests() {
     CHECK_EQ(attach.err, EBADF);
     CHECK_EQ(core->listenerCount(), size_t{0});
   });
+
+
+  run("udp relay (fake TPROXY): a datagram goes upstream and the reply comes back from the destination", [] {
+    SysError err;
+    auto core = WorkerCore::create(CoreOptions{}, err);
+    CHECK(core);
+    FakeTproxy t;
+    t.attach(*core);
+    t.send("ping");
+    std::string got;
+    SocketAddress upstream;
+    CHECK(runUntil(*core, [&] { return FakeTproxy::receive(t.server.get(), got, &upstream); }));
+    CHECK(got == "ping");
+    CHECK_EQ(core->udpSessions(), size_t{1});
+    CHECK(::sendto(t.server.get(), "pong", 4, 0, upstream.sockaddrPtr(), upstream.length()) == 4);
+    SocketAddress from;
+    CHECK(runUntil(*core, [&] { return FakeTproxy::receive(t.client.get(), got, &from); }));
+    CHECK(got == "pong");
+    CHECK(from == t.destination);
+    const Stats& s = core->stats();
+    CHECK_EQ(s.get(Stat::udp_datagrams_upstream), uint64_t{1});
+    CHECK_EQ(s.get(Stat::udp_datagrams_out), uint64_t{1});
+    CHECK_EQ(s.get(Stat::udp_sessions_active), uint64_t{1});
+  });
+
 
   run("udp listener: a datagram sent to the listener itself is not redirected: dropped, no session", [] {
     SysError err;
