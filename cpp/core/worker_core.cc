@@ -179,7 +179,7 @@ SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd
   listenerStats_.push_back(std::make_unique<ListenerStats>());
   resolver_.setListenerAddresses(listenerAddresses_);
   listeners_.push_back(std::move(listener));
-  stats_.set(Stat::listeners_active, listeners_.size());
+  stats_.set(Stat::listeners_active, listeners_.size() + udp_.listenerCount());
   return {};
 }
 

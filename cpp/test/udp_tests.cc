@@ -247,6 +247,26 @@ void socketTests() {
   });
 
 
+  run("udp listener: listeners_active counts a UDP listener attached before a TCP one", [] {
+    SysError err;
+    auto core = WorkerCore::create(CoreOptions{}, err);
+    CHECK(core);
+    SocketAddress bound;
+    UniqueFd udp = openUdpListenSocket(udpListener("127.0.0.1", 0), &bound, err);
+    CHECK(udp);
+    CHECK(!core->attachListener(udpListener("127.0.0.1", bound.port()), udp.get(), nullptr));
+    CHECK_EQ(core->stats().get(Stat::listeners_active), uint64_t{1});
+    ListenerOptions tcpOptions;
+    tcpOptions.name = "tcp";
+    tcpOptions.address = addr("127.0.0.1", 0);
+    SocketAddress tcpBound;
+    UniqueFd tcp = openListenSocket(tcpOptions, &tcpBound, err);
+    CHECK(tcp);
+    CHECK(!core->attachListener(tcpOptions, tcp.get(), nullptr));
+    CHECK_EQ(core->listenerCount(), size_t{2});
+    CHECK_EQ(core->stats().get(Stat::listeners_active), uint64_t{2});
+  });
+
   run("udp listener: a datagram sent to the listener itself is not redirected: dropped, no session", [] {
     SysError err;
     auto core = WorkerCore::create(CoreOptions{}, err);
