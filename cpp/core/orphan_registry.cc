@@ -41,6 +41,7 @@ bool OrphanRegistry::isGauge(Stat s) {
     case Stat::pipes_idle:
     case Stat::listeners_active:
     case Stat::host_count:
+    case Stat::udp_sessions_active:
       return true;
     default:
       return false;

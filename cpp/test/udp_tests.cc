@@ -18,6 +18,8 @@
 
 #include "loopback.h"
 #include "test_harness.h"
+#include "../core/loop_thread.h"
+#include "../core/orphan_registry.h"
 #include "../core/udp_relay.h"
 #include "../core/udp_session.h"
 #include "../core/worker_core.h"
@@ -265,6 +267,29 @@ void socketTests() {
     CHECK(!core->attachListener(tcpOptions, tcp.get(), nullptr));
     CHECK_EQ(core->listenerCount(), size_t{2});
     CHECK_EQ(core->stats().get(Stat::listeners_active), uint64_t{2});
+  });
+
+  run("udp orphan: an orphaned worker's UDP sessions leave no udp_sessions_active behind once it ended", [] {
+    SysError err;
+    auto core = WorkerCore::create(CoreOptions{}, err);
+    CHECK(core);
+    FakeTproxy t;
+    t.attach(*core);
+    t.send("ping");
+    std::string got;
+    CHECK(runUntil(*core, [&] { return FakeTproxy::receive(t.server.get(), got); }));
+    CHECK_EQ(core->stats().get(Stat::udp_sessions_active), uint64_t{1});
+    OrphanRegistry registry;
+    auto loop = std::make_unique<LoopThread>(std::move(core));
+    loop->start();
+    // Reported before the session existed (the worker died before its next report).
+    registry.adopt(std::move(loop), OrphanRegistry::Counters{}, 60000);
+    CHECK(registry.waitEmpty(10000));  // no TCP connection: the orphan ends at once
+    std::vector<double> values(Stats::size());
+    registry.readStats(values.data());
+    // No orphan is left, so no session is: the gauge must read 0 (counters keep their totals).
+    CHECK_EQ(values[static_cast<size_t>(Stat::udp_sessions_active)], 0.0);
+    CHECK_EQ(values[static_cast<size_t>(Stat::udp_sessions_total)], 1.0);
   });
 
   run("udp listener: a datagram sent to the listener itself is not redirected: dropped, no session", [] {
