@@ -292,6 +292,36 @@ void socketTests() {
     CHECK_EQ(values[static_cast<size_t>(Stat::udp_sessions_total)], 1.0);
   });
 
+  run("udp relay: a session to a local address does not take that address's datagrams from the server bound to it", [] {
+    // A local service on D with SO_REUSEADDR (as DNS forwarders bind theirs), not bound to a device:
+    // the reply socket the relay binds to D must not become the socket the kernel delivers D's
+    // datagrams to (docs/ARCHITECTURE.md: "binding D takes nothing from anyone").
+    SysError err;
+    auto core = WorkerCore::create(CoreOptions{}, err);
+    CHECK(core);
+    FakeTproxy t;
+    CHECK(::setsockopt(t.server.get(), SOL_SOCKET, SO_BINDTODEVICE, "", 0) == 0);  // an ordinary server
+    t.attach(*core);
+    UniqueFd other(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));  // another client of the service
+    std::string got;
+    CHECK(::sendto(other.get(), "before", 6, 0, t.destination.sockaddrPtr(), t.destination.length()) == 6);
+    CHECK(runUntil(*core, [&] { return FakeTproxy::receive(t.server.get(), got); }));
+    CHECK(got == "before");
+    t.send("ping");  // relayed (a session to D, its reply socket bound to D) or refused
+    const Stats& st = core->stats();
+    CHECK(runUntil(*core, [&] {
+      return st.get(Stat::udp_datagrams_upstream) + st.get(Stat::udp_dropped_error) + st.get(Stat::udp_dropped_policy) == 1;
+    }));
+    CHECK(::sendto(other.get(), "after", 5, 0, t.destination.sockaddrPtr(), t.destination.length()) == 5);
+    bool after = false;
+    runUntil(*core, [&] {
+      while (FakeTproxy::receive(t.server.get(), got)) after = after || got == "after";
+      return after;
+    }, 2000);
+    CHECK(after);  // the service still gets its own datagrams
+    // (Here the relayed "ping" is lost as well: the reply socket, never read, got it.)
+  });
+
   run("udp listener: a datagram sent to the listener itself is not redirected: dropped, no session", [] {
     SysError err;
     auto core = WorkerCore::create(CoreOptions{}, err);
