@@ -76,16 +76,42 @@ SyscallResult KernelOriginalDstOps::peerAddress(int fd, SocketAddress& out) {
   return {rc, rc < 0 ? errno : 0};
 }
 
+namespace {
+
+// 127/8, ::1, and 127/8 mapped into IPv6.
+bool isLoopbackIp(const SocketAddress& ip) {
+  if (ip.family() == AF_INET) {
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(ip.sockaddrPtr())->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (ip.family() != AF_INET6) return false;
+  const in6_addr& a = reinterpret_cast<const sockaddr_in6*>(ip.sockaddrPtr())->sin6_addr;
+  return IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
+}
+
+}  // namespace
+
 LocalIp KernelOriginalDstOps::isLocalIp(const SocketAddress& ip) {
-  // Binding a throwaway datagram socket succeeds only for an address assigned here (without
-  // IP_FREEBIND). Only asked when a destination's port matches one of our wildcard listeners, so
-  // this stays off the common path and needs no cached interface list that could go stale.
+  // Loopback: every 127/8 address is this host's, though the kernel picks 127.0.0.1 as the source
+  // for most of them (below); the unspecified address is connected to as loopback.
+  if (isLoopbackIp(ip) || ip.isAnyAddress()) return LocalIp::kYes;
+  // The kernel's own routing decision, without a cached interface list that could go stale: a
+  // datagram socket "connected" to an address of this host (a local route: an interface address
+  // or an AnyIP range) takes that very address as its source; to anywhere else, the outgoing
+  // interface's. (A bind probe would say "local" for everything under net.ipv4.ip_nonlocal_bind.)
+  // No packet is sent. Asked rarely: a destination on one of our wildcard listeners' ports, or a
+  // UDP destination the first time the worker replies from it.
   SocketAddress probe = ip;
-  probe.setPort(0);
+  probe.setPort(9);
   UniqueFd sock(::socket(probe.family(), SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!sock) return LocalIp::kUnknown;  // EMFILE/ENFILE/ENOMEM: no answer, not "remote"
-  if (::bind(sock.get(), probe.sockaddrPtr(), probe.length()) == 0) return LocalIp::kYes;
-  return errno == EADDRNOTAVAIL ? LocalIp::kNo : LocalIp::kUnknown;
+  if (::connect(sock.get(), probe.sockaddrPtr(), probe.length()) < 0) {
+    // No route at all: certainly not an address of this host (those always have a local route).
+    return errno == ENETUNREACH || errno == EHOSTUNREACH ? LocalIp::kNo : LocalIp::kUnknown;
+  }
+  SocketAddress source;
+  socklen_t len = SocketAddress::capacity();
+  if (::getsockname(sock.get(), source.sockaddrPtr(), &len) < 0) return LocalIp::kUnknown;
+  return source.sameIp(ip) ? LocalIp::kYes : LocalIp::kNo;
 }
 
 OriginalDstResult OriginalDstResolver::resolve(int fd, int family, bool transparent, const SocketAddress* knownPeer) const {

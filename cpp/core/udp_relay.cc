@@ -6,7 +6,6 @@
 #include <cerrno>
 #include <cstring>
 
-#include "original_dst.h"
 #include "socket_options.h"
 #include "upstream_socket.h"
 
@@ -218,7 +217,7 @@ bool UdpRelay::isOwnListener(const SocketAddress& destination) const {
     if (b.sameIp(destination)) return true;
     // A wildcard listener takes its port on every local address; "is it local" is asked only on
     // this rare path (same port), and an unanswerable question counts as "ours".
-    if (b.isAnyAddress() && KernelOriginalDstOps().isLocalIp(destination) != LocalIp::kNo) return true;
+    if (b.isAnyAddress() && owner_.isThisHost(destination) != LocalIp::kNo) return true;
   }
   return false;
 }
@@ -229,11 +228,16 @@ UdpReplySocket* UdpRelay::acquireReply(const SocketAddress& destination) {
     ++it->second.users;
     return &it->second;
   }
+  // Bound to D, the socket would share D with whatever service of this host is bound there, and
+  // a datagram socket bound later with SO_REUSEADDR gets that service's datagrams (the relayed
+  // ones included): a destination of this host is not relayed (policy.deny_special, the default,
+  // denies it before this; this holds with it off). Asked once per destination, not per session.
+  if (owner_.isThisHost(destination) != LocalIp::kNo) return nullptr;
   UniqueFd fd(::socket(destination.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return nullptr;
   // Other workers, and the next config generation, bind the same foreign address: SO_REUSEADDR.
-  // Nothing is received on it (TPROXY assigns the client's datagrams to the listener), so sharing
-  // the address takes nothing from anyone.
+  // Nothing is received on it (TPROXY assigns the client's datagrams to the listener, and the
+  // address is not this host's), so sharing the address takes nothing from anyone.
   if (!setIntOption(fd.get(), SOL_SOCKET, SO_REUSEADDR, 1)) return nullptr;
   if (destination.family() == AF_INET6 && !setIntOption(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, 1)) return nullptr;
   if (!setTransparent(fd.get(), destination.family())) return nullptr;

@@ -24,6 +24,7 @@
 #include "core_options.h"
 #include "event_loop.h"
 #include "host_latency.h"
+#include "original_dst.h"
 #include "stats.h"
 #include "sys_error.h"
 #include "udp_session.h"
@@ -45,6 +46,8 @@ class UdpRelayOwner {
  public:
   virtual bool allowUdpDestination(const ListenerOptions& listener, const SocketAddress& destination,
                                    const SocketAddress& client) = 0;
+  // Whether an address is this host's (OriginalDstOps::isLocalIp: injectable for tests).
+  virtual LocalIp isThisHost(const SocketAddress& address) = 0;
 
  protected:
   ~UdpRelayOwner() = default;

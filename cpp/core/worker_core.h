@@ -183,6 +183,7 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   // UdpRelayOwner: the destination policy for a new UDP session.
   bool allowUdpDestination(const ListenerOptions& listener, const SocketAddress& destination,
                            const SocketAddress& client) override;
+  LocalIp isThisHost(const SocketAddress& address) override { return dstOps_->isLocalIp(address); }
   // Out of resources for a connection's second socket: every listener waits for the tick.
   void pauseAccepting();
 

@@ -2,6 +2,8 @@
 // a TCP reset and only a complete stream ends with FIN; an upstream connect that comes back to one
 // of our own listeners (any worker's) is refused at once; "is this IP local" fails closed. Real
 // loopback sockets and LoopThreads, original-destination syscalls through the OriginalDstOps seam.
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/resource.h>
@@ -29,6 +31,20 @@ namespace {
 
 using namespace splicegate::testing;
 
+
+// The first IPv4 address of an interface other than loopback (getifaddrs), or AF_UNSPEC.
+SocketAddress firstInterfaceIpv4() {
+  SocketAddress out;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return out;
+  for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK)) continue;
+    out = SocketAddress::fromSockaddr(i->ifa_addr, sizeof(sockaddr_in));
+    break;
+  }
+  ::freeifaddrs(list);
+  return out;
+}
 
 // Original destinations as the kernel would report them, minus iptables:
 //   kFixed: every connection was "redirected" from `target`;
@@ -350,6 +366,11 @@ void loopTests() {
     KernelOriginalDstOps ops;
     CHECK(ops.isLocalIp(addr("127.0.0.1", 0)) == LocalIp::kYes);
     CHECK(ops.isLocalIp(addr("192.0.2.1", 0)) == LocalIp::kNo);  // TEST-NET-1: never assigned here
+    // Past the loopback shortcut: an interface's own address is this host's (the kernel's routing
+    // makes it its own source). Every test machine has one besides loopback.
+    const SocketAddress own = firstInterfaceIpv4();
+    CHECK(own.family() == AF_INET);
+    if (own.family() == AF_INET) CHECK(ops.isLocalIp(own) == LocalIp::kYes);
     std::vector<UniqueFd> hog;
     NofileLimit limit(256);
     for (;;) {  // take every fd below the limit

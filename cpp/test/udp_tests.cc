@@ -75,6 +75,12 @@ struct FakeTproxy {
     CHECK(::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0);
   }
 
+  // A core for which D (on 127.0.0.1) stands for a remote destination: its "is this address this
+  // host's" answers no (FixedDestinationOps), or the relay would refuse D as local.
+  static std::unique_ptr<WorkerCore> core(SysError& err) {
+    return WorkerCore::create(CoreOptions{}, std::make_unique<FixedDestinationOps>(), err);
+  }
+
   // Opens D (port 0: a new one) and the client; attach() then hands the listener to a core.
   explicit FakeTproxy(uint16_t port = 0) {
     server.reset(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -227,7 +233,7 @@ void socketTests() {
 
   run("udp relay (fake TPROXY): a datagram goes upstream and the reply comes back from the destination", [] {
     SysError err;
-    auto core = WorkerCore::create(CoreOptions{}, err);
+    auto core = FakeTproxy::core(err);
     CHECK(core);
     FakeTproxy t;
     t.attach(*core);
@@ -271,7 +277,7 @@ void socketTests() {
 
   run("udp orphan: an orphaned worker's UDP sessions leave no udp_sessions_active behind once it ended", [] {
     SysError err;
-    auto core = WorkerCore::create(CoreOptions{}, err);
+    auto core = FakeTproxy::core(err);
     CHECK(core);
     FakeTproxy t;
     t.attach(*core);
@@ -293,9 +299,10 @@ void socketTests() {
   });
 
   run("udp relay: a session to a local address does not take that address's datagrams from the server bound to it", [] {
-    // A local service on D with SO_REUSEADDR (as DNS forwarders bind theirs), not bound to a device:
-    // the reply socket the relay binds to D must not become the socket the kernel delivers D's
-    // datagrams to (docs/ARCHITECTURE.md: "binding D takes nothing from anyone").
+    // A local service on D with SO_REUSEADDR (as DNS forwarders bind theirs), not bound to a device.
+    // A reply socket bound to D with SO_REUSEADDR would become the socket the kernel delivers D's
+    // datagrams to, the service's own and the relayed ones alike; so a destination of this host is
+    // not relayed (here with no policy at all: deny_special, the default, denies it before).
     SysError err;
     auto core = WorkerCore::create(CoreOptions{}, err);
     CHECK(core);
@@ -307,7 +314,7 @@ void socketTests() {
     CHECK(::sendto(other.get(), "before", 6, 0, t.destination.sockaddrPtr(), t.destination.length()) == 6);
     CHECK(runUntil(*core, [&] { return FakeTproxy::receive(t.server.get(), got); }));
     CHECK(got == "before");
-    t.send("ping");  // relayed (a session to D, its reply socket bound to D) or refused
+    t.send("ping");  // D is this host's (the core asks the kernel): refused, no reply socket bound to D
     const Stats& st = core->stats();
     CHECK(runUntil(*core, [&] {
       return st.get(Stat::udp_datagrams_upstream) + st.get(Stat::udp_dropped_error) + st.get(Stat::udp_dropped_policy) == 1;
@@ -319,7 +326,8 @@ void socketTests() {
       return after;
     }, 2000);
     CHECK(after);  // the service still gets its own datagrams
-    // (Here the relayed "ping" is lost as well: the reply socket, never read, got it.)
+    CHECK_EQ(st.get(Stat::udp_dropped_error), 1u);
+    CHECK_EQ(st.get(Stat::udp_sessions_active), 0u);
   });
 
   run("udp listener: a datagram sent to the listener itself is not redirected: dropped, no session", [] {
