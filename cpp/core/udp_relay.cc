@@ -232,7 +232,10 @@ UdpReplySocket* UdpRelay::acquireReply(const SocketAddress& destination) {
   // a datagram socket bound later with SO_REUSEADDR gets that service's datagrams (the relayed
   // ones included): a destination of this host is not relayed (policy.deny_special, the default,
   // denies it before this; this holds with it off). Asked once per destination, not per session.
-  if (owner_.isThisHost(destination) != LocalIp::kNo) return nullptr;
+  if (owner_.isThisHost(destination) != LocalIp::kNo) {
+    errno = EADDRNOTAVAIL;  // not a shortage of fds: no session is evicted for it (sessionFor)
+    return nullptr;
+  }
   UniqueFd fd(::socket(destination.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return nullptr;
   // Other workers, and the next config generation, bind the same foreign address: SO_REUSEADDR.
@@ -266,42 +269,62 @@ UdpSession* UdpRelay::sessionFor(const UdpListener& listener, const SocketAddres
     stats_.add(Stat::udp_dropped_policy);
     return nullptr;
   }
-  if (table_.full()) {
-    // The session idle longest makes room: a busy flow is never refused for an idle one.
-    stats_.add(Stat::udp_sessions_evicted);
-    close(static_cast<UdpSession&>(*table_.oldest()));
+  // Room is made only for a session that exists: a flow whose sockets cannot be set up (connect
+  // refused, its reply address taken) must not close a live session for nothing. Out of fds with a
+  // full table, the session idle longest gives its fds up first (then the attempt is repeated).
+  int err = 0;
+  UdpSession* s = openSession(key, err);
+  if (!s && table_.full() && (err == EMFILE || err == ENFILE)) {
+    evictOldest();
+    s = openSession(key, err);
   }
+  if (!s) {
+    stats_.add(Stat::udp_dropped_error);
+    return nullptr;
+  }
+  // The session idle longest makes room: a busy flow is never refused for an idle one.
+  if (table_.full()) evictOldest();
+  table_.insert(s, loop_.nowUs());
+  stats_.add(Stat::udp_sessions_total);
+  stats_.set(Stat::udp_sessions_active, table_.size());
+  return s;
+}
+
+void UdpRelay::evictOldest() {
+  stats_.add(Stat::udp_sessions_evicted);
+  close(static_cast<UdpSession&>(*table_.oldest()));
+}
+
+UdpSession* UdpRelay::openSession(const UdpFlowKey& key, int& err) {
+  const SocketAddress& destination = key.destination;
   UniqueFd upstream(::socket(destination.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!upstream) {
-    stats_.add(Stat::udp_dropped_error);  // out of fds (EMFILE/ENFILE) or memory
+    err = errno;  // out of fds (EMFILE/ENFILE) or memory
     return nullptr;
   }
   // Marked like every upstream socket, so the redirect rules can exclude our own traffic.
   if (options_.upstreamMark != 0 && !setIntOption(upstream.get(), SOL_SOCKET, SO_MARK, static_cast<int>(options_.upstreamMark))) {
-    stats_.add(Stat::udp_dropped_error);
+    err = errno;
     return nullptr;
   }
   // Connected: the kernel filters replies to this flow's destination, and sendmmsg needs no names.
   if (::connect(upstream.get(), destination.sockaddrPtr(), destination.length()) < 0) {
-    stats_.add(Stat::udp_dropped_error);
+    err = errno;
     return nullptr;
   }
   UdpReplySocket* reply = acquireReply(destination);
   if (!reply) {
-    stats_.add(Stat::udp_dropped_error);
+    err = errno;
     return nullptr;
   }
   const HostRef host = options_.recordLatency ? latency_.attach(destination) : HostRef{};
   auto* s = new UdpSession(*this, key, std::move(upstream), reply, host);
-  if (loop_.add(s->upstreamFd(), EPOLLIN, s)) {
+  if (SysError e = loop_.add(s->upstreamFd(), EPOLLIN, s)) {
     releaseReply(reply, destination);
     delete s;  // never registered: no event can name it
-    stats_.add(Stat::udp_dropped_error);
+    err = e.err;
     return nullptr;
   }
-  table_.insert(s, loop_.nowUs());
-  stats_.add(Stat::udp_sessions_total);
-  stats_.set(Stat::udp_sessions_active, table_.size());
   return s;
 }
 

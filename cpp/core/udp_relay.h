@@ -147,6 +147,10 @@ class UdpRelay {
   // The session for a client's datagram, created if new (policy, cap, sockets); null = dropped
   // (counted).
   UdpSession* sessionFor(const UdpListener& listener, const SocketAddress& client, const SocketAddress& destination);
+  // A new session's sockets, registered, not yet in the table; null (err says why) if one of
+  // them cannot be set up.
+  UdpSession* openSession(const UdpFlowKey& key, int& err);
+  void evictOldest();
   UdpReplySocket* acquireReply(const SocketAddress& destination);
   void releaseReply(UdpReplySocket* reply, const SocketAddress& destination);
   void close(UdpSession& s);

@@ -1,17 +1,21 @@
 // Unit tests for UDP listeners (cpp/core/udp_session.h, udp_relay.h): the session table (create,
 // reuse, expiry, LRU eviction) with plain entries and a fake clock, and the listening socket on
-// loopback. Relaying needs a TPROXY rule (every datagram that reaches the socket without one is
-// addressed to the listener itself), so that path is tested in the namespace lab
-// (test/integration/udp.test.ts); here a datagram sent straight to the listener must be refused.
+// loopback. Relaying needs a TPROXY rule for a foreign destination (test/integration/udp.test.ts
+// in the namespace lab); here two loopback stand-ins drive it: FakeTproxy (the listener bound to
+// the destination) and RelayRig (a wildcard listener attached to a UdpRelay directly).
 #include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <fcntl.h>
-#include <poll.h>
 #include <net/if.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
 
 #include <array>
+#include <chrono>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -353,10 +357,212 @@ void socketTests() {
   });
 }
 
+
+// A relay driven on loopback without TPROXY. The listener is bound to the wildcard address and
+// attached to the relay directly (not through UdpRelay::attach, so the relay does not know it as
+// its own and relays what it receives): a datagram a client sends to 127.0.0.x:P reaches it with
+// original destination 127.0.0.x:P, as a TPROXY rule would deliver it. The relay's own listener (for
+// its buffers) is a plain socket on another port. Everything is SO_REUSEADDR, so the relay's reply
+// socket can bind the destination beside the listener and the test's server.
+struct TestOwner final : UdpRelayOwner {
+  bool allow = true;
+  bool allowUdpDestination(const ListenerOptions&, const SocketAddress&, const SocketAddress&) override { return allow; }
+  // 127.0.0.x stands for a foreign destination here.
+  LocalIp isThisHost(const SocketAddress&) override { return LocalIp::kNo; }
+};
+
+UniqueFd udpSocket(const SocketAddress& at, bool reuse) {
+  UniqueFd fd(::socket(at.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  CHECK(fd);
+  const int one = 1;
+  if (reuse) CHECK(::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0);
+  CHECK(::bind(fd.get(), at.sockaddrPtr(), at.length()) == 0);
+  return fd;
+}
+
+SocketAddress localOf(int fd) {
+  SocketAddress a;
+  socklen_t len = SocketAddress::capacity();
+  CHECK(::getsockname(fd, a.sockaddrPtr(), &len) == 0);
+  return a;
+}
+
+// Waits (poll, liveness bound) for a datagram on fd; returns its size, -1 on timeout.
+ssize_t recvWithin(int fd, char* buf, size_t len, SocketAddress* from = nullptr, int timeoutMs = 5000) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, timeoutMs) != 1) return -1;
+  SocketAddress a;
+  socklen_t alen = SocketAddress::capacity();
+  const ssize_t n = ::recvfrom(fd, buf, len, MSG_DONTWAIT, a.sockaddrPtr(), &alen);
+  if (from) *from = a;
+  return n;
+}
+
+struct RelayRig {
+  std::unique_ptr<EventLoop> loop;
+  Stats stats;
+  WorkerLatency latency;
+  CoreOptions options;
+  TestOwner owner;
+  std::unique_ptr<UdpRelay> relay;
+  UniqueFd ownListenFd;
+  UniqueFd listenFd;
+  std::unique_ptr<UdpListener> listener;
+  uint16_t port = 0;
+
+  // production: the listener is what openUdpListenSocket opens (no SO_REUSEADDR), on 0.0.0.0.
+  explicit RelayRig(size_t maxSessions = 4096, bool production = false) {
+    SysError err;
+    loop = EventLoop::create(err);
+    CHECK(loop);
+    options.udpMaxSessions = maxSessions;
+    relay = std::make_unique<UdpRelay>(*loop, stats, latency, options, owner);
+    ownListenFd = udpSocket(addr("127.0.0.1", 0), false);
+    ListenerOptions own = udpListener("127.0.0.1", localOf(ownListenFd.get()).port());
+    CHECK(!relay->attach(own, ownListenFd.get(), nullptr));
+    if (production) {
+      listenFd = openUdpListenSocket(udpListener("0.0.0.0", 0), nullptr, err);
+      CHECK(listenFd);
+    } else {
+      listenFd = udpSocket(addr("0.0.0.0", 0), true);
+      const int one = 1;
+      CHECK(::setsockopt(listenFd.get(), SOL_IP, IP_RECVORIGDSTADDR, &one, sizeof one) == 0);
+    }
+    port = localOf(listenFd.get()).port();
+    listener = UdpListener::attach(*relay, *loop, udpListener("0.0.0.0", port), listenFd.get(), err);
+    CHECK(listener);
+  }
+  ~RelayRig() {
+    listener.reset();
+    relay.reset();
+  }
+  // One batch, then what it closed is freed (WorkerCore::runOnce's order).
+  void runOnce(int timeoutMs = 10) {
+    loop->waitAndDispatch(timeoutMs);
+    relay->disposeClosed();
+  }
+  bool runUntil(const std::function<bool()>& pred, int timeoutMs = 5000) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      runOnce();
+    }
+    return true;
+  }
+  uint64_t get(Stat s) const { return stats.get(s); }
+};
+
+// A server at ip:P that only hears the relay's upstream sockets (connected to 127.0.0.1, any
+// port: a connected socket outranks the listener and the reply socket for that source), so a
+// client on 127.0.0.3 still reaches the listener.
+UniqueFd serverAt(const char* ip, uint16_t port) {
+  UniqueFd fd = udpSocket(addr(ip, port), true);
+  const SocketAddress peer = addr("127.0.0.1", 0);
+  CHECK(::connect(fd.get(), peer.sockaddrPtr(), peer.length()) == 0);
+  return fd;
+}
+
+UniqueFd clientAt(const char* ip) { return udpSocket(addr(ip, 0), false); }
+
+void sendTo(int fd, const SocketAddress& to, const char* data) {
+  CHECK(::sendto(fd, data, std::strlen(data), 0, to.sockaddrPtr(), to.length()) == static_cast<ssize_t>(std::strlen(data)));
+}
+
+void relayTests() {
+  if (!canBeTransparent()) return;
+  run("udp relay rig: a datagram goes to its original destination, the reply comes back from it", [] {
+    RelayRig rig;
+    UniqueFd server = serverAt("127.0.0.2", rig.port);
+    UniqueFd client = clientAt("127.0.0.3");
+    const SocketAddress dst = addr("127.0.0.2", rig.port);
+    sendTo(client.get(), dst, "ping");
+    CHECK(rig.runUntil([&] { return rig.get(Stat::udp_datagrams_upstream) == 1; }));
+    char buf[64];
+    SocketAddress upstream;
+    CHECK_EQ(recvWithin(server.get(), buf, sizeof buf, &upstream), ssize_t{4});
+    CHECK(std::memcmp(buf, "ping", 4) == 0);
+    CHECK(::sendto(server.get(), "pong", 4, 0, upstream.sockaddrPtr(), upstream.length()) == 4);
+    CHECK(rig.runUntil([&] { return rig.get(Stat::udp_datagrams_out) == 1; }));
+    SocketAddress from;
+    CHECK_EQ(recvWithin(client.get(), buf, sizeof buf, &from), ssize_t{4});
+    CHECK(std::memcmp(buf, "pong", 4) == 0);
+    CHECK(from == dst);
+    CHECK_EQ(rig.relay->sessionCount(), size_t{1});
+  });
+
+
+  run("udp relay: a full table makes room for a new flow by closing the session idle longest", [] {
+    RelayRig rig(1);
+    UniqueFd server2 = serverAt("127.0.0.2", rig.port);
+    UniqueFd server4 = serverAt("127.0.0.4", rig.port);
+    UniqueFd client = clientAt("127.0.0.3");
+    sendTo(client.get(), addr("127.0.0.2", rig.port), "a");
+    CHECK(rig.runUntil([&] { return rig.get(Stat::udp_datagrams_upstream) == 1; }));
+    sendTo(client.get(), addr("127.0.0.4", rig.port), "b");
+    CHECK(rig.runUntil([&] { return rig.get(Stat::udp_datagrams_upstream) == 2; }));
+    CHECK_EQ(rig.get(Stat::udp_sessions_total), uint64_t{2});
+    CHECK_EQ(rig.get(Stat::udp_sessions_evicted), uint64_t{1});
+    CHECK_EQ(rig.get(Stat::udp_sessions_active), uint64_t{1});
+    CHECK_EQ(rig.relay->sessionCount(), size_t{1});
+    char buf[8];
+    CHECK_EQ(recvWithin(server4.get(), buf, sizeof buf), ssize_t{1});
+  });
+
+  run("udp relay: out of fds with a full table, the session idle longest gives its fds to a new flow", [] {
+    RelayRig rig(1);
+    UniqueFd server2 = serverAt("127.0.0.2", rig.port);
+    UniqueFd server4 = serverAt("127.0.0.4", rig.port);
+    UniqueFd client = clientAt("127.0.0.3");
+    sendTo(client.get(), addr("127.0.0.2", rig.port), "a");
+    CHECK(rig.runUntil([&] { return rig.get(Stat::udp_datagrams_upstream) == 1; }));
+    // No fd can be opened: the soft limit is the lowest free number.
+    rlimit saved{};
+    CHECK(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    int lowest;
+    {
+      UniqueFd probe(::eventfd(0, EFD_CLOEXEC));
+      CHECK(probe);
+      lowest = probe.get();
+    }
+    rlimit tight = saved;
+    tight.rlim_cur = static_cast<rlim_t>(lowest);
+    CHECK(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+    sendTo(client.get(), addr("127.0.0.4", rig.port), "b");
+    const bool relayed = rig.runUntil([&] { return rig.get(Stat::udp_datagrams_in) == 2; });
+    ::setrlimit(RLIMIT_NOFILE, &saved);
+    CHECK(relayed);
+    CHECK_EQ(rig.get(Stat::udp_dropped_error), uint64_t{0});
+    CHECK_EQ(rig.get(Stat::udp_sessions_evicted), uint64_t{1});
+    CHECK_EQ(rig.get(Stat::udp_datagrams_upstream), uint64_t{2});
+    CHECK_EQ(rig.relay->sessionCount(), size_t{1});
+  });
+
+  run("udp relay: a new flow whose session cannot be opened does not evict a live session", [] {
+    // One session allowed. A broadcast destination cannot be connected to (EACCES without
+    // SO_BROADCAST): that datagram is dropped, and the session already there must stay.
+    RelayRig rig(1);
+    UniqueFd server = serverAt("127.0.0.2", rig.port);
+    UniqueFd client = clientAt("127.0.0.3");
+    sendTo(client.get(), addr("127.0.0.2", rig.port), "a");
+    CHECK(rig.runUntil([&] { return rig.get(Stat::udp_datagrams_upstream) == 1; }));
+    CHECK_EQ(rig.relay->sessionCount(), size_t{1});
+    const int one = 1;
+    CHECK(::setsockopt(client.get(), SOL_SOCKET, SO_BROADCAST, &one, sizeof one) == 0);
+    sendTo(client.get(), addr("127.255.255.255", rig.port), "b");
+    CHECK(rig.runUntil([&] { return rig.get(Stat::udp_datagrams_in) >= 2; }));
+    CHECK(rig.get(Stat::udp_dropped_error) >= 1);
+    CHECK_EQ(rig.get(Stat::udp_sessions_total), uint64_t{1});
+    CHECK_EQ(rig.get(Stat::udp_sessions_evicted), uint64_t{0});
+    CHECK_EQ(rig.relay->sessionCount(), size_t{1});
+  });
+
+}
+
 }  // namespace
 
 int main() {
   tableTests();
   socketTests();
+  relayTests();
   return finish();
 }
