@@ -486,6 +486,8 @@ export function formatSystemError(err: SystemErrorShape): string {
   if (typeof err.address === 'string') {
     const host = err.address.includes(':') && typeof err.port === 'number' ? `[${err.address}]` : err.address;
     target = typeof err.port === 'number' ? `${host}:${err.port}` : host;
+    // What the address is for, when the caller said (e.g. "admin"): a listener names itself too.
+    if (typeof err.context === 'string' && err.context !== '') target = `${err.context} ${target}`;
   } else if (typeof err.context === 'string' && err.context !== '') {
     target = err.context;
   } else if (typeof err.path === 'string') {

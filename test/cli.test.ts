@@ -195,6 +195,11 @@ test('system errors print as "<syscall> <addr>: bind failed: CODE (text)" (real 
     first.close();
   }
   assert.equal(formatSystemError({ code: 'ECONNREFUSED', syscall: 'connect', address: '::1', port: 80 }), 'connect [::1]:80: connect failed: ECONNREFUSED (connection refused)');
+  // The admin endpoint's listen failure says what the address is for (run.ts adds the context).
+  assert.equal(
+    formatSystemError({ code: 'EADDRINUSE', syscall: 'listen', address: '127.0.0.1', port: 9901, context: 'admin' }),
+    'listen admin 127.0.0.1:9901: bind failed: EADDRINUSE (address already in use)',
+  );
 });
 
 test('native core errors (context instead of address) format the same way', () => {

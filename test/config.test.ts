@@ -733,3 +733,10 @@ test('protocol: udp needs transparent and mode original_dst, takes no PROXY head
   );
   assert.deepEqual(ok.listeners.map((l) => l.protocol), ['tcp', 'udp', 'udp']);
 });
+
+test('an Envoy bootstrap given as a splicegate config says which flag reads it', () => {
+  const problems = problemsOf('static_resources:\n  listeners: []\n');
+  problemAt(problems, '(root)', 'this looks like an Envoy bootstrap (static_resources): pass it with --envoy FILE instead of --config');
+  // A splicegate config with a mistake gets no such hint.
+  assert.ok(!problemsOf(`${ONE_LISTENER}bogus: 1\n`).some((p) => p.message.includes('Envoy')));
+});

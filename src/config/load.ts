@@ -40,7 +40,13 @@ export function parseConfigText(text: string, source: string): SplicegateConfig 
   const schemaProblems: ConfigProblem[] = result.ok
     ? []
     : result.problems.map((p) => ({ path: formatPath(p.segments), message: p.message, ...locate(doc, lineCounter, p.segments, p.atKey === true) }));
-  throw new ConfigError(source, [...yamlProblems, ...schemaProblems]);
+  throw new ConfigError(source, [...yamlProblems, ...schemaProblems, ...envoyHint(value)]);
+}
+
+/** An Envoy bootstrap given where a splicegate config was expected: say which flag reads it. */
+function envoyHint(value: unknown): ConfigProblem[] {
+  const isEnvoy = typeof value === 'object' && value !== null && !Array.isArray(value) && 'static_resources' in value;
+  return isEnvoy ? [{ path: ROOT_PATH, message: 'this looks like an Envoy bootstrap (static_resources): pass it with --envoy FILE instead of --config' }] : [];
 }
 
 /**

@@ -170,7 +170,11 @@ export async function runProxy(config: SplicegateConfig, options: RunProxyOption
         ...(process.env.SPLICEGATE_TEST_HOOKS === '1' ? { crashWorker: (id: number) => runtime.crashWorker(id) } : {}),
       },
       log,
-    );
+    ).catch((err: unknown) => {
+      // Named like a listener in the message (formatSystemError): "listen admin 127.0.0.1:9901: ...".
+      if (err instanceof Error && 'syscall' in err) Object.assign(err, { context: 'admin' });
+      throw err;
+    });
     // Before ready, like a listener: a log that cannot be opened stops the start with its path
     // (opened after ready, the failure left workers and admin running and the process deaf to signals).
     if (options.latencyLogPath) {
