@@ -34,7 +34,11 @@ function openNativeWorker(task: WorkerTask): { worker: NativeWorker; addresses: 
   const worker = new binding.NativeWorker(task.nativeOptions);
   try {
     const listeners = task.listeners.filter((l) => l.options.protocol !== 'udp' || task.workerId === UDP_WORKER_ID);
-    const addresses = listeners.map((l) => worker.attachListener(l.options, l.fd));
+    // A UDP listener may share its port with a TCP one: "0.0.0.0:15001/udp" tells them apart in the log.
+    const addresses = listeners.map((l) => {
+      const bound = worker.attachListener(l.options, l.fd);
+      return l.options.protocol === 'udp' ? `${bound}/udp` : bound;
+    });
     worker.start();
     return { worker, addresses };
   } catch (err) {
