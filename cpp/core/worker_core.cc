@@ -166,7 +166,7 @@ SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd
     // UDP listeners live in the UdpRelay; they are not in listenerAddresses_, which is about TCP
     // connections looping back (the relay checks its own listeners' addresses).
     if (SysError e = udp_.attach(options, listenFd, bound)) return e;
-    stats_.set(Stat::listeners_active, listeners_.size() + udp_.listenerCount());
+    stats_.set(Stat::listeners_active, listenerCount());
     return {};
   }
   SysError err;
@@ -179,7 +179,7 @@ SysError WorkerCore::attachListener(const ListenerOptions& options, int listenFd
   listenerStats_.push_back(std::make_unique<ListenerStats>());
   resolver_.setListenerAddresses(listenerAddresses_);
   listeners_.push_back(std::move(listener));
-  stats_.set(Stat::listeners_active, listeners_.size() + udp_.listenerCount());
+  stats_.set(Stat::listeners_active, listenerCount());
   return {};
 }
 

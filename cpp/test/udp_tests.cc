@@ -60,6 +60,16 @@ ListenerOptions udpListener(const char* ip, uint16_t port) {
 }
 
 
+// A UDP listener on 127.0.0.1 (a new port, written to bound), attached to core; the process's
+// socket is returned (the worker holds a dup).
+UniqueFd attachLoopbackUdpListener(WorkerCore& core, SocketAddress& bound) {
+  SysError err;
+  UniqueFd fd = openUdpListenSocket(udpListener("127.0.0.1", 0), &bound, err);
+  CHECK(fd);
+  CHECK(!core.attachListener(udpListener("127.0.0.1", bound.port()), fd.get(), nullptr));
+  return fd;
+}
+
 // A TPROXY stand-in on loopback, with no rule: the relay's datagrams reach it through `listener`,
 // whose original destination is its own address D = 127.0.0.1:P (IP_RECVORIGDSTADDR reports the
 // datagram's destination). The listener is attached before it is bound, so the relay recorded
@@ -119,6 +129,17 @@ struct FakeTproxy {
   void send(const std::string& data) const {
     CHECK(::sendto(client.get(), data.data(), data.size(), 0, destination.sockaddrPtr(), destination.length()) ==
           static_cast<ssize_t>(data.size()));
+  }
+  // Attached to core, then "ping" from the client, relayed to the server; returns the address it
+  // came from (the session's upstream socket).
+  SocketAddress relayPing(WorkerCore& core) {
+    attach(core);
+    send("ping");
+    std::string got;
+    SocketAddress upstream;
+    CHECK(runUntil(core, [&] { return receive(server.get(), got, &upstream); }));
+    CHECK(got == "ping");
+    return upstream;
   }
   // One datagram on fd, if any: its data and source.
   static bool receive(int fd, std::string& data, SocketAddress* from = nullptr) {
@@ -240,14 +261,10 @@ void socketTests() {
     auto core = FakeTproxy::core(err);
     CHECK(core);
     FakeTproxy t;
-    t.attach(*core);
-    t.send("ping");
-    std::string got;
-    SocketAddress upstream;
-    CHECK(runUntil(*core, [&] { return FakeTproxy::receive(t.server.get(), got, &upstream); }));
-    CHECK(got == "ping");
+    const SocketAddress upstream = t.relayPing(*core);
     CHECK_EQ(core->udpSessions(), size_t{1});
     CHECK(::sendto(t.server.get(), "pong", 4, 0, upstream.sockaddrPtr(), upstream.length()) == 4);
+    std::string got;
     SocketAddress from;
     CHECK(runUntil(*core, [&] { return FakeTproxy::receive(t.client.get(), got, &from); }));
     CHECK(got == "pong");
@@ -264,9 +281,7 @@ void socketTests() {
     auto core = WorkerCore::create(CoreOptions{}, err);
     CHECK(core);
     SocketAddress bound;
-    UniqueFd udp = openUdpListenSocket(udpListener("127.0.0.1", 0), &bound, err);
-    CHECK(udp);
-    CHECK(!core->attachListener(udpListener("127.0.0.1", bound.port()), udp.get(), nullptr));
+    UniqueFd udp = attachLoopbackUdpListener(*core, bound);
     CHECK_EQ(core->stats().get(Stat::listeners_active), uint64_t{1});
     ListenerOptions tcpOptions;
     tcpOptions.name = "tcp";
@@ -284,10 +299,7 @@ void socketTests() {
     auto core = FakeTproxy::core(err);
     CHECK(core);
     FakeTproxy t;
-    t.attach(*core);
-    t.send("ping");
-    std::string got;
-    CHECK(runUntil(*core, [&] { return FakeTproxy::receive(t.server.get(), got); }));
+    t.relayPing(*core);
     CHECK_EQ(core->stats().get(Stat::udp_sessions_active), uint64_t{1});
     OrphanRegistry registry;
     auto loop = std::make_unique<LoopThread>(std::move(core));
@@ -339,9 +351,7 @@ void socketTests() {
     auto core = WorkerCore::create(CoreOptions{}, err);
     CHECK(core);
     SocketAddress bound;
-    UniqueFd shared = openUdpListenSocket(udpListener("127.0.0.1", 0), &bound, err);
-    CHECK(shared);
-    CHECK(!core->attachListener(udpListener("127.0.0.1", bound.port()), shared.get(), nullptr));
+    UniqueFd shared = attachLoopbackUdpListener(*core, bound);
     CHECK_EQ(core->listenerCount(), size_t{1});
     UniqueFd client(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     CHECK(::sendto(client.get(), "q", 1, 0, bound.sockaddrPtr(), bound.length()) == 1);
@@ -468,6 +478,19 @@ void sendTo(int fd, const SocketAddress& to, const char* data) {
   CHECK(::sendto(fd, data, std::strlen(data), 0, to.sockaddrPtr(), to.length()) == static_cast<ssize_t>(std::strlen(data)));
 }
 
+// A table of one session, and that session live: 127.0.0.3 -> 127.0.0.2:port, relayed. A server
+// waits on 127.0.0.4:port for a second flow.
+struct FullTable {
+  RelayRig rig{1};
+  UniqueFd server2 = serverAt("127.0.0.2", rig.port);
+  UniqueFd server4 = serverAt("127.0.0.4", rig.port);
+  UniqueFd client = clientAt("127.0.0.3");
+  FullTable() {
+    sendTo(client.get(), addr("127.0.0.2", rig.port), "a");
+    CHECK(rig.runUntil([&] { return rig.get(Stat::udp_datagrams_upstream) == 1; }));
+  }
+};
+
 void relayTests() {
   if (!canBeTransparent()) return;
   run("udp relay rig: a datagram goes to its original destination, the reply comes back from it", [] {
@@ -492,12 +515,10 @@ void relayTests() {
 
 
   run("udp relay: a full table makes room for a new flow by closing the session idle longest", [] {
-    RelayRig rig(1);
-    UniqueFd server2 = serverAt("127.0.0.2", rig.port);
-    UniqueFd server4 = serverAt("127.0.0.4", rig.port);
-    UniqueFd client = clientAt("127.0.0.3");
-    sendTo(client.get(), addr("127.0.0.2", rig.port), "a");
-    CHECK(rig.runUntil([&] { return rig.get(Stat::udp_datagrams_upstream) == 1; }));
+    FullTable t;
+    RelayRig& rig = t.rig;
+    UniqueFd& client = t.client;
+    UniqueFd& server4 = t.server4;
     sendTo(client.get(), addr("127.0.0.4", rig.port), "b");
     CHECK(rig.runUntil([&] { return rig.get(Stat::udp_datagrams_upstream) == 2; }));
     CHECK_EQ(rig.get(Stat::udp_sessions_total), uint64_t{2});
@@ -509,12 +530,9 @@ void relayTests() {
   });
 
   run("udp relay: out of fds with a full table, the session idle longest gives its fds to a new flow", [] {
-    RelayRig rig(1);
-    UniqueFd server2 = serverAt("127.0.0.2", rig.port);
-    UniqueFd server4 = serverAt("127.0.0.4", rig.port);
-    UniqueFd client = clientAt("127.0.0.3");
-    sendTo(client.get(), addr("127.0.0.2", rig.port), "a");
-    CHECK(rig.runUntil([&] { return rig.get(Stat::udp_datagrams_upstream) == 1; }));
+    FullTable t;
+    RelayRig& rig = t.rig;
+    UniqueFd& client = t.client;
     // No fd can be opened: the soft limit is the lowest free number.
     rlimit saved{};
     CHECK(::getrlimit(RLIMIT_NOFILE, &saved) == 0);

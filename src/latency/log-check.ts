@@ -81,7 +81,7 @@ function bucketRunProblem(raw: Buffer, start: number, end: number): string | nul
  * along it in seconds: past Date's range (8.64e12 s) that throws, and from about 1e17 s on a step
  * of a second no longer changes the number, so the time axis would never end.
  */
-export const MAX_TIME_SEC = 1e11;
+const MAX_TIME_SEC = 1e11;
 
 function timeProblem(text: string | undefined, what: string): string | null {
   const value = Number.parseFloat(text ?? '');
