@@ -15,8 +15,13 @@ const HEADERS: Record<(typeof COLUMNS)[number], string> = {
   mean: 'mean',
 };
 
+/** A histogram without samples has no percentiles: '-' (as `splicegate report` prints), not 0. */
+function cell(s: PercentileSummary, column: (typeof COLUMNS)[number]): string {
+  return column !== 'count' && s.count === 0 ? '-' : String(s[column]);
+}
+
 function table(rows: Array<[string, PercentileSummary]>, indent: string): string[] {
-  const cells = rows.map(([name, s]) => [name, ...COLUMNS.map((c) => String(s[c]))]);
+  const cells = rows.map(([name, s]) => [name, ...COLUMNS.map((c) => cell(s, c))]);
   const header = ['', ...COLUMNS.map((c) => HEADERS[c])];
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]): string =>

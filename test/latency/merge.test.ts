@@ -73,6 +73,8 @@ test('JSON summary follows the contract shape', () => {
   const text = formatLatencyText(summary);
   assert.match(text, /^latency in microseconds, merged over 1 worker\n/);
   assert.match(text, /\nconnect +10000 /);
+  // An empty histogram's row has its count and no percentiles (the JSON form has zeros).
+  assert.match(text, /\nduration +0 +- +- +- +- +- +-\n/);
   assert.match(text, /\n10\.0\.0\.7:443\n {2} +count/);
   assert.match(text, /\nother hosts\n/);
 });
