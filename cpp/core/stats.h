@@ -83,7 +83,7 @@ namespace splicegate {
   X(udp_sessions_total)           /* UDP sessions created */                                  \
   X(udp_sessions_expired)         /* UDP sessions closed after udp_session_timeout idle */    \
   X(udp_sessions_evicted)         /* UDP sessions closed to make room (session cap, LRU) */   \
-  X(udp_datagrams_in)             /* datagrams read from clients */                           \
+  X(udp_datagrams_in)             /* datagrams read from clients, relayed or dropped */       \
   X(udp_datagrams_upstream)       /* datagrams sent on to original destinations */            \
   X(udp_datagrams_out)            /* replies sent to clients (from the original destination) */ \
   X(udp_bytes_in)                 /* payload bytes read from clients */                       \

@@ -387,14 +387,15 @@ void UdpRelay::readClients(UdpListener& listener) {
     for (int i = 0; i < n; ++i) {
       slotSession_[i] = nullptr;
       const msghdr& h = msgs_[i].msg_hdr;
+      // Every datagram read from a client counts in, whatever becomes of it (dropped ones too).
+      stats_.add(Stat::udp_datagrams_in);
+      stats_.add(Stat::udp_bytes_in, msgs_[i].msg_len);
       SocketAddress destination;
       if ((h.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || !originalDestination(h, destination)) {
         stats_.add(Stat::udp_dropped_error);
         continue;
       }
       const SocketAddress client = SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&names_[i]), h.msg_namelen);
-      stats_.add(Stat::udp_datagrams_in);
-      stats_.add(Stat::udp_bytes_in, msgs_[i].msg_len);
       UdpSession* s = sessionFor(listener, client, destination);
       if (!s) continue;
       table_.touch(s, now);
