@@ -11,6 +11,14 @@ import { Splicegate } from '../lab/splicegate';
 import { withDiagnostics } from '../lab/harness';
 import { logIndex, waitForLog } from '../lab/listen-sockets';
 
+/** The SIGHUP was held (its line logged) and applied after: both lines present, in that order. */
+function assertHeldThenApplied(sg: Splicegate): void {
+  const heldAt = logIndex(sg, /SIGHUP during start-up: the config is re-read once ready/);
+  const appliedAt = logIndex(sg, /config reloaded trigger=SIGHUP/);
+  assert.ok(heldAt >= 0, `no "SIGHUP during start-up" line: the SIGHUP was not held\n${sg.stderr}`);
+  assert.ok(appliedAt > heldAt, `the reload (line ${appliedAt}) must follow the held SIGHUP (line ${heldAt})`);
+}
+
 describe('signals during start-up', () => {
   let lab: Lab;
 
@@ -38,7 +46,7 @@ describe('signals during start-up', () => {
         await waitForLog(sg, /SIGHUP during start-up: the config is re-read once ready/, 20000);
         await waitForLog(sg, /config reloaded trigger=SIGHUP config_generation=2 previous_generation=1 /, 30000);
         // Held, not applied early: the reload follows the first generation's start.
-        assert.ok(logIndex(sg, /SIGHUP during start-up/) < logIndex(sg, /config reloaded trigger=SIGHUP/));
+        assertHeldThenApplied(sg);
         assert.ok(logIndex(sg, /SIGUSR1 during start-up|SIGUSR1: no access log to reopen/) >= 0, 'SIGUSR1 handled');
         assert.ok(sg.proc.running, 'still running');
         await sg.waitReady(10000);
@@ -64,7 +72,7 @@ describe('signals during start-up', () => {
     try {
       await withDiagnostics(lab, sg, async () => {
         await waitForLog(sg, /config reloaded trigger=SIGHUP config_generation=2 previous_generation=1 /, 30000);
-        assert.ok(logIndex(sg, /SIGHUP during start-up/) < logIndex(sg, /config reloaded trigger=SIGHUP/));
+        assertHeldThenApplied(sg);
         assert.ok(logIndex(sg, /SIGUSR1 during start-up|SIGUSR1: no access log to reopen/) >= 0, 'SIGUSR1 handled');
         assert.equal(logIndex(sg, /Debugger listening/), -1, 'no inspector opened');
         assert.ok(sg.proc.running, 'still running');
