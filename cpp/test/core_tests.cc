@@ -616,13 +616,25 @@ void relayTests(CoreOptions::RelayMode mode, const char* label) {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
     Proxy proxy(serverAddr, options);
-    const std::string down = pattern(4 << 20, 4);
+    // More than every buffer on the way holds (the client's receive buffer is small; the proxy's
+    // pipe, its upstream socket's receive and the server's send buffer are a few MiB at most), so
+    // the server cannot finish writing while the client reads nothing, unless the proxy reads on
+    // without bound.
+    const std::string down = pattern(16 << 20, 4);
+    std::atomic<bool> written{false};
     std::thread srv([&] {
       UniqueFd c(::accept(server.get(), nullptr, nullptr));
       writeAll(c.get(), down.data(), down.size());
+      written = true;
     });
-    UniqueFd client = connectClient(proxy.listenAddr);
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let every buffer fill up
+    UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const int rcvbuf = 16 << 10;
+    CHECK(::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0);
+    bindAsClient(client.get());
+    CHECK(::connect(client.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
+    // Time for a proxy without back-pressure to take everything, then the proof that it did not.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CHECK(!written.load());
     std::string got;
     CHECK(readAll(client.get(), got));
     srv.join();
