@@ -13,7 +13,9 @@ import { parseDuration } from './config/duration';
 import { ConfigError, formatProblems, loadConfigFile } from './config/load';
 import { DEFAULTS } from './config/schema';
 import { closestMatch } from './config/suggest';
-import { describeErrno } from './config/syserr';
+import { formatSystemError, isSystemError } from './config/syserr';
+
+export { formatSystemError };
 import type { SplicegateConfig } from './config/types';
 import { configWarnings } from './config/warnings';
 import { loadEnvoyFile } from './envoy/load';
@@ -453,52 +455,6 @@ function indent(text: string): string {
     .split('\n')
     .map((line) => `  ${line}`)
     .join('\n');
-}
-
-interface SystemErrorShape {
-  code: string;
-  syscall: string;
-  /** Node's net errors: the IP (and port) the operation was for. */
-  address?: string;
-  port?: number;
-  /** The native core's errors: what the call was for, e.g. "egress 0.0.0.0:15001". */
-  context?: string;
-  /** Node's fs errors: the file the call was for. */
-  path?: string;
-}
-
-function isSystemError(err: unknown): err is Error & SystemErrorShape {
-  return (
-    err instanceof Error &&
-    'code' in err &&
-    typeof err.code === 'string' &&
-    'syscall' in err &&
-    typeof err.syscall === 'string'
-  );
-}
-
-/**
- * "listen 0.0.0.0:15001: bind failed: EADDRINUSE (address already in use)": the operation and its
- * target, then the step that failed and the errno in words.
- */
-export function formatSystemError(err: SystemErrorShape): string {
-  let target: string | undefined;
-  if (typeof err.address === 'string') {
-    const host = err.address.includes(':') && typeof err.port === 'number' ? `[${err.address}]` : err.address;
-    target = typeof err.port === 'number' ? `${host}:${err.port}` : host;
-    // What the address is for, when the caller said (e.g. "admin"): a listener names itself too.
-    if (typeof err.context === 'string' && err.context !== '') target = `${err.context} ${target}`;
-  } else if (typeof err.context === 'string' && err.context !== '') {
-    target = err.context;
-  } else if (typeof err.path === 'string') {
-    target = err.path;
-  }
-  // Opening a listener is one operation to the user, whichever call failed; and Node reports a
-  // failed bind() as syscall "listen" (libuv defers the error), so name the step "bind".
-  const listening = err.syscall === 'listen' || err.syscall === 'bind';
-  const operation = listening ? 'listen' : err.syscall;
-  const step = listening ? 'bind' : err.syscall;
-  return `${operation}${target === undefined ? '' : ` ${target}`}: ${step} failed: ${describeErrno(err.code)}`;
 }
 
 /** Print a failure the way its kind deserves and return the exit status. */

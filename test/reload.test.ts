@@ -6,12 +6,13 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAdminServer } from '../src/admin/admin-server';
 import { ConfigError, formatProblems, loadConfigFile, parseConfigText } from '../src/config/load';
 import type { SplicegateConfig } from '../src/config/types';
-import type { ListenSocket, NativeListenerOptions } from '../src/native/binding';
+import { loadBinding, type ListenSocket, type NativeListenerOptions } from '../src/native/binding';
 import { ListenSocketPool } from '../src/proxy/listen-sockets';
 import { listenerChanges, Reloader, reloadResponse, type ReloadOutcome } from '../src/proxy/reload';
 import type { ProxyRuntime } from '../src/proxy/runtime';
@@ -237,6 +238,32 @@ describe('Reloader', () => {
     assert.deepEqual(a.listeners, { added: ['0.0.0.0:15002'], removed: [], kept: ['0.0.0.0:15001'] });
     assert.deepEqual(a.workers, { before: 1, after: 3 });
     assert.equal(reloadResponse(a).status, 200);
+  });
+
+  it('a new listener whose address is taken: the reload fails with the bind error worded as start words it', async () => {
+    // A real EADDRINUSE from the addon's ListenSocket, as ListenSocketPool.lease throws it.
+    const squatter = createServer();
+    await new Promise<void>((r) => squatter.listen(0, '127.0.0.1', r));
+    const port = (squatter.address() as AddressInfo).port;
+    try {
+      const fake = fakeRuntime(config(ONE));
+      const real = new ListenSocketPool(loadBinding());
+      fake.runtime.startGeneration = async (c: SplicegateConfig) => {
+        real.lease(c.listeners).close();
+        throw new Error('unreachable: the squatted port was bound');
+      };
+      write(`workers: 1\n${listeners('{ name: a, address: "0.0.0.0:15001" }', `{ name: taken, address: "127.0.0.1:${port}" }`)}`);
+      const outcome = await new Reloader({ runtime: fake.runtime, pool: pool(), configPath: file, log: silent }).reload('test');
+      assert.equal(outcome.ok, false);
+      if (outcome.ok) return;
+      assert.equal(outcome.reason, 'failed');
+      // What `splicegate run` prints for the same failure at start (cli.ts formatSystemError).
+      assert.equal(outcome.message, `listen taken 127.0.0.1:${port}: bind failed: EADDRINUSE (address already in use)`);
+      assert.equal(reloadResponse(outcome).status, 500);
+      assert.equal(real.size, 0, 'the failed lease closed what it opened');
+    } finally {
+      squatter.close();
+    }
   });
 
   it('a storm: requests that arrive while a reload waits its turn join it (one generation, one outcome for all)', async () => {

@@ -8,6 +8,7 @@
 
 import { addressKey } from '../config/address';
 import { ConfigError, formatProblems, loadConfigFile, type ConfigProblem } from '../config/load';
+import { formatSystemError, isSystemError } from '../config/syserr';
 import type { SplicegateConfig } from '../config/types';
 import type { GenerationInfo } from '../supervisor/generation';
 import type { Logger } from '../util/logger';
@@ -212,6 +213,9 @@ export function listenerChanges(before: SplicegateConfig, after: SplicegateConfi
 }
 
 function describe(err: unknown): string {
+  // A bind that failed (EADDRINUSE on a new listener), a socket option refused: worded as `splicegate
+  // run` words the same failure at start ("listen egress 0.0.0.0:15003: bind failed: EADDRINUSE (...)").
+  if (isSystemError(err)) return formatSystemError(err);
   if (!(err instanceof Error)) return String(err);
   const e = err as Error & { code?: unknown; context?: unknown };
   // The core's errors name their context in the message already ("bind egress 0.0.0.0:15003 failed: ...").
