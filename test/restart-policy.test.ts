@@ -34,3 +34,11 @@ test('options are checked', () => {
   assert.throws(() => new RestartPolicy({ maxFailures: 0, healthyAfterMs: 1, backoffMs: [1] }), RangeError);
   assert.throws(() => new RestartPolicy({ maxFailures: 1, healthyAfterMs: 1, backoffMs: [] }), RangeError);
 });
+
+test('a worker that could not start for want of fds (or memory) is retried at the longest delay for as long as that lasts, and never left down for it', () => {
+  const p = policy();
+  assert.deepEqual(p.onExit(0, 50), { restart: true, delayMs: 100, streak: 1 });
+  for (let i = 0; i < 20; i++) assert.deepEqual(p.onExit(0, 5, { outOfResources: true }), { restart: true, delayMs: 500, streak: 1 });
+  // Its own crashes still count as before: the streak goes on from where it was.
+  assert.deepEqual(p.onExit(0, 50), { restart: true, delayMs: 250, streak: 2 });
+});

@@ -2,7 +2,8 @@
 // ends (at bootstrap or after it listened): consecutive deaths form a streak, each one waits longer
 // before the restart, and at maxFailures the worker is left down. Only a worker that stayed up for
 // healthyAfterMs starts a new streak, so a worker that dies right after listening cannot be
-// restarted in a tight loop forever.
+// restarted in a tight loop forever. A start that failed for want of fds or memory is the
+// exception: retried at the longest delay until it works, never given up on.
 
 export interface RestartPolicyOptions {
   /** Consecutive deaths of one worker after which it is not restarted. */
@@ -31,8 +32,17 @@ export class RestartPolicy {
     if (options.backoffMs.length === 0) throw new RangeError('backoffMs must not be empty');
   }
 
-  /** Records that worker `id` ended after running uptimeMs, and says what to do about it. */
-  onExit(id: number, uptimeMs: number): RestartDecision {
+  /**
+   * Records that worker `id` ended after running uptimeMs, and says what to do about it. A worker
+   * that could not start because the process is out of fds or memory (`outOfResources`) is not
+   * failing on its own: it is tried again at the longest delay, for as long as that lasts, and the
+   * death neither lengthens its streak nor leaves it down (it would stay down once the pressure went).
+   */
+  onExit(id: number, uptimeMs: number, cause: { outOfResources?: boolean } = {}): RestartDecision {
+    if (cause.outOfResources === true) {
+      const { backoffMs } = this.options;
+      return { restart: true, delayMs: backoffMs[backoffMs.length - 1] ?? 0, streak: this.streaks.get(id) ?? 0 };
+    }
     const previous = uptimeMs >= this.options.healthyAfterMs ? 0 : (this.streaks.get(id) ?? 0);
     const streak = previous + 1;
     this.streaks.set(id, streak);

@@ -67,6 +67,9 @@ export declare interface WorkerSupervisor {
   on(event: 'access-log', listener: (id: number, lines: string, count: number, dropped: number) => void): this;
 }
 
+/** How often a worker whose thread could not start (out of fds) is tried again. */
+const THREAD_RETRY_MS = 1000;
+
 export class WorkerSupervisor extends EventEmitter {
   private readonly pool: Piscina<WorkerTask, number>;
   private readonly slots: WorkerSlot[] = [];
@@ -93,6 +96,38 @@ export class WorkerSupervisor extends EventEmitter {
       atomics: 'disabled',
       maxQueue: workers * 4,
     });
+    // A thread that cannot start (Node's ERR_WORKER_INIT_FAILED, or EMFILE loading the worker's
+    // module: the process is out of fds) is reported by piscina as an 'error' event on the pool,
+    // which without a listener ended the whole process. Its launch stays queued in piscina, which
+    // adds threads only when a task is submitted: retry below until a thread starts.
+    this.pool.on('error', (err: unknown) => {
+      this.options.log.warn('worker thread failed to start; retrying every second while a worker waits for one', {
+        config_generation: this.options.configGeneration,
+        reason: err instanceof Error ? err.message : String(err),
+        waiting: this.pool.queueSize,
+      });
+      this.scheduleThreadRetry();
+    });
+  }
+
+  private threadRetry: NodeJS.Timeout | undefined;
+
+  /**
+   * While a launch waits in piscina's queue for a thread that failed to start, submit (and at once
+   * withdraw) a placeholder task once a second: submitting is what makes piscina add a thread,
+   * which then takes the waiting launch. The placeholder is aborted while still queued, so it never
+   * reaches a thread.
+   */
+  private scheduleThreadRetry(): void {
+    if (this.threadRetry !== undefined || this.stopping) return;
+    this.threadRetry = setTimeout(() => {
+      this.threadRetry = undefined;
+      if (this.stopping || this.draining || this.pool.queueSize === 0) return;
+      const abort = new AbortController();
+      this.pool.run(undefined as unknown as WorkerTask, { signal: abort.signal }).catch(() => undefined);
+      abort.abort();
+    }, THREAD_RETRY_MS);
+    this.threadRetry.unref();
   }
 
   get workerCount(): number {
@@ -210,6 +245,7 @@ export class WorkerSupervisor extends EventEmitter {
    */
   async stop(graceMs = 5000): Promise<void> {
     this.stopping = true;
+    clearTimeout(this.threadRetry);
     for (const slot of this.slots) {
       if (slot.state === 'listening' || slot.state === 'starting') {
         slot.state = 'exiting';
@@ -344,7 +380,8 @@ export class WorkerSupervisor extends EventEmitter {
       return;
     }
 
-    const decision = this.restarts.onExit(slot.id, Date.now() - slot.startedAt);
+    const outOfResources = isOutOfResources(slot.failure) || isOutOfResources(err);
+    const decision = this.restarts.onExit(slot.id, Date.now() - slot.startedAt, { outOfResources });
     if (!decision.restart) {
       this.options.log.error('worker keeps dying; not restarting it', { worker: slot.id, failures: decision.streak, reason });
       this.emit('worker-abandoned', slot.id, err ?? new Error(reason));
@@ -356,6 +393,7 @@ export class WorkerSupervisor extends EventEmitter {
       reason,
       failures: decision.streak,
       restart_in_ms: decision.delayMs,
+      ...(outOfResources ? { out_of_resources: true } : {}),
     });
     setTimeout(() => {
       if (this.stopping || this.draining) return;
@@ -364,4 +402,16 @@ export class WorkerSupervisor extends EventEmitter {
       });
     }, decision.delayMs).unref();
   }
+}
+
+const RESOURCE_CODES = new Set(['EMFILE', 'ENFILE', 'ENOMEM']);
+
+/**
+ * A failure that says the process is out of fds or memory (the core's "epoll_create1 failed:
+ * EMFILE", a thread Node could not start for the same reason), not that the worker is broken.
+ */
+function isOutOfResources(err: { code?: unknown; message?: unknown } | undefined): boolean {
+  if (err === undefined) return false;
+  if (typeof err.code === 'string' && RESOURCE_CODES.has(err.code)) return true;
+  return err.code === 'ERR_WORKER_INIT_FAILED' || (typeof err.message === 'string' && /\b(EMFILE|ENFILE|ENOMEM)\b/.test(err.message));
 }

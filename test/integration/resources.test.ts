@@ -9,7 +9,8 @@ import { LabProcess } from '../lab/process';
 import { Splicegate } from '../lab/splicegate';
 import { connectMany } from '../lab/clients';
 import { withDiagnostics } from '../lab/harness';
-import { serverScript } from '../lab/paths';
+import { clientScript, serverScript } from '../lab/paths';
+import { waitForLog } from '../lab/listen-sockets';
 import { acceptQueue, fdCount, mib, MiB, nofileLimit, rssBytes, stat, tcpQueues } from '../lab/resources';
 import { isJsonObject, parseJsonObject, waitFor } from '../lab/util';
 
@@ -329,4 +330,90 @@ describe('fd exhaustion', () => {
       }),
     );
   }
+});
+
+describe('fd exhaustion: a worker that dies while the process is out of fds', () => {
+  let lab: Lab;
+  let sg: Splicegate | undefined;
+
+  before(async () => {
+    lab = await Lab.create({ name: 'fddeath' });
+    await lab.startServer('identity', ['--listen', `10.10.2.2:${IDENT_PORT}`, '--id', 'S', '--quiet'], { nofile: 20000 });
+    await lab.redirect({ dport: IDENT_PORT, toPort: 15001, family: 4 });
+  });
+
+  after(async () => {
+    await sg?.dispose();
+    await lab?.destroy();
+  });
+
+  it('the process survives its replacement thread failing to start (EMFILE); the worker is back once fds free up, and nothing leaks', { timeout: 150000 }, (t) =>
+    withDiagnostics(lab, sg, async () => {
+      const limit = SG_NOFILE;
+      sg = await Splicegate.start(lab, {
+        listeners: [{ name: 'egress', address: '0.0.0.0:15001' }],
+        nofile: limit,
+        cluster: { max_downstream_connections: 100000, connect_timeout: '120s' },
+        env: { SPLICEGATE_TEST_HOOKS: '1' },
+      });
+      const proxy = sg;
+      const pid = proxy.proc.pid;
+      // Opened before the fds run out: the only way to reach the admin endpoint while they are.
+      const admin = lab.start('gw', 'node', [clientScript('admin-keepalive'), '--target', '127.0.0.1:9901'], { label: 'admin-keepalive' });
+      await admin.waitForLine((l) => l === 'READY', 10000, 'admin connection');
+      await proxy.stats();
+      const base = await steadyFdCount(pid);
+      const n = Math.ceil(limit / 2) + 50;
+      const client = lab.startClient('hold-pending', ['--target', `10.10.2.2:${IDENT_PORT}`, '--n', String(n), '--speak', 'server'], { nofile: 20000 });
+      await waitFor(() => (fdCount(pid) >= limit - 2 && count(lastStatus(client), 'connecting') === 0 ? true : undefined), {
+        timeoutMs: 60000,
+        intervalMs: 200,
+        what: 'the proxy to run out of fds',
+        diagnostics: () => `${JSON.stringify(lastStatus(client))} fds ${fdCount(pid)}`,
+      });
+      // Worker 0 dies now: its replacement thread cannot get the fds a thread needs to start.
+      admin.write('POST /debug/crash-worker?id=0\n');
+      const crashed = await admin.waitForEvents((e) => e['event'] === 'response', 1, 10000, 'crash-worker answered');
+      assert.equal(crashed[0]?.['status'], 202, JSON.stringify(crashed));
+      await waitForLog(proxy, /worker died; restarting worker=0 generation=0 /, 15000);
+      // Its replacement cannot start: either the thread itself (Node needs fds for its loop and to
+      // read the worker's module) or the worker's core (epoll_create1). Past the five tries after
+      // which a worker that keeps dying on its own is left down.
+      await waitForLog(proxy, /worker thread failed to start|worker died; restarting worker=0 generation=\d+ reason="[^"]*EMFILE/, 15000);
+      const failedStarts = (): number => proxy.stderr.split('\n').filter((l) => /worker thread failed to start|worker died; restarting worker=0 /.test(l)).length;
+      await waitFor(() => (failedStarts() >= 6 || !proxy.proc.running ? true : undefined), {
+        timeoutMs: 30000,
+        intervalMs: 200,
+        what: 'more failed starts than a worker that keeps dying on its own is given',
+        diagnostics: () => proxy.stderr.slice(-2000),
+      });
+      assert.ok(proxy.proc.running, `splicegate survived a worker thread failing to start:\n${proxy.stderr.slice(-3000)}`);
+
+      // ---- the pressure goes: worker 0 listens again, /ready says so, the process serves
+      client.write('release\n');
+      await client.waitForLine((l) => parseJsonObject(l)?.['event'] === 'released', 60000, 'released');
+      const relisten = await waitForLog(proxy, /worker listening worker=0 generation=[1-9]\d* /, 30000);
+      t.diagnostic(`worker 0 back: ${relisten}`);
+      const ready = await waitFor(async () => {
+        const r = await proxy.adminGet('/ready');
+        return r.status === 200 ? r : undefined;
+      }, { timeoutMs: 20000, intervalMs: 200, what: '/ready 200 with both workers' });
+      assert.match(ready.body, /ready/);
+      const info = JSON.parse((await proxy.adminGet('/server_info')).body) as { workers: { configured: number; alive: number } };
+      assert.equal(info.workers.alive, 2, JSON.stringify(info.workers));
+      const r = await connectMany(lab, { target: `10.10.2.2:${IDENT_PORT}`, n: 100, concurrency: 50, expectId: 'S', timeoutMs: 20000 });
+      assert.equal(r.ok, 100, `new connections relay again: ${JSON.stringify(r.errors)}`);
+      await proxy.waitStats((s) => s.downstream_cx_active === 0 && stat(s, 'workers_orphaned') === 0, 30000, 'idle, the orphaned loop ended');
+      admin.write('GET /ready\n');
+      await admin.waitForEvents((e) => e['event'] === 'response', 2, 10000, 'the kept admin connection still answers');
+      await admin.stop('SIGTERM', 2000);
+      const fdsFinal = await waitFor(() => (fdCount(pid) <= base ? fdCount(pid) : undefined), {
+        timeoutMs: 20000,
+        intervalMs: 300,
+        what: `the fd count to return to its baseline ${base}`,
+        diagnostics: () => `fds now ${fdCount(pid)}`,
+      });
+      t.diagnostic(`fds: baseline ${base}, final ${fdsFinal}`);
+    }),
+  );
 });
