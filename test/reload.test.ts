@@ -3,6 +3,7 @@
 // the admin routes (POST /reload, /ready's generation). The end-to-end behaviour under load is
 // test/integration/reload.test.ts.
 
+import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -215,6 +216,36 @@ describe('Reloader', () => {
     fake.draining = true;
     const draining = await new Reloader({ runtime: fake.runtime, pool: pool(), configPath: file, log: silent }).reload('test');
     assert.equal(draining.ok === false && draining.reason, 'refused');
+    assert.deepEqual(fake.started, []);
+  });
+
+  it('a file that cannot be read for want of fds is a failed reload (500), not an invalid file (422); a missing one is invalid', async () => {
+    write(ONE);
+    const fake = fakeRuntime(loadConfigFile(file));
+    // What reading the file says when the process is out of fds: a real one, from a child whose
+    // fds are used up (its limit is low, and it opens /dev/null until EMFILE).
+    const child = spawnSync(
+      'prlimit',
+      ['--nofile=64', process.execPath, '-e', `
+        const fs = require('node:fs');
+        const { readConfigFileText } = require(${JSON.stringify(join(__dirname, '../src/config/load.js'))});
+        try { for (;;) fs.openSync('/dev/null', 'r'); } catch (e) { if (e.code !== 'EMFILE') throw e; }
+        try { readConfigFileText(${JSON.stringify(file)}); console.log('read'); } catch (e) { console.log(JSON.stringify({ errno: e.readErrno, message: e.message })); }
+      `],
+      { encoding: 'utf8' },
+    );
+    assert.equal(child.status, 0, child.stderr);
+    const read = JSON.parse(child.stdout) as { errno: string; message: string };
+    assert.equal(read.errno, 'EMFILE', child.stdout);
+    const outOfFds = new ConfigError(file, [{ path: '(root)', message: read.message.replace(/^.*?: /, '') }], read.errno);
+    const failed = await new Reloader({ runtime: fake.runtime, pool: pool(), configPath: file, log: silent, load: () => { throw outOfFds; } }).reload('test');
+    assert.equal(failed.ok === false && failed.reason, 'failed');
+    assert.match(failed.ok === false ? failed.message : '', /cannot read config file: EMFILE/);
+    assert.equal(reloadResponse(failed).status, 500);
+
+    const missing = await new Reloader({ runtime: fake.runtime, pool: pool(), configPath: join(dir, 'missing.yaml'), log: silent }).reload('test');
+    assert.equal(missing.ok === false && missing.reason, 'invalid');
+    assert.equal(reloadResponse(missing).status, 422);
     assert.deepEqual(fake.started, []);
   });
 

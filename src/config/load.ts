@@ -68,7 +68,7 @@ export function readConfigFileText(path: string): string {
     if (err instanceof ConfigError) throw err;
     const code = errnoCode(err);
     const reason = code === undefined ? String(err) : describeErrno(code);
-    throw new ConfigError(path, [{ path: ROOT_PATH, message: `cannot read config file: ${reason}` }]);
+    throw new ConfigError(path, [{ path: ROOT_PATH, message: `cannot read config file: ${reason}` }], code);
   }
 }
 

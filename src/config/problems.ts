@@ -15,12 +15,15 @@ export class ConfigError extends Error {
   /** File path (or another label such as "(built-in default)") the problems refer to. */
   readonly source: string;
   readonly problems: ConfigProblem[];
+  /** The errno code when the file could not be read (ENOENT, EACCES, EMFILE, ...). */
+  readonly readErrno: string | undefined;
 
-  constructor(source: string, problems: ConfigProblem[]) {
+  constructor(source: string, problems: ConfigProblem[], readErrno?: string) {
     // The message is the full report so that even an uncaught ConfigError is readable.
     super(problems.map((p) => formatProblem(source, p)).join('\n'));
     this.source = source;
     this.problems = problems;
+    this.readErrno = readErrno;
   }
 }
 

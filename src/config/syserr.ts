@@ -16,6 +16,16 @@ export function describeErrno(code: string): string {
   return text === undefined ? code : `${code} (${text})`;
 }
 
+const OUT_OF_RESOURCES = new Set(['EMFILE', 'ENFILE', 'ENOMEM']);
+
+/**
+ * The process (or the system) is out of fds or memory: a failure of the moment, not of the file
+ * or the worker that met it, and gone once the pressure is.
+ */
+export function isOutOfResources(code: string | undefined): boolean {
+  return code !== undefined && OUT_OF_RESOURCES.has(code);
+}
+
 export interface SystemErrorShape {
   code: string;
   syscall: string;

@@ -8,7 +8,7 @@
 
 import { addressKey } from '../config/address';
 import { ConfigError, formatProblems, loadConfigFile, type ConfigProblem } from '../config/load';
-import { formatSystemError, isSystemError } from '../config/syserr';
+import { formatSystemError, isOutOfResources, isSystemError } from '../config/syserr';
 import type { SplicegateConfig } from '../config/types';
 import type { GenerationInfo } from '../supervisor/generation';
 import type { Logger } from '../util/logger';
@@ -146,7 +146,10 @@ export class Reloader {
     try {
       config = this.load(configPath);
     } catch (err) {
-      if (err instanceof ConfigError) return this.refuse('invalid', formatProblems(err), err.problems);
+      if (err instanceof ConfigError) {
+        // Out of fds or memory while reading it: the file may well be valid, the reload failed.
+        return this.refuse(isOutOfResources(err.readErrno) ? 'failed' : 'invalid', formatProblems(err), err.problems);
+      }
       throw err;
     }
     const old = runtime.active;

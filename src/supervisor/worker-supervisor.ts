@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import Piscina from 'piscina';
 import type { SplicegateConfig } from '../config/types';
+import { isOutOfResources } from '../config/syserr';
 import type { WorkerLatencyExport } from '../latency/source';
 import { DEFAULT_RESTART_POLICY, RestartPolicy, type RestartPolicyOptions } from './restart-policy';
 import type { NativeWorkerEvent, NativeWorkerOptions } from '../native/binding';
@@ -380,7 +381,7 @@ export class WorkerSupervisor extends EventEmitter {
       return;
     }
 
-    const outOfResources = isOutOfResources(slot.failure) || isOutOfResources(err);
+    const outOfResources = failedForResources(slot.failure) || failedForResources(err);
     const decision = this.restarts.onExit(slot.id, Date.now() - slot.startedAt, { outOfResources });
     if (!decision.restart) {
       this.options.log.error('worker keeps dying; not restarting it', { worker: slot.id, failures: decision.streak, reason });
@@ -404,14 +405,12 @@ export class WorkerSupervisor extends EventEmitter {
   }
 }
 
-const RESOURCE_CODES = new Set(['EMFILE', 'ENFILE', 'ENOMEM']);
-
 /**
  * A failure that says the process is out of fds or memory (the core's "epoll_create1 failed:
  * EMFILE", a thread Node could not start for the same reason), not that the worker is broken.
  */
-function isOutOfResources(err: { code?: unknown; message?: unknown } | undefined): boolean {
+function failedForResources(err: { code?: unknown; message?: unknown } | undefined): boolean {
   if (err === undefined) return false;
-  if (typeof err.code === 'string' && RESOURCE_CODES.has(err.code)) return true;
+  if (typeof err.code === 'string' && isOutOfResources(err.code)) return true;
   return err.code === 'ERR_WORKER_INIT_FAILED' || (typeof err.message === 'string' && /\b(EMFILE|ENFILE|ENOMEM)\b/.test(err.message));
 }
