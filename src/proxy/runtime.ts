@@ -144,7 +144,12 @@ export class ProxyRuntime implements LatencySource {
       throw err;
     }
     this.nextNumber += 1;
+    // Workers that listened since their last start: only such a worker's end can leave an orphaned
+    // loop (one that could not start, restarted again and again while out of fds, has none).
+    const listened = new Set<number>();
+    generation.supervisor.on('worker-listening', (id) => listened.add(id));
     generation.supervisor.on('worker-exit', (id, lastStats, lastLatency) => {
+      const ran = listened.delete(id);
       // A retired generation's worker cut at its drain deadline may leave an orphan too.
       if (binding.orphans().count > 0) this.watchOrphanAccessLog();
       // Only while the generation is live: a retired generation's totals were taken at retirement.
@@ -154,7 +159,7 @@ export class ProxyRuntime implements LatencySource {
       if (lastStats) this.aggregator.retire(lastStats, generation.counterNames);
       if (lastLatency) this.retiredLatency.add([lastLatency]);
       const orphans = binding.orphans();
-      if (orphans.count > 0) {
+      if (ran && orphans.count > 0) {
         log.info('orphaned worker loops relay what they had, accepting nothing new', {
           worker: id,
           config_generation: generation.number,

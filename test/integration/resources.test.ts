@@ -388,6 +388,9 @@ describe('fd exhaustion: a worker that dies while the process is out of fds', ()
         diagnostics: () => proxy.stderr.slice(-2000),
       });
       assert.ok(proxy.proc.running, `splicegate survived a worker thread failing to start:\n${proxy.stderr.slice(-3000)}`);
+      // The killed worker's loop is the one orphan; its replacements, which never started, left none.
+      const orphanLines = proxy.stderr.split('\n').filter((l) => /orphaned worker loops relay what they had/.test(l));
+      assert.equal(orphanLines.length, 1, orphanLines.join('\n'));
 
       // ---- the pressure goes: worker 0 listens again, /ready says so, the process serves
       client.write('release\n');
