@@ -102,7 +102,7 @@ test('the native options from a minimal config carry every configurable value, w
     maxHosts: DEFAULTS.maxHosts,
     maxConnectionsPerHost: DEFAULTS.maxConnections === 0 ? unlimited : DEFAULTS.maxConnections,
     maxPendingPerHost: DEFAULTS.maxPending === 0 ? unlimited : DEFAULTS.maxPending,
-    maxDownstreamConnections: DEFAULTS.maxDownstreamConnections === 0 ? Math.floor((fdLimit - 256) / 2) : DEFAULTS.maxDownstreamConnections,
+    maxDownstreamConnections: DEFAULTS.maxDownstreamConnections === 0 ? Math.floor((fdLimit - 256) / 2.5) : DEFAULTS.maxDownstreamConnections,
     preconnectPorts: [],
     preconnectPerHost: 0,
     relayMode: DEFAULTS.relayMode,

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigText } from '../src/config/load';
 import { loadBinding } from '../src/native/binding';
-import { NATIVE_RANGES, nativeOptionsFor, RESERVED_FDS, workerPart } from '../src/proxy/native-options';
+import { FDS_PER_CONNECTION, NATIVE_RANGES, nativeOptionsFor, RESERVED_FDS, workerPart } from '../src/proxy/native-options';
 import { nativeListenerOptions } from '../src/proxy/listen-sockets';
 
 const INFINITY_NOFILE = 1_073_741_816; // what systemd's LimitNOFILE=infinity gives
@@ -26,7 +26,7 @@ test('a huge fd limit (LimitNOFILE=infinity) is clamped into the addon ranges', 
   assertInRanges(options, 'infinity');
   // Before the clamp this was 67,108,863 and start failed with "option maxPipes out of range".
   assert.equal(options.maxPipes, NATIVE_RANGES.maxPipes.max);
-  assert.equal(options.maxDownstreamConnections, Math.ceil(Math.floor((INFINITY_NOFILE - RESERVED_FDS) / 2) / 2));
+  assert.equal(options.maxDownstreamConnections, Math.ceil(Math.floor((INFINITY_NOFILE - RESERVED_FDS) / FDS_PER_CONNECTION) / 2));
 });
 
 test('tiny fd limits (below the reserve, 0, 1) still give positive, in-range bounds', () => {
@@ -36,7 +36,26 @@ test('tiny fd limits (below the reserve, 0, 1) still give positive, in-range bou
     assert.ok((options.maxDownstreamConnections ?? 0) >= 1);
     assert.ok((options.maxPipes ?? 0) >= 16);
   }
-  assert.equal(nativeOptionsFor(config(), 1024).maxDownstreamConnections, 192, '(1024 - 256) / 2 split over 2 workers');
+  assert.equal(nativeOptionsFor(config(), 1024).maxDownstreamConnections, 154, '(1024 - 256) / 2.5 = 307, split over 2 workers');
+});
+
+test('the default bounds keep connections and pipes inside the open-files limit, with the reserve to spare', () => {
+  // Every relayed connection's two sockets and every pipe's two fds at once must leave the
+  // reserve (the admin endpoint, listeners, logs) untouched; an explicit bound that overcommits
+  // leaves the pipe pool its minimum.
+  for (const limit of [1024, 4096, 20000, 65536, 1 << 20]) {
+    for (const workers of [1, 2, 4]) {
+      const parts = Array.from({ length: workers }, (_, id) => nativeOptionsFor({ ...config(), workers }, limit, id));
+      const connections = parts.reduce((sum, o) => sum + (o.maxDownstreamConnections ?? 0), 0);
+      const pipes = parts.reduce((sum, o) => sum + (o.maxPipes ?? 0), 0);
+      assert.ok(2 * connections + 2 * pipes <= limit - RESERVED_FDS, `limit ${limit}, ${workers} workers: ${connections} connections, ${pipes} pipes`);
+      assert.ok(pipes >= connections / 4 - workers, `limit ${limit}, ${workers} workers: room for a pipe per four connections (${pipes} for ${connections})`);
+    }
+  }
+  const overcommitted = nativeOptionsFor({ ...config('cluster: { max_downstream_connections: 100000 }'), workers: 2 }, 20000);
+  assert.equal(overcommitted.maxPipes, 16);
+  const explicit = nativeOptionsFor({ ...config('cluster: { max_downstream_connections: 9000 }'), workers: 2 }, 20000);
+  assert.equal(explicit.maxPipes, Math.floor((20000 - RESERVED_FDS - 18000) / 2 / 2), 'what 9,000 connections leave');
 });
 
 test('configured bounds at their schema maximum stay in range with one worker', () => {

@@ -233,7 +233,8 @@ class SplicegateContender extends ProcessContender {
         { name: 'egress', address: `0.0.0.0:${LISTEN.splicegate}`, mode: 'original_dst' },
         { name: 'http', address: `0.0.0.0:${LISTEN.splicegateHttp}`, mode: 'http', http: { trusted_sources: [`${ADDR.client4}/32`] } },
       ],
-      cluster: { connect_timeout: '5s', upstream_mark: 0 },
+      // HAProxy's maxconn below: 8,000 idle connections must fit (the default bound at 20,000 fds is 7,897).
+      cluster: { connect_timeout: '5s', upstream_mark: 0, max_downstream_connections: 9000 },
       drain_timeout: '2s',
     };
     if (Object.keys(env.sgTuning).length > 0) doc['tuning'] = env.sgTuning;

@@ -8,8 +8,18 @@ import type { SplicegateConfig } from '../config/types';
 import { nativePolicies } from '../config/policy-native';
 import type { NativeWorkerOptions } from '../native/binding';
 
-/** Share of the open-files limit that pipes may take (two fds each), split across workers. */
+/** The most of the open-files limit that pipes may take (two fds each), split across workers. */
 const PIPE_FD_SHARE = 0.25;
+
+/**
+ * fds per relayed connection in the default bound: its two sockets, and room for one pipe (two
+ * fds) per four connections, as HAProxy derives maxconn and maxpipes from the open-files limit.
+ * Without that room, busy splices could take the last fds and leave none for the admin endpoint.
+ */
+export const FDS_PER_CONNECTION = 2.5;
+
+/** Pipes per worker whatever the budget: splicing needs a few, and a pipe that cannot be made only means the copy path. */
+const MIN_PIPES = 16;
 
 /** fds kept back from the connection bound for listeners, epoll, timers, logs and the admin server. */
 export const RESERVED_FDS = 256;
@@ -66,8 +76,10 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number, work
   // generations and orphaned loops. 0 means "no per-host bound": only max_downstream_connections
   // (and the fd limit) apply.
   const perHost = (total: number): number => (total > 0 ? total : Number.MAX_SAFE_INTEGER);
-  // Each relayed connection holds two sockets.
-  const maxDownstream = cluster.maxDownstreamConnections > 0 ? cluster.maxDownstreamConnections : Math.floor(usableFds / 2);
+  const maxDownstream = cluster.maxDownstreamConnections > 0 ? cluster.maxDownstreamConnections : Math.floor(usableFds / FDS_PER_CONNECTION);
+  // The pipe pool gets the fds the connections leave (two sockets each), at most its share of the
+  // limit: an explicit bound that takes them all leaves only the minimum.
+  const pipeFds = Math.min(fdLimit * PIPE_FD_SHARE, Math.max(0, usableFds - 2 * maxDownstream));
   return {
     connectTimeoutMs: cluster.connectTimeoutMs,
     idleTimeoutMs: cluster.idleTimeoutMs,
@@ -84,7 +96,7 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number, work
     preconnectPorts: cluster.preconnect ? cluster.preconnect.ports : [],
     preconnectPerHost: cluster.preconnect ? cluster.preconnect.perHost : 0,
     ...(cluster.preconnect ? { preconnectTtlMs: cluster.preconnect.ttlMs } : {}),
-    maxPipes: clamp('maxPipes', Math.max(16, (fdLimit * PIPE_FD_SHARE) / 2 / workers)),
+    maxPipes: clamp('maxPipes', Math.max(MIN_PIPES, pipeFds / 2 / workers)),
     maxIdlePipes: clamp('maxIdlePipes', 64),
     relayMode: config.tuning.relayMode,
     pipeSize: config.tuning.pipeSize,

@@ -20,7 +20,9 @@ describe('scale', () => {
     ident = await lab.startServer('identity', ['--listen', '10.10.2.2:8080', '--id', 'S'], { nofile: NOFILE });
     hold = await lab.startServer('hold', ['--listen', '10.10.2.2:8081'], { nofile: NOFILE });
     await lab.redirect({ dport: [8080, 8081], toPort: 15001, family: 4 });
-    sg = await Splicegate.start(lab, { listeners: [{ name: 'egress', address: '0.0.0.0:15001' }] });
+    // 8,000 held connections are above the default bound at 20,000 fds (7,897, which leaves room
+    // for pipes): the bound is raised as an operator would for idle connections.
+    sg = await Splicegate.start(lab, { listeners: [{ name: 'egress', address: '0.0.0.0:15001' }], cluster: { max_downstream_connections: 9000 } });
   });
 
   after(async () => {
