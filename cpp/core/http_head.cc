@@ -324,7 +324,11 @@ void ResponseParser::start(bool headRequest, bool upgradeRequested) {
 int ResponseParser::onHeadersComplete(llhttp_t* p) {
   ResponseParser& r = self<ResponseParser>(p);
   r.status_ = p->status_code;
-  if (r.status_ >= 100 && r.status_ < 200 && r.status_ != 101) return 0;  // interim: llhttp knows it has no body
+  // Interim: a 1xx ends at its head, whatever Content-Length or Transfer-Encoding it carries (RFC
+  // 9110 15.2, and what every client does). llhttp 8 would read such a body (it knows only that 1xx
+  // never reads to close): bytes the client takes for the final response (and for responses behind
+  // it, to its next requests) would be skipped here. 1 = no body.
+  if (r.status_ >= 100 && r.status_ < 200 && r.status_ != 101) return 1;
   if (r.status_ == 101 && !r.upgradeRequested_) {
     // Not framable as HTTP and not a tunnel the client asked for: relayed raw, it would carry
     // the client's next requests to this server unrouted and unjudged by the policy.

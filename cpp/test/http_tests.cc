@@ -2532,6 +2532,84 @@ void edgeCaseTests() {
   });
 }
 
+// ---- Framing review (request smuggling / response desync): where splicegate and a conforming
+// peer could disagree on where a message ends ----
+
+// A client's view of a response stream: the interim 1xx heads (no content, RFC 9110 15.2) and
+// then one final response (head plus Content-Length body); its length, or 0 while incomplete.
+size_t finalResponseLength(const std::string& buf) {
+  size_t at = 0;
+  for (;;) {
+    const size_t end = buf.find("\r\n\r\n", at);
+    if (end == std::string::npos) return 0;
+    if (buf.compare(at, 10, "HTTP/1.1 1") != 0) break;
+    at = end + 4;
+  }
+  const size_t len = messageLength(buf.substr(at));
+  return len == 0 ? 0 : at + len;
+}
+
+void framingTests() {
+  run("a 1xx interim response has no content whatever its Content-Length or Transfer-Encoding say", [] {
+    const char* interims[] = {"HTTP/1.1 100 Continue\r\n", "HTTP/1.1 103 Early Hints\r\n", "HTTP/1.1 150 X\r\n"};
+    const char* framings[] = {"content-length: 40\r\n", "transfer-encoding: chunked\r\n"};
+    for (const char* interim : interims) {
+      for (const char* framing : framings) {
+        for (size_t step : {size_t(1), size_t(4096)}) {
+          ResponseParser r;
+          r.start(false, false);
+          const Bytes b = bytes(std::string(interim) + framing + "\r\n" +
+                                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" +
+                                "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged");
+          size_t used = 0;
+          const Progress p = feedResponse(r, b, step, &used);
+          CHECK(p.complete);
+          CHECK(!p.error);
+          CHECK_EQ(r.status(), 200);
+          CHECK_EQ(used, b.size() - 44);  // the final response is the 200 "ok"; the rest is not this one
+        }
+      }
+    }
+  });
+
+  run("a 1xx with a Content-Length cannot hide a forged response for the client's next request (to another destination)", [] {
+    // A hostile server's 103 claims the 40 bytes behind it as its body. A client (RFC 9110 15.2:
+    // a 1xx ends at its head) reads those bytes as the final response, "ok"; the server then sends
+    // a second response, which the client would take for its next request's, meant for `other`.
+    Origin rogue([](Origin&, int fd, int) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+      const std::string inner = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+      const std::string first = "HTTP/1.1 103 Early Hints\r\ncontent-length: " + std::to_string(inner.size()) +
+                                "\r\n\r\n" + inner;
+      writeAll(fd, first.data(), first.size());
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the client sends its next request
+      const std::string forged = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged";
+      writeAll(fd, forged.data(), forged.size());
+      std::string rest;
+      readToEnd(fd, rest, 3000);
+    });
+    Origin other(keepAliveServer());
+    HttpStage stage(rogue.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string a = get("/a");
+    CHECK(writeAll(client.get(), a.data(), a.size()));
+    std::string buf;
+    CHECK(readUntil(client.get(), buf, [](const std::string& b) { return finalResponseLength(b) > 0; }) == End::kOpen);
+    const size_t first = finalResponseLength(buf);
+    CHECK(buf.compare(first - 6, 6, "\r\n\r\nok") == 0);  // the client's final response to /a: "ok"
+    buf.erase(0, first);
+    const std::string b = get("/b", routeTo(other.address));
+    CHECK(writeAll(client.get(), b.data(), b.size()));
+    const End e = readUntil(client.get(), buf, [](const std::string& x) { return messageLength(x) > 0; });
+    if (buf.find("forged") != std::string::npos) std::fprintf(stderr, "  the client got the forged response: %s\n", buf.c_str());
+    CHECK(e == End::kOpen);
+    CHECK(bodyOf(buf.substr(0, messageLength(buf))) == "1:/b");
+    CHECK_EQ(other.seen().size(), 1u);
+  });
+}
+
 }  // namespace
 
 int main() {
@@ -2546,5 +2624,6 @@ int main() {
   queuedBehindResponseTests();
   poolTests();
   edgeCaseTests();
+  framingTests();
   return splicegate::testing::finish();
 }
