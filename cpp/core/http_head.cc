@@ -74,6 +74,9 @@ void RequestParser::reset() {
   valueIsRouting_ = false;
   firstRoutingValue_ = false;
   lineOpen_ = false;
+  nameLength_ = 0;
+  sawTransferEncoding_ = false;
+  lastBodyByte_ = 0;
 }
 
 int RequestParser::fail(HeadError error, const char* reason) {
@@ -176,10 +179,20 @@ Progress RequestParser::body(const uint8_t* data, size_t size) {
   const llhttp_errno_t e = llhttp_execute(&parser_, start, size);
   if (e == HPE_OK) {
     out.consumed = out.body = size;
+    lastBodyByte_ = data[size - 1];
     return out;
   }
   if ((e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) && messageDone_) {
-    out.consumed = out.body = static_cast<size_t>(llhttp_get_error_pos(&parser_) - start);
+    const size_t n = static_cast<size_t>(llhttp_get_error_pos(&parser_) - start);
+    // llhttp ends a chunked body's trailer section at a bare LF too (even in strict mode, as a
+    // head at "\r\n\n"): a server that wants CRLF would read on, into the next request.
+    const uint8_t beforeLast = n >= 2 ? data[n - 2] : lastBodyByte_;
+    if (head_.chunked && (n == 0 || data[n - 1] != '\n' || beforeLast != '\r')) {
+      fail(HeadError::kMalformed, "bare LF ending the chunked body's trailer section");
+      out.error = true;
+      return out;
+    }
+    out.consumed = out.body = n;
     out.complete = true;
     return out;
   }
@@ -213,6 +226,10 @@ int RequestParser::onHeaderField(llhttp_t* p, const char* at, size_t n) {
     r.fieldMatches_ = !r.routingHeader_.empty();
     r.fieldMatched_ = 0;
     r.fieldStart_ = offset;
+    r.nameLength_ = 0;
+  }
+  for (size_t i = 0; i < n; ++i, ++r.nameLength_) {
+    if (r.nameLength_ < sizeof r.name_) r.name_[r.nameLength_] = lower(at[i]);
   }
   for (size_t i = 0; i < n && r.fieldMatches_; ++i) {
     if (r.fieldMatched_ >= r.routingHeader_.size() || lower(at[i]) != r.routingHeader_[r.fieldMatched_]) {
@@ -226,6 +243,13 @@ int RequestParser::onHeaderField(llhttp_t* p, const char* at, size_t n) {
 
 int RequestParser::onHeaderFieldComplete(llhttp_t* p) {
   RequestParser& r = self<RequestParser>(p);
+  // llhttp 8 takes a line that starts with ':' as a header with an empty name; a field name is a
+  // token (RFC 9110 5.1), and servers disagree about such a line.
+  if (!r.inField_ || r.nameLength_ == 0) return r.fail(HeadError::kMalformed, "empty header name");
+  static constexpr char kTransferEncoding[] = "transfer-encoding";
+  if (r.nameLength_ == sizeof kTransferEncoding - 1 && std::memcmp(r.name_, kTransferEncoding, r.nameLength_) == 0) {
+    r.sawTransferEncoding_ = true;
+  }
   r.inField_ = false;
   r.valueIsRouting_ = r.fieldMatches_ && r.fieldMatched_ == r.routingHeader_.size();
   r.firstRoutingValue_ = false;
@@ -272,9 +296,16 @@ int RequestParser::onHeadersComplete(llhttp_t* p) {
   h.hasContentLength = (p->flags & F_CONTENT_LENGTH) != 0;
   h.contentLength = h.hasContentLength ? p->content_length : 0;
   // Transfer-Encoding without a final chunked has no length a proxy can trust (RFC 9112 6.3):
-  // llhttp refuses it only once the body is parsed; refuse it with the head.
-  if ((p->flags & F_TRANSFER_ENCODING) != 0 && !h.chunked) {
+  // llhttp refuses it only once the body is parsed; refuse it with the head. An empty one too,
+  // which llhttp 8 does not even flag (and so lets a Content-Length stand beside it).
+  const bool transferEncoding = (p->flags & F_TRANSFER_ENCODING) != 0 || r.sawTransferEncoding_;
+  if (transferEncoding && !h.chunked) {
     return r.fail(HeadError::kMalformed, "Transfer-Encoding without chunked as the final coding");
+  }
+  // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing (a 1.0 server may
+  // ignore it and read the chunked body as the next request).
+  if (transferEncoding && h.versionMinor == 0) {
+    return r.fail(HeadError::kMalformed, "Transfer-Encoding in an HTTP/1.0 request");
   }
   // Content-Length with Transfer-Encoding was refused above (llhttp, strict): a length body is
   // plain counting, done in body()/bodyMoved() rather than by llhttp, so it can be spliced.

@@ -147,6 +147,13 @@ class RequestParser {
   bool valueStarted_ = false;
   uint32_t valueEnd_ = 0;  // end of the value's last span (a gap before the next one is obs-fold)
   bool lineOpen_ = false;  // a routing line whose end is the next field's start (or the head's end)
+  // The field name's first bytes, lower case, to know a Transfer-Encoding line whatever its value
+  // (llhttp 8 flags none for an empty one); nameLength_ counts them all (0: an empty name).
+  char name_[18] = {};
+  size_t nameLength_ = 0;
+  bool sawTransferEncoding_ = false;
+  // A chunked body's last byte fed so far: the trailer section's final LF must follow a CR.
+  uint8_t lastBodyByte_ = 0;
 };
 
 class ResponseParser {
