@@ -326,6 +326,8 @@ const llhttp_settings_t& ResponseParser::settings() {
   static const llhttp_settings_t s = [] {
     llhttp_settings_t v;
     llhttp_settings_init(&v);
+    v.on_header_field = onHeaderField;
+    v.on_header_field_complete = onHeaderFieldComplete;
     v.on_headers_complete = onHeadersComplete;
     v.on_message_complete = onMessageComplete;
     return v;
@@ -335,12 +337,50 @@ const llhttp_settings_t& ResponseParser::settings() {
 
 ResponseParser::ResponseParser() { start(false, false); }
 
+int ResponseParser::onHeaderField(llhttp_t* p, const char* at, size_t n) {
+  ResponseParser& r = self<ResponseParser>(p);
+  if (!r.inField_) {
+    r.inField_ = true;
+    r.nameLength_ = 0;
+  }
+  for (size_t i = 0; i < n; ++i, ++r.nameLength_) {
+    if (r.nameLength_ < sizeof r.name_) r.name_[r.nameLength_] = lower(at[i]);
+  }
+  return 0;
+}
+
+int ResponseParser::onHeaderFieldComplete(llhttp_t* p) {
+  ResponseParser& r = self<ResponseParser>(p);
+  r.inField_ = false;
+  static constexpr char kTransferEncoding[] = "transfer-encoding";
+  if (r.nameLength_ == sizeof kTransferEncoding - 1 && std::memcmp(r.name_, kTransferEncoding, r.nameLength_) == 0) {
+    r.sawTransferEncoding_ = true;
+  }
+  return 0;
+}
+
+bool ResponseParser::scanHead(const char* data, size_t size) {
+  for (size_t i = 0; i < size; ++i) {
+    const uint8_t c = static_cast<uint8_t>(data[i]);
+    if (c == '\n' && lastByte_ != '\r') {
+      reason_ = "bare LF in the response head";
+      return false;
+    }
+    if ((c == ' ' || c == '\t') && lastByte_ == '\n') {
+      reason_ = "obs-fold in the response head";  // RFC 9112 5.2: a proxy rejects it (502) or unfolds it
+      return false;
+    }
+    lastByte_ = c;
+  }
+  return true;
+}
+
 void ResponseParser::start(bool headRequest, bool upgradeRequested) {
   llhttp_init(&parser_, HTTP_RESPONSE, &settings());
   parser_.data = this;
   headRequest_ = headRequest;
   upgradeRequested_ = upgradeRequested;
-  unaskedUpgrade_ = false;
+  headError_ = nullptr;
   headSeen_ = false;
   inBody_ = false;
   body_ = Body::kNone;
@@ -350,11 +390,28 @@ void ResponseParser::start(bool headRequest, bool upgradeRequested) {
   keepAlive_ = false;
   status_ = 0;
   reason_ = "";
+  lastByte_ = 0;
+  nameLength_ = 0;
+  inField_ = false;
+  sawTransferEncoding_ = false;
 }
 
 int ResponseParser::onHeadersComplete(llhttp_t* p) {
   ResponseParser& r = self<ResponseParser>(p);
   r.status_ = p->status_code;
+  // Not an HTTP/1.x response a client frames as we do (llhttp 8 takes HTTP/0.9 and 2.0 status
+  // lines, and any three digits as a status).
+  if (p->http_major != 1 || p->http_minor > 1) {
+    r.headError_ = "response version is not HTTP/1.0 or 1.1";
+    return -1;
+  }
+  if (r.status_ < 100) {
+    r.headError_ = "response status under 100";
+    return -1;
+  }
+  // Each head (interim ones too) starts afresh.
+  const bool transferEncoding = (p->flags & F_TRANSFER_ENCODING) != 0 || r.sawTransferEncoding_;
+  r.sawTransferEncoding_ = false;
   // Interim: a 1xx ends at its head, whatever Content-Length or Transfer-Encoding it carries (RFC
   // 9110 15.2, and what every client does). llhttp 8 would read such a body (it knows only that 1xx
   // never reads to close): bytes the client takes for the final response (and for responses behind
@@ -363,7 +420,7 @@ int ResponseParser::onHeadersComplete(llhttp_t* p) {
   if (r.status_ == 101 && !r.upgradeRequested_) {
     // Not framable as HTTP and not a tunnel the client asked for: relayed raw, it would carry
     // the client's next requests to this server unrouted and unjudged by the policy.
-    r.unaskedUpgrade_ = true;
+    r.headError_ = "101 to a request without Upgrade";
     return -1;
   }
   r.headSeen_ = true;
@@ -371,10 +428,13 @@ int ResponseParser::onHeadersComplete(llhttp_t* p) {
   // 204 and 304 never have a body (llhttp 8 would read a Content-Length after them).
   if (r.headRequest_ || r.status_ == 101 || r.status_ == 204 || r.status_ == 304) {
     r.body_ = Body::kNone;
-  } else if ((p->flags & F_CHUNKED) != 0) {
+  } else if ((p->flags & F_CHUNKED) != 0 && p->http_minor > 0) {
     r.body_ = Body::kChunked;
-  } else if ((p->flags & F_TRANSFER_ENCODING) != 0) {
-    r.body_ = Body::kUntilClose;  // a response coding that is not chunked: read to close (RFC 9112 6.3)
+  } else if (transferEncoding) {
+    // (Transfer-Encoding in HTTP/1.0 is faulty framing, closed after: RFC 9112 6.1.)
+    // A response coding that is not chunked, or none (an empty Transfer-Encoding, which llhttp 8
+    // does not flag and so lets a Content-Length stand beside): read to close (RFC 9112 6.3).
+    r.body_ = Body::kUntilClose;
   } else if ((p->flags & F_CONTENT_LENGTH) != 0) {
     r.body_ = p->content_length == 0 ? Body::kNone : Body::kLength;
     r.remaining_ = p->content_length;
@@ -405,11 +465,19 @@ Progress ResponseParser::feed(const uint8_t* data, size_t size) {
   if (inBody_) return feedBody(start, size);
   const llhttp_errno_t e = llhttp_execute(&parser_, start, size);
   if (e == HPE_OK) {  // still in the head (or in interim responses)
+    if (!scanHead(start, size)) {
+      out.error = true;
+      return out;
+    }
     out.consumed = size;
     return out;
   }
   if (e == HPE_PAUSED && headSeen_) {
     const size_t head = static_cast<size_t>(llhttp_get_error_pos(&parser_) - start);
+    if (!scanHead(start, head)) {
+      out.error = true;
+      return out;
+    }
     inBody_ = true;
     if (body_ == Body::kNone) {
       done_ = true;
@@ -422,7 +490,7 @@ Progress ResponseParser::feed(const uint8_t* data, size_t size) {
     out.consumed += head;
     return out;
   }
-  reason_ = unaskedUpgrade_ ? "101 to a request without Upgrade" : llhttp_get_error_reason(&parser_);
+  reason_ = headError_ != nullptr ? headError_ : llhttp_get_error_reason(&parser_);
   if (reason_ == nullptr) reason_ = llhttp_errno_name(e);
   out.error = true;
   return out;
@@ -450,10 +518,20 @@ Progress ResponseParser::feedBody(const char* data, size_t size) {
       const llhttp_errno_t e = llhttp_execute(&parser_, data, size);
       if (e == HPE_OK) {
         out.consumed = out.body = size;
+        lastByte_ = static_cast<uint8_t>(data[size - 1]);
         return out;
       }
       if (e == HPE_PAUSED && done_) {
-        out.consumed = out.body = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
+        const size_t n = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
+        // As for requests: llhttp ends the trailer section at a bare LF too.
+        const uint8_t beforeLast = n >= 2 ? static_cast<uint8_t>(data[n - 2]) : lastByte_;
+        if (n == 0 || data[n - 1] != '\n' || beforeLast != '\r') {
+          done_ = false;
+          reason_ = "bare LF ending the chunked body's trailer section";
+          out.error = true;
+          return out;
+        }
+        out.consumed = out.body = n;
         out.complete = true;
         return out;
       }

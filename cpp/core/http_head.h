@@ -186,11 +186,16 @@ class ResponseParser {
   const char* errorReason() const { return reason_; }
 
  private:
+  static int onHeaderField(llhttp_t* p, const char* at, size_t n);
+  static int onHeaderFieldComplete(llhttp_t* p);
   static int onHeadersComplete(llhttp_t* p);
   static int onMessageComplete(llhttp_t* p);
   static const llhttp_settings_t& settings();
   // The body bytes at data[0, size) that follow the final head; Progress as for feed().
   Progress feedBody(const char* data, size_t size);
+  // What llhttp lets through in heads even in strict mode (as for requests): a bare LF ending the
+  // head, obs-fold. Checked over the head bytes of each feed (interim heads included); false = bad.
+  bool scanHead(const char* data, size_t size);
 
   // How the final response's body is framed (llhttp__after_headers_complete's rules, plus no
   // body for 204/304 whatever their Content-Length says).
@@ -199,7 +204,7 @@ class ResponseParser {
   llhttp_t parser_;
   bool headRequest_ = false;
   bool upgradeRequested_ = false;  // the request carried Upgrade (and Connection: upgrade)
-  bool unaskedUpgrade_ = false;    // the error: a 101 all the same
+  const char* headError_ = nullptr;  // why onHeadersComplete refused the head (a 101 unasked, ...)
   bool headSeen_ = false;  // the final head was parsed (llhttp paused at its end)
   bool inBody_ = false;    // ... and feed() went past that pause
   Body body_ = Body::kNone;
@@ -209,6 +214,13 @@ class ResponseParser {
   bool keepAlive_ = false;
   int status_ = 0;
   const char* reason_ = "";
+  uint8_t lastByte_ = 0;  // the last head (or chunked body) byte fed, for the checks across feeds
+  // As in RequestParser: a Transfer-Encoding line whatever its value (llhttp flags none for an
+  // empty one).
+  char name_[18] = {};
+  size_t nameLength_ = 0;
+  bool inField_ = false;
+  bool sawTransferEncoding_ = false;
 };
 
 // Removes the routing header's lines from buf[0, size) in place (the head and whatever follows

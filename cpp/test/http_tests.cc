@@ -2602,6 +2602,78 @@ void framingTests() {
     }
   });
 
+  run("a response head with obs-fold or a bare LF, a version other than 1.x, a status under 100 is an upstream error", [] {
+    const char* heads[] = {
+        // RFC 9112 5.2: a proxy must reject obs-fold in a response (502) or unfold it; relayed
+        // as is, a client that does neither takes " Content-Length: 2" for a header of its own.
+        "HTTP/1.1 200 OK\r\nX: y\r\n Content-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nX: y\r\n\tz\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 103 Early Hints\r\nLink: a\r\n b\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        // A bare LF as the head's blank line (llhttp 8 takes "\r\n\n" even in strict mode).
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok",
+        "HTTP/1.1 100 Continue\r\n\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/0.9 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok",
+    };
+    for (const char* h : heads) {
+      for (size_t step : {size_t(1), size_t(4096)}) {
+        ResponseParser r;
+        r.start(false, false);
+        size_t used = 0;
+        const Progress p = feedResponse(r, bytes(h), step, &used);
+        if (!p.error) std::fprintf(stderr, "  accepted (step %zu): %s\n", step, h);
+        CHECK(p.error);
+      }
+    }
+  });
+
+  run("a chunked response whose trailer section ends with a bare LF is an upstream error", [] {
+    for (const char* b : {"3\r\nabc\r\n0\r\n\nNEXT", "0\r\nT: x\r\n\nNEXT"}) {
+      for (size_t step : {size_t(1), size_t(4096)}) {
+        ResponseParser r;
+        r.start(false, false);
+        size_t used = 0;
+        const Progress p = feedResponse(r, bytes(std::string("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") + b), step, &used);
+        if (!p.error) std::fprintf(stderr, "  accepted (step %zu): %s\n", step, b);
+        CHECK(p.error);
+      }
+    }
+  });
+
+  run("Transfer-Encoding in an HTTP/1.0 response, or an empty one beside Content-Length: read to close, never pooled", [] {
+    // RFC 9112 6.1 (faulty framing, close after it) and 6.3 (Transfer-Encoding overrides
+    // Content-Length; without chunked last, the body ends at close).
+    for (const char* h : {"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                          "HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\nContent-Length: 2\r\n\r\nok",
+                          "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: \r\n\r\nok"}) {
+      ResponseParser r;
+      r.start(false, false);
+      const Bytes b = bytes(h);
+      const Progress p = r.feed(b.data(), b.size());
+      CHECK(!p.error);
+      CHECK(!p.complete);
+      CHECK(r.bodyRemaining() == kUntilClose);
+      CHECK(!r.keepAlive());
+      CHECK(r.finish().complete);
+    }
+  });
+
+  run("a response head with obs-fold gets the client a 502, not the folded head", [] {
+    Origin folded([](Origin&, int fd, int) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+      const std::string resp = "HTTP/1.1 200 OK\r\nX: y\r\n Content-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged";
+      writeAll(fd, resp.data(), resp.size());
+      std::string rest;
+      readToEnd(fd, rest, 3000);
+    });
+    HttpStage stage(folded.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    expectError(client.get(), exchange(client.get(), get("/a")), "502", "upstream_reset");
+  });
+
   run("a 1xx with a Content-Length cannot hide a forged response for the client's next request (to another destination)", [] {
     // A hostile server's 103 claims the 40 bytes behind it as its body. A client (RFC 9110 15.2:
     // a 1xx ends at its head) reads those bytes as the final response, "ok"; the server then sends
