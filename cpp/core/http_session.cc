@@ -863,8 +863,12 @@ void HttpSession::upstreamFailed() {
 
 void HttpSession::finishExchange() {
   closeRequestLog(CloseReason::kCompleted);
-  bool reusable = response_.keepAlive() && !upstreamDirty_ && requestDone_ && toUpOffset_ >= toUp_.size() &&
-                  !upPipe_ && !up_.eof && !up_.peerClosing;
+  // keepClient_: the request itself allowed another one. Its Connection header went up as the
+  // client wrote it, so a server told "close" (or sent HTTP/1.0 without keep-alive) closes after
+  // this response (RFC 9112 9.6) whether or not its response says so; pooled, the connection
+  // would take another client's request into that close.
+  bool reusable = response_.keepAlive() && keepClient_ && !upstreamDirty_ && requestDone_ &&
+                  toUpOffset_ >= toUp_.size() && !upPipe_ && !up_.eof && !up_.peerClosing;
   if (reusable && up_.readable && !idleConnectionUsable(up_.fd.get())) {
     // The last read did not prove the socket empty (a splice of exactly the body's rest, a read
     // that filled the buffer), so bytes may wait behind the response with their edge already

@@ -2674,6 +2674,34 @@ void framingTests() {
     expectError(client.get(), exchange(client.get(), get("/a")), "502", "upstream_reset");
   });
 
+  run("an upstream that was sent Connection: close (or an HTTP/1.0 request without keep-alive) is never pooled", [] {
+    // The request's Connection goes up as the client wrote it: the server must close after its
+    // response (RFC 9112 9.6), and need not say so. Pooled, that connection takes another
+    // client's request, a POST that cannot be retried, just before the server's close.
+    for (const char* first : {"GET /a HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n", "GET /a HTTP/1.0\r\nhost: t\r\n\r\n"}) {
+      Origin server([](Origin& o, int fd, int index) {
+        if (index > 0) return keepAliveServer()(o, fd, index);
+        std::string buf;
+        if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+        const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst";
+        writeAll(fd, resp.data(), resp.size());
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));  // then closes, unread bytes and all
+      });
+      HttpStage stage(server.address);
+      LoopRunner loop(*stage.core);
+      UniqueFd a = connectTo(stage.listenAddr);
+      std::string resp = exchange(a.get(), first);
+      CHECK(bodyOf(resp) == "first");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      UniqueFd b = connectTo(stage.listenAddr);
+      End e = End::kOpen;
+      resp = exchange(b.get(), post("/b", "hello"), &e);
+      if (resp.rfind("HTTP/1.1 200", 0) != 0) std::fprintf(stderr, "  the POST got: %s (%s)\n", resp.c_str(), endName(e));
+      CHECK(resp.rfind("HTTP/1.1 200", 0) == 0);
+      CHECK_EQ(stage.stat(Stat::upstream_cx_reuse), 0u);
+    }
+  });
+
   run("a 1xx with a Content-Length cannot hide a forged response for the client's next request (to another destination)", [] {
     // A hostile server's 103 claims the 40 bytes behind it as its body. A client (RFC 9110 15.2:
     // a 1xx ends at its head) reads those bytes as the final response, "ok"; the server then sends
