@@ -6,8 +6,10 @@
 //                         (the same buffer, grown between calls: only new bytes are parsed); stops
 //                         at the end of the head. Refuses what a smuggling defence must refuse:
 //                         Content-Length with Transfer-Encoding, duplicate or conflicting
-//                         Content-Length, obs-fold, bare LF, invalid chunk sizes (in body()),
-//                         versions other than HTTP/1.0 and 1.1, and heads over the size cap.
+//                         Content-Length, an empty Transfer-Encoding, Transfer-Encoding in
+//                         HTTP/1.0, an empty header name, obs-fold, bare LF, invalid chunk sizes
+//                         and a bare LF ending the trailers (in body()), versions other than
+//                         HTTP/1.0 and 1.1, and heads over the size cap.
 //   body(data, size)      then the body, chunk by chunk as it arrives: how many of the bytes
 //                         belong to this request and whether it is complete, so the next request on
 //                         a keep-alive connection starts exactly where this one ended.
@@ -19,7 +21,8 @@
 //
 // ResponseParser follows a response from the upstream to find its end (Content-Length, chunked,
 // or the upstream closing), with no body for HEAD, 204 and 304, skipping 1xx interim responses
-// except 101 (an upgrade, after which the bytes are no longer HTTP). llhttp parses heads and
+// (never with a body, whatever they say) except 101 (an upgrade, after which the bytes are no
+// longer HTTP). Response heads are held to the request's rules (no obs-fold, no bare LF). llhttp parses heads and
 // chunked framing; a Content-Length or close-delimited body is counted here (llhttp only counts
 // it too), which is what lets the session splice it: bodyRemaining() / bodyMoved(n) as above.
 #pragma once
