@@ -2702,6 +2702,55 @@ void framingTests() {
     }
   });
 
+  run("Expect: 100-continue: a 100 then the body keeps both connections; a final answer before the body ends the exchange, never pooled", [] {
+    // index 0 answers 100, reads the body, answers 200 (keep-alive); index 1 answers 417 at the
+    // head and reads nothing more (its connection must not be pooled: the body's bytes, if the
+    // client sent them after all, would be the next request there).
+    Origin server([](Origin& o, int fd, int) {
+      std::string buf;
+      for (;;) {
+        if (readUntil(fd, buf, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }, 10000) != End::kOpen) return;
+        const std::string head = buf.substr(0, buf.find("\r\n\r\n") + 4);
+        buf.erase(0, head.size());
+        o.record(head);
+        if (head.find("/refused") != std::string::npos) {
+          const std::string resp = "HTTP/1.1 417 Expectation Failed\r\ncontent-length: 0\r\n\r\n";
+          writeAll(fd, resp.data(), resp.size());
+          std::string rest;
+          readToEnd(fd, rest, 3000);
+          return;
+        }
+        const std::string cont = "HTTP/1.1 100 Continue\r\n\r\n";
+        writeAll(fd, cont.data(), cont.size());
+        if (readUntil(fd, buf, [](const std::string& b) { return b.size() >= 5; }, 10000) != End::kOpen) return;
+        buf.erase(0, 5);
+        const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        writeAll(fd, resp.data(), resp.size());
+      }
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    const std::string head = "POST /accepted HTTP/1.1\r\nhost: t\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n";
+    CHECK(writeAll(client.get(), head.data(), head.size()));
+    std::string buf;
+    CHECK(readUntil(client.get(), buf, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) == End::kOpen);
+    CHECK(buf == "HTTP/1.1 100 Continue\r\n\r\n");
+    buf.clear();
+    CHECK(writeAll(client.get(), "hello", 5));
+    CHECK(readUntil(client.get(), buf, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+    CHECK(bodyOf(buf) == "ok");
+    CHECK(waitFor([&] { return stage.core->httpPoolIdle() == 1; }));
+    // The refused one: the client sends no body (as curl does after a final answer).
+    const std::string refused = "POST /refused HTTP/1.1\r\nhost: t\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n";
+    std::string got;
+    CHECK(writeAll(client.get(), refused.data(), refused.size()));
+    CHECK(readToEnd(client.get(), got) == End::kEof);  // the answer, then FIN: the body never came
+    CHECK(got.rfind("HTTP/1.1 417 ", 0) == 0);
+    CHECK(waitFor([&] { return stage.core->httpPoolIdle() == 0; }));
+    CHECK_EQ(stage.stat(Stat::upstream_cx_reuse), 1u);
+  });
+
   run("a 1xx with a Content-Length cannot hide a forged response for the client's next request (to another destination)", [] {
     // A hostile server's 103 claims the 40 bytes behind it as its body. A client (RFC 9110 15.2:
     // a 1xx ends at its head) reads those bytes as the final response, "ok"; the server then sends
