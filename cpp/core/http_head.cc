@@ -76,6 +76,9 @@ void RequestParser::reset() {
   lineOpen_ = false;
   nameLength_ = 0;
   sawTransferEncoding_ = false;
+  transferEncodingLines_ = 0;
+  valueIsTransferEncoding_ = false;
+  transferEncodingValue_ = Span{};
   lastBodyByte_ = 0;
 }
 
@@ -247,8 +250,12 @@ int RequestParser::onHeaderFieldComplete(llhttp_t* p) {
   // token (RFC 9110 5.1), and servers disagree about such a line.
   if (!r.inField_ || r.nameLength_ == 0) return r.fail(HeadError::kMalformed, "empty header name");
   static constexpr char kTransferEncoding[] = "transfer-encoding";
-  if (r.nameLength_ == sizeof kTransferEncoding - 1 && std::memcmp(r.name_, kTransferEncoding, r.nameLength_) == 0) {
+  r.valueIsTransferEncoding_ =
+      r.nameLength_ == sizeof kTransferEncoding - 1 && std::memcmp(r.name_, kTransferEncoding, r.nameLength_) == 0;
+  if (r.valueIsTransferEncoding_) {
     r.sawTransferEncoding_ = true;
+    if (r.transferEncodingLines_ < 2) ++r.transferEncodingLines_;
+    r.transferEncodingValue_ = Span{0, 0};
   }
   r.inField_ = false;
   r.valueIsRouting_ = r.fieldMatches_ && r.fieldMatched_ == r.routingHeader_.size();
@@ -268,8 +275,13 @@ int RequestParser::onHeaderFieldComplete(llhttp_t* p) {
 
 int RequestParser::onHeaderValue(llhttp_t* p, const char* at, size_t n) {
   RequestParser& r = self<RequestParser>(p);
-  if (!r.firstRoutingValue_) return 0;
   const uint32_t offset = static_cast<uint32_t>(at - reinterpret_cast<const char*>(r.base_));
+  if (r.valueIsTransferEncoding_) {
+    Span& te = r.transferEncodingValue_;
+    if (te.length == 0) te.offset = offset;
+    te.length = offset + static_cast<uint32_t>(n) - te.offset;
+  }
+  if (!r.firstRoutingValue_) return 0;
   Span& v = r.head_.routingValue;
   if (v.length == 0) v.offset = offset;
   v.length = offset + static_cast<uint32_t>(n) - v.offset;
@@ -280,6 +292,7 @@ int RequestParser::onHeaderValueComplete(llhttp_t* p) {
   RequestParser& r = self<RequestParser>(p);
   r.valueIsRouting_ = false;
   r.firstRoutingValue_ = false;
+  r.valueIsTransferEncoding_ = false;
   return 0;
 }
 
@@ -306,6 +319,21 @@ int RequestParser::onHeadersComplete(llhttp_t* p) {
   // ignore it and read the chunked body as the next request).
   if (transferEncoding && h.versionMinor == 0) {
     return r.fail(HeadError::kMalformed, "Transfer-Encoding in an HTTP/1.0 request");
+  }
+  // Only the one coding "chunked", on one line ("gzip, chunked", ",chunked", or a second line are
+  // refused, as Envoy does): the head goes up unchanged, and a server that matches "chunked"
+  // exactly, or knows no other coding, would read no body and then the chunked body as its next
+  // request (gunicorn before 22, CVE-2024-1135). Clients send no other request coding.
+  if (transferEncoding) {
+    static constexpr char kChunked[] = "chunked";
+    Span v = r.transferEncodingValue_;
+    const uint8_t* b = r.base_;
+    while (v.length > 0 && (b[v.end() - 1] == ' ' || b[v.end() - 1] == '\t')) --v.length;
+    bool chunkedOnly = r.transferEncodingLines_ == 1 && v.length == sizeof kChunked - 1;
+    for (uint32_t i = 0; chunkedOnly && i < v.length; ++i) {
+      chunkedOnly = lower(static_cast<char>(b[v.offset + i])) == kChunked[i];
+    }
+    if (!chunkedOnly) return r.fail(HeadError::kMalformed, "Transfer-Encoding other than chunked alone");
   }
   // Content-Length with Transfer-Encoding was refused above (llhttp, strict): a length body is
   // plain counting, done in body()/bodyMoved() rather than by llhttp, so it can be spliced.

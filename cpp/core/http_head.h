@@ -155,6 +155,11 @@ class RequestParser {
   char name_[18] = {};
   size_t nameLength_ = 0;
   bool sawTransferEncoding_ = false;
+  // The Transfer-Encoding lines seen, and the value of the last (offsets as for routingValue):
+  // a request's must be one line saying "chunked" and nothing else.
+  uint8_t transferEncodingLines_ = 0;
+  bool valueIsTransferEncoding_ = false;
+  Span transferEncodingValue_;
   // A chunked body's last byte fed so far: the trailer section's final LF must follow a CR.
   uint8_t lastBodyByte_ = 0;
 };

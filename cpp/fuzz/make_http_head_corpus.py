@@ -54,6 +54,9 @@ SEEDS = {
     # framing review: RFC 9112 6.1, an empty TE (llhttp 8 flags none), an empty field name
     "malformed--te-in-http10": b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     "malformed--te-empty-with-cl": b"POST / HTTP/1.1\r\nTransfer-Encoding:\r\nContent-Length: 5\r\n\r\nhello",
+    "malformed--te-list-chunked-last": b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    "malformed--te-two-lines": b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "done--te-chunked-any-case": b"POST / HTTP/1.1\r\nTransfer-Encoding:  CHUNKED \r\n\r\n0\r\n\r\n",
     "malformed--empty-header-name": b"GET / HTTP/1.1\r\n: a\r\nHost: a\r\n\r\n",
     "malformed--http09": b"GET /\r\n\r\n",
     "malformed--http2-version": b"GET / HTTP/2.0\r\n\r\n",

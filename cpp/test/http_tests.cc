@@ -178,6 +178,15 @@ void parserTests() {
         "POST / HTTP/1.1\r\nTransfer-Encoding:\r\nContent-Length: 5\r\n\r\n",
         "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding:  \r\n\r\n",
         "POST / HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n",
+        // A Transfer-Encoding other than the one coding "chunked": the head goes up as it came,
+        // and servers that match "chunked" exactly (gunicorn before 22, CVE-2024-1135) or know
+        // no other coding read no body, then the chunked body as their next request. Envoy too
+        // takes "chunked" alone.
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: ,chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding:\r\nTransfer-Encoding: chunked\r\n\r\n",
         // A field name must be a token: an empty one is no header a server agrees on.
         "GET / HTTP/1.1\r\n: a\r\n\r\n",
         "GET / HTTP/1.1\r\nX: a\r\n:\r\n\r\n",
@@ -291,6 +300,22 @@ void parserTests() {
     }
     CHECK(qr.complete);
     CHECK_EQ(start + total, ch.size() - 4);  // "NEXT" is the next request's
+  });
+
+  run("Transfer-Encoding: chunked is taken in any case and with whitespace around it", [] {
+    for (const char* te : {"chunked", "Chunked", "CHUNKED", " chunked", "chunked ", "\tchunked"}) {
+      RequestParser p(kHeader, kMaxHead);
+      const Bytes req = bytes(std::string("POST / HTTP/1.1\r\nTransfer-Encoding:") + te + "\r\n\r\n0\r\n\r\n");
+      const ParseStatus st = parseWhole(p, req);
+      if (st != ParseStatus::kDone) std::fprintf(stderr, "  refused: Transfer-Encoding:%s (%s)\n", te, p.errorReason());
+      CHECK(st == ParseStatus::kDone);
+      CHECK(p.head().chunked);
+      CHECK(p.body(req.data() + p.head().length, req.size() - p.head().length).complete);
+      RequestParser slow(kHeader, kMaxHead);
+      Bytes grown;
+      CHECK(parseByteByByte(slow, req, grown) == ParseStatus::kDone);
+      CHECK(slow.head().chunked);
+    }
   });
 
   run("an invalid chunk size is a framing error", [] {
