@@ -46,6 +46,8 @@ SEEDS = {
     "malformed--bare-lf": b"GET / HTTP/1.1\nHost: a\n\n",
     "malformed--bare-lf-header": b"GET / HTTP/1.1\r\nHost: a\n\r\n",
     # found by the fuzzer: strict llhttp takes a bare LF as the blank line ending the head
+    # a finding of the fuzz target: an address spelled non-canonically in the routing header
+    "done--regress-v6-non-canonical-header-value": f"GET / HTTP/1.1\r\n{H}: [2001:db8::0]:443\r\nHost: a\r\n\r\n".encode(),
     "malformed--regress-bare-lf-blank-line": b"GET /1 HTTP/1.1\r\nHost: a\r\n\n\nG\xb4T /2 HTTP/1.1\rHEAD\nHost: a\r\n\r\n",
     "malformed--bare-lf-blank-line": b"GET / HTTP/1.1\r\nHost: a\r\n\nGET /smuggled HTTP/1.1\r\n\r\n",
     "malformed--space-before-colon": b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
