@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ADDR, Lab } from '../lab/lab';
 import { counter, Splicegate } from '../lab/splicegate';
-import { withDiagnostics } from '../lab/harness';
+import { started, withDiagnostics } from '../lab/harness';
 import { curl } from '../lab/http';
 import { waitFor } from '../lab/util';
 import { ACCESS_REQUEST_LINE_KEYS, readJsonLines, type AccessRequestLine } from '../lab/jsonl';
@@ -97,9 +97,14 @@ describe('access log: HTTP listener requests', () => {
         assert.equal(l.close_reason, 'completed');
         assert.equal(l.refusal, null);
         assert.ok(l.bytes_sent > 0 && l.bytes_received > 0, JSON.stringify(l));
+        // connect_ms is 0 only for a request served on a pooled upstream connection (no connect);
+        // otherwise it and ttfb_ms are measured (microsecond resolution: a connect and a response take time).
         assert.ok(typeof l.connect_ms === 'number' && l.connect_ms >= 0, `connect_ms ${l.connect_ms}`);
-        assert.ok(typeof l.ttfb_ms === 'number' && l.ttfb_ms >= 0, `ttfb_ms ${l.ttfb_ms}`);
+        assert.ok(typeof l.ttfb_ms === 'number' && l.ttfb_ms > 0, `ttfb_ms ${l.ttfb_ms}`);
       }
+      const reuses = counter(await started(sg).stats(), 'upstream_cx_reuse');
+      assert.equal(gets.filter((l) => l.connect_ms === 0).length, reuses, `one connect_ms of 0 per pooled reuse: ${JSON.stringify(gets)}`);
+      assert.ok(reuses < N, `at least one GET opened its upstream connection: ${reuses} reuses`);
       const post = lines.find((l) => l.method === 'POST');
       assert.ok(post, JSON.stringify(lines));
       assert.equal(post.status, 403);
@@ -118,6 +123,7 @@ describe('access log: HTTP listener requests', () => {
       assert.equal(connect.destination, SERVER);
       assert.equal(connect.destination_source, 'connect');
       assert.equal(connect.close_reason, 'completed');
+      assert.ok(typeof connect.connect_ms === 'number' && connect.connect_ms > 0, `CONNECT connect_ms ${connect.connect_ms}`);
       assert.ok(connect.bytes_sent > 0 && connect.bytes_received > 0, JSON.stringify(connect));
       const s = await sg?.stats();
       assert.ok(s);
