@@ -1474,7 +1474,8 @@ void sessionTests() {
     CHECK_EQ(one.bytesReceived, first.size());
     CHECK_EQ(one.bytesSent, get("/one").size());  // the routing header stripped
     CHECK(one.connectUs != AccessRecord::kNone && one.connectUs > 0);
-    CHECK(one.ttfbUs != AccessRecord::kNone);
+    CHECK(one.ttfbUs != AccessRecord::kNone && one.ttfbUs > 0);  // measured: the response came after the request went up
+    CHECK(one.durationUs >= one.connectUs + one.ttfbUs);
     CHECK_EQ(records[1].connectUs, 0u);  // the pooled connection: no connect of its own
     CHECK_EQ(records[1].bytesReceived, second.size());
     const AccessRecord& no = records[2];
