@@ -114,8 +114,19 @@ test('the native options from a minimal config carry every configurable value, w
     originalSource: DEFAULTS.originalSource,
     udpSessionTimeoutMs: ms(DEFAULTS.udpSessionTimeout),
     udpMaxSessions: DEFAULTS.udpMaxSessionsPerWorker,
+    httpPoolMaxIdlePerHost: DEFAULTS.httpPoolMaxIdlePerHost,
+    httpPoolIdleTimeoutMs: ms(DEFAULTS.httpPoolIdleTimeout),
+    accessLogSample: 0, // no access_log: no records
+    // A dead worker's loop is bounded like a drain (the addon's own initialiser is 30 s).
+    orphanTimeoutMs: ms(DEFAULTS.drainTimeout),
   };
   for (const [key, value] of Object.entries(expected)) {
     assert.deepEqual((native as unknown as Record<string, unknown>)[key], value, `native option ${key}`);
   }
+  // Every option passed is one checked above or one derived from no config key (bounds from the fd
+  // limit and fixed capacities; the compiled policies have tests of their own): an option dropped
+  // from native-options.ts, which leaves the value to the core's or the addon's initialiser, or one
+  // added without a check here, fails.
+  const derived = ['maxPipes', 'maxIdlePipes', 'accessLogCapacity', 'policies'];
+  assert.deepEqual(Object.keys(native).sort(), [...Object.keys(expected), ...derived].sort());
 });
