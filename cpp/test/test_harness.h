@@ -43,8 +43,14 @@ inline void run(const char* name, const std::function<void()>& fn) {
 }
 
 // Prints the summary line; the process exit status.
+// A run in which no test ran (a SPLICEGATE_TEST_FILTER that matches nothing, say) tested nothing:
+// it fails rather than pass quietly.
 inline int finish() {
   std::printf("%d passed, %d failed\n", passedCount(), failedCount());
+  if (passedCount() + failedCount() == 0) {
+    std::fprintf(stderr, "no test ran (SPLICEGATE_TEST_FILTER=%s)\n", std::getenv("SPLICEGATE_TEST_FILTER") ? std::getenv("SPLICEGATE_TEST_FILTER") : "");
+    return 1;
+  }
   return failedCount() == 0 ? 0 : 1;
 }
 
