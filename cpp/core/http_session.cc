@@ -657,7 +657,8 @@ bool HttpSession::pumpExchange() {
     // The request body. What came with the head (in_) goes through the parser, which frames it
     // (what belongs to this request goes up; the rest, a pipelined request, stays in in_); once
     // that and the head are out, the rest of a Content-Length body is spliced.
-    const bool spliceRequest = !requestDone_ && !copyRequestBody_ && spliceWanted(request_.bodyRemaining());
+    const bool spliceRequest =
+        !requestDone_ && !upWriteFailed_ && !copyRequestBody_ && spliceWanted(request_.bodyRemaining());
     if (spliceRequest && !upPipe_ && in_.empty() && toUp_.empty() && down_.readable && !startSplice(upPipe_)) {
       copyRequestBody_ = true;  // no pipe free: this body is copied
     }
@@ -677,15 +678,16 @@ bool HttpSession::pumpExchange() {
           close(CloseReason::kDownstreamError);
           return true;
         case SpliceStep::kDstError:
-          upstreamFailed();
-          return true;
+          requestWriteFailed();
+          progress = true;
+          break;
       }
       if (in > 0) request_.bodyMoved(in);
       if (!requestDone_ && request_.bodyRemaining() == 0) {
         requestDone_ = true;
         progress = true;
       }
-    } else if (!requestDone_ && toUp_.size() - toUpOffset_ < kMaxPending) {
+    } else if (!requestDone_ && !upWriteFailed_ && toUp_.size() - toUpOffset_ < kMaxPending) {
       const http::Progress p = in_.empty() ? request_.body(nullptr, 0) : request_.body(in_.data(), in_.size());
       if (p.error) {
         releaseUpstream(false);
@@ -716,11 +718,11 @@ bool HttpSession::pumpExchange() {
         }
       }
     }
-    if (toUpOffset_ < toUp_.size() && up_.writable) {
+    if (!upWriteFailed_ && toUpOffset_ < toUp_.size() && up_.writable) {
       const size_t before = toUpOffset_ + toUp_.size();
       if (!flush(up_, toUp_, toUpOffset_)) {
-        upstreamFailed();
-        return true;
+        requestWriteFailed();
+        progress = true;
       }
       if (toUpOffset_ + toUp_.size() != before) progress = true;
     }
@@ -741,7 +743,7 @@ bool HttpSession::pumpExchange() {
           break;
         case SpliceStep::kSrcEof: {
           const http::Progress p = response_.finish();
-          if (!p.complete) {  // cut short: the client is reset (a response byte went out)
+          if (!p.complete || upWriteFailed_) {  // cut short: the client is reset (a response byte went out)
             upstreamFailed();
             return true;
           }
@@ -797,7 +799,7 @@ bool HttpSession::pumpExchange() {
         if (!toDown_.empty()) responseStarted_ = true;
       } else if (r == 0) {
         const http::Progress p = response_.finish();
-        if (!p.complete) {
+        if (!p.complete || upWriteFailed_) {
           upstreamFailed();
           return true;
         }
@@ -836,6 +838,20 @@ bool HttpSession::pumpExchange() {
     }
   }
   return false;
+}
+
+void HttpSession::requestWriteFailed() {
+  // The upstream cannot take the request's rest (its reset, usually: a server that answered early
+  // and closed without reading the body). Its answer may already be waiting in the socket, ahead
+  // of the reset (a recv returns queued bytes before the error): the response side reads on, and
+  // a response that completes goes to the client whole, the client's unsent body then dropped by
+  // the linger as when the server closes cleanly. Nothing more goes up; the end of what can be
+  // read (EOF: send() has consumed the reset) is an error, never a close-delimited response's end.
+  upWriteFailed_ = true;
+  toUp_.clear();
+  toUpOffset_ = 0;
+  if (upPipe_) ctx_.pipes.release(std::move(upPipe_));  // holding bytes: destroyed, never reused
+  up_.readable = true;
 }
 
 void HttpSession::upstreamFailed() {
@@ -933,6 +949,7 @@ void HttpSession::releaseUpstream(bool reusable) {
     host_ = nullptr;
   }
   up_.readable = up_.writable = up_.peerClosing = up_.eof = false;
+  upWriteFailed_ = false;
   toUp_.clear();
   toUpOffset_ = 0;
   // The exchange's pipes go with its upstream; one still holding bytes is destroyed by the pool.

@@ -158,6 +158,8 @@ class HttpSession final {
   void finishExchange();
   // The upstream reset, errored or answered with something that is not HTTP.
   void upstreamFailed();
+  // A write of the request to the upstream failed: stop sending, read what it answered first.
+  void requestWriteFailed();
   void enterTunnel();
   void pumpTunnel();
   void releaseUpstream(bool reusable);
@@ -248,7 +250,8 @@ class HttpSession final {
   bool requestDone_ = false;   // the whole request (head and body) is in toUp_ or sent
   bool responseStarted_ = false;  // a byte of this response reached toDown_
   bool responseDone_ = false;
-  bool upstreamDirty_ = false;  // bytes after the response's end, or a framing problem: never pool
+  bool upstreamDirty_ = false;
+  bool upWriteFailed_ = false;  // a write to the upstream failed: its response is read, nothing more sent  // bytes after the response's end, or a framing problem: never pool
   uint64_t requestStartUs_ = 0;
   uint64_t connectStartUs_ = 0;       // loop time, for the timeout
   uint64_t connectStartExactUs_ = 0;  // for the connect latency

@@ -2815,6 +2815,59 @@ void framingTests() {
   });
 }
 
+// ---- How streams end: abnormal ends reach the peer as resets, complete ones with FIN ----
+
+void streamEndTests() {
+  // A server that rejects an upload answers at the head and closes without reading the body; the
+  // kernel resets such a close (unread bytes). Its answer is complete and in the session's socket,
+  // ahead of the reset: the client must get it, not a 502 or a reset, whether the session next
+  // writes body bytes upstream (and meets the reset there) or reads the answer first.
+  for (const CoreOptions::RelayMode mode : {CoreOptions::RelayMode::kCopy, CoreOptions::RelayMode::kSplice}) {
+    const std::string name = std::string("an answer before the request body's end, then the server's reset: the client gets the answer whole and a FIN (") +
+                             (mode == CoreOptions::RelayMode::kCopy ? "copied" : "spliced") + " body)";
+    run(name.c_str(), [mode] {
+      SocketAddress serverAddr;
+      UniqueFd server = listenOn(serverAddr);
+      CoreOptions options;
+      options.relayMode = mode;
+      HttpStage stage(serverAddr, "127.0.0.0/8", options);
+      UniqueFd client = connectClient(stage.listenAddr);
+      const std::string first(20000, 'a');
+      const std::string req = "POST /upload HTTP/1.1\r\nhost: t\r\ncontent-length: 1000000\r\n\r\n" + first;
+      CHECK(writeAll(client.get(), req.data(), req.size()));
+      UniqueFd up;
+      {
+        LoopRunner loop(*stage.core);
+        up = acceptWithin(server.get());
+        std::string seen;
+        CHECK(readUntil(up.get(), seen, [&](const std::string& b) { return b.size() >= req.size(); }) == End::kOpen);
+      }
+      // The loop is stopped: more of the body, then the answer and the reset, all wait for one batch
+      // (the client's bytes first, so the session writes upstream before it reads the answer).
+      const std::string more(20000, 'b');
+      CHECK(writeAll(client.get(), more.data(), more.size()));
+      CHECK(deliveredToPeer(client.get()));
+      const std::string resp = "HTTP/1.1 413 Content Too Large\r\ncontent-length: 8\r\n\r\ntoo big!";
+      CHECK(writeAll(up.get(), resp.data(), resp.size()));
+      CHECK(deliveredToPeer(up.get()));
+      resetOnClose(up.get());
+      up.reset();
+      LoopRunner loop(*stage.core);
+      std::string got;
+      const End e = readUntil(client.get(), got, [](const std::string& b) { return messageLength(b) > 0; });
+      if (e != End::kOpen || got.rfind("HTTP/1.1 413 ", 0) != 0) std::fprintf(stderr, "  end %s, got: %s\n", endName(e), got.c_str());
+      CHECK(e == End::kOpen);
+      CHECK(got.rfind("HTTP/1.1 413 ", 0) == 0);
+      CHECK(bodyOf(got) == "too big!");
+      ::shutdown(client.get(), SHUT_WR);  // the client stops uploading; the session ends cleanly
+      std::string rest;
+      CHECK(readToEnd(client.get(), rest) == End::kEof);
+      CHECK(rest.empty());
+      CHECK_EQ(stage.stat(Stat::http_rq_upstream_error), 0u);
+    });
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -2830,5 +2883,6 @@ int main() {
   poolTests();
   edgeCaseTests();
   framingTests();
+  streamEndTests();
   return splicegate::testing::finish();
 }
