@@ -1137,6 +1137,16 @@ void HttpSession::expire(uint64_t nowUs) {
   switch (state_) {
     case State::kHead: {
       if (endIfIdleWhileDraining(nowUs)) return;
+      if (proxyPending_) {
+        // The PROXY header's own deadline (from the accept), as on an original_dst listener: a
+        // header that did not arrive is reset, not answered in HTTP to a peer that was sending
+        // (or owed) a header.
+        const uint64_t headerUs = static_cast<uint64_t>(listener_.proxyProtocol.timeoutMs) * 1000;
+        if (requestStartUs_ + headerUs > nowUs) return;
+        ctx_.stats.add(Stat::proxy_protocol_timeout);
+        close(CloseReason::kProtocolTimeout);
+        return;
+      }
       const uint64_t timeoutUs = static_cast<uint64_t>(listener_.http.requestHeadTimeoutMs) * 1000;
       if (requestStartUs_ + timeoutUs > nowUs) return;
       // An idle keep-alive connection with nothing of a next request just ends; a started (or

@@ -2866,6 +2866,51 @@ void streamEndTests() {
       CHECK_EQ(stage.stat(Stat::http_rq_upstream_error), 0u);
     });
   }
+  // On an http listener with proxy_protocol, the header is what the original_dst listener reads:
+  // one that has not arrived within proxy_protocol.timeout is reset (docs/CONFIG.md), never
+  // answered in HTTP (a load balancer gets no 408 for a header it was sending) nor left to wait
+  // for request_head_timeout.
+  run("http listener with proxy_protocol: a PROXY header not complete within its timeout is reset, counted", [] {
+    auto fake = std::make_unique<FixedDestinationOps>();
+    SocketAddress unused;
+    UniqueFd never = listenOn(unused);
+    fake->target = unused;
+    SysError err;
+    auto core = WorkerCore::create(CoreOptions{}, std::move(fake), err);
+    CHECK(core);
+    ListenerOptions lo;
+    lo.name = "http-pp";
+    lo.address = addr("127.0.0.1", 0);
+    lo.http.enabled = true;
+    lo.http.requestHeadTimeoutMs = 10000;
+    lo.proxyProtocol.enabled = true;
+    lo.proxyProtocol.required = true;
+    lo.proxyProtocol.timeoutMs = 200;
+    lo.proxyProtocol.trustedSources = {*parseCidr("127.0.0.0/8")};
+    SocketAddress listenAddr;
+    UniqueFd listenSocket = openListenSocket(lo, &listenAddr, err);
+    CHECK(listenSocket);
+    CHECK(!core->attachListener(lo, listenSocket.get(), nullptr));
+    for (const char* sent : {"", "PROXY TCP4 "}) {
+      UniqueFd client = connectClient(listenAddr);
+      CHECK(writeAll(client.get(), sent, std::strlen(sent)) || *sent == '\0');
+      const uint64_t before = core->stats().get(Stat::proxy_protocol_timeout);
+      const auto started = std::chrono::steady_clock::now();
+      std::string got;
+      End end = End::kTimeout;
+      std::thread reader([&] { end = readToEnd(client.get(), got, 5000); });
+      runUntil(*core, [&] { return core->stats().get(Stat::proxy_protocol_timeout) == before + 1; }, 3000);
+      runUntil(*core, [&] { return core->activeConnections() == 0; }, 3000);
+      reader.join();
+      if (end != End::kReset) std::fprintf(stderr, "  sent '%s': end %s, got: %s\n", sent, endName(end), got.c_str());
+      CHECK(end == End::kReset);
+      CHECK(got.empty());
+      CHECK(std::chrono::steady_clock::now() - started >= std::chrono::milliseconds(200));
+      CHECK_EQ(core->stats().get(Stat::proxy_protocol_timeout), before + 1);
+    }
+    CHECK_EQ(core->stats().get(Stat::cx_close_protocol_timeout), 2u);
+    CHECK_EQ(core->stats().get(Stat::http_rq_head_timeout), 0u);
+  });
 }
 
 }  // namespace
