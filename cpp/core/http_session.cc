@@ -112,6 +112,13 @@ void HttpSession::onEvents(Side& side, uint32_t events) {
   if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) side.readable = true;
   if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) side.writable = true;
   lastActivityUs_ = ctx_.loop.nowUs();
+  if (!side.upstream && state_ == State::kConnecting && (events & (EPOLLERR | EPOLLHUP))) {
+    // The client is gone (reset) before the upstream answered: the request is abandoned, and must
+    // not go up once the connect completes (as on an original_dst listener). A half-close (RDHUP
+    // alone) is not an error: the request is complete, and the response still goes back.
+    close(CloseReason::kDownstreamError);
+    return;
+  }
   if (side.upstream && state_ == State::kConnecting) {
     int soError = 0;
     socklen_t len = sizeof soError;

@@ -2911,6 +2911,48 @@ void streamEndTests() {
     CHECK_EQ(core->stats().get(Stat::cx_close_protocol_timeout), 2u);
     CHECK_EQ(core->stats().get(Stat::http_rq_head_timeout), 0u);
   });
+  // A client that resets while its request's upstream connect is in flight has abandoned it: on an
+  // original_dst listener the connection ends there (Connection::onSideEvent); so must the
+  // session, instead of sending the request (a DELETE here) to a server once the connect completes.
+  run("a client reset while the upstream connect is in flight ends the session at once; the request never goes up", [] {
+    // A server whose accept queue is full: the session's SYN is dropped and its connect stays in flight.
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr, 0);
+    std::vector<UniqueFd> fillers;
+    for (int i = 0; i < 2; ++i) {
+      UniqueFd f(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      ::connect(f.get(), serverAddr.sockaddrPtr(), serverAddr.length());
+      fillers.push_back(std::move(f));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    HttpStage stage(serverAddr);
+    UniqueFd client = connectClient(stage.listenAddr);
+    const std::string req = "DELETE /x HTTP/1.1\r\nhost: t\r\n\r\n";
+    CHECK(writeAll(client.get(), req.data(), req.size()));
+    CHECK(runUntil(*stage.core, [&] { return stage.stat(Stat::upstream_cx_total) == 1; }));
+    for (int i = 0; i < 5; ++i) stage.core->runOnce(10);
+    CHECK(stage.core->activeConnections() == 1);  // still connecting
+    resetOnClose(client.get());
+    client.reset();
+    const bool ended = runUntil(*stage.core, [&] { return stage.core->activeConnections() == 0; }, 1000);
+    if (!ended) std::fprintf(stderr, "  the session outlived its client's reset\n");
+    CHECK(ended);
+    CHECK_EQ(stage.stat(Stat::cx_close_downstream_error), 1u);
+    // The server's queue frees up: nothing from the session reaches it.
+    fillers.clear();
+    std::vector<UniqueFd> accepted;
+    for (int i = 0; i < 3; ++i) {
+      pollfd p{server.get(), POLLIN, 0};
+      if (::poll(&p, 1, 300) != 1) break;
+      accepted.emplace_back(::accept(server.get(), nullptr, nullptr));
+    }
+    for (int i = 0; i < 100; ++i) stage.core->runOnce(10);
+    for (auto& a : accepted) {
+      char b[256];
+      const ssize_t n = ::recv(a.get(), b, sizeof b, MSG_DONTWAIT);
+      CHECK(n <= 0);
+    }
+  });
 }
 
 }  // namespace
