@@ -412,6 +412,12 @@ bool HttpSession::readHead() {
         return true;
       }
     }
+    if (down_.eof) {
+      // The client half-closed behind requests it had pipelined, all answered now (or it left a
+      // head unfinished: abandoned).
+      close(in_.empty() ? CloseReason::kCompleted : CloseReason::kDownstreamError);
+      return true;
+    }
     if (!down_.readable) return false;
     const int r = readInto(down_, in_, cap);
     if (r == 1) continue;
@@ -904,8 +910,10 @@ void HttpSession::finishExchange() {
   // client instead let idle clients hold connections that max_connections counts
   // (bench/results/attempts.md, 13).
   releaseUpstream(reusable);
-  const bool keepClient =
-      keepClient_ && !closeClientAfter_ && !draining_ && requestDone_ && !down_.eof && !down_.peerClosing;
+  // A client that half-closed (its FIN read, or on its way) sends no more requests, but those it
+  // sent before (pipelined, in in_ or in the socket) are answered: readHead ends the connection
+  // with FIN at its EOF, once they are. Only a client already read to EOF with nothing left ends now.
+  const bool keepClient = keepClient_ && !closeClientAfter_ && !draining_ && requestDone_ && (!down_.eof || !in_.empty());
   if (!keepClient) {
     if (!down_.eof && (!requestDone_ || unreadBytesWaiting(down_.fd.get()))) {
       // close() with unread bytes in the socket (a request pipelined behind this one, the rest of

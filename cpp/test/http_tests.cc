@@ -2953,6 +2953,54 @@ void streamEndTests() {
       CHECK(n <= 0);
     }
   });
+  // A client's half-close (shutdown(SHUT_WR)) says "no more requests", not "stop answering": what
+  // it sent before its FIN is answered, each response whole, and the connection then ends with FIN.
+  run("a client that half-closes after its request (or two pipelined) gets every response whole, then FIN", [] {
+    Origin origin(keepAliveServer());
+    HttpStage stage(origin.address);
+    LoopRunner loop(*stage.core);
+    for (int requests : {1, 2, 3}) {
+      UniqueFd client = connectClient(stage.listenAddr);
+      std::string req;
+      for (int i = 0; i < requests; ++i) req += get("/h" + std::to_string(i));
+      CHECK(writeAll(client.get(), req.data(), req.size()));
+      ::shutdown(client.get(), SHUT_WR);
+      std::string got;
+      const End e = readToEnd(client.get(), got);
+      int responses = 0;
+      for (size_t at = 0; (at = got.find("HTTP/1.1 200", at)) != std::string::npos; ++at) ++responses;
+      if (e != End::kEof || responses != requests) {
+        std::fprintf(stderr, "  %d requests: end %s, %d responses: %s\n", requests, endName(e), responses, got.c_str());
+      }
+      CHECK(e == End::kEof);
+      CHECK_EQ(responses, requests);
+      CHECK(got.find(":/h" + std::to_string(requests - 1)) != std::string::npos);
+    }
+  });
+
+  // A CONNECT tunnel is a relayed stream: each direction's FIN is passed on once its bytes are
+  // delivered, and the tunnel ends with FIN when both directions have.
+  run("a CONNECT tunnel passes the client's half-close on; the server's answer after it and its FIN reach the client", [] {
+    Origin server([](Origin&, int fd, int) {
+      std::string buf;
+      if (readToEnd(fd, buf) != End::kEof) return;  // everything up to the client's FIN
+      const std::string reply = "got " + std::to_string(buf.size());
+      writeAll(fd, reply.data(), reply.size());
+    });
+    HttpStage stage(SocketAddress{});
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectClient(stage.listenAddr);
+    const std::string req = "CONNECT " + server.address.toString() + " HTTP/1.1\r\n\r\n" + std::string(100000, 'c');
+    CHECK(writeAll(client.get(), req.data(), req.size()));
+    ::shutdown(client.get(), SHUT_WR);
+    std::string got;
+    const End e = readToEnd(client.get(), got);
+    if (e != End::kEof) std::fprintf(stderr, "  end %s: %s\n", endName(e), got.c_str());
+    CHECK(e == End::kEof);
+    CHECK(got.rfind("HTTP/1.1 200", 0) == 0);
+    CHECK(bodyOf(got) == "got 100000");
+    CHECK(waitFor([&] { return stage.stat(Stat::cx_close_completed) == 1; }));
+  });
 }
 
 }  // namespace
