@@ -3001,6 +3001,57 @@ void streamEndTests() {
     CHECK(bodyOf(got) == "got 100000");
     CHECK(waitFor([&] { return stage.stat(Stat::cx_close_completed) == 1; }));
   });
+  // A response the upstream ends early with a clean FIN is cut all the same: the client, which
+  // has its head, must get a reset (a FIN would make the cut look complete to anyone reading to
+  // the close); with nothing of the response sent yet, a 502. Copied and spliced bodies, chunked.
+  // (Part of a head is passed on as it comes, so a head cut short is a reset too.)
+  run("an upstream FIN before the response's end: a reset for the client once the head went out, else 502", [] {
+    struct Case {
+      const char* name;
+      std::string sent;  // what the server sends before its FIN
+      bool headOut;      // the client has part of a response
+      CoreOptions::RelayMode mode;
+    };
+    const std::string big(300000, 'x');
+    const std::vector<Case> cases = {
+        {"no response", "", false, CoreOptions::RelayMode::kAuto},
+        {"short copied body", "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten..", true, CoreOptions::RelayMode::kCopy},
+        {"long spliced body", "HTTP/1.1 200 OK\r\ncontent-length: 400000\r\n\r\n" + big, true, CoreOptions::RelayMode::kSplice},
+        {"chunked, no last chunk", "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n", true, CoreOptions::RelayMode::kAuto},
+        {"chunked, cut in a chunk", "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\nhello", true, CoreOptions::RelayMode::kAuto},
+    };
+    for (const Case& k : cases) {
+      std::atomic<bool> seen{false};
+      Origin server([&k, &seen](Origin&, int fd, int) {
+        std::string buf;
+        if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+        writeAll(fd, k.sent.data(), k.sent.size());
+        waitFor([&seen] { return seen.load(); }, 2000);  // the client holds what went out first
+        ::shutdown(fd, SHUT_WR);
+        std::string rest;
+        readToEnd(fd, rest, 2000);
+      });
+      CoreOptions options;
+      options.relayMode = k.mode;
+      HttpStage stage(server.address, "127.0.0.0/8", options);
+      LoopRunner loop(*stage.core);
+      UniqueFd client = connectClient(stage.listenAddr);
+      const std::string req = get("/cut");
+      CHECK(writeAll(client.get(), req.data(), req.size()));
+      std::string got;
+      if (k.headOut) {
+        CHECK(readUntil(client.get(), got, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) == End::kOpen);
+      }
+      seen = true;
+      const End e = readToEnd(client.get(), got);
+      const End want = k.headOut ? End::kReset : End::kEof;
+      if (e != want) std::fprintf(stderr, "  %s: end %s after %zu bytes\n", k.name, endName(e), got.size());
+      CHECK(e == want);
+      if (!k.headOut) CHECK(got.rfind("HTTP/1.1 502 ", 0) == 0);
+      if (k.headOut) CHECK(got.rfind("HTTP/1.1 200 ", 0) == 0);
+      CHECK_EQ(stage.stat(Stat::http_rq_upstream_error), 1u);
+    }
+  });
 }
 
 }  // namespace
