@@ -249,6 +249,53 @@ void endTests() {
     CHECK(down == "answer");
   });
 
+  // A half-close is part of a complete stream: each direction's FIN is passed on once its bytes
+  // are delivered, the other direction keeps flowing, and the stream ends with FIN both ways. The
+  // client's request and FIN may come before the upstream connect completes (they wait for it).
+  for (const CoreOptions::RelayMode mode :
+       {CoreOptions::RelayMode::kCopy, CoreOptions::RelayMode::kSplice, CoreOptions::RelayMode::kAuto}) {
+    const std::string name = std::string("half-close either way first: the rest of the other direction and both FINs go through (") +
+                             (mode == CoreOptions::RelayMode::kCopy ? "copy" : mode == CoreOptions::RelayMode::kSplice ? "splice" : "auto") + ")";
+    run(name.c_str(), [mode] {
+      SocketAddress serverAddr;
+      UniqueFd server = listenOn(serverAddr);
+      CoreOptions options;
+      options.relayMode = mode;
+      Proxy proxy(fixedOps(serverAddr), options);
+      std::string big(3 << 20, '\0');
+      for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 23);
+      // 1. The client says everything and half-closes at once; the server answers after the EOF.
+      {
+        UniqueFd client = connectClient(proxy.listenAddr);
+        CHECK(writeAll(client.get(), "request", 7));
+        ::shutdown(client.get(), SHUT_WR);
+        UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
+        std::string up, down;
+        CHECK_END(readToEnd(upstream.get(), up), End::kEof);
+        CHECK(up == "request");
+        std::thread w([&] { writeAll(upstream.get(), big.data(), big.size()); ::shutdown(upstream.get(), SHUT_WR); });
+        CHECK_END(readToEnd(client.get(), down), End::kEof);
+        w.join();
+        CHECK(down == big);
+      }
+      // 2. The server half-closes first; the client goes on sending, then half-closes.
+      {
+        UniqueFd client = connectClient(proxy.listenAddr);
+        UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
+        CHECK(writeAll(upstream.get(), "banner", 6));
+        ::shutdown(upstream.get(), SHUT_WR);
+        std::string up, down;
+        CHECK_END(readToEnd(client.get(), down), End::kEof);
+        CHECK(down == "banner");
+        std::thread w([&] { writeAll(client.get(), big.data(), big.size()); ::shutdown(client.get(), SHUT_WR); });
+        CHECK_END(readToEnd(upstream.get(), up), End::kEof);
+        w.join();
+        CHECK(up == big);
+      }
+      CHECK(proxy.waitStat(Stat::cx_close_completed, 2));
+    });
+  }
+
   run("a connection with no original destination is refused with a reset", [] {
     auto ops = std::make_unique<LabOps>();
     ops->mode = LabOps::Mode::kNone;
