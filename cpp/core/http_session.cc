@@ -1136,8 +1136,9 @@ bool HttpSession::endIfIdleWhileDraining(uint64_t nowUs) {
   // the ordinary end of a keep-alive connection, where holding it to drain_timeout would end it
   // with a reset. Not at once: a busy client's next request is usually on its way already (it
   // sends it as soon as it has read a response), and would meet the FIN; within the grace it is
-  // answered, with connection: close.
-  if (!draining_ || state_ != State::kHead || requests_ == 0 || !in_.empty()) return false;
+  // answered, with connection: close. The same for a connection that has sent nothing since its
+  // accept: no request to cut, and its first may be on its way as well.
+  if (!draining_ || state_ != State::kHead || !in_.empty()) return false;
   if (requestStartUs_ + kDrainIdleUs > nowUs || unreadBytesWaiting(down_.fd.get())) return false;
   close(CloseReason::kCompleted);
   return true;

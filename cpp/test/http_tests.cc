@@ -3052,6 +3052,25 @@ void streamEndTests() {
       CHECK_EQ(stage.stat(Stat::http_rq_upstream_error), 1u);
     }
   });
+  // A connection that has sent nothing since its accept when the drain comes has no request to
+  // cut: idle for the grace, it ends with FIN like an idle keep-alive one, not with the reset
+  // drain_timeout would give it (or a 408 for a request it never began).
+  run("drain: a connection that never sent a request ends with FIN once idle for the grace, not at drain_timeout", [] {
+    Origin server(keepAliveServer());
+    HttpListenerOptions http;
+    http.requestHeadTimeoutMs = 60000;
+    HttpStage stage(server.address, "127.0.0.0/8", CoreOptions{}, http);
+    UniqueFd fresh = connectClient(stage.listenAddr);
+    CHECK(runUntil(*stage.core, [&] { return stage.stat(Stat::downstream_cx_active) == 1; }));
+    stage.core->stopAccepting();
+    LoopRunner loop(*stage.core);
+    std::string rest;
+    const End e = readToEnd(fresh.get(), rest, 5000);
+    if (e != End::kEof) std::fprintf(stderr, "  fresh idle connection: %s\n", endName(e));
+    CHECK(e == End::kEof);
+    CHECK(rest.empty());
+    CHECK_EQ(stage.stat(Stat::cx_close_completed), 1u);
+  });
 }
 
 }  // namespace
