@@ -99,7 +99,7 @@ class HttpSession final {
   // The worker stopped accepting (SIGTERM, reload): this connection ends after the response in
   // progress (or the one whose head has started, or a next request that comes within a second of
   // the last response), a response whose head then says "connection: close"; idle longer between
-  // requests, it ends with FIN.
+  // requests (or since its accept, having sent nothing), it ends with FIN.
   void drain();
   // Ends the session: reset (abnormal) or FIN (complete).
   void close(CloseReason reason);
