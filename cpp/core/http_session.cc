@@ -1168,6 +1168,14 @@ void HttpSession::expire(uint64_t nowUs) {
       // An idle keep-alive connection with nothing of a next request just ends; a started (or
       // never started first) request is answered.
       if (requests_ > 0 && in_.empty()) {
+        if (unreadBytesWaiting(down_.fd.get())) {
+          // Its next request is in the socket already (its event later in this batch, or in the
+          // next): closing now would reset the connection and lose it. It is read (pump() follows)
+          // and timed from now.
+          requestStartUs_ = nowUs;
+          down_.readable = true;
+          return;
+        }
         close(CloseReason::kCompleted);
       } else {
         respondError(408, "head_timeout", Stat::http_rq_head_timeout);

@@ -3071,6 +3071,32 @@ void streamEndTests() {
     CHECK(rest.empty());
     CHECK_EQ(stage.stat(Stat::cx_close_completed), 1u);
   });
+  // An idle keep-alive connection ends with FIN at request_head_timeout. A next request already in
+  // its socket when the timeout is seen (the tick ahead of the client's event in one batch) must
+  // not be closed over: close() with unread bytes resets, and the request would be lost with a
+  // reset. It is read and answered instead.
+  run("request_head_timeout on an idle keep-alive connection whose next request is already in the socket: answered, not reset", [] {
+    Origin server(keepAliveServer());
+    HttpListenerOptions http;
+    http.requestHeadTimeoutMs = 100;
+    HttpStage stage(server.address, "127.0.0.0/8", CoreOptions{}, http);
+    UniqueFd client = connectClient(stage.listenAddr);
+    {
+      LoopRunner loop(*stage.core);
+      CHECK(exchange(client.get(), get("/one")).find(":/one") != std::string::npos);
+    }
+    // The loop is stopped past the timeout; the next request arrives before the loop sees either.
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    const std::string req = get("/two");
+    CHECK(writeAll(client.get(), req.data(), req.size()));
+    CHECK(deliveredToPeer(client.get()));
+    LoopRunner loop(*stage.core);
+    std::string got;
+    const End e = readUntil(client.get(), got, [](const std::string& b) { return messageLength(b) > 0; });
+    if (e != End::kOpen) std::fprintf(stderr, "  end %s: %s\n", endName(e), got.c_str());
+    CHECK(e == End::kOpen);
+    CHECK(got.find(":/two") != std::string::npos);
+  });
 }
 
 }  // namespace
