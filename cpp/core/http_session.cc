@@ -934,7 +934,7 @@ void HttpSession::finishExchange() {
   // A pipelined request may already be in in_: pump() parses it next.
 }
 
-void HttpSession::releaseUpstream(bool reusable) {
+void HttpSession::releaseUpstream(bool reusable, bool streamComplete) {
   if (connectPending_ && host_) {
     ctx_.hosts.connectDone(*host_);
     connectPending_ = false;
@@ -953,7 +953,7 @@ void HttpSession::releaseUpstream(bool reusable) {
   }
   if (up_.fd) {
     // Not reusable after an error: a reset tells the server the request was not completed.
-    if (!reusable && !(responseDone_ && requestDone_)) resetOnClose(up_.fd.get());
+    if (!reusable && !streamComplete && !(responseDone_ && requestDone_)) resetOnClose(up_.fd.get());
     upRegistration_ = OwnSockets::Registration{};  // before the fd: the 4-tuple may be reused after
     up_.fd.reset();  // which also leaves the epoll set
     ctx_.stats.sub(Stat::upstream_cx_active);
@@ -1251,7 +1251,10 @@ void HttpSession::close(CloseReason reason) {
     down_.fd.reset();
   }
   if (up_.fd && reset) resetOnClose(up_.fd.get());
-  releaseUpstream(false);
+  // Closing with the upstream still held and no reset is a tunnel whose directions both ended
+  // (Relay kDone): this close sends its last FIN (relay.h), which must not become a reset that
+  // tells the server its client's stream was cut and drops its last bytes.
+  releaseUpstream(false, /*streamComplete=*/!reset);
   state_ = State::kClosed;
   ctx_.stats.add(closeStat(reason));
   owner_.sessionClosed(*this);

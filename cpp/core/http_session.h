@@ -162,7 +162,9 @@ class HttpSession final {
   void requestWriteFailed();
   void enterTunnel();
   void pumpTunnel();
-  void releaseUpstream(bool reusable);
+  // streamComplete: the upstream's stream ended whole (a tunnel's, both directions done), so its
+  // socket closes with FIN even though no request/response exchange completed.
+  void releaseUpstream(bool reusable, bool streamComplete = false);
   // An HTTP error response (status, reason for x-splicegate-error), then a graceful close; or a
   // reset when response bytes already went out.
   void respondError(int status, const char* reason, Stat counter);

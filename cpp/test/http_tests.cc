@@ -3097,6 +3097,40 @@ void streamEndTests() {
     CHECK(e == End::kOpen);
     CHECK(got.find(":/two") != std::string::npos);
   });
+  // The other order: the server half-closes first, the client sends its rest and its FIN last.
+  // The tunnel's last FIN (to the server) is sent by the session's close: it must be a FIN after
+  // every byte, not a reset that says the client's stream was cut (and may drop its last bytes).
+  run("a CONNECT tunnel whose server half-closes first: the client's rest and its FIN reach the server, no reset", [] {
+    std::atomic<int> serverEnd{-1};
+    std::atomic<size_t> serverGot{0};
+    Origin server([&](Origin&, int fd, int) {
+      writeAll(fd, "banner", 6);
+      ::shutdown(fd, SHUT_WR);
+      std::string buf;
+      const End e = readToEnd(fd, buf);
+      serverGot = buf.size();
+      serverEnd = static_cast<int>(e);
+    });
+    HttpStage stage(SocketAddress{});
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectClient(stage.listenAddr);
+    const std::string req = "CONNECT " + server.address.toString() + " HTTP/1.1\r\n\r\n";
+    CHECK(writeAll(client.get(), req.data(), req.size()));
+    std::string got;
+    CHECK(readToEnd(client.get(), got) == End::kEof);  // the 200, the banner, the server's FIN
+    CHECK(bodyOf(got) == "banner");
+    const std::string rest(1 << 20, 'r');
+    CHECK(writeAll(client.get(), rest.data(), rest.size()));
+    ::shutdown(client.get(), SHUT_WR);
+    CHECK(waitFor([&] { return serverEnd.load() >= 0; }, 10000));
+    if (serverEnd.load() != static_cast<int>(End::kEof)) {
+      std::fprintf(stderr, "  the server's stream ended with %s after %zu of %zu bytes\n",
+                   endName(static_cast<End>(serverEnd.load())), serverGot.load(), rest.size());
+    }
+    CHECK(serverEnd.load() == static_cast<int>(End::kEof));
+    CHECK_EQ(serverGot.load(), rest.size());
+    CHECK(waitFor([&] { return stage.stat(Stat::cx_close_completed) == 1; }));
+  });
 }
 
 }  // namespace
