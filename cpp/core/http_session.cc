@@ -953,7 +953,11 @@ void HttpSession::releaseUpstream(bool reusable, bool streamComplete) {
   }
   if (up_.fd) {
     // Not reusable after an error: a reset tells the server the request was not completed.
-    if (!reusable && !streamComplete && !(responseDone_ && requestDone_)) resetOnClose(up_.fd.get());
+    // The request went out whole only if nothing of it is still held here (requestDone_ says it
+    // was all read from the client): a response can complete while the server has not taken the
+    // body's rest, which is dropped with this socket, a cut the server must see as a reset.
+    const bool requestOut = requestDone_ && toUpOffset_ >= toUp_.size() && !(upPipe_ && upPipe_->bytes > 0);
+    if (!reusable && !streamComplete && !(responseDone_ && requestOut)) resetOnClose(up_.fd.get());
     upRegistration_ = OwnSockets::Registration{};  // before the fd: the 4-tuple may be reused after
     up_.fd.reset();  // which also leaves the epoll set
     ctx_.stats.sub(Stat::upstream_cx_active);

@@ -3131,6 +3131,61 @@ void streamEndTests() {
     CHECK_EQ(serverGot.load(), rest.size());
     CHECK(waitFor([&] { return stage.stat(Stat::cx_close_completed) == 1; }));
   });
+  // A server may answer before it has read the whole request body while the session still holds
+  // bytes of that body for it (the client sent everything; the server reads slowly). The exchange
+  // ends there (the response is complete) and those bytes are dropped: the server's request stream
+  // was cut, so it must end with a reset, never a FIN that makes the cut body look sent whole.
+  run("a response before the server read the whole body, the rest still held by the session: the server gets a reset, not a FIN", [] {
+    SocketAddress serverAddr;
+    UniqueFd server(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const int small = 4096;
+    ::setsockopt(server.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    auto any = addr("127.0.0.1", 0);
+    CHECK(::bind(server.get(), any.sockaddrPtr(), any.length()) == 0);
+    CHECK(::listen(server.get(), 8) == 0);
+    socklen_t len = SocketAddress::capacity();
+    ::getsockname(server.get(), serverAddr.sockaddrPtr(), &len);
+    CoreOptions options;
+    options.relayMode = CoreOptions::RelayMode::kCopy;
+    HttpStage stage(serverAddr, "127.0.0.0/8", options);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectClient(stage.listenAddr);
+    const std::string body(200000, 'q');
+    const std::string req = post("/slow", body);
+    const size_t headLength = req.size() - body.size();
+    CHECK(writeAll(client.get(), req.data(), headLength));
+    UniqueFd up = acceptWithin(server.get());
+    std::string head;
+    CHECK(readUntil(up.get(), head, [](const std::string& b) { return b.find("\r\n\r\n") != std::string::npos; }) == End::kOpen);
+    // The session's upstream socket is in this process: a small send buffer there (no autotuning)
+    // keeps most of the body in the session, as a slow server's full window does.
+    SocketAddress upLocal;
+    len = SocketAddress::capacity();
+    ::getpeername(up.get(), upLocal.sockaddrPtr(), &len);
+    int sessionUp = -1;
+    for (int fd = 3; fd < 1024 && sessionUp < 0; ++fd) {
+      SocketAddress a;
+      socklen_t l = SocketAddress::capacity();
+      if (fd != up.get() && ::getsockname(fd, a.sockaddrPtr(), &l) == 0 && a == upLocal) sessionUp = fd;
+    }
+    CHECK(sessionUp >= 0);
+    ::setsockopt(sessionUp, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    CHECK(writeAll(client.get(), req.data() + headLength, body.size()));
+    // Everything the client sent has reached the session, which read it all (it holds up to
+    // 256 KiB for a server that is not reading): the whole request is in.
+    CHECK(waitFor([&] { return stage.stat(Stat::bytes_received) >= req.size(); }));
+    const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    CHECK(writeAll(up.get(), resp.data(), resp.size()));
+    std::string got;
+    CHECK(readUntil(client.get(), got, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+    CHECK(bodyOf(got) == "ok");
+    std::string rest;
+    const End e = readToEnd(up.get(), rest, 3000);
+    const size_t bodyGot = head.size() - (head.find("\r\n\r\n") + 4) + rest.size();
+    if (e != End::kReset) std::fprintf(stderr, "  the server's stream ended with %s after %zu of %zu body bytes\n", endName(e), bodyGot, body.size());
+    CHECK(e == End::kReset);
+    CHECK(bodyGot < body.size());
+  });
 }
 
 }  // namespace
