@@ -412,19 +412,15 @@ bool HttpSession::readHead() {
         return true;
       }
     }
-    if (down_.eof) {
-      // The client half-closed behind requests it had pipelined, all answered now (or it left a
-      // head unfinished: abandoned).
-      close(in_.empty() ? CloseReason::kCompleted : CloseReason::kDownstreamError);
+    if (down_.eof) {  // the client half-closed behind requests it had pipelined, all answered now
+      endAtClientEof();
       return true;
     }
     if (!down_.readable) return false;
     const int r = readInto(down_, in_, cap);
     if (r == 1) continue;
     if (r == 0) {
-      // The client is done. Between requests that is the normal end of a keep-alive connection;
-      // in the middle of a head the request was abandoned.
-      close(in_.empty() ? CloseReason::kCompleted : CloseReason::kDownstreamError);
+      endAtClientEof();
       return true;
     }
     if (r == -2) {
@@ -433,6 +429,17 @@ bool HttpSession::readHead() {
     }
     return false;  // EAGAIN (or the cap, which parseHead already answered)
   }
+}
+
+void HttpSession::endAtClientEof() {
+  // Between requests the client's EOF is the normal end of a keep-alive connection (FIN).
+  if (in_.empty()) return close(CloseReason::kCompleted);
+  // In the middle of a head the request was abandoned. On a first request nothing went to the
+  // client: reset. After a response, its last bytes may still be queued for a client that reads
+  // slowly, and a reset would discard them: FIN after them instead (linger: the EOF is read).
+  if (requests_ == 0) return close(CloseReason::kDownstreamError);
+  in_.clear();
+  linger();
 }
 
 bool HttpSession::chooseDestination(SocketAddress& out) {

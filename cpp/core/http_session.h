@@ -142,6 +142,8 @@ class HttpSession final {
   void expire(uint64_t nowUs);
   void pump();
   bool readHead();
+  // The client's EOF while a head is awaited: FIN between requests, else see the definition.
+  void endAtClientEof();
   // The PROXY header in front of the first request (listeners[].proxy_protocol); true when it
   // ended the session.
   bool readProxyHeader();

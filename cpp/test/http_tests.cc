@@ -3186,6 +3186,38 @@ void streamEndTests() {
     CHECK(e == End::kReset);
     CHECK(bodyGot < body.size());
   });
+  // A client that half-closes behind the start of a next request it never finishes has abandoned
+  // that request, but the response before it is complete and may still be on its way (the client
+  // reads slowly): a reset now would discard its unsent tail. It ends with FIN after it.
+  run("a half-close behind an unfinished pipelined head: the response before it arrives whole, then FIN", [] {
+    const std::string big = pattern(4 << 20, 9);
+    Origin server([&big](Origin&, int fd, int) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+      const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(big.size()) + "\r\n\r\n" + big;
+      writeAll(fd, resp.data(), resp.size());
+      std::string rest;
+      readToEnd(fd, rest, 5000);
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    const int small = 8192;
+    ::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    bindAsClient(client.get());
+    CHECK(::connect(client.get(), stage.listenAddr.sockaddrPtr(), stage.listenAddr.length()) == 0);
+    const std::string req = get("/big") + "GET /next HT";
+    CHECK(writeAll(client.get(), req.data(), req.size()));
+    ::shutdown(client.get(), SHUT_WR);
+    // The client reads slowly: the response's last bytes are still queued for it when the session
+    // has passed them all on and turns to the unfinished head.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::string got;
+    const End e = readToEnd(client.get(), got);
+    if (e != End::kEof) std::fprintf(stderr, "  end %s after %zu bytes\n", endName(e), got.size());
+    CHECK(e == End::kEof);
+    CHECK(bodyOf(got) == big);
+  });
 }
 
 }  // namespace
