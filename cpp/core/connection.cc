@@ -106,6 +106,14 @@ void Connection::onHandshakeEvent() {
       return close(CloseReason::kProtocolError);
     }
     if (n == 0) {  // the client finished before its header did
+      if (p.received() == 0 && !p.listener->proxyProtocol.required) {
+        // Not even a first byte: with the header optional that is an empty plain stream, whose
+        // half-close is passed on like any other (the relay reads the EOF again).
+        proxy_protocol::ParseResult plain;
+        plain.status = proxy_protocol::ParseStatus::error;
+        plain.error = proxy_protocol::ParseError::not_proxy;
+        return finishHandshake(plain);
+      }
       ctx_.stats.add(Stat::proxy_protocol_error);
       return close(CloseReason::kProtocolError);
     }

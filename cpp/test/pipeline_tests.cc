@@ -199,6 +199,46 @@ void stageTests() {
     CHECK(stage.stat(Stat::proxy_protocol_plain) == 1);
   });
 
+  // With the header optional, a client that half-closes before its first byte has sent no header:
+  // its (empty) stream is plain, and its FIN is passed on like any half-close, so a server that
+  // speaks after its client's EOF still answers. Required, it stays an error (reset).
+  run("optional header, a half-close before any byte: plain, the FIN goes through and the answer comes back", [] {
+    TwoServers s;
+    Stage stage(s.fakeAddr, trusting("127.0.0.1/32", /*required=*/false));
+    UniqueFd client = connectTo(stage.listenAddr);
+    ::shutdown(client.get(), SHUT_WR);
+    UniqueFd up;
+    CHECK(acceptWhileRunning(*stage.core, s.fake.get(), up));
+    std::string got;
+    CHECK(runUntil(*stage.core, [&] {
+      char buf[64];
+      return ::recv(up.get(), buf, sizeof buf, MSG_DONTWAIT) == 0;  // the client's FIN
+    }));
+    sendAll(up.get(), "banner");
+    ::shutdown(up.get(), SHUT_WR);
+    End end = End::kTimeout;
+    std::thread reader([&] { end = readToEnd(client.get(), got); });
+    CHECK(runUntil(*stage.core, [&] { return stage.stat(Stat::cx_close_completed) == 1; }));
+    reader.join();
+    CHECK(end == End::kEof);
+    CHECK(got == "banner");
+    CHECK(stage.stat(Stat::proxy_protocol_plain) == 1);
+    CHECK(stage.stat(Stat::proxy_protocol_error) == 0);
+  });
+
+  run("required header, a half-close before any byte: reset as an error", [] {
+    TwoServers s;
+    Stage stage(s.fakeAddr, trusting("127.0.0.1/32", /*required=*/true));
+    UniqueFd client = connectTo(stage.listenAddr);
+    ::shutdown(client.get(), SHUT_WR);
+    std::string got;
+    End end = End::kTimeout;
+    std::thread reader([&] { end = readToEnd(client.get(), got); });
+    CHECK(runUntil(*stage.core, [&] { return stage.stat(Stat::proxy_protocol_error) == 1; }));
+    reader.join();
+    CHECK(end == End::kReset);
+  });
+
   run("untrusted sender with a required header: reset at accept, counted", [] {
     TwoServers s;
     Stage stage(s.fakeAddr, trusting("10.0.0.0/8"));
