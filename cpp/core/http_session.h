@@ -254,8 +254,8 @@ class HttpSession final {
   bool requestDone_ = false;   // the whole request (head and body) is in toUp_ or sent
   bool responseStarted_ = false;  // a byte of this response reached toDown_
   bool responseDone_ = false;
-  bool upstreamDirty_ = false;
-  bool upWriteFailed_ = false;  // a write to the upstream failed: its response is read, nothing more sent  // bytes after the response's end, or a framing problem: never pool
+  bool upstreamDirty_ = false;  // bytes after the response's end, or a framing problem: never pool
+  bool upWriteFailed_ = false;  // a write to the upstream failed: its response is read, nothing more sent
   uint64_t requestStartUs_ = 0;
   uint64_t connectStartUs_ = 0;       // loop time, for the timeout
   uint64_t connectStartExactUs_ = 0;  // for the connect latency
