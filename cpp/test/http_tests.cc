@@ -3220,9 +3220,144 @@ void streamEndTests() {
   });
 }
 
+// ---- Review: the new head checks hold whatever the read boundaries ----
+
+// Feeds b to a fresh ResponseParser in three reads split at i and j (i <= j): the outcome must
+// not depend on where the reads end (a head split at a CR/LF, interim heads and the final one in
+// one read or in several, a chunked body's trailer CRLF split off).
+Progress feedSplit(ResponseParser& r, const Bytes& b, size_t i, size_t j, size_t* used) {
+  r.start(false, false);
+  *used = 0;
+  Progress last;
+  const size_t cuts[] = {i, j, b.size()};
+  size_t at = 0;
+  for (size_t cut : cuts) {
+    while (at < cut) {
+      last = r.feed(b.data() + at, cut - at);
+      *used += last.consumed;
+      at += last.consumed;
+      if (last.complete || last.error) return last;
+      if (last.consumed == 0) break;
+    }
+  }
+  return last;
+}
+
+// The request side: the head into a growing buffer cut at i, then the body fed in reads cut at j.
+bool requestSplitOk(const Bytes& req, size_t i, size_t j, size_t* bodyUsed, bool* complete) {
+  RequestParser p(kHeader, kMaxHead);
+  Bytes grown(req.begin(), req.begin() + static_cast<long>(std::min(i, req.size())));
+  ParseStatus st = grown.empty() ? ParseStatus::kNeedMore : p.parseHead(grown.data(), grown.size());
+  if (st == ParseStatus::kNeedMore) {
+    grown = req;
+    st = p.parseHead(grown.data(), grown.size());
+  }
+  if (st != ParseStatus::kDone) {
+    std::fprintf(stderr, "  head refused: %s\n", p.errorReason());
+    return false;
+  }
+  size_t at = p.head().length;
+  *bodyUsed = 0;
+  *complete = false;
+  const size_t cuts[] = {std::max(at, j), req.size()};
+  for (size_t cut : cuts) {
+    while (at < cut) {
+      const Progress pr = p.body(req.data() + at, cut - at);
+      if (pr.error) {
+        std::fprintf(stderr, "  body refused: %s\n", p.errorReason());
+        return false;
+      }
+      at += pr.consumed;
+      *bodyUsed += pr.consumed;
+      if (pr.complete) {
+        *complete = true;
+        return true;
+      }
+      if (pr.consumed == 0) break;
+    }
+  }
+  return true;
+}
+
+void reviewSplitTests() {
+  run("review: legitimate responses parse the same at every pair of read boundaries", [] {
+    const std::vector<std::string> good = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked \r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding-Extension-Long-Name: x\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 204 No Content\r\n\r\n",
+        "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    };
+    for (const std::string& s : good) {
+      const Bytes b = bytes(s);
+      for (size_t i = 0; i <= b.size(); ++i) {
+        for (size_t j = i; j <= b.size(); ++j) {
+          ResponseParser r;
+          size_t used = 0;
+          const Progress p = feedSplit(r, b, i, j, &used);
+          if (!p.complete || used != b.size()) {
+            std::fprintf(stderr, "  %s split at %zu,%zu: complete %d error %d used %zu (%s)\n", s.c_str(), i, j, p.complete,
+                         p.error, used, r.errorReason());
+          }
+          CHECK(p.complete);
+          CHECK_EQ(used, b.size());
+        }
+      }
+    }
+  });
+
+  run("review: bad responses are refused at every pair of read boundaries", [] {
+    const std::vector<std::string> bad = {
+        "HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok",
+        "HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 100 Continue\r\n\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\n",
+    };
+    for (const std::string& s : bad) {
+      const Bytes b = bytes(s);
+      for (size_t i = 0; i <= b.size(); ++i) {
+        for (size_t j = i; j <= b.size(); ++j) {
+          ResponseParser r;
+          size_t used = 0;
+          const Progress p = feedSplit(r, b, i, j, &used);
+          if (!p.error) std::fprintf(stderr, "  %s split at %zu,%zu: not refused\n", s.c_str(), i, j);
+          CHECK(p.error);
+        }
+      }
+    }
+  });
+
+  run("review: chunked requests end at their last byte at every pair of read boundaries", [] {
+    const std::vector<std::string> good = {
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\ntransfer-encoding:   CHUNKED\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked \r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding-Not-Really: gzip\r\nContent-Length: 3\r\n\r\nabc",
+    };
+    for (const std::string& s : good) {
+      const Bytes b = bytes(s);
+      for (size_t i = 1; i <= b.size(); ++i) {
+        for (size_t j = 0; j <= b.size(); ++j) {
+          size_t used = 0;
+          bool complete = false;
+          const bool ok = requestSplitOk(b, i, j, &used, &complete);
+          if (!ok || !complete) std::fprintf(stderr, "  %s split at %zu,%zu: ok %d complete %d\n", s.c_str(), i, j, ok, complete);
+          CHECK(ok);
+          CHECK(complete);
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
+
 int main() {
+  reviewSplitTests();
   parserTests();
   responseTests();
   bodyCountingTests();
