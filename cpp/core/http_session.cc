@@ -903,7 +903,9 @@ void HttpSession::finishExchange() {
   // client wrote it, so a server told "close" (or sent HTTP/1.0 without keep-alive) closes after
   // this response (RFC 9112 9.6) whether or not its response says so; pooled, the connection
   // would take another client's request into that close.
-  bool reusable = response_.keepAlive() && keepClient_ && !upstreamDirty_ && requestDone_ &&
+  // upWriteFailed_: a write met the server's reset (requestWriteFailed emptied toUp_ and dropped
+  // upPipe_, so the checks after it no longer see the unsent rest): the socket is dead.
+  bool reusable = response_.keepAlive() && keepClient_ && !upstreamDirty_ && !upWriteFailed_ && requestDone_ &&
                   toUpOffset_ >= toUp_.size() && !upPipe_ && !up_.eof && !up_.peerClosing;
   if (reusable && up_.readable && !idleConnectionUsable(up_.fd.get())) {
     // The last read did not prove the socket empty (a splice of exactly the body's rest, a read

@@ -3218,6 +3218,49 @@ void streamEndTests() {
     CHECK(e == End::kEof);
     CHECK(bodyOf(got) == big);
   });
+
+  // A write of the request's end met the server's reset (it answered whole, then reset): the
+  // answer goes to the client, but the connection is dead and must not go to the pool, where a
+  // next request would be sent into it (and need a retry, or fail if it could not be retried).
+  run("a request whose last bytes met the server's reset after its whole answer: that connection is never pooled", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    HttpStage stage(serverAddr);
+    UniqueFd client = connectClient(stage.listenAddr);
+    const std::string head = "POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: 10\r\n\r\n";
+    CHECK(writeAll(client.get(), (head + "12345").data(), head.size() + 5));
+    UniqueFd up;
+    {
+      LoopRunner loop(*stage.core);
+      up = acceptWithin(server.get());
+      std::string seen;
+      CHECK(readUntil(up.get(), seen, [&](const std::string& b) { return b.size() >= head.size() + 5; }) == End::kOpen);
+    }
+    // The loop is stopped: the body's end (and a next request behind it), then the server's whole
+    // answer and its reset, all wait for one batch, the client's bytes first.
+    const std::string rest = "67890" + get("/next");
+    CHECK(writeAll(client.get(), rest.data(), rest.size()));
+    CHECK(deliveredToPeer(client.get()));
+    const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    CHECK(writeAll(up.get(), resp.data(), resp.size()));
+    CHECK(deliveredToPeer(up.get()));
+    resetOnClose(up.get());
+    up.reset();
+    LoopRunner loop(*stage.core);
+    std::string got;
+    CHECK(readUntil(client.get(), got, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+    CHECK(bodyOf(got) == "ok");
+    // The next request goes on a new connection, never into the reset one.
+    UniqueFd second = acceptAndAnswer(server.get(), "second");
+    std::string got2;
+    CHECK(readUntil(client.get(), got2, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
+    CHECK(bodyOf(got2) == "second");
+    // It never entered the pool: nothing there was found dead and closed (the pool's own checks
+    // caught it here only because its reset's event was still pending in the batch).
+    CHECK_EQ(stage.stat(Stat::http_pool_discarded), 0u);
+    CHECK_EQ(stage.stat(Stat::upstream_cx_reuse), 0u);
+    CHECK_EQ(stage.stat(Stat::upstream_rq_retry), 0u);
+  });
 }
 
 // ---- Review: the new head checks hold whatever the read boundaries ----
