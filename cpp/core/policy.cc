@@ -137,6 +137,10 @@ LocalRoute hostRoute(const SocketAddress& a) {
 // A destination as a lookup key: IPv4 (including embedded forms) or plain IPv6.
 struct DestKey {
   bool isV4 = false;
+  // An IPv6 destination judged as its embedded IPv4 address (NAT64, 6to4) that connect() still
+  // dials as IPv6: v6 is where the connection goes, so "this host" is asked about it too.
+  // (IPv4-mapped addresses are not: connect() dials those over IPv4.)
+  bool dialledAsV6 = false;
   uint32_t v4 = 0;
   Uint128 v6 = 0;
   bool valid = false;
@@ -153,6 +157,7 @@ DestKey keyOf(const SocketAddress& a) {
     const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(a.sockaddrPtr());
     out.v6 = v6Key(sin6->sin6_addr.s6_addr);
     out.isV4 = embeddedV4(out.v6, out.v4);
+    out.dialledAsV6 = out.isV4 && !IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr);
     out.valid = true;
   }
   // Linux connects the unspecified address to loopback (0.0.0.0 to 127.0.0.1, :: to ::1, also
@@ -368,6 +373,10 @@ PolicyDecision DestinationPolicy::check(const SocketAddress& destination) const 
     const auto m = v4_.lookup(key.v4, port);
     rule = m.rule;
     special = denySpecial_ && deniedAsSpecial(key.v4, m, rule != kNoRule && ruleAllow_[rule], specialV4(), localV4_);
+    // A NAT64 or 6to4 address of this host itself: judged by its IPv4 address above, but the
+    // connection goes to this host. No rule can name it (IPv6 CIDRs inside those prefixes never
+    // match, docs/POLICY.md), so nothing opens it.
+    if (denySpecial_ && key.dialledAsV6 && intervalOf(key.v6, localV6_) != nullptr) special = true;
   } else {
     const auto m = v6_.lookup(key.v6, port);
     rule = m.rule;
@@ -429,6 +438,7 @@ void DestinationPolicy::setLocalAddresses(const std::vector<SocketAddress>& addr
 bool DestinationPolicy::isLocalAddress(const SocketAddress& address) const {
   const DestKey key = keyOf(address);
   if (!key.valid) return false;
+  if (key.dialledAsV6 && intervalOf(key.v6, localV6_) != nullptr) return true;
   return key.isV4 ? intervalOf(key.v4, localV4_) != nullptr : intervalOf(key.v6, localV6_) != nullptr;
 }
 

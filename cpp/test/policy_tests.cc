@@ -292,6 +292,31 @@ void specialTests() {
     CHECK(allowedBy(p, "10.9.9.9", 22, 0));  // the snapshot was replaced, not appended to
   });
 
+  run("this host's own 6to4 / NAT64 addresses are this host: judging them as their IPv4 does not open them", [] {
+    // A destination in 2002::/16 or 64:ff9b::/96 is judged as its embedded IPv4 address, but
+    // connect() goes to the IPv6 address itself: when that is one of this host's, it is a local
+    // service whatever the IPv4 address is.
+    DestinationPolicy p(rulesOf({rule("web", true, {"0.0.0.0/0"}, {ports(80, 80)})}));
+    p.setLocalAddresses({dst("2002:a00:1::1", 0), dst("64:ff9b::a00:2", 0)});
+    p.setLocalRoutes({route(AF_INET6, "2002:a00:1::1", 128), route(AF_INET6, "64:ff9b::a00:2", 128),
+                      route(AF_INET6, "2002:cb00:7100::", 48)});
+    CHECK(p.isLocalAddress(dst("2002:a00:1::1", 0)));
+    CHECK(p.isLocalAddress(dst("2002:cb00:7100::9", 0)));
+    CHECK(special(p, "2002:a00:1::1", 80));
+    CHECK(special(p, "64:ff9b::a00:2", 80));
+    CHECK(special(p, "2002:cb00:7100:1::5", 80));  // inside a local (AnyIP) 6to4 range
+    CHECK(special(p, "2002:a00:1::1", 22));
+    // Their neighbours, and the IPv4 addresses they embed, are ordinary destinations.
+    CHECK(allowedBy(p, "2002:a00:1::2", 80, 0));
+    CHECK(allowedBy(p, "64:ff9b::a00:3", 80, 0));
+    CHECK(allowedBy(p, "10.0.0.1", 80, 0));
+    CHECK(!p.isLocalAddress(dst("10.0.0.1", 0)));
+    // With deny_special off nothing is special.
+    DestinationPolicy off(rulesOf({rule("web", true, {"0.0.0.0/0"}, {ports(80, 80)})}, true, /*denySpecial=*/false));
+    off.setLocalRoutes({route(AF_INET6, "2002:a00:1::1", 128)});
+    CHECK(allowedBy(off, "2002:a00:1::1", 80, 0));
+  });
+
   run("a range routed as local (AnyIP) is this host on every address in it; its neighbours are not", [] {
     DestinationPolicy p(rulesOf({rule("all", true, {"0.0.0.0/0", "::/0"})}));
     p.setLocalRoutes({route(AF_INET, "192.0.2.0", 24), route(AF_INET, "198.51.100.7", 32), route(AF_INET6, "2001:db8:5::", 64),
