@@ -174,6 +174,77 @@ bool noticesConcernThisHost(const uint8_t* data, size_t size) {
   return concerns || !whole;
 }
 
+RouteKind parseRouteAnswer(const uint8_t* data, size_t size, int& err) {
+  RouteKind kind = RouteKind::kFailed;
+  err = EPROTO;
+  forEachMessage(data, size, [&](const nlmsghdr& h, const uint8_t* payload, size_t payloadSize) {
+    if (h.nlmsg_type == NLMSG_ERROR) {
+      int32_t code = 0;
+      if (payloadSize >= sizeof code) std::memcpy(&code, payload, sizeof code);
+      if (code < 0 && code > -4096) {
+        // The kernel's own answer: no route (ENETUNREACH), unreachable, prohibit or blackhole
+        // route. A connect to it fails the same way: it reaches nothing, this host included.
+        kind = RouteKind::kNotLocal;
+        err = -code;
+      }
+      return false;
+    }
+    if (h.nlmsg_type != RTM_NEWROUTE) return true;
+    const RouteFacts f = readRoute(payload, payloadSize);
+    if (!f.ok) return false;
+    kind = f.head.rtm_type == RTN_LOCAL ? RouteKind::kLocal : RouteKind::kNotLocal;
+    err = 0;
+    return false;
+  });
+  return kind;
+}
+
+RouteKind routeKindOf(int family, const uint8_t* address, int& err) {
+  const size_t bytes = family == AF_INET ? 4 : family == AF_INET6 ? 16 : 0;
+  if (bytes == 0) {
+    err = EAFNOSUPPORT;
+    return RouteKind::kFailed;
+  }
+  UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (!fd) {
+    err = errno;
+    return RouteKind::kFailed;
+  }
+  struct {
+    nlmsghdr h;
+    rtmsg r;
+    rtattr a;
+    uint8_t dst[16];
+  } request{};
+  static_assert(sizeof(nlmsghdr) % 4 == 0 && sizeof(rtmsg) % 4 == 0 && sizeof(rtattr) == 4, "no padding in the request");
+  request.h.nlmsg_len = static_cast<uint32_t>(sizeof(nlmsghdr) + sizeof(rtmsg) + sizeof(rtattr) + bytes);
+  request.h.nlmsg_type = RTM_GETROUTE;
+  request.h.nlmsg_flags = NLM_F_REQUEST;
+  request.h.nlmsg_seq = 1;
+  request.r.rtm_family = static_cast<uint8_t>(family);
+  request.r.rtm_dst_len = static_cast<uint8_t>(bytes * 8);
+  request.a.rta_type = RTA_DST;
+  request.a.rta_len = static_cast<uint16_t>(sizeof(rtattr) + bytes);
+  std::memcpy(request.dst, address, bytes);
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (::sendto(fd.get(), &request, request.h.nlmsg_len, 0, reinterpret_cast<const sockaddr*>(&kernel), sizeof kernel) < 0) {
+    err = errno;
+    return RouteKind::kFailed;
+  }
+  // The kernel answers a route request while sendto runs: the answer is queued already.
+  uint8_t answer[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd.get(), answer, sizeof answer, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      err = errno;
+      return RouteKind::kFailed;
+    }
+    return parseRouteAnswer(answer, static_cast<size_t>(n), err);
+  }
+}
+
 SysError dumpLocalRoutes(std::vector<LocalRoute>& out) {
   UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
   if (!fd) return SysError::fromErrno("socket", "netlink route dump");

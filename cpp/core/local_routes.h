@@ -28,6 +28,18 @@ struct LocalRoute {
 // blocks: the kernel answers a dump request synchronously; a dump that is not ready is an error.
 SysError dumpLocalRoutes(std::vector<LocalRoute>& out);
 
+// How the kernel routes a packet from this host to one address (RTM_GETROUTE, what `ip route get`
+// asks; no mark, main rules): kLocal when it delivers it to this host (route type local: an
+// interface address, loopback, or any address of an AnyIP range, whichever source address the
+// kernel would pick for it), kNotLocal when it sends it elsewhere or has no route for it (then a
+// connect to it cannot reach this host either), kFailed when the question could not be asked
+// (no socket: EMFILE; err then holds the errno).
+enum class RouteKind : uint8_t { kLocal, kNotLocal, kFailed };
+RouteKind routeKindOf(int family, const uint8_t* address, int& err);
+
+// The answer to routeKindOf's request, one buffer as recv() returned it (for tests).
+RouteKind parseRouteAnswer(const uint8_t* data, size_t size, int& err);
+
 // The parser behind dumpLocalRoutes, on one buffer of rtnetlink messages as recv() returned it.
 // Appends each RTM_NEWROUTE of type local in table local to routes. done: an NLMSG_DONE was seen.
 // Returns the error of an NLMSG_ERROR message (an errno value, > 0), -1 when a message's length

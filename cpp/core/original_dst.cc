@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "local_routes.h"
 #include "unique_fd.h"
 
 namespace splicegate {
@@ -94,12 +95,31 @@ LocalIp KernelOriginalDstOps::isLocalIp(const SocketAddress& ip) {
   // Loopback: every 127/8 address is this host's, though the kernel picks 127.0.0.1 as the source
   // for most of them (below); the unspecified address is connected to as loopback.
   if (isLoopbackIp(ip) || ip.isAnyAddress()) return LocalIp::kYes;
-  // The kernel's own routing decision, without a cached interface list that could go stale: a
-  // datagram socket "connected" to an address of this host (a local route: an interface address
-  // or an AnyIP range) takes that very address as its source; to anywhere else, the outgoing
-  // interface's. (A bind probe would say "local" for everything under net.ipv4.ip_nonlocal_bind.)
-  // No packet is sent. Asked rarely: a destination on one of our wildcard listeners' ports, or a
-  // UDP destination the first time the worker replies from it.
+  // The kernel's own routing decision, without a cached interface list that could go stale:
+  // whether its route to ip is of type local (RTM_GETROUTE). That covers every address of an
+  // AnyIP range, for which the kernel picks another source (::1 for an IPv6 range on lo, the
+  // route's `src` for an IPv4 one), so the source-address probe below would call it remote, and
+  // a connect to it reaches our wildcard listener all the same. Asked rarely: a destination on
+  // one of our wildcard listeners' ports, or a UDP destination the first time the worker replies
+  // from it.
+  uint8_t raw[16] = {};
+  if (ip.family() == AF_INET) {
+    std::memcpy(raw, &reinterpret_cast<const sockaddr_in*>(ip.sockaddrPtr())->sin_addr, 4);
+  } else if (ip.family() == AF_INET6) {
+    std::memcpy(raw, &reinterpret_cast<const sockaddr_in6*>(ip.sockaddrPtr())->sin6_addr, 16);
+  }
+  int routeErr = 0;
+  switch (routeKindOf(ip.family(), raw, routeErr)) {
+    case RouteKind::kLocal:
+      return LocalIp::kYes;
+    case RouteKind::kNotLocal:
+      return LocalIp::kNo;
+    case RouteKind::kFailed:
+      break;  // netlink unusable here (or EMFILE): the older source-address probe below
+  }
+  // A datagram socket "connected" to an address of this host takes that very address as its
+  // source (for an interface address); to anywhere else, the outgoing interface's. (A bind probe
+  // would say "local" for everything under net.ipv4.ip_nonlocal_bind.) No packet is sent.
   SocketAddress probe = ip;
   probe.setPort(9);
   UniqueFd sock(::socket(probe.family(), SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));

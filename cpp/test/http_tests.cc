@@ -5,6 +5,8 @@
 // what each seed must parse to.
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -18,6 +20,7 @@
 #include <thread>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -3401,6 +3404,80 @@ void reviewSplitTests() {
 }  // namespace
 
 
+// ---- In a network namespace of this thread's own: real routes, the kernel's own answers ----
+
+// Runs body in a new network namespace of this thread (lo up, then `setup`, shell commands run by
+// a child that inherits it), then returns the thread to the tests' namespace. Without the
+// privilege to make one (not root), says so and skips.
+void inPrivateNetns(const std::string& setup, const std::function<void()>& body) {
+  UniqueFd home(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  CHECK(home);
+  if (::unshare(CLONE_NEWNET) != 0) {
+    std::fprintf(stderr, "  skipped: unshare(CLONE_NEWNET): %s\n", std::strerror(errno));
+    return;
+  }
+  struct Back {
+    int fd;
+    ~Back() {
+      if (::setns(fd, CLONE_NEWNET) != 0) std::abort();  // every later test would run in the wrong place
+    }
+  } back{home.get()};
+  const std::string command = "ip link set lo up && " + setup;
+  CHECK(std::system(command.c_str()) == 0);
+  body();
+}
+
+UniqueFd connectFrom(const SocketAddress& to) {
+  UniqueFd fd(::socket(to.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+  CHECK(::connect(fd.get(), to.sockaddrPtr(), to.length()) == 0);
+  return fd;
+}
+
+void netnsTests() {
+  run("a routing header naming a wildcard listener through an AnyIP address of this host is a loop (508)", [] {
+    // ip route add local 2001:db8:7::/64 dev lo: every address in it is this host's, so a
+    // connect to [2001:db8:7::5]:P reaches a listener on [::]:P, though the kernel picks ::1 as
+    // the source for it (no interface has the address). Likewise an IPv4 AnyIP range with a
+    // preferred source of its own. Relayed, each would be a request into splicegate itself.
+    inPrivateNetns("ip -6 route add local 2001:db8:7::/64 dev lo && "
+                   "ip route add local 192.0.2.0/24 dev lo src 127.0.0.1", [] {
+      KernelOriginalDstOps probe;
+      CHECK(probe.isLocalIp(addr("2001:db8:7::5", 0)) == LocalIp::kYes);
+      CHECK(probe.isLocalIp(addr("192.0.2.5", 0)) == LocalIp::kYes);
+      CHECK(probe.isLocalIp(addr("2001:db8:8::5", 0)) != LocalIp::kYes);  // no route at all here
+      CHECK(probe.isLocalIp(addr("198.51.100.5", 0)) != LocalIp::kYes);
+      SysError err;
+      auto core = WorkerCore::create(CoreOptions{}, std::make_unique<KernelOriginalDstOps>(), err);
+      CHECK(core);
+      std::vector<UniqueFd> sockets;
+      std::vector<SocketAddress> bound;
+      for (const char* any : {"::", "0.0.0.0"}) {
+        ListenerOptions lo;
+        lo.name = std::string("http-") + (any[0] == ':' ? "v6" : "v4");
+        lo.address = addr(any, 0);
+        lo.http.enabled = true;
+        lo.http.trustedSources = {*parseCidr("::/0"), *parseCidr("0.0.0.0/0")};
+        SocketAddress at;
+        sockets.push_back(openListenSocket(lo, &at, err));
+        CHECK(sockets.back());
+        CHECK(!core->attachListener(lo, sockets.back().get(), nullptr));
+        bound.push_back(at);
+      }
+      LoopRunner loop(*core);
+      const std::string p6 = std::to_string(bound[0].port());
+      const std::string p4 = std::to_string(bound[1].port());
+      UniqueFd c6 = connectFrom(addr("::1", bound[0].port()));
+      expectError(c6.get(), exchange(c6.get(), get("/", "x-envoy-original-dst-host: [2001:db8:7::5]:" + p6 + "\r\n")),
+                  "508", "loop_rejected");
+      UniqueFd c4 = connectFrom(addr("127.0.0.1", bound[1].port()));
+      expectError(c4.get(), exchange(c4.get(), get("/", "x-envoy-original-dst-host: 192.0.2.5:" + p4 + "\r\n")),
+                  "508", "loop_rejected");
+      CHECK_EQ(core->stats().get(Stat::loop_rejected), 2u);
+      CHECK_EQ(core->stats().get(Stat::upstream_cx_total), 0u);
+    });
+  });
+}
+
 int main() {
   reviewSplitTests();
   parserTests();
@@ -3416,5 +3493,6 @@ int main() {
   edgeCaseTests();
   framingTests();
   streamEndTests();
+  netnsTests();
   return splicegate::testing::finish();
 }

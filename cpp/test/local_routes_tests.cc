@@ -206,5 +206,30 @@ int main() {
     CHECK(loopback);
   });
 
+  run("a route answer: type local is this host, any other type or the kernel's error is not, garbage fails", [] {
+    int err = 0;
+    Messages local;
+    local.route(RTM_NEWROUTE, AF_INET6, "2001:db8:7::5", 128, RT_TABLE_LOCAL, RTN_LOCAL);
+    CHECK(parseRouteAnswer(local.bytes().data(), local.bytes().size(), err) == RouteKind::kLocal);
+    Messages remote;
+    remote.route(RTM_NEWROUTE, AF_INET, "192.0.2.5", 32, RT_TABLE_MAIN, RTN_UNICAST);
+    CHECK(parseRouteAnswer(remote.bytes().data(), remote.bytes().size(), err) == RouteKind::kNotLocal);
+    Messages unreachable;
+    unreachable.error(-ENETUNREACH);
+    CHECK(parseRouteAnswer(unreachable.bytes().data(), unreachable.bytes().size(), err) == RouteKind::kNotLocal);
+    CHECK_EQ(err, ENETUNREACH);
+    Messages truncated;
+    truncated.route(RTM_NEWROUTE, AF_INET, "192.0.2.5", 32, RT_TABLE_LOCAL, RTN_LOCAL);
+    truncated.bytes().resize(truncated.bytes().size() - 6);
+    CHECK(parseRouteAnswer(truncated.bytes().data(), truncated.bytes().size(), err) == RouteKind::kFailed);
+    Messages nothing;
+    CHECK(parseRouteAnswer(nothing.bytes().data(), 0, err) == RouteKind::kFailed);
+    // The kernel's own answers: loopback is local; TEST-NET-1 never is.
+    const uint8_t lo[4] = {127, 0, 0, 1};
+    const uint8_t testNet[4] = {192, 0, 2, 1};
+    CHECK(routeKindOf(AF_INET, lo, err) == RouteKind::kLocal);
+    CHECK(routeKindOf(AF_INET, testNet, err) == RouteKind::kNotLocal);
+  });
+
   return splicegate::testing::finish();
 }
