@@ -1159,6 +1159,79 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::http_rq_connect_fail), 1u);
   });
 
+  run("review: an allow-list with a deny inside holds against every spelling of the denied address (header and CONNECT)", [] {
+    // allow 127.0.0.0/8 (it names the loopback range, so deny_special lets it open it) with a deny
+    // of 127.0.0.1:<server> before it, default deny. Every valid spelling of the server's address
+    // is denied by that rule (or, as IPv6 loopback, by the default); every other spelling is not
+    // an address at all (no destination / bad CONNECT target). The server sees nothing.
+    Origin server(keepAliveServer());
+    const uint16_t port = server.address.port();
+    PolicyRules rules;
+    rules.defaultAllow = false;
+    rules.denySpecial = true;
+    PolicyRule db;
+    db.name = "db";
+    db.allow = false;
+    db.cidrs = {*parseCidr("127.0.0.1/32")};
+    db.ports = {PortRange{port, port}};
+    PolicyRule lo;
+    lo.name = "lo";
+    lo.allow = true;
+    lo.cidrs = {*parseCidr("127.0.0.0/8")};
+    rules.rules = {db, lo};
+    CoreOptions options;
+    options.policies = {rules};
+    HttpListenerOptions http;
+    http.connect = true;
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8", options, http);
+    LoopRunner loop(*stage.core);
+    const std::string p = std::to_string(port);
+    const std::vector<std::string> denied = {"127.0.0.1:" + p, "[::ffff:127.0.0.1]:" + p, "[::ffff:7f00:1]:" + p,
+                                             "[0:0:0:0:0:ffff:7f00:0001]:" + p, "0.0.0.0:" + p, "[::ffff:0.0.0.0]:" + p,
+                                             "[64:ff9b::7f00:1]:" + p, "[2002:7f00:1::]:" + p, "[::1]:" + p, "[::]:" + p};
+    const std::vector<std::string> invalid = {"127.1:" + p, "2130706433:" + p, "0177.0.0.1:" + p, "0x7f000001:" + p,
+                                              "127.0.0.01:" + p, "[::ffff:0177.0.0.1]:" + p, "[fe80::1%lo]:" + p,
+                                              "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:+" + p, "127.0.0.1:0" + p,
+                                              "[::ffff:127.0.0.1%lo]:" + p, "127.0.0.1:" + p + ",127.0.0.1:" + p};
+    uint64_t expected403 = 0;
+    for (const std::string& host : denied) {
+      for (const char* name : {"x-envoy-original-dst-host", "X-Envoy-Original-DST-Host"}) {
+        UniqueFd c = connectTo(stage.listenAddr);
+        expectError(c.get(), exchange(c.get(), get("/", std::string(name) + ": " + host + "\r\n")), "403", "policy_denied");
+        ++expected403;
+      }
+      UniqueFd t = connectTo(stage.listenAddr);
+      expectError(t.get(), exchange(t.get(), "CONNECT " + host + " HTTP/1.1\r\n\r\n"), "403", "policy_denied");
+      ++expected403;
+    }
+    for (const std::string& host : invalid) {
+      UniqueFd c = connectTo(stage.listenAddr);
+      expectError(c.get(), exchange(c.get(), get("/", "x-envoy-original-dst-host: " + host + "\r\n")), "503", "no_destination");
+      UniqueFd t = connectTo(stage.listenAddr);
+      expectError(t.get(), exchange(t.get(), "CONNECT " + host + " HTTP/1.1\r\n\r\n"), "400", "bad_connect_target");
+    }
+    // Two copies: the first decides (an invalid first one is not skipped for a later valid one).
+    UniqueFd two = connectTo(stage.listenAddr);
+    expectError(two.get(), exchange(two.get(), get("/", "x-envoy-original-dst-host: 127.0.0.1:" + p +
+                                                            "\r\nx-envoy-original-dst-host: 198.51.100.1:80\r\n")),
+                "403", "policy_denied");
+    ++expected403;
+    UniqueFd firstBad = connectTo(stage.listenAddr);
+    expectError(firstBad.get(), exchange(firstBad.get(), get("/", "x-envoy-original-dst-host: 127.1:" + p +
+                                                                      "\r\nx-envoy-original-dst-host: 127.0.0.1:" + p + "\r\n")),
+                "503", "no_destination");
+    CHECK_EQ(server.accepted.load(), 0);
+    CHECK(server.seen().empty());
+    CHECK_EQ(stage.stat(Stat::http_rq_policy_denied), expected403);
+    CHECK_EQ(stage.stat(Stat::upstream_cx_total), 0u);
+    DestinationPolicy* policy = const_cast<PolicySet&>(stage.core->policies()).at(0);
+    CHECK(policy != nullptr);
+    CHECK_EQ(policy->deniedTotal(), expected403);
+    // Loopback is special: a deny rule on it changes nothing, the built-in deny is what counts.
+    CHECK_EQ(policy->deniedSpecial(), expected403);
+    CHECK_EQ(stage.core->listenerStats().at(0)->get(ListenerStat::policy_denied), expected403);
+  });
+
   run("keep-alive: every request is judged, also after an allowed one on the same connection", [] {
     Origin allowed(keepAliveServer());
     Origin server(keepAliveServer());
