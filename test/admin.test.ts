@@ -86,7 +86,7 @@ describe('admin server: malformed input', () => {
     const r = await get(admin.port, '/stats?format=json');
     const values = JSON.parse(r.body) as Record<string, number>;
     assert.equal(values['downstream_cx_total'], 7);
-    for (const name of ['admin_rq_total', 'admin_rq_bad', 'admin_rq_too_large', 'admin_rq_refused', 'admin_rq_timeout', 'admin_cx_overflow', 'admin_cx_active']) {
+    for (const name of ['admin_rq_total', 'admin_rq_bad', 'admin_rq_too_large', 'admin_rq_refused', 'admin_rq_timeout', 'admin_cx_overflow', 'admin_cx_pipeline_overflow', 'admin_cx_active']) {
       assert.equal(typeof values[name], 'number', `${name} in ${r.body}`);
     }
     assert.equal(values['admin_rq_total'], stats.snapshot().admin_rq_total - 0, 'the snapshot the reply was built from');
@@ -362,5 +362,58 @@ describe('admin server: a client that half-closes right after its request', () =
     }
     const stats = await raw(admin.port, 'GET /stats HTTP/1.1\r\nHost: localhost\r\n\r\n');
     assert.match(stats.text, /downstream_cx_total: 3/);
+  });
+});
+
+describe('admin server: pipelined requests', () => {
+  let admin: AdminServer;
+  const stats = new AdminStats();
+  const limits = { ...ADMIN_LIMITS, maxPipelined: 4 };
+  let calls = 0;
+  let inFlight = 0;
+  let peak = 0;
+
+  before(async () => {
+    // A route that awaits the workers, as /stats does: each call is one round trip to every worker.
+    const counters = async (): Promise<Record<string, number>> => {
+      calls += 1;
+      inFlight += 1;
+      peak = Math.max(peak, inFlight);
+      await new Promise((r) => setTimeout(r, 20));
+      inFlight -= 1;
+      return { downstream_cx_total: calls };
+    };
+    admin = await startAdminServer(ANY_PORT, quiet({ counters }), silent, stats, limits);
+  });
+
+  after(() => admin.close());
+
+  it('are answered one at a time and in order, each once', { timeout: 15000 }, async () => {
+    calls = 0;
+    peak = 0;
+    const r = await raw(admin.port, 'GET /stats HTTP/1.1\r\nHost: localhost\r\n\r\n'.repeat(3) + 'GET /ready HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    const statuses = [...r.text.matchAll(/^HTTP\/1\.1 (\d{3}) /gm)].map((m) => Number(m[1]));
+    assert.deepEqual(statuses, [200, 200, 200, 200], r.text);
+    assert.deepEqual([...r.text.matchAll(/downstream_cx_total: (\d+)/g)].map((m) => Number(m[1])), [1, 2, 3]);
+    assert.equal(peak, 1, 'one handler at a time on a connection');
+  });
+
+  it('a flood of them on one connection (written at once, never read) runs one handler at a time, at most maxPipelined waiting, and closes it', { timeout: 15000 }, async () => {
+    calls = 0;
+    peak = 0;
+    const before = stats.snapshot();
+    const sock = connect({ host: '127.0.0.1', port: admin.port });
+    sock.on('error', () => undefined);
+    await once(sock, 'connect');
+    const closed = new Promise((r) => sock.on('close', r));
+    // 20,000 requests (800 KB) in one write: before, every one that was parsed started its handler
+    // at once (7,000 awaiting the workers together), and the process grew by gigabytes.
+    sock.write('GET /stats HTTP/1.1\r\nHost: localhost\r\n\r\n'.repeat(20000));
+    await closed;
+    await waitUntil(() => inFlight === 0, 5000, 'handlers to finish');
+    assert.equal(peak, 1, `handlers in flight at once on one connection: ${peak}`);
+    assert.ok(calls <= limits.maxPipelined + 1, `handlers run for one connection: ${calls}`);
+    assert.equal(stats.snapshot().admin_cx_pipeline_overflow - before.admin_cx_pipeline_overflow, 1);
+    assert.equal((await get(admin.port, '/ready')).status, 200);
   });
 });

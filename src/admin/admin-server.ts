@@ -181,6 +181,11 @@ export interface AdminLimits {
   keepAliveTimeoutMs: number;
   maxHeaderBytes: number;
   maxBodyBytes: number;
+  /**
+   * Pipelined requests a connection may have waiting behind the one being answered; one more
+   * closes the connection. A connection's requests are answered one at a time, in order.
+   */
+  maxPipelined: number;
 }
 
 export const ADMIN_LIMITS: Readonly<AdminLimits> = {
@@ -191,7 +196,20 @@ export const ADMIN_LIMITS: Readonly<AdminLimits> = {
   keepAliveTimeoutMs: 5000,
   maxHeaderBytes: 8192,
   maxBodyBytes: 4096,
+  maxPipelined: 16,
 };
+
+/**
+ * One connection's requests, handled one at a time. Node's HTTP server starts the handler of every
+ * pipelined request as soon as it is parsed, so one connection that wrote 20,000 requests in one go
+ * had thousands of handlers awaiting the workers together (and the process grew by gigabytes):
+ * the connection cap bounded connections, not the work they ask for.
+ */
+interface ConnectionTurns {
+  busy: boolean;
+  waiting: Array<() => void>;
+  closed: boolean;
+}
 
 // Node's own answers for parser errors, kept: only the counting is ours.
 function clientErrorStatus(code: string | undefined): { status: number; text: string; stat: AdminStatName } {
@@ -289,6 +307,49 @@ export function startAdminServer(
         if (!res.headersSent) reply(res, 500, 'internal error\n');
       });
   };
+  const turns = new WeakMap<Socket, ConnectionTurns>();
+  const handleSafely = (req: IncomingMessage, res: ServerResponse): void => {
+    try {
+      handle(req, res);
+    } catch (err) {
+      // Nothing a request carries may end the process: a bug here costs one 500, not the proxy.
+      log.error('admin request failed', { error: err instanceof Error ? err.message : String(err) });
+      if (!res.headersSent) reply(res, 500, 'internal error\n');
+    }
+  };
+  const takeTurn = (req: IncomingMessage, res: ServerResponse): void => {
+    const socket = req.socket;
+    let t = turns.get(socket);
+    if (t === undefined) {
+      t = { busy: false, waiting: [], closed: false };
+      turns.set(socket, t);
+    }
+    const own = t;
+    if (own.closed) return;
+    const run = (): void => {
+      // 'close' follows the answer's end, or the connection's loss: either way the next may go.
+      res.once('close', () => {
+        const next = socket.destroyed ? undefined : own.waiting.shift();
+        if (next) next();
+        else own.busy = false;
+      });
+      handleSafely(req, res);
+    };
+    if (!own.busy) {
+      own.busy = true;
+      return run();
+    }
+    if (own.waiting.length >= limits.maxPipelined) {
+      // Far more requests than any client waits for: the connection is closed, and what it still
+      // had waiting is never handled.
+      own.closed = true;
+      own.waiting = [];
+      stats.inc('admin_cx_pipeline_overflow');
+      socket.destroy();
+      return;
+    }
+    own.waiting.push(run);
+  };
   const server: Server = createServer(
     {
       maxHeaderSize: limits.maxHeaderBytes,
@@ -297,15 +358,7 @@ export function startAdminServer(
       connectionsCheckingInterval: limits.timeoutCheckMs,
       keepAliveTimeout: limits.keepAliveTimeoutMs,
     },
-    (req, res) => {
-      try {
-        handle(req, res);
-      } catch (err) {
-        // Nothing a request carries may end the process: a bug here costs one 500, not the proxy.
-        log.error('admin request failed', { error: err instanceof Error ? err.message : String(err) });
-        if (!res.headersSent) reply(res, 500, 'internal error\n');
-      }
-    },
+    takeTurn,
   );
   server.maxConnections = limits.maxConnections;
   // A client may half-close right after its request (`nc -N`, socat, some health checkers): legal

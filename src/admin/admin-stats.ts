@@ -14,6 +14,8 @@ export const ADMIN_STAT_NAMES = [
   'admin_rq_timeout',
   /** Connections refused because admin connections were at their maximum. */
   'admin_cx_overflow',
+  /** Connections closed because they sent more requests ahead of the answers than the admin queues. */
+  'admin_cx_pipeline_overflow',
   /** Open admin connections (a gauge). */
   'admin_cx_active',
 ] as const;
