@@ -332,6 +332,26 @@ describe('admin server: the Host a request names (DNS rebinding)', () => {
     assert.equal((await request('localhost')).status, 403, 'an empty list answers IP addresses only');
     assert.equal((await request('127.0.0.1')).status, 200);
   });
+
+  it('a Host that only starts like an IP literal is a name; two Host lines get 400; neither reaches a handler', { timeout: 15000 }, async () => {
+    allowed = ['localhost'];
+    const refusedBefore = stats.snapshot().admin_rq_refused;
+    for (const host of ['[::1]rebind.example', '[::1]:80.rebind.example', '[127.0.0.1]']) {
+      const r = await request(host);
+      assert.equal(r.status, 403, `Host ${host}: ${r.text}`);
+      assert.doesNotMatch(r.text, /downstream_cx_total/);
+    }
+    assert.equal(stats.snapshot().admin_rq_refused - refusedBefore, 3);
+    // RFC 9112 3.2: more than one Host line is a 400. Node keeps the first and drops the others, so
+    // which one was checked depended on their order.
+    const badBefore = stats.snapshot().admin_rq_bad;
+    for (const hosts of [['rebind.example', '127.0.0.1'], ['127.0.0.1', 'rebind.example'], ['localhost', 'localhost']]) {
+      const r = await raw(admin.port, `POST /reload HTTP/1.1\r\n${hosts.map((h) => `Host: ${h}\r\n`).join('')}Content-Length: 0\r\n\r\n`);
+      assert.equal(r.status, 400, `Host lines ${hosts.join(', ')}: ${r.text}`);
+    }
+    assert.equal(stats.snapshot().admin_rq_bad - badBefore, 3);
+    assert.equal(reloads, 0, 'no POST reached the handler');
+  });
 });
 
 describe('admin server: a client that half-closes right after its request', () => {

@@ -229,6 +229,12 @@ function fromWebPage(req: IncomingMessage): boolean {
   return req.headers['origin'] !== undefined || (site !== undefined && site !== 'none');
 }
 
+function hostLines(req: IncomingMessage): number {
+  let n = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') n += 1;
+  return n;
+}
+
 /** Declared body length over the limit; chunked bodies are counted as they arrive instead. */
 function declaredBodyTooLarge(req: IncomingMessage, max: number): boolean {
   const length = req.headers['content-length'];
@@ -280,6 +286,12 @@ export function startAdminServer(
     });
   };
   const route = (req: IncomingMessage, res: ServerResponse, url: URL): void => {
+    // Node keeps the first Host line and drops the others; RFC 9112 3.2 makes more than one a 400.
+    if (hostLines(req) > 1) {
+      stats.inc('admin_rq_bad');
+      res.setHeader('connection', 'close');
+      return reply(res, 400, 'more than one Host header\n');
+    }
     const host = checkHost(req.headers.host, state.allowedHosts());
     if (!host.allowed) {
       stats.inc('admin_rq_refused');

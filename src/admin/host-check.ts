@@ -12,8 +12,10 @@ import { ANY_HOST, canonicalHostName } from '../config/host-name';
 /** The host part of a Host header value: "name:port", "[v6]:port", "1.2.3.4", ... */
 function hostPart(value: string): string {
   if (value.startsWith('[')) {
-    const close = value.indexOf(']');
-    return close < 0 ? value : value.slice(1, close);
+    // Only "[v6]" or "[v6]:port" is a bracketed literal: "[::1]rebind.example" and "[127.0.0.1]"
+    // stay whole (names, and not valid ones).
+    const m = /^\[([^\]]*)\](?::\d*)?$/.exec(value);
+    return m && isIPv6(m[1]!) ? m[1]! : value;
   }
   const colon = value.lastIndexOf(':');
   return colon >= 0 && /^\d*$/.test(value.slice(colon + 1)) ? value.slice(0, colon) : value;
