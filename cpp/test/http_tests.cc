@@ -1159,7 +1159,7 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::http_rq_connect_fail), 1u);
   });
 
-  run("review: an allow-list with a deny inside holds against every spelling of the denied address (header and CONNECT)", [] {
+  run("an allow-list with a deny inside holds against every spelling of the denied address (header and CONNECT)", [] {
     // allow 127.0.0.0/8 (it names the loopback range, so deny_special lets it open it) with a deny
     // of 127.0.0.1:<server> before it, default deny. Every valid spelling of the server's address
     // is denied by that rule (or, as IPv6 loopback, by the default); every other spelling is not
@@ -2664,7 +2664,7 @@ void edgeCaseTests() {
   });
 }
 
-// ---- Framing review (request smuggling / response desync): where splicegate and a conforming
+// ---- Framing (request smuggling, response desync): where splicegate and a conforming
 // peer could disagree on where a message ends ----
 
 // A client's view of a response stream: the interim 1xx heads (no content, RFC 9110 15.2) and
@@ -3400,8 +3400,8 @@ bool requestSplitOk(const Bytes& req, size_t i, size_t j, size_t* bodyUsed, bool
   return true;
 }
 
-void reviewSplitTests() {
-  run("review: legitimate responses parse the same at every pair of read boundaries", [] {
+void readBoundaryTests() {
+  run("responses split at every pair of read boundaries: legitimate ones complete at their last byte", [] {
     const std::vector<std::string> good = {
         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
@@ -3429,7 +3429,7 @@ void reviewSplitTests() {
     }
   });
 
-  run("review: bad responses are refused at every pair of read boundaries", [] {
+  run("responses split at every pair of read boundaries: bare LF, obs-fold and a bare LF ending the trailers are refused", [] {
     const std::vector<std::string> bad = {
         "HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\nok",
         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok",
@@ -3451,7 +3451,7 @@ void reviewSplitTests() {
     }
   });
 
-  run("review: chunked requests end at their last byte at every pair of read boundaries", [] {
+  run("requests split at every pair of read boundaries: chunked ones (any case, trailing space, trailers) complete at their last byte", [] {
     const std::vector<std::string> good = {
         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: a\r\ntransfer-encoding:   CHUNKED\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
@@ -3552,7 +3552,7 @@ void netnsTests() {
 }
 
 int main() {
-  reviewSplitTests();
+  readBoundaryTests();
   parserTests();
   responseTests();
   bodyCountingTests();
