@@ -3364,6 +3364,21 @@ Progress feedSplit(ResponseParser& r, const Bytes& b, size_t i, size_t j, size_t
   return last;
 }
 
+// Response s fed to a fresh parser in reads cut at i and j, for every pair i <= j; check(i, j,
+// parser, last progress, bytes used) judges each.
+template <typename Check>
+void forEverySplit(const std::string& s, Check check) {
+  const Bytes b = bytes(s);
+  for (size_t i = 0; i <= b.size(); ++i) {
+    for (size_t j = i; j <= b.size(); ++j) {
+      ResponseParser r;
+      size_t used = 0;
+      const Progress p = feedSplit(r, b, i, j, &used);
+      check(i, j, r, p, used);
+    }
+  }
+}
+
 // The request side: the head into a growing buffer cut at i, then the body fed in reads cut at j.
 bool requestSplitOk(const Bytes& req, size_t i, size_t j, size_t* bodyUsed, bool* complete) {
   RequestParser p(kHeader, kMaxHead);
@@ -3412,20 +3427,14 @@ void readBoundaryTests() {
         "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
     };
     for (const std::string& s : good) {
-      const Bytes b = bytes(s);
-      for (size_t i = 0; i <= b.size(); ++i) {
-        for (size_t j = i; j <= b.size(); ++j) {
-          ResponseParser r;
-          size_t used = 0;
-          const Progress p = feedSplit(r, b, i, j, &used);
-          if (!p.complete || used != b.size()) {
-            std::fprintf(stderr, "  %s split at %zu,%zu: complete %d error %d used %zu (%s)\n", s.c_str(), i, j, p.complete,
-                         p.error, used, r.errorReason());
-          }
-          CHECK(p.complete);
-          CHECK_EQ(used, b.size());
+      forEverySplit(s, [&](size_t i, size_t j, const ResponseParser& r, const Progress& p, size_t used) {
+        if (!p.complete || used != s.size()) {
+          std::fprintf(stderr, "  %s split at %zu,%zu: complete %d error %d used %zu (%s)\n", s.c_str(), i, j, p.complete,
+                       p.error, used, r.errorReason());
         }
-      }
+        CHECK(p.complete);
+        CHECK_EQ(used, s.size());
+      });
     }
   });
 
@@ -3438,16 +3447,10 @@ void readBoundaryTests() {
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\n",
     };
     for (const std::string& s : bad) {
-      const Bytes b = bytes(s);
-      for (size_t i = 0; i <= b.size(); ++i) {
-        for (size_t j = i; j <= b.size(); ++j) {
-          ResponseParser r;
-          size_t used = 0;
-          const Progress p = feedSplit(r, b, i, j, &used);
-          if (!p.error) std::fprintf(stderr, "  %s split at %zu,%zu: not refused\n", s.c_str(), i, j);
-          CHECK(p.error);
-        }
-      }
+      forEverySplit(s, [&](size_t i, size_t j, const ResponseParser&, const Progress& p, size_t) {
+        if (!p.error) std::fprintf(stderr, "  %s split at %zu,%zu: not refused\n", s.c_str(), i, j);
+        CHECK(p.error);
+      });
     }
   });
 
