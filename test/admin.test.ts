@@ -352,6 +352,34 @@ describe('admin server: the Host a request names (DNS rebinding)', () => {
     assert.equal(stats.snapshot().admin_rq_bad - badBefore, 3);
     assert.equal(reloads, 0, 'no POST reached the handler');
   });
+  it('an absolute-form target is checked by its own authority (it stands in for Host); other target forms get 400', { timeout: 15000 }, async () => {
+    allowed = ['localhost'];
+    const refusedBefore = stats.snapshot().admin_rq_refused;
+    const refused = await request('127.0.0.1', 'http://rebind.example/stats');
+    assert.equal(refused.status, 403, refused.text);
+    assert.ok(refused.text.includes('host "rebind.example" is not in admin.allowed_hosts'), refused.text);
+    assert.doesNotMatch(refused.text, /downstream_cx_total/);
+    assert.equal(stats.snapshot().admin_rq_refused - refusedBefore, 1);
+    for (const [host, target] of [
+      ['localhost', `http://127.0.0.1:${admin.port}/stats`],
+      ['rebind.example', 'http://LOCALHOST./stats?format=text'],
+      ['rebind.example', `HTTP://[::1]:${admin.port}/stats`],
+    ] as const) {
+      const r = await request(host, target);
+      assert.equal(r.status, 200, `${target} with Host ${host}: ${r.text}`);
+      assert.match(r.text, /downstream_cx_total: 5/);
+    }
+    // "//stats" is a path (an empty first segment), not a scheme-relative URL naming host "stats".
+    const doubleSlash = await request('localhost', '//stats');
+    assert.equal(doubleSlash.status, 404, doubleSlash.text);
+    assert.match(doubleSlash.text, /not found: \/\/stats/);
+    const badBefore = stats.snapshot().admin_rq_bad;
+    for (const target of ['*', 'ftp://localhost/stats', 'stats', 'http://[/stats']) {
+      const r = await request('localhost', target);
+      assert.equal(r.status, 400, `${target}: ${r.text}`);
+    }
+    assert.equal(stats.snapshot().admin_rq_bad - badBefore, 4);
+  });
 });
 
 describe('admin server: a client that half-closes right after its request', () => {

@@ -235,6 +235,28 @@ function hostLines(req: IncomingMessage): number {
   return n;
 }
 
+/** A request target as routed: its path and query, and the authority of an absolute-form one. */
+interface RequestTarget {
+  url: URL;
+  authority?: string;
+}
+
+/**
+ * Reads the request target, client input: origin-form ("/path?query", "//x" a path too) and
+ * absolute-form ("http://host:port/path", what a client sends to a proxy). Anything else (the
+ * authority-form of CONNECT, "*", "http://[" that new URL() throws on) is undefined: a 400.
+ */
+function parseTarget(raw: string): RequestTarget | undefined {
+  try {
+    if (raw.startsWith('/')) return { url: new URL(`http://admin.invalid${raw}`) };
+    if (!/^https?:\/\//i.test(raw)) return undefined;
+    const url = new URL(raw);
+    return url.host === '' ? undefined : { url, authority: url.host };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Declared body length over the limit; chunked bodies are counted as they arrive instead. */
 function declaredBodyTooLarge(req: IncomingMessage, max: number): boolean {
   const length = req.headers['content-length'];
@@ -257,17 +279,14 @@ export function startAdminServer(
   };
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     stats.inc('admin_rq_total');
-    // The target is client input: "http://[" and the like make new URL() throw.
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', 'http://admin.invalid');
-    } catch {
+    const target = parseTarget(req.url ?? '/');
+    if (target === undefined) {
       stats.inc('admin_rq_bad');
       res.setHeader('connection', 'close');
       return reply(res, 400, 'bad request target\n');
     }
     if (declaredBodyTooLarge(req, limits.maxBodyBytes)) return refuseTooLarge(res);
-    const dispatch = (): void => route(req, res, url);
+    const dispatch = (): void => route(req, res, target);
     // No route takes a body, but one may come (chunked, or a small declared one): count it as it
     // arrives, refuse it once over the limit, and route only after it ended.
     const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
@@ -285,14 +304,16 @@ export function startAdminServer(
       if (!refused) dispatch();
     });
   };
-  const route = (req: IncomingMessage, res: ServerResponse, url: URL): void => {
+  const route = (req: IncomingMessage, res: ServerResponse, { url, authority }: RequestTarget): void => {
     // Node keeps the first Host line and drops the others; RFC 9112 3.2 makes more than one a 400.
     if (hostLines(req) > 1) {
       stats.inc('admin_rq_bad');
       res.setHeader('connection', 'close');
       return reply(res, 400, 'more than one Host header\n');
     }
-    const host = checkHost(req.headers.host, state.allowedHosts());
+    // RFC 9112 3.2.2: an absolute-form target's authority stands in for Host, so it is what a
+    // rebinding page could name there; it is checked the same way.
+    const host = checkHost(authority ?? req.headers.host, state.allowedHosts());
     if (!host.allowed) {
       stats.inc('admin_rq_refused');
       return reply(
