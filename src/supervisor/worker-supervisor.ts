@@ -16,6 +16,7 @@ import type { Logger } from '../util/logger';
 import {
   deserializeError,
   type ListenerHandoff,
+  type PoolTask,
   type SerializedError,
   type SupervisorToWorker,
   type WorkerTask,
@@ -72,7 +73,7 @@ export declare interface WorkerSupervisor {
 const THREAD_RETRY_MS = 1000;
 
 export class WorkerSupervisor extends EventEmitter {
-  private readonly pool: Piscina<WorkerTask, number>;
+  private readonly pool: Piscina<PoolTask, number>;
   private readonly slots: WorkerSlot[] = [];
   private readonly restarts: RestartPolicy;
   private readonly pending = new Map<number, PendingRequest>();
@@ -86,7 +87,7 @@ export class WorkerSupervisor extends EventEmitter {
     super();
     const workers = options.config.workers;
     this.restarts = new RestartPolicy(options.restartPolicy ?? DEFAULT_RESTART_POLICY);
-    this.pool = new Piscina<WorkerTask, number>({
+    this.pool = new Piscina<PoolTask, number>({
       filename: join(__dirname, '..', 'worker', 'proxy-worker.js'),
       minThreads: workers,
       maxThreads: workers,
@@ -125,7 +126,7 @@ export class WorkerSupervisor extends EventEmitter {
       this.threadRetry = undefined;
       if (this.stopping || this.draining || this.pool.queueSize === 0) return;
       const abort = new AbortController();
-      this.pool.run(undefined as unknown as WorkerTask, { signal: abort.signal }).catch(() => undefined);
+      this.pool.run({ kind: 'thread-start-probe' }, { signal: abort.signal }).catch(() => undefined);
       abort.abort();
     }, THREAD_RETRY_MS);
     this.threadRetry.unref();
@@ -407,7 +408,11 @@ export class WorkerSupervisor extends EventEmitter {
 
 /**
  * A failure that says the process is out of fds or memory (the core's "epoll_create1 failed:
- * EMFILE", a thread Node could not start for the same reason), not that the worker is broken.
+ * EMFILE"), not that the worker is broken. Node raises ERR_WORKER_INIT_FAILED only when the new
+ * thread's event loop cannot be made (uv_loop_init: EMFILE, ENFILE, ENOMEM) or the thread itself
+ * cannot be created (EAGAIN: the thread or memory limit); a worker that cannot get memory for its
+ * isolate or context gets ERR_WORKER_OUT_OF_MEMORY, and bad worker code ends in its own error.
+ * So ERR_WORKER_INIT_FAILED always names the process's resources.
  */
 function failedForResources(err: { code?: unknown; message?: unknown } | undefined): boolean {
   if (err === undefined) return false;

@@ -14,6 +14,18 @@ export interface ListenerHandoff {
   fd: number;
 }
 
+/**
+ * What the supervisor submits only to make piscina start a thread for a launch that waits in its
+ * queue (piscina adds threads on submit). It is withdrawn while still queued; should a thread ever
+ * get one, the worker ends it at once.
+ */
+export interface ThreadStartProbe {
+  kind: 'thread-start-probe';
+}
+
+/** Every task the supervisor's pool runs. */
+export type PoolTask = WorkerTask | ThreadStartProbe;
+
 /** What a worker task receives from piscina. The port is transferred to the worker. */
 export interface WorkerTask {
   workerId: number;

@@ -5,7 +5,7 @@
 
 import type { MessagePort } from 'node:worker_threads';
 import { loadBinding, type NativeWorker } from '../native/binding';
-import { serializeError, type SupervisorToWorker, type WorkerTask, type WorkerToSupervisor } from './messages';
+import { serializeError, type PoolTask, type SupervisorToWorker, type WorkerTask, type WorkerToSupervisor } from './messages';
 
 /** How often the worker's event buffer (deny log) is drained: one bulk call, bounded by the core. */
 const EVENT_DRAIN_MS = 1000;
@@ -47,7 +47,8 @@ function openNativeWorker(task: WorkerTask): { worker: NativeWorker; addresses: 
   }
 }
 
-export default async function runProxyWorker(task: WorkerTask): Promise<number> {
+export default async function runProxyWorker(task: PoolTask): Promise<number> {
+  if ('kind' in task) return 0;
   const { port } = task;
   let opened: { worker: NativeWorker; addresses: string[] };
   try {
