@@ -40,3 +40,19 @@ test('examples/README.md links every example config', () => {
   const readme = readFileSync(join(EXAMPLES, 'README.md'), 'utf8');
   for (const file of configs) assert.ok(readme.includes(`](${file})`), `${file} is not described in examples/README.md`);
 });
+
+// A gateway's PREROUTING rule without the addrtype match also catches the clients' connections to
+// the gateway itself (ssh, the mode: http listener of http-gateway.yaml): splicegate then finds the
+// gateway as their original destination and resets them (this host, or one of its listeners).
+// `splicegate iptables install` leaves them out; the rules the examples show must too.
+test('every PREROUTING interception rule in examples/ leaves out traffic to the gateway itself', () => {
+  const files = ['README.md', ...configs];
+  const rules = files.flatMap((file) =>
+    readFileSync(join(EXAMPLES, file), 'utf8')
+      .split('\n')
+      .filter((line) => /-A PREROUTING\b/.test(line) && /-j (REDIRECT|TPROXY)\b/.test(line))
+      .map((line) => ({ file, line })),
+  );
+  assert.ok(rules.length >= 3, `found ${rules.length} rules`);
+  for (const { file, line } of rules) assert.match(line, /-m addrtype ! --dst-type LOCAL /, `${file}: ${line.trim()}`);
+});
