@@ -263,6 +263,12 @@ test('Dockerfile: Debian bookworm base, npm ci, the install build steps, iptable
   assert.ok(froms.length >= 1 && froms.every((f) => f?.includes('bookworm')), froms.join(', '));
   assert.match(text, /^RUN npm ci\b/m);
   assert.match(text, /cmake-js compile --release/);
+  // CMakeLists.txt builds llhttp from the C sources Debian's node-llhttp ships (a FATAL_ERROR
+  // without them): the build stage, which compiles the addon, must install that package.
+  const cmake = readFileSync(join(ROOT, 'CMakeLists.txt'), 'utf8');
+  assert.match(cmake, /"\/usr\/share\/llhttp"/);
+  const buildStage = text.slice(0, text.indexOf('FROM', text.indexOf('FROM') + 1));
+  assert.match(buildStage, /apt-get install [^\n]*\bnode-llhttp\b/, 'the build stage does not install node-llhttp (llhttp sources)');
   assert.match(text, /apt-get install .*iptables/);
   assert.match(text, /^ENTRYPOINT \["node", "\/opt\/splicegate\/dist\/src\/cli\.js"\]$/m);
 });
