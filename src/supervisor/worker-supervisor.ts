@@ -369,6 +369,7 @@ export class WorkerSupervisor extends EventEmitter {
   }
 
   private onWorkerGone(slot: WorkerSlot, err: Error | undefined): void {
+    const diedStarting = slot.state === 'starting';
     slot.state = 'dead';
     slot.port.close();
     for (const pending of this.pending.values()) {
@@ -378,7 +379,14 @@ export class WorkerSupervisor extends EventEmitter {
     if (this.stopping) return;
     const reason = slot.failure?.message ?? err?.message ?? 'exited';
     if (this.draining) {
-      this.options.log.warn('worker died while draining; not restarting it', { worker: slot.id, generation: slot.generation, reason });
+      // A worker that never listened did not die while draining: its end rejects its launch
+      // (with its bootstrap failure, or 'exited during startup'), and whoever launched it reports
+      // that (start, a reload, a restart); the drain is only the teardown around that failure.
+      // Its 'failed' message and its thread's end may arrive in either order, so slot.failure
+      // cannot tell.
+      if (!diedStarting) {
+        this.options.log.warn('worker died while draining; not restarting it', { worker: slot.id, generation: slot.generation, reason });
+      }
       return;
     }
 

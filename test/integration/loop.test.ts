@@ -2,7 +2,11 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { ADDR, Lab, ServerHandle } from '../lab/lab';
+import { cliPath } from '../lab/paths';
 import { Splicegate } from '../lab/splicegate';
 import { connectMany, probe } from '../lab/clients';
 import { delta, withDiagnostics } from '../lab/harness';
@@ -71,4 +75,32 @@ describe('no original destination / loops', () => {
       assert.equal(srv.proc.eventsNamed('conn').length, 1);
     }),
   );
+
+  // README, Safety: if the mark cannot be set, splicegate refuses to start rather than risk a loop.
+  it('without CAP_NET_ADMIN, cluster.upstream_mark stops the start (exit 1, SO_MARK named); no worker is said to have died while draining', { timeout: 30000 }, async () => {
+    const NOBODY = 65534;
+    // Readable by nobody (the lab's own directory is 0700).
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sg-nomark-'));
+    try {
+      fs.chmodSync(dir, 0o755);
+      const file = path.join(dir, 'mark.yaml');
+      const text = Splicegate.buildConfig({
+        workers: 2,
+        admin: '127.0.0.1:9903',
+        listeners: [{ name: 'marked', address: '127.0.0.1:15099' }],
+        cluster: { upstream_mark: 0x100 },
+      });
+      fs.writeFileSync(file, text, { mode: 0o644 });
+      const args = [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--inh-caps=-all', process.execPath, cliPath, 'run', '--config', file];
+      const proc = lab.start('gw', 'setpriv', args, { stdin: 'ignore', label: 'splicegate without CAP_NET_ADMIN' });
+      const exit = await proc.waitExit(20000);
+      assert.deepEqual(exit, { code: 1, signal: null }, proc.diagnostics());
+      assert.match(proc.stderr, /^splicegate: setsockopt SO_MARK for cluster\.upstream_mark \(needs CAP_NET_ADMIN\): setsockopt failed: EPERM/m, proc.stderr);
+      // The workers never started: a line saying one died while draining sends the reader after a
+      // crash that did not happen (the failure itself is the line above).
+      assert.doesNotMatch(proc.stderr, /worker died while draining/, proc.stderr);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
