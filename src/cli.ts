@@ -219,7 +219,7 @@ const COMMANDS: Record<string, Command> = {
       { name: 'exclude-mark', value: 'MARK', description: 'leave connections with this mark alone (default: cluster.upstream_mark of --config)' },
       { name: 'exclude-uid', value: 'USER', description: 'sidecar: leave connections of this user (the one splicegate runs as) alone' },
       { name: 'only-uid', value: 'USER', description: "sidecar: catch only this user's connections" },
-      { name: 'dports', value: 'LIST', description: 'only these destination ports, e.g. 80,443,8000-8100 (default: every TCP port)' },
+      { name: 'dports', value: 'LIST', description: 'only these destination ports, e.g. 80,443,8000-8100 (default: every port of --protocol)' },
       { name: 'interface', value: 'NAME', description: 'gateway: only traffic arriving on NAME; sidecar: only traffic leaving by NAME' },
       { name: 'tproxy-mark', value: 'MARK', description: 'tproxy: mark for intercepted packets (default 0x1)' },
       { name: 'route-table', value: 'N', description: 'tproxy: routing table of the local route (default 100)' },

@@ -127,6 +127,18 @@ for (const [args, message] of BAD) {
   });
 }
 
+// Without --dports the catch rule takes every port of --protocol: the help says so, not "TCP".
+test('--protocol udp without --dports catches every UDP port; the help does not say "every TCP port"', () => {
+  const r = splicegate('print', '--mode', 'tproxy', '--protocol', 'udp', '--port', '15001', '--interface', 'eth1');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^iptables -w -t mangle -A SPLICEGATE-UDP -p udp -i eth1 -j TPROXY --on-port 15001 --tproxy-mark 0x1\/0x1$/m);
+  const help = splicegate('--help');
+  assert.equal(help.status, 0, help.stderr);
+  const line = help.stdout.split('\n').find((l) => l.includes('--dports'));
+  assert.ok(line !== undefined, help.stdout);
+  assert.doesNotMatch(line, /TCP/, line);
+});
+
 /** A fake machine: which probes hold, and every command run in order. */
 function fakeRunner(holds: (argv: Argv) => CommandResult | undefined) {
   const ran: string[] = [];

@@ -24,7 +24,7 @@ export interface RuleOptions {
   excludeUid: string | undefined;
   /** Only this user's connections are caught (sidecar only; the seed article's --uid-owner rule). */
   onlyUid: string | undefined;
-  /** Destination ports as iptables writes them ("80", "8000:8100"); empty = every TCP port. */
+  /** Destination ports as iptables writes them ("80", "8000:8100"); empty = every port (of `protocol`). */
   dports: string[];
   /** gateway: the client-facing interface (-i); sidecar: the outgoing one (-o). */
   iface: string | undefined;
