@@ -127,6 +127,10 @@ test('warning: an http listener with empty trusted_sources honours the header fr
   assert.deepEqual(warned.map((w) => w.path), ['listeners[0].http.trusted_sources', 'listeners[1].http.trusted_sources']);
   assert.ok(warned[0]?.message.includes('x-envoy-original-dst-host header is honoured from nobody'), warned[0]?.message);
   assert.ok(warned[1]?.message.includes('x-dst header'), warned[1]?.message);
+  // CONNECT needs a trusted source too: with connect on (the default) the warning says it is refused.
+  assert.ok(warned[0]?.message.includes('every CONNECT gets 403 connect_untrusted'), warned[0]?.message);
+  const [noConnect] = configWarnings(parseConfigText(withHttp('{ trusted_sources: [], connect: false }'), 't'));
+  assert.ok(noConnect !== undefined && !noConnect.message.includes('CONNECT'), noConnect?.message);
   assert.deepEqual(configWarnings(parseConfigText(withHttp('{ trusted_sources: ["10.0.0.0/8"] }'), 't')), []);
   assert.deepEqual(configWarnings(parseConfigText(PLAIN_LISTENER, 't')), []);
 });

@@ -297,6 +297,12 @@ void HttpSession::startRequest() {
       respondError(405, "connect_disabled", Stat::http_rq_connect_disabled);
       return;
     }
+    // A CONNECT chooses its destination as the routing header does, so the same clients may: an
+    // untrusted one could otherwise tunnel anywhere the policy allows, while its header is ignored.
+    if (!trusted_) {
+      respondError(403, "connect_untrusted", Stat::http_rq_connect_untrusted);
+      return;
+    }
     auto a = http::parseHostPort(reinterpret_cast<const char*>(in_.data() + h.target.offset), h.target.length);
     if (!a) {
       respondError(400, "bad_connect_target", Stat::http_rq_malformed);

@@ -66,6 +66,7 @@ namespace splicegate {
   X(http_rq_connect_timeout)      /* 504: the upstream connect timed out */                   \
   X(http_rq_upstream_error)       /* 502 (or a reset once the response began): upstream reset or bad response */ \
   X(http_rq_connect_disabled)     /* 405: CONNECT on a listener with connect: false */        \
+  X(http_rq_connect_untrusted)    /* 403: CONNECT from a client outside http.trusted_sources */\
   X(http_tunnel_total)            /* CONNECT tunnels and 101 upgrades handed to the relay */  \
   X(original_dst_host_invalid)    /* routing header from a trusted client not an IP:PORT literal: ignored */ \
   X(original_dst_header_untrusted) /* routing header from an untrusted client: ignored */    \

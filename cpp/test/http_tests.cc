@@ -1488,6 +1488,25 @@ void sessionTests() {
                 "connect_disabled");
   });
 
+  run("CONNECT from a client outside trusted_sources: 403 connect_untrusted, counted, and the server sees nothing", [] {
+    Origin server(keepAliveServer());
+    // The client (127.0.0.1) is not in trusted_sources: its routing header is ignored, and so is
+    // the destination its CONNECT names. An empty list (the default) trusts nobody.
+    for (const char* trusted : {"192.0.2.0/24", static_cast<const char*>(nullptr)}) {
+      HttpStage stage(SocketAddress{}, trusted);
+      LoopRunner loop(*stage.core);
+      for (const std::string& target : {server.address.toString(), std::string("not-an-address")}) {
+        UniqueFd c = connectTo(stage.listenAddr);
+        expectError(c.get(), exchange(c.get(), "CONNECT " + target + " HTTP/1.1\r\nhost: " + target + "\r\n\r\n"),
+                    "403", "connect_untrusted");
+      }
+      CHECK_EQ(stage.stat(Stat::http_rq_connect_untrusted), 2u);
+      CHECK_EQ(stage.stat(Stat::http_tunnel_total), 0u);
+      CHECK_EQ(stage.stat(Stat::upstream_cx_total), 0u);
+    }
+    CHECK_EQ(server.accepted.load(), 0);
+  });
+
   run("the access log: one request record per request, with method, status, error and destination_source", [] {
     Origin server(keepAliveServer());
     Origin denied(keepAliveServer());

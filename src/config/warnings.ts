@@ -13,11 +13,13 @@ export function configWarnings(config: SplicegateConfig): ConfigWarning[] {
   const warnings: ConfigWarning[] = [];
   config.listeners.forEach((listener, index) => {
     // The empty default is the safe one (a client cannot pick the destination), but with it the
-    // header does nothing at all, which surprises anyone following Envoy's use_http_header setup.
+    // header and CONNECT do nothing at all, which surprises anyone following Envoy's
+    // use_http_header setup.
     if (listener.http !== undefined && listener.http.trustedSources.length === 0) {
+      const connect = listener.http.connect ? ' and every CONNECT gets 403 connect_untrusted' : '';
       warnings.push({
         path: `listeners[${index}].http.trusted_sources`,
-        message: `empty: the ${listener.http.headerName} header is honoured from nobody, so every request goes to its connection's original destination (or gets 503 no_destination); list the client CIDRs allowed to choose a destination`,
+        message: `empty: the ${listener.http.headerName} header is honoured from nobody, so every request goes to its connection's original destination (or gets 503 no_destination)${connect}; list the client CIDRs allowed to choose a destination`,
       });
     }
   });

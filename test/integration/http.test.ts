@@ -172,7 +172,7 @@ describe('HTTP listener: routing, CONNECT, Upgrade, keep-alive pool', () => {
     }),
   );
 
-  it('CONNECT tunnels TLS end to end: curl -p -x verifies the server certificate through it', { timeout: 30000 }, () =>
+  it('CONNECT tunnels TLS end to end: curl -p -x verifies the server certificate through it; an untrusted client gets 403 connect_untrusted', { timeout: 30000 }, () =>
     withDiagnostics(lab, sg, async () => {
       const r = await curl(lab, ['-p', '-x', `http://${TRUSTED}`, '--cacert', ca.caPath, `https://${ADDR.server4}:8443/tls`]);
       assert.equal(r.code, 0, `curl failed: ${r.stderr}`);
@@ -186,6 +186,16 @@ describe('HTTP listener: routing, CONNECT, Upgrade, keep-alive pool', () => {
       // The certificate is checked, not skipped: the same request without the CA fails.
       const untrustedCa = await curl(lab, ['-p', '-x', `http://${TRUSTED}`, `https://${ADDR.server4}:8443/tls`]);
       assert.equal(untrustedCa.code, 60, `curl should refuse the lab certificate without --cacert: ${untrustedCa.stderr}`);
+      // A CONNECT chooses the destination as the routing header does: through the listener that
+      // does not trust this client, the tunnel is refused and nothing connects upstream.
+      if (!sg) throw new Error('no splicegate');
+      const s0 = await sg.stats();
+      const refused = await httpRaw(lab, { target: UNTRUSTED, send: `CONNECT ${ADDR.server4}:8443 HTTP/1.1\\r\\nHost: ${ADDR.server4}:8443\\r\\n\\r\\n` });
+      assert.equal(refused.status, 403, JSON.stringify(refused));
+      assert.equal(refused.headers['x-splicegate-error'], 'connect_untrusted');
+      const s1 = await sg.waitStats((s) => d(s, s0, 'http_rq_connect_untrusted') >= 1, 5000, 'http_rq_connect_untrusted += 1');
+      assert.equal(d(s1, s0, 'http_rq_connect_untrusted'), 1);
+      assert.equal(delta(s1, s0, 'upstream_cx_total'), 0);
     }),
   );
 
