@@ -173,6 +173,11 @@ test('http_connection_manager fields: CONNECT upgrade, request_headers_timeout, 
   // Without use_http_header Envoy routes by the connection's original destination only: nobody's header counts.
   assert.deepEqual(http?.trustedSources, []);
   assert.ok(!warningPaths(r).some((p) => p.endsWith('use_http_header')));
+  // ...and so nobody's CONNECT either (Envoy would tunnel it to the original destination): said.
+  const connectWarning = r.warnings.find((w) => w.path.endsWith('upgrade_configs'));
+  assert.match(connectWarning?.message ?? '', /every CONNECT gets 403 connect_untrusted/);
+  const withHeader = convert(bootstrap([l], [cluster({ original_dst_lb_config: { use_http_header: true } })]));
+  assert.ok(!warningPaths(withHeader).some((p) => p.endsWith('upgrade_configs')), 'trusted clients may CONNECT: no warning');
 });
 
 test('admin: the address maps, the access log is dropped with its path', () => {

@@ -85,6 +85,9 @@ export function mapHcm(config: Obj, path: Segment[], clusters: OriginalDstCluste
     findings.warn([...first.path, 'original_dst_lb_config', 'use_http_header'], `the ${first.headerName} header is honoured from every client, as in Envoy (any client can pick any destination): narrow http.trusted_sources in the converted config (splicegate convert --envoy)`);
   } else {
     http['trusted_sources'] = [];
+    // Envoy tunnels such a CONNECT to the connection's original destination; splicegate tunnels a
+    // CONNECT to the target it names, and so only for trusted clients: here, for nobody.
+    if (connect) findings.warn([...path, 'upgrade_configs'], `CONNECT: splicegate tunnels a CONNECT to the target it names, only for clients in http.trusted_sources, which use_http_header false leaves empty: every CONNECT gets 403 connect_untrusted until the clients that may choose a destination are listed there`);
   }
   http['connect'] = connect;
   return { kind: 'http', http };
