@@ -373,6 +373,8 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
       ls.add(ListenerStat::loop_rejected);
       resetOnClose(fd.get());
       access.refusal = Refusal::kLoopRejected;
+      access.source = lo.transparent ? DestinationSource::kTproxy : DestinationSource::kSoOriginalDst;
+      access.destination.set(dst.address);  // where the loop led: which rule sent it back in
       return endRefusedAtAccept(access);
     case OriginalDstOutcome::kFound:
       break;
@@ -427,6 +429,8 @@ void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestina
         stats_.add(Stat::loop_rejected);
         ls.add(ListenerStat::loop_rejected);
         c.access.refusal = Refusal::kLoopRejected;
+        c.access.source = lo.transparent ? DestinationSource::kTproxy : DestinationSource::kSoOriginalDst;
+        c.access.destination.set(dst.address);
         return c.close(CloseReason::kRefused);
       case OriginalDstOutcome::kFound:
         destination = dst.address;

@@ -178,6 +178,30 @@ void coreTests() {
     CHECK(r.connectUs == AccessRecord::kNone);
   });
 
+  run("a connection refused as a loop names the destination it would have looped to", [] {
+    // The original destination is another listener of the same core: relaying would connect the
+    // proxy to itself. The record says where the connection was headed and how that was learnt.
+    SysError err;
+    ListenerOptions second;
+    second.name = "second";
+    second.address = addr("127.0.0.1", 0);
+    SocketAddress secondAddr;
+    UniqueFd secondSocket = openListenSocket(second, &secondAddr, err);
+    CHECK(secondSocket);
+    LoggedCore lc(secondAddr, /*allowLoopback=*/true);
+    CHECK(!lc.core->attachListener(second, secondSocket.get(), nullptr));
+    UniqueFd client = connectClient(lc.listenAddr);
+    CHECK(runUntil(*lc.core, [&] { return lc.core->stats().get(Stat::loop_rejected) == 1; }));
+    std::vector<AccessRecord> records = lc.take();
+    CHECK_EQ(records.size(), 1u);
+    const AccessRecord& r = records[0];
+    CHECK(std::string(r.listener) == "plain");
+    CHECK(r.reason == CloseReason::kRefused);
+    CHECK(r.refusal == Refusal::kLoopRejected);
+    CHECK(r.destination.get() == secondAddr);
+    CHECK(r.source == DestinationSource::kSoOriginalDst);
+  });
+
   run("records beyond the buffer's capacity are dropped and counted, never waited for", [] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
