@@ -59,6 +59,14 @@ class FakeSocket extends Duplex {
   setKeepAlive(): this {
     return this;
   }
+  // What the server calls to close after a response that ends the connection (net.Socket's: end,
+  // then destroy once written). Without it the server falls back to end(), which leaves pipelined
+  // bytes it will never read in this half-open stream, and it never closes.
+  destroySoon(): void {
+    if (this.writable) this.end();
+    if (this.writableFinished) this.destroy();
+    else this.once('finish', () => this.destroy());
+  }
 }
 
 /**
