@@ -179,12 +179,13 @@ void Connection::start(const SocketAddress* source) {
   recordConnectStart();
   UpstreamOpen opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, source);
   if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno) && ctx_.events.releaseSpareFd()) {
-    // Out of fds with this client already accepted: the worker's spare fd serves it, and accepting
-    // pauses until fds free up, so the backlog waits instead of draining into resets.
+    // Out of fds with this client already accepted: idle upstreams give their fds up, or else the
+    // worker's spare fd serves it and accepting pauses until fds free up, so the backlog waits
+    // instead of draining into resets.
     opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, source);
   }
   if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno)) {
-    // Still none: another worker of the process took the fd the spare freed (they share one fd
+    // Still none: another worker of the process took what was freed (they share one fd
     // table). The client was accepted and must not be reset for that: it waits, like the clients
     // in the backlog, for the next tick to find an fd, within connect_timeout (the connect FIFO
     // times it out as an unanswered connect).

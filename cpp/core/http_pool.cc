@@ -36,6 +36,7 @@ UpstreamLink* HttpPool::newLink(EventHandler& holder) {
 
 void HttpPool::retire(UpstreamLink* link) {
   if (!link) return;
+  age_.remove(link);
   link->session_ = nullptr;
   link->pooledFor_ = nullptr;
   retired_.push_back(link);
@@ -46,8 +47,8 @@ void HttpPool::disposeRetired() {
   retired_.clear();
 }
 
-void HttpPool::discard(Idle& entry) {
-  stats_.add(Stat::http_pool_discarded);
+void HttpPool::discard(Idle& entry, Stat counted) {
+  stats_.add(counted);
   stats_.sub(Stat::upstream_cx_active);
   // The registry entry goes before the fd closes (the kernel may reuse the 4-tuple after).
   entry.upstream.registration = OwnSockets::Registration{};
@@ -77,6 +78,30 @@ void HttpPool::idleEvent(UpstreamLink& link, uint32_t events) {
   if (list.empty()) byHost_.erase(it);
 }
 
+bool HttpPool::discardLink(UpstreamLink& link, Stat counted) {
+  if (!link.pooledFor_) return false;
+  auto it = byHost_.find(link.pooledFor_->address);
+  if (it == byHost_.end()) return false;
+  std::vector<Idle>& list = it->second;
+  auto entry = std::find_if(list.begin(), list.end(), [&link](const Idle& e) { return e.link == &link; });
+  if (entry == list.end()) return false;
+  discard(*entry, counted);
+  list.erase(entry);
+  if (list.empty()) byHost_.erase(it);
+  return true;
+}
+
+size_t HttpPool::evictOldest(size_t n, Stat counted) {
+  size_t closed = 0;
+  while (closed < n) {
+    UpstreamLink* oldest = age_.front();
+    if (!oldest) break;
+    age_.remove(oldest);  // retiring does too; this way a link missing from byHost_ cannot loop
+    if (discardLink(*oldest, counted)) ++closed;
+  }
+  return closed;
+}
+
 HttpPool::Taken HttpPool::take(const SocketAddress& destination, EventHandler& holder, bool verify) {
   Taken out;
   auto it = byHost_.find(destination);
@@ -93,6 +118,7 @@ HttpPool::Taken HttpPool::take(const SocketAddress& destination, EventHandler& h
       continue;
     }
     addIdle(-1);
+    age_.remove(entry.link);
     entry.link->pooledFor_ = nullptr;
     entry.link->session_ = &holder;
     out.upstream = std::move(entry.upstream);
@@ -118,6 +144,7 @@ bool HttpPool::put(Host& host, RegisteredUpstream upstream, UpstreamLink* link, 
   link->session_ = nullptr;
   link->pooledFor_ = &host;
   list->push_back(Idle{std::move(upstream), link, &host, nowUs});
+  age_.pushBack(link);
   addIdle(1);
   return true;
 }

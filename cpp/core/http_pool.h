@@ -12,6 +12,9 @@
 // A connection taken in the very batch that carries such an event, before the event was handled,
 // is checked first (recv MSG_PEEK|MSG_DONTWAIT), and so is one taken for a request that could not
 // be retried. The housekeeping tick closes connections idle for longer than idle_timeout.
+//
+// Idle connections serve nobody, so they are the first fds the worker gives up: out of fds, it
+// closes the oldest of them (evictOldest) before a connection or request has to wait for one.
 #pragma once
 
 #include <atomic>
@@ -21,6 +24,7 @@
 
 #include "event_loop.h"
 #include "host_cache.h"
+#include "intrusive_list.h"
 #include "socket_address.h"
 #include "stats.h"
 #include "upstream_socket.h"
@@ -44,6 +48,7 @@ class UpstreamLink final : public TrackedEventHandler {
   HttpPool& pool_;
   EventHandler* session_ = nullptr;  // the holding session's side; null while pooled or closed
   Host* pooledFor_ = nullptr;        // the host whose idle list holds it; null otherwise
+  ListNode ageNode_;                 // in the pool's age list while idle (oldest first)
 };
 
 class HttpPool {
@@ -79,6 +84,10 @@ class HttpPool {
   bool put(Host& host, RegisteredUpstream upstream, UpstreamLink* link, uint64_t nowUs);
   // Closes connections idle for idle_timeout or longer.
   void expire(uint64_t nowUs);
+  // Closes up to n idle connections, oldest first, as expire() closes them (FIN, link retired:
+  // an event of the current batch still naming it is dropped), each counted in `counted`.
+  // Returns how many it closed. Safe inside a batch.
+  size_t evictOldest(size_t n, Stat counted);
   // Closes every idle connection (worker shutdown).
   void clear();
   // Safe to read from another thread (tests and stats poll it while the loop runs).
@@ -95,7 +104,10 @@ class HttpPool {
   // An event of an idle connection: anything but writability ends it (readable alone, once a
   // recv MSG_PEEK has confirmed it).
   void idleEvent(UpstreamLink& link, uint32_t events);
-  void discard(Idle& entry);
+  // Closes entry (counted in `counted`); the caller removes it from its host's list.
+  void discard(Idle& entry, Stat counted = Stat::http_pool_discarded);
+  // Closes link's idle connection and removes it from its host's list; false if it held none.
+  bool discardLink(UpstreamLink& link, Stat counted);
 
   uint32_t maxIdlePerHost_;
   uint64_t idleTimeoutUs_;
@@ -103,6 +115,8 @@ class HttpPool {
   Stats& stats_;
   std::unordered_map<SocketAddress, std::vector<Idle>, SocketAddressHash> byHost_;
   std::vector<UpstreamLink*> retired_;
+  // Every idle connection's link in the order it became idle: the front is the oldest.
+  IntrusiveList<UpstreamLink, &UpstreamLink::ageNode_> age_;
   // Written by the loop thread only (a relaxed load plus store, like Stats).
   std::atomic<size_t> idle_{0};
   void addIdle(int delta) { idle_.store(idle_.load(std::memory_order_relaxed) + static_cast<size_t>(delta), std::memory_order_relaxed); }

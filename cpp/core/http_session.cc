@@ -403,13 +403,13 @@ void HttpSession::connectUpstream() {
   connectStartExactUs_ = EventLoop::monotonicUs();
   UpstreamOpen opened = openUpstream(destination_, ctx_.options.upstreamMark, up_.fd, &upRegistration_);
   if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno) && owner_.releaseSpareFd()) {
-    // As on an original_dst listener: the worker's spare fd serves the client already accepted,
-    // and accepting pauses until fds free up.
+    // As on an original_dst listener: idle upstreams (this pool's first) give their fds up, or
+    // else the worker's spare fd serves the client already accepted and accepting pauses.
     opened = openUpstream(destination_, ctx_.options.upstreamMark, up_.fd, &upRegistration_);
   }
   state_ = State::kConnecting;  // connect_timeout runs from here, for a wait for an fd too
   if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno)) {
-    // Still none: another worker of the process took the fd the spare freed (they share one fd
+    // Still none: another worker of the process took what was freed (they share one fd
     // table). The request was accepted and must not fail for that: it waits, as a relayed
     // connection does, for a tick to find an fd, within connect_timeout (504 past it).
     ctx_.stats.add(Stat::upstream_cx_fd_wait);

@@ -68,8 +68,9 @@ class HttpSessionOwner {
   virtual void scheduleResume(HttpSession& s) = 0;
   // s's tunnel found no copy buffer or pipe: holderAvailable() once one is free (FIFO).
   virtual void waitForHolder(HttpSession& s) = 0;
-  // The upstream socket() found no fd: the worker frees its spare fd and pauses accepting, as for
-  // a relayed connection (ConnectionEvents::releaseSpareFd). True when the caller may retry once.
+  // The upstream socket() found no fd: the worker closes idle upstreams, or else frees its spare fd
+  // and pauses accepting, as for a relayed connection (ConnectionEvents::releaseSpareFd). True
+  // when the caller may retry once.
   virtual bool releaseSpareFd() = 0;
   // Still no fd after that (another worker took it): s waits; the worker calls
   // retryUpstreamSocket() on each tick, oldest first, until it returns true.

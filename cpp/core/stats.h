@@ -30,6 +30,7 @@ namespace splicegate {
   X(upstream_cx_preconnect)       /* warm upstream sockets opened ahead of use */             \
   X(upstream_cx_preconnect_used)  /* warm sockets handed to a client: handshakes saved */      \
   X(upstream_cx_preconnect_dropped) /* warm sockets closed: server close, data, error, ttl */  \
+  X(upstream_cx_preconnect_evicted_fd_pressure) /* warm sockets closed, oldest first, because the worker ran out of fds */ \
   X(upstream_cx_rx_bytes_total)   /* read from upstreams */                                   \
   X(upstream_cx_tx_bytes_total)   /* written to upstreams */                                  \
   X(host_count)                   /* gauge: original-destination hosts cached */              \
@@ -76,6 +77,7 @@ namespace splicegate {
   X(http_pool_hit)                /* a live idle connection was taken from the pool */        \
   X(http_pool_miss)               /* none was: a new connection was opened */                 \
   X(http_pool_discarded)          /* idle connections closed: server closed, data, idle_timeout, full */ \
+  X(http_pool_evicted_fd_pressure) /* idle connections closed, oldest first, because the worker ran out of fds */ \
   X(http_body_bytes_spliced)      /* HTTP listener: body bytes moved socket -> pipe -> socket (splice) */ \
   X(http_body_bytes_copied)       /* HTTP listener: body bytes (chunk framing included) copied through user space */ \
   X(access_log_records)           /* access-log records buffered for the writer (sampled ones) */ \

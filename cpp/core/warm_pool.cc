@@ -87,6 +87,17 @@ void WarmPool::expire(uint64_t nowUs) {
   }
 }
 
+size_t WarmPool::evictOldest(size_t n) {
+  size_t dropped = 0;
+  while (dropped < n) {
+    WarmSocket* oldest = age_.front();
+    if (!oldest) break;
+    drop(*oldest, Stat::upstream_cx_preconnect_evicted_fd_pressure);
+    ++dropped;
+  }
+  return dropped;
+}
+
 void WarmPool::dropHost(const Host& host) {
   auto it = byHost_.find(&host);
   if (it == byHost_.end()) return;
@@ -112,12 +123,12 @@ std::unique_ptr<WarmSocket> WarmPool::detach(WarmSocket& socket) {
   return owned;
 }
 
-void WarmPool::drop(WarmSocket& socket) {
+void WarmPool::drop(WarmSocket& socket, Stat counted) {
   std::unique_ptr<WarmSocket> owned = detach(socket);
   owned->registration.reset();  // before the close: the 4-tuple is free for reuse after it
   owned->fd.reset();  // closing also removes it from epoll
   ctx_.stats.sub(Stat::upstream_cx_active);
-  ctx_.stats.add(Stat::upstream_cx_preconnect_dropped);
+  ctx_.stats.add(counted);
   graveyard_.push_back(std::move(owned));
 }
 

@@ -51,6 +51,10 @@ class WarmPool {
   RegisteredUpstream take(const Host& host);
   // Drops sockets older than the ttl.
   void expire(uint64_t nowUs);
+  // Drops up to n sockets, oldest first, counted in upstream_cx_preconnect_evicted_fd_pressure
+  // (the worker is out of fds); returns how many. Safe inside a batch (the shells wait for
+  // disposeDropped).
+  size_t evictOldest(size_t n);
   // No warm socket is kept (none to expire).
   bool empty() const { return age_.empty(); }
   // The host leaves the cache: its warm sockets go with it.
@@ -62,7 +66,7 @@ class WarmPool {
   void onEvents(WarmSocket& socket, uint32_t events);
 
  private:
-  void drop(WarmSocket& socket);
+  void drop(WarmSocket& socket, Stat counted = Stat::upstream_cx_preconnect_dropped);
   std::unique_ptr<WarmSocket> detach(WarmSocket& socket);
 
   WorkerContext& ctx_;

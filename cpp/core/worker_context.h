@@ -32,11 +32,13 @@ class ConnectionEvents {
   virtual void waitForHolder(Connection& c) = 0;
   // c is closed (sockets gone): unlink it everywhere, count the reason, free it after the batch.
   virtual void connectionClosed(Connection& c, CloseReason reason) = 0;
-  // The upstream socket() failed with EMFILE/ENFILE: stop accepting until fds free up (the next
-  // accepts would only hit the same wall). Returns true if it released the worker's spare fd, so
-  // the caller can retry once and serve the connection it already accepted.
+  // The upstream socket() failed with EMFILE/ENFILE: free an fd. Idle upstream connections (the
+  // HTTP pool's, warm sockets) give theirs up first, oldest first; with none, the worker releases
+  // its spare fd and stops accepting until fds free up (the next accepts would only hit the same
+  // wall). Returns true if it freed something, so the caller can retry once and serve the
+  // connection it already accepted.
   virtual bool releaseSpareFd() = 0;
-  // Even with the spare, socket() found no fd for c's upstream (another worker took it): c waits,
+  // Even so, socket() found no fd for c's upstream (another worker took it): c waits,
   // accepting stays paused, and each tick retries it (Connection::retryUpstreamSocket) before
   // anything else may take an fd. source: the original source c's upstream socket binds to, or
   // null; kept by the worker while c waits (a rare state: no room for it in every connection).

@@ -2,6 +2,7 @@
 
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -34,8 +35,21 @@ constexpr uint64_t kLatencyRebalanceUs = 5 * 1000 * 1000;
 // How often the policies re-read this host's addresses (getifaddrs) even without a netlink notice
 // (onAddressChange re-reads at once on every change; this covers notices lost to ENOBUFS).
 constexpr uint64_t kPolicyRefreshUs = 5 * 1000 * 1000;
+// Idle upstream connections given up each time the worker finds itself out of fds: more than the
+// one fd asked for, since the workers share the fd table (another's accept4 may take what this one
+// frees) and the spare and paused listeners need fds too; few enough that a short shortage keeps
+// most of a large pool. Each shortage met again (the next socket(), accept4 or tick retry) gives up
+// the next oldest.
+constexpr size_t kFdShedBatch = 32;
 // Deny events kept between two drains (about a second apart); more are dropped and counted.
 constexpr size_t kEventCapacity = 256;
+
+// A connection waits in the listening socket's queue (poll needs no fd; the queue is shared with
+// the other workers, so it may be gone by the accept4 after).
+bool clientWaiting(int listenFd) {
+  pollfd p{listenFd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+}
 
 uint64_t wallTimeMs() {
   timespec ts{};
@@ -275,6 +289,11 @@ void WorkerCore::acceptFrom(Listener& listener) {
         continue;
       case EMFILE:
       case ENFILE:
+        // Out of fds: idle upstream connections give theirs up, and the accept is tried again. Only
+        // for a client that is there: accept4 takes its fd before it looks at the queue, so the
+        // call that would have said EAGAIN after the last client says EMFILE instead.
+        if (clientWaiting(listener.fd()) && shedIdleUpstreams() > 0) continue;
+        [[fallthrough]];
       case ENOBUFS:
       case ENOMEM:
         // Out of fds: the connection waits in the backlog. Stop polling this listener until the
@@ -647,7 +666,9 @@ void WorkerCore::startUpstream(Connection& c, Host& host, const SocketAddress& c
     RegisteredUpstream upstream = warm_.take(host);
     if (upstream) c.startWithUpstream(std::move(upstream));
     else c.start();
-    warm_.topUp(host);  // the host is in use: have the next client's connection ready
+    // The host is in use: have the next client's connection ready; not while short of fds (c.start
+    // may just have closed warm sockets to get one).
+    if (!fdShort_) warm_.topUp(host);
   } else {
     c.start(options_.originalSource ? &client : nullptr);
   }
@@ -666,7 +687,17 @@ void WorkerCore::recordDenied(const ListenerOptions& listener, const SocketAddre
   event->decision = decision;
 }
 
+size_t WorkerCore::shedIdleUpstreams() {
+  fdShort_ = true;
+  size_t closed = httpPool_.evictOldest(kFdShedBatch, Stat::http_pool_evicted_fd_pressure);
+  if (closed < kFdShedBatch) closed += warm_.evictOldest(kFdShedBatch - closed);
+  return closed;
+}
+
 bool WorkerCore::releaseSpareFd() {
+  // Idle upstreams first: while they have fds to give, the spare stays in hand and accepting goes
+  // on (the next shortage gives up the next oldest).
+  if (shedIdleUpstreams() > 0) return true;
   pauseAccepting();
   if (!spareFd_) return false;
   spareFd_.reset();
@@ -676,18 +707,22 @@ bool WorkerCore::releaseSpareFd() {
 void WorkerCore::waitForFd(Connection& c, const SocketAddress* source) {
   if (!fdWaiters_.holds(c)) fdWaiters_.pushBack(&c);
   if (source) fdWaitSources_.insert_or_assign(&c, *source);
+  // Another worker took what releaseSpareFd freed: free more for the tick's retry.
+  shedIdleUpstreams();
   pauseAccepting();
 }
 
 void WorkerCore::waitForFd(HttpSession& s) {
   if (!s.fdWaitNode.linked()) fdWaitingSessions_.pushBack(&s);
-  pauseAccepting();  // as for a relayed connection (releaseSpareFd has paused already)
+  shedIdleUpstreams();  // as for a relayed connection
+  pauseAccepting();
 }
 
 bool WorkerCore::retryFdWaiters() {
   while (Connection* c = fdWaiters_.front()) {
     const auto source = fdWaitSources_.find(c);
-    if (!c->retryUpstreamSocket(source == fdWaitSources_.end() ? nullptr : &source->second)) {
+    const SocketAddress* from = source == fdWaitSources_.end() ? nullptr : &source->second;
+    if (!c->retryUpstreamSocket(from) && (shedIdleUpstreams() == 0 || !c->retryUpstreamSocket(from))) {
       return false;  // still none: the rest wait too
     }
     fdWaiters_.remove(c);
@@ -696,7 +731,7 @@ bool WorkerCore::retryFdWaiters() {
   // HTTP requests after the relayed connections, oldest first as well. One that ended meanwhile
   // left the list (sessionClosed); one that timed out says it no longer waits.
   while (HttpSession* s = fdWaitingSessions_.front()) {
-    if (!s->retryUpstreamSocket()) return false;
+    if (!s->retryUpstreamSocket() && (shedIdleUpstreams() == 0 || !s->retryUpstreamSocket())) return false;
     fdWaitingSessions_.remove(s);
   }
   return true;
@@ -759,6 +794,8 @@ void WorkerCore::connectionClosed(Connection& c, CloseReason reason) {
       stats_.add(Stat::cx_drained);
       break;
     case CloseReason::kResourceExhausted:
+      // No socket or no epoll room: idle upstreams give up theirs (fds, epoll watches, memory).
+      shedIdleUpstreams();
       pauseAccepting();
       break;
     default:
@@ -872,7 +909,11 @@ void WorkerCore::onTick() {
   // Accepting resumes only once every accepted client has its upstream socket and the spare fd is
   // back in hand: otherwise the next accepted connection could find no fd for its upstream.
   const bool noneWaits = retryFdWaiters();
-  if (noneWaits && !spareFd_) spareFd_.reset(::eventfd(0, EFD_CLOEXEC));
+  if (noneWaits && !spareFd_) {
+    spareFd_.reset(::eventfd(0, EFD_CLOEXEC));
+    if (!spareFd_ && isOutOfFds(errno) && shedIdleUpstreams() > 0) spareFd_.reset(::eventfd(0, EFD_CLOEXEC));
+  }
+  if (noneWaits && spareFd_) fdShort_ = false;
   if (noneWaits && spareFd_ && connections_.size() + sessions_.size() < options_.maxDownstreamConnections) {
     for (auto& listener : listeners_) listener->resumeIfPaused();
   }

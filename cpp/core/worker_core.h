@@ -126,6 +126,11 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   void waitForFd(Connection& c, const SocketAddress* source) override;
   // Tick: the connections waiting for an fd get one first, oldest first. True when none waits.
   bool retryFdWaiters();
+  // The worker is out of fds: closes up to kFdShedBatch idle upstream connections, oldest first,
+  // the HTTP pool's, then warm sockets (they serve nobody, and would keep their fds until
+  // idle_timeout or ttl while connections wait for one). Returns how many it closed. Closed like
+  // expired ones (FIN; links and shells freed after the batch), so it is safe inside a batch.
+  size_t shedIdleUpstreams();
   void handshakeDone(Connection& c, const SocketAddress& destination, const SocketAddress& client) override;
 
   SysError init();
@@ -208,6 +213,9 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   // Kept so that a connection accept4 let in can still get its upstream socket when that was the
   // last fd; while it is spent the listeners stay paused (see releaseSpareFd).
   UniqueFd spareFd_;
+  // Set when the worker ran out of fds, cleared by the tick that finds every waiter served and the
+  // spare back: meanwhile no warm socket is opened (it would take an fd a connection needs).
+  bool fdShort_ = false;
   uint64_t lastRebalanceUs_ = 0;
   std::vector<std::unique_ptr<Listener>> listeners_;
   // Detached, kept until the core goes: a connection still in its protocol stage points at its

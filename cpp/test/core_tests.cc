@@ -1106,6 +1106,44 @@ void lifecycleTests() {
     CHECK(::recv(warm.get(), got, 2, MSG_WAITALL) == 2 && std::memcmp(got, "hi", 2) == 0);
   });
 
+  run("out of fds at accept4 with warm sockets held: they give their fds up (oldest first) and the client is relayed; none is opened again meanwhile", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    CoreOptions options;
+    options.preconnectPorts = {serverAddr.port()};
+    options.preconnectPerHost = 2;
+    options.preconnectTtlMs = 60000;
+    Proxy proxy(serverAddr, options);
+    UniqueFd first = connectClient(proxy.listenAddr);
+    // The first client's upstream, then two warm sockets: which is which does not matter here.
+    std::vector<UniqueFd> ups;
+    for (int i = 0; i < 3; ++i) ups.push_back(UniqueFd(::accept(server.get(), nullptr, nullptr)));
+    for (UniqueFd& up : ups) CHECK(up);
+    CHECK(proxy.waitStat(Stat::upstream_cx_preconnect, 2));
+    UniqueFd late(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));  // connecting it takes no fd
+    CHECK(late);
+    bindAsClient(late.get());
+    std::vector<UniqueFd> fillers = fillEveryFdBelowTop();
+    NofileLimit limit(static_cast<rlim_t>(fillers.back().get()));  // nothing free below it
+    // accept4 fails with EMFILE. Before, the listener paused and each tick's retry failed the same
+    // way for as long as the warm sockets held their fds (ttl, here 60 s).
+    CHECK(::connect(late.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
+    const bool relayed = proxy.waitStat(Stat::upstream_cx_total, 4);  // 1 + 2 warm + late's own connect
+    const uint64_t evicted = proxy.stat(Stat::upstream_cx_preconnect_evicted_fd_pressure);
+    const uint64_t opened = proxy.stat(Stat::upstream_cx_preconnect);
+    limit.restore();
+    fillers.clear();
+    CHECK(relayed);
+    CHECK(evicted == 2);
+    CHECK(opened == 2);  // no warm socket was opened again while short of fds
+    CHECK(proxy.stat(Stat::upstream_cx_preconnect_dropped) == 0);
+    UniqueFd up(::accept(server.get(), nullptr, nullptr));
+    CHECK(up);
+    CHECK(writeAll(late.get(), "hi", 2));
+    char got[2];
+    CHECK(::recv(up.get(), got, 2, MSG_WAITALL) == 2 && std::memcmp(got, "hi", 2) == 0);
+  });
+
   run("warm socket given to a connection that fails to start leaves upstream_cx_active at 0", [] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);

@@ -826,6 +826,54 @@ UniqueFd acceptAndAnswer(int listenFd, const std::string& body, std::string* req
   return up;
 }
 
+// Idle pooled upstream connections to bare listening sockets the test answers itself, and two
+// more destinations (next, last) for the requests made while the process is out of fds: nothing
+// there needs an fd of this process until the test accepts.
+struct PoolUnderFdPressure {
+  std::vector<SocketAddress> pooledAddrs;
+  std::vector<UniqueFd> pooledServers;
+  std::vector<UniqueFd> pooledUps;  // the servers' ends of the pooled connections
+  SocketAddress nextAddr, lastAddr;
+  UniqueFd next, last;
+
+  explicit PoolUnderFdPressure(size_t n) : pooledAddrs(n) {
+    for (SocketAddress& a : pooledAddrs) pooledServers.push_back(listenOn(a));
+    next = listenOn(nextAddr);
+    last = listenOn(lastAddr);
+  }
+  // One request from client to each pooled server, answered keep-alive: each connection goes to
+  // the pool at its response's end.
+  void fillPool(HttpStage& stage, int client) {
+    for (size_t i = 0; i < pooledAddrs.size(); ++i) {
+      const std::string req = get("/p", routeTo(pooledAddrs[i]));
+      CHECK(writeAll(client, req.data(), req.size()));
+      pooledUps.push_back(acceptAndAnswer(pooledServers[i].get(), "ok"));
+      std::string resp;
+      CHECK(readUntil(client, resp, [](const std::string& r) { return messageLength(r) > 0; }) == End::kOpen);
+    }
+    CHECK(waitFor([&] { return stage.core->httpPoolIdle() == pooledAddrs.size(); }));
+  }
+  // A connection waits in listenFd's backlog (poll takes no fd).
+  static bool connectedTo(int listenFd) {
+    pollfd p{listenFd, POLLIN, 0};
+    return ::poll(&p, 1, 0) == 1;
+  }
+  // The pool closed the `closed` oldest pooled connections as an expired one is closed (with FIN),
+  // and the newer ones are still open and quiet.
+  void expectOldestClosedWithFin(size_t closed) {
+    for (size_t i = 0; i < pooledUps.size(); ++i) {
+      if (i < closed) {
+        std::string rest;
+        CHECK(readToEnd(pooledUps[i].get(), rest) == End::kEof);
+        CHECK(rest.empty());
+      } else {
+        pollfd p{pooledUps[i].get(), POLLIN, 0};
+        CHECK_EQ(::poll(&p, 1, 0), 0);
+      }
+    }
+  }
+};
+
 void sessionTests() {
   run("a trusted client's header routes the request; the server never sees the header", [] {
     Origin named(keepAliveServer());
@@ -1335,6 +1383,135 @@ void sessionTests() {
     CHECK(readUntil(client.get(), resp, [](const std::string& b) { return messageLength(b) > 0; }) == End::kOpen);
     CHECK(resp.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
     CHECK(resp.find("\r\n\r\nok") != std::string::npos);
+  });
+
+  run("out of fds with idle pooled upstreams: requests on accepted clients get the pool's fds instead of waiting for one (was 504 connect_timeout while the pool held them)", [] {
+    // 33 idle pooled connections, one to each of 33 bare listening sockets that the test accepts
+    // and answers itself (a server thread would need fds of this process while none is left);
+    // then every fd number below the limit is taken.
+    PoolUnderFdPressure p(33);
+    CoreOptions options;
+    options.connectTimeoutMs = 300;  // before the fix: the second request's 504 comes quickly
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8", options);
+    LoopRunner loop(*stage.core);
+    UniqueFd a = connectTo(stage.listenAddr);
+    UniqueFd b = connectTo(stage.listenAddr);
+    p.fillPool(stage, a.get());
+    CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_total) == 2; }));  // b accepted too
+    std::vector<UniqueFd> fillers = fillEveryFdBelowTop();
+    NofileLimit limit(static_cast<rlim_t>(fillers.back().get()));  // nothing free below it
+    // a's request: socket() fails with EMFILE. b's request after it: before the fix the spare fd
+    // went to a, so b waited for an fd (upstream_cx_fd_wait) until connect_timeout, while the
+    // four idle connections it could have had sat in the pool.
+    CHECK(writeAll(a.get(), get("/next", routeTo(p.nextAddr)).data(), get("/next", routeTo(p.nextAddr)).size()));
+    CHECK(waitFor([&] { return p.connectedTo(p.next.get()) || stage.stat(Stat::upstream_cx_fd_wait) > 0; }));
+    CHECK(writeAll(b.get(), get("/last", routeTo(p.lastAddr)).data(), get("/last", routeTo(p.lastAddr)).size()));
+    const bool settled = waitFor([&] {
+      return (p.connectedTo(p.next.get()) && p.connectedTo(p.last.get())) || stage.stat(Stat::http_rq_connect_timeout) > 0;
+    });
+    const uint64_t fdWaits = stage.stat(Stat::upstream_cx_fd_wait);
+    const uint64_t timeouts = stage.stat(Stat::http_rq_connect_timeout);
+    const size_t idle = stage.core->httpPoolIdle();
+    limit.restore();
+    fillers.clear();
+    CHECK(settled);
+    CHECK_EQ(timeouts, 0u);
+    CHECK_EQ(fdWaits, 0u);
+    // a's shortage gave up one batch (32), oldest first, which served b's request too: the
+    // newest pooled connection is still there.
+    CHECK_EQ(idle, 1u);
+    CHECK_EQ(stage.stat(Stat::http_pool_evicted_fd_pressure), 32u);
+    CHECK_EQ(stage.stat(Stat::http_pool_discarded), 0u);
+    p.expectOldestClosedWithFin(32);
+    // Both requests reached their servers and are answered.
+    for (auto [client, server] : {std::pair{a.get(), p.next.get()}, std::pair{b.get(), p.last.get()}}) {
+      UniqueFd up = acceptAndAnswer(server, "ok");
+      std::string resp;
+      CHECK(readUntil(client, resp, [](const std::string& r) { return messageLength(r) > 0; }) == End::kOpen);
+      CHECK(resp.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    }
+  });
+
+  run("out of fds at accept4 with idle pooled upstreams: the pool gives its fds up and the client is served (was left in the backlog until idle_timeout)", [] {
+    PoolUnderFdPressure p(4);
+    HttpStage stage(SocketAddress{});
+    LoopRunner loop(*stage.core);
+    UniqueFd a = connectTo(stage.listenAddr);
+    p.fillPool(stage, a.get());
+    UniqueFd late(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));  // made now: connecting takes no fd
+    CHECK(late);
+    std::vector<UniqueFd> fillers = fillEveryFdBelowTop();
+    NofileLimit limit(static_cast<rlim_t>(fillers.back().get()));
+    // accept4 fails with EMFILE: before the fix the listener paused, and every tick's retry failed
+    // the same way while the pool held four fds for nobody (for idle_timeout, 60 s).
+    const bool sent = connectAndSend(late.get(), stage.listenAddr, get("/late", routeTo(p.nextAddr)));
+    const bool reached = waitFor([&] { return p.connectedTo(p.next.get()); });
+    const size_t idle = stage.core->httpPoolIdle();
+    limit.restore();
+    fillers.clear();
+    CHECK(sent);
+    CHECK(reached);
+    CHECK_EQ(idle, 0u);
+    CHECK_EQ(stage.stat(Stat::http_pool_evicted_fd_pressure), 4u);
+    CHECK_EQ(stage.stat(Stat::downstream_cx_accept_paused), 0u);  // it never had to pause
+    p.expectOldestClosedWithFin(4);
+    UniqueFd up = acceptAndAnswer(p.next.get(), "ok");
+    std::string resp;
+    CHECK(readUntil(late.get(), resp, [](const std::string& r) { return messageLength(r) > 0; }) == End::kOpen);
+    CHECK(resp.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  });
+
+  run("a request waiting for an fd gets one from a connection pooled while it waits (the tick's retry gives the pool's up, was 504 connect_timeout)", [] {
+    SocketAddress xAddr, yAddr, zAddr;
+    UniqueFd x = listenOn(xAddr);
+    UniqueFd y = listenOn(yAddr);
+    UniqueFd z = listenOn(zAddr);
+    CoreOptions options;
+    options.connectTimeoutMs = 2000;  // before the fix: the 504 at its end
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8", options);
+    LoopRunner loop(*stage.core);
+    UniqueFd a = connectTo(stage.listenAddr);
+    UniqueFd b = connectTo(stage.listenAddr);
+    UniqueFd c = connectTo(stage.listenAddr);
+    CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_total) == 3; }));
+    // a's exchange with x is under way (the request is read, not yet answered).
+    const std::string toX = get("/x", routeTo(xAddr));
+    CHECK(writeAll(a.get(), toX.data(), toX.size()));
+    UniqueFd upX = acceptWithin(x.get());
+    std::string head;
+    CHECK(readUntil(upX.get(), head, [](const std::string& r) { return messageLength(r) > 0; }) == End::kOpen);
+    std::vector<UniqueFd> fillers = fillEveryFdBelowTop();
+    NofileLimit limit(static_cast<rlim_t>(fillers.back().get()));
+    // b's request takes the spare fd (the pool is empty); c's then waits for an fd.
+    const std::string toY = get("/y", routeTo(yAddr));
+    CHECK(writeAll(b.get(), toY.data(), toY.size()));
+    const bool yConnected = waitFor([&] { return PoolUnderFdPressure::connectedTo(y.get()); });
+    const std::string toZ = get("/z", routeTo(zAddr));
+    CHECK(writeAll(c.get(), toZ.data(), toZ.size()));
+    const bool waiting = waitFor([&] { return stage.stat(Stat::upstream_cx_fd_wait) == 1; });
+    // x answers: its connection goes to the pool, holding an fd that serves nobody.
+    const std::string ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    CHECK(writeAll(upX.get(), ok.data(), ok.size()));
+    std::string resp;
+    CHECK(readUntil(a.get(), resp, [](const std::string& r) { return messageLength(r) > 0; }) == End::kOpen);
+    const bool settled = waitFor([&] {
+      return PoolUnderFdPressure::connectedTo(z.get()) || stage.stat(Stat::http_rq_connect_timeout) > 0;
+    });
+    const uint64_t timeouts = stage.stat(Stat::http_rq_connect_timeout);
+    const uint64_t evicted = stage.stat(Stat::http_pool_evicted_fd_pressure);
+    limit.restore();
+    fillers.clear();
+    CHECK(yConnected);
+    CHECK(waiting);
+    CHECK(settled);
+    CHECK_EQ(timeouts, 0u);
+    CHECK_EQ(evicted, 1u);
+    std::string rest;
+    CHECK(readToEnd(upX.get(), rest) == End::kEof);  // closed as an expired one is: FIN
+    UniqueFd upZ = acceptAndAnswer(z.get(), "z");
+    std::string zResp;
+    CHECK(readUntil(c.get(), zResp, [](const std::string& r) { return messageLength(r) > 0; }) == End::kOpen);
+    CHECK(zResp.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
   });
 
   run("a Content-Length body and a pipelined request behind it are framed exactly on one connection", [] {

@@ -3,14 +3,17 @@
 // holds (the bound is a liveness limit, never a performance claim).
 #pragma once
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -149,6 +152,30 @@ inline std::vector<UniqueFd> fillFdHoles() {
       if (::fcntl(i, F_GETFD) < 0) holes = true;
     }
     if (!holes) return fillers;
+  }
+}
+
+// Takes every free fd number up to one above the highest open fd: afterwards a limit of the last
+// one's number leaves nothing free, and closing any earlier fd frees a number under it.
+// (fillFdHoles stops at the first number with no hole below it, which may be under fds a test
+// wants to see freed.)
+inline std::vector<UniqueFd> fillEveryFdBelowTop() {
+  int top = -1;
+  {
+    DIR* dir = opendir("/proc/self/fd");
+    CHECK(dir != nullptr);
+    while (const dirent* entry = readdir(dir)) {
+      if (entry->d_name[0] != '.') top = std::max(top, std::atoi(entry->d_name));
+    }
+    closedir(dir);
+  }
+  std::vector<UniqueFd> fillers;
+  for (;;) {
+    UniqueFd f(::fcntl(0, F_DUPFD_CLOEXEC, 0));
+    CHECK(f);
+    const int n = f.get();
+    fillers.push_back(std::move(f));
+    if (n > top) return fillers;
   }
 }
 
