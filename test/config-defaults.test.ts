@@ -127,6 +127,6 @@ test('the native options from a minimal config carry every configurable value, w
   // limit and fixed capacities; the compiled policies have tests of their own): an option dropped
   // from native-options.ts, which leaves the value to the core's or the addon's initialiser, or one
   // added without a check here, fails.
-  const derived = ['maxPipes', 'maxIdlePipes', 'accessLogCapacity', 'policies'];
+  const derived = ['maxPipes', 'maxIdlePipes', 'httpPoolMaxIdle', 'accessLogCapacity', 'policies'];
   assert.deepEqual(Object.keys(native).sort(), [...Object.keys(expected), ...derived].sort());
 });

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigText } from '../src/config/load';
 import { loadBinding } from '../src/native/binding';
-import { FDS_PER_CONNECTION, NATIVE_RANGES, nativeOptionsFor, RESERVED_FDS, workerPart } from '../src/proxy/native-options';
+import { FDS_PER_CONNECTION, HTTP_POOL_FD_SHARE, NATIVE_RANGES, nativeOptionsFor, RESERVED_FDS, workerPart } from '../src/proxy/native-options';
 import { nativeListenerOptions } from '../src/proxy/listen-sockets';
 
 const INFINITY_NOFILE = 1_073_741_816; // what systemd's LimitNOFILE=infinity gives
@@ -56,6 +56,32 @@ test('the default bounds keep connections and pipes inside the open-files limit,
   assert.equal(overcommitted.maxPipes, 16);
   const explicit = nativeOptionsFor({ ...config('cluster: { max_downstream_connections: 9000 }'), workers: 2 }, 20000);
   assert.equal(explicit.maxPipes, Math.floor((20000 - RESERVED_FDS - 18000) / 2 / 2), 'what 9,000 connections leave');
+});
+
+test('with an http listener the idle keep-alive pool gets its part of the fds, bounded per worker, and the default bounds leave it free', () => {
+  const httpConfig = (extra = ''): ReturnType<typeof parseConfigText> =>
+    parseConfigText(`workers: 2\nlisteners:\n  - { name: gw, address: "127.0.0.1:9001", mode: http }\n${extra}`, 'test');
+  for (const limit of [1024, 4096, 20000, 65536, 1 << 20]) {
+    for (const workers of [1, 2, 4]) {
+      const parts = Array.from({ length: workers }, (_, id) => nativeOptionsFor({ ...httpConfig(), workers }, limit, id));
+      const connections = parts.reduce((sum, o) => sum + (o.maxDownstreamConnections ?? 0), 0);
+      const pipes = parts.reduce((sum, o) => sum + (o.maxPipes ?? 0), 0);
+      const pooled = parts.reduce((sum, o) => sum + (o.httpPoolMaxIdle ?? 0), 0);
+      const label = `limit ${limit}, ${workers} workers: ${connections} connections, ${pipes} pipes, ${pooled} pooled`;
+      assert.equal(pooled, Math.floor((limit - RESERVED_FDS) * HTTP_POOL_FD_SHARE), label);
+      // Every connection's two sockets, every pipe and every idle pooled connection at once leave the reserve.
+      assert.ok(2 * connections + 2 * pipes + pooled <= limit - RESERVED_FDS, label);
+    }
+  }
+  const at20k = nativeOptionsFor(httpConfig(), 20000);
+  assert.equal(at20k.httpPoolMaxIdle, 987, '10 % of 19,744 fds, split over 2 workers');
+  assert.equal(at20k.maxDownstreamConnections, Math.ceil(Math.floor((19744 - 1974) / FDS_PER_CONNECTION) / 2));
+  // No pool kept (no http listener, or max_idle_per_host 0): no part, no total bound, the bounds as before.
+  for (const cfg of [config(), httpConfig('cluster: { http_pool: { max_idle_per_host: 0 } }')]) {
+    const options = nativeOptionsFor(cfg, 20000);
+    assert.equal(options.httpPoolMaxIdle, 0);
+    assert.equal(options.maxDownstreamConnections, Math.ceil(Math.floor((20000 - RESERVED_FDS) / FDS_PER_CONNECTION) / 2));
+  }
 });
 
 test('configured bounds at their schema maximum stay in range with one worker', () => {

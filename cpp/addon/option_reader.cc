@@ -186,6 +186,7 @@ bool readCoreOptions(const Napi::Object& o, CoreOptions& out) {
   }
   if (!readUint(o, "httpPoolMaxIdlePerHost", out.httpPoolMaxIdlePerHost, 0, 1 << 20)) return false;
   if (!readUint(o, "httpPoolIdleTimeoutMs", out.httpPoolIdleTimeoutMs, 1, 4294967295.0)) return false;
+  if (!readUint(o, "httpPoolMaxIdle", out.httpPoolMaxIdle, 0, 1 << 20)) return false;
   if (!readUint(o, "udpSessionTimeoutMs", out.udpSessionTimeoutMs, 1, 4294967295.0)) return false;
   if (!readUint(o, "udpMaxSessions", out.udpMaxSessions, 1, 1 << 20)) return false;
   Napi::Value sample = o.Get("accessLogSample");

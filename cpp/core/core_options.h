@@ -81,6 +81,10 @@ struct CoreOptions {
   // kept per original host (the worker's share), and how long one may sit idle.
   uint32_t httpPoolMaxIdlePerHost = 16;
   uint32_t httpPoolIdleTimeoutMs = 60000;
+  // Idle connections the worker's pool keeps in all, whatever the hosts: the control layer derives
+  // it from the open-files limit (src/proxy/native-options.ts), so that a pool spread over many
+  // hosts cannot hold the fds the connections need. 0 = no total bound.
+  size_t httpPoolMaxIdle = 0;
   // UDP listeners (udp_relay.h): a (client, original destination) session ends after this long
   // without a datagram either way (cluster.udp_session_timeout); at most udpMaxSessions per worker
   // (cluster.udp_max_sessions_per_worker), the one idle longest evicted to make room.

@@ -141,6 +141,13 @@ bool HttpPool::put(Host& host, RegisteredUpstream upstream, UpstreamLink* link, 
     retire(link);
     return false;
   }
+  // At the total bound the oldest makes room: the newest is the likeliest to be asked for again,
+  // and the oldest the nearest to idle_timeout (and to the server's own keep-alive timeout).
+  // Not a host's own: its list is full only at max_idle_per_host, handled above.
+  if (maxIdle_ != 0 && idleCount() >= maxIdle_) {
+    evictOldest(idleCount() - maxIdle_ + 1, Stat::http_pool_evicted_max_idle);
+    list = &byHost_[host.address];  // evicting may have emptied and erased this host's list
+  }
   link->session_ = nullptr;
   link->pooledFor_ = &host;
   list->push_back(Idle{std::move(upstream), link, &host, nowUs});

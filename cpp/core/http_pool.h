@@ -14,7 +14,8 @@
 // be retried. The housekeeping tick closes connections idle for longer than idle_timeout.
 //
 // Idle connections serve nobody, so they are the first fds the worker gives up: out of fds, it
-// closes the oldest of them (evictOldest) before a connection or request has to wait for one.
+// closes the oldest of them (evictOldest) before a connection or request has to wait for one, and
+// a pool at its total bound (maxIdle, derived from the fd limit) closes its oldest to keep a new one.
 #pragma once
 
 #include <atomic>
@@ -53,8 +54,9 @@ class UpstreamLink final : public TrackedEventHandler {
 
 class HttpPool {
  public:
-  HttpPool(uint32_t maxIdlePerHost, uint64_t idleTimeoutUs, HostCache& hosts, Stats& stats)
-      : maxIdlePerHost_(maxIdlePerHost), idleTimeoutUs_(idleTimeoutUs), hosts_(hosts), stats_(stats) {}
+  // maxIdle: idle connections kept in all (0 = no total bound, only maxIdlePerHost).
+  HttpPool(uint32_t maxIdlePerHost, uint64_t idleTimeoutUs, HostCache& hosts, Stats& stats, size_t maxIdle = 0)
+      : maxIdlePerHost_(maxIdlePerHost), maxIdle_(maxIdle), idleTimeoutUs_(idleTimeoutUs), hosts_(hosts), stats_(stats) {}
   ~HttpPool();
   HttpPool(const HttpPool&) = delete;
   HttpPool& operator=(const HttpPool&) = delete;
@@ -80,7 +82,8 @@ class HttpPool {
   Taken take(const SocketAddress& destination, EventHandler& holder, bool verify);
   // Keeps upstream (to host, idle from now; its events come here) for reuse; false when the host
   // already has max_idle_per_host idle (the connection is then closed and link retired). The
-  // caller has read it empty: bytes already queued raise no new edge for the pool to see.
+  // caller has read it empty: bytes already queued raise no new edge for the pool to see. A pool
+  // holding maxIdle closes its oldest first (http_pool_evicted_max_idle).
   bool put(Host& host, RegisteredUpstream upstream, UpstreamLink* link, uint64_t nowUs);
   // Closes connections idle for idle_timeout or longer.
   void expire(uint64_t nowUs);
@@ -110,6 +113,7 @@ class HttpPool {
   bool discardLink(UpstreamLink& link, Stat counted);
 
   uint32_t maxIdlePerHost_;
+  size_t maxIdle_;
   uint64_t idleTimeoutUs_;
   HostCache& hosts_;
   Stats& stats_;

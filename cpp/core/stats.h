@@ -78,6 +78,7 @@ namespace splicegate {
   X(http_pool_miss)               /* none was: a new connection was opened */                 \
   X(http_pool_discarded)          /* idle connections closed: server closed, data, idle_timeout, full */ \
   X(http_pool_evicted_fd_pressure) /* idle connections closed, oldest first, because the worker ran out of fds */ \
+  X(http_pool_evicted_max_idle)   /* idle connections closed, oldest first, at the pool's total bound */ \
   X(http_body_bytes_spliced)      /* HTTP listener: body bytes moved socket -> pipe -> socket (splice) */ \
   X(http_body_bytes_copied)       /* HTTP listener: body bytes (chunk framing included) copied through user space */ \
   X(access_log_records)           /* access-log records buffered for the writer (sampled ones) */ \

@@ -1077,6 +1077,49 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::upstream_rq_retry), 0u);
   });
 
+  run("the pool's total bound (httpPoolMaxIdle): a connection pooled beyond it closes the oldest idle one, whatever its host", [] {
+    CoreOptions options;
+    options.httpPoolMaxIdle = 2;
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8", options);
+    LoopRunner loop(*stage.core);
+    std::vector<SocketAddress> addrs(3);
+    std::vector<UniqueFd> servers;
+    std::vector<UniqueFd> ups;
+    for (SocketAddress& a : addrs) servers.push_back(listenOn(a));
+    UniqueFd c = connectTo(stage.listenAddr);
+    // Three hosts in turn on one client connection: each upstream goes to the pool at its response.
+    for (size_t i = 0; i < addrs.size(); ++i) {
+      const std::string req = get("/p", routeTo(addrs[i]));
+      CHECK(writeAll(c.get(), req.data(), req.size()));
+      ups.push_back(acceptAndAnswer(servers[i].get(), "ok"));
+      std::string resp;
+      CHECK(readUntil(c.get(), resp, [](const std::string& r) { return messageLength(r) > 0; }) == End::kOpen);
+    }
+    CHECK(waitFor([&] { return stage.stat(Stat::http_pool_evicted_max_idle) == 1; }));
+    CHECK(waitFor([&] { return stage.stat(Stat::upstream_cx_active) == 2; }));
+    CHECK_EQ(stage.core->httpPoolIdle(), 2u);
+    CHECK_EQ(stage.stat(Stat::http_pool_discarded), 0u);
+    // The oldest (the first host's) was closed as an expired one is, with FIN; the others wait.
+    std::string rest;
+    CHECK(readToEnd(ups[0].get(), rest) == End::kEof);
+    for (size_t i = 1; i < ups.size(); ++i) {
+      pollfd p{ups[i].get(), POLLIN, 0};
+      CHECK_EQ(::poll(&p, 1, 0), 0);
+    }
+    // The newest are there to be reused: the third host's request goes on its pooled connection.
+    const std::string again = get("/again", routeTo(addrs[2]));
+    CHECK(writeAll(c.get(), again.data(), again.size()));
+    std::string head;
+    CHECK(readUntil(ups[2].get(), head, [](const std::string& r) { return messageLength(r) > 0; }) == End::kOpen);
+    CHECK(head.rfind("GET /again HTTP/1.1\r\n", 0) == 0);
+    const std::string ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    CHECK(writeAll(ups[2].get(), ok.data(), ok.size()));
+    std::string resp;
+    CHECK(readUntil(c.get(), resp, [](const std::string& r) { return messageLength(r) > 0; }) == End::kOpen);
+    CHECK(resp.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    CHECK_EQ(stage.stat(Stat::http_pool_hit), 1u);
+  });
+
   run("an upstream the full pool refuses is closed and leaves upstream_cx_active (max_idle_per_host 1, and 0)", [] {
     for (const uint32_t maxIdle : {1u, 0u}) {
       Origin server([](Origin& o, int fd, int) {

@@ -38,6 +38,8 @@ export interface NativeWorkerOptions {
   httpPoolMaxIdlePerHost?: number;
   /** cluster.http_pool.idle_timeout. */
   httpPoolIdleTimeoutMs?: number;
+  /** Idle keep-alive upstreams this worker keeps in all (its part of HTTP_POOL_FD_SHARE of the fds); 0 = no total bound. */
+  httpPoolMaxIdle?: number;
   /** cluster.udp_session_timeout: a UDP session ends after this long without a datagram. */
   udpSessionTimeoutMs?: number;
   /** cluster.udp_max_sessions_per_worker: UDP sessions per worker; the one idle longest makes room. */

@@ -24,6 +24,16 @@ const MIN_PIPES = 16;
 /** fds kept back from the connection bound for listeners, epoll, timers, logs and the admin server. */
 export const RESERVED_FDS = 256;
 
+/**
+ * The part of the usable fds (limit - RESERVED_FDS) that idle keep-alive upstreams of http
+ * listeners may hold, split across workers (httpPoolMaxIdle, each worker's total bound whatever the
+ * hosts). Taken out of what the default connection bound and the pipe pool get, only when an http
+ * listener keeps a pool: without a bound of its own, the pool (max_idle_per_host times every host
+ * used) could hold the fds the connections were counted on, and the reserve. A worker out of fds
+ * also closes idle pooled connections at once (docs/HTTP.md, "The keep-alive pool").
+ */
+export const HTTP_POOL_FD_SHARE = 0.1;
+
 /** The addon's accepted ranges for the options derived here (keep in step with option_reader.cc). */
 export const NATIVE_RANGES = {
   maxHosts: { min: 1, max: 1e9 },
@@ -32,6 +42,7 @@ export const NATIVE_RANGES = {
   maxDownstreamConnections: { min: 1, max: 1e9 },
   maxPipes: { min: 0, max: 1 << 20 },
   maxIdlePipes: { min: 0, max: 1 << 20 },
+  httpPoolMaxIdle: { min: 0, max: 1 << 20 },
 } as const;
 
 const SEND_PROXY_VERSION = { off: 0, v1: 1, v2: 2 } as const;
@@ -76,10 +87,14 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number, work
   // generations and orphaned loops. 0 means "no per-host bound": only max_downstream_connections
   // (and the fd limit) apply.
   const perHost = (total: number): number => (total > 0 ? total : Number.MAX_SAFE_INTEGER);
-  const maxDownstream = cluster.maxDownstreamConnections > 0 ? cluster.maxDownstreamConnections : Math.floor(usableFds / FDS_PER_CONNECTION);
+  // Idle pooled upstreams of http listeners get their part first (HTTP_POOL_FD_SHARE).
+  const keepsPool = config.listeners.some((l) => l.mode === 'http') && cluster.httpPool.maxIdlePerHost > 0;
+  const poolFds = keepsPool ? Math.floor(usableFds * HTTP_POOL_FD_SHARE) : 0;
+  const connectionFds = usableFds - poolFds;
+  const maxDownstream = cluster.maxDownstreamConnections > 0 ? cluster.maxDownstreamConnections : Math.floor(connectionFds / FDS_PER_CONNECTION);
   // The pipe pool gets the fds the connections leave (two sockets each), at most its share of the
   // limit: an explicit bound that takes them all leaves only the minimum.
-  const pipeFds = Math.min(fdLimit * PIPE_FD_SHARE, Math.max(0, usableFds - 2 * maxDownstream));
+  const pipeFds = Math.min(fdLimit * PIPE_FD_SHARE, Math.max(0, connectionFds - 2 * maxDownstream));
   return {
     connectTimeoutMs: cluster.connectTimeoutMs,
     idleTimeoutMs: cluster.idleTimeoutMs,
@@ -114,6 +129,8 @@ export function nativeOptionsFor(config: SplicegateConfig, fdLimit: number, work
     // Idle upstreams are kept per worker (each has its own host cache): each gets its share.
     httpPoolMaxIdlePerHost: cluster.httpPool.maxIdlePerHost > 0 ? share(cluster.httpPool.maxIdlePerHost) : 0,
     httpPoolIdleTimeoutMs: cluster.httpPool.idleTimeoutMs,
+    // This worker's part of the pool's fds (at least 1); 0 (no total bound) where no pool is kept.
+    httpPoolMaxIdle: clamp('httpPoolMaxIdle', keepsPool ? workerPart(poolFds, workers, workerId) : 0),
     udpSessionTimeoutMs: cluster.udpSessionTimeoutMs,
     udpMaxSessions: cluster.udpMaxSessionsPerWorker,
     // A dead worker's loop finishes its connections as an orphan, bounded like a drain.
