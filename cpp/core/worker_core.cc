@@ -497,6 +497,9 @@ void WorkerCore::acceptHttp(const Listener& listener, UniqueFd fd, const SocketA
     ls.add(ListenerStat::loop_rejected);
     resetOnClose(fd.get());
     access.refusal = Refusal::kLoopRejected;
+    // As on a relaying listener: where the loop led, and how that was learnt.
+    access.source = lo.transparent ? DestinationSource::kTproxy : DestinationSource::kSoOriginalDst;
+    access.destination.set(dst.address);
     return endRefusedAtAccept(access);
   }
   if (connections_.size() + sessions_.size() >= options_.maxDownstreamConnections) {

@@ -66,7 +66,7 @@ struct LoggedCore {
   UniqueFd listenSocket;
   std::unique_ptr<WorkerCore> core;
   SocketAddress listenAddr;
-  LoggedCore(const SocketAddress& target, bool allowLoopback, size_t capacity = 64) {
+  LoggedCore(const SocketAddress& target, bool allowLoopback, size_t capacity = 64, bool http = false) {
     auto ops = std::make_unique<FixedDestinationOps>();
     ops->target = target;
     CoreOptions options;
@@ -89,6 +89,7 @@ struct LoggedCore {
     ListenerOptions lo;
     lo.name = "plain";
     lo.address = addr("127.0.0.1", 0);
+    lo.http.enabled = http;
     listenSocket = openListenSocket(lo, &listenAddr, err);
     CHECK(listenSocket);
     CHECK(!core->attachListener(lo, listenSocket.get(), nullptr));
@@ -196,6 +197,30 @@ void coreTests() {
     CHECK_EQ(records.size(), 1u);
     const AccessRecord& r = records[0];
     CHECK(std::string(r.listener) == "plain");
+    CHECK(r.reason == CloseReason::kRefused);
+    CHECK(r.refusal == Refusal::kLoopRejected);
+    CHECK(r.destination.get() == secondAddr);
+    CHECK(r.source == DestinationSource::kSoOriginalDst);
+  });
+
+  run("a connection an http listener refuses as a loop names the destination it would have looped to", [] {
+    // As on a relaying listener: the original destination is another listener of the same core.
+    SysError err;
+    ListenerOptions second;
+    second.name = "second";
+    second.address = addr("127.0.0.1", 0);
+    SocketAddress secondAddr;
+    UniqueFd secondSocket = openListenSocket(second, &secondAddr, err);
+    CHECK(secondSocket);
+    LoggedCore lc(secondAddr, /*allowLoopback=*/true, 64, /*http=*/true);
+    CHECK(!lc.core->attachListener(second, secondSocket.get(), nullptr));
+    UniqueFd client = connectClient(lc.listenAddr);
+    CHECK(runUntil(*lc.core, [&] { return lc.core->stats().get(Stat::loop_rejected) == 1; }));
+    std::vector<AccessRecord> records = lc.take();
+    CHECK_EQ(records.size(), 1u);
+    const AccessRecord& r = records[0];
+    CHECK(std::string(r.listener) == "plain");
+    CHECK(r.kind == AccessRecord::Kind::kConnection);
     CHECK(r.reason == CloseReason::kRefused);
     CHECK(r.refusal == Refusal::kLoopRejected);
     CHECK(r.destination.get() == secondAddr);
