@@ -178,14 +178,15 @@ void Connection::start(const SocketAddress* source) {
   stats.add(Stat::upstream_cx_total);
   recordConnectStart();
   UpstreamOpen opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, source);
-  if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno) && ctx_.events.releaseSpareFd()) {
+  while (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno) && ctx_.events.releaseSpareFd()) {
     // Out of fds with this client already accepted: idle upstreams give their fds up, or else the
     // worker's spare fd serves it and accepting pauses until fds free up, so the backlog waits
-    // instead of draining into resets.
+    // instead of draining into resets. Again while something was freed: what idle upstreams gave
+    // up may be gone already (another worker took it), and the spare is still there for this.
     opened = openUpstream(host_->address, ctx_.options.upstreamMark, up_.fd, &upRegistration_, source);
   }
   if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno)) {
-    // Still none: another worker of the process took what was freed (they share one fd
+    // Still none, spare included: another worker of the process took what was freed (they share one fd
     // table). The client was accepted and must not be reset for that: it waits, like the clients
     // in the backlog, for the next tick to find an fd, within connect_timeout (the connect FIFO
     // times it out as an unanswered connect).

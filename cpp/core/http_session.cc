@@ -402,15 +402,16 @@ void HttpSession::connectUpstream() {
   connectStartUs_ = ctx_.loop.nowUs();
   connectStartExactUs_ = EventLoop::monotonicUs();
   UpstreamOpen opened = openUpstream(destination_, ctx_.options.upstreamMark, up_.fd, &upRegistration_);
-  if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno) && owner_.releaseSpareFd()) {
+  while (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno) && owner_.releaseSpareFd()) {
     // As on an original_dst listener: idle upstreams (this pool's first) give their fds up, or
-    // else the worker's spare fd serves the client already accepted and accepting pauses.
+    // else the worker's spare fd serves the client already accepted and accepting pauses; again
+    // while something was freed (another worker may have taken what the pool gave up).
     opened = openUpstream(destination_, ctx_.options.upstreamMark, up_.fd, &upRegistration_);
   }
   state_ = State::kConnecting;  // connect_timeout runs from here, for a wait for an fd too
   if (opened == UpstreamOpen::kSocketFailed && isOutOfFds(errno)) {
-    // Still none: another worker of the process took what was freed (they share one fd
-    // table). The request was accepted and must not fail for that: it waits, as a relayed
+    // Still none, spare included: another worker of the process took what was freed (they share
+    // one fd table). The request was accepted and must not fail for that: it waits, as a relayed
     // connection does, for a tick to find an fd, within connect_timeout (504 past it).
     ctx_.stats.add(Stat::upstream_cx_fd_wait);
     waitingForFd_ = true;

@@ -70,7 +70,7 @@ class HttpSessionOwner {
   virtual void waitForHolder(HttpSession& s) = 0;
   // The upstream socket() found no fd: the worker closes idle upstreams, or else frees its spare fd
   // and pauses accepting, as for a relayed connection (ConnectionEvents::releaseSpareFd). True
-  // when the caller may retry once.
+  // when the caller may retry (and ask again if its retry still finds no fd).
   virtual bool releaseSpareFd() = 0;
   // Still no fd after that (another worker took it): s waits; the worker calls
   // retryUpstreamSocket() on each tick, oldest first, until it returns true.

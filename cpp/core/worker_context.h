@@ -35,8 +35,9 @@ class ConnectionEvents {
   // The upstream socket() failed with EMFILE/ENFILE: free an fd. Idle upstream connections (the
   // HTTP pool's, warm sockets) give theirs up first, oldest first; with none, the worker releases
   // its spare fd and stops accepting until fds free up (the next accepts would only hit the same
-  // wall). Returns true if it freed something, so the caller can retry once and serve the
-  // connection it already accepted.
+  // wall). Returns true if it freed something, so the caller can retry and serve the connection
+  // it already accepted; the caller asks again while its retry still finds no fd (what idle
+  // upstreams gave up may have gone to another worker), which ends at the spare.
   virtual bool releaseSpareFd() = 0;
   // Even so, socket() found no fd for c's upstream (another worker took it): c waits,
   // accepting stays paused, and each tick retries it (Connection::retryUpstreamSocket) before

@@ -1557,6 +1557,94 @@ void sessionTests() {
     CHECK(zResp.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
   });
 
+  run("out of fds, pooled connections closed that free no usable fd: the spare fd still serves the request (was held while it waited, 504 connect_timeout)", [] {
+    // What another worker's accept4 does to the fds this one frees (they share the fd table), made
+    // deterministic: every pooled connection's fd is numbered at or above the limit, so closing it
+    // frees no number socket() may use.
+    PoolUnderFdPressure p(4);
+    CoreOptions options;
+    options.connectTimeoutMs = 300;  // before the fix: the 504 at its end
+    HttpStage stage(SocketAddress{}, "127.0.0.0/8", options);
+    LoopRunner loop(*stage.core);
+    UniqueFd a = connectTo(stage.listenAddr);
+    CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_total) == 1; }));
+    std::vector<UniqueFd> below = fillEveryFdBelowTop();  // the pool's sockets are numbered above these
+    const rlim_t limit = static_cast<rlim_t>(below.back().get()) + 1;
+    p.fillPool(stage, a.get());
+    NofileLimit lowered(limit);  // no number below it is free, and none of the pool's is below it
+    const std::string req = get("/next", routeTo(p.nextAddr));
+    CHECK(writeAll(a.get(), req.data(), req.size()));
+    const bool settled = waitFor([&] {
+      return p.connectedTo(p.next.get()) || stage.stat(Stat::http_rq_connect_timeout) > 0;
+    });
+    const uint64_t timeouts = stage.stat(Stat::http_rq_connect_timeout);
+    const uint64_t evicted = stage.stat(Stat::http_pool_evicted_fd_pressure);
+    lowered.restore();
+    below.clear();
+    CHECK(settled);
+    CHECK_EQ(timeouts, 0u);
+    CHECK_EQ(evicted, 4u);  // the pool still went first
+    UniqueFd up = acceptAndAnswer(p.next.get(), "ok");
+    std::string resp;
+    CHECK(readUntil(a.get(), resp, [](const std::string& r) { return messageLength(r) > 0; }) == End::kOpen);
+    CHECK(resp.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  });
+
+  run("the same on an original_dst listener of that worker: the spare fd serves the accepted client (was held while it waited, reset at connect_timeout)", [] {
+    PoolUnderFdPressure p(4);
+    CoreOptions options;
+    options.connectTimeoutMs = 300;  // before the fix: the reset at its end
+    HttpStage stage(p.nextAddr, "127.0.0.0/8", options);  // every original destination: next
+    ListenerOptions relay;
+    relay.name = "relay";
+    relay.address = addr("127.0.0.1", 0);
+    SysError err;
+    SocketAddress relayAddr;
+    UniqueFd relaySocket = openListenSocket(relay, &relayAddr, err);
+    CHECK(relaySocket);
+    CHECK(!stage.core->attachListener(relay, relaySocket.get(), nullptr));
+    LoopRunner loop(*stage.core);
+    {
+      // One connection relayed from start to end first: UBSan's first check of a type needs fds
+      // (loopback.h, NofileLimit), and no earlier test of this binary relays one.
+      UniqueFd warmup = connectTo(relayAddr);
+      UniqueFd up = acceptWithin(p.next.get());
+      CHECK(writeAll(warmup.get(), "w", 1));
+      char byte;
+      CHECK(::recv(up.get(), &byte, 1, MSG_WAITALL) == 1);
+      ::shutdown(warmup.get(), SHUT_WR);
+      ::shutdown(up.get(), SHUT_WR);
+      std::string rest;
+      CHECK(readToEnd(up.get(), rest) == End::kEof);
+      CHECK(readToEnd(warmup.get(), rest) == End::kEof);
+    }
+    CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_active) == 0; }));
+    UniqueFd a = connectTo(stage.listenAddr);
+    CHECK(waitFor([&] { return stage.stat(Stat::downstream_cx_total) == 2; }));
+    UniqueFd late(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));  // connecting it takes no fd
+    CHECK(late);
+    std::vector<UniqueFd> below = fillEveryFdBelowTop();  // the pool's sockets are numbered above these
+    const int hole = below.back().get();
+    p.fillPool(stage, a.get());
+    below.pop_back();  // the one number under the limit: accept4 takes it
+    NofileLimit lowered(static_cast<rlim_t>(hole + 1));
+    CHECK(::connect(late.get(), relayAddr.sockaddrPtr(), relayAddr.length()) == 0);
+    const bool settled = waitFor([&] {
+      return p.connectedTo(p.next.get()) || stage.stat(Stat::upstream_cx_connect_timeout) > 0;
+    });
+    const uint64_t timeouts = stage.stat(Stat::upstream_cx_connect_timeout);
+    const uint64_t evicted = stage.stat(Stat::http_pool_evicted_fd_pressure);
+    lowered.restore();
+    below.clear();
+    CHECK(settled);
+    CHECK_EQ(timeouts, 0u);
+    CHECK_EQ(evicted, 4u);
+    UniqueFd up = acceptWithin(p.next.get());
+    CHECK(writeAll(late.get(), "hi", 2));
+    char got[2];
+    CHECK(::recv(up.get(), got, 2, MSG_WAITALL) == 2 && std::memcmp(got, "hi", 2) == 0);
+  });
+
   run("a Content-Length body and a pipelined request behind it are framed exactly on one connection", [] {
     Origin server(keepAliveServer());
     HttpStage stage(server.address);
