@@ -1815,6 +1815,46 @@ void sessionTests() {
     CHECK_EQ(server.accepted.load(), 0);
   });
 
+  run("CONNECT behind a PROXY header: trusted or not by the client the header names, not by the balancer", [] {
+    SocketAddress targetAddr;
+    UniqueFd target = listenOn(targetAddr);
+    SysError err;
+    auto core = WorkerCore::create(CoreOptions{}, std::make_unique<FixedDestinationOps>(), err);
+    CHECK(core);
+    ListenerOptions lo;
+    lo.name = "http-pp";
+    lo.address = addr("127.0.0.1", 0);
+    lo.http.enabled = true;
+    // The balancer (127.0.0.1) is trusted for both: its own PROXY header and the routing header.
+    lo.http.trustedSources = {*parseCidr("127.0.0.0/8"), *parseCidr("192.0.2.0/24")};
+    lo.proxyProtocol.enabled = true;
+    lo.proxyProtocol.trustedSources = {*parseCidr("127.0.0.0/8")};
+    SocketAddress listenAddr;
+    UniqueFd listenSocket = openListenSocket(lo, &listenAddr, err);
+    CHECK(listenSocket);
+    CHECK(!core->attachListener(lo, listenSocket.get(), nullptr));
+    LoopRunner loop(*core);
+    const std::string connect = "CONNECT " + targetAddr.toString() + " HTTP/1.1\r\n\r\n";
+    const auto proxyHeader = [&](const char* client) {
+      return "PROXY TCP4 " + std::string(client) + " " + targetAddr.ipString() + " 40000 " +
+             std::to_string(targetAddr.port()) + "\r\n";
+    };
+    // A client outside trusted_sources behind the trusted balancer: 403, nothing reaches the target.
+    UniqueFd untrusted = connectTo(listenAddr);
+    expectError(untrusted.get(), exchange(untrusted.get(), proxyHeader("198.51.100.7") + connect), "403", "connect_untrusted");
+    CHECK_EQ(core->stats().get(Stat::http_rq_connect_untrusted), 1u);
+    CHECK_EQ(core->stats().get(Stat::upstream_cx_total), 0u);
+    // A trusted one (192.0.2.9): the tunnel is made.
+    UniqueFd trusted = connectTo(listenAddr);
+    CHECK(exchange(trusted.get(), proxyHeader("192.0.2.9") + connect).rfind("HTTP/1.1 200 Connection established\r\n", 0) == 0);
+    UniqueFd up = acceptWithin(target.get());
+    CHECK(writeAll(trusted.get(), "hi", 2));
+    char got[2];
+    CHECK(::recv(up.get(), got, 2, MSG_WAITALL) == 2 && std::memcmp(got, "hi", 2) == 0);
+    CHECK_EQ(core->stats().get(Stat::http_rq_connect_untrusted), 1u);
+    CHECK_EQ(core->stats().get(Stat::http_tunnel_total), 1u);
+  });
+
   run("the access log: one request record per request, with method, status, error and destination_source", [] {
     Origin server(keepAliveServer());
     Origin denied(keepAliveServer());
