@@ -762,6 +762,50 @@ void failureTests() {
     CHECK(n < 0 && errno == ECONNRESET);  // passed on as a reset, not a clean EOF
     CHECK(proxy.waitStat(Stat::downstream_cx_destroy_remote, 1));
   });
+  run("a client that half-closed and then resets while the proxy holds bytes for it: the upstream is reset at once, in every relay mode", [] {
+    // The client's own direction has ended, so nothing reads its socket any more: the relay meets
+    // the reset first in its write to the client, and that failed write takes the socket's error
+    // with it (a later SO_ERROR reads 0). The write error itself must end the stream, as the
+    // client's, or the upstream would wait (until idle_timeout) for a client that is gone.
+    for (const CoreOptions::RelayMode mode : {CoreOptions::RelayMode::kCopy, CoreOptions::RelayMode::kSplice,
+                                              CoreOptions::RelayMode::kAuto}) {
+      SocketAddress serverAddr;
+      UniqueFd server = listenOn(serverAddr);
+      CoreOptions options;
+      options.relayMode = mode;
+      Proxy proxy(serverAddr, options);
+      UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      const int small = 4096;
+      ::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+      bindAsClient(client.get());
+      CHECK(::connect(client.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
+      UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
+      CHECK(upstream);
+      ::shutdown(client.get(), SHUT_WR);
+      std::string none;
+      CHECK(readToEnd(upstream.get(), none) == End::kEof);  // the client's FIN went through
+      const std::string chunk(65536, 'z');
+      // Until the proxy holds bytes read from the upstream that the client does not take.
+      bool full = false;
+      for (int i = 0; i < 1000 && !full; ++i) {
+        while (::send(upstream.get(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+        }
+        pollfd out{upstream.get(), POLLOUT, 0};
+        full = ::poll(&out, 1, 200) == 0 &&
+               proxy.stat(Stat::upstream_cx_rx_bytes_total) > proxy.stat(Stat::bytes_sent);
+      }
+      CHECK(full);
+      linger lg{1, 0};
+      ::setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+      client.reset();  // RST
+      pollfd p{upstream.get(), 0, 0};
+      CHECK(::poll(&p, 1, 5000) == 1 && (p.revents & POLLERR));
+      const int err = getIntOption(upstream.get(), SOL_SOCKET, SO_ERROR);
+      CHECK(err == ECONNRESET || err == EPIPE);  // EPIPE: a reset after the FIN it read
+      CHECK(proxy.waitStat(Stat::downstream_cx_destroy_remote, 1));  // the client's end, not the upstream's
+      CHECK_EQ(proxy.stat(Stat::upstream_cx_destroy_remote), 0u);
+    }
+  });
 }
 
 // --- destination policy on the accept path -----------------------------------------------------
