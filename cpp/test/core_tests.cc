@@ -1472,6 +1472,43 @@ void holderWaitTests() {
 // A pipe destroyed with bytes in it (its connection reset) leaves no idle pipe behind, yet the pool
 // may now create one: a direction waiting for a holder must be woken for it. Driven by hand so that
 // the test decides what each batch sees.
+// relay_mode auto: small reads copy through a buffer, but a pipe carries them as well.
+void autoModeFallbackTest() {
+  run("relay_mode auto with every copy buffer lent: a small read goes through a free pipe instead of waiting", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    CoreOptions options;
+    options.relayMode = CoreOptions::RelayMode::kAuto;
+    options.maxCopyBuffers = 1;
+    options.copyBufferSize = 1 << 20;  // A's reads never fill it: A stays on the copy path
+    Proxy proxy(serverAddr, options);
+    // A's upstream never reads, so A soon holds the only buffer with bytes it cannot deliver.
+    UniqueFd clientA = connectClient(proxy.listenAddr);
+    UniqueFd upstreamA(::accept(server.get(), nullptr, nullptr));
+    UniqueFd clientB = connectClient(proxy.listenAddr);
+    UniqueFd upstreamB(::accept(server.get(), nullptr, nullptr));
+    CHECK(upstreamA && upstreamB);
+    const std::string chunk(4096, 'a');
+    bool full = false;
+    for (int i = 0; i < 1000 && !full; ++i) {
+      while (::send(clientA.get(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+      }
+      pollfd out{clientA.get(), POLLOUT, 0};
+      full = ::poll(&out, 1, 200) == 0 &&
+             proxy.stat(Stat::bytes_received) > proxy.stat(Stat::upstream_cx_tx_bytes_total);
+    }
+    CHECK(full);
+    CHECK_EQ(proxy.stat(Stat::splice_bytes), 0u);  // A copied: the buffer is A's
+    CHECK(writeAll(clientB.get(), "hello", 5));
+    char got[5];
+    pollfd in{upstreamB.get(), POLLIN, 0};
+    CHECK(::poll(&in, 1, 5000) == 1);
+    CHECK(::recv(upstreamB.get(), got, sizeof got, MSG_WAITALL) == 5 && std::memcmp(got, "hello", 5) == 0);
+    CHECK_EQ(proxy.stat(Stat::splice_bytes), 5u);  // through a pipe
+    CHECK_EQ(proxy.stat(Stat::buffer_unavailable), 0u);  // nothing waited
+  });
+}
+
 void pipeReplacedTest() {
   run("a pipe destroyed with its connection's bytes lets a waiting direction create a new one", [] {
     SocketAddress serverAddr;
@@ -2039,6 +2076,7 @@ int main() {
   fdExhaustionTests();
   lifecycleTests();
   bufferCapTests();
+  autoModeFallbackTest();
   pipeReplacedTest();
   holderWaitTests();
   budgetTests();
