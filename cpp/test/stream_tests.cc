@@ -215,6 +215,37 @@ void endTests() {
     CHECK(got.size() < body.size());
   });
 
+  run("a stream that keeps moving bytes outlives idle_timeout; an idle one beside it does not", [] {
+    SocketAddress serverAddr;
+    UniqueFd server = listenOn(serverAddr);
+    CoreOptions options;
+    options.idleTimeoutMs = 300;  // swept once a second
+    Proxy proxy(fixedOps(serverAddr), options);
+    UniqueFd busy = connectClient(proxy.listenAddr);
+    UniqueFd busyUp(::accept(server.get(), nullptr, nullptr));
+    UniqueFd idle = connectClient(proxy.listenAddr);
+    UniqueFd idleUp(::accept(server.get(), nullptr, nullptr));
+    CHECK(busyUp && idleUp);
+    // A byte every 50 ms on one connection until the sweep cuts the other: that sweep judged both,
+    // the busy one idle for less than 50 ms.
+    char c;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);  // liveness only
+    while (proxy.stat(Stat::cx_idle_timeout) == 0 && std::chrono::steady_clock::now() < deadline) {
+      CHECK(writeAll(busy.get(), "x", 1));
+      CHECK(::recv(busyUp.get(), &c, 1, MSG_WAITALL) == 1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::string rest;
+    CHECK_END(readToEnd(idle.get(), rest), End::kReset);
+    CHECK(writeAll(busy.get(), "y", 1));  // the busy one still relays...
+    CHECK(::recv(busyUp.get(), &c, 1, MSG_WAITALL) == 1 && c == 'y');
+    ::shutdown(busy.get(), SHUT_WR);  // ...and ends whole
+    ::shutdown(busyUp.get(), SHUT_WR);
+    CHECK_END(readToEnd(busyUp.get(), rest), End::kEof);
+    CHECK_END(readToEnd(busy.get(), rest), End::kEof);
+    CHECK_EQ(proxy.stat(Stat::cx_idle_timeout), 1u);
+  });
+
   run("upstream reset mid-stream resets the client after the bytes sent before it", [] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
