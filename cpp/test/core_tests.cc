@@ -1135,6 +1135,10 @@ void lifecycleTests() {
     CHECK(proxy.waitStat(Stat::cx_drained, kConnections));
     CHECK(proxy.waitStat(Stat::downstream_cx_active, 0));
     CHECK(proxy.waitStat(Stat::upstream_cx_active, 0));
+    // The later events of the batch were ignored, not relayed on closed sockets (whose failed
+    // reads would count as the peers' errors).
+    CHECK_EQ(proxy.stat(Stat::downstream_cx_destroy_remote), 0u);
+    CHECK_EQ(proxy.stat(Stat::upstream_cx_destroy_remote), 0u);
   });
 
   run("warm socket taken while an event for it is pending in the same batch", [] {
