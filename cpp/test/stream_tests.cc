@@ -193,6 +193,28 @@ void endTests() {
     CHECK(proxy.waitStat(Stat::upstream_cx_connect_timeout, 1));
   });
 
+  run("a client that resets while its upstream connect is unanswered ends the attempt at once, counted as the client's", [] {
+    SocketAddress holeAddr;
+    UniqueFd hole = listenOn(holeAddr, 0);  // a full accept queue drops further SYNs
+    std::vector<UniqueFd> fillers;
+    for (int i = 0; i < 4; ++i) {
+      UniqueFd f(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      ::connect(f.get(), holeAddr.sockaddrPtr(), holeAddr.length());
+      fillers.push_back(std::move(f));
+    }
+    CoreOptions options;
+    options.connectTimeoutMs = 60000;  // far beyond this test: only the client's reset ends it
+    Proxy proxy(fixedOps(holeAddr), options);
+    UniqueFd client = connectClient(proxy.listenAddr);
+    CHECK(proxy.waitStat(Stat::upstream_cx_total, 1));
+    resetOnClose(client.get());
+    client.reset();  // RST
+    CHECK(proxy.waitStat(Stat::downstream_cx_active, 0));
+    CHECK(proxy.waitStat(Stat::upstream_cx_active, 0));
+    CHECK_EQ(proxy.stat(Stat::downstream_cx_destroy_remote), 1u);
+    CHECK_EQ(proxy.stat(Stat::upstream_cx_connect_timeout), 0u);
+  });
+
   run("idle timeout mid-stream resets the client: a partial read is never a clean EOF", [] {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
