@@ -183,6 +183,10 @@ void matchingTests() {
     DestinationPolicy empty(rulesOf({}));
     CHECK(byDefault(empty, "198.51.100.1", 80, true));
     CHECK(byDefault(empty, "2001:db8::1", 80, true));
+    // What is not an IP address is nowhere to connect to: denied whatever the default says.
+    const PolicyDecision none = empty.check(SocketAddress{});
+    CHECK(!none.allow);
+    CHECK(none.by == PolicyDecision::By::kSpecial);
   });
 
   run("IPv4 and IPv6 rules do not cross: ::/0 matches no IPv4 destination, 0.0.0.0/0 no IPv6 one", [] {
@@ -371,6 +375,21 @@ void specialTests() {
     DestinationPolicy wider(rulesOf({rule("w", true, {"169.254.0.0/15"})}));
     wider.setLocalRoutes({route(AF_INET, "169.254.0.0", 15)});
     CHECK(special(wider, "169.254.3.3", 1));  // wider than the built-in range: the built-in deny holds
+  });
+
+  run("local routes that touch are one range: an allow covering both opens them; one reaching past them does not", [] {
+    // Two AnyIP /24s side by side are one block of this host's addresses: an allow naming exactly
+    // that block lies inside it. An allow that starts inside this host's addresses but reaches past
+    // them is wider than them, as one that starts before them is.
+    DestinationPolicy both(rulesOf({rule("both", true, {"198.51.100.0/23"})}));
+    both.setLocalRoutes({route(AF_INET, "198.51.100.0", 24), route(AF_INET, "198.51.101.0", 24)});
+    CHECK(allowedBy(both, "198.51.100.7", 80, 0));
+    CHECK(allowedBy(both, "198.51.101.7", 80, 0));
+    DestinationPolicy past(rulesOf({rule("past", true, {"198.51.100.0/23"})}));
+    past.setLocalRoutes({route(AF_INET, "198.51.99.0", 24), route(AF_INET, "198.51.100.0", 24)});
+    CHECK(special(past, "198.51.100.7", 80));  // local [.99.0, .100.255]; the allow ends at .101.255
+    CHECK(special(past, "198.51.99.7", 80));
+    CHECK(allowedBy(past, "198.51.101.7", 80, 0));  // not this host: an ordinary destination
   });
 
   run("refreshLocalAddresses takes this host's interface addresses and local routes (loopback at least)", [] {
