@@ -293,6 +293,22 @@ void hostCacheTests() {
     CHECK(cache.sweep(7'000'000, 5'000'000) == 1);   // idle 5 s
     CHECK(cache.size() == 0);
   });
+  run("one sweep removes every host idle for cleanup_interval, oldest first, and only those", [] {
+    HostCache cache(HostLimits{10, 100, 100});
+    Host* h[3] = {};
+    for (int i = 0; i < 3; ++i) {
+      const std::string ip = "10.0.0." + std::to_string(i + 1);
+      CHECK(cache.admit(addr(ip.c_str(), 80), 0, &h[i]) == HostCache::Admit::kOk);
+      cache.connectDone(*h[i]);
+      cache.connectionClosed(*h[i], (i + 1) * 1'000'000ULL);  // idle since 1 s, 2 s, 3 s
+    }
+    CHECK(cache.sweep(7'000'000, 5'000'000) == 2);  // idle 6 s and 5 s; the third 4 s
+    CHECK(cache.size() == 1);
+    CHECK(cache.removedIdle() == 2);  // host_removed_idle
+    Host* again = nullptr;
+    CHECK(cache.admit(addr("10.0.0.3", 80), 7'000'000, &again) == HostCache::Admit::kOk);
+    CHECK(again == h[2]);  // the one kept is the one idle for less than cleanup_interval
+  });
   run("full cache evicts the least recently used idle host", [] {
     HostCache cache(HostLimits{2, 100, 100});
     Host* a = nullptr;
