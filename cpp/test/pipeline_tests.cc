@@ -452,6 +452,11 @@ void cidrTests() {
     CHECK(cidrsContain(cidrs, addr("fd00:1::2", 1)));
     CHECK(!cidrsContain(cidrs, addr("fd00:2::2", 1)));
     CHECK(cidrsContain({*parseCidr("0.0.0.0/0")}, addr("192.0.2.1", 1)));
+    // A CIDR of one family never trusts the other's addresses, whatever their bytes: 2001:db8::
+    // starts with the bytes of 32.1.13.184.
+    CHECK(!cidrsContain({*parseCidr("32.1.13.184/29")}, addr("2001:db8::1", 1)));
+    CHECK(!cidrsContain({*parseCidr("::/0")}, addr("192.0.2.1", 1)));
+    CHECK(cidrsContain({*parseCidr("::/0")}, addr("2001:db8::1", 1)));
   });
 }
 

@@ -99,6 +99,10 @@ void parseTests() {
     auto c = parseCidr("::/0");
     CHECK(c && c->family == AF_INET6 && c->prefix == 0);
     CHECK(parseCidr("10.0.0.1")->prefix == 32);
+    auto d = parseCidr("2001:db8::1/128");  // a prefix of three digits
+    CHECK(d && d->family == AF_INET6 && d->prefix == 128);
+    auto e = parseCidr("2001:db8::/112");
+    CHECK(e && e->prefix == 112);
     CHECK(!parseCidr("10.0.0.0/33"));
     CHECK(!parseCidr("::/129"));
     CHECK(!parseCidr("10.0.0.0/"));
