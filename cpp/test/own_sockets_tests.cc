@@ -55,6 +55,31 @@ size_t heapInUse() {
 SocketAddress v4(uint32_t ip, uint16_t port) { return SocketAddress::fromIpv4(ip, port); }
 
 void familyTests() {
+  run("among entries that differ only in one field, each is found only with its own value of it (both families)", [] {
+    // One table, densely filled with keys that share every field but one: a lookup for a value not
+    // registered walks past entries that match in all the other fields, and must pass them by.
+    for (const bool six : {false, true}) {
+      OwnSockets reg;
+      const SocketAddress localIp = addr(six ? "fd00::1" : "10.0.0.1", 0);
+      const SocketAddress remoteIp = addr(six ? "fd00::9" : "10.0.9.9", 0);
+      auto at = [](SocketAddress a, uint16_t port) {
+        a.setPort(port);
+        return a;
+      };
+      std::vector<OwnSockets::Registration> regs;
+      for (uint16_t port = 1; port <= 1000; ++port) {
+        regs.push_back(reg.add({at(localIp, 40000), at(remoteIp, port)}));  // remote ports differ
+        regs.push_back(reg.add({at(localIp, static_cast<uint16_t>(port + 1000)), at(remoteIp, 443)}));  // local ports
+      }
+      for (uint16_t port = 1; port <= 1000; ++port) {
+        CHECK(reg.contains(at(localIp, 40000), at(remoteIp, port)));
+        CHECK(reg.contains(at(localIp, static_cast<uint16_t>(port + 1000)), at(remoteIp, 443)));
+      }
+      for (uint16_t port = 1001; port <= 3000; ++port) CHECK(!reg.contains(at(localIp, 40000), at(remoteIp, port)));
+      for (uint16_t port = 3001; port <= 5000; ++port) CHECK(!reg.contains(at(localIp, port), at(remoteIp, 443)));
+    }
+  });
+
   run("IPv4 and IPv6 entries side by side, same ports: each found only as itself", [] {
     OwnSockets reg;
     const SocketAddress local4 = addr("10.0.0.1", 40000), remote4 = addr("10.0.9.9", 80);
