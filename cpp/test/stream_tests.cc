@@ -447,6 +447,54 @@ void loopTests() {
     CHECK(resolver.resolve(accepted.get(), AF_INET, false).outcome == OriginalDstOutcome::kFound);
   });
 
+  run("a loopback connection that arrives while one of our connects is unrecorded is looked at again, and refused once that connect is recorded", [] {
+    // A connect redirected on this host completes before connect() returns, so its accepted side
+    // can be resolved before the connecting thread records the socket. While a connect is in
+    // flight the resolver looks for the peer even in an empty registry, and looks again (bounded)
+    // for a connection on loopback. The seam records the socket at a chosen step of the check.
+    struct LateOps : LabOps {
+      std::function<void()> onPeer, onLocal;
+      SyscallResult peerAddress(int fd, SocketAddress& out) override {
+        if (onPeer) onPeer();
+        return LabOps::peerAddress(fd, out);
+      }
+      SyscallResult localAddress(int fd, SocketAddress& out) override {
+        if (onLocal) onLocal();
+        return LabOps::localAddress(fd, out);
+      }
+    };
+    OwnSockets reg;
+    SocketAddress listenAddr;
+    UniqueFd listener = listenOn(listenAddr);
+    UniqueFd client = connectTo(listenAddr);  // on loopback, as a redirected connect of ours is
+    UniqueFd accepted(::accept(listener.get(), nullptr, nullptr));
+    SocketAddress clientLocal;
+    socklen_t len = SocketAddress::capacity();
+    ::getsockname(client.get(), clientLocal.sockaddrPtr(), &len);
+    LateOps ops;
+    ops.target = addr("10.0.9.9", 80);
+    OriginalDstResolver resolver(ops, reg);
+    resolver.setListenerAddresses({addr("0.0.0.0", 15001)});
+    OwnSockets::Registration late;
+    auto record = [&] {
+      if (!late) late = reg.add({clientLocal, ops.target});
+    };
+    {
+      OwnSockets::ConnectInFlight connecting(reg);
+      CHECK_EQ(reg.size(), 0u);
+      ops.onPeer = record;  // recorded before the first look
+      CHECK(resolver.resolve(accepted.get(), AF_INET, false).outcome == OriginalDstOutcome::kLoop);
+      late.reset();
+      ops.onPeer = nullptr;
+      ops.onLocal = record;  // recorded only after the first look found nothing
+      CHECK(resolver.resolve(accepted.get(), AF_INET, false).outcome == OriginalDstOutcome::kLoop);
+      late.reset();
+      ops.onLocal = nullptr;
+      CHECK(resolver.resolve(accepted.get(), AF_INET, false).outcome == OriginalDstOutcome::kFound);  // never ours
+    }
+    CHECK(resolver.resolve(accepted.get(), AF_INET, false).outcome == OriginalDstOutcome::kFound);
+  });
+
   run("'is this IP local' that cannot answer fails closed: refused as a loop", [] {
     LabOps ops;
     ops.target = addr("10.0.2.1", 15001);  // some address on our wildcard listener's port
