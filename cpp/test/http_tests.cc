@@ -1121,6 +1121,39 @@ void sessionTests() {
     CHECK_EQ(stage.stat(Stat::http_pool_hit), 1u);
   });
 
+  run("a pooled connection on which the server sends bytes nobody asked for leaves the pool at once, though it stays open", [] {
+    // A server may answer an idle connection (a 408 before it closes, say) and keep it open a
+    // while: those bytes would be read as the next request's response. Readable alone is enough.
+    std::atomic<bool> gate{false};
+    std::atomic<bool> done{false};
+    Origin server([&gate, &done](Origin& o, int fd, int index) {
+      std::string buf;
+      if (readUntil(fd, buf, [](const std::string& b) { return messageLength(b) > 0; }) != End::kOpen) return;
+      o.record(buf);
+      const std::string body = std::to_string(index);
+      const std::string resp = "HTTP/1.1 200 OK\r\ncontent-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+      writeAll(fd, resp.data(), resp.size());
+      if (index == 0) {
+        waitFor([&] { return gate.load(); });
+        const std::string stray = "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n";
+        writeAll(fd, stray.data(), stray.size());
+      }
+      waitFor([&] { return done.load(); });  // no FIN: only the bytes say it is unusable
+    });
+    HttpStage stage(server.address);
+    LoopRunner loop(*stage.core);
+    UniqueFd client = connectTo(stage.listenAddr);
+    CHECK(exchange(client.get(), get("/1")).find("\r\n\r\n0") != std::string::npos);
+    CHECK(waitFor([&] { return stage.core->httpPoolIdle() == 1; }));
+    gate = true;
+    CHECK(waitFor([&] { return stage.core->httpPoolIdle() == 0; }));
+    CHECK_EQ(stage.stat(Stat::http_pool_discarded), 1u);
+    const std::string second = exchange(client.get(), get("/2"));
+    CHECK(second.find("408") == std::string::npos);
+    CHECK(second.find("\r\n\r\n1") != std::string::npos);  // a new connection answered
+    done = true;
+  });
+
   run("an upstream the full pool refuses is closed and leaves upstream_cx_active (max_idle_per_host 1, and 0)", [] {
     for (const uint32_t maxIdle : {1u, 0u}) {
       Origin server([](Origin& o, int fd, int) {
