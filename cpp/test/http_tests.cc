@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstring>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -1141,7 +1142,8 @@ void sessionTests() {
       waitFor([&] { return done.load(); });  // no FIN: only the bytes say it is unusable
     });
     HttpStage stage(server.address);
-    LoopRunner loop(*stage.core);
+    std::optional<LoopRunner> loop;
+    loop.emplace(*stage.core);
     UniqueFd client = connectTo(stage.listenAddr);
     CHECK(exchange(client.get(), get("/1")).find("\r\n\r\n0") != std::string::npos);
     CHECK(waitFor([&] { return stage.core->httpPoolIdle() == 1; }));
@@ -1151,6 +1153,12 @@ void sessionTests() {
     const std::string second = exchange(client.get(), get("/2"));
     CHECK(second.find("408") == std::string::npos);
     CHECK(second.find("\r\n\r\n1") != std::string::npos);  // a new connection answered
+    // The discarded connection was given back to its host: only the new one (pooled) counts
+    // against max_connections.
+    loop.reset();  // the core's state is read on this thread from here on
+    uint64_t hostActive = 0;
+    stage.core->hosts().forEach([&](const Host& h) { hostActive += h.active(); });
+    CHECK_EQ(hostActive, 1u);
     done = true;
   });
 
