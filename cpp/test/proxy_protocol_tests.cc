@@ -476,6 +476,8 @@ int main() {
     // the TLV's length field arrives (16 + 12 + 3 bytes).
     Bytes rest = concat(kInet4Block, {0x02, 0x00, 0x0A, 'a', 'b', 'c'});
     checkFailsAt(v2(0x21, 0x11, rest), ParseError::v2_bad_tlv, 31);
+    // One byte past the end is past it too, and known as early.
+    checkFailsAt(v2(0x21, 0x11, concat(kInet4Block, {0x02, 0x00, 0x04, 'a', 'b', 'c'})), ParseError::v2_bad_tlv, 31);
     checkFailsAt(v2(0x21, 0x11, concat(kInet4Block, {0x04})), ParseError::v2_bad_tlv, 29);
     checkFailsAt(v2(0x21, 0x11, concat(kInet4Block, {0x04, 0x00})), ParseError::v2_bad_tlv, 30);
     checkFailsAt(v2(0x21, 0x21, concat(inet6Block(), concat(tlv(0x04, {}), {0x01, 0x00}))),
