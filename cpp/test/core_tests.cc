@@ -678,6 +678,30 @@ void relayTests(CoreOptions::RelayMode mode, const char* label) {
   });
 }
 
+// A client with a small receive window that will not read: the proxy soon holds bytes for it that
+// it cannot deliver.
+UniqueFd connectNonReadingClient(const Proxy& proxy) {
+  UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const int small = 4096;
+  ::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  bindAsClient(client.get());
+  CHECK(::connect(client.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
+  return client;
+}
+
+// Sends from the upstream until the proxy holds bytes read from it that the client has not taken
+// and the upstream can send no more; false if that never happens.
+bool fillUntilProxyHolds(const Proxy& proxy, int upstream) {
+  const std::string chunk(65536, 'y');
+  for (int i = 0; i < 1000; ++i) {
+    while (::send(upstream, chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+    }
+    pollfd out{upstream, POLLOUT, 0};
+    if (::poll(&out, 1, 200) == 0 && proxy.stat(Stat::upstream_cx_rx_bytes_total) > proxy.stat(Stat::bytes_sent)) return true;
+  }
+  return false;
+}
+
 void failureTests() {
   run("refused upstream resets the client and counts connect_fail", [] {
     SocketAddress closed;
@@ -728,24 +752,10 @@ void failureTests() {
       Proxy proxy(serverAddr, options);
       // A client that does not read, with a small window: the proxy soon holds bytes for it that
       // it cannot deliver, and so reads nothing more from the upstream.
-      UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-      const int small = 4096;
-      ::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-      bindAsClient(client.get());
-      CHECK(::connect(client.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
+      UniqueFd client = connectNonReadingClient(proxy);
       UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
       CHECK(upstream);
-      const std::string chunk(65536, 'y');
-      // Until the proxy holds bytes read from the upstream and the upstream can send no more.
-      bool full = false;
-      for (int i = 0; i < 1000 && !full; ++i) {
-        while (::send(upstream.get(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
-        }
-        pollfd out{upstream.get(), POLLOUT, 0};
-        full = ::poll(&out, 1, 200) == 0 &&
-               proxy.stat(Stat::upstream_cx_rx_bytes_total) > proxy.stat(Stat::bytes_sent);
-      }
-      CHECK(full);
+      CHECK(fillUntilProxyHolds(proxy, upstream.get()));
       linger lg{1, 0};
       ::setsockopt(upstream.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
       upstream.reset();  // RST
@@ -810,27 +820,13 @@ void failureTests() {
       CoreOptions options;
       options.relayMode = mode;
       Proxy proxy(serverAddr, options);
-      UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-      const int small = 4096;
-      ::setsockopt(client.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-      bindAsClient(client.get());
-      CHECK(::connect(client.get(), proxy.listenAddr.sockaddrPtr(), proxy.listenAddr.length()) == 0);
+      UniqueFd client = connectNonReadingClient(proxy);
       UniqueFd upstream(::accept(server.get(), nullptr, nullptr));
       CHECK(upstream);
       ::shutdown(client.get(), SHUT_WR);
       std::string none;
       CHECK(readToEnd(upstream.get(), none) == End::kEof);  // the client's FIN went through
-      const std::string chunk(65536, 'z');
-      // Until the proxy holds bytes read from the upstream that the client does not take.
-      bool full = false;
-      for (int i = 0; i < 1000 && !full; ++i) {
-        while (::send(upstream.get(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
-        }
-        pollfd out{upstream.get(), POLLOUT, 0};
-        full = ::poll(&out, 1, 200) == 0 &&
-               proxy.stat(Stat::upstream_cx_rx_bytes_total) > proxy.stat(Stat::bytes_sent);
-      }
-      CHECK(full);
+      CHECK(fillUntilProxyHolds(proxy, upstream.get()));
       linger lg{1, 0};
       ::setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
       client.reset();  // RST
