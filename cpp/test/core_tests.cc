@@ -1498,6 +1498,11 @@ void autoModeFallbackTest() {
     options.maxCopyBuffers = 1;
     options.copyBufferSize = 1 << 20;  // A's reads never fill it: A stays on the copy path
     Proxy proxy(serverAddr, options);
+    // The accepted sockets inherit the listener's receive buffer: at 64 KiB (the kernel doubles
+    // it) no read can return 1 MiB, however late the loop thread reads (a full read would switch
+    // A to splice; it did on a loaded machine, with the buffer autotuned past 1 MiB).
+    const int rcvbuf = 64 * 1024;
+    CHECK(::setsockopt(proxy.listenSocket.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0);
     // A's upstream never reads, so A soon holds the only buffer with bytes it cannot deliver.
     UniqueFd clientA = connectClient(proxy.listenAddr);
     UniqueFd upstreamA(::accept(server.get(), nullptr, nullptr));

@@ -241,7 +241,9 @@ void endTests() {
     SocketAddress serverAddr;
     UniqueFd server = listenOn(serverAddr);
     CoreOptions options;
-    options.idleTimeoutMs = 300;  // swept once a second
+    // Swept once a second. A second, not less: the busy stream is only busy while this thread
+    // gets the CPU every 50 ms, and a loaded machine can hold it back for a few hundred.
+    options.idleTimeoutMs = 1000;
     Proxy proxy(fixedOps(serverAddr), options);
     UniqueFd busy = connectClient(proxy.listenAddr);
     UniqueFd busyUp(::accept(server.get(), nullptr, nullptr));
