@@ -51,6 +51,11 @@ bool clientWaiting(int listenFd) {
   return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
 }
 
+// How a redirected connection's original destination is learnt on this listener.
+DestinationSource redirectSourceOf(const ListenerOptions& lo) {
+  return lo.transparent ? DestinationSource::kTproxy : DestinationSource::kSoOriginalDst;
+}
+
 uint64_t wallTimeMs() {
   timespec ts{};
   ::clock_gettime(CLOCK_REALTIME, &ts);
@@ -389,17 +394,13 @@ void WorkerCore::acceptOne(Listener& listener, UniqueFd fd, const SocketAddress&
     case OriginalDstOutcome::kLoop:
       // Refused at once: the looped upstream connect behind it fails with this reset, and so does
       // the client connection that started it, instead of recursing until the fd limit.
-      stats_.add(Stat::loop_rejected);
-      ls.add(ListenerStat::loop_rejected);
+      refuseLoop(ls, access, dst.address, redirectSourceOf(lo));
       resetOnClose(fd.get());
-      access.refusal = Refusal::kLoopRejected;
-      access.source = lo.transparent ? DestinationSource::kTproxy : DestinationSource::kSoOriginalDst;
-      access.destination.set(dst.address);  // where the loop led: which rule sent it back in
       return endRefusedAtAccept(access);
     case OriginalDstOutcome::kFound:
       break;
   }
-  access.source = lo.transparent ? DestinationSource::kTproxy : DestinationSource::kSoOriginalDst;
+  access.source = redirectSourceOf(lo);
   // acceptFrom stops accepting at the bound (the shared socket then feeds workers with room); this
   // guards the same bound should a batch ever cross it.
   if (connections_.size() >= options_.maxDownstreamConnections) {
@@ -446,25 +447,18 @@ void WorkerCore::handshakeDone(Connection& c, const SocketAddress& headerDestina
         c.access.refusal = Refusal::kNoOriginalDst;
         return c.close(CloseReason::kRefused);
       case OriginalDstOutcome::kLoop:
-        stats_.add(Stat::loop_rejected);
-        ls.add(ListenerStat::loop_rejected);
-        c.access.refusal = Refusal::kLoopRejected;
-        c.access.source = lo.transparent ? DestinationSource::kTproxy : DestinationSource::kSoOriginalDst;
-        c.access.destination.set(dst.address);
+        refuseLoop(ls, c.access, dst.address, redirectSourceOf(lo));
         return c.close(CloseReason::kRefused);
       case OriginalDstOutcome::kFound:
         destination = dst.address;
-        c.access.source = lo.transparent ? DestinationSource::kTproxy : DestinationSource::kSoOriginalDst;
+        c.access.source = redirectSourceOf(lo);
         break;
     }
   } else {
     c.access.source = DestinationSource::kProxyProtocol;
     if (resolver_.pointsAtOwnListener(destination)) {
       // A header naming one of our own listeners would loop straight back in.
-      stats_.add(Stat::loop_rejected);
-      ls.add(ListenerStat::loop_rejected);
-      c.access.refusal = Refusal::kLoopRejected;
-      c.access.destination.set(destination);
+      refuseLoop(ls, c.access, destination, DestinationSource::kProxyProtocol);
       return c.close(CloseReason::kRefused);
     }
   }
@@ -493,13 +487,8 @@ void WorkerCore::acceptHttp(const Listener& listener, UniqueFd fd, const SocketA
   // header; a connection that was not redirected simply has none (503 no_destination per request).
   const OriginalDstResult dst = resolver_.resolve(fd.get(), lo.address.family(), lo.transparent);
   if (dst.outcome == OriginalDstOutcome::kLoop) {
-    stats_.add(Stat::loop_rejected);
-    ls.add(ListenerStat::loop_rejected);
+    refuseLoop(ls, access, dst.address, redirectSourceOf(lo));
     resetOnClose(fd.get());
-    access.refusal = Refusal::kLoopRejected;
-    // As on a relaying listener: where the loop led, and how that was learnt.
-    access.source = lo.transparent ? DestinationSource::kTproxy : DestinationSource::kSoOriginalDst;
-    access.destination.set(dst.address);
     return endRefusedAtAccept(access);
   }
   if (connections_.size() + sessions_.size() >= options_.maxDownstreamConnections) {
@@ -689,6 +678,14 @@ void WorkerCore::recordDenied(const ListenerOptions& listener, const SocketAddre
   std::strncpy(event->listener, listener.name.c_str(), WorkerEvent::kNameCapacity - 1);
   event->policy = listener.policy;
   event->decision = decision;
+}
+
+void WorkerCore::refuseLoop(ListenerStats& ls, AccessInfo& access, const SocketAddress& to, DestinationSource source) {
+  stats_.add(Stat::loop_rejected);
+  ls.add(ListenerStat::loop_rejected);
+  access.refusal = Refusal::kLoopRejected;
+  access.source = source;
+  access.destination.set(to);  // where the loop led: which rule sent it back in
 }
 
 size_t WorkerCore::shedIdleUpstreams() {

@@ -166,6 +166,8 @@ class WorkerCore final : private ConnectionEvents, private HttpSessionOwner, pri
   // A connection refused at accept (before a Connection existed) has ended: counts it in
   // cx_close_refused and logs it if sampled.
   void endRefusedAtAccept(const AccessInfo& access);
+  // A destination that leads back into splicegate: counted, and the record says where it led.
+  void refuseLoop(ListenerStats& ls, AccessInfo& access, const SocketAddress& to, DestinationSource source);
   void logClosed(const Connection& c, CloseReason reason);
   // connect: the PROXY header for the upstream (send_proxy_protocol), then a warm socket or a new
   // connect (bound to the client's IP with original_source).
