@@ -14,8 +14,6 @@ import { ConfigError, formatProblems, loadConfigFile } from './config/load';
 import { DEFAULTS } from './config/schema';
 import { closestMatch } from './config/suggest';
 import { formatSystemError, isSystemError } from './config/syserr';
-
-export { formatSystemError };
 import type { SplicegateConfig } from './config/types';
 import { configWarnings } from './config/warnings';
 import { loadEnvoyFile } from './envoy/load';

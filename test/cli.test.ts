@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { formatSystemError } from '../src/cli';
+import { formatSystemError } from '../src/config/syserr';
 
 const CLI = join(__dirname, '..', 'src', 'cli.js');
 const FIXTURES = join(__dirname, '..', '..', 'test', 'fixtures', 'configs');

@@ -288,7 +288,7 @@ describe('Reloader', () => {
       assert.equal(outcome.ok, false);
       if (outcome.ok) return;
       assert.equal(outcome.reason, 'failed');
-      // What `splicegate run` prints for the same failure at start (cli.ts formatSystemError).
+      // What `splicegate run` prints for the same failure at start (config/syserr.ts formatSystemError).
       assert.equal(outcome.message, `listen taken 127.0.0.1:${port}: bind failed: EADDRINUSE (address already in use)`);
       assert.equal(reloadResponse(outcome).status, 500);
       assert.equal(real.size, 0, 'the failed lease closed what it opened');

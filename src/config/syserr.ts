@@ -26,6 +26,13 @@ export function isOutOfResources(code: string | undefined): boolean {
   return code !== undefined && OUT_OF_RESOURCES.has(code);
 }
 
+const NAMES_OUT_OF_RESOURCES = new RegExp(`\\b(${[...OUT_OF_RESOURCES].join('|')})\\b`);
+
+/** A message that names one of those codes (an error whose code is its own, its cause in words). */
+export function mentionsOutOfResources(message: string): boolean {
+  return NAMES_OUT_OF_RESOURCES.test(message);
+}
+
 export interface SystemErrorShape {
   code: string;
   syscall: string;

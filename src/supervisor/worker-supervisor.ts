@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import Piscina from 'piscina';
 import type { SplicegateConfig } from '../config/types';
-import { isOutOfResources } from '../config/syserr';
+import { isOutOfResources, mentionsOutOfResources } from '../config/syserr';
 import type { WorkerLatencyExport } from '../latency/source';
 import { DEFAULT_RESTART_POLICY, RestartPolicy, type RestartPolicyOptions } from './restart-policy';
 import type { NativeWorkerEvent, NativeWorkerOptions } from '../native/binding';
@@ -425,5 +425,5 @@ export class WorkerSupervisor extends EventEmitter {
 function failedForResources(err: { code?: unknown; message?: unknown } | undefined): boolean {
   if (err === undefined) return false;
   if (typeof err.code === 'string' && isOutOfResources(err.code)) return true;
-  return err.code === 'ERR_WORKER_INIT_FAILED' || (typeof err.message === 'string' && /\b(EMFILE|ENFILE|ENOMEM)\b/.test(err.message));
+  return err.code === 'ERR_WORKER_INIT_FAILED' || (typeof err.message === 'string' && mentionsOutOfResources(err.message));
 }
