@@ -47,13 +47,7 @@ const char* closeReasonName(CloseReason reason) {
 
 void PackedAddress::set(const SocketAddress& address) {
   *this = PackedAddress{};
-  if (address.family() == AF_INET) {
-    std::memcpy(ip, &reinterpret_cast<const sockaddr_in*>(address.sockaddrPtr())->sin_addr, 4);
-  } else if (address.family() == AF_INET6) {
-    std::memcpy(ip, &reinterpret_cast<const sockaddr_in6*>(address.sockaddrPtr())->sin6_addr, 16);
-  } else {
-    return;
-  }
+  if (address.copyIpTo(ip) == 0) return;
   family = static_cast<uint8_t>(address.family());
   port = address.port();
 }

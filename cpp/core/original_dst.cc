@@ -103,11 +103,7 @@ LocalIp KernelOriginalDstOps::isLocalIp(const SocketAddress& ip) {
   // one of our wildcard listeners' ports, or a UDP destination the first time the worker replies
   // from it.
   uint8_t raw[16] = {};
-  if (ip.family() == AF_INET) {
-    std::memcpy(raw, &reinterpret_cast<const sockaddr_in*>(ip.sockaddrPtr())->sin_addr, 4);
-  } else if (ip.family() == AF_INET6) {
-    std::memcpy(raw, &reinterpret_cast<const sockaddr_in6*>(ip.sockaddrPtr())->sin6_addr, 16);
-  }
+  ip.copyIpTo(raw);
   int routeErr = 0;
   switch (routeKindOf(ip.family(), raw, routeErr)) {
     case RouteKind::kLocal:

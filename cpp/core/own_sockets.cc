@@ -18,15 +18,6 @@ namespace {
 std::atomic<OwnSockets*> gRegistries[OwnSockets::kMaxRegistries];
 std::mutex gRegistriesMutex;
 
-// The IP bytes of an IPv4 or IPv6 address into out[16]; other families leave it zero.
-void copyIp(const SocketAddress& address, uint8_t* out) {
-  if (address.family() == AF_INET) {
-    std::memcpy(out, &reinterpret_cast<const sockaddr_in*>(address.sockaddrPtr())->sin_addr, 4);
-  } else if (address.family() == AF_INET6) {
-    std::memcpy(out, &reinterpret_cast<const sockaddr_in6*>(address.sockaddrPtr())->sin6_addr, 16);
-  }
-}
-
 // murmur3's 64-bit finaliser: within one shard every local port has the same low bits, so the
 // slot index needs all bits mixed.
 uint64_t mix64(uint64_t h) {
@@ -81,8 +72,8 @@ OwnSockets::Key::Key(const SocketAddress& local, const SocketAddress& remote)
       remoteFamily(static_cast<uint8_t>(remote.family())),
       localPort(local.port()),
       remotePort(remote.port()) {
-  copyIp(local, localIp);
-  copyIp(remote, remoteIp);
+  local.copyIpTo(localIp);
+  remote.copyIpTo(remoteIp);
 }
 
 bool OwnSockets::Key::operator==(const Key& o) const {

@@ -124,13 +124,7 @@ bool deniedAsSpecial(Key key, const typename PrefixTable<Key>::Match& m, bool al
 LocalRoute hostRoute(const SocketAddress& a) {
   LocalRoute r;
   r.family = static_cast<uint8_t>(a.family());
-  if (a.family() == AF_INET) {
-    std::memcpy(r.address, &reinterpret_cast<const sockaddr_in*>(a.sockaddrPtr())->sin_addr, 4);
-    r.length = 32;
-  } else if (a.family() == AF_INET6) {
-    std::memcpy(r.address, &reinterpret_cast<const sockaddr_in6*>(a.sockaddrPtr())->sin6_addr, 16);
-    r.length = 128;
-  }
+  r.length = static_cast<uint8_t>(a.copyIpTo(r.address) * 8);
   return r;
 }
 

@@ -45,6 +45,18 @@ uint16_t SocketAddress::port() const {
   return 0;
 }
 
+size_t SocketAddress::copyIpTo(uint8_t* out) const {
+  if (family() == AF_INET) {
+    std::memcpy(out, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, 4);
+    return 4;
+  }
+  if (family() == AF_INET6) {
+    std::memcpy(out, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, 16);
+    return 16;
+  }
+  return 0;
+}
+
 void SocketAddress::setPort(uint16_t port) {
   if (family() == AF_INET) reinterpret_cast<sockaddr_in*>(&storage_)->sin_port = htons(port);
   if (family() == AF_INET6) reinterpret_cast<sockaddr_in6*>(&storage_)->sin6_port = htons(port);

@@ -26,6 +26,9 @@ class SocketAddress {
   uint16_t port() const;
   void setPort(uint16_t port);
   bool isAnyAddress() const;  // 0.0.0.0 or ::
+  // Copies the IP's bytes (network order) to out, which holds 16: 4 for IPv4, 16 for IPv6, none
+  // for another family. Returns how many.
+  size_t copyIpTo(uint8_t* out) const;
 
   const sockaddr* sockaddrPtr() const { return reinterpret_cast<const sockaddr*>(&storage_); }
   sockaddr* sockaddrPtr() { return reinterpret_cast<sockaddr*>(&storage_); }
